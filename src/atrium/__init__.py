@@ -1,0 +1,1 @@
+"""Atrium: a self-hosted AI backend."""

@@ -1,0 +1,96 @@
+"""``create_app(settings)``: the FastAPI app and the lifespan that builds everything once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from fastapi import FastAPI
+
+from atrium.accounts.bootstrap import ensure_admin
+from atrium.container import Services, build_services, close_services, migrate
+from atrium.demo import ingest_demo
+from atrium.gateway.ports import ChatModel
+from atrium.http.errors import install_error_handlers
+from atrium.http.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from atrium.http.routes import chat, conversations, documents, health, query, search
+from atrium.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None = None,
+               auto_migrate: bool = True) -> FastAPI:
+    """Build the app. ``chat_model`` overrides the configured one (tests inject adapters this way)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if auto_migrate:
+            await migrate(settings)
+        services = await build_services(settings, chat_model=chat_model)
+        app.state.services = services
+        background: list[asyncio.Task[None]] = []
+        try:
+            await _first_start(services)
+            await services.knowledge.reconcile()
+            await services.jobs.recover()
+            background = [
+                asyncio.create_task(services.jobs.work(), name="jobs"),
+                asyncio.create_task(services.knowledge.keep_consistent(), name="index-upkeep"),
+                asyncio.create_task(_warm_up(services.chat_model), name="model-warm-up"),
+            ]
+            app.state.ready = True
+            yield
+        finally:
+            app.state.ready = False
+            for task in background:
+                task.cancel()
+            for task in background:
+                with suppress(asyncio.CancelledError, Exception):
+                    await task
+            await close_services(services)
+
+    app = FastAPI(title="Atrium", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.ready = False
+    install_error_handlers(app)
+    limits = settings.limits
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        limit_for=lambda path: limits.max_upload_bytes if path.startswith("/api/v1/documents")
+        else limits.max_request_bytes,
+    )
+    app.add_middleware(RequestIdMiddleware)
+    for module in (health, chat, search, documents, query, conversations):
+        app.include_router(module.router)
+    return app
+
+
+async def _first_start(services: Services) -> None:
+    """On a new data dir: create the admin org, user and key, print the key once, load the demo docs."""
+    preset = services.settings.bootstrap_admin_key
+    created = await ensure_admin(services.db, preset_key=preset.get_secret_value() if preset else None)
+    if created is None:
+        return
+    if created.raw_key is not None:
+        # Printed to the terminal, never logged: this is the only time the key exists in clear text.
+        print(
+            "\n  Atrium admin API key (shown once, stored only as a hash):\n\n"
+            f"    {created.raw_key}\n\n  Use it as: Authorization: Bearer <key>\n",
+            file=sys.stderr, flush=True,
+        )
+    if services.settings.knowledge.demo_collection:
+        count = await ingest_demo(services.knowledge, created.org_id)
+        log.info("demo collection ingested: %d documents", count)
+
+
+async def _warm_up(model: ChatModel) -> None:
+    """Start the model in the background so liveness answers at once and readiness follows the model."""
+    try:
+        await model.ready()
+    except Exception:
+        log.exception("chat model failed to start")

@@ -1,0 +1,219 @@
+"""The ``atrium`` command: serve | worker | migrate | ingest | ask | search | config show."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import select
+
+from atrium.accounts.bootstrap import ensure_admin
+from atrium.accounts.principal import Principal
+from atrium.container import Services, build_services, close_services, migrate
+from atrium.errors import AppError
+from atrium.settings import Settings, masked_dump
+from atrium.telemetry.logging import configure_logging
+
+app = typer.Typer(help="Atrium: a self-hosted AI backend.", no_args_is_help=True, add_completion=False)
+config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+console = Console(stderr=True)
+T = TypeVar("T")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except (ValidationError, ValueError) as exc:
+        console.print(f"[red]Invalid configuration:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def run_async(work: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(work())  # type: ignore[arg-type]
+    except AppError as exc:
+        console.print(f"[red]{exc.code}:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def serve(host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
+          port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None) -> None:
+    """Run the API server (migrates the database and bootstraps the admin key on first start)."""
+    import uvicorn
+
+    from atrium.app import create_app
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(create_app(settings), host=host or settings.server.host, port=port or settings.server.port,
+                log_config=None, timeout_graceful_shutdown=30)
+
+
+@app.command()
+def worker() -> None:
+    """Run background jobs (ingestion) in this process until interrupted."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+
+    async def work() -> None:
+        await migrate(settings)
+        services = await build_services(settings)
+        try:
+            await services.jobs.recover()
+            await services.jobs.work()
+        finally:
+            await close_services(services)
+
+    run_async(work)
+
+
+@app.command("migrate")
+def migrate_command() -> None:
+    """Create or upgrade the database schema (SQLite or PostgreSQL)."""
+    settings = load_settings()
+    run_async(lambda: migrate(settings))
+    console.print("[green]database is at the latest schema[/green]")
+
+
+async def _admin_principal(services: Services, org: str | None) -> Principal:
+    from atrium.store.models import Organization
+
+    created = await ensure_admin(services.db, preset_key=None if services.settings.bootstrap_admin_key is None
+                                 else services.settings.bootstrap_admin_key.get_secret_value())
+    if created is not None and created.raw_key is not None:
+        console.print(f"\n  Atrium admin API key (shown once): [bold]{created.raw_key}[/bold]\n")
+    async with services.db.session() as session:
+        query = select(Organization.id).order_by(Organization.created_at).limit(1)
+        if org is not None:
+            query = select(Organization.id).where(Organization.id == org)
+        org_id = await session.scalar(query)
+    if org_id is None:
+        raise AppError(f"no organisation {org!r}", code="not_found")
+    return Principal(org_id=org_id, user_id=None, role="owner")
+
+
+@app.command()
+def ingest(paths: Annotated[list[Path], typer.Argument(help="Files or directories (.txt, .md).")],
+           collection: Annotated[str, typer.Option(help="Collection to add the documents to.")] = "default",
+           org: Annotated[str | None, typer.Option(help="Organisation id (default: the first).")] = None) -> None:
+    """Ingest local files into a collection, with a progress bar."""
+    from atrium.knowledge.ingest import discover, ingest_files
+    from atrium.knowledge.service import IngestResult, check_collection
+
+    settings = load_settings()
+    configure_logging("warning")
+
+    async def work() -> dict[str, Any]:
+        check_collection(collection)
+        files = discover(paths)
+        await migrate(settings)
+        services = await build_services(settings)
+        try:
+            principal = await _admin_principal(services, org)
+            await services.knowledge.reconcile()
+            with Progress(TextColumn("[bold]ingesting[/bold]"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("{task.fields[source]}"), TimeElapsedColumn(), console=console) as bar:
+                task = bar.add_task("ingest", total=len(files), source="")
+
+                async def on_file(done: int, _total: int, result: IngestResult | None) -> None:
+                    bar.update(task, completed=done, source=result.source if result else "")
+
+                summary = await ingest_files(services.knowledge, principal.org_id, collection, files, on_file)
+            return summary.to_dict()
+        finally:
+            await close_services(services)
+
+    result = run_async(work)
+    for error in result["errors"]:
+        console.print(f"[yellow]skipped {error['source']}:[/yellow] {error['message']}")
+    console.print(f"[green]{len(result['documents'])} documents, {result['chunks']} chunks[/green] "
+                  f"({', '.join(f'{k}: {v}' for k, v in sorted(result['counts'].items())) or 'nothing new'})")
+    if result["errors"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def search(query: str,
+           limit: Annotated[int, typer.Option(min=1, max=50)] = 5,
+           mode: Annotated[str, typer.Option(help="hybrid | vector | keyword")] = "hybrid",
+           collection: Annotated[str | None, typer.Option()] = None,
+           as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Search the ingested documents."""
+    if mode not in ("hybrid", "vector", "keyword"):
+        raise typer.BadParameter("mode must be hybrid, vector or keyword")
+    settings = load_settings()
+    configure_logging("warning")
+
+    async def work() -> list[dict[str, Any]]:
+        services = await build_services(settings)
+        try:
+            principal = await _admin_principal(services, None)
+            await services.knowledge.reconcile()
+            hits = await services.knowledge.search(principal.org_id, query, mode=mode, limit=limit,  # type: ignore[arg-type]
+                                                   collections=[collection] if collection else None)
+            return [{"score": round(hit.score, 4), "source": hit.chunk.source, "heading": hit.chunk.heading,
+                     "text": hit.chunk.text} for hit in hits]
+        finally:
+            await close_services(services)
+
+    results = run_async(work)
+    if as_json:
+        print(json.dumps(results, indent=2, ensure_ascii=False))
+        return
+    for number, item in enumerate(results, start=1):
+        console.print(f"[bold]{number}. {item['source']}[/bold] — {item['heading']}  ({item['score']})")
+        console.print("   " + item["text"][:200].replace("\n", " "))
+
+
+@app.command()
+def ask(question: str, collection: Annotated[str | None, typer.Option()] = None) -> None:
+    """Ask a grounded question; the answer streams into the terminal, then its sources."""
+    settings = load_settings()
+    configure_logging("warning")
+
+    async def work() -> int:
+        await migrate(settings)
+        services = await build_services(settings)
+        try:
+            principal = await _admin_principal(services, None)
+            await services.knowledge.reconcile()
+            run = await services.chat.ask(principal, question, conversation_id=None,
+                                          collections=[collection] if collection else None)
+            status = 0
+            async for item in run.events():
+                if item.event == "token":
+                    sys.stdout.write(item.data["text"])
+                    sys.stdout.flush()
+                elif item.event == "sources":
+                    sys.stdout.write("\n\n")
+                    for source in item.data["sources"]:
+                        mark = "*" if source["cited"] else " "
+                        console.print(f" {mark}[{source['number']}] {source['source']} — {source['heading']}")
+                elif item.event == "error":
+                    console.print(f"\n[red]{item.data['code']}:[/red] {item.data['message']}")
+                    status = 1
+            return status
+        finally:
+            await close_services(services)
+
+    raise typer.Exit(run_async(work))
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the effective configuration as JSON, secrets masked."""
+    print(json.dumps(masked_dump(load_settings()), indent=2, default=str))
+
+
+def main() -> None:
+    app()

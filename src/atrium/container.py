@@ -1,0 +1,131 @@
+"""Builds every long-lived part once from ``Settings`` and closes them in reverse order.
+
+The API (``create_app``) and the CLI share this wiring, so ``atrium ingest`` and the server use the same
+adapters the same way. Adapters are chosen here, by configuration, and injected; nothing else branches on
+which adapter is in use.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import httpx
+
+from atrium.conversations.chat import ChatService
+from atrium.conversations.queries import QueryService
+from atrium.conversations.runs import RunSupervisor
+from atrium.gateway.ports import ChatModel
+from atrium.jobs.queue import DatabaseJobQueue
+from atrium.knowledge.answering import GroundedAnswerer
+from atrium.knowledge.ingest import upload_job_handler
+from atrium.knowledge.keyword import KeywordSearch, PostgresKeywordSearch, SqliteKeywordSearch
+from atrium.knowledge.ports import Embedder, VectorIndex
+from atrium.knowledge.service import KnowledgeService
+from atrium.settings import Settings
+from atrium.store.engine import Database, build_engine
+from atrium.store.migrate import upgrade
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    embedder: Embedder
+    index: VectorIndex
+    knowledge: KnowledgeService
+    chat_model: ChatModel
+    chat: ChatService
+    queries: QueryService
+    jobs: DatabaseJobQueue
+    runs: RunSupervisor
+    http_client: httpx.AsyncClient
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.settings.data_dir / "uploads"
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    config = settings.embedding
+    if config.provider == "hash":
+        from atrium.knowledge.embedders.fake import HashEmbedder
+
+        return HashEmbedder(dimensions=config.dimensions or 384)
+    from atrium.knowledge.embedders.onnx_minilm import OnnxEmbedder
+
+    return OnnxEmbedder(model_path=config.model_path, tokenizer_path=config.tokenizer_path,
+                        dimensions=config.dimensions, batch_size=config.batch_size,
+                        intra_op_num_threads=config.threads)
+
+
+def build_chat_model(settings: Settings, http_client: httpx.AsyncClient) -> ChatModel:
+    config = settings.chat
+    if config.provider == "fake":
+        from atrium.gateway.providers.fake import FakeChatModel
+
+        return FakeChatModel(token_delay=config.fake_token_delay_s)
+    if config.provider == "openai":
+        from atrium.gateway.providers.base import Provider
+        from atrium.gateway.providers.openai_format import OpenAIChatModel
+
+        key = config.openai.api_key.get_secret_value() if config.openai.api_key else None
+        provider = Provider(name="openai", base_url=config.openai.base_url, model=config.openai.model,
+                            api_key=key)
+        return OpenAIChatModel(provider, http_client, name=config.openai.model)
+    from atrium.gateway.providers.local_llama import LocalChatModel, ManagedLlamaServer
+
+    server = ManagedLlamaServer(
+        model=config.local_model, cache_dir=settings.model_cache_dir, log_dir=settings.data_dir / "logs",
+        n_ctx=config.n_ctx, n_threads=config.n_threads, n_threads_batch=config.n_threads_batch,
+        startup_timeout_s=config.startup_timeout_s,
+    )
+    return LocalChatModel(server, request_timeout_s=config.request_timeout_s)
+
+
+def build_index(settings: Settings, dimensions: int) -> VectorIndex:
+    from atrium.knowledge.vector.hnsw import HnswVectorIndex
+
+    config = settings.knowledge
+    return HnswVectorIndex(settings.index_dir, dimensions, M=config.hnsw_m,
+                           ef_construction=config.hnsw_ef_construction, ef_search=config.hnsw_ef_search)
+
+
+async def migrate(settings: Settings) -> None:
+    await anyio.Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    await anyio.to_thread.run_sync(upgrade, settings.resolved_database_url)
+
+
+async def build_services(settings: Settings, *, chat_model: ChatModel | None = None) -> Services:
+    """Everything but background loops; the caller starts those (server) or runs jobs inline (CLI)."""
+    await anyio.Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    db = Database(await anyio.to_thread.run_sync(build_engine, settings.resolved_database_url))
+    embedder = await anyio.to_thread.run_sync(build_embedder, settings)
+    index = await anyio.to_thread.run_sync(build_index, settings, embedder.dimensions)
+    keyword: KeywordSearch = SqliteKeywordSearch() if db.is_sqlite else PostgresKeywordSearch()
+    knowledge = KnowledgeService(db, embedder, index, keyword, settings.knowledge)
+    # One HTTP client for every upstream call of this process.
+    http_client = httpx.AsyncClient(timeout=httpx.Timeout(settings.chat.request_timeout_s, connect=10.0),
+                                    limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+    model = chat_model or build_chat_model(settings, http_client)
+    answerer = GroundedAnswerer(knowledge, top_k=settings.knowledge.top_k,
+                                min_relevance=settings.knowledge.min_relevance)
+    runs = RunSupervisor()
+    uploads = settings.data_dir / "uploads"
+    jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, uploads)})
+    return Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
+                    chat_model=model, chat=ChatService(db, answerer, model, runs, settings.chat),
+                    queries=QueryService(db, answerer, model, runs, settings.chat), jobs=jobs, runs=runs,
+                    http_client=http_client)
+
+
+async def close_services(services: Services) -> None:
+    await services.runs.drain(timeout=30)
+    await services.knowledge.save_index(force=True)
+    await services.chat_model.aclose()
+    await services.http_client.aclose()
+    await services.db.dispose()

@@ -1,0 +1,95 @@
+"""The chat use case: a multi-turn, grounded, streamed answer that is stored no matter what the client does.
+
+Order of work: the user message is committed before anything else happens; an assistant message row is
+committed as ``pending``; the answer is produced by a detached run that fills that row when it ends (also
+on error, disconnect, or shutdown, where it keeps the partial text with status ``error``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from atrium.accounts.principal import Principal
+from atrium.conversations import repository as repo
+from atrium.conversations.generation import Outcome, error_of, generate, record_usage
+from atrium.conversations.runs import AnswerRun, RunSupervisor
+from atrium.gateway.ports import ChatModel
+from atrium.knowledge.answering import GroundedAnswerer
+from atrium.settings import ChatSettings
+from atrium.store.engine import Database
+from atrium.store.models import Conversation, Message
+
+ENDPOINT = "/api/v1/chat/ask"
+log = logging.getLogger(__name__)
+
+
+class ChatService:
+    def __init__(self, db: Database, answerer: GroundedAnswerer, model: ChatModel, runs: RunSupervisor,
+                 settings: ChatSettings) -> None:
+        self.db = db
+        self.answerer = answerer
+        self.model = model
+        self.runs = runs
+        self.settings = settings
+
+    async def ask(self, principal: Principal, message: str, *, conversation_id: str | None,
+                  collections: Sequence[str] | None) -> AnswerRun:
+        """Store the question, start the answer run, and return its event feed at once."""
+        async with self.db.session() as session:
+            if conversation_id is None:
+                conversation = Conversation(org_id=principal.org_id, user_id=principal.user_id,
+                                            title=message[:80])
+                session.add(conversation)
+                await session.flush()
+            else:
+                conversation = await repo.get_conversation(session, principal.org_id, conversation_id)
+                conversation.updated_at = datetime.now(UTC)
+            user_message = Message(org_id=principal.org_id, conversation_id=conversation.id, role="user",
+                                   content=message)
+            session.add(user_message)
+            await session.flush()
+            assistant = Message(org_id=principal.org_id, conversation_id=conversation.id, role="assistant",
+                                content="", status="pending")
+            session.add(assistant)
+            await session.flush()
+            ids = (conversation.id, user_message.id, assistant.id)
+        run = AnswerRun()
+        run.emit("meta", conversation_id=ids[0], user_message_id=ids[1], message_id=ids[2])
+        self.runs.spawn(self._answer(principal, run, message, *ids, collections))
+        return run
+
+    async def _answer(self, principal: Principal, run: AnswerRun, question: str, conversation_id: str,
+                      user_message_id: str, message_id: str, collections: Sequence[str] | None) -> None:
+        outcome = Outcome()
+        try:
+            async with self.db.session() as session:
+                history = await repo.history(session, principal.org_id, conversation_id, user_message_id)
+            prompt = await self.answerer.prepare(principal.org_id, question, history, collections)
+            outcome.sources = list(prompt.sources)
+            await generate(self.model, prompt, run, max_tokens=self.settings.max_tokens,
+                           temperature=self.settings.temperature, outcome=outcome)
+        except asyncio.CancelledError:
+            outcome.error = {"code": "interrupted", "message": "The server stopped before the answer ended."}
+            await asyncio.shield(self._store(principal, message_id, outcome))
+            raise
+        except Exception as exc:  # the run must always end with a stored message and a final event
+            log.exception("answer run failed")
+            outcome.error = error_of(exc)
+        await self._store(principal, message_id, outcome)
+        run.emit("sources", sources=outcome.source_dicts())
+        if outcome.error:
+            run.emit("error", **outcome.error, message_id=message_id, conversation_id=conversation_id)
+        else:
+            run.emit("done", message_id=message_id, conversation_id=conversation_id, model=outcome.model,
+                     usage=outcome.usage, answer=outcome.text)
+
+    async def _store(self, principal: Principal, message_id: str, outcome: Outcome) -> None:
+        async with self.db.session() as session:
+            await repo.finish_message(session, principal.org_id, message_id, content=outcome.text,
+                                      status=outcome.status, model=outcome.model,
+                                      sources=outcome.source_dicts(), usage=outcome.usage, error=outcome.error)
+        await record_usage(self.db, org_id=principal.org_id, user_id=principal.user_id,
+                           api_key_id=principal.api_key_id, endpoint=ENDPOINT, model=self.model, outcome=outcome)

@@ -1,0 +1,81 @@
+"""Runs a grounded prompt through the chat model, emitting events into an ``AnswerRun``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from atrium.conversations.runs import AnswerRun
+from atrium.errors import AppError
+from atrium.gateway.ports import ChatModel, ChatRequest, Done, ErrorEvent, Token, Usage
+from atrium.knowledge.answering import NO_ANSWER, GroundedPrompt, Source, cite
+from atrium.store.engine import Database
+from atrium.store.models import UsageRecord
+
+
+@dataclass(slots=True)
+class Outcome:
+    text: str = ""
+    model: str | None = None
+    usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0,
+                                                            "total_tokens": 0})
+    sources: list[Source] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    latency_ms: float = 0.0
+
+    @property
+    def status(self) -> str:
+        return "error" if self.error else "complete"
+
+    def source_dicts(self) -> list[dict[str, object]]:
+        return [source.to_dict() for source in self.sources]
+
+
+async def generate(model: ChatModel, prompt: GroundedPrompt, run: AnswerRun, *, max_tokens: int,
+                   temperature: float, outcome: Outcome) -> Outcome:
+    """Fill ``outcome`` as the model streams (so a cancelled run still holds its partial text)."""
+    started = time.perf_counter()
+    if not prompt.has_context:
+        outcome.text = NO_ANSWER
+        run.emit("token", text=NO_ANSWER)
+        return outcome
+    parts: list[str] = []
+    request = ChatRequest(messages=prompt.messages, max_tokens=max_tokens, temperature=temperature)
+    async for event in model.stream(request):
+        match event:
+            case Token(text=text):
+                parts.append(text)
+                outcome.text = "".join(parts)
+                run.emit("token", text=text)
+            case Usage(prompt_tokens=p, completion_tokens=c):
+                outcome.usage = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+            case Done(model=name):
+                outcome.model = name
+            case ErrorEvent(code=code, message=message):
+                outcome.error = {"code": code, "message": message}
+    outcome.text = "".join(parts)
+    outcome.sources = cite(outcome.text, prompt.sources)
+    outcome.latency_ms = (time.perf_counter() - started) * 1000
+    return outcome
+
+
+async def record_usage(db: Database, *, org_id: str, user_id: str | None, api_key_id: str | None,
+                       endpoint: str, model: ChatModel, outcome: Outcome) -> None:
+    """One usage row per model call (none when the model was not called)."""
+    if outcome.model is None and outcome.error is None:
+        return
+    async with db.session() as session:
+        session.add(UsageRecord(
+            org_id=org_id, user_id=user_id, api_key_id=api_key_id, provider=getattr(model, "provider", "local"),
+            model=outcome.model or model.name, endpoint=endpoint,
+            prompt_tokens=outcome.usage["prompt_tokens"], completion_tokens=outcome.usage["completion_tokens"],
+            latency_ms=outcome.latency_ms, outcome=outcome.error["code"] if outcome.error else "ok",
+        ))
+
+
+def error_of(exc: Exception) -> dict[str, str]:
+    """The caller-safe form of an unexpected failure: our own errors keep their code and message."""
+    if isinstance(exc, AppError):
+        return {"code": exc.code, "message": exc.message}
+    return {"code": "internal_error", "message": "The answer failed because of an internal error."}

@@ -1,0 +1,85 @@
+"""One-shot query records: a question and its grounded answer stored under an id (``/api/v1/query``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from atrium.accounts.principal import Principal
+from atrium.conversations.generation import Outcome, error_of, generate, record_usage
+from atrium.conversations.runs import AnswerRun, RunSupervisor
+from atrium.errors import NotFound
+from atrium.gateway.ports import ChatModel
+from atrium.knowledge.answering import GroundedAnswerer
+from atrium.settings import ChatSettings
+from atrium.store.engine import Database
+from atrium.store.models import QueryRecord
+
+ENDPOINT = "/api/v1/query"
+log = logging.getLogger(__name__)
+
+
+class QueryService:
+    def __init__(self, db: Database, answerer: GroundedAnswerer, model: ChatModel, runs: RunSupervisor,
+                 settings: ChatSettings) -> None:
+        self.db = db
+        self.answerer = answerer
+        self.model = model
+        self.runs = runs
+        self.settings = settings
+
+    async def submit(self, principal: Principal, question: str,
+                     collections: Sequence[str] | None) -> tuple[str, asyncio.Task[None]]:
+        """Store the query as ``pending`` and start answering it; returns the record id and the run.
+        The run stores the answer itself, so a caller that stops waiting loses nothing."""
+        async with self.db.session() as session:
+            record = QueryRecord(org_id=principal.org_id, user_id=principal.user_id, question=question,
+                                 collection=",".join(collections) if collections else None)
+            session.add(record)
+            await session.flush()
+            record_id = record.id
+        task = self.runs.spawn(self._answer(principal, record_id, question, collections, AnswerRun()))
+        return record_id, task
+
+    async def get(self, principal: Principal, record_id: str) -> QueryRecord:
+        async with self.db.session() as session:
+            record = await session.scalar(select(QueryRecord).where(QueryRecord.org_id == principal.org_id,
+                                                                    QueryRecord.id == record_id))
+        if record is None:
+            raise NotFound("No such query.")
+        return record
+
+    async def _answer(self, principal: Principal, record_id: str, question: str,
+                      collections: Sequence[str] | None, run: AnswerRun) -> None:
+        outcome = Outcome()
+        try:
+            prompt = await self.answerer.prepare(principal.org_id, question, (), collections)
+            outcome.sources = list(prompt.sources)
+            await generate(self.model, prompt, run, max_tokens=self.settings.max_tokens,
+                           temperature=self.settings.temperature, outcome=outcome)
+        except asyncio.CancelledError:
+            outcome.error = {"code": "interrupted", "message": "The server stopped before the answer ended."}
+            await asyncio.shield(self._store(principal, record_id, outcome))
+            raise
+        except Exception as exc:
+            log.exception("query failed")
+            outcome.error = error_of(exc)
+        await self._store(principal, record_id, outcome)
+
+    async def _store(self, principal: Principal, record_id: str, outcome: Outcome) -> None:
+        async with self.db.session() as session:
+            record = await session.get(QueryRecord, record_id)
+            if record is not None and record.org_id == principal.org_id:
+                record.status = outcome.status
+                record.answer = outcome.text
+                record.sources = outcome.source_dicts()
+                record.model = outcome.model
+                record.usage = outcome.usage
+                record.error = outcome.error
+                record.completed_at = datetime.now(UTC)
+        await record_usage(self.db, org_id=principal.org_id, user_id=principal.user_id,
+                           api_key_id=principal.api_key_id, endpoint=ENDPOINT, model=self.model, outcome=outcome)

@@ -1,0 +1,90 @@
+"""Atrium's one error tree.
+
+Every failure a caller can see is an ``AppError``; the HTTP edge (``atrium.http.errors``) maps it to
+``{"error": {"code", "message", "request_id"}}`` with the status below. Adapters translate vendor
+exceptions into these (``raise ModelUnavailable(...) from exc``) so callers catch only ours.
+
+    AppError (500 internal_error)
+    ├── InvalidRequest (422 invalid_request)
+    │   └── PayloadTooLarge (413 payload_too_large)
+    ├── Unauthorized (401 unauthorized)
+    ├── Forbidden (403 forbidden)
+    ├── NotFound (404 not_found)
+    ├── Conflict (409 conflict)
+    ├── NotReady (503 not_ready)
+    └── GatewayError (502 upstream_error)
+        ├── ModelUnavailable (503 model_unavailable)
+        └── ModelTimeout (504 model_timeout)
+"""
+
+from __future__ import annotations
+
+
+class AppError(Exception):
+    """Base of every error Atrium shows to a caller. ``message`` must never hold a secret."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str = "Internal error.", *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequest(AppError):
+    status_code = 422
+    code = "invalid_request"
+
+
+class PayloadTooLarge(InvalidRequest):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class Unauthorized(AppError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(AppError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(AppError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(AppError):
+    status_code = 409
+    code = "conflict"
+
+
+class NotReady(AppError):
+    status_code = 503
+    code = "not_ready"
+
+
+class GatewayError(AppError):
+    """A model provider failed; ``retryable`` tells wrappers whether another attempt may succeed."""
+
+    status_code = 502
+    code = "upstream_error"
+
+    def __init__(self, message: str = "The model provider failed.", *, code: str | None = None,
+                 retryable: bool = False) -> None:
+        super().__init__(message, code=code)
+        self.retryable = retryable
+
+
+class ModelUnavailable(GatewayError):
+    status_code = 503
+    code = "model_unavailable"
+
+
+class ModelTimeout(GatewayError):
+    status_code = 504
+    code = "model_timeout"

@@ -1,0 +1,60 @@
+"""FastAPI dependencies as ``Annotated`` aliases: services, the caller's Principal, role checks."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import select
+
+from atrium.accounts.api_keys import principal_for_key
+from atrium.accounts.principal import Principal, Role
+from atrium.container import Services
+from atrium.errors import Forbidden, NotReady, Unauthorized
+from atrium.store.models import Organization
+
+
+def get_services(request: Request) -> Services:
+    services: Services | None = getattr(request.app.state, "services", None)
+    if services is None:
+        raise NotReady("Atrium is starting.")
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_principal(request: Request, services: ServicesDep) -> Principal:
+    """The caller, from ``Authorization: Bearer atr_...`` (or ``X-API-Key``)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, credential = header.partition(" ")
+    raw = credential.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key", "").strip()
+    if not raw:
+        if services.settings.auth.allow_anonymous:
+            return await _anonymous(services)
+        raise Unauthorized("An API key is required: send 'Authorization: Bearer atr_...'.")
+    async with services.db.session() as session:
+        principal = await principal_for_key(session, raw)
+    if principal is None:
+        raise Unauthorized("The API key is invalid, expired or revoked.")
+    return principal
+
+
+async def _anonymous(services: Services) -> Principal:
+    """Local development only (``auth.allow_anonymous``): act as a member of the first organisation."""
+    async with services.db.session() as session:
+        org_id = await session.scalar(select(Organization.id).order_by(Organization.created_at).limit(1))
+    if org_id is None:
+        raise Unauthorized("No organisation exists yet.")
+    return Principal(org_id=org_id, user_id=None, role="member")
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_role(minimum: Role) -> Depends:  # type: ignore[valid-type]
+    async def check(principal: PrincipalDep) -> None:
+        if not principal.has_role(minimum):
+            raise Forbidden(f"This needs the {minimum} role.")
+
+    return Depends(check)

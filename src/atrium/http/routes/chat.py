@@ -1,0 +1,89 @@
+"""``POST /api/v1/chat/ask``: a grounded answer as JSON, or as SSE (``meta``, ``token``, ``sources``,
+``done`` | ``error``) when ``stream`` is true or the client accepts ``text/event-stream``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse
+
+from atrium.conversations.runs import AnswerRun
+from atrium.errors import AppError, InvalidRequest, PayloadTooLarge
+from atrium.http.deps import PrincipalDep, ServicesDep
+from atrium.knowledge.service import check_collection
+
+router = APIRouter(prefix="/api/v1/chat", tags=["chat"])
+
+
+class AskBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    message: str = Field(min_length=1)
+    conversation_id: str | None = Field(None, min_length=1, max_length=64)
+    collection: str | None = Field(None, min_length=1, max_length=100)
+    stream: bool = False
+
+
+def checked_message(message: str, limit: int) -> str:
+    if len(message) > limit:
+        raise PayloadTooLarge(f"message is {len(message)} characters; the limit is {limit}.")
+    if not message.strip():
+        raise InvalidRequest("message must not be blank.")
+    return message
+
+
+@router.post("/ask", response_model=None)
+async def ask(body: AskBody, request: Request, principal: PrincipalDep,
+              services: ServicesDep) -> JSONResponse | EventSourceResponse:
+    message = checked_message(body.message, services.settings.limits.max_message_chars)
+    collections = [check_collection(body.collection)] if body.collection else None
+    run = await services.chat.ask(principal, message, conversation_id=body.conversation_id,
+                                  collections=collections)
+    wants_sse = body.stream or "text/event-stream" in request.headers.get("accept", "")
+    if wants_sse:
+        return EventSourceResponse(_sse(run), ping=15)
+    return await _collect(run)
+
+
+async def _sse(run: AnswerRun) -> AsyncIterator[dict[str, str]]:
+    # If the client goes away this generator stops; the run does not, and stores the answer.
+    async for item in run.events():
+        yield {"event": item.event, "data": json.dumps(item.data, ensure_ascii=False)}
+
+
+async def _collect(run: AnswerRun) -> JSONResponse:
+    meta: dict[str, Any] = {}
+    sources: list[dict[str, Any]] = []
+    parts: list[str] = []
+    async for item in run.events():
+        if item.event == "meta":
+            meta = item.data
+        elif item.event == "token":
+            parts.append(item.data["text"])
+        elif item.event == "sources":
+            sources = item.data["sources"]
+        elif item.event == "error":
+            status = 504 if item.data.get("code") == "model_timeout" else 502
+            return JSONResponse({"error": {"code": item.data["code"], "message": item.data["message"],
+                                           "request_id": _request_id()},
+                                 "conversation_id": meta.get("conversation_id"),
+                                 "message_id": meta.get("message_id"), "partial_answer": "".join(parts)},
+                                status_code=status)
+        elif item.event == "done":
+            return JSONResponse({
+                "answer": item.data["answer"], "sources": sources, "artifacts": [],
+                "conversation_id": item.data["conversation_id"], "message_id": item.data["message_id"],
+                "user_message_id": meta.get("user_message_id"), "model": item.data["model"],
+                "usage": item.data["usage"],
+            })
+    raise AppError("The answer ended without a final event.")
+
+
+def _request_id() -> str | None:
+    from atrium.telemetry.logging import request_id_var
+
+    return request_id_var.get()

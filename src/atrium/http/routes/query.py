@@ -1,0 +1,51 @@
+"""One-shot queries: ``POST /api/v1/query`` stores a question and its answer; ``GET`` returns the record."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from atrium.http.deps import PrincipalDep, ServicesDep
+from atrium.http.routes.chat import checked_message
+from atrium.knowledge.service import check_collection
+from atrium.store.models import QueryRecord
+
+router = APIRouter(prefix="/api/v1/query", tags=["query"])
+
+
+class QueryBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: str = Field(min_length=1)
+    collection: str | None = Field(None, min_length=1, max_length=100)
+    wait: bool = True
+
+
+def record_view(record: QueryRecord) -> dict[str, Any]:
+    return {"id": record.id, "status": record.status, "question": record.question, "answer": record.answer,
+            "sources": record.sources or [], "model": record.model, "usage": record.usage, "error": record.error,
+            "created_at": record.created_at.isoformat(),
+            "completed_at": record.completed_at.isoformat() if record.completed_at else None}
+
+
+@router.post("", response_model=None)
+async def submit(body: QueryBody, principal: PrincipalDep, services: ServicesDep) -> JSONResponse:
+    """Answer the question and return the stored record (201). With ``wait: false``, or when the answer
+    takes longer than the request timeout, return the pending record at once (202) to poll with GET."""
+    question = checked_message(body.question, services.settings.limits.max_message_chars)
+    collections = [check_collection(body.collection)] if body.collection else None
+    record_id, task = await services.queries.submit(principal, question, collections)
+    if body.wait:
+        # shield: the run keeps going (and stores its answer) even if this request is cancelled.
+        done, _ = await asyncio.wait({asyncio.shield(task)}, timeout=services.settings.chat.request_timeout_s)
+        del done
+    record = await services.queries.get(principal, record_id)
+    return JSONResponse(record_view(record), status_code=201 if record.status != "pending" else 202)
+
+
+@router.get("/{record_id}")
+async def get(record_id: str, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
+    return record_view(await services.queries.get(principal, record_id))

@@ -1,0 +1,41 @@
+"""``POST /api/v1/search/semantic``: hybrid, vector or keyword search over the caller's documents."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from atrium.errors import InvalidRequest, PayloadTooLarge
+from atrium.http.deps import PrincipalDep, ServicesDep
+
+router = APIRouter(prefix="/api/v1/search", tags=["search"])
+
+
+class SearchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(min_length=1)
+    limit: int = Field(10, ge=1)
+    collection: str | None = Field(None, min_length=1, max_length=100)
+    mode: Literal["hybrid", "vector", "keyword"] = "hybrid"
+
+
+@router.post("/semantic")
+async def semantic(body: SearchBody, principal: PrincipalDep, services: ServicesDep) -> dict[str, object]:
+    limits = services.settings.limits
+    if len(body.query) > limits.max_message_chars:
+        raise PayloadTooLarge(f"query is longer than {limits.max_message_chars} characters.")
+    if body.limit > limits.max_search_limit:
+        raise InvalidRequest(f"limit must be at most {limits.max_search_limit}.")
+    hits = await services.knowledge.search(principal.org_id, body.query, mode=body.mode, limit=body.limit,
+                                           collections=[body.collection] if body.collection else None)
+    return {
+        "mode": body.mode,
+        "results": [
+            {"chunk_id": hit.chunk.id, "document_id": hit.chunk.document_id, "collection": hit.chunk.collection,
+             "source": hit.chunk.source, "title": hit.chunk.title, "heading": hit.chunk.heading,
+             "text": hit.chunk.text, "score": hit.score}
+            for hit in hits
+        ],
+    }

@@ -1,0 +1,133 @@
+"""The JobQueue port and its embedded adapter: a durable job table worked by an in-process worker.
+
+A job is committed before it is announced, so a crash loses none: at start-up, jobs left ``running`` by a
+dead process go back to ``queued`` (up to ``max_attempts``) and run again. Handlers must be idempotent
+(ingestion is: a document whose content is unchanged is skipped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy import select, update
+
+from atrium.errors import AppError, NotFound
+from atrium.store.engine import Database
+from atrium.store.models import Job
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[float], Awaitable[None]]
+Handler = Callable[[Job, ProgressFn], Awaitable[dict[str, Any]]]
+
+
+class JobQueue(Protocol):
+    """Durable background work, per tenant."""
+
+    async def enqueue(self, tenant: str, kind: str, payload: dict[str, Any]) -> str: ...
+
+    async def get(self, tenant: str, job_id: str) -> Job: ...
+
+
+class DatabaseJobQueue:
+    """Jobs in the ``jobs`` table, run one at a time by ``work()`` in this process."""
+
+    def __init__(self, db: Database, handlers: dict[str, Handler], *, max_attempts: int = 3,
+                 poll_interval_s: float = 1.0) -> None:
+        self.db = db
+        self.handlers = handlers
+        self.max_attempts = max_attempts
+        self.poll_interval_s = poll_interval_s
+        self._wakeup = asyncio.Event()
+
+    async def enqueue(self, tenant: str, kind: str, payload: dict[str, Any]) -> str:
+        if kind not in self.handlers:
+            raise AppError(f"unknown job kind {kind!r}")
+        async with self.db.session() as session:
+            job = Job(org_id=tenant, kind=kind, payload=payload)
+            session.add(job)
+            await session.flush()
+            job_id = job.id
+        self._wakeup.set()
+        return job_id
+
+    async def get(self, tenant: str, job_id: str) -> Job:
+        async with self.db.session() as session:
+            job = await session.scalar(select(Job).where(Job.org_id == tenant, Job.id == job_id))
+        if job is None:
+            raise NotFound("No such job.")
+        return job
+
+    async def recover(self) -> int:
+        """Requeue jobs a dead process left running; fail those out of attempts."""
+        async with self.db.session() as session:
+            stale = list(await session.scalars(select(Job).where(Job.status == "running")))
+            for job in stale:
+                if job.attempts >= self.max_attempts:
+                    job.status, job.error = "failed", "gave up after repeated interruptions"
+                else:
+                    job.status = "queued"
+                job.updated_at = datetime.now(UTC)
+        return len(stale)
+
+    async def work(self) -> None:
+        """Run queued jobs until cancelled."""
+        while True:
+            job = await self._claim()
+            if job is None:
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_interval_s)
+                continue
+            await self._run(job)
+
+    async def run_pending(self) -> int:
+        """Run every queued job now (the CLI uses this); returns how many ran."""
+        ran = 0
+        while (job := await self._claim()) is not None:
+            await self._run(job)
+            ran += 1
+        return ran
+
+    async def _claim(self) -> Job | None:
+        async with self.db.session() as session:
+            candidate = await session.scalar(
+                select(Job.id).where(Job.status == "queued").order_by(Job.created_at).limit(1)
+            )
+            if candidate is None:
+                return None
+            claimed = await session.execute(
+                update(Job).where(Job.id == candidate, Job.status == "queued")
+                .values(status="running", attempts=Job.attempts + 1, updated_at=datetime.now(UTC))
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                return None  # another worker took it
+            return await session.get(Job, candidate)
+
+    async def _run(self, job: Job) -> None:
+        async def progress(fraction: float) -> None:
+            await self._update(job.id, progress=max(0.0, min(1.0, fraction)))
+
+        try:
+            result = await self.handlers[job.kind](job, progress)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._update(job.id, status="queued"))
+            raise
+        except AppError as exc:
+            await self._update(job.id, status="failed", error=exc.message)
+            return
+        except Exception:
+            log.exception("job %s (%s) failed", job.id, job.kind)
+            await self._update(job.id, status="failed", error="internal error")
+            return
+        await self._update(job.id, status="succeeded", result=result, progress=1.0)
+
+    async def _update(self, job_id: str, **values: Any) -> None:
+        async with self.db.session() as session:
+            await session.execute(update(Job).where(Job.id == job_id).values(updated_at=datetime.now(UTC),
+                                                                              **values))

@@ -1,0 +1,98 @@
+"""Grounded answers: retrieve, number the sources, prompt the model to cite them, map citations back.
+
+When retrieval finds nothing relevant enough, the model is not called at all: the answer is the fixed
+"I don't know" text, so an empty context can never produce an invented answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from atrium.gateway.ports import ChatMessage
+from atrium.knowledge.service import KnowledgeService, SearchHit
+
+NO_ANSWER = "I don't know: the documents I can search do not cover this question."
+
+SYSTEM_PROMPT = (
+    "You are Atrium, an assistant that answers questions using only the numbered sources provided.\n"
+    "Rules:\n"
+    "- Use only facts stated in the sources. Do not use outside knowledge.\n"
+    "- After each sentence that uses a source, cite it with its number in square brackets, like [1] or [2].\n"
+    "- If the sources do not contain the answer, reply exactly: " + NO_ANSWER + "\n"
+    "- Be concise."
+)
+CITATION = re.compile(r"\[(\d{1,3})\]")
+SNIPPET_CHARS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    number: int
+    chunk_id: int
+    document_id: str
+    collection: str
+    source: str
+    title: str
+    heading: str
+    snippet: str
+    score: float
+    cited: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class GroundedPrompt:
+    messages: tuple[ChatMessage, ...]
+    sources: tuple[Source, ...]
+
+    @property
+    def has_context(self) -> bool:
+        return bool(self.sources)
+
+
+class GroundedAnswerer:
+    """Builds the grounded prompt for a question (and its conversation history)."""
+
+    def __init__(self, knowledge: KnowledgeService, *, top_k: int, min_relevance: float) -> None:
+        self.knowledge = knowledge
+        self.top_k = top_k
+        self.min_relevance = min_relevance
+
+    async def prepare(self, tenant: str, question: str, history: Sequence[ChatMessage],
+                      collections: Sequence[str] | None) -> GroundedPrompt:
+        hits = await self.knowledge.search(tenant, question, mode="hybrid", limit=self.top_k,
+                                           collections=collections)
+        return build_prompt(question, relevant(hits, self.min_relevance), history)
+
+
+def relevant(hits: Sequence[SearchHit], min_relevance: float) -> list[SearchHit]:
+    """All hits when the best semantic match clears ``min_relevance``; none otherwise."""
+    best = max((hit.vector_score for hit in hits if hit.vector_score is not None), default=None)
+    if best is None or best < min_relevance:
+        return []
+    return list(hits)
+
+
+def build_prompt(question: str, hits: Sequence[SearchHit], history: Sequence[ChatMessage]) -> GroundedPrompt:
+    sources = tuple(
+        Source(number=i, chunk_id=hit.chunk.id, document_id=hit.chunk.document_id,
+               collection=hit.chunk.collection, source=hit.chunk.source, title=hit.chunk.title,
+               heading=hit.chunk.heading, snippet=hit.chunk.text[:SNIPPET_CHARS], score=round(hit.score, 6))
+        for i, hit in enumerate(hits, start=1)
+    )
+    context = "\n\n".join(
+        f"[{i}] {hit.chunk.title} — {hit.chunk.heading}\n{hit.chunk.text}" for i, hit in enumerate(hits, start=1)
+    )
+    user = f"Sources:\n{context}\n\nQuestion: {question}\nAnswer with citations:"
+    messages = (ChatMessage("system", SYSTEM_PROMPT), *history, ChatMessage("user", user))
+    return GroundedPrompt(messages=messages, sources=sources)
+
+
+def cite(answer: str, sources: Sequence[Source]) -> list[Source]:
+    """The sources with ``cited`` set for every number the answer mentions; unknown numbers are ignored."""
+    numbers = {int(match) for match in CITATION.findall(answer)}
+    return [Source(**{**asdict(source), "cited": source.number in numbers}) for source in sources]

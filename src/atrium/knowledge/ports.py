@@ -1,0 +1,63 @@
+"""Knowledge ports: Embedder and VectorIndex.
+
+Vectors are float32, L2-normalised, shape ``(n, dimensions)``; scores are cosine similarities (higher is
+better). The tenant (organisation id) is a required argument of every index method: one tenant's vectors are
+never searched for another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+Vectors = npt.NDArray[np.float32]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into normalised vectors. CPU-heavy work runs off the event loop."""
+
+    name: str
+    dimensions: int
+
+    async def embed(self, texts: Sequence[str]) -> Vectors: ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the embedding model sees for ``text`` (used to size chunks)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class VectorHit:
+    id: int
+    score: float
+
+
+@runtime_checkable
+class VectorIndex(Protocol):
+    """An approximate nearest-neighbour index of chunk vectors, keyed by chunk id, per tenant and
+    collection. The database holds the truth (every chunk keeps its vector); ``sync`` makes the index
+    match it after a crash."""
+
+    dimensions: int
+
+    async def add(self, tenant: str, collection: str, ids: Sequence[int], vectors: Vectors) -> None: ...
+
+    async def delete(self, tenant: str, collection: str, ids: Sequence[int]) -> None: ...
+
+    async def search(self, tenant: str, collections: Sequence[str] | None, vector: Vectors,
+                     limit: int) -> list[VectorHit]:
+        """Best ``limit`` hits over the given collections (``None``: all of the tenant's)."""
+        ...
+
+    async def ids(self, tenant: str, collection: str) -> set[int]: ...
+
+    async def collections(self, tenant: str) -> list[str]: ...
+
+    async def save(self) -> None:
+        """Persist to disk (no-op for in-memory adapters)."""
+        ...

@@ -1,0 +1,223 @@
+"""The knowledge use cases: ingest documents, search them (keyword, vector, hybrid), keep the vector index
+consistent with the database.
+
+The database is the truth. Chunks and their vectors are committed in one transaction per document, and the
+tenant's knowledge revision is bumped in it; the vector index is updated after the commit and reconciled
+against the database at start-up and whenever another process bumps a revision (``atrium ingest`` while
+the server runs, or a crash between commit and index update).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import anyio
+import numpy as np
+
+from atrium.errors import InvalidRequest, NotFound
+from atrium.knowledge import repository as repo
+from atrium.knowledge.chunking import chunk_text
+from atrium.knowledge.fusion import reciprocal_rank_fusion
+from atrium.knowledge.keyword import KeywordSearch
+from atrium.knowledge.ports import Embedder, VectorIndex
+from atrium.settings import KnowledgeSettings
+from atrium.store.engine import Database
+from atrium.store.models import Chunk, Document
+
+log = logging.getLogger(__name__)
+
+SearchMode = Literal["hybrid", "vector", "keyword"]
+COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def check_collection(name: str) -> str:
+    if not COLLECTION_NAME.match(name):
+        raise InvalidRequest("collection must be 1-100 letters, digits, '_', '-' or '.', starting with a "
+                             "letter or digit")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    document_id: str
+    source: str
+    chunks: int
+    status: Literal["created", "replaced", "unchanged"]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    chunk: repo.ChunkView
+    score: float
+    vector_score: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReport:
+    added: int
+    removed: int
+
+
+class KnowledgeService:
+    """Ingest, search and index upkeep for every tenant; tenant is a required argument throughout."""
+
+    def __init__(self, db: Database, embedder: Embedder, index: VectorIndex, keyword: KeywordSearch,
+                 settings: KnowledgeSettings) -> None:
+        self.db = db
+        self.embedder = embedder
+        self.index = index
+        self.keyword = keyword
+        self.settings = settings
+        self._seen_revisions: dict[str, int] = {}
+        self._reconcile_lock = asyncio.Lock()
+        self._dirty = False
+        self._last_save = 0.0
+
+    async def ingest_text(self, tenant: str, collection: str, source: str, text: str,
+                          title: str = "", *, markdown: bool = True) -> IngestResult:
+        check_collection(collection)
+        content_hash = hashlib.sha256(text.encode()).hexdigest()
+        async with self.db.session() as session:
+            existing = await repo.find_document_by_source(session, tenant, collection, source)
+            if existing is not None and existing.content_hash == content_hash:
+                return IngestResult(existing.id, source, existing.chunk_count, "unchanged")
+        pieces = await anyio.to_thread.run_sync(
+            lambda: chunk_text(text, self.embedder.count_tokens, max_tokens=self.settings.chunk_tokens,
+                                   overlap_tokens=self.settings.chunk_overlap, markdown=markdown)
+        )
+        vectors = await self.embedder.embed([piece.text for piece in pieces]) if pieces else None
+        removed: list[int] = []
+        async with self.db.session() as session:
+            existing = await repo.find_document_by_source(session, tenant, collection, source)
+            if existing is not None:
+                removed = await repo.delete_document_rows(session, tenant, existing)
+            document = Document(org_id=tenant, collection=collection, source=source, title=title or source,
+                                content_hash=content_hash, size_bytes=len(text.encode()),
+                                chunk_count=len(pieces))
+            session.add(document)
+            await session.flush()
+            rows = [
+                Chunk(org_id=tenant, document_id=document.id, collection=collection, ordinal=piece.ordinal,
+                      heading=piece.heading_path, text=piece.text, token_count=piece.token_count,
+                      embedding=np.ascontiguousarray(vectors[i], dtype=np.float32).tobytes())
+                for i, piece in enumerate(pieces)
+            ] if vectors is not None else []
+            session.add_all(rows)
+            await session.flush()
+            await repo.bump_revision(session, tenant)
+            ids = [row.id for row in rows]
+            document_id = document.id
+        if removed:
+            await self.index.delete(tenant, collection, removed)
+        if ids and vectors is not None:
+            await self.index.add(tenant, collection, ids, vectors)
+        self._dirty = True
+        status: Literal["created", "replaced"] = "replaced" if existing is not None else "created"
+        return IngestResult(document_id, source, len(ids), status)
+
+    async def delete_document(self, tenant: str, document_id: str) -> None:
+        async with self.db.session() as session:
+            document = await repo.get_document(session, tenant, document_id)
+            if document is None:
+                raise NotFound("No such document.")
+            collection = document.collection
+            removed = await repo.delete_document_rows(session, tenant, document)
+        await self.index.delete(tenant, collection, removed)
+        self._dirty = True
+
+    async def search(self, tenant: str, query: str, *, mode: SearchMode = "hybrid", limit: int = 5,
+                     collections: Sequence[str] | None = None) -> list[SearchHit]:
+        """The best ``limit`` chunks for ``query``. Hybrid fuses the vector and keyword rankings (RRF)."""
+        if collections is not None:
+            for name in collections:
+                check_collection(name)
+        depth = max(limit, self.settings.candidates)
+        vector_scores: dict[int, float] = {}
+        keyword_ranked: list[int] = []
+        if mode in ("vector", "hybrid"):
+            query_vector = await self.embedder.embed([query])
+            hits = await self.index.search(tenant, collections, query_vector[0], depth)
+            vector_scores = {hit.id: hit.score for hit in hits}
+        if mode in ("keyword", "hybrid"):
+            async with self.db.session() as session:
+                keyword_hits = await self.keyword.search(session, tenant, collections, query, depth)
+            keyword_ranked = [chunk_id for chunk_id, _ in keyword_hits]
+            keyword_scores = dict(keyword_hits)
+        if mode == "vector":
+            ranked = sorted(vector_scores.items(), key=lambda item: -item[1])[:limit]
+        elif mode == "keyword":
+            ranked = [(chunk_id, keyword_scores[chunk_id]) for chunk_id in keyword_ranked[:limit]]
+        else:
+            ranked = reciprocal_rank_fusion([list(vector_scores), keyword_ranked], k=self.settings.rrf_k,
+                                            limit=limit)
+        async with self.db.session() as session:
+            views = await repo.chunk_views(session, tenant, [chunk_id for chunk_id, _ in ranked])
+        # A chunk deleted since the index answered is dropped rather than shown.
+        return [SearchHit(views[chunk_id], score, vector_scores.get(chunk_id))
+                for chunk_id, score in ranked if chunk_id in views]
+
+    async def reconcile(self) -> ReconcileReport:
+        """Make the vector index hold exactly the database's chunks, for every tenant and collection."""
+        async with self._reconcile_lock:
+            added = removed = 0
+            async with self.db.session() as session:
+                revisions = await repo.revisions(session)
+                pairs = await repo.tenant_collections(session)
+            expected: dict[str, set[str]] = {}
+            for tenant, collection in pairs:
+                expected.setdefault(tenant, set()).add(collection)
+            tenants = set(expected) | set(revisions)
+            for tenant in tenants:
+                for collection in set(await self.index.collections(tenant)) | expected.get(tenant, set()):
+                    a, r = await self._reconcile_collection(tenant, collection)
+                    added, removed = added + a, removed + r
+            self._seen_revisions = revisions
+            if added or removed:
+                self._dirty = True
+                log.info("vector index reconciled: %d added, %d removed", added, removed)
+            return ReconcileReport(added, removed)
+
+    async def _reconcile_collection(self, tenant: str, collection: str) -> tuple[int, int]:
+        async with self.db.session() as session:
+            truth = await repo.collection_chunk_ids(session, tenant, collection)
+        held = await self.index.ids(tenant, collection)
+        extra = sorted(held - truth)
+        if extra:
+            await self.index.delete(tenant, collection, extra)
+        missing = truth - held
+        if missing:
+            async with self.db.session() as session:
+                async for ids, vectors in repo.iter_embeddings(session, tenant, sorted(missing),
+                                                               self.index.dimensions):
+                    await self.index.add(tenant, collection, ids, vectors)
+        return len(missing), len(extra)
+
+    async def changed_elsewhere(self) -> bool:
+        async with self.db.session() as session:
+            return await repo.revisions(session) != self._seen_revisions
+
+    async def save_index(self, *, force: bool = False) -> None:
+        """Persist the index when it changed, at most every ``index_save_interval_s`` unless forced.
+        Saving is an optimisation only: reconciliation repairs whatever a crash left unsaved."""
+        now = asyncio.get_running_loop().time()
+        if self._dirty and (force or now - self._last_save >= self.settings.index_save_interval_s):
+            self._dirty = False
+            self._last_save = now
+            await self.index.save()
+
+    async def keep_consistent(self) -> None:
+        """Background loop: reconcile when another process changed the knowledge; save when dirty."""
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval_s)
+            try:
+                if await self.changed_elsewhere():
+                    await self.reconcile()
+                await self.save_index()
+            except Exception:  # a failed round is retried next interval; the loop must survive
+                log.exception("vector index upkeep failed")

@@ -1,0 +1,191 @@
+"""Nested settings: defaults < config file (``ATRIUM_CONFIG``, YAML) < ``ATRIUM_`` environment variables.
+
+Nested fields use ``__`` in the environment: ``ATRIUM_CHAT__PROVIDER=fake``. Settings are built and validated
+in ``create_app`` (or the CLI), never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+LocalModelName = Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"]
+
+
+class OpenAISettings(BaseModel):
+    """An OpenAI-format provider (OpenAI itself, or any compatible server) used when ``chat.provider`` is
+    ``openai``."""
+
+    base_url: str = "https://api.openai.com/v1"
+    api_key: SecretStr | None = None
+    model: str = "gpt-4o-mini"
+
+
+class ChatSettings(BaseModel):
+    provider: Literal["local", "fake", "openai"] = "local"
+    openai: OpenAISettings = OpenAISettings()
+    local_model: LocalModelName = "qwen2.5-coder-1.5b"
+    n_ctx: int = Field(4096, ge=512, le=32768)
+    n_threads: int = Field(1, ge=1)
+    n_threads_batch: int = Field(2, ge=1)
+    max_tokens: int = Field(384, ge=1, le=4096)
+    temperature: float = Field(0.1, ge=0.0, le=2.0)
+    startup_timeout_s: float = Field(180.0, gt=0)
+    request_timeout_s: float = Field(300.0, gt=0)
+    fake_token_delay_s: float = Field(0.0, ge=0)
+
+
+class EmbeddingSettings(BaseModel):
+    provider: Literal["onnx", "hash"] = "onnx"
+    model_path: Path | None = None
+    tokenizer_path: Path | None = None
+    dimensions: int | None = Field(None, ge=8, le=4096)
+    batch_size: int = Field(32, ge=1, le=512)
+    threads: int = Field(1, ge=1)
+
+
+class KnowledgeSettings(BaseModel):
+    chunk_tokens: int = Field(200, ge=32, le=2048)
+    chunk_overlap: int = Field(32, ge=0, le=512)
+    top_k: int = Field(5, ge=1, le=50)
+    candidates: int = Field(30, ge=1, le=500)
+    rrf_k: int = Field(60, ge=1)
+    demo_collection: bool = True
+    hnsw_m: int = Field(16, ge=4, le=128)
+    hnsw_ef_construction: int = Field(200, ge=16)
+    hnsw_ef_search: int = Field(64, ge=10)
+    reconcile_interval_s: float = Field(2.0, gt=0)
+    index_save_interval_s: float = Field(30.0, ge=0)
+    min_relevance: float = Field(0.25, ge=-1.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _overlap_below_chunk(self) -> KnowledgeSettings:
+        if self.chunk_overlap > self.chunk_tokens // 2:
+            raise ValueError("knowledge.chunk_overlap must be at most half of knowledge.chunk_tokens")
+        return self
+
+
+class LimitSettings(BaseModel):
+    max_message_chars: int = Field(8000, ge=1)
+    max_request_bytes: int = Field(1_000_000, ge=1024)
+    max_upload_bytes: int = Field(10_000_000, ge=1024)
+    max_files_per_upload: int = Field(20, ge=1)
+    max_search_limit: int = Field(50, ge=1)
+
+
+class AuthSettings(BaseModel):
+    allow_anonymous: bool = False
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+
+class Settings(BaseSettings):
+    """Everything Atrium can be told. See docs/configuration.md."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ATRIUM_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    data_dir: Path = Path("./data")
+    database_url: SecretStr | None = None
+    redis_url: SecretStr | None = None
+    bootstrap_admin_key: SecretStr | None = None
+    config: Path | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    server: ServerSettings = ServerSettings()
+    auth: AuthSettings = AuthSettings()
+    chat: ChatSettings = ChatSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    knowledge: KnowledgeSettings = KnowledgeSettings()
+    limits: LimitSettings = LimitSettings()
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        # Resolved once here, so nothing later touches the filesystem to find it (e.g. on the event loop).
+        return Path(os.path.abspath(value.expanduser()))
+
+    @field_validator("bootstrap_admin_key")
+    @classmethod
+    def _admin_key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            raw = value.get_secret_value()
+            if not raw.startswith("atr_") or len(raw) < 32:
+                raise ValueError("ATRIUM_BOOTSTRAP_ADMIN_KEY must start with 'atr_' and be >= 32 characters")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite+aiosqlite:///{self.data_dir / 'atrium.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_path = _config_path(init_settings, env_settings)
+        if config_path is not None:
+            if not config_path.is_file():
+                raise ValueError(f"config file not found: {config_path}")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_path))
+        sources.append(file_secret_settings)
+        return tuple(sources)
+
+
+def _config_path(*sources: PydanticBaseSettingsSource) -> Path | None:
+    for source in sources:
+        value = source().get("config")
+        if value:
+            return Path(value)
+    return None
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data for ``atrium config show``: every secret masked (pydantic renders
+    ``SecretStr`` as ``**********``), and database/Redis URLs shown without their password."""
+    data = settings.model_dump(mode="json")
+    for name in ("database_url", "redis_url"):
+        secret = getattr(settings, name)
+        if secret is not None:
+            data[name] = _url_without_password(secret.get_secret_value())
+    return data
+
+
+def _url_without_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "**********"
