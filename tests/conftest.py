@@ -115,3 +115,6 @@ class LiveServer:
     @property
     def services(self) -> Any:
         return self.app.state.services
+
+
+pytest_plugins = ["tests.postgres_fixtures"]
