@@ -124,7 +124,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
 
 
 async def close_services(services: Services) -> None:
-    await services.runs.drain(timeout=30)
+    await services.runs.drain(timeout=services.settings.server.shutdown_grace_s)
     await services.knowledge.save_index(force=True)
     await services.chat_model.aclose()
     await services.http_client.aclose()

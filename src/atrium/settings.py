@@ -89,6 +89,7 @@ class AuthSettings(BaseModel):
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    shutdown_grace_s: float = Field(30.0, ge=0)
 
 
 class Settings(BaseSettings):
