@@ -25,6 +25,8 @@ from atrium.telemetry.logging import configure_logging
 app = typer.Typer(help="Atrium: a self-hosted AI backend.", no_args_is_help=True, add_completion=False)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+index_app = typer.Typer(help="Vector index upkeep.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
 console = Console(stderr=True)
 T = TypeVar("T")
 
@@ -207,6 +209,34 @@ def ask(question: str, collection: Annotated[str | None, typer.Option()] = None)
             await close_services(services)
 
     raise typer.Exit(run_async(work))
+
+
+@index_app.command("check")
+def index_check(repair: Annotated[bool, typer.Option(help="Reconcile with the database and save.")] = False) -> None:
+    """Compare the vector index on disk with the database; exit 1 if they differ (after --repair: if they
+    still differ)."""
+    settings = load_settings()
+    configure_logging("warning")
+
+    async def work() -> dict[tuple[str, str], tuple[int, int]]:
+        await migrate(settings)
+        services = await build_services(settings)
+        try:
+            before = await services.knowledge.differences()
+            for (tenant, collection), (missing, extra) in before.items():
+                console.print(f"{tenant}/{collection}: {missing} missing from the index, {extra} extra")
+            if repair and before:
+                await services.knowledge.reconcile()
+                await services.knowledge.save_index(force=True)
+                return await services.knowledge.differences()
+            return before
+        finally:
+            await close_services(services)
+
+    differences = run_async(work)
+    console.print("[green]index matches the database[/green]" if not differences else
+                  f"[red]index differs from the database in {len(differences)} collections[/red]")
+    raise typer.Exit(1 if differences else 0)
 
 
 @config_app.command("show")

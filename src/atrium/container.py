@@ -77,14 +77,16 @@ def build_chat_model(settings: Settings, http_client: httpx.AsyncClient) -> Chat
         provider = Provider(name="openai", base_url=config.openai.base_url, model=config.openai.model,
                             api_key=key)
         return OpenAIChatModel(provider, http_client, name=config.openai.model)
-    from atrium.gateway.providers.local_llama import LocalChatModel, ManagedLlamaServer
+    from atrium.gateway.providers.local_llama import LlamaServerConfig, LocalChatModel, ManagedLlamaServer
 
     server = ManagedLlamaServer(
-        model=config.local_model, cache_dir=settings.model_cache_dir, log_dir=settings.data_dir / "logs",
-        n_ctx=config.n_ctx, n_threads=config.n_threads, n_threads_batch=config.n_threads_batch,
-        startup_timeout_s=config.startup_timeout_s,
+        LlamaServerConfig(model=config.local_model, cache_dir=settings.models_dir,
+                          log_dir=settings.data_dir / "logs", n_ctx=config.n_ctx, n_threads=config.n_threads,
+                          n_threads_batch=config.n_threads_batch, startup_timeout_s=config.startup_timeout_s),
+        http_client,
     )
-    return LocalChatModel(server, request_timeout_s=config.request_timeout_s)
+    return LocalChatModel(server, ready_timeout_s=config.startup_timeout_s,
+                          request_timeout_s=config.request_timeout_s)
 
 
 def build_index(settings: Settings, dimensions: int) -> VectorIndex:

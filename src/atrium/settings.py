@@ -104,6 +104,7 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = None
     bootstrap_admin_key: SecretStr | None = None
     config: Path | None = None
+    model_cache_dir: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
@@ -121,6 +122,8 @@ class Settings(BaseSettings):
     @field_validator("bootstrap_admin_key")
     @classmethod
     def _admin_key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            return None  # an empty variable means "not set"
         if value is not None:
             raw = value.get_secret_value()
             if not raw.startswith("atr_") or len(raw) < 32:
@@ -142,8 +145,9 @@ class Settings(BaseSettings):
         return self.data_dir / "index"
 
     @property
-    def model_cache_dir(self) -> Path:
-        return self.data_dir / "models"
+    def models_dir(self) -> Path:
+        """Where assembled local model files are cached (``model_cache_dir``, else ``data_dir/models``)."""
+        return self.model_cache_dir or self.data_dir / "models"
 
     @classmethod
     def settings_customise_sources(

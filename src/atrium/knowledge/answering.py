@@ -16,12 +16,14 @@ from atrium.knowledge.service import KnowledgeService, SearchHit
 NO_ANSWER = "I don't know: the documents I can search do not cover this question."
 
 SYSTEM_PROMPT = (
-    "You are Atrium, an assistant that answers questions using only the numbered sources provided.\n"
-    "Rules:\n"
-    "- Use only facts stated in the sources. Do not use outside knowledge.\n"
-    "- After each sentence that uses a source, cite it with its number in square brackets, like [1] or [2].\n"
-    "- If the sources do not contain the answer, reply exactly: " + NO_ANSWER + "\n"
-    "- Be concise."
+    "You are Atrium, a helpful assistant. You answer questions using only the numbered sources the user "
+    "gives you, and you cite the sources you use with their numbers in square brackets, like [1] or [2]."
+)
+INSTRUCTIONS = (
+    "Answer the question using only the sources above, and cite the sources you use with their numbers in "
+    "square brackets, like [1]. End your answer with a line 'Sources: ' followed by the numbers of the "
+    "sources you used, like 'Sources: [1], [3]'. If the sources do not contain the answer, say that you "
+    "don't know."
 )
 CITATION = re.compile(r"\[(\d{1,3})\]")
 SNIPPET_CHARS = 300
@@ -87,7 +89,7 @@ def build_prompt(question: str, hits: Sequence[SearchHit], history: Sequence[Cha
     context = "\n\n".join(
         f"[{i}] {hit.chunk.title} — {hit.chunk.heading}\n{hit.chunk.text}" for i, hit in enumerate(hits, start=1)
     )
-    user = f"Sources:\n{context}\n\nQuestion: {question}\nAnswer with citations:"
+    user = f"Sources:\n\n{context}\n\nQuestion: {question}\n\n{INSTRUCTIONS}"
     messages = (ChatMessage("system", SYSTEM_PROMPT), *history, ChatMessage("user", user))
     return GroundedPrompt(messages=messages, sources=sources)
 

@@ -198,6 +198,22 @@ class KnowledgeService:
                     await self.index.add(tenant, collection, ids, vectors)
         return len(missing), len(extra)
 
+    async def differences(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """Per (tenant, collection): how many chunks the index lacks and how many it holds in excess."""
+        async with self.db.session() as session:
+            pairs = set(await repo.tenant_collections(session))
+            tenants = {tenant for tenant, _ in pairs} | set(await repo.revisions(session))
+        for tenant in tenants:
+            pairs |= {(tenant, collection) for collection in await self.index.collections(tenant)}
+        report: dict[tuple[str, str], tuple[int, int]] = {}
+        for tenant, collection in sorted(pairs):
+            async with self.db.session() as session:
+                truth = await repo.collection_chunk_ids(session, tenant, collection)
+            held = await self.index.ids(tenant, collection)
+            if truth != held:
+                report[(tenant, collection)] = (len(truth - held), len(held - truth))
+        return report
+
     async def changed_elsewhere(self) -> bool:
         async with self.db.session() as session:
             return await repo.revisions(session) != self._seen_revisions
