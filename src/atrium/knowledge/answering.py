@@ -15,15 +15,16 @@ from atrium.knowledge.service import KnowledgeService, SearchHit
 
 NO_ANSWER = "I don't know: the documents I can search do not cover this question."
 
+# A worked example in the system prompt is what makes small local models (0.5B-1.5B) both answer and cite;
+# without it they tend to reply with bare citation numbers.
 SYSTEM_PROMPT = (
-    "You are Atrium, a helpful assistant. You answer questions using only the numbered sources the user "
-    "gives you, and you cite the sources you use with their numbers in square brackets, like [1] or [2]."
-)
-INSTRUCTIONS = (
-    "Answer the question using only the sources above, and cite the sources you use with their numbers in "
-    "square brackets, like [1]. End your answer with a line 'Sources: ' followed by the numbers of the "
-    "sources you used, like 'Sources: [1], [3]'. If the sources do not contain the answer, say that you "
-    "don't know."
+    "You are Atrium, a helpful assistant. Answer questions with full sentences using only the numbered "
+    "sources, and put the number of the source you used in square brackets at the end of each sentence. "
+    "If the sources do not contain the answer, say that you don't know.\n"
+    "Example:\n"
+    "Sources:\n[1] Refunds are issued within 14 days.\n"
+    "Question: How long do refunds take?\n"
+    "Answer: Refunds are issued within 14 days [1]."
 )
 CITATION = re.compile(r"\[(\d{1,3})\]")
 SNIPPET_CHARS = 300
@@ -89,7 +90,7 @@ def build_prompt(question: str, hits: Sequence[SearchHit], history: Sequence[Cha
     context = "\n\n".join(
         f"[{i}] {hit.chunk.title} — {hit.chunk.heading}\n{hit.chunk.text}" for i, hit in enumerate(hits, start=1)
     )
-    user = f"Sources:\n\n{context}\n\nQuestion: {question}\n\n{INSTRUCTIONS}"
+    user = f"Sources:\n{context}\n\nQuestion: {question}\nAnswer:"
     messages = (ChatMessage("system", SYSTEM_PROMPT), *history, ChatMessage("user", user))
     return GroundedPrompt(messages=messages, sources=sources)
 
