@@ -27,7 +27,7 @@ config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 index_app = typer.Typer(help="Vector index upkeep.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 
