@@ -97,6 +97,19 @@ def build_index(settings: Settings, dimensions: int) -> VectorIndex:
                            ef_construction=config.hnsw_ef_construction, ef_search=config.hnsw_ef_search)
 
 
+async def build_vector_index(settings: Settings, db: Database, dimensions: int) -> VectorIndex:
+    backend = settings.knowledge.vector_backend
+    if backend == "pgvector" or (backend == "auto" and not db.is_sqlite):
+        from atrium.knowledge.vector.pgvector import PgVectorIndex
+
+        if db.is_sqlite:
+            raise ValueError("knowledge.vector_backend=pgvector needs a PostgreSQL database_url")
+        index = PgVectorIndex(db, dimensions, m=settings.knowledge.hnsw_m, ef_search=settings.knowledge.hnsw_ef_search)
+        await index.ensure_schema()
+        return index
+    return await anyio.to_thread.run_sync(build_index, settings, dimensions)
+
+
 async def migrate(settings: Settings) -> None:
     await anyio.Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     await anyio.to_thread.run_sync(upgrade, settings.resolved_database_url)
@@ -107,7 +120,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     await anyio.Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     db = Database(await anyio.to_thread.run_sync(build_engine, settings.resolved_database_url))
     embedder = await anyio.to_thread.run_sync(build_embedder, settings)
-    index = await anyio.to_thread.run_sync(build_index, settings, embedder.dimensions)
+    index = await build_vector_index(settings, db, embedder.dimensions)
     keyword: KeywordSearch = SqliteKeywordSearch() if db.is_sqlite else PostgresKeywordSearch()
     knowledge = KnowledgeService(db, embedder, index, keyword, settings.knowledge)
     # One HTTP client for every upstream call of this process.

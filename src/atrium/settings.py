@@ -60,6 +60,8 @@ class KnowledgeSettings(BaseModel):
     candidates: int = Field(30, ge=1, le=500)
     rrf_k: int = Field(60, ge=1)
     demo_collection: bool = True
+    # auto: pgvector when the database is PostgreSQL, the embedded HNSW index otherwise
+    vector_backend: Literal["auto", "hnsw", "pgvector"] = "auto"
     hnsw_m: int = Field(16, ge=4, le=128)
     hnsw_ef_construction: int = Field(200, ge=16)
     hnsw_ef_search: int = Field(64, ge=10)

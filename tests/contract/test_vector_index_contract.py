@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import anyio
@@ -20,6 +20,8 @@ from atrium.errors import InvalidRequest
 from atrium.knowledge.ports import VectorIndex
 from atrium.knowledge.vector import ExactVectorIndex, HnswVectorIndex
 from atrium.knowledge.vector import hnsw as hnsw_module
+from atrium.knowledge.vector.pgvector import PgVectorIndex
+from atrium.store.engine import Database, build_engine
 
 DIM = 32
 IndexFactory = Callable[[], VectorIndex]
@@ -51,16 +53,24 @@ async def remove_sidecars(root: Path) -> None:
         await anyio.Path(sidecar).unlink()
 
 
-@pytest.fixture(params=["hnsw", "exact"])
+@pytest.fixture(params=["hnsw", "exact", pytest.param("pgvector", marks=pytest.mark.integration)])
 def make_index(request: pytest.FixtureRequest, tmp_path: Path) -> IndexFactory:
     if request.param == "hnsw":
         return lambda: HnswVectorIndex(tmp_path / "index", DIM, initial_capacity=16)
+    if request.param == "pgvector":
+        url = request.getfixturevalue("postgres_url")
+        return lambda: PgVectorIndex(Database(build_engine(url)), DIM)
     return lambda: ExactVectorIndex(DIM)
 
 
 @pytest.fixture
-def index(make_index: IndexFactory) -> VectorIndex:
-    return make_index()
+async def index(make_index: IndexFactory) -> AsyncIterator[VectorIndex]:
+    made = make_index()
+    if isinstance(made, PgVectorIndex):
+        await made.ensure_schema()
+    yield made
+    if isinstance(made, PgVectorIndex):
+        await made.db.dispose()
 
 
 def test_implements_the_port(index: VectorIndex) -> None:

@@ -40,8 +40,8 @@ class VectorHit:
 @runtime_checkable
 class VectorIndex(Protocol):
     """An approximate nearest-neighbour index of chunk vectors, keyed by chunk id, per tenant and
-    collection. The database holds the truth (every chunk keeps its vector); ``sync`` makes the index
-    match it after a crash."""
+    collection. The database holds the truth (every chunk keeps its vector); ``KnowledgeService.reconcile``
+    makes the index match it through ``ids``/``add``/``delete`` after a crash."""
 
     dimensions: int
 
@@ -56,7 +56,9 @@ class VectorIndex(Protocol):
 
     async def ids(self, tenant: str, collection: str) -> set[int]: ...
 
-    async def collections(self, tenant: str) -> list[str]: ...
+    async def collections(self, tenant: str) -> list[str]:
+        """The tenant's collections that hold at least one vector."""
+        ...
 
     async def save(self) -> None:
         """Persist to disk (no-op for in-memory adapters)."""
