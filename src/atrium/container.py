@@ -140,6 +140,12 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
 
 async def close_services(services: Services) -> None:
     await services.runs.drain(timeout=services.settings.server.shutdown_grace_s)
+    try:
+        # Work cancelled at shutdown may have committed chunks whose vectors never reached the index:
+        # reconcile once more so the saved index matches the database.
+        await services.knowledge.reconcile()
+    except Exception:
+        log.exception("final index reconciliation failed; the next start will repair it")
     await services.knowledge.save_index(force=True)
     await services.chat_model.aclose()
     await services.http_client.aclose()
