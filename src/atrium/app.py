@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
             yield
         finally:
             app.state.ready = False
+            await services.jobs.stop(settings.server.shutdown_grace_s)
             for task in background:
                 task.cancel()
             for task in background:

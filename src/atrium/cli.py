@@ -231,7 +231,7 @@ def index_check(repair: Annotated[bool, typer.Option(help="Reconcile with the da
                 return await services.knowledge.differences()
             return before
         finally:
-            await close_services(services)
+            await close_services(services, reconcile=repair)
 
     differences = run_async(work)
     console.print("[green]index matches the database[/green]" if not differences else

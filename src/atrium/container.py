@@ -138,14 +138,15 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
                     http_client=http_client)
 
 
-async def close_services(services: Services) -> None:
+async def close_services(services: Services, *, reconcile: bool = True) -> None:
+    """Finish answer runs, then make the saved index match the database (unless ``reconcile`` is off, as
+    for ``atrium index check``, which must report the files as they are), then release everything."""
     await services.runs.drain(timeout=services.settings.server.shutdown_grace_s)
-    try:
-        # Work cancelled at shutdown may have committed chunks whose vectors never reached the index:
-        # reconcile once more so the saved index matches the database.
-        await services.knowledge.reconcile()
-    except Exception:
-        log.exception("final index reconciliation failed; the next start will repair it")
+    if reconcile:
+        try:
+            await services.knowledge.reconcile()
+        except Exception:
+            log.exception("final index reconciliation failed; the next start will repair it")
     await services.knowledge.save_index(force=True)
     await services.chat_model.aclose()
     await services.http_client.aclose()

@@ -44,6 +44,9 @@ class DatabaseJobQueue:
         self.max_attempts = max_attempts
         self.poll_interval_s = poll_interval_s
         self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def enqueue(self, tenant: str, kind: str, payload: dict[str, Any]) -> str:
         if kind not in self.handlers:
@@ -76,15 +79,30 @@ class DatabaseJobQueue:
         return len(stale)
 
     async def work(self) -> None:
-        """Run queued jobs until cancelled."""
-        while True:
+        """Run queued jobs until ``stop`` (or cancellation)."""
+        while not self._stopping.is_set():
             job = await self._claim()
             if job is None:
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_interval_s)
                 continue
-            await self._run(job)
+            self._idle.clear()
+            try:
+                await self._run(job)
+            finally:
+                self._idle.set()
+
+    async def stop(self, grace_s: float) -> bool:
+        """Let the job in progress finish (up to ``grace_s``) and take no new one. Cancelling a job midway
+        can leave writes landing after the caller moved on, so shutdown asks first; returns True if idle."""
+        self._stopping.set()
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=grace_s)
+        except TimeoutError:
+            return False
+        return True
 
     async def run_pending(self) -> int:
         """Run every queued job now (the CLI uses this); returns how many ran."""
