@@ -7,23 +7,21 @@ on error, disconnect, or shutdown, where it keeps the partial text with status `
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import partial
 
 from atrium.accounts.principal import Principal
 from atrium.conversations import repository as repo
-from atrium.conversations.generation import Outcome, error_of, generate, record_usage
+from atrium.conversations.generation import Outcome, answer_and_store, record_usage
 from atrium.conversations.runs import AnswerRun, RunSupervisor
 from atrium.gateway.ports import ChatModel
-from atrium.knowledge.answering import GroundedAnswerer
+from atrium.knowledge.answering import GroundedAnswerer, GroundedPrompt
 from atrium.settings import ChatSettings
 from atrium.store.engine import Database
 from atrium.store.models import Conversation, Message
 
 ENDPOINT = "/api/v1/chat/ask"
-log = logging.getLogger(__name__)
 
 
 class ChatService:
@@ -63,22 +61,13 @@ class ChatService:
 
     async def _answer(self, principal: Principal, run: AnswerRun, question: str, conversation_id: str,
                       user_message_id: str, message_id: str, collections: Sequence[str] | None) -> None:
-        outcome = Outcome()
-        try:
+        async def prompt() -> GroundedPrompt:
             async with self.db.session() as session:
                 history = await repo.history(session, principal.org_id, conversation_id, user_message_id)
-            prompt = await self.answerer.prepare(principal.org_id, question, history, collections)
-            outcome.sources = list(prompt.sources)
-            await generate(self.model, prompt, run, max_tokens=self.settings.max_tokens,
-                           temperature=self.settings.temperature, outcome=outcome)
-        except asyncio.CancelledError:
-            outcome.error = {"code": "interrupted", "message": "The server stopped before the answer ended."}
-            await asyncio.shield(self._store(principal, message_id, outcome))
-            raise
-        except Exception as exc:  # the run must always end with a stored message and a final event
-            log.exception("answer run failed")
-            outcome.error = error_of(exc)
-        await self._store(principal, message_id, outcome)
+            return await self.answerer.prepare(principal.org_id, question, history, collections)
+
+        outcome = await answer_and_store(prompt_for=prompt, model=self.model, run=run, settings=self.settings,
+                                         store=partial(self._store, principal, message_id))
         run.emit("sources", sources=outcome.source_dicts())
         if outcome.error:
             run.emit("error", **outcome.error, message_id=message_id, conversation_id=conversation_id)
@@ -92,4 +81,5 @@ class ChatService:
                                       status=outcome.status, model=outcome.model,
                                       sources=outcome.source_dicts(), usage=outcome.usage, error=outcome.error)
         await record_usage(self.db, org_id=principal.org_id, user_id=principal.user_id,
-                           api_key_id=principal.api_key_id, endpoint=ENDPOINT, model=self.model, outcome=outcome)
+                           api_key_id=principal.api_key_id, endpoint=ENDPOINT, provider=self.settings.provider,
+                           model=self.model, outcome=outcome)

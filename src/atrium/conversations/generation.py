@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,8 +13,11 @@ from atrium.conversations.runs import AnswerRun
 from atrium.errors import AppError
 from atrium.gateway.ports import ChatModel, ChatRequest, Done, ErrorEvent, Token, Usage
 from atrium.knowledge.answering import NO_ANSWER, GroundedPrompt, Source, cite
+from atrium.settings import ChatSettings
 from atrium.store.engine import Database
 from atrium.store.models import UsageRecord
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -60,14 +66,36 @@ async def generate(model: ChatModel, prompt: GroundedPrompt, run: AnswerRun, *, 
     return outcome
 
 
+async def answer_and_store(*, prompt_for: Callable[[], Awaitable[GroundedPrompt]], model: ChatModel,
+                           run: AnswerRun, settings: ChatSettings,
+                           store: Callable[[Outcome], Awaitable[None]]) -> Outcome:
+    """Produce an answer into ``run`` and always store it: when it completes, when it fails (keeping the
+    partial text) and when it is cancelled at shutdown (as ``interrupted``)."""
+    outcome = Outcome()
+    try:
+        prompt = await prompt_for()
+        outcome.sources = list(prompt.sources)
+        await generate(model, prompt, run, max_tokens=settings.max_tokens, temperature=settings.temperature,
+                       outcome=outcome)
+    except asyncio.CancelledError:
+        outcome.error = {"code": "interrupted", "message": "The server stopped before the answer ended."}
+        await asyncio.shield(store(outcome))
+        raise
+    except Exception as exc:  # the run must always end with a stored answer and a final event
+        log.exception("answer run failed")
+        outcome.error = error_of(exc)
+    await store(outcome)
+    return outcome
+
+
 async def record_usage(db: Database, *, org_id: str, user_id: str | None, api_key_id: str | None,
-                       endpoint: str, model: ChatModel, outcome: Outcome) -> None:
+                       endpoint: str, provider: str, model: ChatModel, outcome: Outcome) -> None:
     """One usage row per model call (none when the model was not called)."""
     if outcome.model is None and outcome.error is None:
         return
     async with db.session() as session:
         session.add(UsageRecord(
-            org_id=org_id, user_id=user_id, api_key_id=api_key_id, provider=getattr(model, "provider", "local"),
+            org_id=org_id, user_id=user_id, api_key_id=api_key_id, provider=provider,
             model=outcome.model or model.name, endpoint=endpoint,
             prompt_tokens=outcome.usage["prompt_tokens"], completion_tokens=outcome.usage["completion_tokens"],
             latency_ms=outcome.latency_ms, outcome=outcome.error["code"] if outcome.error else "ok",

@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import partial
 
 from sqlalchemy import select
 
 from atrium.accounts.principal import Principal
-from atrium.conversations.generation import Outcome, error_of, generate, record_usage
+from atrium.conversations.generation import Outcome, answer_and_store, record_usage
 from atrium.conversations.runs import AnswerRun, RunSupervisor
 from atrium.errors import NotFound
 from atrium.gateway.ports import ChatModel
-from atrium.knowledge.answering import GroundedAnswerer
+from atrium.knowledge.answering import GroundedAnswerer, GroundedPrompt
 from atrium.settings import ChatSettings
 from atrium.store.engine import Database
 from atrium.store.models import QueryRecord
 
 ENDPOINT = "/api/v1/query"
-log = logging.getLogger(__name__)
 
 
 class QueryService:
@@ -55,20 +54,11 @@ class QueryService:
 
     async def _answer(self, principal: Principal, record_id: str, question: str,
                       collections: Sequence[str] | None, run: AnswerRun) -> None:
-        outcome = Outcome()
-        try:
-            prompt = await self.answerer.prepare(principal.org_id, question, (), collections)
-            outcome.sources = list(prompt.sources)
-            await generate(self.model, prompt, run, max_tokens=self.settings.max_tokens,
-                           temperature=self.settings.temperature, outcome=outcome)
-        except asyncio.CancelledError:
-            outcome.error = {"code": "interrupted", "message": "The server stopped before the answer ended."}
-            await asyncio.shield(self._store(principal, record_id, outcome))
-            raise
-        except Exception as exc:
-            log.exception("query failed")
-            outcome.error = error_of(exc)
-        await self._store(principal, record_id, outcome)
+        async def prompt() -> GroundedPrompt:
+            return await self.answerer.prepare(principal.org_id, question, (), collections)
+
+        await answer_and_store(prompt_for=prompt, model=self.model, run=run, settings=self.settings,
+                               store=partial(self._store, principal, record_id))
 
     async def _store(self, principal: Principal, record_id: str, outcome: Outcome) -> None:
         async with self.db.session() as session:
@@ -82,4 +72,5 @@ class QueryService:
                 record.error = outcome.error
                 record.completed_at = datetime.now(UTC)
         await record_usage(self.db, org_id=principal.org_id, user_id=principal.user_id,
-                           api_key_id=principal.api_key_id, endpoint=ENDPOINT, model=self.model, outcome=outcome)
+                           api_key_id=principal.api_key_id, endpoint=ENDPOINT, provider=self.settings.provider,
+                           model=self.model, outcome=outcome)

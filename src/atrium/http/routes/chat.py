@@ -15,6 +15,7 @@ from sse_starlette import EventSourceResponse
 from atrium.conversations.runs import AnswerRun
 from atrium.errors import AppError, InvalidRequest, PayloadTooLarge
 from atrium.http.deps import PrincipalDep, ServicesDep
+from atrium.http.errors import error_body
 from atrium.knowledge.service import check_collection
 
 router = APIRouter(prefix="/api/v1/chat", tags=["chat"])
@@ -68,8 +69,7 @@ async def _collect(run: AnswerRun) -> JSONResponse:
             sources = item.data["sources"]
         elif item.event == "error":
             status = 504 if item.data.get("code") == "model_timeout" else 502
-            return JSONResponse({"error": {"code": item.data["code"], "message": item.data["message"],
-                                           "request_id": _request_id()},
+            return JSONResponse({**error_body(item.data["code"], item.data["message"]),
                                  "conversation_id": meta.get("conversation_id"),
                                  "message_id": meta.get("message_id"), "partial_answer": "".join(parts)},
                                 status_code=status)
@@ -81,9 +81,3 @@ async def _collect(run: AnswerRun) -> JSONResponse:
                 "usage": item.data["usage"],
             })
     raise AppError("The answer ended without a final event.")
-
-
-def _request_id() -> str | None:
-    from atrium.telemetry.logging import request_id_var
-
-    return request_id_var.get()

@@ -40,8 +40,7 @@ async def submit(body: QueryBody, principal: PrincipalDep, services: ServicesDep
     record_id, task = await services.queries.submit(principal, question, collections)
     if body.wait:
         # shield: the run keeps going (and stores its answer) even if this request is cancelled.
-        done, _ = await asyncio.wait({asyncio.shield(task)}, timeout=services.settings.chat.request_timeout_s)
-        del done
+        await asyncio.wait({asyncio.shield(task)}, timeout=services.settings.chat.request_timeout_s)
     record = await services.queries.get(principal, record_id)
     return JSONResponse(record_view(record), status_code=201 if record.status != "pending" else 202)
 
