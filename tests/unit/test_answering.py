@@ -32,6 +32,19 @@ def test_relevance_gate_drops_everything_when_the_best_match_is_weak() -> None:
 
 def test_cite_marks_only_numbers_the_answer_uses() -> None:
     prompt = build_prompt("q", [hit(1, "a", 0.9), hit(2, "b", 0.9), hit(3, "c", 0.9)], [])
-    cited = cite("First fact [1]. Third [3]. Unknown [9].", prompt.sources)
-    assert [s.cited for s in cited] == [True, False, True]
-    assert [s.cited for s in cite("no citations", prompt.sources)] == [False, False, False]
+    cited = cite("First fact [1]. Third [3]. Unknown [9].", prompt.sources, prompt.texts)
+    assert [(s.cited, s.cited_by) for s in cited] == [(True, "model"), (False, None), (True, "model")]
+    assert [s.cited for s in cite("no citations", prompt.sources, prompt.texts)] == [False, False, False]
+
+
+def test_without_markers_a_source_holding_most_of_the_answer_is_cited_by_overlap() -> None:
+    hits = [hit(1, "Invoices are emailed on the first day of every month.", 0.7),
+            hit(2, "Set chat.provider to openai and give the API key in ATRIUM_CHAT__OPENAI__API_KEY.", 0.6)]
+    prompt = build_prompt("q", hits, [])
+    answer = "To add OpenAI, set the chat.provider to openai and put the API key in ATRIUM_CHAT__OPENAI__API_KEY."
+    assert [(s.cited, s.cited_by) for s in cite(answer, prompt.sources, prompt.texts)] == [
+        (False, None), (True, "overlap")]
+    unrelated = "Penguins live in the southern hemisphere."
+    assert not any(s.cited for s in cite(unrelated, prompt.sources, prompt.texts))
+    # a marker the model did write wins over overlap
+    assert [s.cited_by for s in cite(answer + " [1]", prompt.sources, prompt.texts)] == ["model", None]

@@ -61,7 +61,7 @@ async def generate(model: ChatModel, prompt: GroundedPrompt, run: AnswerRun, *, 
             case ErrorEvent(code=code, message=message):
                 outcome.error = {"code": code, "message": message}
     outcome.text = "".join(parts)
-    outcome.sources = cite(outcome.text, prompt.sources)
+    outcome.sources = cite(outcome.text, prompt.sources, prompt.texts)
     outcome.latency_ms = (time.perf_counter() - started) * 1000
     return outcome
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from atrium.gateway.ports import ChatMessage
 from atrium.knowledge.service import KnowledgeService, SearchHit
@@ -27,6 +27,14 @@ SYSTEM_PROMPT = (
     "Answer: Refunds are issued within 14 days [1]."
 )
 CITATION = re.compile(r"\[(\d{1,3})\]")
+OVERLAP_SHARE = 0.5
+OVERLAP_MARGIN = 0.1
+_WORD = re.compile(r"\w+")
+_STOPWORDS = frozenset(
+    "the and for are you your can with that this from not but all any was were will would should could have has "
+    "had its into than then them they there their what when where which who how use using also more most such "
+    "only other some each may must need set".split()
+)
 SNIPPET_CHARS = 300
 
 
@@ -42,6 +50,9 @@ class Source:
     snippet: str
     score: float
     cited: bool = False
+    # "model": the answer names this source ([n]); "overlap": the model named none, and most of the answer's
+    # words are found in this source. None when not cited.
+    cited_by: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -51,6 +62,7 @@ class Source:
 class GroundedPrompt:
     messages: tuple[ChatMessage, ...]
     sources: tuple[Source, ...]
+    texts: tuple[str, ...] = ()  # the full text of each source, in order
 
     @property
     def has_context(self) -> bool:
@@ -92,10 +104,29 @@ def build_prompt(question: str, hits: Sequence[SearchHit], history: Sequence[Cha
     )
     user = f"Sources:\n{context}\n\nQuestion: {question}\nAnswer:"
     messages = (ChatMessage("system", SYSTEM_PROMPT), *history, ChatMessage("user", user))
-    return GroundedPrompt(messages=messages, sources=sources)
+    return GroundedPrompt(messages=messages, sources=sources, texts=tuple(hit.chunk.text for hit in hits))
 
 
-def cite(answer: str, sources: Sequence[Source]) -> list[Source]:
-    """The sources with ``cited`` set for every number the answer mentions; unknown numbers are ignored."""
-    numbers = {int(match) for match in CITATION.findall(answer)}
-    return [Source(**{**asdict(source), "cited": source.number in numbers}) for source in sources]
+def cite(answer: str, sources: Sequence[Source], texts: Sequence[str] = ()) -> list[Source]:
+    """The sources with ``cited`` set for every number the answer mentions (unknown numbers are ignored).
+
+    Small local models sometimes answer from the sources without writing any [n]. Then, and only then, a
+    source counts as cited when it holds at least ``OVERLAP_SHARE`` of the answer's content words and is
+    within ``OVERLAP_MARGIN`` of the best-supported source, marked
+    ``cited_by="overlap"`` so a client can tell an inferred citation from one the model wrote.
+    """
+    numbers = {int(match) for match in CITATION.findall(answer)} & {source.number for source in sources}
+    if numbers:
+        return [replace(source, cited=source.number in numbers, cited_by="model" if source.number in numbers
+                        else None) for source in sources]
+    answer_words = _content_words(answer)
+    if not answer_words or len(texts) != len(sources):
+        return [replace(source, cited=False, cited_by=None) for source in sources]
+    shares = [len(answer_words & _content_words(text)) / len(answer_words) for text in texts]
+    bar = max(OVERLAP_SHARE, max(shares, default=0.0) - OVERLAP_MARGIN)
+    return [replace(source, cited=share >= bar, cited_by="overlap" if share >= bar else None)
+            for source, share in zip(sources, shares, strict=True)]
+
+
+def _content_words(text: str) -> set[str]:
+    return {word for word in _WORD.findall(text.lower()) if len(word) > 2 and word not in _STOPWORDS}
