@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ from atrium.accounts.bootstrap import ensure_admin
 from atrium.accounts.principal import Principal
 from atrium.container import Services, build_services, close_services, migrate
 from atrium.errors import AppError
-from atrium.settings import Settings, masked_dump
+from atrium.settings import Settings, masked_dump, unknown_env_vars
 from atrium.telemetry.logging import configure_logging
 
 app = typer.Typer(help="Atrium: a self-hosted AI backend.", no_args_is_help=True, add_completion=False)
@@ -32,6 +33,8 @@ T = TypeVar("T")
 
 
 def load_settings(**overrides: Any) -> Settings:
+    for name in unknown_env_vars(os.environ):
+        console.print(f"[yellow]warning:[/yellow] {name} is not an Atrium setting and is ignored")
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except (ValidationError, ValueError) as exc:

@@ -7,6 +7,7 @@ in ``create_app`` (or the CLI), never at import time.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -196,3 +197,20 @@ def _url_without_password(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "**********"
+
+
+def unknown_env_vars(environ: Mapping[str, str]) -> list[str]:
+    """``ATRIUM_*`` variables that name no setting (usually typos, which would otherwise be ignored)."""
+    known = set(_env_names(Settings, "ATRIUM_"))
+    return sorted(name for name in environ if name.upper().startswith("ATRIUM_") and name.upper() not in known)
+
+
+def _env_names(model: type[BaseModel], prefix: str) -> list[str]:
+    names = []
+    for field_name, field in model.model_fields.items():
+        name = f"{prefix}{field_name.upper()}"
+        names.append(name)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names.extend(_env_names(annotation, name + "__"))
+    return names

@@ -23,7 +23,7 @@ E2E_MODEL = "qwen2.5-coder-0.5b"
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One assembled model file for the whole session (assembling it is the slow part)."""
-    shared = os.environ.get("ATRIUM_TEST_MODEL_CACHE")
+    shared = os.environ.get("TEST_MODEL_CACHE_DIR")
     return Path(shared) if shared else tmp_path_factory.mktemp("models")
 
 

@@ -77,3 +77,19 @@ def test_config_show_cli_masks_secrets(tmp_path: Path) -> None:
     shown = json.loads(result.stdout)
     assert shown["chat"]["openai"]["api_key"] == "**********"
     assert "sk-live" not in result.stdout
+
+
+def test_unknown_atrium_variables_are_reported() -> None:
+    from atrium.settings import unknown_env_vars
+
+    environ = {"ATRIUM_CHAT__PROVIDER": "fake", "ATRIUM_CHAT__OPENAI__API_KEY": "x", "ATRIUM_DATA_DIR": "d",
+               "ATRIUM_CHAT__PROVDER": "fake", "ATRIUM_KNOWLEDGE__TOPK": "3", "HOME": "/"}
+    assert unknown_env_vars(environ) == ["ATRIUM_CHAT__PROVDER", "ATRIUM_KNOWLEDGE__TOPK"]
+
+
+def test_cli_warns_about_a_misspelt_variable(tmp_path: Path) -> None:
+    env = {"ATRIUM_DATA_DIR": str(tmp_path), "ATRIUM_CHAT__PROVDER": "fake", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([str(Path(sys.executable).with_name("atrium")), "config", "show"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "ATRIUM_CHAT__PROVDER is not an Atrium setting" in result.stderr
