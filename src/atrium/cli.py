@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -66,16 +67,27 @@ def serve(host: Annotated[str | None, typer.Option(help="Interface to bind.")] =
 
 @app.command()
 def worker() -> None:
-    """Run background jobs (ingestion) in this process until interrupted."""
+    """Run background jobs (ingestion) in this process until SIGTERM or Ctrl-C, which let the running job
+    finish first (up to server.shutdown_grace_s)."""
     settings = load_settings()
     configure_logging(settings.log_level)
 
     async def work() -> None:
         await migrate(settings)
         services = await build_services(settings)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
         try:
             await services.jobs.recover()
-            await services.jobs.work()
+            runner = asyncio.create_task(services.jobs.work())
+            waiter = asyncio.create_task(stopping.wait())
+            await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            await services.jobs.stop(settings.server.shutdown_grace_s)
+            for task in (runner, waiter):
+                task.cancel()
+            await asyncio.gather(runner, waiter, return_exceptions=True)
         finally:
             await close_services(services)
 
