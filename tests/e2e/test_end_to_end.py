@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -41,9 +42,12 @@ def test_ingest_ask_and_cite_the_right_source(serve: ServerProcess, tmp_path: Pa
     assert "3 documents" in result.stderr
     with serve.client() as client:
         for _ in range(100):  # the server picks up the CLI's ingestion through reconciliation
-            hits = client.post("/api/v1/search/semantic", json={"query": "Zephyr port", "collection": "ops"}).json()
-            if hits["results"]:
+            hits = client.post("/api/v1/search/semantic", json={"query": "Zephyr port", "collection": "ops",
+                                                                "mode": "vector"}).json()
+            if {hit["source"] for hit in hits["results"]} == set(DOCS):
                 break
+            time.sleep(0.2)
+        hits = client.post("/api/v1/search/semantic", json={"query": "Zephyr port", "collection": "ops"}).json()
         assert hits["results"][0]["source"] == "zephyr.md"
         response = client.post("/api/v1/chat/ask", json={"message": "Which TCP port does the Zephyr service "
                                                          "listen on?", "collection": "ops"})
