@@ -27,6 +27,7 @@ from atrium.knowledge.service import KnowledgeService
 from atrium.settings import Settings
 from atrium.store.engine import Database, build_engine
 from atrium.store.migrate import upgrade
+from atrium.store.pubsub import InProcessPubSub, PubSub, RedisPubSub
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class Services:
     jobs: DatabaseJobQueue
     runs: RunSupervisor
     http_client: httpx.AsyncClient
+    pubsub: PubSub
 
     @property
     def uploads_dir(self) -> Path:
@@ -122,7 +124,9 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     embedder = await anyio.to_thread.run_sync(build_embedder, settings)
     index = await build_vector_index(settings, db, embedder.dimensions)
     keyword: KeywordSearch = SqliteKeywordSearch() if db.is_sqlite else PostgresKeywordSearch()
-    knowledge = KnowledgeService(db, embedder, index, keyword, settings.knowledge)
+    pubsub: PubSub = (RedisPubSub(settings.redis_url.get_secret_value()) if settings.redis_url is not None
+                      else InProcessPubSub())
+    knowledge = KnowledgeService(db, embedder, index, keyword, settings.knowledge, pubsub)
     # One HTTP client for every upstream call of this process.
     http_client = httpx.AsyncClient(timeout=httpx.Timeout(settings.chat.request_timeout_s, connect=10.0),
                                     limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
@@ -135,7 +139,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     return Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
                     chat_model=model, chat=ChatService(db, answerer, model, runs, settings.chat),
                     queries=QueryService(db, answerer, model, runs, settings.chat), jobs=jobs, runs=runs,
-                    http_client=http_client)
+                    http_client=http_client, pubsub=pubsub)
 
 
 async def close_services(services: Services, *, reconcile: bool = True) -> None:
@@ -150,4 +154,5 @@ async def close_services(services: Services, *, reconcile: bool = True) -> None:
     await services.knowledge.save_index(force=True)
     await services.chat_model.aclose()
     await services.http_client.aclose()
+    await services.pubsub.aclose()
     await services.db.dispose()

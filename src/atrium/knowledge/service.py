@@ -10,6 +10,7 @@ the server runs, or a crash between commit and index update).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import re
@@ -29,10 +30,12 @@ from atrium.knowledge.ports import Embedder, VectorIndex
 from atrium.settings import KnowledgeSettings
 from atrium.store.engine import Database
 from atrium.store.models import Chunk, Document
+from atrium.store.pubsub import PubSub
 
 log = logging.getLogger(__name__)
 
 SearchMode = Literal["hybrid", "vector", "keyword"]
+CHANGES_CHANNEL = "knowledge-changed"
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -68,8 +71,10 @@ class KnowledgeService:
     """Ingest, search and index upkeep for every tenant; tenant is a required argument throughout."""
 
     def __init__(self, db: Database, embedder: Embedder, index: VectorIndex, keyword: KeywordSearch,
-                 settings: KnowledgeSettings) -> None:
+                 settings: KnowledgeSettings, pubsub: PubSub | None = None) -> None:
         self.db = db
+        self.pubsub = pubsub
+        self._nudge = asyncio.Event()
         self.embedder = embedder
         self.index = index
         self.keyword = keyword
@@ -118,6 +123,7 @@ class KnowledgeService:
         if ids and vectors is not None:
             await self.index.add(tenant, collection, ids, vectors)
         self._dirty = True
+        await self._announce(tenant)
         status: Literal["created", "replaced"] = "replaced" if existing is not None else "created"
         return IngestResult(document_id, source, len(ids), status)
 
@@ -130,6 +136,15 @@ class KnowledgeService:
             removed = await repo.delete_document_rows(session, tenant, document)
         await self.index.delete(tenant, collection, removed)
         self._dirty = True
+        await self._announce(tenant)
+
+    async def _announce(self, tenant: str) -> None:
+        """Tell other processes (replicas, the server while the CLI ingests) to reconcile now."""
+        if self.pubsub is not None:
+            try:
+                await self.pubsub.publish(CHANGES_CHANNEL, tenant)
+            except Exception:  # a lost hint only delays the periodic check
+                log.warning("could not announce a knowledge change", exc_info=True)
 
     async def search(self, tenant: str, query: str, *, mode: SearchMode = "hybrid", limit: int = 5,
                      collections: Sequence[str] | None = None) -> list[SearchHit]:
@@ -228,12 +243,36 @@ class KnowledgeService:
             await self.index.save()
 
     async def keep_consistent(self) -> None:
-        """Background loop: reconcile when another process changed the knowledge; save when dirty."""
+        """Background loop: reconcile when another process changed the knowledge (checked every
+        ``reconcile_interval_s``, or at once when a change is announced on the pub/sub); save when dirty."""
+        listener = asyncio.create_task(self._listen()) if self.pubsub is not None else None
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._nudge.wait(), timeout=self.settings.reconcile_interval_s)
+                self._nudge.clear()
+                await self._upkeep()
+        finally:
+            if listener is not None:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
+
+    async def _listen(self) -> None:
+        assert self.pubsub is not None
         while True:
-            await asyncio.sleep(self.settings.reconcile_interval_s)
             try:
-                if await self.changed_elsewhere():
-                    await self.reconcile()
-                await self.save_index()
-            except Exception:  # a failed round is retried next interval; the loop must survive
-                log.exception("vector index upkeep failed")
+                async for _tenant in self.pubsub.subscribe(CHANGES_CHANNEL):
+                    self._nudge.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("knowledge change subscription failed; retrying", exc_info=True)
+                await asyncio.sleep(1.0)
+
+    async def _upkeep(self) -> None:
+        try:
+            if await self.changed_elsewhere():
+                await self.reconcile()
+            await self.save_index()
+        except Exception:  # a failed round is retried next interval; the loop must survive
+            log.exception("vector index upkeep failed")
