@@ -9,7 +9,7 @@ from sqlalchemy import select
 from atrium.gateway.ports import ChatEvent, ChatRequest
 from atrium.gateway.providers.fake import FakeChatModel
 from atrium.knowledge.answering import NO_ANSWER
-from atrium.store.models import Message
+from atrium.store.models import Message, UsageRecord
 from tests.api.helpers import ingest, parse_sse
 from tests.conftest import RunningApp
 
@@ -125,6 +125,10 @@ async def test_model_failure_mid_stream_ends_with_error_and_keeps_partial_answer
     assert stored is not None and stored.status == "error"
     assert stored.content == "".join(d["text"] for n, d in events if n == "token")
     assert stored.content
+    # the cut answer is still metered: one usage row counting the two streamed tokens
+    async with running.services.db.session() as session:
+        usage = (await session.scalars(select(UsageRecord).where(UsageRecord.outcome == "upstream_error"))).all()
+    assert [row.completion_tokens for row in usage] == [2]
     as_json = await running.client.post("/api/v1/chat/ask", json={"message": "refunds?"})
     assert as_json.status_code == 502
     assert as_json.json()["error"]["code"] == "upstream_error"

@@ -53,6 +53,10 @@ async def generate(model: ChatModel, prompt: GroundedPrompt, run: AnswerRun, *, 
             case Token(text=text):
                 parts.append(text)
                 outcome.text = "".join(parts)
+                # Counted as they stream, so a cut or cancelled answer is still metered; the provider's
+                # Usage (exact, with the prompt) replaces the count when it arrives.
+                outcome.usage["completion_tokens"] += 1
+                outcome.usage["total_tokens"] += 1
                 run.emit("token", text=text)
             case Usage(prompt_tokens=p, completion_tokens=c):
                 outcome.usage = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
