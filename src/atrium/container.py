@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import anyio
 import httpx
@@ -46,10 +45,6 @@ class Services:
     runs: RunSupervisor
     http_client: httpx.AsyncClient
     pubsub: PubSub
-
-    @property
-    def uploads_dir(self) -> Path:
-        return self.settings.data_dir / "uploads"
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -134,8 +129,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     answerer = GroundedAnswerer(knowledge, top_k=settings.knowledge.top_k,
                                 min_relevance=settings.knowledge.min_relevance)
     runs = RunSupervisor()
-    uploads = settings.data_dir / "uploads"
-    jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, uploads)})
+    jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)})
     return Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
                     chat_model=model, chat=ChatService(db, answerer, model, runs, settings.chat),
                     queries=QueryService(db, answerer, model, runs, settings.chat), jobs=jobs, runs=runs,

@@ -144,6 +144,11 @@ class Settings(BaseSettings):
         return self.resolved_database_url.startswith("sqlite")
 
     @property
+    def uploads_dir(self) -> Path:
+        """Where uploaded files wait for their ingestion job."""
+        return self.data_dir / "uploads"
+
+    @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
 

@@ -90,5 +90,5 @@ async def test_upload_rejects_unsupported_and_binary_files(running: RunningApp) 
     binary = await running.client.post("/api/v1/documents",
                                        files=[("files", ("notes.txt", bytes(range(256)) * 4, "text/plain"))])
     assert_typed_error(binary, 422, "invalid_request")
-    leftovers = await anyio.to_thread.run_sync(lambda: list(running.services.uploads_dir.glob("*/*")))
+    leftovers = await anyio.to_thread.run_sync(lambda: list(running.services.settings.uploads_dir.glob("*/*")))
     assert leftovers == [], "refused uploads must leave no files behind"

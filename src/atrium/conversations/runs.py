@@ -61,6 +61,3 @@ class RunSupervisor:
         if pending:
             await asyncio.wait(pending, timeout=5)
             log.warning("%d answer runs were cancelled at shutdown", len(pending))
-
-    def __len__(self) -> int:
-        return len(self._tasks)

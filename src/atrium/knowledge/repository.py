@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.knowledge.ports import Vectors
@@ -110,6 +110,3 @@ async def iter_embeddings(session: AsyncSession, org_id: str, ids: Sequence[int]
             vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(-1, dimensions)
             yield [int(row[0]) for row in rows], vectors
 
-
-async def count_chunks(session: AsyncSession, org_id: str) -> int:
-    return int(await session.scalar(select(func.count()).select_from(Chunk).where(Chunk.org_id == org_id)) or 0)

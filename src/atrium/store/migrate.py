@@ -21,6 +21,3 @@ def alembic_config(database_url: str) -> Config:
 def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
 
-
-def current(database_url: str) -> None:
-    command.current(alembic_config(database_url))

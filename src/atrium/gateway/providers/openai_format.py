@@ -205,43 +205,40 @@ async def _sse_data(lines: AsyncIterator[str]) -> AsyncGenerator[str, None]:
 
 
 def _parse_chunk(provider: Provider, data: str, state: _StreamState) -> list[str]:
-    try:
-        chunk = json.loads(data)
-    except ValueError:
-        raise GatewayError(f"{provider.name} sent a malformed stream chunk.", retryable=True) from None
-    if not isinstance(chunk, dict):
-        raise GatewayError(f"{provider.name} sent a malformed stream chunk.", retryable=True)
+    chunk = _json_object(provider, data, "stream chunk")
     if "error" in chunk:
         raise _error_from_payload(provider, chunk, status=None)
-    texts: list[str] = []
-    for choice in _choices(provider, chunk):
-        delta = choice.get("delta") or {}
-        content = delta.get("content") if isinstance(delta, dict) else None
-        if isinstance(content, str) and content:
-            texts.append(content)
-        if isinstance(choice.get("finish_reason"), str):
-            state.finish_reason = choice["finish_reason"]
-    _record_usage(chunk, state)
-    return texts
+    return _texts(provider, chunk, "delta", state)
 
 
 def _parse_completion(provider: Provider, raw: bytes, state: _StreamState) -> list[str]:
+    texts = _texts(provider, _json_object(provider, raw, "response"), "message", state)
+    state.deltas += len(texts)
+    return texts
+
+
+def _json_object(provider: Provider, raw: str | bytes, what: str) -> dict[str, Any]:
     try:
-        completion = json.loads(raw)
+        payload = json.loads(raw)
     except ValueError:
-        raise GatewayError(f"{provider.name} sent a malformed response.", retryable=True) from None
-    if not isinstance(completion, dict):
-        raise GatewayError(f"{provider.name} sent a malformed response.", retryable=True)
+        raise GatewayError(f"{provider.name} sent a malformed {what}.", retryable=True) from None
+    if not isinstance(payload, dict):
+        raise GatewayError(f"{provider.name} sent a malformed {what}.", retryable=True)
+    return payload
+
+
+def _texts(provider: Provider, payload: dict[str, Any], key: str, state: _StreamState) -> list[str]:
+    """The content of the first choice's ``key`` ("delta" in a chunk, "message" in a completion); records
+    the finish reason and usage on ``state``."""
     texts: list[str] = []
-    for choice in _choices(provider, completion):
-        message = choice.get("message") or {}
-        content = message.get("content") if isinstance(message, dict) else None
+    for choice in _choices(provider, payload):
+        part = choice.get(key) or {}
+        content = part.get("content") if isinstance(part, dict) else None
         if isinstance(content, str) and content:
             texts.append(content)
         if isinstance(choice.get("finish_reason"), str):
             state.finish_reason = choice["finish_reason"]
-    state.deltas += len(texts)
-    _record_usage(completion, state)
+    _record_usage(payload, state)
     return texts
 
 

@@ -47,7 +47,7 @@ async def upload(principal: PrincipalDep, services: ServicesDep,
     if len(files) > limits.max_files_per_upload:
         raise PayloadTooLarge(f"At most {limits.max_files_per_upload} files per upload.")
     folder_name = uuid.uuid4().hex
-    folder = services.uploads_dir / folder_name
+    folder = services.settings.uploads_dir / folder_name
     stored: list[dict[str, str]] = []
     try:
         await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
