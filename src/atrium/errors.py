@@ -12,8 +12,12 @@ exceptions into these (``raise ModelUnavailable(...) from exc``) so callers catc
     ├── NotFound (404 not_found)
     ├── Conflict (409 conflict)
     ├── NotReady (503 not_ready)
+    ├── RateLimited (429 rate_limited)
     └── GatewayError (502 upstream_error)
+        ├── ContextLengthExceeded (400 context_length_exceeded)
+        ├── UpstreamRateLimited (429 rate_limited)
         ├── ModelUnavailable (503 model_unavailable)
+        │   └── CircuitOpen (503 circuit_open)
         └── ModelTimeout (504 model_timeout)
 """
 
@@ -68,21 +72,52 @@ class NotReady(AppError):
     code = "not_ready"
 
 
+class RateLimited(AppError):
+    """The caller went over one of Atrium's own limits; ``retry_after`` is in seconds."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str = "Too many requests.", *, retry_after: float | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.headers = headers or {}
+
+
 class GatewayError(AppError):
-    """A model provider failed; ``retryable`` tells wrappers whether another attempt may succeed."""
+    """A model provider failed; ``retryable`` tells wrappers whether another attempt may succeed and
+    ``retry_after`` how long the upstream asked to wait (seconds)."""
 
     status_code = 502
     code = "upstream_error"
 
     def __init__(self, message: str = "The model provider failed.", *, code: str | None = None,
-                 retryable: bool = False) -> None:
+                 retryable: bool = False, retry_after: float | None = None) -> None:
         super().__init__(message, code=code)
         self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class ContextLengthExceeded(GatewayError):
+    status_code = 400
+    code = "context_length_exceeded"
+
+
+class UpstreamRateLimited(GatewayError):
+    status_code = 429
+    code = "rate_limited"
 
 
 class ModelUnavailable(GatewayError):
     status_code = 503
     code = "model_unavailable"
+
+
+class CircuitOpen(ModelUnavailable):
+    """The provider's circuit breaker is open: it failed too often, calls are refused until it cools."""
+
+    code = "circuit_open"
 
 
 class ModelTimeout(GatewayError):

@@ -30,7 +30,7 @@ async def test_answers_with_the_first_sentence_of_source_one() -> None:
     assert text_of(events) == "The office opens at 9 am. [1]"
     assert [e.text for e in events if isinstance(e, Token)][:3] == ["The", " office", " opens"]
     assert events[-2] == Usage(prompt_tokens=3 + len(GROUNDED.split()), completion_tokens=7)
-    assert events[-1] == Done(model="fake", finish_reason="stop")
+    assert events[-1] == Done(model="fake", finish_reason="stop", provider="fake")
 
 
 async def test_a_source_spanning_lines_is_joined() -> None:

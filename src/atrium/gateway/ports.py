@@ -7,32 +7,91 @@ metering, cache) implements this same port. A stream always ends with exactly on
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
+Task = Literal["chat", "qa", "artifact", "classify", "summarize"]
+
+# Content is plain text, or OpenAI-style parts ({"type": "text", "text": ...}, {"type": "image_url", ...}).
+Content = str | tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the assistant asked for; ``arguments`` is the JSON text the model wrote."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: Role
-    content: str
+    content: Content
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None  # on a "tool" message: which call this is the result of
+    name: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The text of the message (text parts joined; images left out)."""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(str(part.get("text", "")) for part in self.content if part.get("type") == "text")
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Who is calling and why: used by routing (task, tenant policy), metering and the cache, never sent
+    upstream. ``org_id`` scopes the cache: one tenant's cached answers are never served to another."""
+
+    org_id: str | None = None
+    user_id: str | None = None
+    api_key_id: str | None = None
+    endpoint: str = ""
+    task: Task = "chat"
+    cache: bool = True
+    local_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
+    """What to generate. ``model`` names a catalogue entry, alias or route ("" = the default route);
+    adapters ignore it (each adapter knows its own upstream model). ``tools`` are OpenAI-format function
+    tools and ``response_format`` OpenAI's; adapters translate both to their wire format. ``extra`` holds
+    other vendor parameters passed through verbatim (top_p, seed, ...)."""
+
     messages: tuple[ChatMessage, ...]
-    max_tokens: int = 512
-    temperature: float = 0.2
+    max_tokens: int | None = 512
+    temperature: float | None = 0.2
     stop: tuple[str, ...] = ()
+    model: str = ""
+    tools: tuple[Mapping[str, Any], ...] = ()
+    tool_choice: Any = None
+    response_format: Mapping[str, Any] | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    context: CallContext = field(default_factory=CallContext)
 
 
 @dataclass(frozen=True, slots=True)
 class Token:
     text: str
     type: Literal["token"] = "token"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call, streamed like OpenAI's ``delta.tool_calls[i]``: the first piece of call
+    ``index`` carries ``id`` and ``name``; later pieces append to ``arguments``."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+    type: Literal["tool_call"] = "tool_call"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,20 +107,31 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Done:
+    """The generation finished. ``model`` is the catalogue name of the model that served (adapters
+    report their own name; the router keeps it), ``provider`` the provider entry that served it."""
+
     model: str
     finish_reason: str = "stop"
+    provider: str = ""
+    cached: bool = False
     type: Literal["done"] = "done"
 
 
 @dataclass(frozen=True, slots=True)
 class ErrorEvent:
+    """The stream failed. ``retryable``: another attempt may succeed; ``retry_after``: the upstream said
+    how long to wait (seconds); ``model``/``provider``: who failed, when known."""
+
     code: str
     message: str
     retryable: bool = False
+    retry_after: float | None = None
+    model: str = ""
+    provider: str = ""
     type: Literal["error"] = "error"
 
 
-ChatEvent = Token | Usage | Done | ErrorEvent
+ChatEvent = Token | ToolCallDelta | Usage | Done | ErrorEvent
 
 
 @runtime_checkable

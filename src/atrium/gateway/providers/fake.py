@@ -83,7 +83,7 @@ class FakeChatModel:
             return
         text, finish_reason = _apply_stop(self._answer(request), request.stop)
         words = _words(text)
-        if len(words) > request.max_tokens:
+        if request.max_tokens is not None and len(words) > request.max_tokens:
             words, finish_reason = words[: request.max_tokens], "length"
         for sent, word in enumerate(words):
             if self._fail_after_tokens is not None and sent >= self._fail_after_tokens:
@@ -95,9 +95,9 @@ class FakeChatModel:
         if self._fail_after_tokens is not None:  # a shorter answer still fails, after its last token
             yield self._scripted_error(len(words))
             return
-        prompt_tokens = sum(len(message.content.split()) for message in request.messages)
+        prompt_tokens = sum(len(message.text.split()) for message in request.messages)
         yield Usage(prompt_tokens=prompt_tokens, completion_tokens=len(words))
-        yield Done(model=self.name, finish_reason=finish_reason)
+        yield Done(model=self.name, finish_reason=finish_reason, provider="fake")
 
     def _scripted_error(self, after: int) -> ErrorEvent:
         return ErrorEvent(

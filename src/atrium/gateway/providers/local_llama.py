@@ -481,7 +481,7 @@ def chatml_prompt(request: ChatRequest, default_system: str | None = QWEN_DEFAUL
     parts: list[str] = []
     if default_system is not None and (not request.messages or request.messages[0].role != "system"):
         parts.append(f"<|im_start|>system\n{default_system}<|im_end|>\n")
-    parts.extend(f"<|im_start|>{m.role}\n{m.content}<|im_end|>\n" for m in request.messages)
+    parts.extend(f"<|im_start|>{m.role}\n{m.text}<|im_end|>\n" for m in request.messages)
     parts.append("<|im_start|>assistant\n")
     return "".join(parts)
 
