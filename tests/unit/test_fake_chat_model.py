@@ -45,7 +45,7 @@ async def test_no_sources_means_i_dont_know() -> None:
 async def test_max_tokens_and_stop() -> None:
     events = await run(FakeChatModel(), ask(GROUNDED, max_tokens=2))
     assert text_of(events) == "The office"
-    assert events[-1] == Done(model="fake", finish_reason="length")
+    assert events[-1] == Done(model="fake", finish_reason="length", provider="fake")
     assert text_of(await run(FakeChatModel(), ask(GROUNDED, stop=(" at",)))) == "The office opens"
 
 
