@@ -4,6 +4,7 @@ and the guard that fails any blocking call made inside the event loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -48,19 +49,25 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 
 class RunningApp:
-    """An app with its lifespan running, reachable through an in-process httpx client."""
+    """An app with its lifespan running, reachable through an in-process httpx client. ``model`` is the
+    injected chat model adapter (beneath the gateway's routing, cache and metering)."""
 
-    def __init__(self, app: FastAPI, client: httpx.AsyncClient) -> None:
+    def __init__(self, app: FastAPI, client: httpx.AsyncClient, model: ChatModel | None = None) -> None:
         self.app = app
         self.client = client
+        self.model = model
 
     @property
     def services(self) -> Any:
         return self.app.state.services
 
 
-async def start_app(settings: Settings, chat_model: ChatModel | None = None) -> tuple[FastAPI, Any]:
-    app = create_app(settings, chat_model=chat_model or FakeChatModel())
+async def start_app(settings: Settings, chat_model: ChatModel | None = None, *,
+                    configured: bool = False) -> tuple[FastAPI, Any]:
+    """The app with its lifespan entered. ``configured``: build the models from ``settings.gateway`` (and
+    ``chat``) instead of injecting ``chat_model`` (default: a ``FakeChatModel``)."""
+    injected = None if configured else chat_model or FakeChatModel()
+    app = create_app(settings, chat_model=injected)
     lifespan = app.router.lifespan_context(app)
     await lifespan.__aenter__()
     return app, lifespan
@@ -71,16 +78,25 @@ def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path / "data")
 
 
-@pytest.fixture
-async def running(settings: Settings) -> AsyncIterator[RunningApp]:
-    app, lifespan = await start_app(settings)
+@contextlib.asynccontextmanager
+async def run_app(settings: Settings, chat_model: ChatModel | None = None, *,
+                  configured: bool = False) -> AsyncIterator[RunningApp]:
+    """The app (see ``start_app``) with an in-process client authenticated as the admin."""
+    model = None if configured else chat_model or FakeChatModel()
+    app, lifespan = await start_app(settings, model, configured=configured)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://atrium.test",
                                  headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as client:
         try:
-            yield RunningApp(app, client)
+            yield RunningApp(app, client, model)
         finally:
             await lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def running(settings: Settings) -> AsyncIterator[RunningApp]:
+    async with run_app(settings) as app:
+        yield app
 
 
 def free_port() -> int:

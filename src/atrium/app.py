@@ -16,7 +16,18 @@ from atrium.demo import ingest_demo
 from atrium.gateway.ports import ChatModel
 from atrium.http.errors import install_error_handlers
 from atrium.http.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from atrium.http.routes import chat, conversations, documents, health, query, search
+from atrium.http.routes import (
+    admin,
+    anthropic_compat,
+    chat,
+    conversations,
+    documents,
+    health,
+    metrics,
+    openai_compat,
+    query,
+    search,
+)
 from atrium.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,7 +77,8 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
         else limits.max_request_bytes,
     )
     app.add_middleware(RequestIdMiddleware)
-    for module in (health, chat, search, documents, query, conversations):
+    for module in (health, metrics, chat, search, documents, query, conversations, admin, openai_compat,
+                   anthropic_compat):
         app.include_router(module.router)
     return app
 

@@ -12,11 +12,16 @@ from dataclasses import dataclass
 
 import anyio
 import httpx
+from redis.asyncio import Redis
 
+from atrium.accounts.api_keys import ApiKeyAuthenticator
 from atrium.conversations.chat import ChatService
 from atrium.conversations.queries import QueryService
 from atrium.conversations.runs import RunSupervisor
 from atrium.gateway.ports import ChatModel
+from atrium.gateway.service import Gateway, build_gateway
+from atrium.gateway.tokens import TokenCounter
+from atrium.guard.rate_limits import RequestRateLimiter, build_storage
 from atrium.jobs.queue import DatabaseJobQueue
 from atrium.knowledge.answering import GroundedAnswerer
 from atrium.knowledge.ingest import upload_job_handler
@@ -27,6 +32,7 @@ from atrium.settings import Settings
 from atrium.store.engine import Database, build_engine
 from atrium.store.migrate import upgrade
 from atrium.store.pubsub import InProcessPubSub, PubSub, RedisPubSub
+from atrium.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +44,18 @@ class Services:
     embedder: Embedder
     index: VectorIndex
     knowledge: KnowledgeService
-    chat_model: ChatModel
+    chat_model: ChatModel  # the gateway's full stack (routing, fallback, cache, metering)
+    gateway: Gateway
     chat: ChatService
     queries: QueryService
     jobs: DatabaseJobQueue
     runs: RunSupervisor
     http_client: httpx.AsyncClient
     pubsub: PubSub
+    metrics: Metrics
+    authenticator: ApiKeyAuthenticator
+    rate_limiter: RequestRateLimiter
+    redis: Redis | None
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -60,21 +71,11 @@ def build_embedder(settings: Settings) -> Embedder:
                         intra_op_num_threads=config.threads)
 
 
-def build_chat_model(settings: Settings, http_client: httpx.AsyncClient) -> ChatModel:
-    config = settings.chat
-    if config.provider == "fake":
-        from atrium.gateway.providers.fake import FakeChatModel
-
-        return FakeChatModel(token_delay=config.fake_token_delay_s)
-    if config.provider == "openai":
-        from atrium.gateway.providers.base import Provider
-        from atrium.gateway.providers.openai_format import OpenAIChatModel
-
-        key = config.openai.api_key.get_secret_value() if config.openai.api_key else None
-        provider = Provider(name="openai", base_url=config.openai.base_url, model=config.openai.model,
-                            api_key=key)
-        return OpenAIChatModel(provider, http_client, name=config.openai.model)
+def build_local_chat_model(settings: Settings, http_client: httpx.AsyncClient) -> ChatModel:
+    """The bundled model, served by a managed llama.cpp server process (the ``local`` provider kind)."""
     from atrium.gateway.providers.local_llama import LlamaServerConfig, LocalChatModel, ManagedLlamaServer
+
+    config = settings.chat
 
     server = ManagedLlamaServer(
         LlamaServerConfig(model=config.local_model, cache_dir=settings.models_dir,
@@ -125,15 +126,26 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     # One HTTP client for every upstream call of this process.
     http_client = httpx.AsyncClient(timeout=httpx.Timeout(settings.chat.request_timeout_s, connect=10.0),
                                     limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
-    model = chat_model or build_chat_model(settings, http_client)
+    redis = Redis.from_url(settings.redis_url.get_secret_value()) if settings.redis_url is not None else None
+    metrics = Metrics()
+    counter = TokenCounter()
+    await anyio.to_thread.run_sync(counter.load)
+    gateway = build_gateway(settings, http_client=http_client, db=db, redis=redis, embedder=embedder,
+                            metrics=metrics, counter=counter, chat_model=chat_model,
+                            local_factory=lambda: build_local_chat_model(settings, http_client))
+    model = gateway.chat
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
+    rate_limiter = RequestRateLimiter(settings.rate_limits, build_storage(redis_url))
+    authenticator = ApiKeyAuthenticator(db, ttl_s=settings.auth.key_cache_ttl_s)
     answerer = GroundedAnswerer(knowledge, top_k=settings.knowledge.top_k,
                                 min_relevance=settings.knowledge.min_relevance)
     runs = RunSupervisor()
     jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)})
     return Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
-                    chat_model=model, chat=ChatService(db, answerer, model, runs, settings.chat),
+                    chat_model=model, gateway=gateway, chat=ChatService(db, answerer, model, runs, settings.chat),
                     queries=QueryService(db, answerer, model, runs, settings.chat), jobs=jobs, runs=runs,
-                    http_client=http_client, pubsub=pubsub)
+                    http_client=http_client, pubsub=pubsub, metrics=metrics, authenticator=authenticator,
+                    rate_limiter=rate_limiter, redis=redis)
 
 
 async def close_services(services: Services, *, reconcile: bool = True) -> None:
@@ -146,7 +158,9 @@ async def close_services(services: Services, *, reconcile: bool = True) -> None:
         except Exception:
             log.exception("final index reconciliation failed; the next start will repair it")
     await services.knowledge.save_index(force=True)
-    await services.chat_model.aclose()
+    await services.gateway.aclose()
     await services.http_client.aclose()
+    if services.redis is not None:
+        await services.redis.aclose()
     await services.pubsub.aclose()
     await services.db.dispose()

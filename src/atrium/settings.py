@@ -200,6 +200,19 @@ class LimitSettings(BaseModel):
 
 class AuthSettings(BaseModel):
     allow_anonymous: bool = False
+    # How long a verified API key is trusted without another database lookup.
+    key_cache_ttl_s: float = Field(10.0, ge=0)
+
+
+class RateLimitSettings(BaseModel):
+    """Requests per minute per API key, user and organisation (``None``: no limit at that scope). In
+    process by default; in Redis, shared by every replica, when ``redis_url`` is set."""
+
+    enabled: bool = True
+    strategy: Literal["sliding_window", "moving_window", "fixed_window"] = "sliding_window"
+    key_requests_per_minute: int | None = Field(600, ge=1)
+    user_requests_per_minute: int | None = Field(600, ge=1)
+    org_requests_per_minute: int | None = Field(6000, ge=1)
 
 
 class ServerSettings(BaseModel):
@@ -229,6 +242,7 @@ class Settings(BaseSettings):
     knowledge: KnowledgeSettings = KnowledgeSettings()
     limits: LimitSettings = LimitSettings()
     gateway: GatewaySettings = GatewaySettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
 
     @field_validator("data_dir")
     @classmethod

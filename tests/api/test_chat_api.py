@@ -9,9 +9,10 @@ from sqlalchemy import select
 from atrium.gateway.ports import ChatEvent, ChatRequest
 from atrium.gateway.providers.fake import FakeChatModel
 from atrium.knowledge.answering import NO_ANSWER
+from atrium.settings import Settings
 from atrium.store.models import Message, UsageRecord
 from tests.api.helpers import ingest, parse_sse
-from tests.conftest import RunningApp
+from tests.conftest import RunningApp, run_app
 
 
 async def test_ask_returns_a_grounded_answer_with_mapped_citations(running: RunningApp) -> None:
@@ -72,7 +73,8 @@ async def test_multi_turn_conversation_is_stored_and_listed(running: RunningApp)
 
 async def test_history_reaches_the_model_on_the_second_turn(running: RunningApp) -> None:
     await ingest(running.client)
-    model: FakeChatModel = running.services.chat_model
+    model = running.model
+    assert isinstance(model, FakeChatModel)
     first = (await running.client.post("/api/v1/chat/ask", json={"message": "How long do refunds take?"})).json()
     await running.client.post("/api/v1/chat/ask", json={"message": "Who do I contact?",
                                                         "conversation_id": first["conversation_id"]})
@@ -112,9 +114,13 @@ async def test_user_message_is_stored_before_the_model_is_called(running: Runnin
     assert recorder.seen == [("user", "complete", "How long do refunds take?"), ("assistant", "pending", "")]
 
 
-async def test_model_failure_mid_stream_ends_with_error_and_keeps_partial_answer(running: RunningApp) -> None:
+async def test_model_failure_mid_stream_ends_with_error_and_keeps_partial_answer(settings: Settings) -> None:
+    async with run_app(settings, FakeChatModel(fail_after_tokens=2, error_code="upstream_error")) as running:
+        await _fails_mid_stream(running)
+
+
+async def _fails_mid_stream(running: RunningApp) -> None:
     await ingest(running.client)
-    running.services.chat.model = FakeChatModel(fail_after_tokens=2, error_code="upstream_error")
     response = await running.client.post("/api/v1/chat/ask", json={"message": "refunds?", "stream": True})
     events = parse_sse(response.text)
     assert events[-1][0] == "error"
@@ -125,7 +131,8 @@ async def test_model_failure_mid_stream_ends_with_error_and_keeps_partial_answer
     assert stored is not None and stored.status == "error"
     assert stored.content == "".join(d["text"] for n, d in events if n == "token")
     assert stored.content
-    # the cut answer is still metered: one usage row counting the two streamed tokens
+    # the cut answer is still metered by the gateway: one usage row counting the two streamed tokens
+    await running.services.gateway.recorder.flush()
     async with running.services.db.session() as session:
         usage = (await session.scalars(select(UsageRecord).where(UsageRecord.outcome == "upstream_error"))).all()
     assert [row.completion_tokens for row in usage] == [2]

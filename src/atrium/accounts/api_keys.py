@@ -10,10 +10,12 @@ import hashlib
 import secrets
 from datetime import UTC, datetime
 
+from cachetools import TTLCache
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.accounts.principal import Principal, Role
+from atrium.store.engine import Database
 from atrium.store.models import ApiKey
 
 KEY_PREFIX = "atr_"
@@ -45,12 +47,52 @@ async def principal_for_key(session: AsyncSession, raw_key: str) -> Principal | 
     """The principal a valid, unrevoked, unexpired key stands for; ``None`` otherwise."""
     if not looks_like_key(raw_key):
         return None
-    row = await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(raw_key)))
+    found = await _lookup(session, hash_key(raw_key))
+    return found[0] if found is not None else None
+
+
+async def _lookup(session: AsyncSession, key_hash: str) -> tuple[Principal, datetime | None] | None:
+    row = await session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
     if row is None or row.revoked_at is not None:
         return None
-    if row.expires_at is not None and _aware(row.expires_at) <= datetime.now(UTC):
+    expires_at = _aware(row.expires_at) if row.expires_at is not None else None
+    if expires_at is not None and expires_at <= datetime.now(UTC):
         return None
-    return Principal(org_id=row.org_id, user_id=row.user_id, role=row.role, api_key_id=row.id)  # type: ignore[arg-type]
+    principal = Principal(org_id=row.org_id, user_id=row.user_id, role=row.role,  # type: ignore[arg-type]
+                          api_key_id=row.id)
+    return principal, expires_at
+
+
+class ApiKeyAuthenticator:
+    """Resolves keys to principals, trusting a verified key for ``ttl_s`` seconds without another database
+    lookup (a key lookup per request would dominate the gateway's hot path). A revoked key therefore
+    stops working within ``ttl_s``; ``forget_all`` drops the cache at once (call it on revocation)."""
+
+    def __init__(self, db: Database, *, ttl_s: float) -> None:
+        self._db = db
+        self._cache: TTLCache[str, tuple[Principal, datetime | None]] | None = (
+            TTLCache(maxsize=10_000, ttl=ttl_s) if ttl_s > 0 else None)
+
+    async def principal(self, raw_key: str) -> Principal | None:
+        if not looks_like_key(raw_key):
+            return None
+        key_hash = hash_key(raw_key)
+        cached = self._cache.get(key_hash) if self._cache is not None else None
+        if cached is None:
+            async with self._db.session() as session:
+                cached = await _lookup(session, key_hash)
+            if cached is None:
+                return None
+            if self._cache is not None:
+                self._cache[key_hash] = cached
+        principal, expires_at = cached
+        if expires_at is not None and expires_at <= datetime.now(UTC):
+            return None
+        return principal
+
+    def forget_all(self) -> None:
+        if self._cache is not None:
+            self._cache.clear()
 
 
 def _aware(moment: datetime) -> datetime:

@@ -13,9 +13,9 @@ from functools import partial
 
 from atrium.accounts.principal import Principal
 from atrium.conversations import repository as repo
-from atrium.conversations.generation import Outcome, answer_and_store, record_usage
+from atrium.conversations.generation import Outcome, answer_and_store
 from atrium.conversations.runs import AnswerRun, RunSupervisor
-from atrium.gateway.ports import ChatModel
+from atrium.gateway.ports import CallContext, ChatModel
 from atrium.knowledge.answering import GroundedAnswerer, GroundedPrompt
 from atrium.settings import ChatSettings
 from atrium.store.engine import Database
@@ -67,6 +67,7 @@ class ChatService:
             return await self.answerer.prepare(principal.org_id, question, history, collections)
 
         outcome = await answer_and_store(prompt_for=prompt, model=self.model, run=run, settings=self.settings,
+                                         context=_context(principal),
                                          store=partial(self._store, principal, message_id))
         run.emit("sources", sources=outcome.source_dicts())
         if outcome.error:
@@ -80,6 +81,8 @@ class ChatService:
             await repo.finish_message(session, principal.org_id, message_id, content=outcome.text,
                                       status=outcome.status, model=outcome.model,
                                       sources=outcome.source_dicts(), usage=outcome.usage, error=outcome.error)
-        await record_usage(self.db, org_id=principal.org_id, user_id=principal.user_id,
-                           api_key_id=principal.api_key_id, endpoint=ENDPOINT, provider=self.settings.provider,
-                           model=self.model, outcome=outcome)
+
+
+def _context(principal: Principal) -> CallContext:
+    return CallContext(org_id=principal.org_id, user_id=principal.user_id, api_key_id=principal.api_key_id,
+                       endpoint=ENDPOINT, task="qa")

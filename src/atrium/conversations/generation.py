@@ -11,11 +11,9 @@ from typing import Any
 
 from atrium.conversations.runs import AnswerRun
 from atrium.errors import AppError
-from atrium.gateway.ports import ChatModel, ChatRequest, Done, ErrorEvent, Token, Usage
+from atrium.gateway.ports import CallContext, ChatModel, ChatRequest, Done, ErrorEvent, Token, Usage
 from atrium.knowledge.answering import NO_ANSWER, GroundedPrompt, Source, cite
 from atrium.settings import ChatSettings
-from atrium.store.engine import Database
-from atrium.store.models import UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +37,7 @@ class Outcome:
 
 
 async def generate(model: ChatModel, prompt: GroundedPrompt, run: AnswerRun, *, max_tokens: int,
-                   temperature: float, outcome: Outcome) -> Outcome:
+                   temperature: float, outcome: Outcome, context: CallContext) -> Outcome:
     """Fill ``outcome`` as the model streams (so a cancelled run still holds its partial text)."""
     started = time.perf_counter()
     if not prompt.has_context:
@@ -47,7 +45,8 @@ async def generate(model: ChatModel, prompt: GroundedPrompt, run: AnswerRun, *, 
         run.emit("token", text=NO_ANSWER)
         return outcome
     parts: list[str] = []
-    request = ChatRequest(messages=prompt.messages, max_tokens=max_tokens, temperature=temperature)
+    request = ChatRequest(messages=prompt.messages, max_tokens=max_tokens, temperature=temperature,
+                          context=context)
     async for event in model.stream(request):
         match event:
             case Token(text=text):
@@ -71,7 +70,7 @@ async def generate(model: ChatModel, prompt: GroundedPrompt, run: AnswerRun, *, 
 
 
 async def answer_and_store(*, prompt_for: Callable[[], Awaitable[GroundedPrompt]], model: ChatModel,
-                           run: AnswerRun, settings: ChatSettings,
+                           run: AnswerRun, settings: ChatSettings, context: CallContext,
                            store: Callable[[Outcome], Awaitable[None]]) -> Outcome:
     """Produce an answer into ``run`` and always store it: when it completes, when it fails (keeping the
     partial text) and when it is cancelled at shutdown (as ``interrupted``)."""
@@ -80,7 +79,7 @@ async def answer_and_store(*, prompt_for: Callable[[], Awaitable[GroundedPrompt]
         prompt = await prompt_for()
         outcome.sources = list(prompt.sources)
         await generate(model, prompt, run, max_tokens=settings.max_tokens, temperature=settings.temperature,
-                       outcome=outcome)
+                       outcome=outcome, context=context)
     except asyncio.CancelledError:
         outcome.error = {"code": "interrupted", "message": "The server stopped before the answer ended."}
         await asyncio.shield(store(outcome))
@@ -90,20 +89,6 @@ async def answer_and_store(*, prompt_for: Callable[[], Awaitable[GroundedPrompt]
         outcome.error = error_of(exc)
     await store(outcome)
     return outcome
-
-
-async def record_usage(db: Database, *, org_id: str, user_id: str | None, api_key_id: str | None,
-                       endpoint: str, provider: str, model: ChatModel, outcome: Outcome) -> None:
-    """One usage row per model call (none when the model was not called)."""
-    if outcome.model is None and outcome.error is None:
-        return
-    async with db.session() as session:
-        session.add(UsageRecord(
-            org_id=org_id, user_id=user_id, api_key_id=api_key_id, provider=provider,
-            model=outcome.model or model.name, endpoint=endpoint,
-            prompt_tokens=outcome.usage["prompt_tokens"], completion_tokens=outcome.usage["completion_tokens"],
-            latency_ms=outcome.latency_ms, outcome=outcome.error["code"] if outcome.error else "ok",
-        ))
 
 
 def error_of(exc: Exception) -> dict[str, str]:

@@ -10,10 +10,10 @@ from functools import partial
 from sqlalchemy import select
 
 from atrium.accounts.principal import Principal
-from atrium.conversations.generation import Outcome, answer_and_store, record_usage
+from atrium.conversations.generation import Outcome, answer_and_store
 from atrium.conversations.runs import AnswerRun, RunSupervisor
 from atrium.errors import NotFound
-from atrium.gateway.ports import ChatModel
+from atrium.gateway.ports import CallContext, ChatModel
 from atrium.knowledge.answering import GroundedAnswerer, GroundedPrompt
 from atrium.settings import ChatSettings
 from atrium.store.engine import Database
@@ -58,6 +58,7 @@ class QueryService:
             return await self.answerer.prepare(principal.org_id, question, (), collections)
 
         await answer_and_store(prompt_for=prompt, model=self.model, run=run, settings=self.settings,
+                                         context=_context(principal),
                                store=partial(self._store, principal, record_id))
 
     async def _store(self, principal: Principal, record_id: str, outcome: Outcome) -> None:
@@ -71,6 +72,8 @@ class QueryService:
                 record.usage = outcome.usage
                 record.error = outcome.error
                 record.completed_at = datetime.now(UTC)
-        await record_usage(self.db, org_id=principal.org_id, user_id=principal.user_id,
-                           api_key_id=principal.api_key_id, endpoint=ENDPOINT, provider=self.settings.provider,
-                           model=self.model, outcome=outcome)
+
+
+def _context(principal: Principal) -> CallContext:
+    return CallContext(org_id=principal.org_id, user_id=principal.user_id, api_key_id=principal.api_key_id,
+                       endpoint=ENDPOINT, task="qa")

@@ -83,6 +83,17 @@ class Token:
 
 
 @dataclass(frozen=True, slots=True)
+class Start:
+    """Sent by the router once a model has begun to answer (just before its first output), naming the
+    catalogue model and provider that serve this request. Adapters do not send it; consumers that do not
+    care ignore it."""
+
+    model: str
+    provider: str = ""
+    type: Literal["start"] = "start"
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallDelta:
     """A piece of a tool call, streamed like OpenAI's ``delta.tool_calls[i]``: the first piece of call
     ``index`` carries ``id`` and ``name``; later pieces append to ``arguments``."""
@@ -131,7 +142,7 @@ class ErrorEvent:
     type: Literal["error"] = "error"
 
 
-ChatEvent = Token | ToolCallDelta | Usage | Done | ErrorEvent
+ChatEvent = Start | Token | ToolCallDelta | Usage | Done | ErrorEvent
 
 
 @runtime_checkable

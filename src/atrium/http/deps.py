@@ -1,4 +1,5 @@
-"""FastAPI dependencies as ``Annotated`` aliases: services, the caller's Principal, role checks."""
+"""FastAPI dependencies as ``Annotated`` aliases: services, the caller's Principal, role checks, rate
+limits."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy import select
 
-from atrium.accounts.api_keys import principal_for_key
 from atrium.accounts.principal import Principal, Role
 from atrium.container import Services
 from atrium.errors import Forbidden, NotReady, Unauthorized
@@ -33,8 +33,7 @@ async def get_principal(request: Request, services: ServicesDep) -> Principal:
         if services.settings.auth.allow_anonymous:
             return await _anonymous(services)
         raise Unauthorized("An API key is required: send 'Authorization: Bearer atr_...'.")
-    async with services.db.session() as session:
-        principal = await principal_for_key(session, raw)
+    principal = await services.authenticator.principal(raw)
     if principal is None:
         raise Unauthorized("The API key is invalid, expired or revoked.")
     return principal
@@ -58,3 +57,16 @@ def require_role(minimum: Role) -> Depends:  # type: ignore[valid-type]
             raise Forbidden(f"This needs the {minimum} role.")
 
     return Depends(check)
+
+
+async def limit_rate(request: Request, principal: PrincipalDep, services: ServicesDep) -> Principal:
+    """The caller, after counting this request against its rate limits (429 when over). The quota
+    headers ride on the response via ``request.state.response_headers``."""
+    headers = await services.rate_limiter.admit(principal)
+    if headers:
+        request.state.response_headers = headers
+    return principal
+
+
+# Use instead of PrincipalDep on endpoints that spend model or compute capacity.
+LimitedPrincipalDep = Annotated[Principal, Depends(limit_rate)]

@@ -21,7 +21,9 @@ _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 
 
 class RequestIdMiddleware:
-    """Takes a sane incoming ``X-Request-ID`` or makes one; sets it for logs and the response header."""
+    """Takes a sane incoming ``X-Request-ID`` or makes one; sets it for logs and the response header.
+    Also adds the headers a dependency left in ``request.state.response_headers`` (rate-limit quota), which
+    must reach streamed and error responses too."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -33,11 +35,15 @@ class RequestIdMiddleware:
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        state = scope.setdefault("state", {})
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                extra = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                         for k, v in state.get("response_headers", {}).items()]
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode()),
+                                      *(h for h in extra if h[0] not in present)]
             await send(message)
 
         try:

@@ -26,7 +26,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 def grounded_answer(request: ChatRequest) -> str:
     """The fake's answer: first sentence of source ``[1]`` plus `` [1]``, or :data:`NO_ANSWER`."""
     for message in reversed(request.messages):
-        match = _SOURCE_ONE.search(message.content)
+        match = _SOURCE_ONE.search(message.text)
         if match is None:
             continue
         text = " ".join(match.group(1).split())

@@ -14,7 +14,7 @@ from sse_starlette import EventSourceResponse
 
 from atrium.conversations.runs import AnswerRun
 from atrium.errors import AppError, InvalidRequest, PayloadTooLarge
-from atrium.http.deps import PrincipalDep, ServicesDep
+from atrium.http.deps import LimitedPrincipalDep, ServicesDep
 from atrium.http.errors import error_body
 from atrium.knowledge.service import check_collection
 
@@ -38,7 +38,7 @@ def checked_message(message: str, limit: int) -> str:
 
 
 @router.post("/ask", response_model=None)
-async def ask(body: AskBody, request: Request, principal: PrincipalDep,
+async def ask(body: AskBody, request: Request, principal: LimitedPrincipalDep,
               services: ServicesDep) -> JSONResponse | EventSourceResponse:
     message = checked_message(body.message, services.settings.limits.max_message_chars)
     collections = [check_collection(body.collection)] if body.collection else None

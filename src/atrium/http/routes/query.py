@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from atrium.http.deps import PrincipalDep, ServicesDep
+from atrium.http.deps import LimitedPrincipalDep, PrincipalDep, ServicesDep
 from atrium.http.routes.chat import checked_message
 from atrium.knowledge.service import check_collection
 from atrium.store.models import QueryRecord
@@ -32,7 +32,7 @@ def record_view(record: QueryRecord) -> dict[str, Any]:
 
 
 @router.post("", response_model=None)
-async def submit(body: QueryBody, principal: PrincipalDep, services: ServicesDep) -> JSONResponse:
+async def submit(body: QueryBody, principal: LimitedPrincipalDep, services: ServicesDep) -> JSONResponse:
     """Answer the question and return the stored record (201). With ``wait: false``, or when the answer
     takes longer than the request timeout, return the pending record at once (202) to poll with GET."""
     question = checked_message(body.question, services.settings.limits.max_message_chars)

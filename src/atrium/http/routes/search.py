@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from atrium.errors import InvalidRequest, PayloadTooLarge
-from atrium.http.deps import PrincipalDep, ServicesDep
+from atrium.http.deps import LimitedPrincipalDep, ServicesDep
 
 router = APIRouter(prefix="/api/v1/search", tags=["search"])
 
@@ -22,7 +22,7 @@ class SearchBody(BaseModel):
 
 
 @router.post("/semantic")
-async def semantic(body: SearchBody, principal: PrincipalDep, services: ServicesDep) -> dict[str, object]:
+async def semantic(body: SearchBody, principal: LimitedPrincipalDep, services: ServicesDep) -> dict[str, object]:
     limits = services.settings.limits
     if len(body.query) > limits.max_message_chars:
         raise PayloadTooLarge(f"query is longer than {limits.max_message_chars} characters.")

@@ -1,0 +1,190 @@
+"""Metering: one usage record for every gateway call, whatever way it ended.
+
+``MeteredChatModel`` wraps the gateway's stack (the same port) and watches the events go by. Tokens come
+from the provider's ``Usage`` when it sent one; otherwise (a cut stream, a cancelled request, a provider
+without usage) they are counted offline from the request and the text that streamed, and the record is
+marked ``estimated``. Cost uses the serving model's catalogue price. Records go to a ``UsageRecorder``,
+which writes them in batches off the request path (a database round trip per call would dominate the
+gateway's own cost); ``aclose`` flushes what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable, Mapping
+from dataclasses import dataclass
+
+from atrium.gateway.catalogue import CatalogueEntry, price_of
+from atrium.gateway.ports import (
+    ChatEvent,
+    ChatModel,
+    ChatRequest,
+    Done,
+    ErrorEvent,
+    Start,
+    Token,
+    ToolCallDelta,
+    Usage,
+)
+from atrium.gateway.tokens import TokenCounter
+from atrium.store.engine import Database
+from atrium.store.models import UsageRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    org_id: str
+    user_id: str | None
+    api_key_id: str | None
+    endpoint: str
+    provider: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    latency_ms: float
+    outcome: str
+    estimated: bool
+
+
+class UsageRecorder:
+    """Buffers usage rows and writes them in batches (every ``interval_s`` or ``batch_size`` rows)."""
+
+    def __init__(self, db: Database, *, interval_s: float = 0.5, batch_size: int = 500) -> None:
+        self._db = db
+        self._interval_s = interval_s
+        self._batch_size = batch_size
+        self._pending: list[UsageRow] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def record(self, row: UsageRow) -> None:
+        if self._closed:
+            log.warning("usage recorded after close: writing it is no longer possible")
+            return
+        self._pending.append(row)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-recorder")
+        if len(self._pending) >= self._batch_size:
+            self._wake.set()
+
+    async def flush(self) -> None:
+        rows, self._pending = self._pending, []
+        if not rows:
+            return
+        try:
+            async with self._db.session() as session:
+                session.add_all([UsageRecord(**_columns(row)) for row in rows])
+        except Exception:
+            log.exception("could not write %d usage rows", len(rows))
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+            self._wake.clear()
+            await self.flush()
+
+
+def _columns(row: UsageRow) -> dict[str, object]:
+    return {name: getattr(row, name) for name in UsageRow.__slots__}
+
+
+class MeteredChatModel:
+    """Records one ``UsageRow`` per call (needs ``request.context.org_id``; calls without a tenant are
+    not metered) and reports it to ``observe`` (metrics)."""
+
+    def __init__(self, inner: ChatModel, recorder: UsageRecorder, entries: Mapping[str, CatalogueEntry],
+                 counter: TokenCounter, *, observe: Callable[[UsageRow], None] | None = None) -> None:
+        self.name = inner.name
+        self._inner = inner
+        self._recorder = recorder
+        self._entries = entries
+        self._counter = counter
+        self._observe = observe
+
+    async def ready(self) -> bool:
+        return await self._inner.ready()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
+        started = time.perf_counter()
+        tally = _Tally()
+        try:
+            async with contextlib.aclosing(self._inner.stream(request)) as events:  # type: ignore[type-var]
+                async for event in events:
+                    tally.see(event)
+                    yield event
+        finally:
+            self._record(request, tally, (time.perf_counter() - started) * 1000)
+
+    def _record(self, request: ChatRequest, tally: _Tally, latency_ms: float) -> None:
+        context = request.context
+        if tally.model is None and tally.outcome is None:
+            tally.outcome = "cancelled"
+        model = tally.model or request.model or self.name
+        usage = tally.usage
+        estimated = usage is None and tally.outcome != "cache_hit"
+        if usage is None:
+            # The provider read the prompt if anything came back; a failure before any output costs nothing.
+            answered = bool(tally.texts) or tally.outcome == "ok"
+            prompt = self._counter.count_messages(request.messages) if answered else 0
+            usage = Usage(prompt_tokens=prompt, completion_tokens=self._counter.count("".join(tally.texts)))
+        outcome = tally.outcome or "cancelled"
+        cost = 0.0 if outcome == "cache_hit" else price_of(self._entries, model).cost(
+            usage.prompt_tokens, usage.completion_tokens)
+        row = UsageRow(
+            org_id=context.org_id or "", user_id=context.user_id, api_key_id=context.api_key_id,
+            endpoint=context.endpoint, provider=tally.provider or "", model=model,
+            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, cost_usd=cost,
+            latency_ms=latency_ms, outcome=outcome, estimated=estimated,
+        )
+        if self._observe is not None:
+            self._observe(row)
+        if context.org_id:
+            self._recorder.record(row)
+
+
+class _Tally:
+    __slots__ = ("model", "outcome", "provider", "texts", "usage")
+
+    def __init__(self) -> None:
+        self.model: str | None = None
+        self.provider: str | None = None
+        self.usage: Usage | None = None
+        self.outcome: str | None = None
+        self.texts: list[str] = []
+
+    def see(self, event: ChatEvent) -> None:
+        match event:
+            case Token(text=text):
+                self.texts.append(text)
+            case ToolCallDelta(name=name, arguments=arguments):
+                self.texts.append((name or "") + arguments)
+            case Start(model=model, provider=provider):
+                self.model, self.provider = model, provider
+            case Usage():
+                self.usage = event
+            case Done(model=model, provider=provider, cached=cached):
+                self.model, self.provider = model, provider or self.provider
+                self.outcome = "cache_hit" if cached else "ok"
+            case ErrorEvent(code=code, model=model, provider=provider):
+                self.model = self.model or model or None
+                self.provider = self.provider or provider or None
+                self.outcome = code

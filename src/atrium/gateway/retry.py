@@ -1,0 +1,125 @@
+"""Retry wrapper: a failed start of a stream is tried again, a started answer never is.
+
+An attempt "starts" with its first ``Token`` or ``ToolCallDelta``. Until then nothing has reached the
+caller, so a retryable ``ErrorEvent`` can be hidden and the request sent again (up to
+``RetrySettings.attempts`` tries in all). The wait between tries is tenacity's exponential backoff with
+jitter, or the upstream's ``retry_after`` when that is longer; a ``retry_after`` above
+``max_retry_after_s`` is not waited for at all: the error is returned at once so that a fallback wrapper
+can move on to another model. Once an attempt has started, its events pass through unchanged, a later
+error included. Events of failed attempts (e.g. an early ``Usage``) are not forwarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt, wait_exponential_jitter
+
+from atrium.gateway.fallback import aclose_stream, closing_stream
+from atrium.gateway.ports import ChatEvent, ChatModel, ChatRequest, Done, ErrorEvent, Token, ToolCallDelta
+from atrium.settings import RetrySettings
+
+
+@dataclass(slots=True)
+class _Start:
+    """How one attempt began: the events read so far (``head``, ending with the first decisive event) and
+    the still open stream, or the error that ended it before any content (stream already closed)."""
+
+    head: list[ChatEvent]
+    events: AsyncIterator[ChatEvent] | None = None
+    error: ErrorEvent | None = None
+
+
+class RetryingChatModel:
+    """Wrapper that retries the inner model while its stream fails before any content (see module
+    docstring). ``sleep`` is injectable so tests can record the waits instead of waiting."""
+
+    def __init__(
+        self,
+        inner: ChatModel,
+        settings: RetrySettings,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.name = inner.name
+        self._inner = inner
+        self._settings = settings
+        self._sleep = sleep
+        self._backoff = wait_exponential_jitter(
+            multiplier=settings.initial_delay_s, max=settings.max_delay_s, jitter=settings.jitter_s
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._settings.attempts),
+            wait=self._wait,
+            retry=retry_if_result(self._should_retry),
+            retry_error_callback=_last_result,  # out of attempts: end with the last error, not RetryError
+            sleep=self._sleep,
+        )
+        start: _Start = await retrying(self._start, request)
+        if start.error is not None:
+            yield self._final_error(start.error, retrying.statistics.get("attempt_number", 1))
+            return
+        assert start.events is not None
+        async with closing_stream(start.events) as events:
+            for event in start.head:
+                yield event
+            if isinstance(start.head[-1], Done | ErrorEvent):
+                return
+            async for event in events:
+                yield event
+                if isinstance(event, Done | ErrorEvent):
+                    return
+            yield ErrorEvent(code="upstream_error", message=f"Model {self.name!r} ended its stream without a "
+                             "final event.", retryable=True, model=self.name)
+
+    async def ready(self) -> bool:
+        return await self._inner.ready()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def _start(self, request: ChatRequest) -> _Start:
+        """One attempt, read up to its first decisive event (content, ``Done`` or ``ErrorEvent``)."""
+        events = self._inner.stream(request)
+        head: list[ChatEvent] = []
+        try:
+            async for event in events:
+                if isinstance(event, ErrorEvent):
+                    await aclose_stream(events)
+                    return _Start(head, error=event)
+                head.append(event)
+                if isinstance(event, Token | ToolCallDelta | Done):
+                    return _Start(head, events=events)
+        except BaseException:  # cancelled while waiting: do not leave the attempt open
+            await aclose_stream(events)
+            raise
+        error = ErrorEvent(code="upstream_error", message=f"Model {self.name!r} ended its stream without a "
+                           "final event.", retryable=True, model=self.name)
+        return _Start(head, error=error)
+
+    def _should_retry(self, start: _Start) -> bool:
+        error = start.error
+        if error is None or not error.retryable:
+            return False
+        return error.retry_after is None or error.retry_after <= self._settings.max_retry_after_s
+
+    def _wait(self, state: RetryCallState) -> float:
+        backoff = self._backoff(state)
+        assert state.outcome is not None
+        error = state.outcome.result().error
+        return max(backoff, error.retry_after or 0.0) if error is not None else backoff
+
+    def _final_error(self, error: ErrorEvent, attempts: int) -> ErrorEvent:
+        if attempts <= 1:
+            return error
+        return replace(error, message=f"{error.message} (gave up after {attempts} attempts)")
+
+
+def _last_result(state: RetryCallState) -> _Start:
+    assert state.outcome is not None
+    result: _Start = state.outcome.result()
+    return result

@@ -1,0 +1,191 @@
+"""The gateway as the rest of Atrium sees it, and how it is assembled from settings.
+
+The chat stack, outermost first (each layer implements the ChatModel port)::
+
+    MeteredChatModel        one usage record per call, offline token counts when the provider gave none
+      CachedChatModel       exact-match response cache, per tenant
+        TotalTimeout        the whole call, every attempt and the stream included
+          RouterChatModel   resolve model/alias/route + tenant policy, order by strategy, fallback chain
+            per model: Retrying(BreakerChatModel(LatencyObserving(FirstEventTimeout(adapter))))
+
+Breakers are per provider (every model of one provider shares it); their state lives in Redis when
+``redis_url`` is set, so every replica sees the same state.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import httpx
+import numpy as np
+from redis.asyncio import Redis
+
+from atrium.errors import InvalidRequest
+from atrium.gateway.breaker import (
+    BreakerChatModel,
+    BreakerRegistry,
+    BreakerStore,
+    InProcessBreakerStore,
+    RedisBreakerStore,
+)
+from atrium.gateway.cache import CachedChatModel, CacheStore, InProcessCacheStore, RedisCacheStore
+from atrium.gateway.catalogue import Catalogue, CatalogueEntry, Route, catalogue_entries, price_of
+from atrium.gateway.metering import MeteredChatModel, UsageRecorder, UsageRow
+from atrium.gateway.ports import CallContext, ChatModel, ChatRequest
+from atrium.gateway.providers.registry import build_chat_adapter, build_embedding_adapter
+from atrium.gateway.retry import RetryingChatModel
+from atrium.gateway.router import RouterChatModel
+from atrium.gateway.routing import LatencyObservingChatModel, LatencyTracker
+from atrium.gateway.timeouts import FirstEventTimeout, TotalTimeout
+from atrium.gateway.tokens import TokenCounter
+from atrium.knowledge.ports import Embedder, Vectors
+from atrium.settings import GatewaySettings, ModelSettings, ProviderSettings, Settings
+from atrium.store.engine import Database
+from atrium.telemetry.metrics import Metrics
+
+EMBEDDED_PROVIDER = "embedded"
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingResult:
+    vectors: Vectors
+    model: str
+    prompt_tokens: int
+
+
+@dataclass
+class Gateway:
+    catalogue: Catalogue
+    chat: ChatModel
+    router: RouterChatModel
+    embedders: Mapping[str, Embedder]
+    breakers: BreakerRegistry
+    recorder: UsageRecorder
+    counter: TokenCounter
+    metrics: Metrics
+
+    def check(self, request: ChatRequest) -> Route:
+        """Resolve the request's model now, so an endpoint can answer 404/403 before it starts a stream."""
+        return self.router.route(request)
+
+    async def embed(self, model: str, texts: Sequence[str], context: CallContext) -> EmbeddingResult:
+        route = self.catalogue.route(model, org_id=context.org_id, local_only=context.local_only,
+                                     kind="embedding")
+        entry = route.entries[0]
+        embedder = self.embedders[entry.name]
+        with_usage = getattr(embedder, "embed_with_usage", None)
+        if with_usage is not None:
+            vectors, tokens = await with_usage(texts)
+        else:
+            vectors, tokens = await embedder.embed(texts), sum(embedder.count_tokens(t) for t in texts)
+        cost = price_of(self.catalogue.entries, entry.name).cost(tokens, 0)
+        row = UsageRow(org_id=context.org_id or "", user_id=context.user_id, api_key_id=context.api_key_id,
+                       endpoint=context.endpoint, provider=entry.provider, model=entry.name,
+                       prompt_tokens=tokens, completion_tokens=0, cost_usd=cost, latency_ms=0.0, outcome="ok",
+                       estimated=with_usage is None)
+        if context.org_id:
+            self.recorder.record(row)
+        return EmbeddingResult(vectors=np.asarray(vectors, dtype=np.float32), model=entry.name,
+                               prompt_tokens=tokens)
+
+    async def breaker_states(self) -> list[dict[str, object]]:
+        snapshots = await self.breakers.snapshots()
+        self.metrics.set_breakers((s.name, s.state, s.failures) for s in snapshots)
+        return [
+            {"provider": s.name, "state": s.state, "failures": s.failures, "opened_at": s.opened_at,
+             "retry_in_s": s.retry_in_s}
+            for s in snapshots
+        ]
+
+    async def aclose(self) -> None:
+        await self.chat.aclose()
+        await self.recorder.aclose()
+
+
+def effective_gateway_settings(settings: Settings, injected: ChatModel | None) -> GatewaySettings:
+    """``gateway`` as configured; with no models configured, the one model ``chat.provider`` names."""
+    gateway = settings.gateway
+    if gateway.models or injected is not None:
+        return gateway
+    chat = settings.chat
+    provider: ProviderSettings
+    if chat.provider == "openai":
+        provider = ProviderSettings(kind="openai", base_url=chat.openai.base_url, api_key=chat.openai.api_key)
+        name, model = chat.openai.model, ModelSettings(provider="openai", model=chat.openai.model)
+    elif chat.provider == "fake":
+        provider = ProviderSettings(kind="fake", fake_token_delay_s=chat.fake_token_delay_s)
+        name, model = "fake", ModelSettings(provider="fake", model="fake")
+    else:
+        provider = ProviderSettings(kind="local")
+        name = "local"
+        model = ModelSettings(provider="local", model=chat.local_model, aliases=[chat.local_model],
+                              context_window=chat.n_ctx, max_output_tokens=chat.max_tokens)
+    return gateway.model_copy(update={"providers": {**gateway.providers, chat.provider: provider},
+                                      "models": {name: model}})
+
+
+def build_gateway(settings: Settings, *, http_client: httpx.AsyncClient, db: Database, redis: Redis | None,
+                  embedder: Embedder, metrics: Metrics, counter: TokenCounter,
+                  local_factory: Callable[[], ChatModel], chat_model: ChatModel | None = None,
+                  environ: Mapping[str, str] | None = None) -> Gateway:
+    config = effective_gateway_settings(settings, chat_model)
+    environ = os.environ if environ is None else environ
+    entries = catalogue_entries(config)
+    adapters: dict[str, ChatModel] = {}
+    embedders: dict[str, Embedder] = {}
+    for entry in entries:
+        model, provider = config.models[entry.name], config.providers[entry.provider]
+        if entry.kind == "embedding":
+            embedders[entry.name] = build_embedding_adapter(entry.name, model, entry.provider, provider,
+                                                            http_client, environ=environ)
+        else:
+            adapters[entry.name] = build_chat_adapter(entry.name, model, entry.provider, provider, http_client,
+                                                      environ=environ, local_factory=local_factory)
+    if chat_model is not None:
+        entries.append(CatalogueEntry(name=chat_model.name, provider="injected", provider_kind="injected",
+                                      upstream_model=chat_model.name))
+        adapters[chat_model.name] = chat_model
+        if config.default_model is None:
+            config = config.model_copy(update={"default_model": chat_model.name})
+    entries.append(CatalogueEntry(name=embedder.name, provider=EMBEDDED_PROVIDER, provider_kind="local",
+                                  upstream_model=embedder.name, kind="embedding", local=True,
+                                  dimensions=embedder.dimensions))
+    embedders[embedder.name] = embedder
+    if not adapters:
+        raise InvalidRequest("gateway.models has no chat model")
+    catalogue = Catalogue(entries, config)
+
+    store: BreakerStore = RedisBreakerStore(redis) if redis is not None else InProcessBreakerStore()
+    breakers = BreakerRegistry(config.breaker, store)
+    latency = LatencyTracker()
+    members: dict[str, ChatModel] = {}
+    for entry in entries:
+        if entry.kind != "chat":
+            continue
+        # The local model may queue requests behind each other: its first token can take minutes.
+        first_event = (settings.chat.request_timeout_s if entry.provider_kind == "local"
+                       else config.attempt_timeout_s)
+        timed = LatencyObservingChatModel(FirstEventTimeout(adapters[entry.name], first_event), latency,
+                                          key=entry.name)
+        members[entry.name] = RetryingChatModel(BreakerChatModel(timed, breakers.get(entry.provider)),
+                                                config.retry)
+    router = RouterChatModel(catalogue, members, latency=latency, rng=random.Random())
+    cache_store: CacheStore = (RedisCacheStore(redis) if redis is not None else
+                               InProcessCacheStore(max_entries=config.cache.max_entries, ttl_s=config.cache.ttl_s))
+    stack: ChatModel = TotalTimeout(router, config.total_timeout_s)
+    if config.cache.enabled:
+        stack = CachedChatModel(stack, cache_store, ttl_s=config.cache.ttl_s,
+                                max_entry_bytes=config.cache.max_entry_bytes)
+    recorder = UsageRecorder(db)
+
+    def observe(row: UsageRow) -> None:
+        metrics.observe_call(model=row.model, provider=row.provider, outcome=row.outcome,
+                             prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens,
+                             cost_usd=row.cost_usd, seconds=row.latency_ms / 1000)
+
+    chat = MeteredChatModel(stack, recorder, catalogue.entries, counter, observe=observe)
+    return Gateway(catalogue=catalogue, chat=chat, router=router, embedders=embedders, breakers=breakers,
+                   recorder=recorder, counter=counter, metrics=metrics)

@@ -1,0 +1,135 @@
+"""Deadline wrappers: a model that stays silent, or a stream that runs too long, ends with a typed error.
+
+Both use asyncio's own timeouts around each step of the inner stream (never around a ``yield``, so the
+time the consumer spends between events cannot cancel the wrong code), and close the inner stream when
+they give up. Neither ever ends with a made-up ``Done``: a cut answer ends with
+``ErrorEvent(code="model_timeout")``, retryable only when nothing was sent yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
+
+from atrium.gateway.fallback import closing_stream
+from atrium.gateway.ports import ChatEvent, ChatModel, ChatRequest, Done, ErrorEvent, Token, ToolCallDelta
+
+
+class FirstEventTimeout:
+    """Wrapper: the inner model must produce its first ``Token``, ``ToolCallDelta``, ``Done`` or
+    ``ErrorEvent`` within ``seconds`` of the stream starting (``Usage`` or ``Start`` do not stop the clock), else the
+    stream ends with a retryable ``model_timeout``. Once it has spoken, this wrapper stays out of the way."""
+
+    def __init__(self, inner: ChatModel, seconds: float) -> None:
+        if seconds <= 0:
+            raise ValueError("seconds must be positive")
+        self.name = inner.name
+        self._inner = inner
+        self._seconds = seconds
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
+        deadline = asyncio.get_running_loop().time() + self._seconds
+        async with closing_stream(self._inner.stream(request)) as events:
+            while True:  # under the deadline until the model has said something
+                event = await _next_before(events, deadline)
+                if isinstance(event, _TimedOut):
+                    yield ErrorEvent(
+                        code="model_timeout",
+                        message=f"Model {self.name!r} sent nothing within {self._seconds:g} s.",
+                        retryable=True,
+                        model=self.name,
+                    )
+                    return
+                if event is None:
+                    yield _ended_without_final_event(self.name)
+                    return
+                yield event
+                if isinstance(event, Done | ErrorEvent):
+                    return
+                if isinstance(event, Token | ToolCallDelta):
+                    break
+            async for event in events:
+                yield event
+                if isinstance(event, Done | ErrorEvent):
+                    return
+            yield _ended_without_final_event(self.name)
+
+    async def ready(self) -> bool:
+        return await self._inner.ready()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class TotalTimeout:
+    """Wrapper: the whole stream must end within ``seconds`` of starting. Past the deadline it ends with
+    ``ErrorEvent(code="model_timeout")``: retryable if no ``Token``/``ToolCallDelta`` was sent yet (another
+    attempt may be faster), not retryable once the caller holds part of an answer."""
+
+    def __init__(self, inner: ChatModel, seconds: float) -> None:
+        if seconds <= 0:
+            raise ValueError("seconds must be positive")
+        self.name = inner.name
+        self._inner = inner
+        self._seconds = seconds
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
+        deadline = asyncio.get_running_loop().time() + self._seconds
+        content_sent = False
+        async with closing_stream(self._inner.stream(request)) as events:
+            while True:
+                event = await _next_before(events, deadline)
+                if isinstance(event, _TimedOut):
+                    yield ErrorEvent(
+                        code="model_timeout",
+                        message=f"Model {self.name!r} did not finish within {self._seconds:g} s.",
+                        retryable=not content_sent,
+                        model=self.name,
+                    )
+                    return
+                if event is None:
+                    yield _ended_without_final_event(self.name)
+                    return
+                content_sent = content_sent or isinstance(event, Token | ToolCallDelta)
+                yield event
+                if isinstance(event, Done | ErrorEvent):
+                    return
+
+    async def ready(self) -> bool:
+        return await self._inner.ready()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _TimedOut:
+    """Marker returned by :func:`_next_before` when the deadline passed."""
+
+
+_TIMED_OUT = _TimedOut()
+
+
+async def _next_before(events: AsyncIterator[ChatEvent], deadline: float) -> ChatEvent | _TimedOut | None:
+    """The next event, ``None`` at the end of the stream, or :data:`_TIMED_OUT` once ``deadline`` (loop
+    time) has passed. Only this timeout's own expiry is turned into ``_TIMED_OUT``."""
+    if asyncio.get_running_loop().time() >= deadline:  # an event ready at once would slip past the timeout
+        return _TIMED_OUT
+    timeout = asyncio.timeout_at(deadline)
+    try:
+        async with timeout:
+            return await anext(events, None)
+    except TimeoutError:
+        if timeout.expired():
+            return _TIMED_OUT
+        raise
+
+
+def _ended_without_final_event(model: str) -> ErrorEvent:
+    # The port promises a final event; a stream that just stops was cut, and adapters report cut streams
+    # as retryable (another attempt may well succeed).
+    return ErrorEvent(
+        code="upstream_error",
+        message=f"Model {model!r} ended its stream without a final event.",
+        retryable=True,
+        model=model,
+    )
