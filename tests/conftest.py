@@ -133,4 +133,4 @@ class LiveServer:
         return self.app.state.services
 
 
-pytest_plugins = ["tests.postgres_fixtures", "tests.redis_fixtures"]
+pytest_plugins = ["tests.postgres_fixtures", "tests.redis_fixtures", "tests.gateway_helpers"]
