@@ -126,6 +126,7 @@ class TenantPolicySettings(BaseModel):
 
     local_only: bool = False  # e.g. "PII stays local": only models with local=true serve this tenant
     allowed_models: list[str] | None = None  # None: the whole catalogue
+    max_output_price_per_1m: float | None = Field(None, ge=0)  # a cost tier: dearer models are left out
 
 
 class GatewaySettings(BaseModel):

@@ -1,10 +1,11 @@
 """The ChatModel contract, run over every adapter.
 
-Adapters: ``FakeChatModel``; ``OpenAIChatModel`` against a real OpenAI-format HTTP server on 127.0.0.1;
+Adapters: ``FakeChatModel``; ``OpenAIChatModel`` (configured for OpenAI and for Azure OpenAI) and
+``AnthropicChatModel`` against a real HTTP upstream on 127.0.0.1 (``tests.fault_upstream``);
 ``LocalChatModel`` on the real Qwen2.5-Coder-0.5B through a managed llama.cpp server (integration).
 Contract: tokens, then at most one ``Usage``, then exactly one terminal event (``Done`` here, whose
-``model`` is the adapter's ``name``); ``max_tokens`` respected; concurrent and abandoned streams do not
-disturb each other; ``ready()`` is true; no blocking call on the event loop.
+``model`` is the adapter's ``name`` and ``provider`` is set); ``max_tokens`` respected; concurrent and
+abandoned streams do not disturb each other; ``ready()`` is true; no blocking call on the event loop.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from blockbuster import BlockBuster
 from atrium.errors import ModelUnavailable
 from atrium.gateway.local_models import assemble_model
 from atrium.gateway.ports import ChatEvent, ChatMessage, ChatModel, ChatRequest, Done, ErrorEvent, Token, Usage
+from atrium.gateway.providers.anthropic_format import AnthropicChatModel
 from atrium.gateway.providers.base import Provider
 from atrium.gateway.providers.fake import FakeChatModel
 from atrium.gateway.providers.local_llama import LlamaServerConfig, LocalChatModel, ManagedLlamaServer
 from atrium.gateway.providers.openai_format import OpenAIChatModel
-from tests.openai_upstream import OpenAIUpstream
+from atrium.gateway.providers.registry import build_provider
+from atrium.settings import ProviderSettings
+from tests.fault_upstream import FaultUpstream
 
 LOCAL_MODEL = "qwen2.5-coder-0.5b"
 
@@ -58,6 +62,7 @@ def assert_well_formed(events: list[ChatEvent], model: ChatModel) -> tuple[str, 
     terminal = events[-1]
     assert isinstance(terminal, Done), terminal
     assert terminal.model == model.name
+    assert terminal.provider, "Done says which provider served"
     tokens = [event for event in events if isinstance(event, Token)]
     usages = [event for event in events if isinstance(event, Usage)]
     assert len(usages) <= 1
@@ -71,8 +76,8 @@ def _no_blocking_calls(blockbuster: BlockBuster) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-async def upstream() -> AsyncIterator[OpenAIUpstream]:
-    async with OpenAIUpstream(token_delay=0.002) as server:
+async def upstream() -> AsyncIterator[FaultUpstream]:
+    async with FaultUpstream(token_delay=0.002) as server:
         yield server
 
 
@@ -107,14 +112,24 @@ async def local_model(local_model_path: Path) -> AsyncIterator[LocalChatModel]:
         await model.aclose()
 
 
-@pytest.fixture(params=["fake", "openai", pytest.param("local", marks=pytest.mark.integration)])
+@pytest.fixture(params=["fake", "openai", "azure", "anthropic", pytest.param("local", marks=pytest.mark.integration)])
 def chat_model(request: pytest.FixtureRequest) -> ChatModel:
     if request.param == "fake":
         return FakeChatModel(name="fake-model", token_delay=0.002)
-    if request.param == "openai":
-        upstream: OpenAIUpstream = request.getfixturevalue("upstream")
-        provider = Provider(name="test upstream", base_url=upstream.base_url, model="ok", api_key="sk-test-0123456789")
-        return OpenAIChatModel(provider, request.getfixturevalue("http_client"), name="upstream-model")
+    if request.param in ("openai", "azure", "anthropic"):
+        upstream: FaultUpstream = request.getfixturevalue("upstream")
+        client: httpx.AsyncClient = request.getfixturevalue("http_client")
+        if request.param == "openai":
+            provider = Provider(name="test upstream", base_url=upstream.base_url, model="ok",
+                                api_key="sk-test-0123456789")
+            return OpenAIChatModel(provider, client, name="upstream-model")
+        settings = ProviderSettings.model_validate(
+            {"kind": request.param, "base_url": upstream.root_url, "api_key": "sk-test-0123456789"}
+        )
+        provider = build_provider(f"test {request.param}", settings, "ok", {})
+        if request.param == "azure":
+            return OpenAIChatModel(provider, client, name="azure-model")
+        return AnthropicChatModel(provider, client, name="anthropic-model")
     model: LocalChatModel = request.getfixturevalue("local_model")
     return model
 

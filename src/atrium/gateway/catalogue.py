@@ -4,7 +4,8 @@ Built once from ``GatewaySettings``. A caller names a catalogue model, one of it
 (a list of models plus a strategy: the rest of the list is the fallback chain); no name means the route
 for the request's task, else the default. Tenant policy (``gateway.tenants``) filters what a tenant
 sees: ``local_only`` keeps only models whose data stays on this host ("PII stays local"),
-``allowed_models`` keeps only the named ones.
+``allowed_models`` keeps only the named ones, ``max_output_price_per_1m`` caps the cost tier. A request
+that needs tools, JSON mode or vision skips models that declare capabilities without it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from atrium.errors import Forbidden, NotFound
+from atrium.errors import Forbidden, InvalidRequest, NotFound
 from atrium.gateway.pricing import Price, default_price
 from atrium.settings import GatewaySettings, ModelSettings, ProviderSettings, RouteStrategy
 
@@ -77,9 +78,10 @@ class Catalogue:
         return self._by_name.get(name)
 
     def route(self, requested: str, *, task: str = "chat", org_id: str | None = None,
-              local_only: bool = False, kind: str = "chat") -> Route:
-        """The candidates for a request, tenant policy applied. Raises ``NotFound`` for an unknown name
-        and ``Forbidden`` when the tenant may use none of its models."""
+              local_only: bool = False, kind: str = "chat", needs: frozenset[str] = frozenset()) -> Route:
+        """The candidates for a request, tenant policy applied. Raises ``NotFound`` for an unknown name,
+        ``Forbidden`` when the tenant may use none of its models, and ``InvalidRequest`` when none has the
+        capabilities the request ``needs`` (models that declare no capabilities are not ruled out)."""
         name = requested or (task if task in self._routes else self.default)
         if name in self._routes:
             route = self._routes[name]
@@ -93,10 +95,13 @@ class Catalogue:
         entries = tuple(e for e in entries if e.kind == kind)
         allowed = self._filter(entries, org_id, local_only)
         if not allowed:
-            raise Forbidden(f"Model {name!r} is not available to this tenant"
-                            + (" (its policy keeps data on local models)." if entries else "."),
+            raise Forbidden(f"Model {name!r} is not available to this tenant under its policy.",
                             code="model_not_allowed")
-        return Route(name=name, entries=allowed, strategy=strategy)
+        capable = tuple(e for e in allowed if not e.capabilities or needs <= set(e.capabilities))
+        if not capable:
+            raise InvalidRequest(f"Model {name!r} does not support {', '.join(sorted(needs))}.",
+                                 code="unsupported_capability")
+        return Route(name=name, entries=capable, strategy=strategy)
 
     def visible(self, org_id: str | None, *, local_only: bool = False) -> list[CatalogueEntry]:
         """The models a tenant may name (for ``GET /v1/models``)."""
@@ -113,10 +118,12 @@ class Catalogue:
         if policy is not None and policy.local_only:
             local_only = True
         allowed = set(policy.allowed_models) if policy is not None and policy.allowed_models else None
+        max_price = policy.max_output_price_per_1m if policy is not None else None
         return tuple(
             e for e in entries
             if (not local_only or e.local)
             and (allowed is None or e.name in allowed or any(a in allowed for a in e.aliases))
+            and (max_price is None or e.price.output_per_1m <= max_price)
         )
 
 

@@ -34,7 +34,7 @@ class RouterChatModel:
         """The request's route with tenant policy applied; raises ``NotFound``/``Forbidden``."""
         context = request.context
         return self._catalogue.route(request.model, task=context.task, org_id=context.org_id,
-                                     local_only=context.local_only)
+                                     local_only=context.local_only, needs=needs_of(request))
 
     async def ready(self) -> bool:
         route = self._catalogue.route("")
@@ -60,6 +60,19 @@ class RouterChatModel:
         async with contextlib.aclosing(stream_with_fallback(chain, request)) as events:
             async for event in events:
                 yield event
+
+
+def needs_of(request: ChatRequest) -> frozenset[str]:
+    """The capabilities a request needs: tools, JSON mode, vision (image parts)."""
+    needs = set()
+    if request.tools:
+        needs.add("tools")
+    if request.response_format and request.response_format.get("type") in ("json_object", "json_schema"):
+        needs.add("json")
+    if any(not isinstance(m.content, str) and any(p.get("type") == "image_url" for p in m.content)
+           for m in request.messages):
+        needs.add("vision")
+    return frozenset(needs)
 
 
 class _Announced:

@@ -69,3 +69,32 @@ def test_settings_reject_dangling_references() -> None:
         GatewaySettings.model_validate({"models": {"m": {"provider": "nope", "model": "x"}}})
     with pytest.raises(ValueError, match="no model named"):
         gateway(routes={"r": {"models": ["ghost"]}})
+
+
+def test_capabilities_and_cost_tier_narrow_the_candidates() -> None:
+    from atrium.errors import InvalidRequest
+
+    config = gateway(tenants={"org-thrifty": {"max_output_price_per_1m": 5.0}})
+    config.models["gpt"].capabilities = ["tools", "json"]
+    config.models["sonnet"].capabilities = ["vision"]
+    catalogue = Catalogue(catalogue_entries(config), config)
+    # qwen declares nothing, so it is not ruled out; sonnet declares no tools
+    assert [e.name for e in catalogue.route("qa", needs=frozenset({"tools"})).entries] == ["gpt", "qwen"]
+    with pytest.raises(InvalidRequest) as unsupported:
+        catalogue.route("smart", needs=frozenset({"tools"}))
+    assert unsupported.value.code == "unsupported_capability"
+    # sonnet's output costs 12 per 1M: above this tenant's tier
+    assert [e.name for e in catalogue.route("qa", org_id="org-thrifty").entries] == ["gpt", "qwen"]
+
+
+def test_a_request_needs_what_it_uses() -> None:
+    from atrium.gateway.ports import ChatMessage, ChatRequest
+    from atrium.gateway.router import needs_of
+
+    plain = ChatRequest(messages=(ChatMessage("user", "hi"),))
+    assert needs_of(plain) == frozenset()
+    image = ChatMessage("user", ({"type": "text", "text": "what is this?"},
+                                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}))
+    rich = ChatRequest(messages=(image,), tools=({"type": "function", "function": {"name": "f"}},),
+                       response_format={"type": "json_object"})
+    assert needs_of(rich) == frozenset({"tools", "json", "vision"})

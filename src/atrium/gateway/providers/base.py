@@ -1,53 +1,228 @@
-"""Who a provider adapter talks to, kept apart from how (the wire format).
+"""Who a provider adapter talks to, kept apart from how (the wire format), plus what every HTTP adapter
+shares: turning an upstream's failure into one of our errors.
 
-A ``Provider`` is plain data: base URL, credentials, upstream model id. The same wire-format adapter
-(e.g. ``OpenAIChatModel``) serves OpenAI, Groq, vLLM, Ollama or the managed llama.cpp server by being given
-another ``Provider``; the HTTP client is built once by the caller and injected next to it.
+A ``Provider`` is plain data: base URL, credentials, upstream model id, and the few things in which
+deployments of one wire format differ (Azure puts the deployment in the path, wants an ``api-version``
+query and an ``api-key`` header). The same wire-format adapter (e.g. ``OpenAIChatModel``) serves OpenAI,
+Azure, Groq, vLLM, Ollama or the managed llama.cpp server by being given another ``Provider``; the HTTP
+client is built once by the caller and injected next to it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
+import json
+import math
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import httpx
+
+from atrium.errors import (
+    AppError,
+    ContextLengthExceeded,
+    GatewayError,
+    ModelTimeout,
+    ModelUnavailable,
+    UpstreamRateLimited,
+)
+from atrium.gateway.ports import ChatRequest, ErrorEvent
 
 # Credential-looking strings an upstream may echo back (OpenAI-style keys, bearer tokens, Atrium keys).
 _SECRET_PATTERN = re.compile(r"(?i)\b(?:sk|atr|gsk|key)[-_][A-Za-z0-9_\-*.]{8,}|bearer\s+\S+")
-_SECRET_HEADER_PATTERN = re.compile(r"(?i)auth|key|token|secret")
+_SECRET_NAME_PATTERN = re.compile(r"(?i)auth|key|token|secret|sig")
+# How servers word "the prompt does not fit" when they send no machine-readable code (vLLM, Anthropic).
+_CONTEXT_PATTERN = re.compile(r"(?i)maximum context length|context (?:length|window)|prompt is too long")
+
+# Error kinds that another attempt cannot fix, even when they arrive inside a stream (no HTTP status).
+_CALLER_FAULTS = ("invalid_request", "authentication", "permission", "billing")
+
+MAX_ERROR_BODY = 64 * 1024
+_IMAGE_TOKENS = 85
+_MAX_MESSAGE = 300
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
 class Provider:
     """Endpoint and credentials of one upstream.
 
-    ``name`` labels the upstream in error messages (never the URL, which may carry a key in its query).
-    ``api_key`` is excluded from ``repr`` so it cannot end up in logs by accident.
+    ``name`` labels the upstream in error messages and in ``Done.provider`` (never the URL, which may
+    carry a key in its query). ``api_key`` is excluded from ``repr`` so it cannot end up in logs by accident.
+
+    What varies between deployments of one wire format:
+
+    * ``paths``: operation -> path template, e.g. ``{"chat/completions":
+      "openai/deployments/{model}/chat/completions"}``; operations not listed use their own name as path.
+      ``{model}`` is replaced by the (URL-quoted) upstream model id.
+    * ``query``: parameters added to every URL (e.g. ``{"api-version": "2024-10-21"}``).
+    * ``auth``: ``(header, prefix)`` carrying the key, e.g. ``("api-key", "")``; ``None`` lets the wire
+      format choose (``Authorization: Bearer`` for OpenAI's, ``x-api-key`` for Anthropic's).
+    * ``api_version``: a version the wire format pins in a header (Anthropic's ``anthropic-version``).
     """
 
     name: str
     base_url: str
     model: str
     api_key: str | None = field(default=None, repr=False)
-    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY, repr=False)
+    paths: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    query: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    auth: tuple[str, str] | None = None
+    api_version: str | None = None
 
-    def url(self, path: str) -> str:
-        """``base_url`` joined with ``path`` (``base_url`` is expected to end at ``/v1`` or equivalent)."""
-        return f"{self.base_url.rstrip('/')}/{path.lstrip('/')}"
+    def url(self, operation: str) -> str:
+        """The URL of ``operation`` (e.g. ``"chat/completions"``): ``base_url`` joined with the operation's
+        path (``base_url`` is expected to end at ``/v1`` or equivalent), plus the ``query`` parameters."""
+        path = self.paths.get(operation, operation).replace("{model}", quote(self.model, safe=""))
+        url = f"{self.base_url.rstrip('/')}/{path.lstrip('/')}"
+        if self.query:
+            url += ("&" if "?" in url else "?") + urlencode(dict(self.query))
+        return url
 
-    def request_headers(self) -> dict[str, str]:
-        """Headers for every request: the configured ones plus ``Authorization`` when a key is set."""
+    def request_headers(self, default_auth: tuple[str, str] = ("Authorization", "Bearer ")) -> dict[str, str]:
+        """Headers for every request: the configured ones plus the key in ``auth`` (or the wire format's
+        ``default_auth``) when a key is set."""
         headers = dict(self.headers)
         if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
+            header, prefix = self.auth or default_auth
+            headers[header] = f"{prefix}{self.api_key}"
         return headers
 
     def redact(self, text: str) -> str:
-        """``text`` without this provider's secrets (the API key, credential headers) or key-like strings."""
-        secrets = [value for name, value in self.headers.items() if _SECRET_HEADER_PATTERN.search(name)]
+        """``text`` without this provider's secrets (the API key, credential headers or query values) or
+        key-like strings."""
+        named = {**self.headers, **self.query}
+        secrets = [value for name, value in named.items() if _SECRET_NAME_PATTERN.search(name)]
         if self.api_key:
             secrets.append(self.api_key)
         for secret in secrets:
             if len(secret) >= 4:
                 text = text.replace(secret, "***")
         return _SECRET_PATTERN.sub("***", text)
+
+
+def retry_after_seconds(headers: httpx.Headers | Mapping[str, str], *, now: float | None = None) -> float | None:
+    """How long the upstream asked to wait, in seconds: ``retry-after-ms`` (OpenAI's, more precise), else
+    ``Retry-After`` as seconds or as an HTTP date; ``None`` when absent or unreadable."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    with contextlib.suppress(TypeError, ValueError):
+        return max(0.0, float(lowered.get("retry-after-ms", "")) / 1000)
+    value = lowered.get("retry-after")
+    if value is None:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+        return max(0.0, round(when - (time.time() if now is None else now), 3))
+    return None
+
+
+def upstream_error(
+    provider: Provider,
+    *,
+    status: int | None,
+    kind: str = "",
+    detail: object = None,
+    retry_after: float | None = None,
+) -> GatewayError:
+    """Map an upstream failure to one of our errors. ``status`` is the HTTP status (``None`` for an error
+    sent inside a stream), ``kind`` the vendor's error type/code words (``"rate_limit_error"``,
+    ``"invalid_request_error context_length_exceeded"``), ``detail`` its message (redacted, shortened, and
+    left out on 401/403 where vendors echo the key)."""
+    where = f"{provider.name} returned HTTP {status}" if status is not None else f"{provider.name} failed"
+    text = where
+    has_detail = isinstance(detail, str) and bool(detail)
+    if status not in (401, 403) and isinstance(detail, str) and detail:
+        text = f"{where}: {provider.redact(detail)[:_MAX_MESSAGE]}"
+    kind = kind.lower()
+    if "context_length_exceeded" in kind or (
+        status in (None, 400) and has_detail and _CONTEXT_PATTERN.search(str(detail))
+    ):
+        return ContextLengthExceeded(text)
+    if status == 429 or "rate_limit" in kind or "insufficient_quota" in kind:
+        if retry_after is not None:
+            text += f" (retry after {retry_after:g} s)"
+        # An exhausted quota is a 429 too, but waiting a moment will not fix it.
+        retryable = "insufficient_quota" not in kind
+        return UpstreamRateLimited(text, retryable=retryable, retry_after=retry_after if retryable else None)
+    if status in (408, 504) or "timeout" in kind:
+        return ModelTimeout(text, retryable=True, retry_after=retry_after)
+    if status in (503, 529) or "overloaded" in kind:
+        return ModelUnavailable(text, retryable=True, retry_after=retry_after)
+    if status == 404 or "not_found" in kind:
+        return ModelUnavailable(text)
+    if (status is None or status >= 500) and not any(word in kind for word in _CALLER_FAULTS):
+        return GatewayError(text, retryable=True, retry_after=retry_after)
+    return GatewayError(text)
+
+
+def transport_error(provider: Provider, exc: httpx.HTTPError) -> GatewayError:
+    """A failure of the connection itself (no answer, refused, reset, cut): always worth another try."""
+    if isinstance(exc, httpx.TimeoutException):
+        return ModelTimeout(f"{provider.name} did not answer in time ({type(exc).__name__}).", retryable=True)
+    if isinstance(exc, httpx.ConnectError):
+        return ModelUnavailable(f"Cannot connect to {provider.name}.", retryable=True)
+    return GatewayError(  # reset, protocol error, incomplete body
+        f"The connection to {provider.name} broke off ({type(exc).__name__}).", retryable=True
+    )
+
+
+async def read_error_body(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object of an error response (at most ``MAX_ERROR_BODY`` bytes read), ``{}`` if it is none."""
+    raw = b""
+    with contextlib.suppress(httpx.HTTPError):
+        async for block in response.aiter_bytes():
+            raw += block
+            if len(raw) >= MAX_ERROR_BODY:
+                break
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def plain_json(value: Any) -> Any:
+    """``value`` with every mapping made a ``dict`` and every tuple a ``list``, ready for ``json.dumps``
+    (requests hold read-only mappings and tuples)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [plain_json(v) for v in value]
+    return value
+
+
+def approximate_prompt_tokens(request: ChatRequest) -> int:
+    """A rough prompt size: ``ceil(chars / 4)`` per message (text, tool calls) + 4 tokens of per-message
+    framing + 3 for the reply primer (the usual rule of thumb for BPE vocabularies on English text), a flat
+    85 per image part (OpenAI's low-detail price) and the tool schemas' JSON at 4 characters a token."""
+    total = 3
+    for message in request.messages:
+        chars = len(message.text) + sum(len(call.name) + len(call.arguments) for call in message.tool_calls)
+        parts = () if isinstance(message.content, str) else message.content
+        images = sum(1 for part in parts if part.get("type") != "text")
+        total += 4 + math.ceil(chars / 4) + _IMAGE_TOKENS * images
+    if request.tools:
+        total += math.ceil(len(json.dumps(plain_json(request.tools))) / 4)
+    return total
+
+
+def error_event(exc: AppError, *, model: str, provider: str) -> ErrorEvent:
+    """The terminal event for ``exc``, labelled with who failed."""
+    return ErrorEvent(
+        code=exc.code,
+        message=exc.message,
+        retryable=bool(getattr(exc, "retryable", False)),
+        retry_after=getattr(exc, "retry_after", None),
+        model=model,
+        provider=provider,
+    )

@@ -1,24 +1,31 @@
 """The OpenAI chat-completions wire format (streaming), over an injected ``httpx.AsyncClient``.
 
-One adapter for every upstream that speaks this format: OpenAI, Azure-style gateways, Groq, vLLM, Ollama,
-and Atrium's own managed llama.cpp server. *Who* to call is a
-:class:`~atrium.gateway.providers.base.Provider`.
+One adapter for every upstream that speaks this format: OpenAI, Azure OpenAI, Groq, TGI, vLLM, Ollama, and
+Atrium's own managed llama.cpp server. *Who* to call (URL layout, auth header, query) is a
+:class:`~atrium.gateway.providers.base.Provider`; nothing here depends on the vendor.
+
+Request: messages (text or content parts, assistant ``tool_calls``, ``tool`` results), ``tools``,
+``tool_choice`` (sent only with tools), ``response_format``, ``stop``; ``max_tokens``/``temperature`` are
+left out when ``None``; ``extra`` is passed through verbatim under the typed fields.
 
 Stream rules (the port's contract, made concrete):
 
-* Server-sent events are parsed line by line: ``data:`` lines (joined when an event has several), comment
-  lines (``: ping``) and other fields ignored, ``data: [DONE]`` ends the stream.
+* Server-sent events (:mod:`~atrium.gateway.providers.sse`); ``data: [DONE]`` ends the stream.
+* Content deltas become ``Token``; ``delta.tool_calls[i]`` pieces become ``ToolCallDelta`` (the first piece
+  of a call carries its id and name, later ones append to its arguments). A non-streamed answer (an upstream
+  that ignored ``stream: true``) is accepted too: its ``message.tool_calls`` arrive as one delta per call.
 * The stream ends with ``Done`` only when the upstream said the generation finished: a ``finish_reason``
-  was received and the stream then reached ``[DONE]`` or closed cleanly. A ``[DONE]`` without any
-  ``finish_reason`` (e.g. llama.cpp's server interrupting a request) or a body that stops early is an
-  ``ErrorEvent``; so is a chunk that is not JSON or not shaped like a chat-completion chunk.
+  (``stop``, ``length``, ``tool_calls``, ...) was received and the stream then reached ``[DONE]`` or closed
+  cleanly. A ``[DONE]`` without any ``finish_reason`` (e.g. llama.cpp's server interrupting a request) or a
+  body that stops early is an ``ErrorEvent``; so is a chunk that is not JSON or not shaped like a chunk.
 * ``stream_options.include_usage`` is requested. When the upstream sends no usage, ``Usage`` is still
-  emitted: completion tokens are the number of non-empty content deltas (servers send about one token per
-  delta, so this is close but not exact), prompt tokens come from the injected ``prompt_token_counter`` when
-  there is one, else from :func:`approximate_prompt_tokens` (about 4 characters per token plus a per-message
-  overhead: an estimate, good for metering trends, not for billing).
-* HTTP and transport failures become ``ErrorEvent`` with the codes of :mod:`atrium.errors` plus
-  ``rate_limited``; messages name the provider, never its URL or credentials.
+  emitted: completion tokens are the number of non-empty deltas (servers send about one token per delta, so
+  this is close but not exact), prompt tokens come from the injected ``prompt_token_counter`` when there is
+  one, else from :func:`~atrium.gateway.providers.base.approximate_prompt_tokens` (an estimate, good for
+  metering trends, not for billing).
+* HTTP and transport failures become ``ErrorEvent`` with the codes of :mod:`atrium.errors`, ``retry_after``
+  from ``retry-after-ms``/``Retry-After``, and the adapter's and provider's names; messages name the
+  provider, never its URL or credentials.
 """
 
 from __future__ import annotations
@@ -26,29 +33,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from atrium.errors import GatewayError, ModelTimeout, ModelUnavailable
-from atrium.gateway.ports import ChatEvent, ChatRequest, Done, ErrorEvent, Token, Usage
-from atrium.gateway.providers.base import Provider
+from atrium.errors import AppError, GatewayError, ModelUnavailable
+from atrium.gateway.ports import (
+    ChatEvent,
+    ChatMessage,
+    ChatRequest,
+    Done,
+    Token,
+    ToolCallDelta,
+    Usage,
+)
+from atrium.gateway.providers.base import (
+    Provider,
+    approximate_prompt_tokens,
+    error_event,
+    plain_json,
+    read_error_body,
+    retry_after_seconds,
+    transport_error,
+    upstream_error,
+)
+from atrium.gateway.providers.sse import server_sent_events
+
+__all__ = ["OpenAIChatModel", "PromptTokenCounter", "approximate_prompt_tokens", "openai_error"]
 
 PromptTokenCounter = Callable[[ChatRequest], Awaitable[int]]
+Piece = Token | ToolCallDelta
 
 _RESERVED_BODY_KEYS = frozenset({"model", "messages", "stream", "stream_options"})
-_MAX_ERROR_BODY = 64 * 1024
-_MAX_MESSAGE = 300
 _COUNTER_WAIT_SECONDS = 5.0
-
-
-def approximate_prompt_tokens(request: ChatRequest) -> int:
-    """A rough prompt size: ``ceil(chars / 4)`` per message + 4 tokens of per-message framing + 3 for the
-    reply primer (the usual rule of thumb for BPE vocabularies on English text)."""
-    return 3 + sum(4 + math.ceil(len(message.content) / 4) for message in request.messages)
 
 
 class OpenAIChatModel:
@@ -76,6 +95,10 @@ class OpenAIChatModel:
         self._prompt_token_counter = prompt_token_counter
         self._closed = False
 
+    @property
+    def provider(self) -> Provider:
+        return self._provider
+
     async def ready(self) -> bool:
         """True until closed: a remote provider is not probed (``/ready`` must not spend API quota)."""
         return not self._closed
@@ -84,20 +107,23 @@ class OpenAIChatModel:
         self._closed = True
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
-        """Stream tokens, then ``Usage``, then one ``Done``; or end with one ``ErrorEvent``."""
+        """Stream tokens and tool-call pieces, then ``Usage``, then one ``Done``; or end with one
+        ``ErrorEvent``."""
+        provider = self._provider
         if self._closed:
-            yield ErrorEvent(code=ModelUnavailable.code, message=f"Model {self.name!r} is closed.")
+            closed = ModelUnavailable(f"Model {self.name!r} is closed.")
+            yield error_event(closed, model=self.name, provider=provider.name)
             return
         counter = self._start_prompt_count(request)
         state = _StreamState()
         completed = False
         try:
-            async with contextlib.aclosing(self._tokens(request, state)) as texts:
-                async for text in texts:
-                    yield Token(text)
+            async with contextlib.aclosing(self._pieces(request, state)) as pieces:
+                async for piece in pieces:
+                    yield piece
             completed = True
-        except GatewayError as exc:
-            yield ErrorEvent(code=exc.code, message=exc.message, retryable=exc.retryable)
+        except AppError as exc:
+            yield error_event(exc, model=self.name, provider=provider.name)
             return
         finally:
             if counter is not None and (not completed or state.usage is not None):
@@ -106,7 +132,7 @@ class OpenAIChatModel:
             prompt_tokens=await _prompt_tokens(request, counter), completion_tokens=state.deltas
         )
         yield usage
-        yield Done(model=self.name, finish_reason=state.finish_reason or "stop")
+        yield Done(model=self.name, finish_reason=state.finish_reason or "stop", provider=provider.name)
 
     def _start_prompt_count(self, request: ChatRequest) -> asyncio.Task[int] | None:
         if self._prompt_token_counter is None:
@@ -117,18 +143,24 @@ class OpenAIChatModel:
         body: dict[str, Any] = {k: v for k, v in request.extra.items() if k not in _RESERVED_BODY_KEYS}
         body.update(
             model=self._provider.model,
-            messages=[{"role": m.role, "content": m.content} for m in request.messages],
+            messages=[_message(m) for m in request.messages],
             stream=True,
             stream_options={"include_usage": True},
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
         )
-        if request.stop:
-            body["stop"] = list(request.stop)
+        optional: dict[str, Any] = {
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "stop": list(request.stop) or None,
+            "tools": plain_json(request.tools) or None,
+            "tool_choice": plain_json(request.tool_choice) if request.tools else None,
+            "response_format": plain_json(request.response_format),
+        }
+        body.update({key: value for key, value in optional.items() if value is not None})
         return body
 
-    async def _tokens(self, request: ChatRequest, state: _StreamState) -> AsyncGenerator[str, None]:
-        """Yield content deltas; record finish reason and usage in ``state``; raise ``GatewayError``."""
+    async def _pieces(self, request: ChatRequest, state: _StreamState) -> AsyncGenerator[Piece, None]:
+        """Yield content and tool-call deltas; record finish reason and usage in ``state``; raise
+        ``GatewayError``."""
         provider = self._provider
         timeout = self._timeout if self._timeout is not None else httpx.USE_CLIENT_DEFAULT
         try:
@@ -140,30 +172,25 @@ class OpenAIChatModel:
                 timeout=timeout,
             ) as response:
                 if response.status_code >= 400:
-                    raise await _http_error(provider, response)
+                    raise openai_error(
+                        provider, await read_error_body(response), status=response.status_code,
+                        retry_after=retry_after_seconds(response.headers),
+                    )  # fmt: skip
                 if response.headers.get("content-type", "").startswith("application/json"):
                     # The upstream ignored ``stream: true`` and answered in one piece.
-                    for text in _parse_completion(provider, await response.aread(), state):
-                        yield text
+                    for piece in _parse_completion(provider, await response.aread(), state):
+                        yield piece
                     return
-                async with contextlib.aclosing(_sse_data(response.aiter_lines())) as events:
-                    async for data in events:
-                        if data == "[DONE]":
+                async with contextlib.aclosing(server_sent_events(response.aiter_lines())) as events:
+                    async for event in events:
+                        if event.data == "[DONE]":
                             state.done_marker = True
                             break
-                        for text in _parse_chunk(provider, data, state):
+                        for piece in _parse_chunk(provider, event.data, state):
                             state.deltas += 1
-                            yield text
-        except httpx.TimeoutException as exc:
-            raise ModelTimeout(
-                f"{provider.name} did not answer in time ({type(exc).__name__}).", retryable=True
-            ) from exc
-        except httpx.ConnectError as exc:
-            raise ModelUnavailable(f"Cannot connect to {provider.name}.", retryable=True) from exc
-        except httpx.HTTPError as exc:  # reset, protocol error, incomplete body
-            raise GatewayError(
-                f"The connection to {provider.name} broke mid-stream ({type(exc).__name__}).", retryable=True
-            ) from exc
+                            yield piece
+        except httpx.HTTPError as exc:
+            raise transport_error(provider, exc) from exc
         if state.finish_reason is None:
             how = "sent [DONE] without a finish reason" if state.done_marker else "ended the stream early"
             raise GatewayError(f"{provider.name} {how}; the answer is incomplete.", retryable=True)
@@ -177,6 +204,23 @@ class _StreamState:
     done_marker: bool = False
 
 
+def _message(message: ChatMessage) -> dict[str, Any]:
+    content = message.content if isinstance(message.content, str) else plain_json(message.content)
+    out: dict[str, Any] = {"role": message.role, "content": content}
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+            for call in message.tool_calls
+        ]
+        if content == "":
+            out["content"] = None  # OpenAI's shape for "only tool calls"
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    if message.name:
+        out["name"] = message.name
+    return out
+
+
 async def _prompt_tokens(request: ChatRequest, counter: asyncio.Task[int] | None) -> int:
     if counter is not None:
         try:
@@ -186,35 +230,17 @@ async def _prompt_tokens(request: ChatRequest, counter: asyncio.Task[int] | None
     return approximate_prompt_tokens(request)
 
 
-async def _sse_data(lines: AsyncIterator[str]) -> AsyncGenerator[str, None]:
-    """The ``data`` payloads of a server-sent-event stream, one per event."""
-    data: list[str] = []
-    async for line in lines:
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-            continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        if field == "data":
-            data.append(value[1:] if value.startswith(" ") else value)
-    if data:  # an unterminated last event: pass it on, the parser decides
-        yield "\n".join(data)
-
-
-def _parse_chunk(provider: Provider, data: str, state: _StreamState) -> list[str]:
+def _parse_chunk(provider: Provider, data: str, state: _StreamState) -> list[Piece]:
     chunk = _json_object(provider, data, "stream chunk")
     if "error" in chunk:
-        raise _error_from_payload(provider, chunk, status=None)
-    return _texts(provider, chunk, "delta", state)
+        raise openai_error(provider, chunk, status=None)
+    return _pieces_of(provider, chunk, "delta", state)
 
 
-def _parse_completion(provider: Provider, raw: bytes, state: _StreamState) -> list[str]:
-    texts = _texts(provider, _json_object(provider, raw, "response"), "message", state)
-    state.deltas += len(texts)
-    return texts
+def _parse_completion(provider: Provider, raw: bytes, state: _StreamState) -> list[Piece]:
+    pieces = _pieces_of(provider, _json_object(provider, raw, "response"), "message", state)
+    state.deltas += len(pieces)
+    return pieces
 
 
 def _json_object(provider: Provider, raw: str | bytes, what: str) -> dict[str, Any]:
@@ -227,19 +253,45 @@ def _json_object(provider: Provider, raw: str | bytes, what: str) -> dict[str, A
     return payload
 
 
-def _texts(provider: Provider, payload: dict[str, Any], key: str, state: _StreamState) -> list[str]:
-    """The content of the first choice's ``key`` ("delta" in a chunk, "message" in a completion); records
-    the finish reason and usage on ``state``."""
-    texts: list[str] = []
+def _pieces_of(provider: Provider, payload: dict[str, Any], key: str, state: _StreamState) -> list[Piece]:
+    """The content and tool calls of the first choice's ``key`` ("delta" in a chunk, "message" in a
+    completion); records the finish reason and usage on ``state``."""
+    pieces: list[Piece] = []
     for choice in _choices(provider, payload):
         part = choice.get(key) or {}
-        content = part.get("content") if isinstance(part, dict) else None
+        if not isinstance(part, dict):
+            raise GatewayError(f"{provider.name} sent a malformed stream chunk.", retryable=True)
+        content = part.get("content")
         if isinstance(content, str) and content:
-            texts.append(content)
+            pieces.append(Token(content))
+        pieces.extend(_tool_call_deltas(provider, part.get("tool_calls")))
         if isinstance(choice.get("finish_reason"), str):
             state.finish_reason = choice["finish_reason"]
     _record_usage(payload, state)
-    return texts
+    return pieces
+
+
+def _tool_call_deltas(provider: Provider, calls: object) -> list[ToolCallDelta]:
+    if calls is None:
+        return []
+    if not isinstance(calls, list) or not all(isinstance(call, dict) for call in calls):
+        raise GatewayError(f"{provider.name} sent malformed tool calls.", retryable=True)
+    deltas: list[ToolCallDelta] = []
+    for position, call in enumerate(calls):
+        function = call.get("function") or {}
+        index = call.get("index", position)
+        arguments = function.get("arguments") if isinstance(function, dict) else None
+        if isinstance(arguments, dict):  # some servers send the object rather than its JSON text
+            arguments = json.dumps(arguments)
+        delta = ToolCallDelta(
+            index=index if isinstance(index, int) else position,
+            id=call["id"] if isinstance(call.get("id"), str) and call["id"] else None,
+            name=function.get("name") if isinstance(function, dict) and function.get("name") else None,
+            arguments=arguments if isinstance(arguments, str) else "",
+        )
+        if delta.id or delta.name or delta.arguments:
+            deltas.append(delta)
+    return deltas
 
 
 def _choices(provider: Provider, payload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -258,49 +310,14 @@ def _record_usage(payload: dict[str, Any], state: _StreamState) -> None:
             state.usage = Usage(prompt_tokens=prompt, completion_tokens=completion)
 
 
-async def _http_error(provider: Provider, response: httpx.Response) -> GatewayError:
-    status = response.status_code
-    raw = b""
-    with contextlib.suppress(httpx.HTTPError):
-        async for block in response.aiter_bytes():
-            raw += block
-            if len(raw) >= _MAX_ERROR_BODY:
-                break
-    try:
-        payload = json.loads(raw)
-    except ValueError:
-        payload = None
-    retry_after = response.headers.get("retry-after")
-    return _error_from_payload(
-        provider, payload if isinstance(payload, dict) else {}, status=status, retry_after=retry_after
-    )
-
-
-def _error_from_payload(
-    provider: Provider, payload: dict[str, Any], *, status: int | None, retry_after: str | None = None
+def openai_error(
+    provider: Provider, payload: dict[str, Any], *, status: int | None, retry_after: float | None = None
 ) -> GatewayError:
     """Map an HTTP status and/or an OpenAI-style ``{"error": {...}}`` body to one of our errors."""
     error = payload.get("error")
     detail = error.get("message") if isinstance(error, dict) else error if isinstance(error, str) else None
-    detail = detail or payload.get("detail")
-    kind = " ".join(str(error.get(k, "")) for k in ("type", "code")) if isinstance(error, dict) else ""
-    where = f"{provider.name} returned HTTP {status}" if status is not None else f"{provider.name} failed"
-    text = where
-    if status not in (401, 403) and isinstance(detail, str) and detail:  # auth errors may echo the key
-        text = f"{where}: {provider.redact(detail)[:_MAX_MESSAGE]}"
-    if "context_length_exceeded" in kind:
-        return GatewayError(text, code="context_length_exceeded")
-    if status == 429 or "rate_limit" in kind:
-        if retry_after:
-            text += f" (retry after {retry_after[:20]} s)"
-        # An exhausted quota is a 429 too, but waiting a moment will not fix it.
-        return GatewayError(text, code="rate_limited", retryable="insufficient_quota" not in kind)
-    if status in (408, 504):
-        return ModelTimeout(text, retryable=True)
-    if status in (503, 529) or "overloaded" in kind:
-        return ModelUnavailable(text, retryable=True)
-    if status == 404:
-        return ModelUnavailable(text)
-    if status is None or status >= 500:
-        return GatewayError(text, retryable=True)
-    return GatewayError(text)
+    kind = " ".join(str(error.get(k) or "") for k in ("type", "code")) if isinstance(error, dict) else ""
+    return upstream_error(
+        provider, status=status, kind=kind, detail=detail or payload.get("detail") or payload.get("message"),
+        retry_after=retry_after,
+    )  # fmt: skip
