@@ -71,7 +71,7 @@ def build_embedder(settings: Settings) -> Embedder:
                         intra_op_num_threads=config.threads)
 
 
-def build_local_chat_model(settings: Settings, http_client: httpx.AsyncClient) -> ChatModel:
+def build_local_chat_model(settings: Settings, http_client: httpx.AsyncClient, *, name: str | None = None) -> ChatModel:
     """The bundled model, served by a managed llama.cpp server process (the ``local`` provider kind)."""
     from atrium.gateway.providers.local_llama import LlamaServerConfig, LocalChatModel, ManagedLlamaServer
 
@@ -83,7 +83,7 @@ def build_local_chat_model(settings: Settings, http_client: httpx.AsyncClient) -
                           n_threads_batch=config.n_threads_batch, startup_timeout_s=config.startup_timeout_s),
         http_client,
     )
-    return LocalChatModel(server, ready_timeout_s=config.startup_timeout_s,
+    return LocalChatModel(server, name=name, ready_timeout_s=config.startup_timeout_s,
                           request_timeout_s=config.request_timeout_s)
 
 
@@ -132,7 +132,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     await anyio.to_thread.run_sync(counter.load)
     gateway = build_gateway(settings, http_client=http_client, db=db, redis=redis, embedder=embedder,
                             metrics=metrics, counter=counter, chat_model=chat_model,
-                            local_factory=lambda: build_local_chat_model(settings, http_client))
+                            local_factory=lambda name: build_local_chat_model(settings, http_client, name=name))
     model = gateway.chat
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
     rate_limiter = RequestRateLimiter(settings.rate_limits, build_storage(redis_url))

@@ -182,7 +182,8 @@ class _Tally:
             case Usage():
                 self.usage = event
             case Done(model=model, provider=provider, cached=cached):
-                self.model, self.provider = model, provider or self.provider
+                # Start (from the router) names the catalogue entry, which is what prices are keyed by.
+                self.model, self.provider = self.model or model, self.provider or provider
                 self.outcome = "cache_hit" if cached else "ok"
             case ErrorEvent(code=code, model=model, provider=provider):
                 self.model = self.model or model or None

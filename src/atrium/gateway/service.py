@@ -129,7 +129,7 @@ def effective_gateway_settings(settings: Settings, injected: ChatModel | None) -
 
 def build_gateway(settings: Settings, *, http_client: httpx.AsyncClient, db: Database, redis: Redis | None,
                   embedder: Embedder, metrics: Metrics, counter: TokenCounter,
-                  local_factory: Callable[[], ChatModel], chat_model: ChatModel | None = None,
+                  local_factory: Callable[[str], ChatModel], chat_model: ChatModel | None = None,
                   environ: Mapping[str, str] | None = None) -> Gateway:
     config = effective_gateway_settings(settings, chat_model)
     environ = os.environ if environ is None else environ

@@ -181,7 +181,7 @@ async def test_fake_kind(client: httpx.AsyncClient) -> None:
 async def test_local_kind_uses_the_factory(client: httpx.AsyncClient) -> None:
     local = FakeChatModel(name="local-model")
     assert build_chat_adapter("l", chat(), "here", provider(kind="local"), client, environ={},
-                              local_factory=lambda: local) is local  # fmt: skip
+                              local_factory=lambda _name: local) is local  # fmt: skip
     with pytest.raises(ValueError, match="local"):
         build_chat_adapter("l", chat(), "here", provider(kind="local"), client, environ={})
 

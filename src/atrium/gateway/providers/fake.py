@@ -49,6 +49,7 @@ class FakeChatModel:
         self,
         name: str = "fake",
         *,
+        provider: str = "fake",
         answer: Callable[[ChatRequest], str] = grounded_answer,
         token_delay: float = 0.0,
         fail_before_first: bool = False,
@@ -58,6 +59,7 @@ class FakeChatModel:
     ) -> None:
         self.name = name
         self.requests: list[ChatRequest] = []
+        self.provider = provider
         self._answer = answer
         self._token_delay = token_delay
         self._fail_before_first = fail_before_first
@@ -97,7 +99,7 @@ class FakeChatModel:
             return
         prompt_tokens = sum(len(message.text.split()) for message in request.messages)
         yield Usage(prompt_tokens=prompt_tokens, completion_tokens=len(words))
-        yield Done(model=self.name, finish_reason=finish_reason, provider="fake")
+        yield Done(model=self.name, finish_reason=finish_reason, provider=self.provider)
 
     def _scripted_error(self, after: int) -> ErrorEvent:
         return ErrorEvent(

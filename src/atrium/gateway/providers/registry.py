@@ -109,7 +109,7 @@ def build_chat_adapter(
     client: httpx.AsyncClient,
     *,
     environ: Mapping[str, str],
-    local_factory: Callable[[], ChatModel] | None = None,
+    local_factory: Callable[[str], ChatModel] | None = None,
 ) -> ChatModel:
     """The chat adapter of catalogue entry ``model_name`` (its ``name`` is ``model_name``, except for the
     local model, which is whatever ``local_factory`` builds)."""
@@ -155,7 +155,7 @@ class _Entry:
     settings: ProviderSettings
     client: httpx.AsyncClient
     environ: Mapping[str, str]
-    local_factory: Callable[[], ChatModel] | None
+    local_factory: Callable[[str], ChatModel] | None
 
     def provider(self) -> Provider:
         return build_provider(self.provider_name, self.settings, self.model.model, self.environ)
@@ -190,14 +190,15 @@ def _anthropic_chat(entry: _Entry) -> ChatModel:
 def _fake_chat(entry: _Entry) -> ChatModel:
     text = entry.settings.fake_answer
     answer: Callable[[ChatRequest], str] = grounded_answer if text is None else (lambda _request: text)
-    return FakeChatModel(name=entry.model_name, answer=answer, token_delay=entry.settings.fake_token_delay_s)
+    return FakeChatModel(name=entry.model_name, answer=answer, token_delay=entry.settings.fake_token_delay_s,
+                         provider=entry.provider_name)
 
 
 def _local_chat(entry: _Entry) -> ChatModel:
     if entry.local_factory is None:
         raise ValueError(f"gateway.models.{entry.model_name}: provider {entry.provider_name!r} is the local model, "
                          "but no local model factory was given.")
-    return entry.local_factory()
+    return entry.local_factory(entry.model_name)
 
 
 _CHAT_ADAPTERS: Mapping[str, Callable[[_Entry], ChatModel]] = MappingProxyType({
