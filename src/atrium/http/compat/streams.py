@@ -1,0 +1,329 @@
+"""What the vendor-compatible endpoints share: the call context, opening a gateway stream far enough to
+know how it went, collecting a whole answer, and turning a failed stream into one of our errors.
+
+An endpoint opens the stream *before* it answers: :func:`open_stream` pulls events until the first output
+(a token, a tool call or the end), so a failure before any output becomes a proper HTTP error status, and
+the response headers can name the model and provider that serve. Whoever opens a stream must close it
+(:meth:`OpenedStream.aclose`, also when the client goes away): closing it closes the upstream request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.types import Send
+
+from atrium.accounts.principal import Principal
+from atrium.errors import (
+    AppError,
+    CircuitOpen,
+    ContextLengthExceeded,
+    Forbidden,
+    GatewayError,
+    InvalidRequest,
+    ModelTimeout,
+    ModelUnavailable,
+    NotFound,
+    UpstreamRateLimited,
+)
+from atrium.gateway.catalogue import Catalogue
+from atrium.gateway.ports import (
+    CallContext,
+    ChatEvent,
+    ChatModel,
+    ChatRequest,
+    Done,
+    ErrorEvent,
+    Start,
+    Token,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from atrium.gateway.tokens import TokenCounter
+
+if TYPE_CHECKING:
+    from atrium.gateway.service import Gateway
+
+T = TypeVar("T")
+
+CLIENT_CLOSED_REQUEST = 499  # what is logged when the client hung up before the answer (nginx's code)
+
+_GATEWAY_ERRORS: dict[str, type[GatewayError]] = {
+    "rate_limited": UpstreamRateLimited,
+    "model_unavailable": ModelUnavailable,
+    "circuit_open": CircuitOpen,
+    "model_timeout": ModelTimeout,
+    "context_length_exceeded": ContextLengthExceeded,
+}
+_CALLER_ERRORS: dict[str, type[AppError]] = {
+    "model_not_found": NotFound,
+    "not_found": NotFound,
+    "model_not_allowed": Forbidden,
+    "forbidden": Forbidden,
+    "invalid_request": InvalidRequest,
+}
+
+
+def error_from_event(event: ErrorEvent) -> AppError:
+    """The typed error (and so the HTTP status) for a stream that ended with ``event``."""
+    caller = _CALLER_ERRORS.get(event.code)
+    if caller is not None:
+        return caller(event.message, code=event.code)
+    kind = _GATEWAY_ERRORS.get(event.code, GatewayError)
+    return kind(event.message, code=event.code, retryable=event.retryable, retry_after=event.retry_after)
+
+
+def cache_allowed(request: Request, body_cache: bool | None) -> bool:
+    """False when the caller opted out: ``Cache-Control: no-cache|no-store``, ``x-atrium-cache: bypass``,
+    or ``"cache": false`` in the body."""
+    if body_cache is False:
+        return False
+    directives = {d.strip().lower() for d in request.headers.get("cache-control", "").split(",")}
+    if directives & {"no-cache", "no-store"}:
+        return False
+    return request.headers.get("x-atrium-cache", "").strip().lower() != "bypass"
+
+
+def call_context(principal: Principal, request: Request, endpoint: str, *, cache: bool | None = None) -> CallContext:
+    return CallContext(org_id=principal.org_id, user_id=principal.user_id, api_key_id=principal.api_key_id,
+                       endpoint=endpoint, task="chat", cache=cache_allowed(request, cache))
+
+
+def text_of_parts(parts: object) -> str | None:
+    """The text of a list of ``{"type": "text", "text": ...}`` parts, or ``None`` if any part is not text."""
+    if not isinstance(parts, list):
+        return None
+    texts = []
+    for part in parts:
+        if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            return None
+        texts.append(part["text"])
+    return "\n".join(texts)
+
+
+class OpenedStream:
+    """A gateway stream that has produced its first output. ``events()`` replays what was read while
+    opening, then the rest; ``model``/``provider`` name who serves."""
+
+    def __init__(self, head: list[ChatEvent], rest: AsyncGenerator[ChatEvent, None], model: str,
+                 provider: str) -> None:
+        self._head = head
+        self._rest = rest
+        self.model = model
+        self.provider = provider
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"x-atrium-model": self.model, "x-atrium-provider": self.provider}
+
+    async def events(self) -> AsyncGenerator[ChatEvent, None]:
+        """Every event; the final ``Done``/``ErrorEvent`` only once the stack's stream has ended, so the
+        wrappers' work after it (the cache storing the answer) is done even if the caller stops there."""
+        head, self._head = self._head, []
+        final: ChatEvent | None = None
+        for event in head:
+            if isinstance(event, Done | ErrorEvent):
+                final = event
+            else:
+                yield event
+        if final is None:
+            async for event in self._rest:
+                if isinstance(event, Done | ErrorEvent):
+                    final = event
+                    break
+                yield event
+        if final is not None:
+            async for _ in self._rest:
+                pass  # nothing follows a final event; let the wrappers finish
+            yield final
+
+    async def aclose(self) -> None:
+        """Close the upstream stream (safe to call more than once, and from a cancelled task)."""
+        with anyio.CancelScope(shield=True):
+            await self._rest.aclose()
+
+
+async def open_stream(chat: ChatModel, request: ChatRequest, *, default_model: str) -> OpenedStream:
+    """Start ``request`` and read up to its first output. Raises the typed error if the stream fails
+    before any output. ``default_model`` names the model if the stack sent no ``Start``."""
+    events = chat.stream(request)
+    if not isinstance(events, AsyncGenerator):  # the port promises an async iterator; make it closable
+        events = _generator(events)
+    head: list[ChatEvent] = []
+    try:
+        async for event in events:
+            if isinstance(event, ErrorEvent):
+                raise error_from_event(event)
+            head.append(event)
+            if isinstance(event, Token | ToolCallDelta | Done):
+                break
+        else:
+            raise GatewayError("The model ended its stream without an answer.")
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await events.aclose()
+        raise
+    model, provider = default_model, ""
+    for event in head:
+        if isinstance(event, Start | Done):
+            model, provider = event.model or model, event.provider or provider
+    return OpenedStream(head, events, model, provider)
+
+
+async def _generator(events: AsyncIterator[ChatEvent]) -> AsyncGenerator[ChatEvent, None]:
+    async for event in events:
+        yield event
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
+    """``await work``, unless the client hangs up first: then ``work`` is cancelled (which closes the
+    gateway stream it reads, and so the upstream request) and the result is ``None``. For the waits before
+    a response starts (streamed responses watch for the disconnect themselves once they run)."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        try:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass  # the body was read already: the next message is the disconnect
+        except Exception:  # a server that cannot tell: then nothing is watched
+            return
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.create_task(watch(), name="disconnect-watch")
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+        return None
+    finally:
+        watcher.cancel()
+
+
+def check_kind(catalogue: Catalogue, name: str, kind: str) -> None:
+    """A clear 400 when a caller names, say, an embedding model for a chat completion."""
+    entry = catalogue.entry(name)
+    if entry is not None and entry.kind != kind:
+        raise InvalidRequest(f"Model {name!r} is an {entry.kind} model; this endpoint needs a {kind} model."
+                             if entry.kind == "embedding" else
+                             f"Model {name!r} is a {entry.kind} model; this endpoint needs an {kind} model.",
+                             code="model_not_supported")
+
+
+async def start_chat(gateway: Gateway, request: ChatRequest) -> OpenedStream:
+    """Resolve the model now (unknown: 404, not allowed: 403, before any stream is opened), then open the
+    stream up to its first output."""
+    check_kind(gateway.catalogue, request.model, "chat")
+    route = gateway.check(request)
+    return await open_stream(gateway.chat, request, default_model=route.entries[0].name)
+
+
+class ToolCallBuffer:
+    """Joins ``ToolCallDelta`` pieces into whole calls, in index order."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, list[str]] = {}
+
+    def add(self, delta: ToolCallDelta) -> None:
+        call = self._calls.setdefault(delta.index, ["", "", ""])
+        if delta.id:
+            call[0] = delta.id
+        if delta.name:
+            call[1] += delta.name
+        call[2] += delta.arguments
+
+    def calls(self) -> list[ToolCall]:
+        return [ToolCall(id=call_id or f"call_{index}", name=name, arguments=arguments)
+                for index, (call_id, name, arguments) in sorted(self._calls.items())]
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+
+@dataclass
+class Answer:
+    """A whole answer, collected from a stream."""
+
+    model: str
+    provider: str
+    text: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str = "stop"
+    usage: Usage | None = None
+    cached: bool = False
+
+
+async def collect(stream: OpenedStream) -> Answer:
+    """Read the whole stream; raises the typed error if it fails, even after some output (a partial
+    answer is never passed off as a whole one)."""
+    parts: list[str] = []
+    calls = ToolCallBuffer()
+    answer = Answer(model=stream.model, provider=stream.provider)
+    try:
+        async for event in stream.events():
+            match event:
+                case Token(text=text):
+                    parts.append(text)
+                case ToolCallDelta():
+                    calls.add(event)
+                case Usage():
+                    answer.usage = event
+                case ErrorEvent():
+                    raise error_from_event(event)
+                case Done():
+                    answer.model = event.model or answer.model
+                    answer.provider = event.provider or answer.provider
+                    answer.finish_reason, answer.cached = event.finish_reason, event.cached
+                    break
+            # Start: the model is already known
+        else:
+            raise GatewayError("The model ended its stream without a final event.", code="upstream_error")
+    finally:
+        await stream.aclose()
+    answer.text, answer.tool_calls = "".join(parts), calls.calls()
+    return answer
+
+
+def usage_or_estimate(usage: Usage | None, request: ChatRequest, output: str, counter: TokenCounter) -> Usage:
+    """The provider's usage, else an offline count (the stack only meters it, it does not emit one)."""
+    if usage is not None:
+        return usage
+    return Usage(prompt_tokens=counter.count_messages(request.messages), completion_tokens=counter.count(output))
+
+
+def dumps(payload: object) -> str:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+
+class EventStreamResponse(StreamingResponse):
+    """``text/event-stream`` over ``body``; however the response ends (finished, client gone, server
+    shutting down) the gateway stream is closed, which closes the upstream request."""
+
+    def __init__(self, body: AsyncGenerator[str, None], stream: OpenedStream,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(body, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})})
+        self._body = body
+        self._stream = stream
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await self._body.aclose()
+            await self._stream.aclose()

@@ -1,0 +1,60 @@
+"""Anthropic-compatible API: ``POST /v1/messages``.
+
+Any Anthropic client (the official SDKs, ...) works with ``base_url=<atrium>`` and an Atrium API key sent
+as ``x-api-key`` (the ``anthropic-version`` header is accepted whatever its value). The request goes
+through the whole gateway stack, so any catalogue model answers, whatever its provider's format. Responses
+name the model that served in ``model`` and in ``x-atrium-model`` / ``x-atrium-provider``; errors come in
+Anthropic's shape (see ``atrium.http.errors``).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from atrium.gateway.ports import Usage
+from atrium.http.compat.anthropic_wire import (
+    MessagesBody,
+    message,
+    message_events,
+    new_message_id,
+    to_chat_request,
+)
+from atrium.http.compat.streams import (
+    CLIENT_CLOSED_REQUEST,
+    EventStreamResponse,
+    call_context,
+    collect,
+    start_chat,
+    unless_disconnected,
+    usage_or_estimate,
+)
+from atrium.http.deps import LimitedPrincipalDep, ServicesDep
+
+router = APIRouter(prefix="/v1", tags=["anthropic-compatible"])
+
+MESSAGES_ENDPOINT = "/v1/messages"
+
+
+@router.post("/messages", response_model=None)
+async def messages(body: MessagesBody, request: Request, principal: LimitedPrincipalDep,
+                   services: ServicesDep) -> Response:
+    gateway = services.gateway
+    context = call_context(principal, request, MESSAGES_ENDPOINT, cache=body.cache)
+    chat_request = to_chat_request(body, context, max_message_chars=services.settings.limits.max_message_chars)
+    stream = await unless_disconnected(request, start_chat(gateway, chat_request))
+    if stream is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+    def estimate(text: str) -> Usage:
+        return usage_or_estimate(None, chat_request, text, gateway.counter)
+
+    if body.stream:
+        events = message_events(stream.events(), model=stream.model, estimate=estimate)
+        return EventStreamResponse(events, stream, headers=stream.headers)
+    answer = await unless_disconnected(request, collect(stream))
+    if answer is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    usage = answer.usage or estimate(answer.text + "".join(c.name + c.arguments for c in answer.tool_calls))
+    return JSONResponse(message(answer, usage, message_id=new_message_id()),
+                        headers={"x-atrium-model": answer.model, "x-atrium-provider": answer.provider})
