@@ -250,9 +250,6 @@ async def test_body_too_large_in_openai_shape(server: LiveServer) -> None:
     assert_openai_error(streamed, 413, "payload_too_large", "invalid_request_error")
 
 
-@pytest.mark.xfail(strict=True, reason="BodySizeLimitMiddleware._reject (middleware.py, not ours) answers a "
-                   "declared Content-Length over the limit in Atrium's shape; it should use "
-                   "atrium.http.errors.error_response_for(scope['path'], ...)")
 async def test_declared_body_too_large_in_openai_shape(server: LiveServer) -> None:
     limit = server.services.settings.limits.max_request_bytes
     async with client(server) as http:

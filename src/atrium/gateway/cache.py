@@ -137,9 +137,9 @@ class CachedChatModel:
             async for event in events:
                 if key is not None:
                     seen.append(event)
+                    if isinstance(event, Done):  # saved before Done goes out: callers may stop reading there
+                        await self._save(key, seen)
                 yield event
-        if key is not None and seen and isinstance(seen[-1], Done):
-            await self._save(key, seen)
 
     async def _lookup(self, key: str) -> list[ChatEvent] | None:
         try:

@@ -6,7 +6,6 @@ cannot slip past the limit.
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from collections.abc import Callable
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from atrium.http.errors import error_body
+from atrium.http.errors import error_response_for
 from atrium.telemetry.logging import request_id_var
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
@@ -73,7 +72,7 @@ class BodySizeLimitMiddleware:
         limit = self.limit_for(scope["path"])
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            await _reject(send, limit)
+            await _reject(scope, receive, send, limit)
             return
         received = 0
         response_started = False
@@ -97,11 +96,10 @@ class BodySizeLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not response_started:
-                await _reject(send, limit)
+                await _reject(scope, receive, send, limit)
 
 
-async def _reject(send: Send, limit: int) -> None:
-    body = json.dumps(error_body("payload_too_large", f"Request body exceeds {limit} bytes.")).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+async def _reject(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    """413 in the error shape of the path (Atrium's, OpenAI's or Anthropic's)."""
+    response = error_response_for(scope["path"], 413, "payload_too_large", f"Request body exceeds {limit} bytes.")
+    await response(scope, receive, send)

@@ -88,3 +88,15 @@ async def test_a_broken_store_serves_uncached() -> None:
     inner = FakeChatModel(answer=lambda _r: "still answered")
     model = CachedChatModel(inner, Broken(max_entries=1, ttl_s=1), ttl_s=1, max_entry_bytes=10_000)
     assert text(await collect(model, request())) == "still answered"
+
+
+async def test_an_answer_is_cached_even_when_the_caller_stops_reading_at_done() -> None:
+    inner = FakeChatModel(answer=lambda _r: "early stop")
+    model = cached_model(inner)
+    stream = model.stream(request())
+    async for event in stream:
+        if isinstance(event, Done):
+            break
+    await stream.aclose()  # type: ignore[attr-defined]
+    await collect(model, request())
+    assert len(inner.requests) == 1
