@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -76,6 +77,7 @@ class Gateway:
                                      kind="embedding")
         entry = route.entries[0]
         embedder = self.embedders[entry.name]
+        started = time.perf_counter()
         with_usage = getattr(embedder, "embed_with_usage", None)
         if with_usage is not None:
             vectors, tokens = await with_usage(texts)
@@ -84,7 +86,8 @@ class Gateway:
         cost = price_of(self.catalogue.entries, entry.name).cost(tokens, 0)
         row = UsageRow(org_id=context.org_id or "", user_id=context.user_id, api_key_id=context.api_key_id,
                        endpoint=context.endpoint, provider=entry.provider, model=entry.name,
-                       prompt_tokens=tokens, completion_tokens=0, cost_usd=cost, latency_ms=0.0, outcome="ok",
+                       prompt_tokens=tokens, completion_tokens=0, cost_usd=cost,
+                       latency_ms=(time.perf_counter() - started) * 1000, outcome="ok",
                        estimated=with_usage is None)
         if context.org_id:
             self.recorder.record(row)
