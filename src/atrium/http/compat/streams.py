@@ -70,6 +70,7 @@ _CALLER_ERRORS: dict[str, type[AppError]] = {
     "model_not_allowed": Forbidden,
     "forbidden": Forbidden,
     "invalid_request": InvalidRequest,
+    "unsupported_capability": InvalidRequest,
 }
 
 
