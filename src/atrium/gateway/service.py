@@ -123,8 +123,8 @@ def effective_gateway_settings(settings: Settings, injected: ChatModel | None) -
         name, model = "fake", ModelSettings(provider="fake", model="fake")
     else:
         provider = ProviderSettings(kind="local")
-        name = "local"
-        model = ModelSettings(provider="local", model=chat.local_model, aliases=[chat.local_model],
+        name = chat.local_model
+        model = ModelSettings(provider="local", model=chat.local_model, aliases=["local"],
                               context_window=chat.n_ctx, max_output_tokens=chat.max_tokens)
     return gateway.model_copy(update={"providers": {**gateway.providers, chat.provider: provider},
                                       "models": {name: model}})
