@@ -42,6 +42,7 @@ The request's model picks the behaviour, with the same names on every route wher
 ``fail-first-<n>``             the first ``n`` requests for that model name get 503, later ones ``ok``
 ``stall``                      one token, then silence (embeddings: silence before the headers)
 ``reset``                      two tokens, then a TCP reset (embeddings: reset before any answer)
+                               (OpenAI non-streamed, also ``cut-*``: the JSON body stops half-way)
 ``cut-chunked``                two tokens, then the connection closes inside the chunked body
 ``cut-eof``                    two tokens, then a clean close of an EOF-delimited body (no end marker)
 ``malformed``                  one token, then an event that is not JSON (embeddings: a broken body)
@@ -241,7 +242,11 @@ class FaultUpstream:
         completion = len(TOOL_ARGUMENT_PIECES) * len(calls) if calls else len(words)
         usage = {"prompt_tokens": _prompt_words(body), "completion_tokens": completion,
                  "total_tokens": _prompt_words(body) + completion}
+        if not streamed and mode in _CUT_MODES:
+            return await _send_cut_json(writer)
         if not streamed:
+            if self.token_delay:  # a non-streamed answer arrives when the whole generation is done
+                await asyncio.sleep(self.token_delay * len(words))
             message: dict[str, Any] = {"role": "assistant", "content": None if calls else "".join(words)}
             if calls:
                 message["tool_calls"] = [{"id": call_id, "type": "function",
@@ -523,6 +528,19 @@ async def _send_error(writer: asyncio.StreamWriter, anthropic: bool, status: int
         return await _send_json(writer, status, {"type": "error", "error": {"type": kind, "message": message}}, extra)
     kind = kind or ("server_error" if status >= 500 else "invalid_request_error")
     return await _send_json(writer, status, {"error": {"message": message, "type": kind, "code": code}}, extra)
+
+
+_CUT_MODES = ("reset", "cut-chunked", "cut-eof")
+
+
+async def _send_cut_json(writer: asyncio.StreamWriter) -> bool:
+    """A non-streamed answer cut off: the headers promise more body than ever comes, then the connection
+    closes."""
+    part = b'{"id": "c1", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assist'
+    writer.write(f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(part) * 3}\r\n"
+                 "\r\n".encode() + part)
+    await writer.drain()
+    return False
 
 
 async def _send_json(writer: asyncio.StreamWriter, status: int, payload: object, extra_headers: str = "") -> bool:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,16 @@ async def test_rate_limits_answer_429_with_retry_after_and_quota_headers(
     assert 1 <= int(third.headers["retry-after"]) <= 60
     assert unlimited.status_code == 200
     assert ADMIN_KEY not in third.text
+
+
+async def test_a_whole_answer_cut_half_way_falls_back(tmp_path: Path, upstream: FaultUpstream) -> None:
+    """A non-stream request is one non-streamed upstream call, so a cut body fails before any output and
+    the route's next model serves it."""
+    async with await app_for(tmp_path, upstream) as running:
+        org = await org_of(running)
+        events = await collect(running, dataclasses.replace(ask("cut", org=org), stream=False))
+    assert isinstance(events[0], Start) and events[0].model == "good"
+    assert "".join(e.text for e in events if isinstance(e, Token)) == DEFAULT_ANSWER
+    assert isinstance(events[-1], Done)
+    assert upstream.count("cut-chunked") == 2 and upstream.count("ok") == 1
+    assert all(r.body.get("stream") is False for r in upstream.requests)

@@ -74,6 +74,10 @@ class ChatRequest:
     response_format: Mapping[str, Any] | None = None
     extra: dict[str, object] = field(default_factory=dict)
     context: CallContext = field(default_factory=CallContext)
+    # False when the caller only uses the whole answer: an adapter may then make one non-streamed upstream
+    # call (cheaper, and a cut connection fails before any output, so fallback can still act). The events
+    # are the same either way.
+    stream: bool = True
 
 
 @dataclass(frozen=True, slots=True)

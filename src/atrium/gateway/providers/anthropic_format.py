@@ -149,16 +149,16 @@ class AnthropicChatModel:
                         retry_after=retry_after_seconds(response.headers),
                     )  # fmt: skip
                 if response.headers.get("content-type", "").startswith("application/json"):
-                    # The upstream ignored ``stream: true`` and answered with the whole message.
+                    # A non-streamed call, or an upstream that ignored ``stream: true``: the whole message.
                     for piece in state.message(provider, _json_object(provider, await response.aread())):
                         yield piece
                     return
                 async with contextlib.aclosing(server_sent_events(response.aiter_lines())) as events:
                     async for event in events:
+                        if state.stopped:
+                            continue  # read the body to its end, so the connection goes back to the pool
                         for piece in state.apply(provider, event):
                             yield piece
-                        if state.stopped:
-                            break
         except httpx.HTTPError as exc:
             raise transport_error(provider, exc) from exc
         if not state.stopped:
@@ -286,7 +286,7 @@ def anthropic_request(request: ChatRequest, *, model: str, default_max_tokens: i
         model=model,
         messages=turns,
         max_tokens=request.max_tokens if request.max_tokens is not None else default_max_tokens,
-        stream=True,
+        stream=request.stream,
     )
     if system:
         body["system"] = "\n\n".join(system)

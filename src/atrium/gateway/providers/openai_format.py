@@ -141,12 +141,10 @@ class OpenAIChatModel:
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {k: v for k, v in request.extra.items() if k not in _RESERVED_BODY_KEYS}
-        body.update(
-            model=self._provider.model,
-            messages=[_message(m) for m in request.messages],
-            stream=True,
-            stream_options={"include_usage": True},
-        )
+        body.update(model=self._provider.model, messages=[_message(m) for m in request.messages],
+                    stream=request.stream)
+        if request.stream:
+            body["stream_options"] = {"include_usage": True}
         optional: dict[str, Any] = {
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
@@ -177,15 +175,17 @@ class OpenAIChatModel:
                         retry_after=retry_after_seconds(response.headers),
                     )  # fmt: skip
                 if response.headers.get("content-type", "").startswith("application/json"):
-                    # The upstream ignored ``stream: true`` and answered in one piece.
+                    # A non-streamed call, or an upstream that ignored ``stream: true``: one piece.
                     for piece in _parse_completion(provider, await response.aread(), state):
                         yield piece
                     return
                 async with contextlib.aclosing(server_sent_events(response.aiter_lines())) as events:
                     async for event in events:
+                        if state.done_marker:
+                            continue  # read the body to its end, so the connection goes back to the pool
                         if event.data == "[DONE]":
                             state.done_marker = True
-                            break
+                            continue
                         for piece in _parse_chunk(provider, event.data, state):
                             state.deltas += 1
                             yield piece

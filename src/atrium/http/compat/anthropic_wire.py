@@ -105,7 +105,8 @@ def to_chat_request(body: MessagesBody, context: CallContext, *, max_message_cha
             extra["parallel_tool_calls"] = False
     return ChatRequest(messages=tuple(messages), max_tokens=body.max_tokens, temperature=body.temperature,
                        stop=tuple(body.stop_sequences or ()), model=body.model, tools=tools,
-                       tool_choice=tool_choice, extra=extra, context=context)
+                       tool_choice=tool_choice, extra=extra, context=context,
+                       stream=bool(body.stream))
 
 
 def _texts(where: str, blocks: list[dict[str, Any]]) -> str:

@@ -153,6 +153,7 @@ def to_chat_request(body: ChatCompletionBody, context: CallContext, *, max_messa
         response_format=body.response_format.model_dump(exclude_none=True) if body.response_format else None,
         extra=extra,
         context=context,
+        stream=bool(body.stream),
     )
 
 
