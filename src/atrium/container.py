@@ -18,6 +18,7 @@ from atrium.accounts.api_keys import ApiKeyAuthenticator
 from atrium.conversations.chat import ChatService
 from atrium.conversations.queries import QueryService
 from atrium.conversations.runs import RunSupervisor
+from atrium.gateway.http_client import upstream_http_client
 from atrium.gateway.ports import ChatModel
 from atrium.gateway.service import Gateway, build_gateway
 from atrium.gateway.tokens import TokenCounter
@@ -87,6 +88,10 @@ def build_local_chat_model(settings: Settings, http_client: httpx.AsyncClient, *
                           request_timeout_s=config.request_timeout_s)
 
 
+def build_http_client(settings: Settings) -> httpx.AsyncClient:
+    return upstream_http_client(httpx.Timeout(settings.chat.request_timeout_s, connect=10.0))
+
+
 def build_index(settings: Settings, dimensions: int) -> VectorIndex:
     from atrium.knowledge.vector.hnsw import HnswVectorIndex
 
@@ -124,8 +129,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
                       else InProcessPubSub())
     knowledge = KnowledgeService(db, embedder, index, keyword, settings.knowledge, pubsub)
     # One HTTP client for every upstream call of this process.
-    http_client = httpx.AsyncClient(timeout=httpx.Timeout(settings.chat.request_timeout_s, connect=10.0),
-                                    limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+    http_client = build_http_client(settings)
     redis = Redis.from_url(settings.redis_url.get_secret_value()) if settings.redis_url is not None else None
     metrics = Metrics()
     counter = TokenCounter()

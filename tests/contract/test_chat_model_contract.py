@@ -20,6 +20,7 @@ import pytest
 from blockbuster import BlockBuster
 
 from atrium.errors import ModelUnavailable
+from atrium.gateway.http_client import upstream_http_client
 from atrium.gateway.local_models import assemble_model
 from atrium.gateway.ports import ChatEvent, ChatMessage, ChatModel, ChatRequest, Done, ErrorEvent, Token, Usage
 from atrium.gateway.providers.anthropic_format import AnthropicChatModel
@@ -83,7 +84,7 @@ async def upstream() -> AsyncIterator[FaultUpstream]:
 
 @pytest.fixture(scope="module")
 async def http_client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)) as client:
+    async with upstream_http_client(httpx.Timeout(30.0, connect=5.0)) as client:
         yield client
 
 

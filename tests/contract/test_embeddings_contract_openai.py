@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from atrium.gateway.http_client import upstream_http_client
 from atrium.gateway.providers.openai_embeddings import OpenAIEmbeddings
 from atrium.gateway.providers.registry import build_provider
 from atrium.knowledge.ports import Embedder
@@ -35,7 +36,7 @@ async def upstream() -> AsyncIterator[FaultUpstream]:
 
 @pytest.fixture(scope="module")
 async def http_client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as client:
+    async with upstream_http_client(httpx.Timeout(10.0)) as client:
         yield client
 
 

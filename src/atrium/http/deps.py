@@ -14,7 +14,7 @@ from atrium.errors import Forbidden, NotReady, Unauthorized
 from atrium.store.models import Organization
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services | None = getattr(request.app.state, "services", None)
     if services is None:
         raise NotReady("Atrium is starting.")

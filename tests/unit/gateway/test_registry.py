@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
+from atrium.gateway.http_client import upstream_http_client
 from atrium.gateway.ports import ChatMessage, ChatModel, ChatRequest, Done, ErrorEvent, Token
 from atrium.gateway.providers.anthropic_format import AnthropicChatModel
 from atrium.gateway.providers.fake import NO_ANSWER, FakeChatModel
@@ -51,7 +52,7 @@ async def upstream() -> AsyncIterator[FaultUpstream]:
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as http:
+    async with upstream_http_client(httpx.Timeout(5.0)) as http:
         yield http
 
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from blockbuster import BlockBuster
 
+from atrium.gateway.http_client import upstream_http_client
 from atrium.gateway.ports import (
     ChatEvent,
     ChatMessage,
@@ -49,7 +50,7 @@ async def upstream() -> AsyncIterator[FaultUpstream]:
 
 @pytest.fixture(scope="module")
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=httpx.Timeout(5.0)) as http:
+    async with upstream_http_client(httpx.Timeout(5.0)) as http:
         yield http
 
 

@@ -17,6 +17,7 @@ from atrium.errors import (
     ModelUnavailable,
     UpstreamRateLimited,
 )
+from atrium.gateway.http_client import upstream_http_client
 from atrium.gateway.providers.base import Provider
 from atrium.gateway.providers.openai_embeddings import OpenAIEmbeddings
 from tests.fault_upstream import FaultUpstream, embedding_of
@@ -38,7 +39,7 @@ async def upstream() -> AsyncIterator[FaultUpstream]:
 
 @pytest.fixture(scope="module")
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=httpx.Timeout(5.0)) as http:
+    async with upstream_http_client(httpx.Timeout(5.0)) as http:
         yield http
 
 
