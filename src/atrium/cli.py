@@ -62,7 +62,7 @@ def serve(host: Annotated[str | None, typer.Option(help="Interface to bind.")] =
     settings = load_settings()
     configure_logging(settings.log_level)
     uvicorn.run(create_app(settings), host=host or settings.server.host, port=port or settings.server.port,
-                log_config=None, timeout_graceful_shutdown=30)
+                log_config=None, timeout_graceful_shutdown=30, access_log=settings.server.access_log)
 
 
 @app.command()

@@ -220,6 +220,9 @@ class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     shutdown_grace_s: float = Field(30.0, ge=0)
+    # One log line per HTTP request. Off by default: every model call is already in the usage table and
+    # /metrics, and formatting a line per request costs about as much as the gateway's own work.
+    access_log: bool = False
 
 
 class Settings(BaseSettings):

@@ -18,6 +18,7 @@ from atrium.gateway.pricing import Price, default_price
 from atrium.settings import GatewaySettings, ModelSettings, ProviderSettings, RouteStrategy
 
 _LOCAL_KINDS = frozenset({"local", "llamacpp", "ollama", "fake"})
+_MAX_REMEMBERED = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ class Catalogue:
         self._tenants = dict(settings.tenants)
         chat = [e.name for e in self.entries.values() if e.kind == "chat"]
         self.default = settings.default_model or (chat[0] if chat else "")
+        self._routes_seen: dict[tuple[object, ...], Route] = {}
 
     def entry(self, name: str) -> CatalogueEntry | None:
         return self._by_name.get(name)
@@ -81,7 +83,19 @@ class Catalogue:
               local_only: bool = False, kind: str = "chat", needs: frozenset[str] = frozenset()) -> Route:
         """The candidates for a request, tenant policy applied. Raises ``NotFound`` for an unknown name,
         ``Forbidden`` when the tenant may use none of its models, and ``InvalidRequest`` when none has the
-        capabilities the request ``needs`` (models that declare no capabilities are not ruled out)."""
+        capabilities the request ``needs`` (models that declare no capabilities are not ruled out).
+        Results are remembered: the catalogue does not change while the process runs."""
+        key = (requested, task, org_id, local_only, kind, needs)
+        route = self._routes_seen.get(key)
+        if route is None:
+            route = self._resolve(requested, task, org_id, local_only, kind, needs)
+            if len(self._routes_seen) >= _MAX_REMEMBERED:
+                self._routes_seen.clear()
+            self._routes_seen[key] = route
+        return route
+
+    def _resolve(self, requested: str, task: str, org_id: str | None, local_only: bool, kind: str,
+                 needs: frozenset[str]) -> Route:
         name = requested or (task if task in self._routes else self.default)
         if name in self._routes:
             route = self._routes[name]

@@ -52,16 +52,14 @@ class RetryingChatModel:
         )
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._settings.attempts),
-            wait=self._wait,
-            retry=retry_if_result(self._should_retry),
-            retry_error_callback=_last_result,  # out of attempts: end with the last error, not RetryError
-            sleep=self._sleep,
-        )
-        start: _Start = await retrying(self._start, request)
+        # The first attempt runs without tenacity: most calls succeed, and building a retry controller
+        # per call would be the costliest part of this wrapper.
+        start = await self._start(request)
+        attempts = 1
+        if self._settings.attempts > 1 and self._should_retry(start):
+            start, attempts = await self._retry(request, start)
         if start.error is not None:
-            yield self._final_error(start.error, retrying.statistics.get("attempt_number", 1))
+            yield self._final_error(start.error, attempts)
             return
         assert start.events is not None
         async with closing_stream(start.events) as events:
@@ -81,6 +79,25 @@ class RetryingChatModel:
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+    async def _retry(self, request: ChatRequest, first: _Start) -> tuple[_Start, int]:
+        """Tenacity drives the attempts from here; attempt 1 (already made by ``stream``) is replayed, so
+        the waits are exactly as if tenacity had made it. Returns how the last attempt began and the
+        number of attempts."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._settings.attempts),
+            wait=self._wait,
+            retry=retry_if_result(self._should_retry),
+            retry_error_callback=_last_result,  # out of attempts: end with the last error, not RetryError
+            sleep=self._sleep,
+        )
+        pending: list[_Start] = [first]
+
+        async def attempt(request: ChatRequest) -> _Start:
+            return pending.pop() if pending else await self._start(request)
+
+        start: _Start = await retrying(attempt, request)
+        return start, retrying.statistics.get("attempt_number", 1)
 
     async def _start(self, request: ChatRequest) -> _Start:
         """One attempt, read up to its first decisive event (content, ``Done`` or ``ErrorEvent``)."""

@@ -6,8 +6,8 @@ cannot slip past the limit.
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Callable
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -32,7 +32,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else os.urandom(16).hex()
         token = request_id_var.set(request_id)
         state = scope.setdefault("state", {})
 

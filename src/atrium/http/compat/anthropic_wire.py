@@ -11,7 +11,7 @@ then per content block ``content_block_start``, ``content_block_delta`` (``text_
 from __future__ import annotations
 
 import json
-import uuid
+import os
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Literal
 
@@ -221,7 +221,7 @@ def stop_reason(finish_reason: str, has_tool_calls: bool) -> str:
 
 
 def new_message_id() -> str:
-    return f"msg_{uuid.uuid4().hex}"
+    return f"msg_{os.urandom(16).hex()}"
 
 
 def _tool_input(arguments: str) -> Any:
@@ -329,7 +329,7 @@ class _Blocks:
         frames = []
         if self._open != ("tool", delta.index):
             frames = self._start(("tool", delta.index), {
-                "type": "tool_use", "id": delta.id or f"toolu_{uuid.uuid4().hex[:24]}", "name": delta.name or "",
+                "type": "tool_use", "id": delta.id or f"toolu_{os.urandom(12).hex()}", "name": delta.name or "",
                 "input": {}})
         if delta.arguments:
             frames.append(_event("content_block_delta", {

@@ -11,9 +11,9 @@ instead of reporting a normal finish.
 from __future__ import annotations
 
 import base64
+import os
 import re
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
@@ -212,7 +212,7 @@ def finish_reason(answer_finish: str, has_tool_calls: bool) -> str:
 
 
 def new_completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
+    return f"chatcmpl-{os.urandom(16).hex()}"
 
 
 def completion(answer: Answer, usage: Usage, *, completion_id: str, created: int) -> dict[str, Any]:
