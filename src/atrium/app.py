@@ -77,8 +77,9 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
         else limits.max_request_bytes,
     )
     app.add_middleware(RequestIdMiddleware)
-    for module in (health, metrics, chat, search, documents, query, conversations, admin, openai_compat,
-                   anthropic_compat):
+    # The model endpoints first: FastAPI tries routes in order, and these are the hot path.
+    for module in (openai_compat, anthropic_compat, health, metrics, chat, search, documents, query, conversations,
+                   admin):
         app.include_router(module.router)
     return app
 

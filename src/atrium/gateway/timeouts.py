@@ -1,8 +1,9 @@
 """Deadline wrappers: a model that stays silent, or a stream that runs too long, ends with a typed error.
 
-Both use asyncio's own timeouts around each step of the inner stream (never around a ``yield``, so the
-time the consumer spends between events cannot cancel the wrong code), and close the inner stream when
-they give up. Neither ever ends with a made-up ``Done``: a cut answer ends with
+``FirstEventTimeout`` uses asyncio's own timeout around each step until the first event; ``TotalTimeout``
+one timer for the whole stream, which cancels only while it waits for the inner stream. Neither ever
+times a ``yield``, so the time the consumer spends between events cannot cancel the wrong code, and both
+close the inner stream when they give up. Neither ever ends with a made-up ``Done``: a cut answer ends with
 ``ErrorEvent(code="model_timeout")``, retryable only when nothing was sent yet.
 """
 
@@ -74,26 +75,56 @@ class TotalTimeout:
         self._seconds = seconds
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
-        deadline = asyncio.get_running_loop().time() + self._seconds
+        # One timer for the whole stream rather than a timeout per event (a stream has hundreds): it
+        # cancels this task only while it waits for the inner stream, never while the consumer holds it.
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        deadline = loop.time() + self._seconds
+        waiting = fired = False
+
+        def expire() -> None:
+            nonlocal fired
+            if waiting:
+                fired = True
+                task.cancel()
+
+        timer = loop.call_at(deadline, expire)
         content_sent = False
-        async with closing_stream(self._inner.stream(request)) as events:
-            while True:
-                event = await _next_before(events, deadline)
-                if isinstance(event, _TimedOut):
-                    yield ErrorEvent(
-                        code="model_timeout",
-                        message=f"Model {self.name!r} did not finish within {self._seconds:g} s.",
-                        retryable=not content_sent,
-                        model=self.name,
-                    )
-                    return
-                if event is None:
-                    yield _ended_without_final_event(self.name)
-                    return
-                content_sent = content_sent or isinstance(event, Token | ToolCallDelta)
-                yield event
-                if isinstance(event, Done | ErrorEvent):
-                    return
+        try:
+            async with closing_stream(self._inner.stream(request)) as events:
+                while True:
+                    event: ChatEvent | _TimedOut | None = _TIMED_OUT
+                    if loop.time() < deadline:
+                        waiting = True
+                        try:
+                            event = await anext(events, None)
+                        except asyncio.CancelledError:
+                            if not fired or task.uncancel() > 0:
+                                raise
+                            event = _TIMED_OUT
+                        finally:
+                            waiting = False
+                        if fired and not isinstance(event, _TimedOut):  # the inner stream swallowed it
+                            task.uncancel()
+                            event = _TIMED_OUT
+                    if isinstance(event, _TimedOut):
+                        yield ErrorEvent(
+                            code="model_timeout",
+                            message=f"Model {self.name!r} did not finish within {self._seconds:g} s.",
+                            retryable=not content_sent,
+                            model=self.name,
+                        )
+                        return
+                    if event is None:
+                        yield _ended_without_final_event(self.name)
+                        return
+                    content_sent = content_sent or isinstance(event, Token | ToolCallDelta)
+                    yield event
+                    if isinstance(event, Done | ErrorEvent):
+                        return
+        finally:
+            timer.cancel()
 
     async def ready(self) -> bool:
         return await self._inner.ready()

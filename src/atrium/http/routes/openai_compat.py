@@ -31,6 +31,7 @@ from atrium.http.compat.openai_wire import (
 )
 from atrium.http.compat.streams import (
     CLIENT_CLOSED_REQUEST,
+    Answer,
     EventStreamResponse,
     call_context,
     check_kind,
@@ -55,19 +56,23 @@ async def chat_completions(body: ChatCompletionBody, request: Request, principal
     gateway = services.gateway
     context = call_context(principal, request, CHAT_ENDPOINT, cache=body.cache)
     chat_request = to_chat_request(body, context, max_message_chars=services.settings.limits.max_message_chars)
-    stream = await unless_disconnected(request, start_chat(gateway, chat_request))
-    if stream is None:
-        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     def estimate(text: str) -> Usage:
         return usage_or_estimate(None, chat_request, text, gateway.counter)
 
     if body.stream:
+        stream = await unless_disconnected(request, start_chat(gateway, chat_request))
+        if stream is None:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         chunks = completion_chunks(stream.events(), model=stream.model, include_usage=include_usage,
                                    estimate=estimate)
         return EventStreamResponse(chunks, stream, headers=stream.headers)
-    answer = await unless_disconnected(request, collect(stream))
+
+    async def whole_answer() -> Answer:
+        return await collect(await start_chat(gateway, chat_request))
+
+    answer = await unless_disconnected(request, whole_answer())
     if answer is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     usage = answer.usage or estimate(answer.text + "".join(c.name + c.arguments for c in answer.tool_calls))
