@@ -59,7 +59,7 @@ class UsageRow:
 class UsageRecorder:
     """Buffers usage rows and writes them in batches (every ``interval_s`` or ``batch_size`` rows)."""
 
-    def __init__(self, db: Database, *, interval_s: float = 0.5, batch_size: int = 500) -> None:
+    def __init__(self, db: Database, *, interval_s: float = 1.0, batch_size: int = 2000) -> None:
         self._db = db
         self._interval_s = interval_s
         self._batch_size = batch_size

@@ -24,8 +24,10 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def get_principal(request: Request, services: ServicesDep) -> Principal:
-    """The caller, from ``Authorization: Bearer atr_...`` (or ``X-API-Key``)."""
+async def get_principal(request: Request) -> Principal:
+    """The caller, from ``Authorization: Bearer atr_...`` (or ``X-API-Key``). Takes the services itself
+    rather than as a sub-dependency: FastAPI's dependency solving is a visible share of a gateway call."""
+    services = await get_services(request)
     header = request.headers.get("authorization", "")
     scheme, _, credential = header.partition(" ")
     raw = credential.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key", "").strip()
@@ -59,10 +61,11 @@ def require_role(minimum: Role) -> Depends:  # type: ignore[valid-type]
     return Depends(check)
 
 
-async def limit_rate(request: Request, principal: PrincipalDep, services: ServicesDep) -> Principal:
+async def limit_rate(request: Request) -> Principal:
     """The caller, after counting this request against its rate limits (429 when over). The quota
     headers ride on the response via ``request.state.response_headers``."""
-    headers = await services.rate_limiter.admit(principal)
+    principal = await get_principal(request)
+    headers = await (await get_services(request)).rate_limiter.admit(principal)
     if headers:
         request.state.response_headers = headers
     return principal

@@ -94,6 +94,9 @@ class OpenAIChatModel:
         self._timeout = timeout
         self._prompt_token_counter = prompt_token_counter
         self._closed = False
+        # Parsed once: httpx would otherwise parse the URL string on every call.
+        self._chat_url = httpx.URL(provider.url("chat/completions"))
+        self._headers = provider.request_headers()
 
     @property
     def provider(self) -> Provider:
@@ -164,9 +167,9 @@ class OpenAIChatModel:
         try:
             async with self._client.stream(
                 "POST",
-                provider.url("chat/completions"),
+                self._chat_url,
                 json=self._body(request),
-                headers=provider.request_headers(),
+                headers=self._headers,
                 timeout=timeout,
             ) as response:
                 if response.status_code >= 400:
