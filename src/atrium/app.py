@@ -15,7 +15,7 @@ from atrium.container import Services, build_services, close_services, migrate
 from atrium.demo import ingest_demo
 from atrium.gateway.ports import ChatModel
 from atrium.http.errors import install_error_handlers
-from atrium.http.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from atrium.http.middleware import EdgeMiddleware
 from atrium.http.routes import (
     admin,
     anthropic_compat,
@@ -66,17 +66,19 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
                     await task
             await close_services(services)
 
-    app = FastAPI(title="Atrium", version="0.1.0", lifespan=lifespan)
+    # FastAPI's built-in OpenTelemetry hooks are off: they cost a provider lookup per request and Atrium
+    # exports Prometheus metrics itself.
+    app = FastAPI(title="Atrium", version="0.1.0", lifespan=lifespan,
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.settings = settings
     app.state.ready = False
     install_error_handlers(app)
     limits = settings.limits
     app.add_middleware(
-        BodySizeLimitMiddleware,
+        EdgeMiddleware,
         limit_for=lambda path: limits.max_upload_bytes if path.startswith("/api/v1/documents")
         else limits.max_request_bytes,
     )
-    app.add_middleware(RequestIdMiddleware)
     # The model endpoints first: FastAPI tries routes in order, and these are the hot path.
     for module in (openai_compat, anthropic_compat, health, metrics, chat, search, documents, query, conversations,
                    admin):

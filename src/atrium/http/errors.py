@@ -20,7 +20,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atrium.errors import AppError, GatewayError, RateLimited
 from atrium.telemetry.logging import request_id_var
@@ -110,39 +109,8 @@ def app_error_response(path: str, exc: AppError) -> JSONResponse:
     return error_response_for(path, exc.status_code, exc.code, exc.message, headers=error_headers(exc))
 
 
-class UnexpectedErrorMiddleware:
-    """Answers an unhandled exception with a 500 in the path's shape. Installed innermost, it runs inside
-    the request-id middleware, so the answer carries ``X-Request-ID`` and the body its ``request_id``
-    (Starlette's own last-resort handler runs outside every middleware). A failure after the response
-    began cannot be answered any more: it is raised on, and the server drops the connection."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except Exception as exc:
-            if started:
-                raise
-            log.exception("unhandled error", exc_info=exc)
-            await error_response_for(scope["path"], 500, "internal_error", "Internal error.")(scope, receive, send)
-
-
 def install_error_handlers(app: FastAPI) -> None:
-    """Exception handlers, plus :class:`UnexpectedErrorMiddleware` (call this before adding any other
-    middleware, so that it ends up innermost)."""
-    app.add_middleware(UnexpectedErrorMiddleware)
+    """Exception handlers (unexpected errors that escape them are answered by the edge middleware)."""
 
     @app.exception_handler(AppError)
     async def app_error(request: Request, exc: AppError) -> JSONResponse:
