@@ -153,7 +153,7 @@ class AnthropicChatModel:
                     for piece in state.message(provider, _json_object(provider, await response.aread())):
                         yield piece
                     return
-                async with contextlib.aclosing(server_sent_events(response.aiter_lines())) as events:
+                async with contextlib.aclosing(server_sent_events(response.aiter_bytes())) as events:
                     async for event in events:
                         if state.stopped:
                             continue  # read the body to its end, so the connection goes back to the pool

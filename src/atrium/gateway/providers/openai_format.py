@@ -182,7 +182,7 @@ class OpenAIChatModel:
                     for piece in _parse_completion(provider, await response.aread(), state):
                         yield piece
                     return
-                async with contextlib.aclosing(server_sent_events(response.aiter_lines())) as events:
+                async with contextlib.aclosing(server_sent_events(response.aiter_bytes())) as events:
                     async for event in events:
                         if state.done_marker:
                             continue  # read the body to its end, so the connection goes back to the pool

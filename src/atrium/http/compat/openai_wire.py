@@ -246,6 +246,9 @@ def error_frame(exc: AppError) -> str:
     return _frame(openai_error_body(exc.status_code, exc.code, exc.message))
 
 
+_TEXT_SLOT = "\x00atrium-text-slot\x00"
+
+
 async def completion_chunks(events: AsyncIterator[ChatEvent], *, model: str, include_usage: bool,
                             estimate: Callable[[str], Usage]) -> AsyncGenerator[str, None]:
     """``chat.completion.chunk`` SSE frames for a stream that has begun (see the module docstring).
@@ -259,6 +262,9 @@ async def completion_chunks(events: AsyncIterator[ChatEvent], *, model: str, inc
     def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
         return _frame({**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
 
+    # A content chunk is the same frame each time but for its text: rendered once, filled per token.
+    head, _, tail = chunk({"content": _TEXT_SLOT}).partition(dumps(_TEXT_SLOT))
+
     yield chunk({"role": "assistant", "content": "", "refusal": None})
     texts: list[str] = []
     usage: Usage | None = None
@@ -267,7 +273,7 @@ async def completion_chunks(events: AsyncIterator[ChatEvent], *, model: str, inc
         match event:
             case Token(text=text) if text:
                 texts.append(text)
-                yield chunk({"content": text})
+                yield head + dumps(text) + tail
             case ToolCallDelta():
                 tool_calls = True
                 yield chunk({"tool_calls": [_tool_call_delta(event)]})
