@@ -13,7 +13,6 @@ profile; shared by every replica, expiry by Redis).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -24,6 +23,7 @@ from typing import Any, Protocol
 from cachetools import TTLCache
 from redis.asyncio import Redis
 
+from atrium.gateway.fallback import closing_stream
 from atrium.gateway.ports import (
     ChatEvent,
     ChatModel,
@@ -133,7 +133,7 @@ class CachedChatModel:
                     yield event
                 return
         seen: list[ChatEvent] = []
-        async with contextlib.aclosing(self._inner.stream(request)) as events:  # type: ignore[type-var]
+        async with closing_stream(self._inner.stream(request)) as events:
             async for event in events:
                 if key is not None:
                     seen.append(event)

@@ -38,6 +38,13 @@ async def aclose_stream(events: AsyncIterator[ChatEvent]) -> None:
         await aclose()
 
 
+def ended_without_final_event(model: str) -> ErrorEvent:
+    """The error for a stream that just stopped: the port promises a final event, so it was cut, and cut
+    streams are retryable (another attempt may well succeed)."""
+    return ErrorEvent(code="upstream_error", message=f"Model {model!r} ended its stream without a final event.",
+                      retryable=True, model=model)
+
+
 def _always(_error: ErrorEvent) -> bool:
     return True
 
@@ -82,8 +89,7 @@ async def stream_with_fallback(
                 else:
                     held.append(event)
         if failed is None:  # the stream stopped without a final event: it was cut
-            failed = ErrorEvent(code="upstream_error", message=f"Model {model.name!r} ended its stream "
-                                "without a final event.", retryable=True, model=model.name)
+            failed = ended_without_final_event(model.name)
             if started:
                 yield failed
                 return

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from sqlalchemy import insert
 
 from atrium.gateway.catalogue import CatalogueEntry, price_of
+from atrium.gateway.fallback import closing_stream
 from atrium.gateway.ports import (
     ChatEvent,
     ChatModel,
@@ -132,7 +133,7 @@ class MeteredChatModel:
         started = time.perf_counter()
         tally = _Tally()
         try:
-            async with contextlib.aclosing(self._inner.stream(request)) as events:  # type: ignore[type-var]
+            async with closing_stream(self._inner.stream(request)) as events:
                 async for event in events:
                     tally.see(event)
                     yield event

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt, wait_exponential_jitter
 
-from atrium.gateway.fallback import aclose_stream, closing_stream
+from atrium.gateway.fallback import aclose_stream, closing_stream, ended_without_final_event
 from atrium.gateway.ports import ChatEvent, ChatModel, ChatRequest, Done, ErrorEvent, Token, ToolCallDelta
 from atrium.settings import RetrySettings
 
@@ -71,8 +71,7 @@ class RetryingChatModel:
                 yield event
                 if isinstance(event, Done | ErrorEvent):
                     return
-            yield ErrorEvent(code="upstream_error", message=f"Model {self.name!r} ended its stream without a "
-                             "final event.", retryable=True, model=self.name)
+            yield ended_without_final_event(self.name)
 
     async def ready(self) -> bool:
         return await self._inner.ready()
@@ -114,9 +113,7 @@ class RetryingChatModel:
         except BaseException:  # cancelled while waiting: do not leave the attempt open
             await aclose_stream(events)
             raise
-        error = ErrorEvent(code="upstream_error", message=f"Model {self.name!r} ended its stream without a "
-                           "final event.", retryable=True, model=self.name)
-        return _Start(head, error=error)
+        return _Start(head, error=ended_without_final_event(self.name))
 
     def _should_retry(self, start: _Start) -> bool:
         error = start.error

@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, Mapping
 
 from atrium.errors import AppError
 from atrium.gateway.catalogue import Catalogue, CatalogueEntry, Route
-from atrium.gateway.fallback import stream_with_fallback
+from atrium.gateway.fallback import closing_stream, stream_with_fallback
 from atrium.gateway.ports import ChatEvent, ChatModel, ChatRequest, ErrorEvent, Start
 from atrium.gateway.routing import Candidate, LatencyTracker, order_candidates
 
@@ -91,7 +91,7 @@ class _Announced:
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
         announced = False
-        async with contextlib.aclosing(self._inner.stream(request)) as events:  # type: ignore[type-var]
+        async with closing_stream(self._inner.stream(request)) as events:
             async for event in events:
                 if not announced and not isinstance(event, ErrorEvent):
                     announced = True

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 
-from atrium.gateway.fallback import closing_stream
+from atrium.gateway.fallback import closing_stream, ended_without_final_event
 from atrium.gateway.ports import ChatEvent, ChatModel, ChatRequest, Done, ErrorEvent, Token, ToolCallDelta
 
 
@@ -42,7 +42,7 @@ class FirstEventTimeout:
                     )
                     return
                 if event is None:
-                    yield _ended_without_final_event(self.name)
+                    yield ended_without_final_event(self.name)
                     return
                 yield event
                 if isinstance(event, Done | ErrorEvent):
@@ -53,7 +53,7 @@ class FirstEventTimeout:
                 yield event
                 if isinstance(event, Done | ErrorEvent):
                     return
-            yield _ended_without_final_event(self.name)
+            yield ended_without_final_event(self.name)
 
     async def ready(self) -> bool:
         return await self._inner.ready()
@@ -117,7 +117,7 @@ class TotalTimeout:
                         )
                         return
                     if event is None:
-                        yield _ended_without_final_event(self.name)
+                        yield ended_without_final_event(self.name)
                         return
                     content_sent = content_sent or isinstance(event, Token | ToolCallDelta)
                     yield event
@@ -153,14 +153,3 @@ async def _next_before(events: AsyncIterator[ChatEvent], deadline: float) -> Cha
         if timeout.expired():
             return _TIMED_OUT
         raise
-
-
-def _ended_without_final_event(model: str) -> ErrorEvent:
-    # The port promises a final event; a stream that just stops was cut, and adapters report cut streams
-    # as retryable (another attempt may well succeed).
-    return ErrorEvent(
-        code="upstream_error",
-        message=f"Model {model!r} ended its stream without a final event.",
-        retryable=True,
-        model=model,
-    )
