@@ -43,14 +43,6 @@ async def create_key(session: AsyncSession, *, org_id: str, user_id: str | None,
     return row, raw
 
 
-async def principal_for_key(session: AsyncSession, raw_key: str) -> Principal | None:
-    """The principal a valid, unrevoked, unexpired key stands for; ``None`` otherwise."""
-    if not looks_like_key(raw_key):
-        return None
-    found = await _lookup(session, hash_key(raw_key))
-    return found[0] if found is not None else None
-
-
 async def _lookup(session: AsyncSession, key_hash: str) -> tuple[Principal, datetime | None] | None:
     row = await session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
     if row is None or row.revoked_at is not None:
