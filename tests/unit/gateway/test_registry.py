@@ -3,7 +3,6 @@ provider kind builds; the adapters it builds are exercised against the fault ups
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,6 @@ import httpx
 import numpy as np
 import pytest
 
-from atrium.gateway.http_client import upstream_http_client
 from atrium.gateway.ports import ChatMessage, ChatModel, ChatRequest, Done, ErrorEvent, Token
 from atrium.gateway.providers.anthropic_format import AnthropicChatModel
 from atrium.gateway.providers.fake import NO_ANSWER, FakeChatModel
@@ -42,18 +40,6 @@ def chat(model: str = "m", **values: Any) -> ModelSettings:
 
 def embedding(model: str = "e", **values: Any) -> ModelSettings:
     return ModelSettings.model_validate({"provider": "p", "model": model, "kind": "embedding", **values})
-
-
-@pytest.fixture(scope="module")
-async def upstream() -> AsyncIterator[FaultUpstream]:
-    async with FaultUpstream() as server:
-        yield server
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with upstream_http_client(httpx.Timeout(5.0)) as http:
-        yield http
 
 
 async def collect(model: ChatModel) -> list[Any]:

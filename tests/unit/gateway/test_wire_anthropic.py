@@ -6,13 +6,12 @@ the stream with the right ``ErrorEvent``, never ``Done``, never leaking the key.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from blockbuster import BlockBuster
 
-from atrium.gateway.http_client import upstream_http_client
 from atrium.gateway.ports import (
     ChatEvent,
     ChatMessage,
@@ -40,18 +39,6 @@ TIME_TOOL = {"type": "function", "function": {"name": "get_time"}}
 @pytest.fixture(autouse=True)
 def _no_blocking_calls(blockbuster: BlockBuster) -> Iterator[None]:
     yield
-
-
-@pytest.fixture(scope="module")
-async def upstream() -> AsyncIterator[FaultUpstream]:
-    async with FaultUpstream() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with upstream_http_client(httpx.Timeout(5.0)) as http:
-        yield http
 
 
 def model_for(upstream: FaultUpstream, client: httpx.AsyncClient, mode: str, *, api_version: str | None = None,

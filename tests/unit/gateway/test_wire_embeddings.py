@@ -3,7 +3,7 @@ upstream's usage for metering, blank texts never sent, width checks, and typed e
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import numpy as np
@@ -17,7 +17,6 @@ from atrium.errors import (
     ModelUnavailable,
     UpstreamRateLimited,
 )
-from atrium.gateway.http_client import upstream_http_client
 from atrium.gateway.providers.base import Provider
 from atrium.gateway.providers.openai_embeddings import OpenAIEmbeddings
 from tests.fault_upstream import FaultUpstream, embedding_of
@@ -29,18 +28,6 @@ TEXTS = ["alpha beta", "gamma", "delta epsilon zeta", "eta", "theta iota"]
 @pytest.fixture(autouse=True)
 def _no_blocking_calls(blockbuster: BlockBuster) -> Iterator[None]:
     yield
-
-
-@pytest.fixture(scope="module")
-async def upstream() -> AsyncIterator[FaultUpstream]:
-    async with FaultUpstream() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with upstream_http_client(httpx.Timeout(5.0)) as http:
-        yield http
 
 
 def embedder_for(

@@ -6,13 +6,12 @@ Azure is the same adapter with another ``Provider``."""
 from __future__ import annotations
 
 import email.utils
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from blockbuster import BlockBuster
 
-from atrium.gateway.http_client import upstream_http_client
 from atrium.gateway.ports import (
     ChatEvent,
     ChatMessage,
@@ -41,18 +40,6 @@ TIME_TOOL = {"type": "function", "function": {"name": "get_time", "parameters": 
 @pytest.fixture(autouse=True)
 def _no_blocking_calls(blockbuster: BlockBuster) -> Iterator[None]:
     yield
-
-
-@pytest.fixture(scope="module")
-async def upstream() -> AsyncIterator[FaultUpstream]:
-    async with FaultUpstream() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with upstream_http_client(httpx.Timeout(5.0)) as http:
-        yield http
 
 
 def model_for(upstream: FaultUpstream, client: httpx.AsyncClient, mode: str, **kwargs: object) -> OpenAIChatModel:

@@ -3,19 +3,11 @@ tested against is what those vendors send (streams, tool calls, errors, embeddin
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import anthropic
 import openai
 import pytest
 
 from tests.fault_upstream import TOOL_ARGUMENTS, FaultUpstream
-
-
-@pytest.fixture(scope="module")
-async def upstream() -> AsyncIterator[FaultUpstream]:
-    async with FaultUpstream() as server:
-        yield server
 
 
 async def test_the_anthropic_sdk_reads_the_upstream(upstream: FaultUpstream) -> None:
