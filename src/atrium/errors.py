@@ -13,6 +13,8 @@ exceptions into these (``raise ModelUnavailable(...) from exc``) so callers catc
     ├── Conflict (409 conflict)
     ├── NotReady (503 not_ready)
     ├── RateLimited (429 rate_limited)
+    ├── BudgetExceeded (402 budget_exceeded)
+    ├── ContentBlocked (400 content_blocked)
     └── GatewayError (502 upstream_error)
         ├── ContextLengthExceeded (400 context_length_exceeded)
         ├── UpstreamRateLimited (429 rate_limited)
@@ -83,6 +85,21 @@ class RateLimited(AppError):
         super().__init__(message)
         self.retry_after = retry_after
         self.headers = headers or {}
+
+
+class BudgetExceeded(AppError):
+    """The call could cost more than what is left of a budget (org, user or key) in its period."""
+
+    status_code = 402
+    code = "budget_exceeded"
+
+
+class ContentBlocked(AppError):
+    """A guard refused the content (moderation, PII policy ``block``, prompt injection policy ``refuse``).
+    The message says which guard and why, never the offending content itself."""
+
+    status_code = 400
+    code = "content_blocked"
 
 
 class GatewayError(AppError):

@@ -22,6 +22,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -57,7 +58,21 @@ class Organization(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Division(Base):
+    """A part of an organisation (a team, a department); keys, memberships and budgets may be scoped to one."""
+
+    __tablename__ = "divisions"
+    __table_args__ = (UniqueConstraint("org_id", "name", name="uq_divisions_org_name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class User(Base):
+    """A person (or, with ``is_service``, a service account that only ever authenticates with API keys).
+    ``org_id`` is the home organisation; ``memberships`` say where the user may act, and with what role."""
+
     __tablename__ = "users"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
@@ -65,6 +80,21 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     role: Mapped[str] = mapped_column(String(20), default="member")
     password_hash: Mapped[str | None] = mapped_column(String(200), default=None)
+    is_service: Mapped[bool] = mapped_column(default=False)
+    disabled_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Membership(Base):
+    """A user's role in an organisation, optionally narrowed to one division."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("user_id", "org_id", name="uq_memberships_user_org"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    division_id: Mapped[str | None] = mapped_column(ForeignKey("divisions.id", ondelete="SET NULL"), default=None)
+    role: Mapped[str] = mapped_column(String(20), default="member")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -73,12 +103,34 @@ class ApiKey(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), default=None)
+    division_id: Mapped[str | None] = mapped_column(ForeignKey("divisions.id", ondelete="SET NULL"), default=None)
     name: Mapped[str] = mapped_column(String(200), default="")
     prefix: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(20), default="member")
+    # The key's own limits (None: only the user and org limits apply).
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)
+    tokens_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class RefreshToken(Base):
+    """One refresh token of a login session (``family_id``). Each use rotates it: the row is marked used
+    and a new one is issued in the same family; presenting a used token again revokes the whole family
+    (it was stolen). Only the SHA-256 of the token is stored."""
+
+    __tablename__ = "refresh_tokens"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    division_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    family_id: Mapped[str] = mapped_column(String(32), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
@@ -202,5 +254,68 @@ class UsageRecord(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-TENANT_TABLES = ("users", "api_keys", "conversations", "messages", "documents", "chunks", "jobs", "queries",
-                 "usage", "knowledge_revisions")
+class Budget(Base):
+    """A spending cap in micro-USD (1e-6 USD; integers, so sums are exact) for one org, user or key over a
+    period: ``day``, ``month`` (UTC calendar windows) or ``total`` (never resets)."""
+
+    __tablename__ = "budgets"
+    __table_args__ = (UniqueConstraint("scope", "subject_id", "period", name="uq_budgets_scope_subject_period"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    scope: Mapped[str] = mapped_column(String(10))  # org, user, key
+    subject_id: Mapped[str] = mapped_column(String(32))
+    period: Mapped[str] = mapped_column(String(10))  # day, month, total
+    limit_micro_usd: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BudgetSpend(Base):
+    """What a budget has spent and holds reserved in one window (``2026-11-21``, ``2026-11`` or ``total``).
+    A reservation is one conditional UPDATE, so concurrent calls cannot together pass the limit."""
+
+    __tablename__ = "budget_spend"
+    budget_id: Mapped[str] = mapped_column(ForeignKey("budgets.id", ondelete="CASCADE"), primary_key=True)
+    window: Mapped[str] = mapped_column(String(16), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    spent_micro_usd: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved_micro_usd: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OrgPolicy(Base):
+    """Per-organisation guard policy (PII, moderation, injection), set by admins; it overrides the
+    configured defaults key by key."""
+
+    __tablename__ = "org_policies"
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
+    policy: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEvent(Base):
+    """Append-only record of security-relevant actions (logins, keys, roles, policies, admin actions).
+    Database triggers refuse UPDATE and DELETE. ``org_id`` is a plain column, not a foreign key, so the
+    trail outlives a deleted organisation. Never holds a secret: ``accounts/audit.py`` scrubs details."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_org_created", "org_id", "created_at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    org_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    actor_user_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    actor_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    action: Mapped[str] = mapped_column(String(100))
+    target_type: Mapped[str | None] = mapped_column(String(50), default=None)
+    target_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    outcome: Mapped[str] = mapped_column(String(20), default="success")
+    details: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    ip: Mapped[str | None] = mapped_column(String(64), default=None)
+    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# Tables holding one tenant's data (``org_id``): scoped in every repository, and under Row-Level Security
+# on PostgreSQL.
+TENANT_TABLES = ("users", "divisions", "memberships", "api_keys", "refresh_tokens", "conversations", "messages",
+                 "documents", "chunks", "jobs", "queries", "usage", "knowledge_revisions", "budgets",
+                 "budget_spend", "org_policies")
