@@ -216,6 +216,20 @@ class RateLimitSettings(BaseModel):
     org_requests_per_minute: int | None = Field(6000, ge=1)
 
 
+class BudgetSettings(BaseModel):
+    """Spending caps (the caps themselves live in the ``budgets`` table, set by admins); see
+    docs/limits-and-budgets.md."""
+
+    enabled: bool = True
+
+
+class GuardSettings(BaseModel):
+    """Guardrails: moderation, PII, prompt injection, output sanitising; see docs/guardrails.md. Per-org
+    overrides live in the ``org_policies`` table."""
+
+    enabled: bool = True
+
+
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -247,6 +261,8 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     gateway: GatewaySettings = GatewaySettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
+    budgets: BudgetSettings = BudgetSettings()
+    guard: GuardSettings = GuardSettings()
 
     @field_validator("data_dir")
     @classmethod
