@@ -25,8 +25,9 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 async def get_principal(request: Request) -> Principal:
-    """The caller, from ``Authorization: Bearer atr_...`` (or ``X-API-Key``). Takes the services itself
-    rather than as a sub-dependency: FastAPI's dependency solving is a visible share of a gateway call."""
+    """The caller, from ``Authorization: Bearer <credential>`` (or ``X-API-Key``): an API key, an access
+    token or an external IdP's token (see ``accounts/authenticate.py``). Takes the services itself rather
+    than as a sub-dependency: FastAPI's dependency solving is a visible share of a gateway call."""
     services = await get_services(request)
     header = request.headers.get("authorization", "")
     scheme, _, credential = header.partition(" ")
@@ -34,20 +35,17 @@ async def get_principal(request: Request) -> Principal:
     if not raw:
         if services.settings.auth.allow_anonymous:
             return await _anonymous(services)
-        raise Unauthorized("An API key is required: send 'Authorization: Bearer atr_...'.")
-    principal = await services.authenticator.principal(raw)
-    if principal is None:
-        raise Unauthorized("The API key is invalid, expired or revoked.")
-    return principal
+        raise Unauthorized("Credentials are required: send 'Authorization: Bearer <API key or access token>'.")
+    return await services.authenticator.authenticate(raw)
 
 
 async def _anonymous(services: Services) -> Principal:
     """Local development only (``auth.allow_anonymous``): act as a member of the first organisation."""
-    async with services.db.session() as session:
+    async with services.db.system_session() as session:
         org_id = await session.scalar(select(Organization.id).order_by(Organization.created_at).limit(1))
     if org_id is None:
         raise Unauthorized("No organisation exists yet.")
-    return Principal(org_id=org_id, user_id=None, role="member")
+    return Principal(org_id=org_id, user_id=None, role="member", via="anonymous")
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -62,12 +60,16 @@ def require_role(minimum: Role) -> Depends:  # type: ignore[valid-type]
 
 
 async def limit_rate(request: Request) -> Principal:
-    """The caller, after counting this request against its rate limits (429 when over). The quota
-    headers ride on the response via ``request.state.response_headers``."""
+    """The caller, after counting this request against its rate limits (429 when over: requests per
+    minute, or a spent tokens-per-minute window) and checking that none of its budgets is used up (402),
+    before the endpoint does any work. The quota headers ride on the response via
+    ``request.state.response_headers``."""
     principal = await get_principal(request)
-    headers = await (await get_services(request)).rate_limiter.admit(principal)
+    services = await get_services(request)
+    headers = await services.rate_limiter.admit(principal)
     if headers:
         request.state.response_headers = headers
+    await services.budgets.check(principal.org_id, principal.user_id, principal.api_key_id)
     return principal
 
 
