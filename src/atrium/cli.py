@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from atrium.accounts.bootstrap import ensure_admin
 from atrium.accounts.principal import Principal
+from atrium.cli_accounts import keys_app, users_app
 from atrium.container import Services, build_services, close_services, migrate
 from atrium.errors import AppError
 from atrium.settings import Settings, masked_dump, unknown_env_vars
@@ -29,6 +30,8 @@ config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 index_app = typer.Typer(help="Vector index upkeep.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
 console = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
@@ -109,7 +112,7 @@ async def _admin_principal(services: Services, org: str | None) -> Principal:
                                  else services.settings.bootstrap_admin_key.get_secret_value())
     if created is not None and created.raw_key is not None:
         console.print(f"\n  Atrium admin API key (shown once): [bold]{created.raw_key}[/bold]\n")
-    async with services.db.session() as session:
+    async with services.db.system_session() as session:  # the tenant is what this looks up
         query = select(Organization.id).order_by(Organization.created_at).limit(1)
         if org is not None:
             query = select(Organization.id).where(Organization.id == org)

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from atrium.accounts.api_keys import create_key
 from atrium.store.engine import Database
-from atrium.store.models import Organization, User
+from atrium.store.models import Membership, Organization, User
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +20,7 @@ class BootstrapResult:
 
 async def ensure_admin(db: Database, *, preset_key: str | None) -> BootstrapResult | None:
     """Create the admin org, user and key if no organisation exists yet; otherwise do nothing."""
-    async with db.session() as session:
+    async with db.system_session() as session:
         if await session.scalar(select(func.count()).select_from(Organization)):
             return None
         org = Organization(name="Admin")
@@ -29,6 +29,7 @@ async def ensure_admin(db: Database, *, preset_key: str | None) -> BootstrapResu
         user = User(org_id=org.id, email="admin@localhost", name="Administrator", role="owner")
         session.add(user)
         await session.flush()
+        session.add(Membership(org_id=org.id, user_id=user.id, role="owner"))
         _, raw = await create_key(session, org_id=org.id, user_id=user.id, role="owner",
                                   name="bootstrap admin key", raw_key=preset_key)
         return BootstrapResult(org_id=org.id, user_id=user.id, raw_key=None if preset_key else raw)

@@ -1,0 +1,500 @@
+"""Account administration: organisations, divisions, users, memberships, service accounts, API keys and
+the audit trail, as use cases shared by the admin REST API and the ``atrium users`` / ``atrium keys`` CLI.
+
+``AccountAdmin`` acts as one Principal inside one transaction; the tenant (``org_id``) is an explicit
+argument of every method and must be the actor's own organisation. Every change writes its audit row in
+the same transaction. The rules (see docs/accounts.md):
+
+* viewers and members administer nothing; admins manage their organisation's divisions, users,
+  memberships, service accounts and keys; only an owner grants or revokes the owner role or changes an
+  owner; no change may leave an organisation without an active owner;
+* nothing is granted above the actor's own role (a key's role is also capped by its user's role);
+* an actor scoped to a division (a division key) administers only that division: its keys, and the users
+  and service accounts whose membership is in it; organisation-wide actions need an unscoped actor;
+* the "platform admin" (an unscoped owner of the first organisation) also creates and lists organisations;
+* an object of another organisation is "not found", never "forbidden": ids of other tenants reveal nothing.
+
+Accounts are where tenants meet: a user's row lives in its home organisation while its memberships
+point at others. Under Row-Level Security a tenant session could not see a member whose home is another
+organisation, so these use cases run in the system scope and every query names its organisation itself
+(``tests/api/test_accounts_api.py`` checks that each path answers 404 for another tenant's ids).
+
+Keys whose cached principal went stale (revoked, rotated, role lowered) are collected in ``stale_keys``,
+users who were disabled or deleted in ``stale_users``; ``administer`` announces both to every replica
+once the transaction has committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from atrium.accounts import api_keys
+from atrium.accounts.admin_base import (
+    MAX_KEY_LIFETIME,
+    SERVICE_EMAIL_DOMAIN,
+    SERVICE_ROLES,
+    AdminBase,
+    CreatedKey,
+    KeySpec,
+    Member,
+    Page,
+    UserChanges,
+    aware,
+    lower_role,
+    normalize_email,
+    paged,
+    rank,
+)
+from atrium.accounts.authenticate import Authenticator
+from atrium.accounts.passwords import Passwords
+from atrium.accounts.principal import Principal, Role
+from atrium.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from atrium.store.engine import Database
+from atrium.store.models import (
+    ApiKey,
+    AuditEvent,
+    Division,
+    Membership,
+    Organization,
+    RefreshToken,
+    UsageRecord,
+    User,
+    new_id,
+    utcnow,
+)
+
+__all__ = ["AccountAdmin", "CreatedKey", "KeySpec", "Member", "Page", "UserChanges", "administer"]
+
+
+class AccountAdmin(AdminBase):
+    """The account use cases (see the module docstring for the rules they enforce)."""
+
+    # -- organisations -------------------------------------------------------------------------------
+
+    async def is_platform_admin(self) -> bool:
+        """An unscoped owner of the first organisation (the one the first start created)."""
+        if self.actor.role != "owner" or self.actor.division_id is not None:
+            return False
+        first = await self.session.scalar(
+            select(Organization.id).order_by(Organization.created_at, Organization.id).limit(1))
+        return first == self.actor.org_id
+
+    async def _require_platform_admin(self) -> None:
+        if not await self.is_platform_admin():
+            raise Forbidden("Only an owner of the platform's first organisation can do this.")
+
+    async def get_org(self, org_id: str) -> Organization:
+        if org_id != self.actor.org_id:
+            raise NotFound("No such organisation.")
+        org = await self.session.get(Organization, org_id)
+        if org is None:
+            raise NotFound("No such organisation.")
+        return org
+
+    async def create_org(self, name: str, *, owner_key: bool = False) -> tuple[Organization, CreatedKey | None]:
+        """A new organisation whose owner is the acting user (with an owner key for it if ``owner_key``)."""
+        await self._require_platform_admin()
+        creator = self.actor.user_id
+        if creator is None:
+            raise InvalidRequest("Only a user can create an organisation: it becomes the new one's owner.")
+        org = Organization(name=name)
+        self.session.add(org)
+        await self.session.flush()
+        self.session.add(Membership(org_id=org.id, user_id=creator, role="owner"))
+        await self._audit("org.create", self.actor.org_id, target_type="organization", target_id=org.id, name=name)
+        await self._audit("membership.add", org.id, target_type="user", target_id=creator, role="owner")
+        created = None
+        if owner_key:
+            created = await self._store_key(org.id, KeySpec(name=f"owner key for {name}"[:200]), creator, "owner",
+                                            None)
+        await self.session.flush()
+        return org, created
+
+    async def list_orgs(self, *, limit: int, offset: int) -> Page[Organization]:
+        await self._require_platform_admin()
+        return await paged(self.session, select(Organization).order_by(Organization.created_at, Organization.id),
+                            limit, offset)
+
+    # -- divisions -----------------------------------------------------------------------------------
+
+    async def find_division(self, org_id: str, ref: str) -> Division:
+        """A division of ``org_id`` by id or by name (for the CLI's ``--division``)."""
+        self._tenant(org_id)
+        division = await self.session.scalar(select(Division).where(
+            Division.org_id == org_id, (Division.id == ref) | (Division.name == ref)))
+        if division is None:
+            raise NotFound(f"No division {ref!r} in this organisation.")
+        return await self._division(org_id, division.id)
+
+    async def create_division(self, org_id: str, name: str) -> Division:
+        self._tenant(org_id, org_wide=True)
+        if await self.session.scalar(select(Division.id).where(Division.org_id == org_id, Division.name == name)):
+            raise Conflict("A division with this name exists.")
+        division = Division(org_id=org_id, name=name)
+        self.session.add(division)
+        await self._flush_unique("A division with this name exists.")
+        await self._audit("division.create", org_id, target_type="division", target_id=division.id, name=name)
+        return division
+
+    async def list_divisions(self, org_id: str, *, limit: int, offset: int) -> Page[Division]:
+        self._tenant(org_id)
+        query = select(Division).where(Division.org_id == org_id).order_by(Division.name, Division.id)
+        if self.actor.division_id is not None:
+            query = query.where(Division.id == self.actor.division_id)
+        return await paged(self.session, query, limit, offset)
+
+    async def delete_division(self, org_id: str, division_id: str) -> None:
+        """Refused while memberships or live keys are scoped to it: deleting would widen them org-wide."""
+        self._tenant(org_id, org_wide=True)
+        division = await self._division(org_id, division_id)
+        members = await self.session.scalar(
+            select(func.count()).select_from(Membership).where(Membership.division_id == division.id))
+        keys = await self.session.scalar(
+            select(func.count()).select_from(ApiKey).where(
+                ApiKey.division_id == division.id, ApiKey.revoked_at.is_(None),
+                (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > utcnow())))
+        if members or keys:
+            raise Conflict(f"The division still has {members} members and {keys} live API keys: move the members "
+                           "and revoke the keys first.")
+        await self.session.delete(division)
+        await self._audit("division.delete", org_id, target_type="division", target_id=division.id,
+                          name=division.name)
+
+    # -- users and memberships -----------------------------------------------------------------------
+
+    async def create_user(self, org_id: str, *, email: str, name: str, role: Role, password: str | None = None,
+                          division_id: str | None = None) -> Member:
+        self._tenant(org_id)
+        email = normalize_email(email)
+        if email.endswith("@" + SERVICE_EMAIL_DOMAIN):
+            raise InvalidRequest(f"email: the domain {SERVICE_EMAIL_DOMAIN} is reserved for service accounts.")
+        self._grantable(role)
+        division_id = self._division_for(division_id)
+        if division_id is not None:
+            await self._division(org_id, division_id)
+        if await self.session.scalar(select(User.id).where(User.email == email)):
+            raise Conflict("A user with this email exists: add them with POST /api/v1/admin/memberships.")
+        user = User(id=new_id(), org_id=org_id, email=email, name=name, role=role,
+                    password_hash=await self.passwords.hash(password) if password else None)
+        membership = Membership(org_id=org_id, user_id=user.id, division_id=division_id, role=role)
+        self.session.add(user)
+        await self._flush_unique("A user with this email exists.")
+        self.session.add(membership)
+        await self.session.flush()
+        await self._audit("user.create", org_id, target_type="user", target_id=user.id, email=email, role=role,
+                          division_id=division_id)
+        return Member(user, membership)
+
+    async def create_service_account(self, org_id: str, *, name: str, role: Role,
+                                     division_id: str | None = None) -> Member:
+        """A user that only ever authenticates with API keys; it cannot be an owner."""
+        self._tenant(org_id)
+        if role not in SERVICE_ROLES:
+            raise InvalidRequest("role: a service account can be a viewer, member or admin.")
+        self._grantable(role)
+        division_id = self._division_for(division_id)
+        if division_id is not None:
+            await self._division(org_id, division_id)
+        user_id = new_id()
+        user = User(id=user_id, org_id=org_id, email=f"svc-{user_id}@{SERVICE_EMAIL_DOMAIN}", name=name,
+                    role=role, is_service=True)
+        membership = Membership(org_id=org_id, user_id=user_id, division_id=division_id, role=role)
+        self.session.add(user)
+        await self.session.flush()
+        self.session.add(membership)
+        await self.session.flush()
+        await self._audit("service_account.create", org_id, target_type="user", target_id=user_id, name=name,
+                          role=role, division_id=division_id)
+        return Member(user, membership)
+
+    async def list_users(self, org_id: str, *, service: bool, limit: int, offset: int) -> Page[Member]:
+        self._tenant(org_id)
+        query = (self._members(org_id).where(User.is_service.is_(service))
+                 .order_by(User.created_at, User.id).limit(limit + 1).offset(offset))
+        rows = (await self.session.execute(query)).all()
+        return Page([Member(user, membership) for user, membership in rows[:limit]],
+                    offset + limit if len(rows) > limit else None)
+
+    async def get_user(self, org_id: str, user_id: str) -> Member:
+        self._tenant(org_id)
+        return await self._member(org_id, user_id)
+
+    async def update_user(self, org_id: str, user_id: str, changes: UserChanges) -> Member:
+        self._tenant(org_id)
+        member = await self._member(org_id, user_id)
+        user, membership = member.user, member.membership
+        self._may_change(member)
+        home = user.org_id == org_id
+        if (changes.name is not None or changes.password is not None or changes.disabled is not None) and not home:
+            raise Forbidden("Only the user's home organisation can change their name, password or status.")
+        if changes.password is not None and user.is_service:
+            raise InvalidRequest("password: a service account has no password; it uses API keys.")
+        # Hashed before anything is written, so the transaction holds no write lock while argon2 runs.
+        password_hash = await self.passwords.hash(changes.password) if changes.password is not None else None
+        updated: list[str] = []
+        if changes.role is not None and changes.role != membership.role:
+            await self._change_role(org_id, member, changes.role)
+        if changes.set_division:
+            division_id = self._division_for(changes.division_id)
+            if division_id != membership.division_id:
+                if division_id is not None:
+                    await self._division(org_id, division_id)
+                membership.division_id = division_id
+                updated.append("division_id")
+        if changes.name is not None and changes.name != user.name:
+            user.name = changes.name
+            updated.append("name")
+        if password_hash is not None:
+            user.password_hash = password_hash
+            await self._end_sessions(user.id)
+            updated.append("password_reset")
+        if updated:
+            await self._audit("user.update", org_id, target_type="user", target_id=user.id, fields=updated,
+                              division_id=membership.division_id)
+        if changes.disabled is not None and changes.disabled != (user.disabled_at is not None):
+            # Key lookups refuse a disabled user's keys; they work again if the user is enabled again.
+            keys = (await self.session.scalars(
+                select(ApiKey.id).where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None)))).all()
+            if changes.disabled:
+                await self._ensure_owner_remains_everywhere(user.id)
+                await self._end_sessions(user.id)
+                self.stale_users.append(user.id)
+            user.disabled_at = utcnow() if changes.disabled else None
+            await self._audit("user.disable" if changes.disabled else "user.enable", org_id, target_type="user",
+                              target_id=user.id, keys=len(keys))
+        await self.session.flush()
+        return member
+
+    async def _end_sessions(self, user_id: str, org_id: str | None = None) -> None:
+        """Revoke the user's refresh tokens (in ``org_id`` only, if given): after a password reset, a
+        disable or a removal, the next session needs a new login."""
+        query = update(RefreshToken).where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        if org_id is not None:
+            query = query.where(RefreshToken.org_id == org_id)
+        await self.session.execute(query.values(revoked_at=utcnow()))
+
+    async def _change_role(self, org_id: str, member: Member, role: Role) -> None:
+        """Change the membership role; keys of the user that now rank above it are lowered to it."""
+        user, membership = member.user, member.membership
+        if user.is_service and role not in SERVICE_ROLES:
+            raise InvalidRequest("role: a service account can be a viewer, member or admin.")
+        self._grantable(role)
+        old = membership.role
+        if old == "owner":
+            await self._ensure_owner_remains(org_id, user.id)
+        membership.role = role
+        if user.org_id == org_id:
+            user.role = role
+        capped = 0
+        keys = await self.session.scalars(select(ApiKey).where(
+            ApiKey.org_id == org_id, ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None)))
+        for key in keys.all():
+            if rank(key.role) > rank(role):
+                key.role = role
+                self.stale_keys.append(key.id)
+                capped += 1
+        await self._audit("role.change", org_id, target_type="user", target_id=user.id, old_role=old, new_role=role,
+                          keys_lowered=capped)
+
+    async def delete_user(self, org_id: str, user_id: str) -> str:
+        """In the user's home organisation: delete the account (everywhere). Elsewhere: remove the user
+        from this organisation. Returns ``"deleted"`` or ``"removed"``."""
+        self._tenant(org_id)
+        member = await self._member(org_id, user_id)
+        if member.user.org_id != org_id:
+            await self.remove_membership(org_id, user_id)
+            return "removed"
+        self._may_change(member)
+        await self._ensure_owner_remains_everywhere(user_id)
+        keys = await self.session.scalar(select(func.count()).select_from(ApiKey).where(
+            ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None)))
+        self.stale_users.append(user_id)
+        await self._audit("user.delete", org_id, target_type="user", target_id=user_id, email=member.user.email,
+                          keys_deleted=keys)
+        # Memberships, keys and refresh tokens go with the account (foreign keys cascade).
+        await self.session.delete(member.user)
+        await self.session.flush()
+        return "deleted"
+
+    async def add_membership(self, org_id: str, *, email: str, role: Role,
+                             division_id: str | None = None) -> Member:
+        """Give an existing (human, active) user of another organisation a role in this one."""
+        self._tenant(org_id)
+        self._grantable(role)
+        user = await self.session.scalar(select(User).where(User.email == normalize_email(email)))
+        if user is None or user.is_service or user.disabled_at is not None:
+            raise NotFound("No active user with this email.")
+        if await self.session.scalar(
+                select(Membership.id).where(Membership.org_id == org_id, Membership.user_id == user.id)):
+            raise Conflict("The user is already a member of this organisation.")
+        division_id = self._division_for(division_id)
+        if division_id is not None:
+            await self._division(org_id, division_id)
+        membership = Membership(org_id=org_id, user_id=user.id, division_id=division_id, role=role)
+        self.session.add(membership)
+        await self._flush_unique("The user is already a member of this organisation.")
+        await self._audit("membership.add", org_id, target_type="user", target_id=user.id, role=role,
+                          division_id=division_id)
+        return Member(user, membership)
+
+    async def remove_membership(self, org_id: str, user_id: str) -> None:
+        """Remove a user from this organisation (not their home one); their keys and sessions here end."""
+        self._tenant(org_id)
+        member = await self._member(org_id, user_id)
+        if member.user.org_id == org_id:
+            raise Conflict("This is the user's home organisation: delete or disable the user instead.")
+        self._may_change(member)
+        if member.membership.role == "owner":
+            await self._ensure_owner_remains(org_id, user_id)
+        revoked = await self._revoke_where(ApiKey.org_id == org_id, ApiKey.user_id == user_id)
+        await self._end_sessions(user_id, org_id)
+        await self.session.delete(member.membership)
+        await self._audit("membership.remove", org_id, target_type="user", target_id=user_id,
+                          role=member.membership.role, keys_revoked=revoked)
+        await self.session.flush()
+
+    # -- API keys ------------------------------------------------------------------------------------
+
+    async def create_key(self, org_id: str, spec: KeySpec) -> CreatedKey:
+        """A key for a user of this organisation (default: the actor), with a role no higher than the
+        actor's or the user's (default: the user's role, capped by the actor's; ``member`` for a key
+        without a user), scoped to the user's division if they have one."""
+        self._tenant(org_id)
+        target = spec.user_id if spec.user_id is not None else self.actor.user_id
+        member = None
+        if target is not None:
+            member = await self._member(org_id, target)
+            if spec.service_account and not member.user.is_service:
+                raise NotFound("No such service account.")
+            if member.user.disabled_at is not None:
+                raise Conflict("The user is disabled.")
+            if target != self.actor.user_id:
+                self._may_change(member)
+        role: Role = spec.role or (lower_role(member.membership.role, self.actor.role) if member else "member")
+        if rank(role) > rank(self.actor.role):
+            raise Forbidden(f"A key cannot have a role above yours ({self.actor.role}).")
+        if member is not None and rank(role) > rank(member.membership.role):
+            raise InvalidRequest(f"role: the user is a {member.membership.role}; their key cannot rank higher.")
+        division_id = self._division_for(spec.division_id)
+        if member is not None and member.membership.division_id is not None:
+            if division_id not in (None, member.membership.division_id):
+                raise InvalidRequest("division_id: the user belongs to another division.")
+            division_id = member.membership.division_id
+        if division_id is not None:
+            await self._division(org_id, division_id)
+        if spec.expires_at is not None:
+            expires_at = aware(spec.expires_at)
+            if expires_at <= utcnow():
+                raise InvalidRequest("expires_at: must be in the future.")
+            if expires_at > utcnow() + MAX_KEY_LIFETIME:
+                raise InvalidRequest("expires_at: at most ten years ahead.")
+        return await self._store_key(org_id, spec, target, role, division_id)
+
+    async def _store_key(self, org_id: str, spec: KeySpec, user_id: str | None, role: Role,
+                         division_id: str | None, *, action: str = "key.create", **details: Any) -> CreatedKey:
+        row, raw = await api_keys.create_key(self.session, org_id=org_id, user_id=user_id, role=role,
+                                             name=spec.name)
+        row.division_id = division_id
+        row.expires_at = spec.expires_at
+        row.requests_per_minute = spec.requests_per_minute
+        row.tokens_per_minute = spec.tokens_per_minute
+        await self.session.flush()
+        # The audit scrubber masks anything shaped like a key, prefix included: store what follows "atr_".
+        await self._audit(action, org_id, target_type="api_key", target_id=row.id,
+                          prefix=row.prefix.removeprefix(api_keys.KEY_PREFIX), name=spec.name, role=role,
+                          user_id=user_id, division_id=division_id,
+                          expires_at=aware(spec.expires_at).isoformat() if spec.expires_at else None, **details)
+        return CreatedKey(row, raw)
+
+    async def list_keys(self, org_id: str, *, include_revoked: bool, limit: int,
+                        offset: int) -> Page[tuple[ApiKey, datetime | None]]:
+        """Keys, newest first, each with when it last paid for a model call (from the usage records)."""
+        self._tenant(org_id)
+        query = select(ApiKey).where(ApiKey.org_id == org_id).order_by(ApiKey.created_at.desc(), ApiKey.id)
+        if not include_revoked:
+            query = query.where(ApiKey.revoked_at.is_(None))
+        if self.actor.division_id is not None:
+            query = query.where(ApiKey.division_id == self.actor.division_id)
+        page = await paged(self.session, query, limit, offset)
+        used: dict[str | None, datetime] = {}
+        if page.items:
+            used = {key_id: moment for key_id, moment in (await self.session.execute(
+                select(UsageRecord.api_key_id, func.max(UsageRecord.created_at))
+                .where(UsageRecord.org_id == org_id, UsageRecord.api_key_id.in_([k.id for k in page.items]))
+                .group_by(UsageRecord.api_key_id))).all()}
+        return Page([(key, used.get(key.id)) for key in page.items], page.next_offset)
+
+    async def revoke_key(self, org_id: str, key_id: str) -> ApiKey:
+        """Revoke a key (idempotent: revoking a revoked key changes nothing and audits nothing)."""
+        self._tenant(org_id)
+        key = await self._key(org_id, key_id)
+        self._may_manage_key(key)
+        if key.revoked_at is None:
+            key.revoked_at = utcnow()
+            self.stale_keys.append(key.id)
+            await self._audit("key.revoke", org_id, target_type="api_key", target_id=key.id,
+                              prefix=key.prefix.removeprefix(api_keys.KEY_PREFIX), name=key.name)
+        return key
+
+    async def rotate_key(self, org_id: str, key_id: str) -> CreatedKey:
+        """Revoke a live key and issue a new one with its settings (name, role, user, division, limits,
+        and the same lifetime, counted from now)."""
+        self._tenant(org_id)
+        old = await self._key(org_id, key_id)
+        self._may_manage_key(old)
+        if old.revoked_at is not None:
+            raise Conflict("The key is revoked; create a new one instead.")
+        role = lower_role(old.role, old.role)
+        if old.user_id is not None:
+            member = await self._member(org_id, old.user_id)
+            if member.user.disabled_at is not None:
+                raise Conflict("The key's user is disabled.")
+            role = lower_role(old.role, member.membership.role)
+        expires_at = None
+        if old.expires_at is not None:
+            expires_at = utcnow() + (aware(old.expires_at) - aware(old.created_at))
+        old.revoked_at = utcnow()
+        self.stale_keys.append(old.id)
+        spec = KeySpec(name=old.name, expires_at=expires_at, requests_per_minute=old.requests_per_minute,
+                       tokens_per_minute=old.tokens_per_minute)
+        return await self._store_key(org_id, spec, old.user_id, role, old.division_id, action="key.rotate",
+                                     replaces=old.id, old_prefix=old.prefix.removeprefix(api_keys.KEY_PREFIX))
+
+    def _may_manage_key(self, key: ApiKey) -> None:
+        if rank(key.role) > rank(self.actor.role):
+            raise Forbidden(f"This key's role ({key.role}) is above yours.")
+
+    # -- audit ---------------------------------------------------------------------------------------
+
+    async def list_audit(self, org_id: str, *, action: str | None, before: int | None,
+                         limit: int) -> tuple[list[AuditEvent], int | None]:
+        """The organisation's audit rows, newest first; ``action`` is exact or a prefix ending in ``.*``;
+        ``before`` is the cursor (an event id). Returns the rows and the next cursor."""
+        self._tenant(org_id, org_wide=True)
+        query = select(AuditEvent).where(AuditEvent.org_id == org_id).order_by(AuditEvent.id.desc())
+        if action is not None:
+            query = (query.where(AuditEvent.action.startswith(action[:-1], autoescape=True))
+                     if action.endswith(".*") else query.where(AuditEvent.action == action))
+        if before is not None:
+            query = query.where(AuditEvent.id < before)
+        rows = list((await self.session.scalars(query.limit(limit + 1))).all())
+        return rows[:limit], rows[limit - 1].id if len(rows) > limit else None
+
+
+@asynccontextmanager
+async def administer(db: Database, authenticator: Authenticator, passwords: Passwords, actor: Principal, *,
+                     ip: str | None = None) -> AsyncIterator[AccountAdmin]:
+    """An ``AccountAdmin`` in a new transaction; once it has committed, every stale key is announced to
+    every replica (announcing earlier could let a replica re-read and cache the key before the commit)."""
+    async with db.system_session() as session:
+        admin = AccountAdmin(session, actor, passwords=passwords, ip=ip)
+        yield admin
+    for key_id in dict.fromkeys(admin.stale_keys):
+        await authenticator.announce_revocation(key_id)
+    for user_id in dict.fromkeys(admin.stale_users):
+        await authenticator.announce_user_disabled(user_id)

@@ -1,0 +1,309 @@
+"""Account administration under ``/api/v1/admin``: the caller's organisation (and, for the platform
+admin, every organisation), divisions, users, memberships, service accounts, API keys and the audit trail.
+
+Every route needs the admin role; the finer rules (owners, divisions, tenants) live in
+``atrium.accounts.admin``. See docs/accounts.md.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, model_validator
+
+from atrium.accounts.admin import AccountAdmin, KeySpec, UserChanges, administer
+from atrium.accounts.admin_views import (
+    audit_view,
+    created_key_view,
+    division_view,
+    key_view,
+    member_view,
+    org_view,
+)
+from atrium.accounts.passwords import MAX_PASSWORD_CHARS
+from atrium.accounts.principal import Principal
+from atrium.container import Services
+from atrium.http.deps import PrincipalDep, ServicesDep, require_role
+
+router = APIRouter(prefix="/api/v1/admin", tags=["accounts"], dependencies=[require_role("admin")])
+
+RoleName = Literal["owner", "admin", "member", "viewer"]
+ServiceRole = Literal["admin", "member", "viewer"]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=320)]
+Password = Annotated[SecretStr, Field(min_length=8, max_length=MAX_PASSWORD_CHARS)]
+ObjectId = Annotated[str, Field(min_length=1, max_length=64)]
+PathId = Annotated[str, Path(min_length=1, max_length=64)]
+Limit = Annotated[int, Query(ge=1, le=200)]
+Offset = Annotated[int, Query(ge=0, le=1_000_000)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OrgCreate(Body):
+    name: Name
+    owner_key: bool = False  # also return an owner API key for the new organisation (shown once)
+
+
+class DivisionCreate(Body):
+    name: Name
+
+
+class UserCreate(Body):
+    email: Email
+    name: Name
+    role: RoleName = "member"
+    password: Password | None = None
+    division_id: ObjectId | None = None
+
+
+class UserPatch(Body):
+    name: Name | None = None
+    role: RoleName | None = None
+    division_id: ObjectId | None = None  # null clears it
+    disabled: bool | None = None
+    password: Password | None = None  # a reset: the user's sessions end
+
+
+class MembershipCreate(Body):
+    email: Email
+    role: RoleName = "member"
+    division_id: ObjectId | None = None
+
+
+class ServiceAccountCreate(Body):
+    name: Name
+    role: ServiceRole = "member"
+    division_id: ObjectId | None = None
+
+
+class KeyCreate(Body):
+    name: Name
+    role: RoleName | None = None
+    user_id: ObjectId | None = None
+    service_account_id: ObjectId | None = None
+    division_id: ObjectId | None = None
+    expires_in_days: int | None = Field(None, ge=1, le=3650)
+    expires_at: datetime | None = None
+    requests_per_minute: int | None = Field(None, ge=1, le=1_000_000)
+    tokens_per_minute: int | None = Field(None, ge=1, le=1_000_000_000)
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> KeyCreate:
+        if self.user_id is not None and self.service_account_id is not None:
+            raise ValueError("give user_id or service_account_id, not both")
+        if self.expires_in_days is not None and self.expires_at is not None:
+            raise ValueError("give expires_in_days or expires_at, not both")
+        return self
+
+    def spec(self) -> KeySpec:
+        expires_at = self.expires_at
+        if self.expires_in_days is not None:
+            expires_at = datetime.now(UTC) + timedelta(days=self.expires_in_days)
+        elif expires_at is not None and expires_at.tzinfo is None:
+            expires_at = expires_at.replace(tzinfo=UTC)
+        return KeySpec(name=self.name, role=self.role, user_id=self.service_account_id or self.user_id,
+                       service_account=self.service_account_id is not None, division_id=self.division_id,
+                       expires_at=expires_at, requests_per_minute=self.requests_per_minute,
+                       tokens_per_minute=self.tokens_per_minute)
+
+
+def _admin(services: Services, principal: Principal,
+           request: Request) -> AbstractAsyncContextManager[AccountAdmin]:
+    ip = request.client.host if request.client is not None else None
+    return administer(services.db, services.authenticator, services.sessions.passwords, principal, ip=ip)
+
+
+# -- organisations ---------------------------------------------------------------------------------------
+
+@router.get("/org")
+async def get_org(principal: PrincipalDep, services: ServicesDep, request: Request) -> dict[str, Any]:
+    """The caller's organisation, with the caller's role and scope in it."""
+    async with _admin(services, principal, request) as admin:
+        org = await admin.get_org(principal.org_id)
+        platform = await admin.is_platform_admin()
+    return {**org_view(org), "role": principal.role, "division_id": principal.division_id,
+            "platform_admin": platform}
+
+
+@router.post("/orgs", status_code=201)
+async def create_org(body: OrgCreate, principal: PrincipalDep, services: ServicesDep,
+                     request: Request) -> dict[str, Any]:
+    """A new organisation (platform admin only); the caller becomes its owner."""
+    async with _admin(services, principal, request) as admin:
+        org, key = await admin.create_org(body.name, owner_key=body.owner_key)
+    return {**org_view(org), "owner_key": created_key_view(key) if key is not None else None}
+
+
+@router.get("/orgs")
+async def list_orgs(principal: PrincipalDep, services: ServicesDep, request: Request, limit: Limit = 50,
+                    offset: Offset = 0) -> dict[str, Any]:
+    async with _admin(services, principal, request) as admin:
+        page = await admin.list_orgs(limit=limit, offset=offset)
+    return {"organizations": [org_view(org) for org in page.items], "next_offset": page.next_offset}
+
+
+# -- divisions -------------------------------------------------------------------------------------------
+
+@router.post("/divisions", status_code=201)
+async def create_division(body: DivisionCreate, principal: PrincipalDep, services: ServicesDep,
+                          request: Request) -> dict[str, Any]:
+    async with _admin(services, principal, request) as admin:
+        return division_view(await admin.create_division(principal.org_id, body.name))
+
+
+@router.get("/divisions")
+async def list_divisions(principal: PrincipalDep, services: ServicesDep, request: Request, limit: Limit = 50,
+                         offset: Offset = 0) -> dict[str, Any]:
+    async with _admin(services, principal, request) as admin:
+        page = await admin.list_divisions(principal.org_id, limit=limit, offset=offset)
+    return {"divisions": [division_view(item) for item in page.items], "next_offset": page.next_offset}
+
+
+@router.delete("/divisions/{division_id}", status_code=204)
+async def delete_division(division_id: PathId, principal: PrincipalDep, services: ServicesDep,
+                          request: Request) -> Response:
+    async with _admin(services, principal, request) as admin:
+        await admin.delete_division(principal.org_id, division_id)
+    return Response(status_code=204)
+
+
+# -- users, memberships, service accounts ----------------------------------------------------------------
+
+@router.post("/users", status_code=201)
+async def create_user(body: UserCreate, principal: PrincipalDep, services: ServicesDep,
+                      request: Request) -> dict[str, Any]:
+    async with _admin(services, principal, request) as admin:
+        member = await admin.create_user(
+            principal.org_id, email=body.email, name=body.name, role=body.role, division_id=body.division_id,
+            password=body.password.get_secret_value() if body.password is not None else None)
+    return member_view(member, principal.org_id)
+
+
+@router.get("/users")
+async def list_users(principal: PrincipalDep, services: ServicesDep, request: Request, limit: Limit = 50,
+                     offset: Offset = 0) -> dict[str, Any]:
+    async with _admin(services, principal, request) as admin:
+        page = await admin.list_users(principal.org_id, service=False, limit=limit, offset=offset)
+    return {"users": [member_view(m, principal.org_id) for m in page.items], "next_offset": page.next_offset}
+
+
+@router.get("/users/{user_id}")
+async def get_user(user_id: PathId, principal: PrincipalDep, services: ServicesDep,
+                   request: Request) -> dict[str, Any]:
+    async with _admin(services, principal, request) as admin:
+        return member_view(await admin.get_user(principal.org_id, user_id), principal.org_id)
+
+
+@router.patch("/users/{user_id}")
+async def update_user(user_id: PathId, body: UserPatch, principal: PrincipalDep, services: ServicesDep,
+                      request: Request) -> dict[str, Any]:
+    changes = UserChanges(name=body.name, role=body.role, division_id=body.division_id,
+                          set_division="division_id" in body.model_fields_set, disabled=body.disabled,
+                          password=body.password.get_secret_value() if body.password is not None else None)
+    async with _admin(services, principal, request) as admin:
+        member = await admin.update_user(principal.org_id, user_id, changes)
+    return member_view(member, principal.org_id)
+
+
+@router.delete("/users/{user_id}", status_code=204)
+async def delete_user(user_id: PathId, principal: PrincipalDep, services: ServicesDep,
+                      request: Request) -> Response:
+    """In the user's home organisation: delete the account. Elsewhere: remove them from this organisation."""
+    async with _admin(services, principal, request) as admin:
+        await admin.delete_user(principal.org_id, user_id)
+    return Response(status_code=204)
+
+
+@router.post("/memberships", status_code=201)
+async def add_membership(body: MembershipCreate, principal: PrincipalDep, services: ServicesDep,
+                         request: Request) -> dict[str, Any]:
+    """Give an existing user (of another organisation) a role in this one."""
+    async with _admin(services, principal, request) as admin:
+        member = await admin.add_membership(principal.org_id, email=body.email, role=body.role,
+                                             division_id=body.division_id)
+    return member_view(member, principal.org_id)
+
+
+@router.delete("/memberships/{user_id}", status_code=204)
+async def remove_membership(user_id: PathId, principal: PrincipalDep, services: ServicesDep,
+                            request: Request) -> Response:
+    async with _admin(services, principal, request) as admin:
+        await admin.remove_membership(principal.org_id, user_id)
+    return Response(status_code=204)
+
+
+@router.post("/service-accounts", status_code=201)
+async def create_service_account(body: ServiceAccountCreate, principal: PrincipalDep, services: ServicesDep,
+                                 request: Request) -> dict[str, Any]:
+    async with _admin(services, principal, request) as admin:
+        member = await admin.create_service_account(principal.org_id, name=body.name, role=body.role,
+                                                    division_id=body.division_id)
+    return member_view(member, principal.org_id)
+
+
+@router.get("/service-accounts")
+async def list_service_accounts(principal: PrincipalDep, services: ServicesDep, request: Request,
+                                limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
+    async with _admin(services, principal, request) as admin:
+        page = await admin.list_users(principal.org_id, service=True, limit=limit, offset=offset)
+    return {"service_accounts": [member_view(m, principal.org_id) for m in page.items],
+            "next_offset": page.next_offset}
+
+
+# -- API keys --------------------------------------------------------------------------------------------
+
+@router.post("/keys", status_code=201)
+async def create_key(body: KeyCreate, principal: PrincipalDep, services: ServicesDep,
+                     request: Request) -> dict[str, Any]:
+    """A new key; ``key`` in the answer is its only appearance in clear text."""
+    async with _admin(services, principal, request) as admin:
+        created = await admin.create_key(principal.org_id, body.spec())
+    return created_key_view(created)
+
+
+@router.get("/keys")
+async def list_keys(principal: PrincipalDep, services: ServicesDep, request: Request, limit: Limit = 50,
+                    offset: Offset = 0, include_revoked: bool = False) -> dict[str, Any]:
+    async with _admin(services, principal, request) as admin:
+        page = await admin.list_keys(principal.org_id, include_revoked=include_revoked, limit=limit,
+                                     offset=offset)
+    return {"keys": [key_view(key, used) for key, used in page.items], "next_offset": page.next_offset}
+
+
+@router.delete("/keys/{key_id}", status_code=204)
+async def revoke_key(key_id: PathId, principal: PrincipalDep, services: ServicesDep,
+                     request: Request) -> Response:
+    """Revoke a key; every replica refuses it from the moment this answers."""
+    async with _admin(services, principal, request) as admin:
+        await admin.revoke_key(principal.org_id, key_id)
+    return Response(status_code=204)
+
+
+@router.post("/keys/{key_id}/rotate", status_code=201)
+async def rotate_key(key_id: PathId, principal: PrincipalDep, services: ServicesDep,
+                     request: Request) -> dict[str, Any]:
+    """Revoke a key and issue its replacement (same settings); the new ``key`` is shown once."""
+    async with _admin(services, principal, request) as admin:
+        created = await admin.rotate_key(principal.org_id, key_id)
+    return {**created_key_view(created), "replaces": key_id}
+
+
+# -- audit -----------------------------------------------------------------------------------------------
+
+@router.get("/audit")
+async def list_audit(principal: PrincipalDep, services: ServicesDep, request: Request, limit: Limit = 50,
+                     cursor: Annotated[int | None, Query(ge=1)] = None,
+                     action: Annotated[str | None, Query(max_length=100,
+                                                         pattern=r"^[a-z_]+(\.[a-z_]+)*(\.\*)?$")] = None,
+                     ) -> dict[str, Any]:
+    """The organisation's audit trail, newest first. ``action``: exact (``key.create``) or a prefix
+    (``key.*``); ``cursor``: the ``next_cursor`` of the previous page."""
+    async with _admin(services, principal, request) as admin:
+        events, next_cursor = await admin.list_audit(principal.org_id, action=action, before=cursor, limit=limit)
+    return {"events": [audit_view(event) for event in events], "next_cursor": next_cursor}
