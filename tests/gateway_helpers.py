@@ -61,7 +61,7 @@ async def collect(running: RunningApp, request: ChatRequest) -> list[ChatEvent]:
 
 
 async def org_of(running: RunningApp) -> str:
-    async with running.services.db.session() as session:
+    async with running.services.db.system_session() as session:
         return str(await session.scalar(select(Organization.id)))
 
 

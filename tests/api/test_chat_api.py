@@ -93,7 +93,7 @@ class _Recorder:
         self.inner = FakeChatModel(name="recorder")
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
-        async with self.running.services.db.session() as session:
+        async with self.running.services.db.system_session() as session:
             rows = (await session.scalars(select(Message).order_by(Message.created_at))).all()
         self.seen = [(m.role, m.status, m.content) for m in rows]
         async for event in self.inner.stream(request):
@@ -126,14 +126,14 @@ async def _fails_mid_stream(running: RunningApp) -> None:
     assert events[-1][0] == "error"
     assert events[-1][1]["code"] == "upstream_error"
     assert "done" not in [name for name, _ in events]
-    async with running.services.db.session() as session:
+    async with running.services.db.system_session() as session:
         stored = await session.get(Message, events[-1][1]["message_id"])
     assert stored is not None and stored.status == "error"
     assert stored.content == "".join(d["text"] for n, d in events if n == "token")
     assert stored.content
     # the cut answer is still metered by the gateway: one usage row counting the two streamed tokens
     await running.services.gateway.recorder.flush()
-    async with running.services.db.session() as session:
+    async with running.services.db.system_session() as session:
         usage = (await session.scalars(select(UsageRecord).where(UsageRecord.outcome == "upstream_error"))).all()
     assert [row.completion_tokens for row in usage] == [2]
     as_json = await running.client.post("/api/v1/chat/ask", json={"message": "refunds?"})

@@ -59,6 +59,8 @@ async def test_the_breaker_opens_refuses_without_calling_and_shows_in_admin_and_
         assert 'atrium_gateway_calls_total{model="flaky",outcome="circuit_open",provider="up"}' in metrics
         reset = await running.client.post("/api/v1/admin/gateway/breakers/up/reset")
         assert reset.status_code == 200 and reset.json()["state"] == "closed"
+        unknown = await running.client.post("/api/v1/admin/gateway/breakers/nowhere/reset")
+        assert unknown.status_code == 404
         again = await collect(running, ask("good", org=org))
         assert isinstance(again[-1], Done)
 
@@ -72,7 +74,7 @@ async def test_cache_hits_skip_the_upstream_and_are_metered_at_no_cost(
         assert upstream.count("ok") == 1
         assert isinstance(second[-1], Done) and second[-1].cached and not first[-1].cached  # type: ignore[union-attr]
         await running.services.gateway.recorder.flush()
-        async with running.services.db.session() as session:
+        async with running.services.db.system_session() as session:
             rows = (await session.scalars(select(UsageRecord).order_by(UsageRecord.id))).all()
     assert [(r.outcome, r.model, r.provider) for r in rows] == [("ok", "good", "up"), ("cache_hit", "good", "up")]
     assert rows[0].cost_usd == pytest.approx((rows[0].prompt_tokens * 1.0 + rows[0].completion_tokens * 2.0) / 1e6)

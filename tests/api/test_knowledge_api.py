@@ -12,7 +12,7 @@ from tests.conftest import RunningApp
 
 
 async def other_tenant_client(running: RunningApp) -> httpx.AsyncClient:
-    async with running.services.db.session() as session:
+    async with running.services.db.system_session() as session:
         org = Organization(name="Other")
         session.add(org)
         await session.flush()
@@ -84,5 +84,5 @@ async def test_other_tenants_see_nothing(running: RunningApp) -> None:
     assert (await other.get(f"/api/v1/documents/{doc_id}")).status_code == 404
     assert (await other.delete(f"/api/v1/documents/{doc_id}")).status_code == 404
     assert (await running.client.get(f"/api/v1/documents/{doc_id}")).status_code == 200
-    async with running.services.db.session() as session:
+    async with running.services.db.system_session() as session:
         assert len((await session.scalars(select(Organization))).all()) == 2

@@ -291,7 +291,7 @@ async def test_client_disconnect_closes_the_upstream_stream(tmp_path: Path, stre
                 with pytest.raises(httpx.ReadTimeout):
                     await impatient.post("/v1/chat/completions", json=chat())
         for _ in range(100):
-            async with live.services.db.session() as session:
+            async with live.services.db.system_session() as session:
                 rows = (await session.scalars(select(UsageRecord))).all()
             if rows:
                 break
@@ -376,7 +376,7 @@ async def test_tenant_policy_hides_models(tmp_path: Path, upstream: FaultUpstrea
 async def _admin_org(live: LiveServer) -> str:
     from atrium.store.models import Organization
 
-    async with live.services.db.session() as session:
+    async with live.services.db.system_session() as session:
         return str(await session.scalar(select(Organization.id)))
 
 

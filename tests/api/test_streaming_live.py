@@ -20,7 +20,7 @@ AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 async def _assistant(server: LiveServer, message_id: str) -> Message:
-    async with server.services.db.session() as session:
+    async with server.services.db.system_session() as session:
         row = await session.get(Message, message_id)
     assert row is not None
     return row

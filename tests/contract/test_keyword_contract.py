@@ -38,7 +38,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
 async def seed(db: Database, org: str, collection: str, texts: dict[str, str]) -> dict[str, int]:
     ids: dict[str, int] = {}
-    async with db.session() as session:
+    async with db.system_session() as session:
         if await session.get(Organization, org) is None:
             session.add(Organization(id=org, name=org))
             await session.flush()
@@ -56,14 +56,14 @@ async def seed(db: Database, org: str, collection: str, texts: dict[str, str]) -
 
 async def run(db: Database, searcher: KeywordSearch, org: str, query: str, collections: list[str] | None = None,
               limit: int = 10) -> list[int]:
-    async with db.session() as session:
+    async with db.system_session() as session:
         return [chunk_id for chunk_id, _ in await searcher.search(session, org, collections, query, limit)]
 
 
 async def test_best_match_first_and_scores_descending(backend: tuple[Database, KeywordSearch]) -> None:
     db, searcher = backend
     ids = await seed(db, "org-a", "docs", TEXTS)
-    async with db.session() as session:
+    async with db.system_session() as session:
         hits = await searcher.search(session, "org-a", None, "when are refunds issued", 10)
     assert hits[0][0] == ids["refunds"]
     scores = [score for _, score in hits]

@@ -26,7 +26,7 @@ async def test_migrations_upgrade_and_downgrade_on_postgres(postgres_url: str) -
     await anyio.to_thread.run_sync(command.upgrade, config, "head")
     db = Database(build_engine(postgres_url))
     try:
-        async with db.session() as session:
+        async with db.system_session() as session:
             tables = set((await session.scalars(text(
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))).all())
             assert {"organizations", "users", "api_keys", "conversations", "messages", "documents", "chunks",
@@ -35,7 +35,7 @@ async def test_migrations_upgrade_and_downgrade_on_postgres(postgres_url: str) -
                 "SELECT is_generated FROM information_schema.columns WHERE table_name='chunks' AND column_name='tsv'"))
             assert generated == "ALWAYS"
         await anyio.to_thread.run_sync(command.downgrade, config, "base")
-        async with db.session() as session:
+        async with db.system_session() as session:
             left = set((await session.scalars(text(
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))).all())
             assert left <= {"alembic_version"}

@@ -23,7 +23,7 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"
     await anyio.to_thread.run_sync(upgrade, url)
     database = Database(build_engine(url))
-    async with database.session() as session:
+    async with database.system_session() as session:
         session.add_all([Organization(id="org-a", name="a"), Organization(id="org-b", name="b")])
     yield database
     await database.dispose()
@@ -84,7 +84,7 @@ async def test_recovery_requeues_interrupted_jobs_and_gives_up_after_max_attempt
     queue = DatabaseJobQueue(db, {"work": handler}, max_attempts=3)
     fresh = await queue.enqueue("org-a", "work", {})
     worn = await queue.enqueue("org-a", "work", {})
-    async with db.session() as session:  # as a process killed mid-job leaves them
+    async with db.system_session() as session:  # as a process killed mid-job leaves them
         await session.execute(update(Job).where(Job.id == fresh).values(status="running", attempts=1))
         await session.execute(update(Job).where(Job.id == worn).values(status="running", attempts=3))
     assert await queue.recover() == 2

@@ -68,6 +68,7 @@ async def finish_message(session: AsyncSession, org_id: str, message_id: str, **
         return
     for key, value in values.items():
         setattr(message, key, value)
-    conversation = await session.get(Conversation, message.conversation_id)
+    conversation = await session.scalar(select(Conversation).where(Conversation.org_id == org_id,
+                                                                   Conversation.id == message.conversation_id))
     if conversation is not None:
         conversation.updated_at = datetime.now(UTC)

@@ -36,6 +36,7 @@ from atrium.gateway.ports import (
 from atrium.gateway.tokens import TokenCounter
 from atrium.store.engine import Database
 from atrium.store.models import UsageRecord
+from atrium.store.tenancy import rescope
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +84,18 @@ class UsageRecorder:
         rows, self._pending = self._pending, []
         if not rows:
             return
+        by_org: dict[str, list[dict[str, object]]] = {}
+        for row in rows:
+            by_org.setdefault(row.org_id, []).append(_columns(row))
         try:
-            async with self._db.session() as session:
-                # One executemany through Core: the ORM's unit of work would cost more than the gateway call.
-                await session.execute(insert(UsageRecord), [_columns(row) for row in rows])
+            # One transaction for the batch, each tenant's rows written in its own scope (the database
+            # refuses a row of another tenant), as one executemany through Core: the ORM's unit of work
+            # would cost more than the gateway call.
+            async with self._db.tenant_session(next(iter(by_org))) as session:
+                for number, (org_id, columns) in enumerate(by_org.items()):
+                    if number:
+                        await rescope(session, org_id)
+                    await session.execute(insert(UsageRecord), columns)
         except Exception:
             log.exception("could not write %d usage rows", len(rows))
 

@@ -51,7 +51,7 @@ class DatabaseJobQueue:
     async def enqueue(self, tenant: str, kind: str, payload: dict[str, Any]) -> str:
         if kind not in self.handlers:
             raise AppError(f"unknown job kind {kind!r}")
-        async with self.db.session() as session:
+        async with self.db.tenant_session(tenant) as session:
             job = Job(org_id=tenant, kind=kind, payload=payload)
             session.add(job)
             await session.flush()
@@ -60,15 +60,15 @@ class DatabaseJobQueue:
         return job_id
 
     async def get(self, tenant: str, job_id: str) -> Job:
-        async with self.db.session() as session:
+        async with self.db.tenant_session(tenant) as session:
             job = await session.scalar(select(Job).where(Job.org_id == tenant, Job.id == job_id))
         if job is None:
             raise NotFound("No such job.")
         return job
 
     async def recover(self) -> int:
-        """Requeue jobs a dead process left running; fail those out of attempts."""
-        async with self.db.session() as session:
+        """Requeue jobs a dead process left running; fail those out of attempts (every tenant's)."""
+        async with self.db.system_session() as session:
             stale = list(await session.scalars(select(Job).where(Job.status == "running")))
             for job in stale:
                 if job.attempts >= self.max_attempts:
@@ -113,7 +113,8 @@ class DatabaseJobQueue:
         return ran
 
     async def _claim(self) -> Job | None:
-        async with self.db.session() as session:
+        # The queue is shared by every tenant: claiming is a system task; the job then runs in its tenant's scope.
+        async with self.db.system_session() as session:
             candidate = await session.scalar(
                 select(Job.id).where(Job.status == "queued").order_by(Job.created_at).limit(1)
             )
@@ -129,23 +130,23 @@ class DatabaseJobQueue:
 
     async def _run(self, job: Job) -> None:
         async def progress(fraction: float) -> None:
-            await self._update(job.id, progress=max(0.0, min(1.0, fraction)))
+            await self._update(job, progress=max(0.0, min(1.0, fraction)))
 
         try:
             result = await self.handlers[job.kind](job, progress)
         except asyncio.CancelledError:
-            await asyncio.shield(self._update(job.id, status="queued"))
+            await asyncio.shield(self._update(job, status="queued"))
             raise
         except AppError as exc:
-            await self._update(job.id, status="failed", error=exc.message)
+            await self._update(job, status="failed", error=exc.message)
             return
         except Exception:
             log.exception("job %s (%s) failed", job.id, job.kind)
-            await self._update(job.id, status="failed", error="internal error")
+            await self._update(job, status="failed", error="internal error")
             return
-        await self._update(job.id, status="succeeded", result=result, progress=1.0)
+        await self._update(job, status="succeeded", result=result, progress=1.0)
 
-    async def _update(self, job_id: str, **values: Any) -> None:
-        async with self.db.session() as session:
-            await session.execute(update(Job).where(Job.id == job_id).values(updated_at=datetime.now(UTC),
-                                                                              **values))
+    async def _update(self, job: Job, **values: Any) -> None:
+        async with self.db.tenant_session(job.org_id) as session:
+            await session.execute(update(Job).where(Job.org_id == job.org_id, Job.id == job.id)
+                                  .values(updated_at=datetime.now(UTC), **values))

@@ -1,4 +1,5 @@
-"""Documents and chunks in the database. Every function takes the tenant (``org_id``) first."""
+"""Documents and chunks in the database. Every function takes the tenant (``org_id``) first, except the two
+index-upkeep reads across tenants (``revisions``, ``tenant_collections``)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ async def bump_revision(session: AsyncSession, org_id: str) -> None:
 
 
 async def revisions(session: AsyncSession) -> dict[str, int]:
+    """Every tenant's knowledge revision: cross-tenant, for a system session (index upkeep) only."""
     rows = await session.execute(select(KnowledgeRevision.org_id, KnowledgeRevision.revision))
     return {org_id: int(revision) for org_id, revision in rows}
 
@@ -88,6 +90,7 @@ async def chunk_views(session: AsyncSession, org_id: str, ids: Sequence[int]) ->
 
 
 async def tenant_collections(session: AsyncSession) -> list[tuple[str, str]]:
+    """Every (tenant, collection) holding chunks: cross-tenant, for a system session (index upkeep) only."""
     rows = await session.execute(select(Chunk.org_id, Chunk.collection).distinct())
     return [(org_id, collection) for org_id, collection in rows]
 

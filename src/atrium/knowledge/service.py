@@ -88,7 +88,7 @@ class KnowledgeService:
                           title: str = "", *, markdown: bool = True) -> IngestResult:
         check_collection(collection)
         content_hash = hashlib.sha256(text.encode()).hexdigest()
-        async with self.db.session() as session:
+        async with self.db.tenant_session(tenant) as session:
             existing = await repo.find_document_by_source(session, tenant, collection, source)
             if existing is not None and existing.content_hash == content_hash:
                 return IngestResult(existing.id, source, existing.chunk_count, "unchanged")
@@ -98,7 +98,7 @@ class KnowledgeService:
         )
         vectors = await self.embedder.embed([piece.text for piece in pieces]) if pieces else None
         removed: list[int] = []
-        async with self.db.session() as session:
+        async with self.db.tenant_session(tenant) as session:
             existing = await repo.find_document_by_source(session, tenant, collection, source)
             if existing is not None:
                 removed = await repo.delete_document_rows(session, tenant, existing)
@@ -128,7 +128,7 @@ class KnowledgeService:
         return IngestResult(document_id, source, len(ids), status)
 
     async def delete_document(self, tenant: str, document_id: str) -> None:
-        async with self.db.session() as session:
+        async with self.db.tenant_session(tenant) as session:
             document = await repo.get_document(session, tenant, document_id)
             if document is None:
                 raise NotFound("No such document.")
@@ -160,7 +160,7 @@ class KnowledgeService:
             hits = await self.index.search(tenant, collections, query_vector[0], depth)
             vector_scores = {hit.id: hit.score for hit in hits}
         if mode in ("keyword", "hybrid"):
-            async with self.db.session() as session:
+            async with self.db.tenant_session(tenant) as session:
                 keyword_hits = await self.keyword.search(session, tenant, collections, query, depth)
             keyword_ranked = [chunk_id for chunk_id, _ in keyword_hits]
             keyword_scores = dict(keyword_hits)
@@ -171,7 +171,7 @@ class KnowledgeService:
         else:
             ranked = reciprocal_rank_fusion([list(vector_scores), keyword_ranked], k=self.settings.rrf_k,
                                             limit=limit)
-        async with self.db.session() as session:
+        async with self.db.tenant_session(tenant) as session:
             views = await repo.chunk_views(session, tenant, [chunk_id for chunk_id, _ in ranked])
         # A chunk deleted since the index answered is dropped rather than shown.
         return [SearchHit(views[chunk_id], score, vector_scores.get(chunk_id))
@@ -181,7 +181,8 @@ class KnowledgeService:
         """Make the vector index hold exactly the database's chunks, for every tenant and collection."""
         async with self._reconcile_lock:
             added = removed = 0
-            async with self.db.session() as session:
+            # The one cross-tenant read: which tenants and collections exist.
+            async with self.db.system_session() as session:
                 revisions = await repo.revisions(session)
                 pairs = await repo.tenant_collections(session)
             expected: dict[str, set[str]] = {}
@@ -199,7 +200,7 @@ class KnowledgeService:
             return ReconcileReport(added, removed)
 
     async def _reconcile_collection(self, tenant: str, collection: str) -> tuple[int, int]:
-        async with self.db.session() as session:
+        async with self.db.tenant_session(tenant) as session:
             truth = await repo.collection_chunk_ids(session, tenant, collection)
         held = await self.index.ids(tenant, collection)
         extra = sorted(held - truth)
@@ -207,7 +208,7 @@ class KnowledgeService:
             await self.index.delete(tenant, collection, extra)
         missing = truth - held
         if missing:
-            async with self.db.session() as session:
+            async with self.db.tenant_session(tenant) as session:
                 async for ids, vectors in repo.iter_embeddings(session, tenant, sorted(missing),
                                                                self.index.dimensions):
                     await self.index.add(tenant, collection, ids, vectors)
@@ -215,14 +216,14 @@ class KnowledgeService:
 
     async def differences(self) -> dict[tuple[str, str], tuple[int, int]]:
         """Per (tenant, collection): how many chunks the index lacks and how many it holds in excess."""
-        async with self.db.session() as session:
+        async with self.db.system_session() as session:
             pairs = set(await repo.tenant_collections(session))
             tenants = {tenant for tenant, _ in pairs} | set(await repo.revisions(session))
         for tenant in tenants:
             pairs |= {(tenant, collection) for collection in await self.index.collections(tenant)}
         report: dict[tuple[str, str], tuple[int, int]] = {}
         for tenant, collection in sorted(pairs):
-            async with self.db.session() as session:
+            async with self.db.tenant_session(tenant) as session:
                 truth = await repo.collection_chunk_ids(session, tenant, collection)
             held = await self.index.ids(tenant, collection)
             if truth != held:
@@ -230,7 +231,7 @@ class KnowledgeService:
         return report
 
     async def changed_elsewhere(self) -> bool:
-        async with self.db.session() as session:
+        async with self.db.system_session() as session:
             return await repo.revisions(session) != self._seen_revisions
 
     async def save_index(self, *, force: bool = False) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import anyio
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from atrium.store.tenancy import Scope, ScopedSession, bind_scope
 
 
 def build_engine(url: str, *, echo: bool = False) -> AsyncEngine:
@@ -30,17 +33,42 @@ def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class Database:
-    """The engine plus a session factory; ``session()`` opens a transaction that commits on success."""
+    """The engine plus scoped sessions. Each opens a transaction that commits on success:
+    ``tenant_session(org_id)`` for work on behalf of one tenant (on PostgreSQL, Row-Level Security hides
+    and refuses every other tenant's rows), ``system_session()`` for the few cross-tenant tasks. See
+    ``atrium.store.tenancy``."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False, sync_session_class=ScopedSession)
+
+    def tenant_session(self, org_id: str) -> AbstractAsyncContextManager[AsyncSession]:
+        """A transaction that sees and writes only ``org_id``'s rows (enforced by the database on
+        PostgreSQL; on SQLite by the repositories' own filters, which every query keeps regardless)."""
+        return self._scoped(Scope.tenant(org_id))
+
+    def system_session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A transaction across every tenant: authentication before the tenant is known, job claiming,
+        index reconciliation, bootstrap. Keep its uses few and their queries explicit."""
+        return self._scoped(Scope.everything())
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        async with self._sessions() as session, session.begin():
-            yield session
+    async def _scoped(self, scope: Scope) -> AsyncIterator[AsyncSession]:
+        async with self._sessions() as session:
+            bind_scope(session, scope)
+            async with session.begin():
+                yield session
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+@asynccontextmanager
+async def temporary_database(url: str) -> AsyncIterator[Database]:
+    """A short-lived ``Database`` (e.g. as the migration role, for schema work), disposed on exit."""
+    db = Database(await anyio.to_thread.run_sync(build_engine, url))
+    try:
+        yield db
+    finally:
+        await db.dispose()

@@ -30,7 +30,7 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
     upgrade(url)
     database = Database(build_engine(url))
-    async with database.session() as session:
+    async with database.system_session() as session:
         session.add(Organization(id="org1", name="Org"))
     yield database
     await database.dispose()
@@ -44,7 +44,7 @@ def counter() -> TokenCounter:
 
 
 async def rows(db: Database) -> list[UsageRecord]:
-    async with db.session() as session:
+    async with db.system_session() as session:
         return list((await session.scalars(select(UsageRecord).order_by(UsageRecord.id))).all())
 
 

@@ -1,12 +1,14 @@
 """Admin endpoints for the gateway: circuit breaker states (shared across replicas in the scale profile)
-and a manual reset."""
+and a manual reset. Breakers are per provider, shared by every tenant, so only the platform admin (an
+unscoped owner of the first organisation) may reset one; any org admin may look."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from atrium.errors import NotFound
-from atrium.http.deps import ServicesDep, require_role
+from atrium.accounts.admin import administer
+from atrium.errors import Forbidden, NotFound
+from atrium.http.deps import PrincipalDep, ServicesDep, require_role
 
 router = APIRouter(prefix="/api/v1/admin/gateway", tags=["admin"], dependencies=[require_role("admin")])
 
@@ -17,7 +19,10 @@ async def breakers(services: ServicesDep) -> dict[str, object]:
 
 
 @router.post("/breakers/{provider}/reset")
-async def reset_breaker(provider: str, services: ServicesDep) -> dict[str, object]:
+async def reset_breaker(provider: str, services: ServicesDep, principal: PrincipalDep) -> dict[str, object]:
+    async with administer(services.db, services.authenticator, services.sessions.passwords, principal) as admin:
+        if not await admin.is_platform_admin():
+            raise Forbidden("Breakers are shared by every tenant: only the platform admin can reset one.")
     if provider not in {entry.provider for entry in services.gateway.catalogue.entries.values()}:
         raise NotFound(f"No provider named {provider!r}.")
     await services.gateway.breakers.get(provider).reset()

@@ -28,7 +28,7 @@ def message_view(row: Message) -> dict[str, Any]:
 async def list_conversations(principal: PrincipalDep, services: ServicesDep,
                              limit: Annotated[int, Query(ge=1, le=200)] = 50,
                              offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
-    async with services.db.session() as session:
+    async with services.db.tenant_session(principal.org_id) as session:
         rows = await repo.list_conversations(session, principal.org_id, principal.user_id, limit, offset)
     return {"conversations": [conversation_view(row) for row in rows]}
 
@@ -36,13 +36,13 @@ async def list_conversations(principal: PrincipalDep, services: ServicesDep,
 @router.get("/{conversation_id}")
 async def get_conversation(conversation_id: str, principal: PrincipalDep,
                            services: ServicesDep) -> dict[str, Any]:
-    async with services.db.session() as session:
+    async with services.db.tenant_session(principal.org_id) as session:
         return conversation_view(await repo.get_conversation(session, principal.org_id, conversation_id))
 
 
 @router.delete("/{conversation_id}", status_code=204, dependencies=[require_role("member")])
 async def delete_conversation(conversation_id: str, principal: PrincipalDep, services: ServicesDep) -> None:
-    async with services.db.session() as session:
+    async with services.db.tenant_session(principal.org_id) as session:
         await repo.delete_conversation(session, principal.org_id, conversation_id)
 
 
@@ -50,6 +50,6 @@ async def delete_conversation(conversation_id: str, principal: PrincipalDep, ser
 async def list_messages(conversation_id: str, principal: PrincipalDep, services: ServicesDep,
                         limit: Annotated[int, Query(ge=1, le=500)] = 200,
                         offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
-    async with services.db.session() as session:
+    async with services.db.tenant_session(principal.org_id) as session:
         rows = await repo.list_messages(session, principal.org_id, conversation_id, limit, offset)
     return {"messages": [message_view(row) for row in rows]}

@@ -75,14 +75,14 @@ async def list_documents(principal: PrincipalDep, services: ServicesDep,
                          collection: Annotated[str | None, Query(max_length=100)] = None,
                          limit: Annotated[int, Query(ge=1, le=200)] = 50,
                          offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
-    async with services.db.session() as session:
+    async with services.db.tenant_session(principal.org_id) as session:
         rows = await repo.list_documents(session, principal.org_id, collection, limit, offset)
     return {"documents": [document_view(row) for row in rows]}
 
 
 @router.get("/documents/{document_id}")
 async def get_document(document_id: str, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
-    async with services.db.session() as session:
+    async with services.db.tenant_session(principal.org_id) as session:
         document = await repo.get_document(session, principal.org_id, document_id)
     if document is None:
         raise NotFound("No such document.")

@@ -21,7 +21,7 @@ async def ready(request: Request) -> JSONResponse:
     checks = {"database": False, "index": False, "embedder": False, "chat_model": False}
     if services is not None and request.app.state.ready:
         try:
-            async with services.db.session() as session:
+            async with services.db.system_session() as session:
                 await session.execute(text("SELECT 1"))
             checks["database"] = True
         except Exception:

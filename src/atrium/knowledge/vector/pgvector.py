@@ -2,11 +2,13 @@
 
 The table is made by the adapter (``ensure_schema``) because its column type carries the embedding
 dimension, which is a setting: one table per dimension, ``atrium_vectors_<dims>``. Tenant and collection
-are columns, and every statement filters on the tenant it is given.
+are columns, and every statement filters on the tenant it is given; the table is under Row-Level Security
+on its ``tenant`` column like every tenant table, and every statement runs in that tenant's scope.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from sqlalchemy import text
@@ -14,6 +16,9 @@ from sqlalchemy import text
 from atrium.knowledge.ports import VectorHit, Vectors
 from atrium.knowledge.vector.common import check_batch, check_ids, check_name, check_query, normalise_rows
 from atrium.store.engine import Database
+from atrium.store.tenancy import rls_statements
+
+log = logging.getLogger(__name__)
 
 
 def _literal(vector: Sequence[float]) -> str:
@@ -33,8 +38,20 @@ class PgVectorIndex:
         self.ef_construction = ef_construction
         self.ef_search = ef_search
 
-    async def ensure_schema(self) -> None:
-        async with self.db.session() as session:
+    async def ensure_schema(self, owner: Database | None = None) -> None:
+        """Create the table, its HNSW index and its tenant policy if missing, connected as ``owner`` (the
+        migration role, when the application runs as a role that may not create extensions or tables).
+        An existing table only gets the policy if it lacks one (when this role owns it; else a warning)."""
+        async with (owner or self.db).system_session() as session:
+            state = (await session.execute(text(
+                "SELECT pg_has_role(c.relowner, 'USAGE'), c.relrowsecurity AND c.relforcerowsecurity "
+                "FROM pg_class c WHERE c.oid = to_regclass(:table)"), {"table": self.table})).first()
+            if state is not None and state[1]:
+                return  # made before, policy and all
+            if state is not None and not state[0]:
+                log.warning("%s has no Row-Level Security and this role cannot add it: run the application "
+                            "once with migration_database_url set", self.table)
+                return
             await session.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
             await session.execute(text(
                 f"CREATE TABLE IF NOT EXISTS {self.table} (tenant text NOT NULL, collection text NOT NULL, "
@@ -44,6 +61,8 @@ class PgVectorIndex:
                 f"CREATE INDEX IF NOT EXISTS {self.table}_hnsw ON {self.table} USING hnsw "
                 f"(embedding vector_cosine_ops) WITH (m = {int(self.m)}, "
                 f"ef_construction = {int(self.ef_construction)})"))
+            for statement in rls_statements(self.table, "tenant"):
+                await session.execute(text(statement))
 
     async def add(self, tenant: str, collection: str, ids: Sequence[int], vectors: Vectors) -> None:
         check_name("tenant", tenant)
@@ -53,7 +72,7 @@ class PgVectorIndex:
             return
         rows = [{"tenant": tenant, "collection": collection, "id": int(i), "embedding": _literal(v)}
                 for i, v in zip(id_array.tolist(), normalise_rows(matrix).tolist(), strict=True)]
-        async with self.db.session() as session:
+        async with self.db.tenant_session(tenant) as session:
             await session.execute(text(
                 f"INSERT INTO {self.table} (tenant, collection, id, embedding) "
                 "VALUES (:tenant, :collection, :id, CAST(:embedding AS vector)) "
@@ -63,7 +82,7 @@ class PgVectorIndex:
         id_list = check_ids(ids)
         if not id_list:
             return
-        async with self.db.session() as session:
+        async with self.db.tenant_session(tenant) as session:
             await session.execute(text(
                 f"DELETE FROM {self.table} WHERE tenant = :tenant AND collection = :collection "
                 "AND id = ANY(:ids)"), {"tenant": tenant, "collection": collection, "ids": id_list})
@@ -78,7 +97,7 @@ class PgVectorIndex:
         params: dict[str, object] = {"tenant": tenant, "query": _literal(query.tolist()), "limit": int(limit)}
         if collections is not None:
             params["collections"] = list(collections)
-        async with self.db.session() as session:
+        async with self.db.tenant_session(tenant) as session:
             await session.execute(text(f"SET LOCAL hnsw.ef_search = {max(int(self.ef_search), int(limit))}"))
             rows = await session.execute(text(
                 f"SELECT id, 1 - (embedding <=> CAST(:query AS vector)) AS score FROM {self.table} "
@@ -86,14 +105,14 @@ class PgVectorIndex:
             return [VectorHit(id=int(row[0]), score=float(row[1])) for row in rows]
 
     async def ids(self, tenant: str, collection: str) -> set[int]:
-        async with self.db.session() as session:
+        async with self.db.tenant_session(tenant) as session:
             rows = await session.scalars(text(
                 f"SELECT id FROM {self.table} WHERE tenant = :tenant AND collection = :collection"),
                 {"tenant": tenant, "collection": collection})
             return {int(i) for i in rows}
 
     async def collections(self, tenant: str) -> list[str]:
-        async with self.db.session() as session:
+        async with self.db.tenant_session(tenant) as session:
             rows = await session.scalars(text(
                 f"SELECT DISTINCT collection FROM {self.table} WHERE tenant = :tenant ORDER BY collection"),
                 {"tenant": tenant})

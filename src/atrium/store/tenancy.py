@@ -1,0 +1,250 @@
+"""Tenant isolation in the database: scoped sessions and PostgreSQL Row-Level Security.
+
+Every tenant table carries its tenant in a column (``org_id``; ``tenant`` in the pgvector tables, ``id``
+in ``organizations``). Repositories always filter on it (the only protection on SQLite). On PostgreSQL,
+each such table also has ``ENABLE`` + ``FORCE ROW LEVEL SECURITY`` and one policy, ``tenant_isolation``:
+a row is visible and writable only when its tenant equals ``current_setting('app.current_org_id')``, or
+when the transaction runs in the system scope (``app.bypass_rls = 'on'``). Both settings are set per
+transaction (``set_config(..., true)``), so nothing survives in a pooled connection:
+
+- ``Database.tenant_session(org_id)``: the tenant scope, for everything done on behalf of a caller;
+- ``Database.system_session()``: the system scope, for the few cross-tenant tasks (authentication before
+  the tenant is known, job claiming, index reconciliation over all tenants, bootstrap).
+
+What this protects against: a query in application code that forgets its ``org_id`` filter (or joins
+through a row of another tenant) returns nothing of another tenant and cannot write into one. What it does
+not: the application role can set either setting itself, so SQL injection or a compromised process is not
+contained; superusers and ``BYPASSRLS`` roles ignore policies altogether (the start-up check warns, or
+refuses with ``database.require_rls``). See docs/tenancy.md.
+
+Rule for new tables: a table holding a tenant's rows gets an ``org_id`` column and, in the migration that
+creates it, ``enable_rls(op.get_bind(), "<table>")``. ``tests/integration/test_rls.py`` fails for any
+table with an ``org_id`` (or ``tenant``) column that lacks it. The same holds for tables created outside
+Alembic (the pgvector tables, and the LangGraph checkpoint tables when they come: their setup must call
+``rls_statements`` for each table, with the column holding the tenant).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
+
+if TYPE_CHECKING:
+    from atrium.store.engine import Database
+
+log = logging.getLogger(__name__)
+
+TENANT_SETTING = "app.current_org_id"
+BYPASS_SETTING = "app.bypass_rls"
+POLICY_NAME = "tenant_isolation"
+# Columns that name a row's tenant; a table with one of them must be under RLS.
+TENANT_COLUMNS = ("org_id", "tenant")
+
+_SCOPE_KEY = "atrium.scope"
+_SET_SCOPE = text(f"SELECT set_config('{TENANT_SETTING}', :org_id, true), "
+                  f"set_config('{BYPASS_SETTING}', :bypass, true)")
+
+
+class IsolationError(RuntimeError):
+    """The database connection would not isolate tenants and ``database.require_rls`` demands it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a transaction may see: one tenant's rows, or (``system``) every tenant's."""
+
+    org_id: str | None
+    system: bool = False
+
+    @classmethod
+    def tenant(cls, org_id: str) -> Scope:
+        if not isinstance(org_id, str) or not org_id:
+            raise ValueError("a tenant session needs a non-empty org id")
+        return cls(org_id=org_id)
+
+    @classmethod
+    def everything(cls) -> Scope:
+        return cls(org_id=None, system=True)
+
+    def parameters(self) -> dict[str, str]:
+        return {"org_id": self.org_id or "", "bypass": "on" if self.system else "off"}
+
+
+class ScopedSession(Session):
+    """A Session that sets its ``Scope`` on PostgreSQL at the start of every transaction it begins
+    (one extra statement per transaction; nothing on SQLite)."""
+
+
+@event.listens_for(ScopedSession, "after_begin")
+def _apply_scope(session: Session, _transaction: SessionTransaction, connection: Connection) -> None:
+    scope: Scope | None = session.info.get(_SCOPE_KEY)
+    if scope is not None and connection.dialect.name == "postgresql":
+        connection.execute(_SET_SCOPE, scope.parameters())
+
+
+def bind_scope(session: AsyncSession, scope: Scope) -> None:
+    """Give a session (before its first statement) the scope its transactions start with."""
+    session.sync_session.info[_SCOPE_KEY] = scope
+
+
+async def rescope(session: AsyncSession, org_id: str) -> None:
+    """Switch an open transaction to ``org_id``'s scope, e.g. to write the rows of several tenants in one
+    transaction, each under its own tenant's policy check."""
+    scope = Scope.tenant(org_id)
+    bind_scope(session, scope)
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(_SET_SCOPE, scope.parameters())
+
+
+# --- DDL: policies -----------------------------------------------------------------------------------------
+
+def _policy_condition(column: str) -> str:
+    return (f"{column} = current_setting('{TENANT_SETTING}', true) "
+            f"OR current_setting('{BYPASS_SETTING}', true) = 'on'")
+
+
+def rls_statements(table: str, column: str = "org_id") -> list[str]:
+    """PostgreSQL statements putting ``table`` under tenant isolation on ``column`` (idempotent). Run them
+    as the table's owner."""
+    condition = _policy_condition(_identifier(column))
+    name = _identifier(table)
+    return [
+        f"ALTER TABLE {name} ENABLE ROW LEVEL SECURITY",
+        f"ALTER TABLE {name} FORCE ROW LEVEL SECURITY",
+        f"DROP POLICY IF EXISTS {POLICY_NAME} ON {name}",
+        f"CREATE POLICY {POLICY_NAME} ON {name} AS PERMISSIVE FOR ALL USING ({condition}) WITH CHECK ({condition})",
+    ]
+
+
+def no_rls_statements(table: str) -> list[str]:
+    name = _identifier(table)
+    return [
+        f"DROP POLICY IF EXISTS {POLICY_NAME} ON {name}",
+        f"ALTER TABLE {name} NO FORCE ROW LEVEL SECURITY",
+        f"ALTER TABLE {name} DISABLE ROW LEVEL SECURITY",
+    ]
+
+
+def enable_rls(connection: Connection, table: str, column: str = "org_id") -> None:
+    """Put ``table`` under tenant isolation; for migrations: ``enable_rls(op.get_bind(), "my_table")``.
+    Does nothing on SQLite, where repositories alone scope by tenant."""
+    if connection.dialect.name == "postgresql":
+        for statement in rls_statements(table, column):
+            connection.execute(text(statement))
+
+
+def disable_rls(connection: Connection, table: str) -> None:
+    """Undo ``enable_rls`` (for a migration's downgrade)."""
+    if connection.dialect.name == "postgresql":
+        for statement in no_rls_statements(table):
+            connection.execute(text(statement))
+
+
+def _identifier(name: str) -> str:
+    if not name.replace("_", "").isalnum() or not name.isascii():
+        raise ValueError(f"not a plain SQL identifier: {name!r}")
+    return name
+
+
+# --- The application role --------------------------------------------------------------------------------
+
+def app_role_grants(role: str, schema: str) -> list[str]:
+    """What the application role needs: data access on every table and sequence (now, and, through default
+    privileges, on what later migrations create), never DDL or ownership. It may not rewrite the migration
+    history nor edit or delete audit rows."""
+    return [
+        f"GRANT USAGE ON SCHEMA {schema} TO {role}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}",
+        f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {role}",
+        f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON alembic_version FROM {role}",
+        f"REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM {role}",
+    ]
+
+
+def app_role_name(app_url: str, owner_url: str) -> str | None:
+    """The role the application connects as, when it differs from the migration (owner) role."""
+    app_user, owner_user = make_url(app_url).username, make_url(owner_url).username
+    if not app_user or app_user == owner_user:
+        return None
+    return app_user
+
+
+async def grant_app_role(owner: Database, role: str) -> None:
+    """Grant ``role`` what the application needs, as the owner (idempotent; ``atrium migrate`` runs it
+    when ``migration_database_url`` is set). The role itself must exist (see docs/tenancy.md)."""
+    async with owner.system_session() as session:
+        exists = await session.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :role"), {"role": role})
+        if not exists:
+            raise IsolationError(f"the application role {role!r} does not exist: create it first (docs/tenancy.md)")
+        preparer = session.get_bind().dialect.identifier_preparer
+        schema = await session.scalar(text("SELECT current_schema()"))
+        for statement in app_role_grants(preparer.quote(role), preparer.quote(str(schema))):
+            await session.execute(text(statement))
+
+
+# --- Start-up check ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class IsolationReport:
+    role: str
+    superuser: bool
+    bypass_rls: bool
+    unprotected: tuple[str, ...]  # tables with a tenant column but without ENABLE + FORCE RLS
+
+    @property
+    def problems(self) -> list[str]:
+        found = []
+        if self.superuser:
+            found.append(f"the database role {self.role!r} is a superuser, which ignores Row-Level Security")
+        if self.bypass_rls:
+            found.append(f"the database role {self.role!r} has BYPASSRLS, which ignores Row-Level Security")
+        if self.unprotected:
+            found.append("tables without Row-Level Security: " + ", ".join(self.unprotected))
+        return found
+
+
+UNPROTECTED_TABLES_SQL = """
+SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')
+  AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND NOT a.attisdropped
+              AND a.attname = ANY(:columns))
+  AND NOT (c.relrowsecurity AND c.relforcerowsecurity)
+ORDER BY c.relname
+"""
+
+
+async def inspect_isolation(db: Database) -> IsolationReport | None:
+    """How the connection's role stands with RLS, and which tenant tables lack it (None on SQLite)."""
+    if db.is_sqlite:
+        return None
+    async with db.system_session() as session:
+        row = (await session.execute(text(
+            "SELECT current_user, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"))).one()
+        unprotected = tuple(await session.scalars(text(UNPROTECTED_TABLES_SQL),
+                                                  {"columns": list(TENANT_COLUMNS)}))
+    return IsolationReport(role=str(row[0]), superuser=bool(row[1]), bypass_rls=bool(row[2]),
+                           unprotected=unprotected)
+
+
+async def verify_isolation(db: Database, *, require: bool) -> IsolationReport | None:
+    """At start-up on PostgreSQL: warn loudly when tenants would not be isolated by the database, or, with
+    ``require``, refuse to start."""
+    report = await inspect_isolation(db)
+    if report is None or not report.problems:
+        return report
+    message = "; ".join(report.problems)
+    if require:
+        raise IsolationError(f"database.require_rls is set but {message}. See docs/tenancy.md.")
+    log.warning("TENANT ISOLATION IS NOT ENFORCED BY THE DATABASE: %s. Only the application's own filters "
+                "separate tenants. Connect as a normal role (docs/tenancy.md) or set "
+                "database.require_rls to refuse to start.", message)
+    return report
+

@@ -1,0 +1,654 @@
+"""Tenant isolation attacked through every endpoint, on SQLite and on PostgreSQL (the app connected as a
+normal role, under Row-Level Security, with ``database.require_rls`` on).
+
+Tenant A (the bootstrap organisation) owns documents, a conversation, a query, a job, users, keys, a
+division, a service account, a budget and a login session. Tenant B, with its own owner key, attacks:
+A's ids in paths and bodies, searches for A's words, asks in A's conversation, lists everything. Every
+one of B's responses is checked for A's ids and secret text (0 leaked rows), and a resource of A asked
+for by id answers 404, never 403, so its existence is not revealed.
+
+``CASES`` maps every route of the app to its attack; ``test_every_route_has_an_isolation_case`` fails
+for a route with neither a case nor an explicit exemption, so a new endpoint (``GET /api/v1/sync``,
+``WS /ws`` when they come) cannot ship without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from argon2 import PasswordHasher
+from fastapi import FastAPI
+from sqlalchemy import func, select
+from starlette.routing import WebSocketRoute
+
+from atrium.accounts.api_keys import create_key
+from atrium.app import create_app
+from atrium.gateway.providers.fake import FakeChatModel
+from atrium.store.models import (
+    ApiKey,
+    AuditEvent,
+    Budget,
+    Division,
+    Membership,
+    Message,
+    OrgPolicy,
+    UsageRecord,
+    User,
+)
+from tests.api.helpers import upload, wait_job
+from tests.conftest import ADMIN_KEY, RunningApp, make_settings, start_app
+from tests.tenancy_helpers import create_tenant, database_with_app_role
+
+ORG_B = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0"
+VAULT_CODE = "QX-7731-ZANZIBAR"
+A_COLLECTION = "alpha-private"
+A_DOC = f"# Vault\n\nThe vault code is {VAULT_CODE}. Ask the alpha desk for the vault code.\n"
+B_DOC = "# Bravo handbook\n\nThe bravo vault code lives with the bravo desk, next to the vault door.\n"
+PASSWORD_A, PASSWORD_B = "alpha-password-1", "bravo-password-1"
+A_POLICY_DOMAIN = "alpha-secret-domain.example"
+A_POLICY = {"output": {"link_domains": [A_POLICY_DOMAIN]}}
+
+# Routes with no tenant data to attack: public liveness and the API's own description.
+EXEMPT = {
+    ("GET", "/health"): "liveness, no data",
+    ("GET", "/ready"): "readiness flags, no data",
+    ("GET", "/openapi.json"): "the API description",
+    ("GET", "/docs"): "the API description",
+    ("GET", "/docs/oauth2-redirect"): "the API description",
+    ("GET", "/redoc"): "the API description",
+}
+
+
+@dataclass
+class World:
+    backend: str
+    running: RunningApp
+    model: FakeChatModel
+    a: httpx.AsyncClient  # A's owner
+    b: httpx.AsyncClient  # B's owner: the attacker
+    b_viewer: httpx.AsyncClient
+    ids: dict[str, str]  # A's resources
+    b_docs: set[str]
+    b_user_email: str
+    secrets: set[str]  # what must never appear in a response to B
+    a_refresh: list[str] = field(default_factory=list)  # A's current refresh token (it rotates)
+    b_uploaded: set[str] = field(default_factory=set)  # documents B uploaded during the cases
+
+    @property
+    def db(self) -> Any:
+        return self.running.services.db
+
+    async def attack(self, method: str, path: str, *, allow: Iterable[str] = (),
+                     client: httpx.AsyncClient | None = None, **kwargs: Any) -> httpx.Response:
+        """B's request, checked for any of A's secrets (except ``allow``) in the answer."""
+        response = await (client or self.b).request(method, path, **kwargs)
+        leaked = sorted(secret for secret in self.secrets - set(allow) if secret in response.text)
+        assert not leaked, f"{method} {path} ({self.backend}) leaked {leaked}: {response.text[:500]}"
+        return response
+
+
+def not_found(response: httpx.Response) -> None:
+    assert response.status_code == 404, response.text
+    assert response.json()["error"]["code"] in ("not_found", "model_not_found")
+
+
+def refused(response: httpx.Response) -> None:
+    """Refused without creating anything (the exact code is the owning module's choice)."""
+    assert response.status_code in (403, 404, 422), response.text
+    assert "error" in response.json()
+
+
+def client_for(app: FastAPI, credential: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://atrium.test",
+                             headers={"Authorization": f"Bearer {credential}"})
+
+
+async def _password_hash(password: str) -> str:
+    return await asyncio.to_thread(PasswordHasher().hash, password)
+
+
+async def _seed_accounts(db: Any, org_a: str) -> dict[str, str]:
+    """A's division, member (with a password), service account, extra key, budget and audit row."""
+    async with db.system_session() as session:
+        division = Division(org_id=org_a, name="Alpha Secret Division")
+        member = User(org_id=org_a, email="alpha.member@alpha.example", name="Alpha Member", role="member",
+                      password_hash=await _password_hash(PASSWORD_A))
+        joiner = User(org_id=org_a, email="alpha.joiner@alpha.example", name="Alpha Joiner", role="member")
+        service = User(org_id=org_a, email="svc-alpha@service.invalid", name="Alpha Robot", role="member",
+                       is_service=True)
+        session.add_all([division, member, joiner, service])
+        await session.flush()
+        session.add_all([Membership(org_id=org_a, user_id=user.id, role="member", division_id=division.id)
+                         for user in (member, joiner, service)])
+        key, raw = await create_key(session, org_id=org_a, user_id=member.id, role="member", name="alpha member key")
+        budget = Budget(org_id=org_a, scope="org", subject_id=org_a, period="month", limit_micro_usd=100_000_000)
+        session.add(budget)
+        await session.flush()
+        session.add(AuditEvent(org_id=org_a, action="test.alpha_secret", target_type="division",
+                               target_id=division.id))
+        session.add(OrgPolicy(org_id=org_a, policy=A_POLICY))
+        admin_key = await session.scalar(select(ApiKey.id).where(ApiKey.org_id == org_a, ApiKey.name != key.name))
+        return {"division": division.id, "member": member.id, "member_email": member.email, "joiner": joiner.id,
+                "joiner_email": joiner.email, "service": service.id, "key": key.id, "key_prefix": key.prefix,
+                "member_key": raw, "budget": budget.id, "admin_key": str(admin_key)}
+
+
+async def _seed_b(db: Any) -> tuple[str, str, str]:
+    tenant = await create_tenant(db, "Bravo", org_id=ORG_B)
+    async with db.system_session() as session:
+        user = await session.get(User, tenant.user_id)
+        assert user is not None
+        user.password_hash = await _password_hash(PASSWORD_B)
+        email = user.email
+        _, viewer = await create_key(session, org_id=ORG_B, user_id=tenant.user_id, role="viewer", name="viewer")
+    return tenant.raw_key, viewer, email
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    backend: str = request.param
+    overrides: dict[str, Any] = {"gateway": {
+        "providers": {"vault": {"kind": "fake", "fake_answer": "An answer of the restricted model."}},
+        "models": {"restricted": {"provider": "vault", "model": "fake"}},
+        "tenants": {ORG_B: {"allowed_models": ["fake", "hash-bow"]}},
+    }}
+    if backend == "postgres":
+        urls = await database_with_app_role(request.getfixturevalue("postgres"))
+        overrides |= {"database_url": urls.app_url, "migration_database_url": urls.owner_url,
+                      "database": {"require_rls": True}}
+    settings = await asyncio.to_thread(make_settings, tmp_path_factory.mktemp(f"isolation-{backend}"), **overrides)
+    model = FakeChatModel()
+    app, lifespan = await start_app(settings, model)
+    a = client_for(app, ADMIN_KEY)
+    running = RunningApp(app, a, model)
+    try:
+        db = running.services.db
+        org_a = (await a.get("/api/v1/admin/org")).json()["id"]
+        ids = await _seed_accounts(db, org_a)
+        job = await wait_job(a, (await upload(a, {"vault.md": A_DOC}, A_COLLECTION))["job_id"])
+        assert job["status"] == "succeeded", job
+        ask = (await a.post("/api/v1/chat/ask", json={"message": "What is the vault code?",
+                                                      "collection": A_COLLECTION})).json()
+        assert VAULT_CODE in ask["answer"], ask
+        query = (await a.post("/api/v1/query", json={"question": "Where is the vault code?"})).json()
+        login = (await a.post("/api/v1/auth/token", json={"email": ids["member_email"], "password": PASSWORD_A}))
+        assert login.status_code == 200, login.text
+        ids |= {"org": org_a, "job": job["id"], "document": job["result"]["documents"][0]["document_id"],
+                "conversation": ask["conversation_id"], "message": ask["message_id"],
+                "user_message": ask["user_message_id"], "query": query["id"]}
+        b_key, b_viewer_key, b_email = await _seed_b(db)
+        b = client_for(app, b_key)
+        b_job = await wait_job(b, (await upload(b, {"bravo.md": B_DOC}, "docs"))["job_id"])
+        assert b_job["status"] == "succeeded", b_job
+        secrets = {value for name, value in ids.items() if name not in ("joiner", "joiner_email")}
+        secrets |= {VAULT_CODE, "Alpha Secret Division", "Alpha Robot", A_POLICY_DOMAIN, ADMIN_KEY[:12],
+                    login.json()["refresh_token"]}
+        yield World(backend=backend, running=running, model=model, a=a, b=b,
+                    b_viewer=client_for(app, b_viewer_key), ids=ids,
+                    b_docs={d["document_id"] for d in b_job["result"]["documents"]}, b_user_email=b_email,
+                    secrets=secrets, a_refresh=[login.json()["refresh_token"]])
+    finally:
+        await a.aclose()
+        await lifespan.__aexit__(None, None, None)
+
+
+# --- The route table ---------------------------------------------------------------------------------------
+
+Case = Callable[[World], Awaitable[None]]
+CASES: dict[tuple[str, str], Case] = {}
+
+
+def attack(*routes: tuple[str, str]) -> Callable[[Case], Case]:
+    def register(case: Case) -> Case:
+        for route in routes:
+            assert route not in CASES, route
+            CASES[route] = case
+        return case
+
+    return register
+
+
+def route_table(app: FastAPI) -> set[tuple[str, str]]:
+    """(method, path) of every HTTP route, ("WS", path) of every WebSocket route, included routers too."""
+    found: set[tuple[str, str]] = set()
+    for route in app.routes:
+        contexts = getattr(route, "effective_route_contexts", None)  # FastAPI's lazily included routers
+        targets = [context.original_route for context in contexts()] if contexts is not None else [route]
+        for target in targets:
+            path = str(getattr(target, "path", ""))
+            if isinstance(target, WebSocketRoute) or type(target).__name__ == "APIWebSocketRoute":
+                found.add(("WS", path))
+            else:
+                found |= {(method, path) for method in getattr(target, "methods", None) or () if method != "HEAD"}
+    return found
+
+
+def test_every_route_has_an_isolation_case(tmp_path: Path) -> None:
+    routes = route_table(create_app(make_settings(tmp_path / "data")))
+    missing = sorted(routes - set(CASES) - set(EXEMPT))
+    assert not missing, f"routes without a tenant-isolation case in tests/api/test_isolation.py: {missing}"
+    stale = sorted((set(CASES) | set(EXEMPT)) - routes)
+    assert not stale, f"isolation cases for routes that no longer exist: {stale}"
+
+
+# --- Conversations and chat --------------------------------------------------------------------------------
+
+async def _a_message_count(world: World) -> int:
+    async with world.db.system_session() as session:
+        return int(await session.scalar(select(func.count()).select_from(Message).where(
+            Message.conversation_id == world.ids["conversation"])) or 0)
+
+
+@attack(("GET", "/api/v1/conversations/{conversation_id}"),
+        ("GET", "/api/v1/conversations/{conversation_id}/messages"),
+        ("DELETE", "/api/v1/conversations/{conversation_id}"))
+async def _conversation_by_id(world: World) -> None:
+    conversation = world.ids["conversation"]
+    for method, path in (("GET", f"/api/v1/conversations/{conversation}"),
+                         ("GET", f"/api/v1/conversations/{conversation}/messages"),
+                         ("DELETE", f"/api/v1/conversations/{conversation}")):
+        not_found(await world.attack(method, path))
+    messages = (await world.a.get(f"/api/v1/conversations/{conversation}/messages")).json()["messages"]
+    assert len(messages) == 2 and VAULT_CODE in messages[1]["content"]
+
+
+@attack(("GET", "/api/v1/conversations"))
+async def _conversation_list(world: World) -> None:
+    response = await world.attack("GET", "/api/v1/conversations", params={"limit": 200})
+    assert response.status_code == 200
+    assert world.ids["conversation"] not in {c["id"] for c in response.json()["conversations"]}
+
+
+@attack(("POST", "/api/v1/chat/ask"))
+async def _chat_ask(world: World) -> None:
+    before, calls = await _a_message_count(world), len(world.model.requests)
+    for stream in (False, True):
+        response = await world.attack("POST", "/api/v1/chat/ask", json={
+            "message": "Add this to your history", "conversation_id": world.ids["conversation"], "stream": stream})
+        not_found(response)
+    assert await _a_message_count(world) == before and len(world.model.requests) == calls
+    # Asked plainly, B is answered from B's documents only, even for A's collection.
+    answer = await world.attack("POST", "/api/v1/chat/ask", json={"message": "What is the vault code?"})
+    assert answer.status_code == 200, answer.text
+    sources = answer.json()["sources"]
+    assert sources and {s["document_id"] for s in sources} <= world.b_docs
+    scoped = await world.attack("POST", "/api/v1/chat/ask", json={"message": "What is the vault code?",
+                                                                  "collection": A_COLLECTION})
+    assert scoped.status_code == 200
+    assert {s["document_id"] for s in scoped.json()["sources"]} <= world.b_uploaded
+
+
+# --- Knowledge: documents, jobs, search, query -----------------------------------------------------------
+
+@attack(("GET", "/api/v1/documents/{document_id}"), ("DELETE", "/api/v1/documents/{document_id}"))
+async def _document_by_id(world: World) -> None:
+    document = world.ids["document"]
+    not_found(await world.attack("GET", f"/api/v1/documents/{document}"))
+    not_found(await world.attack("DELETE", f"/api/v1/documents/{document}"))
+    assert (await world.a.get(f"/api/v1/documents/{document}")).status_code == 200
+    hits = (await world.a.post("/api/v1/search/semantic", json={"query": "vault code", "mode": "keyword"})).json()
+    assert any(VAULT_CODE in hit["text"] for hit in hits["results"])
+
+
+@attack(("GET", "/api/v1/documents"))
+async def _document_list(world: World) -> None:
+    listed = await world.attack("GET", "/api/v1/documents", params={"limit": 200})
+    assert listed.status_code == 200
+    assert {d["id"] for d in listed.json()["documents"]} <= world.b_docs | world.b_uploaded
+    in_a_collection = await world.attack("GET", "/api/v1/documents", params={"collection": A_COLLECTION})
+    assert in_a_collection.status_code == 200 and in_a_collection.json()["documents"] == []
+
+
+@attack(("POST", "/api/v1/documents"))
+async def _document_upload(world: World) -> None:
+    """B's upload lands in B: its job and document are invisible to A, and A's collection is untouched."""
+    note = ("vault.md", b"# Vault\n\nBravo's own vault notes.\n", "text/plain")
+    created = await world.attack("POST", "/api/v1/documents", data={"collection": A_COLLECTION},
+                                 files=[("files", note)])
+    assert created.status_code == 202, created.text
+    job = await wait_job(world.b, created.json()["job_id"])
+    assert job["status"] == "succeeded"
+    document = job["result"]["documents"][0]["document_id"]
+    world.b_uploaded.add(document)
+    not_found(await world.a.get(f"/api/v1/jobs/{job['id']}"))
+    not_found(await world.a.get(f"/api/v1/documents/{document}"))
+    a_docs = (await world.a.get("/api/v1/documents", params={"collection": A_COLLECTION})).json()["documents"]
+    assert [d["id"] for d in a_docs] == [world.ids["document"]]
+
+
+@attack(("GET", "/api/v1/jobs/{job_id}"))
+async def _job_by_id(world: World) -> None:
+    not_found(await world.attack("GET", f"/api/v1/jobs/{world.ids['job']}"))
+
+
+@attack(("POST", "/api/v1/search/semantic"))
+async def _search(world: World) -> None:
+    for mode in ("hybrid", "vector", "keyword"):
+        response = await world.attack("POST", "/api/v1/search/semantic",
+                                      json={"query": "vault code alpha desk zanzibar", "mode": mode, "limit": 50})
+        assert response.status_code == 200, response.text
+        results = response.json()["results"]
+        assert results, mode  # B's own documents match: the search works, and shows only B's
+        assert {r["document_id"] for r in results} <= world.b_docs | world.b_uploaded, mode
+        scoped = await world.attack("POST", "/api/v1/search/semantic", json={
+            "query": "vault code", "mode": mode, "collection": A_COLLECTION})
+        assert scoped.status_code == 200
+        assert {r["document_id"] for r in scoped.json()["results"]} <= world.b_uploaded, mode
+
+
+@attack(("POST", "/api/v1/query"))
+async def _query_submit(world: World) -> None:
+    response = await world.attack("POST", "/api/v1/query", json={"question": "What is the vault code?"})
+    assert response.status_code == 201, response.text
+    assert {s["document_id"] for s in response.json()["sources"]} <= world.b_docs | world.b_uploaded
+    not_found(await world.a.get(f"/api/v1/query/{response.json()['id']}"))
+
+
+@attack(("GET", "/api/v1/query/{record_id}"))
+async def _query_by_id(world: World) -> None:
+    not_found(await world.attack("GET", f"/api/v1/query/{world.ids['query']}"))
+
+
+# --- The model gateway: tenant policy, cache, metering ----------------------------------------------------
+
+async def _usage_orgs(world: World, endpoint: str, key_prefix: str) -> set[str]:
+    """The organisations of the usage rows written for ``endpoint`` by the key with ``key_prefix``."""
+    await world.running.services.gateway.recorder.flush()
+    async with world.db.system_session() as session:
+        key_ids = select(ApiKey.id).where(ApiKey.prefix == key_prefix)
+        rows = await session.scalars(select(UsageRecord.org_id).where(
+            UsageRecord.endpoint == endpoint, UsageRecord.api_key_id.in_(key_ids)).distinct())
+        return set(rows)
+
+
+def _b_prefix(world: World) -> str:
+    return world.b.headers["authorization"].removeprefix("Bearer ")[:12]
+
+
+@attack(("POST", "/v1/chat/completions"))
+async def _chat_completions(world: World) -> None:
+    refused(await world.attack("POST", "/v1/chat/completions", json={
+        "model": "restricted", "messages": [{"role": "user", "content": "hello"}]}))
+    # The response cache is per tenant: A's cached answer is never served to B.
+    body = {"model": "fake", "messages": [{"role": "user", "content": f"cache probe {world.backend}"}]}
+    assert (await world.a.post("/v1/chat/completions", json=body)).status_code == 200
+    calls = len(world.model.requests)
+    assert (await world.a.post("/v1/chat/completions", json=body)).status_code == 200
+    assert len(world.model.requests) == calls  # A's second call: a cache hit
+    response = await world.attack("POST", "/v1/chat/completions", json=body)
+    assert response.status_code == 200 and len(world.model.requests) == calls + 1
+    assert await _usage_orgs(world, "/v1/chat/completions", _b_prefix(world)) == {ORG_B}
+
+
+@attack(("POST", "/v1/messages"))
+async def _anthropic_messages(world: World) -> None:
+    body: dict[str, Any] = {"model": "restricted", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+    response = await world.attack("POST", "/v1/messages", json=body)
+    assert response.status_code in (403, 404) and response.json()["type"] == "error", response.text
+    response = await world.attack("POST", "/v1/messages", json=body | {"model": "fake"})
+    assert response.status_code == 200, response.text
+    assert await _usage_orgs(world, "/v1/messages", _b_prefix(world)) == {ORG_B}
+
+
+@attack(("POST", "/v1/embeddings"))
+async def _embeddings(world: World) -> None:
+    response = await world.attack("POST", "/v1/embeddings", json={"model": "hash-bow", "input": "vault code"})
+    assert response.status_code == 200, response.text
+    assert await _usage_orgs(world, "/v1/embeddings", _b_prefix(world)) == {ORG_B}
+
+
+@attack(("GET", "/v1/models"), ("GET", "/v1/models/{model_id:path}"))
+async def _models(world: World) -> None:
+    listed = {m["id"] for m in (await world.attack("GET", "/v1/models")).json()["data"]}
+    assert "fake" in listed and "restricted" not in listed
+    assert "restricted" in {m["id"] for m in (await world.a.get("/v1/models")).json()["data"]}
+    not_found(await world.attack("GET", "/v1/models/restricted"))
+    assert (await world.a.get("/v1/models/restricted")).status_code == 200
+
+
+@attack(("GET", "/metrics"))
+async def _metrics(world: World) -> None:
+    response = await world.attack("GET", "/metrics")
+    assert response.status_code == 200 and "atrium_" in response.text
+    assert ORG_B not in response.text  # no tenant, user or key ids in labels
+
+
+@attack(("GET", "/api/v1/admin/gateway/breakers"), ("POST", "/api/v1/admin/gateway/breakers/{provider}/reset"))
+async def _breakers(world: World) -> None:
+    """Breakers are per provider, shared by every tenant: no tenant data in them; members cannot act, and
+    an org admin other than the platform admin cannot reset one."""
+    assert (await world.attack("GET", "/api/v1/admin/gateway/breakers", client=world.b_viewer)).status_code == 403
+    reset = await world.attack("POST", "/api/v1/admin/gateway/breakers/vault/reset", client=world.b_viewer)
+    assert reset.status_code == 403
+    states = (await world.attack("GET", "/api/v1/admin/gateway/breakers")).json()["breakers"]
+    assert all(set(state) <= {"provider", "state", "failures", "opened_at", "retry_in_s"} for state in states)
+    assert (await world.attack("POST", "/api/v1/admin/gateway/breakers/vault/reset")).status_code == 403
+
+
+# --- Authentication ----------------------------------------------------------------------------------------
+
+async def _b_login(world: World, **extra: Any) -> httpx.Response:
+    return await world.attack("POST", "/api/v1/auth/token",
+                              json={"email": world.b_user_email, "password": PASSWORD_B, **extra})
+
+
+async def _a_session_alive(world: World) -> None:
+    response = await world.a.post("/api/v1/auth/refresh", json={"refresh_token": world.a_refresh[-1]})
+    assert response.status_code == 200, response.text
+    world.a_refresh.append(response.json()["refresh_token"])
+    world.secrets.add(response.json()["refresh_token"])
+
+
+@attack(("POST", "/api/v1/auth/token"))
+async def _login(world: World) -> None:
+    into_a = await _b_login(world, org_id=world.ids["org"])
+    assert into_a.status_code in (401, 403, 404) and "access_token" not in into_a.json()
+    # A's member's email with B's password: no session.
+    wrong = await world.attack("POST", "/api/v1/auth/token", json={
+        "email": world.ids["member_email"], "password": PASSWORD_B}, allow={world.ids["member_email"]})
+    assert wrong.status_code == 401 and "access_token" not in wrong.json()
+    token = await _b_login(world)
+    assert token.status_code == 200 and token.json()["org_id"] == ORG_B
+    with_token = client_for(world.running.app, token.json()["access_token"])
+    async with with_token:
+        not_found(await world.attack("GET", f"/api/v1/conversations/{world.ids['conversation']}",
+                                     client=with_token))
+
+
+@attack(("POST", "/api/v1/auth/refresh"))
+async def _refresh(world: World) -> None:
+    pair = (await _b_login(world)).json()
+    renewed = await world.attack("POST", "/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert renewed.status_code == 200 and renewed.json()["org_id"] == ORG_B
+    async with client_for(world.running.app, renewed.json()["access_token"]) as with_token:
+        not_found(await world.attack("GET", f"/api/v1/documents/{world.ids['document']}", client=with_token))
+
+
+@attack(("POST", "/api/v1/auth/logout"), ("POST", "/api/v1/auth/revoke"))
+async def _logout_and_revoke(world: World) -> None:
+    """B ending its own sessions (one, or all) ends none of A's."""
+    pair = (await _b_login(world)).json()
+    assert (await world.attack("POST", "/api/v1/auth/logout",
+                               json={"refresh_token": pair["refresh_token"]})).status_code == 204
+    assert (await world.attack("POST", "/api/v1/auth/revoke")).status_code == 200
+    await _a_session_alive(world)
+
+
+# --- Account administration ----------------------------------------------------------------------------
+
+@attack(("GET", "/api/v1/admin/org"))
+async def _own_org(world: World) -> None:
+    response = await world.attack("GET", "/api/v1/admin/org")
+    assert response.status_code == 200 and response.json()["id"] == ORG_B
+
+
+@attack(("GET", "/api/v1/admin/orgs"), ("POST", "/api/v1/admin/orgs"))
+async def _orgs(world: World) -> None:
+    """Listing and creating organisations is the platform admin's (A's first owner's), not B's."""
+    assert (await world.attack("GET", "/api/v1/admin/orgs")).status_code == 403
+    assert (await world.attack("POST", "/api/v1/admin/orgs", json={"name": "Sneaky"})).status_code == 403
+
+
+async def _a_divisions(world: World) -> set[str]:
+    async with world.db.system_session() as session:
+        return set(await session.scalars(select(Division.id).where(Division.org_id == world.ids["org"])))
+
+
+@attack(("GET", "/api/v1/admin/divisions"), ("POST", "/api/v1/admin/divisions"),
+        ("DELETE", "/api/v1/admin/divisions/{division_id}"))
+async def _divisions(world: World) -> None:
+    before = await _a_divisions(world)
+    created = await world.attack("POST", "/api/v1/admin/divisions", json={"name": f"Bravo ops {world.backend}"})
+    assert created.status_code == 201
+    listed = (await world.attack("GET", "/api/v1/admin/divisions")).json()["divisions"]
+    assert created.json()["id"] in {d["id"] for d in listed}
+    not_found(await world.attack("DELETE", f"/api/v1/admin/divisions/{world.ids['division']}"))
+    assert await _a_divisions(world) == before
+
+
+async def _a_member(world: World, user_id: str) -> tuple[str, str, list[tuple[str, str]]]:
+    async with world.db.system_session() as session:
+        user = await session.get(User, user_id)
+        assert user is not None
+        seats = (await session.execute(select(Membership.org_id, Membership.role)
+                                       .where(Membership.user_id == user_id))).all()
+        return user.name, user.org_id, sorted((str(org), str(role)) for org, role in seats)
+
+
+@attack(("GET", "/api/v1/admin/users"), ("POST", "/api/v1/admin/users"), ("GET", "/api/v1/admin/users/{user_id}"),
+        ("PATCH", "/api/v1/admin/users/{user_id}"), ("DELETE", "/api/v1/admin/users/{user_id}"))
+async def _users(world: World) -> None:
+    member = world.ids["member"]
+    before = await _a_member(world, member)
+    listed = await world.attack("GET", "/api/v1/admin/users", params={"limit": 200})
+    assert listed.status_code == 200 and listed.json()["users"]
+    not_found(await world.attack("GET", f"/api/v1/admin/users/{member}"))
+    not_found(await world.attack("PATCH", f"/api/v1/admin/users/{member}", json={"name": "Pwned", "role": "owner"}))
+    not_found(await world.attack("DELETE", f"/api/v1/admin/users/{member}"))
+    refused(await world.attack("POST", "/api/v1/admin/users", json={
+        "email": f"new-{world.backend}@bravo.example", "name": "New", "division_id": world.ids["division"]}))
+    assert await _a_member(world, member) == before
+
+
+@attack(("POST", "/api/v1/admin/memberships"), ("DELETE", "/api/v1/admin/memberships/{user_id}"))
+async def _memberships(world: World) -> None:
+    member = world.ids["member"]
+    before = await _a_member(world, member)
+    not_found(await world.attack("DELETE", f"/api/v1/admin/memberships/{member}"))
+    refused(await world.attack("POST", "/api/v1/admin/memberships", json={
+        "email": world.ids["member_email"], "division_id": world.ids["division"]}, allow={world.ids["member_email"]}))
+    # Inviting a user of A by email gives a seat in B only: A's records of them are unchanged.
+    joiner_before = await _a_member(world, world.ids["joiner"])
+    invited = await world.attack("POST", "/api/v1/admin/memberships", json={"email": world.ids["joiner_email"]})
+    assert invited.status_code == 201, invited.text
+    name, home, seats = await _a_member(world, world.ids["joiner"])
+    assert (name, home) == joiner_before[:2]
+    assert set(seats) - {(ORG_B, "member")} == set(joiner_before[2])
+    assert await _a_member(world, member) == before
+
+
+@attack(("GET", "/api/v1/admin/service-accounts"), ("POST", "/api/v1/admin/service-accounts"))
+async def _service_accounts(world: World) -> None:
+    refused(await world.attack("POST", "/api/v1/admin/service-accounts",
+                               json={"name": "bravo bot", "division_id": world.ids["division"]}))
+    created = await world.attack("POST", "/api/v1/admin/service-accounts", json={"name": "bravo bot"})
+    assert created.status_code == 201
+    listed = (await world.attack("GET", "/api/v1/admin/service-accounts")).json()["service_accounts"]
+    assert created.json()["id"] in {s["id"] for s in listed}
+
+
+async def _a_keys(world: World) -> list[tuple[str, Any]]:
+    async with world.db.system_session() as session:
+        rows = await session.execute(select(ApiKey.id, ApiKey.revoked_at).where(ApiKey.org_id == world.ids["org"]))
+        return sorted((str(key_id), revoked) for key_id, revoked in rows)
+
+
+@attack(("GET", "/api/v1/admin/keys"), ("POST", "/api/v1/admin/keys"), ("DELETE", "/api/v1/admin/keys/{key_id}"),
+        ("POST", "/api/v1/admin/keys/{key_id}/rotate"))
+async def _keys(world: World) -> None:
+    before = await _a_keys(world)
+    not_found(await world.attack("DELETE", f"/api/v1/admin/keys/{world.ids['key']}"))
+    not_found(await world.attack("POST", f"/api/v1/admin/keys/{world.ids['key']}/rotate"))
+    for body in ({"user_id": world.ids["member"]}, {"service_account_id": world.ids["service"]},
+                 {"division_id": world.ids["division"]}):
+        refused(await world.attack("POST", "/api/v1/admin/keys", json={"name": "sneaky", **body}))
+    created = await world.attack("POST", "/api/v1/admin/keys", json={"name": f"bravo {world.backend}"})
+    assert created.status_code == 201
+    listed = (await world.attack("GET", "/api/v1/admin/keys", params={"include_revoked": True})).json()["keys"]
+    assert created.json()["id"] in {k["id"] for k in listed}
+    assert await _a_keys(world) == before
+    async with client_for(world.running.app, world.ids["member_key"]) as member:
+        assert (await member.get("/v1/models")).status_code == 200  # A's key still works
+
+
+@attack(("GET", "/api/v1/admin/audit"))
+async def _audit(world: World) -> None:
+    # A's org id may appear only where B itself typed it (a refused login into A is B's own event).
+    response = await world.attack("GET", "/api/v1/admin/audit", params={"limit": 200}, allow={world.ids["org"]})
+    assert response.status_code == 200 and response.json()["events"]
+    for event in response.json()["events"]:
+        if world.ids["org"] in json.dumps(event):
+            assert (event.get("details") or {}).get("requested_org_id") == world.ids["org"], event
+
+
+# --- Guard policy ----------------------------------------------------------------------------------------
+
+async def _a_policy(world: World) -> Any:
+    async with world.db.system_session() as session:
+        row = await session.get(OrgPolicy, world.ids["org"])
+        return row.policy if row is not None else None
+
+
+@attack(("GET", "/api/v1/admin/policy"), ("PUT", "/api/v1/admin/policy"))
+async def _policy(world: World) -> None:
+    """The policy routes take no organisation: B reads and replaces its own, never A's."""
+    read = await world.attack("GET", "/api/v1/admin/policy")
+    assert read.status_code == 200 and read.json()["org_id"] == ORG_B, read.text
+    body = {"output": {"link_domains": ["bravo.example"]}}
+    written = await world.attack("PUT", "/api/v1/admin/policy", json=body)
+    assert written.status_code == 200 and written.json()["overrides"] == body, written.text
+    assert await _a_policy(world) == A_POLICY
+
+
+# --- Budgets ---------------------------------------------------------------------------------------------
+
+async def _a_budgets(world: World) -> list[tuple[str, str, int]]:
+    async with world.db.system_session() as session:
+        rows = await session.execute(select(Budget.id, Budget.subject_id, Budget.limit_micro_usd)
+                                     .where(Budget.org_id == world.ids["org"]))
+        return sorted((str(i), str(s), int(limit)) for i, s, limit in rows)
+
+
+@attack(("PUT", "/api/v1/admin/budgets"), ("GET", "/api/v1/admin/budgets"),
+        ("DELETE", "/api/v1/admin/budgets/{budget_id}"), ("POST", "/api/v1/admin/budgets/{budget_id}/reset"),
+        ("GET", "/api/v1/budget"))
+async def _budgets(world: World) -> None:
+    before = await _a_budgets(world)
+    for scope, subject in (("org", world.ids["org"]), ("user", world.ids["member"]), ("key", world.ids["key"])):
+        refused(await world.attack("PUT", "/api/v1/admin/budgets", json={
+            "scope": scope, "subject_id": subject, "period": "month", "limit_usd": "0.01"}))
+    own = await world.attack("PUT", "/api/v1/admin/budgets", json={"scope": "org", "period": "total",
+                                                                    "limit_usd": "1000"})
+    assert own.status_code in (200, 201), own.text
+    budget = world.ids["budget"]
+    not_found(await world.attack("DELETE", f"/api/v1/admin/budgets/{budget}"))
+    not_found(await world.attack("POST", f"/api/v1/admin/budgets/{budget}/reset"))
+    listed = await world.attack("GET", "/api/v1/admin/budgets")
+    assert listed.status_code == 200 and listed.json()["budgets"]
+    mine = await world.attack("GET", "/api/v1/budget")
+    assert mine.status_code == 200 and mine.json()["budgets"]
+    assert await _a_budgets(world) == before
+
+
+# Last, so that every case above is registered when the parameters are collected. A case covering
+# several routes runs once.
+@pytest.mark.parametrize("case", list(dict.fromkeys(CASES.values())), ids=lambda case: case.__name__.strip("_"))
+async def test_tenant_b_cannot_reach_tenant_a(world: World, case: Case) -> None:
+    await case(world)
