@@ -283,6 +283,21 @@ class BudgetSpend(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class BudgetReservation(Base):
+    """Money a running call holds in one budget's window, until it settles or ``expires_at`` passes (a
+    process that died mid-call cannot block a budget for longer than that)."""
+
+    __tablename__ = "budget_reservations"
+    __table_args__ = (Index("ix_budget_reservations_budget_expires", "budget_id", "expires_at"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    budget_id: Mapped[str] = mapped_column(ForeignKey("budgets.id", ondelete="CASCADE"), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    window: Mapped[str] = mapped_column(String(16))
+    amount_micro_usd: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class OrgPolicy(Base):
     """Per-organisation guard policy (PII, moderation, injection), set by admins; it overrides the
     configured defaults key by key."""
@@ -318,4 +333,4 @@ class AuditEvent(Base):
 # on PostgreSQL.
 TENANT_TABLES = ("users", "divisions", "memberships", "api_keys", "refresh_tokens", "conversations", "messages",
                  "documents", "chunks", "jobs", "queries", "usage", "knowledge_revisions", "budgets",
-                 "budget_spend", "org_policies")
+                 "budget_spend", "budget_reservations", "org_policies")

@@ -1,0 +1,84 @@
+"""Budgets: admins set spending caps per organisation, user and API key (``/api/v1/admin/budgets``), and
+every caller can see what is left of its own (``GET /api/v1/budget``). See docs/limits-and-budgets.md.
+
+Amounts are USD in requests (``limit_usd``, up to 6 decimals) and both USD and exact integer micro-USD in
+answers.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from atrium.guard.budget_admin import BudgetAdmin, BudgetSpec
+from atrium.guard.budgets import MICRO
+from atrium.http.deps import PrincipalDep, ServicesDep, require_role
+
+router = APIRouter(tags=["budgets"])
+_admin = [require_role("admin")]
+
+BudgetId = Annotated[str, Path(min_length=1, max_length=32)]
+SubjectId = Annotated[str, Field(min_length=1, max_length=32)]
+
+
+class BudgetBody(BaseModel):
+    """Create or change the budget of ``(scope, subject_id, period)``."""
+
+    model_config = ConfigDict(extra="forbid")
+    scope: Literal["org", "user", "key"]
+    subject_id: SubjectId | None = None  # org: may be omitted (the caller's organisation)
+    period: Literal["day", "month", "total"]
+    limit_usd: Decimal = Field(ge=0, le=1_000_000_000, decimal_places=6)
+
+
+def _admin_of(services: Any) -> BudgetAdmin:
+    return BudgetAdmin(services.db, services.budgets)
+
+
+def _ip(request: Request) -> str | None:
+    return request.client.host if request.client is not None else None
+
+
+@router.put("/api/v1/admin/budgets", dependencies=_admin)
+async def set_budget(body: BudgetBody, request: Request, principal: PrincipalDep,
+                     services: ServicesDep) -> JSONResponse:
+    micro = int((body.limit_usd * MICRO).to_integral_value(rounding=ROUND_HALF_UP))
+    view, created = await _admin_of(services).set(
+        principal, BudgetSpec(scope=body.scope, subject_id=body.subject_id, period=body.period,
+                              limit_micro_usd=micro), ip=_ip(request))
+    return JSONResponse(view.to_dict(), status_code=201 if created else 200)
+
+
+@router.get("/api/v1/admin/budgets", dependencies=_admin)
+async def list_budgets(principal: PrincipalDep, services: ServicesDep,
+                       scope: Annotated[Literal["org", "user", "key"] | None, Query()] = None,
+                       subject_id: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
+                       limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                       offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> dict[str, Any]:
+    views = await _admin_of(services).listing(principal, scope=scope, subject_id=subject_id, limit=limit,
+                                              offset=offset)
+    return {"budgets": [view.to_dict() for view in views]}
+
+
+@router.delete("/api/v1/admin/budgets/{budget_id}", dependencies=_admin, status_code=204)
+async def delete_budget(budget_id: BudgetId, request: Request, principal: PrincipalDep,
+                        services: ServicesDep) -> Response:
+    await _admin_of(services).delete(principal, budget_id, ip=_ip(request))
+    return Response(status_code=204)
+
+
+@router.post("/api/v1/admin/budgets/{budget_id}/reset", dependencies=_admin)
+async def reset_budget(budget_id: BudgetId, request: Request, principal: PrincipalDep,
+                       services: ServicesDep) -> dict[str, object]:
+    return (await _admin_of(services).reset(principal, budget_id, ip=_ip(request))).to_dict()
+
+
+@router.get("/api/v1/budget")
+async def own_budget(principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
+    """The caller's budgets (its organisation's, its user's, its key's) with what is left in each."""
+    views = await _admin_of(services).own(principal)
+    return {"enforced": services.settings.budgets.enabled, "budgets": [view.to_dict() for view in views]}
