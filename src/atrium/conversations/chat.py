@@ -16,6 +16,7 @@ from atrium.conversations import repository as repo
 from atrium.conversations.generation import Outcome, answer_and_store
 from atrium.conversations.runs import AnswerRun, RunSupervisor
 from atrium.gateway.ports import CallContext, ChatModel
+from atrium.guard.policy import Guard
 from atrium.knowledge.answering import GroundedAnswerer, GroundedPrompt
 from atrium.settings import ChatSettings
 from atrium.store.engine import Database
@@ -26,17 +27,18 @@ ENDPOINT = "/api/v1/chat/ask"
 
 class ChatService:
     def __init__(self, db: Database, answerer: GroundedAnswerer, model: ChatModel, runs: RunSupervisor,
-                 settings: ChatSettings) -> None:
+                 settings: ChatSettings, guard: Guard | None = None) -> None:
         self.db = db
         self.answerer = answerer
         self.model = model
         self.runs = runs
         self.settings = settings
+        self.guard = guard  # the tenant's link allowlist for the answer's sanitiser
 
     async def ask(self, principal: Principal, message: str, *, conversation_id: str | None,
                   collections: Sequence[str] | None) -> AnswerRun:
         """Store the question, start the answer run, and return its event feed at once."""
-        async with self.db.session() as session:
+        async with self.db.tenant_session(principal.org_id) as session:
             if conversation_id is None:
                 conversation = Conversation(org_id=principal.org_id, user_id=principal.user_id,
                                             title=message[:80])
@@ -62,12 +64,13 @@ class ChatService:
     async def _answer(self, principal: Principal, run: AnswerRun, question: str, conversation_id: str,
                       user_message_id: str, message_id: str, collections: Sequence[str] | None) -> None:
         async def prompt() -> GroundedPrompt:
-            async with self.db.session() as session:
+            async with self.db.tenant_session(principal.org_id) as session:
                 history = await repo.history(session, principal.org_id, conversation_id, user_message_id)
             return await self.answerer.prepare(principal.org_id, question, history, collections)
 
+        sanitizer = await self.guard.sanitizer(principal.org_id) if self.guard is not None else None
         outcome = await answer_and_store(prompt_for=prompt, model=self.model, run=run, settings=self.settings,
-                                         context=_context(principal),
+                                         context=_context(principal), sanitizer=sanitizer,
                                          store=partial(self._store, principal, message_id))
         run.emit("sources", sources=outcome.source_dicts())
         if outcome.error:
@@ -77,7 +80,7 @@ class ChatService:
                      usage=outcome.usage, answer=outcome.text)
 
     async def _store(self, principal: Principal, message_id: str, outcome: Outcome) -> None:
-        async with self.db.session() as session:
+        async with self.db.tenant_session(principal.org_id) as session:
             await repo.finish_message(session, principal.org_id, message_id, content=outcome.text,
                                       status=outcome.status, model=outcome.model,
                                       sources=outcome.source_dicts(), usage=outcome.usage, error=outcome.error)

@@ -12,6 +12,7 @@ from typing import Any
 from atrium.conversations.runs import AnswerRun
 from atrium.errors import AppError
 from atrium.gateway.ports import CallContext, ChatModel, ChatRequest, Done, ErrorEvent, Token, Usage
+from atrium.guard.sanitize import MarkdownSanitizer
 from atrium.knowledge.answering import NO_ANSWER, GroundedPrompt, Source, cite
 from atrium.settings import ChatSettings
 
@@ -37,8 +38,14 @@ class Outcome:
 
 
 async def generate(model: ChatModel, prompt: GroundedPrompt, run: AnswerRun, *, max_tokens: int,
-                   temperature: float, outcome: Outcome, context: CallContext) -> Outcome:
-    """Fill ``outcome`` as the model streams (so a cancelled run still holds its partial text)."""
+                   temperature: float, outcome: Outcome, context: CallContext,
+                   sanitizer: MarkdownSanitizer | None = None) -> Outcome:
+    """Fill ``outcome`` as the model streams (so a cancelled run still holds its partial text).
+
+    The answer goes through the Markdown sanitiser (atrium.guard.sanitize) as it streams: tokens are
+    emitted sanitised (a construct cut across tokens, like a link, is held back until complete), and the
+    stored answer is exactly what was streamed."""
+    sanitizer = sanitizer or MarkdownSanitizer()
     started = time.perf_counter()
     if not prompt.has_context:
         outcome.text = NO_ANSWER
@@ -50,19 +57,25 @@ async def generate(model: ChatModel, prompt: GroundedPrompt, run: AnswerRun, *, 
     async for event in model.stream(request):
         match event:
             case Token(text=text):
-                parts.append(text)
-                outcome.text = "".join(parts)
                 # Counted as they stream, so a cut or cancelled answer is still metered; the provider's
                 # Usage (exact, with the prompt) replaces the count when it arrives.
                 outcome.usage["completion_tokens"] += 1
                 outcome.usage["total_tokens"] += 1
-                run.emit("token", text=text)
+                safe = sanitizer.feed(text)
+                if safe:
+                    parts.append(safe)
+                    outcome.text = "".join(parts)
+                    run.emit("token", text=safe)
             case Usage(prompt_tokens=p, completion_tokens=c):
                 outcome.usage = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
             case Done(model=name):
                 outcome.model = name
             case ErrorEvent(code=code, message=message):
                 outcome.error = {"code": code, "message": message}
+    rest = sanitizer.finish()
+    if rest:
+        parts.append(rest)
+        run.emit("token", text=rest)
     outcome.text = "".join(parts)
     outcome.sources = cite(outcome.text, prompt.sources, prompt.texts)
     outcome.latency_ms = (time.perf_counter() - started) * 1000
@@ -71,7 +84,8 @@ async def generate(model: ChatModel, prompt: GroundedPrompt, run: AnswerRun, *, 
 
 async def answer_and_store(*, prompt_for: Callable[[], Awaitable[GroundedPrompt]], model: ChatModel,
                            run: AnswerRun, settings: ChatSettings, context: CallContext,
-                           store: Callable[[Outcome], Awaitable[None]]) -> Outcome:
+                           store: Callable[[Outcome], Awaitable[None]],
+                           sanitizer: MarkdownSanitizer | None = None) -> Outcome:
     """Produce an answer into ``run`` and always store it: when it completes, when it fails (keeping the
     partial text) and when it is cancelled at shutdown (as ``interrupted``)."""
     outcome = Outcome()
@@ -79,11 +93,14 @@ async def answer_and_store(*, prompt_for: Callable[[], Awaitable[GroundedPrompt]
         prompt = await prompt_for()
         outcome.sources = list(prompt.sources)
         await generate(model, prompt, run, max_tokens=settings.max_tokens, temperature=settings.temperature,
-                       outcome=outcome, context=context)
+                       outcome=outcome, context=context, sanitizer=sanitizer)
     except asyncio.CancelledError:
         outcome.error = {"code": "interrupted", "message": "The server stopped before the answer ended."}
         await asyncio.shield(store(outcome))
         raise
+    except AppError as exc:  # refused (a guard, a budget...) or failed in a way the caller is told about
+        log.info("answer run ended with %s", exc.code)
+        outcome.error = error_of(exc)
     except Exception as exc:  # the run must always end with a stored answer and a final event
         log.exception("answer run failed")
         outcome.error = error_of(exc)

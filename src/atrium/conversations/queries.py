@@ -14,6 +14,7 @@ from atrium.conversations.generation import Outcome, answer_and_store
 from atrium.conversations.runs import AnswerRun, RunSupervisor
 from atrium.errors import NotFound
 from atrium.gateway.ports import CallContext, ChatModel
+from atrium.guard.policy import Guard
 from atrium.knowledge.answering import GroundedAnswerer, GroundedPrompt
 from atrium.settings import ChatSettings
 from atrium.store.engine import Database
@@ -24,18 +25,19 @@ ENDPOINT = "/api/v1/query"
 
 class QueryService:
     def __init__(self, db: Database, answerer: GroundedAnswerer, model: ChatModel, runs: RunSupervisor,
-                 settings: ChatSettings) -> None:
+                 settings: ChatSettings, guard: Guard | None = None) -> None:
         self.db = db
         self.answerer = answerer
         self.model = model
         self.runs = runs
         self.settings = settings
+        self.guard = guard  # the tenant's link allowlist for the answer's sanitiser
 
     async def submit(self, principal: Principal, question: str,
                      collections: Sequence[str] | None) -> tuple[str, asyncio.Task[None]]:
         """Store the query as ``pending`` and start answering it; returns the record id and the run.
         The run stores the answer itself, so a caller that stops waiting loses nothing."""
-        async with self.db.session() as session:
+        async with self.db.tenant_session(principal.org_id) as session:
             record = QueryRecord(org_id=principal.org_id, user_id=principal.user_id, question=question,
                                  collection=",".join(collections) if collections else None)
             session.add(record)
@@ -45,7 +47,7 @@ class QueryService:
         return record_id, task
 
     async def get(self, principal: Principal, record_id: str) -> QueryRecord:
-        async with self.db.session() as session:
+        async with self.db.tenant_session(principal.org_id) as session:
             record = await session.scalar(select(QueryRecord).where(QueryRecord.org_id == principal.org_id,
                                                                     QueryRecord.id == record_id))
         if record is None:
@@ -57,14 +59,16 @@ class QueryService:
         async def prompt() -> GroundedPrompt:
             return await self.answerer.prepare(principal.org_id, question, (), collections)
 
+        sanitizer = await self.guard.sanitizer(principal.org_id) if self.guard is not None else None
         await answer_and_store(prompt_for=prompt, model=self.model, run=run, settings=self.settings,
-                                         context=_context(principal),
+                               context=_context(principal), sanitizer=sanitizer,
                                store=partial(self._store, principal, record_id))
 
     async def _store(self, principal: Principal, record_id: str, outcome: Outcome) -> None:
-        async with self.db.session() as session:
-            record = await session.get(QueryRecord, record_id)
-            if record is not None and record.org_id == principal.org_id:
+        async with self.db.tenant_session(principal.org_id) as session:
+            record = await session.scalar(select(QueryRecord).where(QueryRecord.org_id == principal.org_id,
+                                                                    QueryRecord.id == record_id))
+            if record is not None:
                 record.status = outcome.status
                 record.answer = outcome.text
                 record.sources = outcome.source_dicts()

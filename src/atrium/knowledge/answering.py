@@ -9,9 +9,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 from atrium.gateway.ports import ChatMessage
+from atrium.guard.injection import CONTEXT_WARNING
 from atrium.knowledge.service import KnowledgeService, SearchHit
+
+if TYPE_CHECKING:
+    from atrium.guard.policy import Guard
 
 NO_ANSWER = "I don't know: the documents I can search do not cover this question."
 
@@ -70,18 +75,31 @@ class GroundedPrompt:
 
 
 class GroundedAnswerer:
-    """Builds the grounded prompt for a question (and its conversation history)."""
+    """Builds the grounded prompt for a question (and its conversation history). With a ``guard``, the
+    question passes the tenant's prompt-injection policy for user input and every retrieved chunk its
+    policy for retrieved context before it enters the prompt (a chunk stripped to nothing is left out)."""
 
-    def __init__(self, knowledge: KnowledgeService, *, top_k: int, min_relevance: float) -> None:
+    def __init__(self, knowledge: KnowledgeService, *, top_k: int, min_relevance: float,
+                 guard: Guard | None = None) -> None:
         self.knowledge = knowledge
         self.top_k = top_k
         self.min_relevance = min_relevance
+        self.guard = guard
 
     async def prepare(self, tenant: str, question: str, history: Sequence[ChatMessage],
                       collections: Sequence[str] | None) -> GroundedPrompt:
+        if self.guard is not None:
+            question = await self.guard.check_question(tenant, question)
         hits = await self.knowledge.search(tenant, question, mode="hybrid", limit=self.top_k,
                                            collections=collections)
-        return build_prompt(question, relevant(hits, self.min_relevance), history)
+        chosen = relevant(hits, self.min_relevance)
+        if self.guard is None or not chosen:
+            return build_prompt(question, chosen, history)
+        guarded = await self.guard.check_context(tenant, [hit.chunk.text for hit in chosen])
+        kept = [(hit, text) for hit, text in zip(chosen, guarded, strict=True) if text.strip()]
+        # Sources show what was kept of each chunk (a stripped sentence is gone), never the guard's note.
+        return build_prompt(question, [replace(hit, chunk=replace(hit.chunk, text=text.removeprefix(CONTEXT_WARNING)))
+                                       for hit, text in kept], history, [text for _, text in kept])
 
 
 def relevant(hits: Sequence[SearchHit], min_relevance: float) -> list[SearchHit]:
@@ -92,7 +110,11 @@ def relevant(hits: Sequence[SearchHit], min_relevance: float) -> list[SearchHit]
     return list(hits)
 
 
-def build_prompt(question: str, hits: Sequence[SearchHit], history: Sequence[ChatMessage]) -> GroundedPrompt:
+def build_prompt(question: str, hits: Sequence[SearchHit], history: Sequence[ChatMessage],
+                 prompt_texts: Sequence[str] | None = None) -> GroundedPrompt:
+    """``prompt_texts``: what the model is shown of each hit, when it differs from the chunk's text (a
+    guard's warning before it); sources show the chunk's text."""
+    texts = tuple(prompt_texts) if prompt_texts is not None else tuple(hit.chunk.text for hit in hits)
     sources = tuple(
         Source(number=i, chunk_id=hit.chunk.id, document_id=hit.chunk.document_id,
                collection=hit.chunk.collection, source=hit.chunk.source, title=hit.chunk.title,
@@ -100,11 +122,12 @@ def build_prompt(question: str, hits: Sequence[SearchHit], history: Sequence[Cha
         for i, hit in enumerate(hits, start=1)
     )
     context = "\n\n".join(
-        f"[{i}] {hit.chunk.title} — {hit.chunk.heading}\n{hit.chunk.text}" for i, hit in enumerate(hits, start=1)
+        f"[{i}] {hit.chunk.title} — {hit.chunk.heading}\n{text}"
+        for i, (hit, text) in enumerate(zip(hits, texts, strict=True), start=1)
     )
     user = f"Sources:\n{context}\n\nQuestion: {question}\nAnswer:"
     messages = (ChatMessage("system", SYSTEM_PROMPT), *history, ChatMessage("user", user))
-    return GroundedPrompt(messages=messages, sources=sources, texts=tuple(hit.chunk.text for hit in hits))
+    return GroundedPrompt(messages=messages, sources=sources, texts=texts)
 
 
 def cite(answer: str, sources: Sequence[Source], texts: Sequence[str] = ()) -> list[Source]:

@@ -1,45 +1,226 @@
 """Structured logging with request ids and secret redaction.
 
-Every record passes through ``redact_secrets`` so an API key, bearer token or password that slips into a
-message or field is masked before it reaches any sink.
+Two layers keep secrets out of every log sink:
+
+* **patterns**: anything shaped like a credential (Atrium keys, ``sk-``/``AKIA``/``ghp_``-style vendor
+  keys, JWTs, bearer/basic credentials, private-key blocks, ``password=...``/``"token": "..."`` pairs,
+  URL user-info passwords) is masked;
+* **known values**: every secret the settings hold (provider keys, the bootstrap admin key, the JWT
+  secret, database and Redis passwords, ...) is registered at start-up and masked wherever it appears,
+  whatever its shape.
+
+Redaction happens when a log record is *created* (a ``logging`` record factory), not only in Atrium's
+own formatter: so records from stdlib loggers (uvicorn, httpx, SQLAlchemy), pytest's ``caplog`` and any
+handler an operator adds all receive the redacted message, arguments, traceback and stack. structlog
+events are redacted by the ``redact_secrets`` processor too.
+
+The record factory and the set of known secrets are process-wide on purpose: ``logging`` itself is
+process-wide, and a secret one app instance knows must not appear in a record another part of the
+process writes.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import threading
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import structlog
+from pydantic import BaseModel, SecretStr
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
-_SECRET_PATTERNS = [
-    re.compile(r"atr_[A-Za-z0-9_\-]{8,}"),
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}"),
-    re.compile(r"sk-[A-Za-z0-9_\-]{8,}"),
-    re.compile(r"(?i)(password|passwd|secret|api[_-]?key|token)(\s*[=:]\s*)[^\s,;\"']+"),
-    re.compile(r"(?i)(://[^:/@\s]+:)[^@\s]+(@)"),
+MASK = "[REDACTED]"
+MIN_KNOWN_SECRET = 8  # shorter configured values are left to the patterns (masking "pw" would mangle text)
+
+# Whole-match credentials: the match itself is the secret.
+_CREDENTIALS = [
+    r"atr_[A-Za-z0-9_\-]{8,}",
+    r"\bsk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_\-]{8,}",
+    r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b",
+    r"\bgh[pousr]_[A-Za-z0-9]{20,}",
+    r"\bgithub_pat_[A-Za-z0-9_]{20,}",
+    r"\bglpat-[A-Za-z0-9_\-]{20,}",
+    r"\bxox[abposr]-[A-Za-z0-9\-]{10,}",
+    r"\bAIza[0-9A-Za-z_\-]{35}",
+    r"\beyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*",
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)",
+]
+_SECRET_NAME = re.compile(r"(?i)password|passwd|secret|api[_-]?key|token|authorization|credential")
+CREDENTIAL_PATTERN = re.compile("|".join(f"(?:{p})" for p in _CREDENTIALS))
+# A credential after a marker: only the last group is the secret.
+_AFTER_MARKER = [
+    re.compile(r"(?i)(\bbearer\s+)([A-Za-z0-9._~+/\-]{8,}=*)"),
+    re.compile(r"(?i)(\bbasic\s+)([A-Za-z0-9+/]{8,}=*)"),
+    # "password": "..." in JSON (the whole quoted value, spaces included)
+    re.compile(r'(?i)("[A-Za-z_\-]*(?:password|passwd|secret|api[_-]?key|token|authorization|credential)'
+               r'[A-Za-z_\-]*"\s*:\s*")((?:[^"\\]|\\.)+)'),
+    # password=..., api_key: ..., ?token=...
+    re.compile(r"(?i)(\b[A-Za-z_\-]*(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|token|credential)"
+               r"\b['\"]?\s*[=:]\s*['\"]?)([^\s,;\"'&<>]+)"),
+    # scheme://user:password@host
+    re.compile(r"(://[^:/@\s]+:)([^@\s/]+)(?=@)"),
 ]
 
 
+class _Known:
+    """Exact secret values to mask, longest first (so a secret containing another is masked whole)."""
+
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
+
+    def add(self, values: Iterable[str]) -> None:
+        with self._lock:
+            fresh = {value for value in values if len(value) >= MIN_KNOWN_SECRET} - self._values
+            if not fresh:
+                return
+            self._values |= fresh
+            ordered = sorted(self._values, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(value) for value in ordered))
+
+    def sub(self, text: str) -> str:
+        pattern = self._pattern
+        return pattern.sub(MASK, text) if pattern is not None else text
+
+
+_known = _Known()
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Mask these exact values in every log record and ``redact`` call from now on."""
+    _known.add(values)
+
+
 def redact(text: str) -> str:
-    """Mask anything that looks like a secret in ``text``."""
-    for pattern in _SECRET_PATTERNS:
-        if pattern.groups == 0:
-            text = pattern.sub("[REDACTED]", text)
-        elif pattern.groups == 1:
-            text = pattern.sub(lambda m: m.group(1) + "[REDACTED]", text)
-        else:
-            text = pattern.sub(lambda m: m.group(1) + "[REDACTED]" + m.group(m.re.groups), text)
+    """``text`` with every known secret and every credential-looking string masked."""
+    if not text:
+        return text
+    text = _known.sub(text)
+    text = CREDENTIAL_PATTERN.sub(MASK, text)
+    for pattern in _AFTER_MARKER:
+        text = pattern.sub(lambda m: m.group(1) + MASK, text)
     return text
 
 
+def redact_value(value: Any) -> Any:
+    """``redact`` applied through strings, mappings and sequences (other values as they are)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {key: MASK if isinstance(item, str) and item and isinstance(key, str) and _SECRET_NAME.search(key)
+                else redact_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact_value(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(redact_value(item) for item in value)
+    return value
+
+
+def secrets_of(settings: BaseModel) -> list[str]:
+    """Every secret a settings object holds: each ``SecretStr`` (URLs contribute their password, and the
+    whole URL), found recursively, plus keys named by ``api_key_env`` variables."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, SecretStr):
+            raw = value.get_secret_value()
+            found.append(raw)
+            password = _url_password(raw)
+            if password:
+                found.append(password)
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                item = getattr(value, name)
+                if name == "api_key_env" and isinstance(item, str) and os.environ.get(item):
+                    found.append(os.environ[item].strip())
+                walk(item)
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+
+    walk(settings)
+    return [value for value in found if value]
+
+
+def _url_password(url: str) -> str | None:
+    """The password in a URL's user info, or in its ``password=`` query parameter (Redis URLs)."""
+    if "://" not in url:
+        return None
+    try:
+        parts = urlsplit(url)
+        password = parts.password or dict(parse_qsl(parts.query)).get("password")
+    except ValueError:
+        return None
+    return unquote(password) if password else None
+
+
+# --- stdlib records -----------------------------------------------------------------------------------
+
+def _redact_arg(arg: Any) -> Any:
+    if arg is None or isinstance(arg, bool | int | float):
+        return arg
+    if isinstance(arg, str):
+        return redact(arg)
+    try:
+        shown = str(arg)
+    except Exception:
+        return arg
+    clean = redact(shown)
+    return arg if clean == shown else clean
+
+
+def redact_record(record: logging.LogRecord) -> None:
+    """Mask secrets in a record's message, arguments, traceback and stack, in place."""
+    if isinstance(record.msg, str):
+        record.msg = redact(record.msg)
+    elif record.msg is not None and not isinstance(record.msg, int | float):
+        record.msg = _redact_arg(record.msg)
+    args = record.args
+    if isinstance(args, tuple):
+        record.args = tuple(_redact_arg(arg) for arg in args)
+    elif isinstance(args, Mapping):
+        record.args = {key: _redact_arg(value) for key, value in args.items()}
+    if record.exc_info and not record.exc_text:
+        # Rendered now, redacted, and kept: every Formatter uses ``exc_text`` when it is set.
+        record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+    elif record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+
+
+def install_record_redaction() -> None:
+    """Make every ``logging`` record redacted at creation (idempotent)."""
+    current = logging.getLogRecordFactory()
+    if getattr(current, "atrium_redacting", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = current(*args, **kwargs)
+        redact_record(record)
+        return record
+
+    factory.atrium_redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+# --- structlog ----------------------------------------------------------------------------------------
+
 def redact_secrets(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
     for key, value in list(event.items()):
-        if isinstance(value, str):
-            event[key] = redact(value)
+        if key.startswith("_"):  # structlog's own (the stdlib record, ...)
+            continue
+        event[key] = redact_value(value)
     return event
 
 
@@ -51,7 +232,8 @@ def add_request_id(_logger: Any, _method: str, event: dict[str, Any]) -> dict[st
 
 
 def configure_logging(level: str) -> None:
-    """Route stdlib and structlog records through one redacting JSON-ish renderer on stderr."""
+    """Route stdlib and structlog records through one redacting key=value renderer on stderr."""
+    install_record_redaction()
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,

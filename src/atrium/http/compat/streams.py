@@ -25,6 +25,7 @@ from atrium.accounts.principal import Principal
 from atrium.errors import (
     AppError,
     CircuitOpen,
+    ContentBlocked,
     ContextLengthExceeded,
     Forbidden,
     GatewayError,
@@ -71,6 +72,7 @@ _CALLER_ERRORS: dict[str, type[AppError]] = {
     "forbidden": Forbidden,
     "invalid_request": InvalidRequest,
     "unsupported_capability": InvalidRequest,
+    "content_blocked": ContentBlocked,
 }
 
 

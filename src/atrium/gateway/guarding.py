@@ -1,0 +1,243 @@
+"""``GuardedChatModel``: the tenant's guard policy on every model call, as the outermost gateway wrapper.
+
+Before the call, on the request's messages (text content, text parts, tool-call arguments):
+
+1. **prompt injection**: user messages under the tenant's *input* policy, tool results (retrieved
+   content) under its *context* policy (``flag`` / ``strip`` / ``refuse``);
+2. **PII and secrets** (``atrium.guard.pii``), when the call could reach a model that is not local
+   (some candidate of its route has ``local: false``; a model on this host may see personal data):
+   ``redact`` replaces each value with a placeholder and restores the placeholders in the answer,
+   ``route_local`` serves the call with local models only (``CallContext.local_only``, which the router
+   enforces), ``block`` refuses it naming the types found, ``allow`` lets it through;
+3. **moderation**: the local blocklist, then the moderation endpoint if one is configured, which gets the
+   text with personal data replaced by placeholders (unless the policy is ``allow``): it is a third party.
+
+Grounded prompts (task ``qa``) are assembled by Atrium from a question and retrieved sources; the grounded
+answerer already checked the question (injection, moderation) and the sources (injection) under the same
+policies, so here only the PII policy applies to them (scanning the assembled prompt would judge the
+sources as user input, and moderate the tenant's own documents).
+
+A refusal ends the stream with ``ErrorEvent(code="content_blocked")`` (HTTP 400 at the edge) before any
+model is called; an unreachable moderation endpoint under ``fail_closed`` with
+``code="moderation_unavailable"`` (502). Being outermost, the budget, the cache, the metering and every
+provider see only the redacted prompt: personal data is neither sent nor cached nor counted, and a cached
+answer is restored with the current call's values. Placeholders cut across two streamed chunks are held
+back until complete (``StreamRestorer``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import httpx
+
+from atrium.errors import AppError, ContentBlocked
+from atrium.gateway.catalogue import Route
+from atrium.gateway.fallback import closing_stream
+from atrium.gateway.ports import (
+    ChatEvent,
+    ChatMessage,
+    ChatModel,
+    ChatRequest,
+    Done,
+    ErrorEvent,
+    Token,
+    ToolCallDelta,
+    Usage,
+)
+from atrium.gateway.providers.registry import DEFAULT_BASE_URLS, resolve_api_key
+from atrium.guard.moderation import ModerationUnavailable, Moderator, ProviderModeration
+from atrium.guard.pii import Redaction, StreamRestorer
+from atrium.guard.policy import Guard, GuardMetrics, PolicyStore, redact_offloaded
+from atrium.settings import GuardPolicySettings, Settings
+from atrium.store.engine import Database
+from atrium.store.pubsub import PubSub
+from atrium.telemetry.metrics import Metrics
+
+
+class GuardedChatModel:
+    """See the module docstring. ``route`` resolves a request's candidates (to know whether the call
+    stays on this host)."""
+
+    def __init__(self, inner: ChatModel, guard: Guard, *, route: Callable[[ChatRequest], Route]) -> None:
+        self.name = inner.name
+        self._inner = inner
+        self._guard = guard
+        self._route = route
+
+    async def ready(self) -> bool:
+        return await self._inner.ready()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
+        try:
+            request, redaction = await self._check(request)
+        except (ContentBlocked, ModerationUnavailable) as exc:
+            yield ErrorEvent(code=exc.code, message=exc.message, retryable=isinstance(exc, ModerationUnavailable))
+            return
+        async with closing_stream(self._inner.stream(request)) as events:
+            if redaction is None:
+                async for event in events:
+                    yield event
+                return
+            async for event in _restored(events, redaction):
+                yield event
+
+    def _serves_locally(self, request: ChatRequest) -> bool:
+        try:
+            return all(entry.local for entry in self._route(request).entries)
+        except AppError:
+            return False  # the router answers the error itself; meanwhile assume the worst
+
+    async def _check(self, request: ChatRequest) -> tuple[ChatRequest, Redaction | None]:
+        context = request.context
+        policy = await self._guard.policy(context.org_id)
+        if not policy.enabled:
+            return request, None
+        # Grounded prompts: the question was checked (injection, moderation) and the sources too
+        # (injection) by the grounded answerer; only the PII policy applies to the assembled prompt.
+        grounded = context.task == "qa"
+        slots = [_texts(message) for message in request.messages]
+        if not grounded:
+            slots = [self._injection(message.role, texts, policy, context.org_id)
+                     for message, texts in zip(request.messages, slots, strict=True)]
+        flat = [text for texts in slots for text in texts]
+        ask_provider = not grounded and self._guard.asks_provider(policy)
+        redaction: Redaction | None = None
+        for_provider: list[str] | None = None
+        if policy.pii.action != "allow" and policy.pii.types:
+            local = self._serves_locally(request)
+            if not local or ask_provider:
+                candidate = Redaction(policy.pii.types)
+                redacted = await redact_offloaded(candidate, flat)
+                if candidate.active:
+                    for_provider = redacted
+                    if not local:
+                        request, redaction = self._apply_pii(request, policy, candidate)
+        if not grounded:
+            await self._guard.moderate(policy, flat, org_id=context.org_id, for_provider=for_provider)
+        if redaction is not None and for_provider is not None:
+            flat = for_provider
+        rebuilt = _unflatten(flat, [len(texts) for texts in slots])
+        messages = tuple(_with_texts(message, texts) for message, texts in zip(request.messages, rebuilt, strict=True))
+        if messages != request.messages:
+            request = dataclasses.replace(request, messages=messages)
+        return request, redaction
+
+    def _injection(self, role: str, texts: list[str], policy: GuardPolicySettings, org_id: str | None) -> list[str]:
+        if role not in ("user", "tool"):
+            return texts
+        where: Literal["input", "context"] = "input" if role == "user" else "context"
+        return [self._guard.apply_injection(text, policy, where=where, org_id=org_id) for text in texts]
+
+    def _apply_pii(self, request: ChatRequest, policy: GuardPolicySettings,
+                   found: Redaction) -> tuple[ChatRequest, Redaction | None]:
+        org_id, types = request.context.org_id, found.types_found
+        action = policy.pii.action
+        self._guard.note("pii", action, org_id, types=",".join(types))
+        listed = ", ".join(types)
+        if action == "block":
+            raise ContentBlocked(f"The input contains personal data or secrets ({listed}); this tenant's policy "
+                                 "does not send them to an external model.")
+        if action == "route_local":
+            local = dataclasses.replace(request, context=dataclasses.replace(request.context, local_only=True))
+            try:
+                self._route(local)
+            except AppError:
+                raise ContentBlocked(f"The input contains personal data or secrets ({listed}); this tenant's "
+                                     "policy keeps them on local models, and none can serve this request.") from None
+            return local, None
+        return request, found
+
+
+async def _restored(events: AsyncGenerator[ChatEvent, None] | Any,
+                    redaction: Redaction) -> AsyncGenerator[ChatEvent, None]:
+    """The stream with placeholders put back in text and tool-call arguments."""
+    text = redaction.restorer()
+    arguments: dict[int, StreamRestorer] = {}
+    async for event in events:
+        if isinstance(event, Token):
+            restored = text.feed(event.text)
+            if restored:
+                yield Token(restored)
+            continue
+        if isinstance(event, ToolCallDelta):
+            restorer = arguments.setdefault(event.index, redaction.restorer())
+            yield dataclasses.replace(event, arguments=restorer.feed(event.arguments))
+            continue
+        if isinstance(event, Usage | Done | ErrorEvent):
+            rest = text.flush()
+            if rest:
+                yield Token(rest)
+            for index, restorer in arguments.items():
+                rest = restorer.flush()
+                if rest:
+                    yield ToolCallDelta(index=index, arguments=rest)
+        yield event
+
+
+def _texts(message: ChatMessage) -> list[str]:
+    """A message's text slots: its content (or each text part), then each tool call's arguments."""
+    if isinstance(message.content, str):
+        texts = [message.content]
+    else:
+        texts = [str(part.get("text", "")) for part in message.content if part.get("type") == "text"]
+    return texts + [call.arguments for call in message.tool_calls]
+
+
+def _with_texts(message: ChatMessage, texts: Sequence[str]) -> ChatMessage:
+    if list(texts) == _texts(message):
+        return message
+    slots = iter(texts)
+    content: Any
+    if isinstance(message.content, str):
+        content = next(slots)
+    else:
+        content = tuple({**part, "text": next(slots)} if part.get("type") == "text" else part
+                        for part in message.content)
+    calls = tuple(dataclasses.replace(call, arguments=next(slots)) for call in message.tool_calls)
+    return dataclasses.replace(message, content=content, tool_calls=calls)
+
+
+def _unflatten(flat: Sequence[str], sizes: Sequence[int]) -> list[list[str]]:
+    out, start = [], 0
+    for size in sizes:
+        out.append(list(flat[start:start + size]))
+        start += size
+    return out
+
+
+def build_guard(settings: Settings, *, db: Database, pubsub: PubSub, metrics: Metrics, http_client: httpx.AsyncClient,
+                environ: Mapping[str, str] | None = None) -> Guard:
+    """The guard: policies (defaults, configuration, ``org_policies``), the moderator (blocklist and the
+    configured endpoint) and its metrics."""
+    environ = os.environ if environ is None else environ
+    config = settings.guard
+    provider = _moderation_endpoint(settings, http_client, environ)
+    fail_closed = config.moderation_provider.fail_closed if config.moderation_provider is not None else False
+    return Guard(PolicyStore(config, db, pubsub), Moderator(provider, fail_closed=fail_closed), GuardMetrics(metrics))
+
+
+def _moderation_endpoint(settings: Settings, client: httpx.AsyncClient,
+                         environ: Mapping[str, str]) -> ProviderModeration | None:
+    config = settings.guard.moderation_provider
+    if config is None:
+        return None
+    if config.provider is not None:
+        entry = settings.gateway.providers.get(config.provider)
+        if entry is None:
+            raise ValueError(f"guard.moderation_provider.provider: no provider named {config.provider!r}")
+        base_url = entry.base_url or DEFAULT_BASE_URLS.get(entry.kind)
+        if not base_url:
+            raise ValueError(f"guard.moderation_provider: provider {config.provider!r} has no base_url")
+        key = resolve_api_key(entry, environ, name=config.provider)
+    else:
+        assert config.base_url is not None
+        base_url, key = config.base_url, config.api_key.get_secret_value() if config.api_key else None
+    return ProviderModeration(client, base_url=base_url, api_key=key, model=config.model,
+                              timeout_s=config.timeout_s, name=config.provider or "moderation")

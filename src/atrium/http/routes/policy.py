@@ -1,0 +1,50 @@
+"""``GET|PUT /api/v1/admin/policy``: the caller's organisation's guard policy (admins).
+
+``GET`` answers the effective policy, the organisation's stored overrides and the configured policy they
+apply to. ``PUT`` replaces the stored overrides (only the keys given differ from the configured policy;
+``{}`` goes back to it), audited as ``policy.update`` with the old and new overrides; every replica
+applies the change within moments (PubSub ``policy.changed``, else the cache TTL).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from atrium.errors import InvalidRequest, NotReady
+from atrium.guard.policy import Guard, PolicyOverride, policy_view
+from atrium.http.deps import PrincipalDep, ServicesDep, require_role
+
+router = APIRouter(prefix="/api/v1/admin/policy", tags=["admin"], dependencies=[require_role("admin")])
+
+
+def _guard(services: Any) -> Guard:
+    guard: Guard | None = getattr(services, "guard", None)
+    if guard is None:
+        raise NotReady("The guard is not configured.")
+    return guard
+
+
+async def _view(guard: Guard, org_id: str) -> dict[str, Any]:
+    stored = await guard.policies.stored(org_id)
+    guard.policies.forget(org_id)  # answer what the database holds now, not a cached copy
+    return {"org_id": org_id, "enabled": guard.enabled, "policy": policy_view(await guard.policies.for_org(org_id)),
+            "overrides": stored, "configured": policy_view(guard.policies.configured(org_id))}
+
+
+@router.get("")
+async def get_policy(principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
+    return await _view(_guard(services), principal.org_id)
+
+
+@router.put("")
+async def put_policy(body: PolicyOverride, request: Request, principal: PrincipalDep,
+                     services: ServicesDep) -> dict[str, Any]:
+    guard = _guard(services)
+    try:
+        await guard.policies.replace(principal.org_id, body, actor=principal,
+                                     ip=request.client.host if request.client else None)
+    except ValueError as exc:
+        raise InvalidRequest(f"Invalid policy: {exc}") from None
+    return await _view(guard, principal.org_id)
