@@ -18,18 +18,23 @@ from atrium.gateway.ports import ChatModel
 from atrium.http.errors import install_error_handlers
 from atrium.http.middleware import EdgeMiddleware
 from atrium.http.routes import (
+    accounts,
     admin,
     anthropic_compat,
+    auth,
+    budgets,
     chat,
     conversations,
     documents,
     health,
     metrics,
     openai_compat,
+    policy,
     query,
     search,
 )
 from atrium.settings import Settings
+from atrium.telemetry.logging import install_record_redaction, register_secrets, secrets_of
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,9 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
                auto_migrate: bool = True) -> FastAPI:
     """Build the app. ``chat_model`` overrides the configured one (tests inject adapters this way)."""
     settings = settings or Settings()
+    # Every log record is redacted when created, and the settings' own secrets are masked by value.
+    install_record_redaction()
+    register_secrets(secrets_of(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,7 +62,10 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
                 asyncio.create_task(services.jobs.work(), name="jobs"),
                 asyncio.create_task(services.knowledge.keep_consistent(), name="index-upkeep"),
                 asyncio.create_task(_warm_up(services.chat_model), name="model-warm-up"),
+                asyncio.create_task(services.authenticator.listen_for_revocations(), name="auth-revocations"),
             ]
+            if services.guard is not None:
+                background.append(asyncio.create_task(services.guard.policies.listen(), name="policy-changes"))
             app.state.ready = True
             # What start-up built lives as long as the process (modules, models, the tokenizer's 100k-entry
             # vocabulary): move it out of the garbage collector's reach, so a full collection does not walk
@@ -86,7 +97,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
     )
     # The model endpoints first: FastAPI tries routes in order, and these are the hot path.
     for module in (openai_compat, anthropic_compat, health, metrics, chat, search, documents, query, conversations,
-                   admin):
+                   admin, auth, accounts, budgets, policy):
         app.include_router(module.router)
     return app
 

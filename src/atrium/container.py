@@ -14,14 +14,19 @@ import anyio
 import httpx
 from redis.asyncio import Redis
 
-from atrium.accounts.api_keys import ApiKeyAuthenticator
+from atrium.accounts.authenticate import Authenticator, build_authenticator
+from atrium.accounts.login import SessionService, build_sessions
 from atrium.conversations.chat import ChatService
 from atrium.conversations.queries import QueryService
 from atrium.conversations.runs import RunSupervisor
+from atrium.gateway.budgeting import SpendControl
+from atrium.gateway.guarding import build_guard
 from atrium.gateway.http_client import upstream_http_client
 from atrium.gateway.ports import ChatModel
 from atrium.gateway.service import Gateway, build_gateway
 from atrium.gateway.tokens import TokenCounter
+from atrium.guard.budgets import BudgetGuard
+from atrium.guard.policy import Guard
 from atrium.guard.rate_limits import RequestRateLimiter, build_storage
 from atrium.jobs.queue import DatabaseJobQueue
 from atrium.knowledge.answering import GroundedAnswerer
@@ -30,9 +35,10 @@ from atrium.knowledge.keyword import KeywordSearch, PostgresKeywordSearch, Sqlit
 from atrium.knowledge.ports import Embedder, VectorIndex
 from atrium.knowledge.service import KnowledgeService
 from atrium.settings import Settings
-from atrium.store.engine import Database, build_engine
+from atrium.store.engine import Database, build_engine, temporary_database
 from atrium.store.migrate import upgrade
 from atrium.store.pubsub import InProcessPubSub, PubSub, RedisPubSub
+from atrium.store.tenancy import app_role_name, grant_app_role, verify_isolation
 from atrium.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -54,9 +60,12 @@ class Services:
     http_client: httpx.AsyncClient
     pubsub: PubSub
     metrics: Metrics
-    authenticator: ApiKeyAuthenticator
+    authenticator: Authenticator  # any bearer credential -> Principal; announce_revocation(key_id)
+    sessions: SessionService  # password login, refresh, logout
     rate_limiter: RequestRateLimiter
+    budgets: BudgetGuard  # spending caps; the gateway reserves and settles through it (gateway/budgeting.py)
     redis: Redis | None
+    guard: Guard | None = None  # guard policies (moderation, PII, injection, output links); routes/policy.py
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -108,14 +117,22 @@ async def build_vector_index(settings: Settings, db: Database, dimensions: int) 
         if db.is_sqlite:
             raise ValueError("knowledge.vector_backend=pgvector needs a PostgreSQL database_url")
         index = PgVectorIndex(db, dimensions, m=settings.knowledge.hnsw_m, ef_search=settings.knowledge.hnsw_ef_search)
-        await index.ensure_schema()
+        if settings.migration_database_url is not None:  # the application role may not create tables
+            async with temporary_database(settings.resolved_migration_database_url) as owner:
+                await index.ensure_schema(owner)
+        else:
+            await index.ensure_schema()
         return index
     return await anyio.to_thread.run_sync(build_index, settings, dimensions)
 
 
 async def migrate(settings: Settings) -> None:
     await anyio.Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    await anyio.to_thread.run_sync(upgrade, settings.resolved_database_url)
+    await anyio.to_thread.run_sync(upgrade, settings.resolved_migration_database_url)
+    app_role = app_role_name(settings.resolved_database_url, settings.resolved_migration_database_url)
+    if app_role is not None and not settings.is_sqlite:
+        async with temporary_database(settings.resolved_migration_database_url) as owner:
+            await grant_app_role(owner, app_role)
 
 
 async def build_services(settings: Settings, *, chat_model: ChatModel | None = None) -> Services:
@@ -124,6 +141,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     db = Database(await anyio.to_thread.run_sync(build_engine, settings.resolved_database_url))
     embedder = await anyio.to_thread.run_sync(build_embedder, settings)
     index = await build_vector_index(settings, db, embedder.dimensions)
+    await verify_isolation(db, require=settings.database.require_rls)
     keyword: KeywordSearch = SqliteKeywordSearch() if db.is_sqlite else PostgresKeywordSearch()
     pubsub: PubSub = (RedisPubSub(settings.redis_url.get_secret_value()) if settings.redis_url is not None
                       else InProcessPubSub())
@@ -134,22 +152,33 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     metrics = Metrics()
     counter = TokenCounter()
     await anyio.to_thread.run_sync(counter.load)
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
+    rate_limiter = RequestRateLimiter(settings.rate_limits,
+                                      build_storage(redis_url, timeout_s=settings.rate_limits.storage_timeout_s),
+                                      metrics=metrics)
+    budgets = BudgetGuard(db, settings.budgets, pubsub=pubsub)
+    spend = SpendControl(counter=counter, budgets=budgets, tokens=rate_limiter,
+                         prompt_margin=settings.budgets.prompt_margin)
+    guard = build_guard(settings, db=db, pubsub=pubsub, metrics=metrics, http_client=http_client)
     gateway = build_gateway(settings, http_client=http_client, db=db, redis=redis, embedder=embedder,
-                            metrics=metrics, counter=counter, chat_model=chat_model,
+                            metrics=metrics, counter=counter, chat_model=chat_model, spend=spend, guard=guard,
                             local_factory=lambda name: build_local_chat_model(settings, http_client, name=name))
     model = gateway.chat
-    redis_url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
-    rate_limiter = RequestRateLimiter(settings.rate_limits, build_storage(redis_url))
-    authenticator = ApiKeyAuthenticator(db, ttl_s=settings.auth.key_cache_ttl_s)
+    authenticator = await build_authenticator(settings.auth, data_dir=settings.data_dir, db=db, pubsub=pubsub,
+                                              http_client=http_client)
+    sessions = build_sessions(settings.auth, db=db, access_tokens=authenticator.access_tokens,
+                              storage=build_storage(redis_url))
     answerer = GroundedAnswerer(knowledge, top_k=settings.knowledge.top_k,
-                                min_relevance=settings.knowledge.min_relevance)
+                                min_relevance=settings.knowledge.min_relevance, guard=guard)
     runs = RunSupervisor()
     jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)})
     return Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
-                    chat_model=model, gateway=gateway, chat=ChatService(db, answerer, model, runs, settings.chat),
-                    queries=QueryService(db, answerer, model, runs, settings.chat), jobs=jobs, runs=runs,
+                    chat_model=model, gateway=gateway,
+                    chat=ChatService(db, answerer, model, runs, settings.chat, guard),
+                    queries=QueryService(db, answerer, model, runs, settings.chat, guard), jobs=jobs, runs=runs,
                     http_client=http_client, pubsub=pubsub, metrics=metrics, authenticator=authenticator,
-                    rate_limiter=rate_limiter, redis=redis)
+                    sessions=sessions,
+                    rate_limiter=rate_limiter, budgets=budgets, redis=redis, guard=guard)
 
 
 async def close_services(services: Services, *, reconcile: bool = True) -> None:

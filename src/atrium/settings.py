@@ -7,6 +7,9 @@ in ``create_app`` (or the CLI), never at import time.
 from __future__ import annotations
 
 import os
+import re
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -199,21 +202,110 @@ class LimitSettings(BaseModel):
     max_search_limit: int = Field(50, ge=1)
 
 
+RoleName = Literal["owner", "admin", "member", "viewer"]
+JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
+                       "ES384", "ES512"]
+
+
+class ExternalClaimSettings(BaseModel):
+    """Where an external token keeps what Atrium needs: dotted paths into its claims (e.g.
+    ``app_metadata.org_id``); ``None`` means the IdP does not send it."""
+
+    model_config = {"extra": "forbid"}
+
+    subject: str = "sub"
+    email: str | None = "email"
+    email_verified: str | None = "email_verified"  # None: trust the email claim as is
+    name: str | None = "name"
+    org: str | None = None
+    division: str | None = None
+    role: str | None = None  # a string or a list of strings, mapped through ``role_map``
+
+
+class ExternalIdpSettings(BaseModel):
+    """An external identity provider (Supabase, Auth0, Keycloak...) whose JWTs Atrium accepts as bearer
+    tokens. Exactly one key source: ``secret`` (HS*) or ``jwks_url`` / ``jwks_file`` (RS*, PS*, ES*)."""
+
+    model_config = {"extra": "forbid"}
+
+    algorithms: list[JwtAlgorithm] = Field(["RS256"], min_length=1)
+    secret: SecretStr | None = None
+    jwks_url: str | None = None
+    jwks_file: Path | None = None
+    jwks_cache_ttl_s: float = Field(3600.0, gt=0)
+    jwks_min_refresh_s: float = Field(30.0, ge=0)  # an unknown ``kid`` refetches the set at most this often
+    issuer: str | None = None
+    audience: str | None = None
+    leeway_s: float = Field(30.0, ge=0)
+    claims: ExternalClaimSettings = ExternalClaimSettings()
+    role_map: dict[str, RoleName] = {}  # IdP role name -> Atrium role
+    default_role: RoleName = "member"
+    default_org_id: str | None = None  # when the token names no organisation (else it is refused)
+    auto_provision: bool = False  # create a user row (and membership) on first sight of a verified email
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> ExternalIdpSettings:
+        sources = [name for name in ("secret", "jwks_url", "jwks_file") if getattr(self, name) is not None]
+        if len(sources) != 1:
+            raise ValueError("auth.external needs exactly one of secret, jwks_url, jwks_file")
+        symmetric = {alg.startswith("HS") for alg in self.algorithms}
+        if len(symmetric) != 1 or symmetric.pop() != (self.secret is not None):
+            raise ValueError("auth.external: HS* algorithms need `secret`; RS*/PS*/ES* need a JWKS, never both")
+        if self.secret is not None and len(self.secret.get_secret_value()) < 32:
+            raise ValueError("auth.external.secret must be at least 32 characters")
+        return self
+
+
 class AuthSettings(BaseModel):
     allow_anonymous: bool = False
     # How long a verified API key is trusted without another database lookup.
     key_cache_ttl_s: float = Field(10.0, ge=0)
+    # Access tokens (JWT, HS256). Unset secret: generated once and kept in data_dir/jwt_secret.
+    jwt_secret: SecretStr | None = None
+    issuer: str = "atrium"
+    audience: str = "atrium"
+    access_token_ttl_s: int = Field(900, ge=1, le=86_400)
+    refresh_token_ttl_s: int = Field(30 * 86_400, ge=60)
+    # Login throttling (None: off): failed attempts per email, and all attempts per client IP.
+    login_failures_per_minute_per_email: int | None = Field(10, ge=1)
+    login_attempts_per_minute_per_ip: int | None = Field(60, ge=1)
+    external: ExternalIdpSettings | None = None
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            return None
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("auth.jwt_secret must be at least 32 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_issuers(self) -> AuthSettings:
+        if self.external is not None and self.external.issuer == self.issuer:
+            raise ValueError("auth.external.issuer must differ from auth.issuer (tokens are routed by issuer)")
+        return self
 
 
 class RateLimitSettings(BaseModel):
-    """Requests per minute per API key, user and organisation (``None``: no limit at that scope). In
-    process by default; in Redis, shared by every replica, when ``redis_url`` is set."""
+    """Requests and model tokens per minute per API key, user and organisation (``None``: no limit at that
+    scope; a key's own limits, set on the key, replace the ``key_*`` defaults). In process by default; in
+    Redis, shared by every replica, when ``redis_url`` is set. See docs/limits-and-budgets.md."""
 
     enabled: bool = True
     strategy: Literal["sliding_window", "moving_window", "fixed_window"] = "sliding_window"
     key_requests_per_minute: int | None = Field(600, ge=1)
     user_requests_per_minute: int | None = Field(600, ge=1)
     org_requests_per_minute: int | None = Field(6000, ge=1)
+    key_tokens_per_minute: int | None = Field(None, ge=1)
+    user_tokens_per_minute: int | None = Field(None, ge=1)
+    org_tokens_per_minute: int | None = Field(None, ge=1)
+    ws_messages_per_minute: int | None = Field(120, ge=1)  # per WebSocket caller (key, else user)
+    # When the limits storage (Redis) fails: admit (True, logged and counted in
+    # atrium_limits_storage_errors_total) or refuse with 503 (False).
+    fail_open: bool = True
+    storage_timeout_s: float = Field(0.5, gt=0)  # one Redis round trip, connecting included
+    storage_retry_s: float = Field(5.0, ge=0)  # after a storage failure, skip the storage this long
 
 
 class BudgetSettings(BaseModel):
@@ -221,13 +313,134 @@ class BudgetSettings(BaseModel):
     docs/limits-and-budgets.md."""
 
     enabled: bool = True
+    # A call's reservation is released by itself after this long if its process died before settling;
+    # keep it above gateway.total_timeout_s (a live call never outlasts that).
+    reservation_ttl_s: float = Field(900.0, ge=10)
+    cache_ttl_s: float = Field(30.0, ge=0)  # how long budget definitions are trusted without a lookup
+    # How long the edge check trusts what this process last saw a budget window spend (reservations always
+    # check the database).
+    spend_cache_ttl_s: float = Field(1.0, ge=0)
+    # The offline prompt count (cl100k) times this when reserving: other vendors' tokenizers count more.
+    prompt_margin: float = Field(1.25, ge=1.0, le=4.0)
 
 
-class GuardSettings(BaseModel):
-    """Guardrails: moderation, PII, prompt injection, output sanitising; see docs/guardrails.md. Per-org
-    overrides live in the ``org_policies`` table."""
+PiiAction = Literal["redact", "route_local", "block", "allow"]
+PiiKind = Literal["email", "phone", "card", "iban", "national_id", "ip", "secret"]
+InjectionAction = Literal["off", "flag", "strip", "refuse"]
+PII_KINDS: tuple[PiiKind, ...] = ("email", "phone", "card", "iban", "national_id", "ip", "secret")
+
+
+class PiiPolicySettings(BaseModel):
+    """Personal data and secrets in a prompt bound for a model that is not local: replace them with
+    placeholders and restore them in the answer (``redact``), serve the call with local models only
+    (``route_local``), refuse it (``block``) or let it through (``allow``)."""
+
+    model_config = {"extra": "forbid"}
+
+    action: PiiAction = "redact"
+    types: list[PiiKind] = Field(default_factory=lambda: list(PII_KINDS))
+
+
+class ModerationPolicySettings(BaseModel):
+    model_config = {"extra": "forbid"}
 
     enabled: bool = True
+    default_blocklist: bool = True  # the short built-in list (guard/moderation.py)
+    blocklist: list[str] = Field(default_factory=list, max_length=500)  # whole words/phrases, any case
+    patterns: list[str] = Field(default_factory=list, max_length=100)  # regular expressions (config only)
+    provider: bool = True  # also ask guard.moderation_provider, when one is configured
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"guard moderation pattern {pattern!r} does not compile: {exc}") from None
+        return value
+
+
+class InjectionPolicySettings(BaseModel):
+    """Prompt-injection heuristics: what to do with user input and with retrieved context that score at
+    least ``threshold``."""
+
+    model_config = {"extra": "forbid"}
+
+    input: InjectionAction = "flag"
+    context: InjectionAction = "strip"
+    threshold: float = Field(0.5, gt=0, le=1)
+
+
+class OutputPolicySettings(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    # http(s) links and images in answers must point at one of these domains (or a subdomain); None: any.
+    link_domains: list[str] | None = Field(None, max_length=200)
+
+
+class GuardPolicySettings(BaseModel):
+    """One tenant's guard policy. The ``guard`` section holds the defaults; ``guard.tenants.<org_id>``
+    (configuration) and the ``org_policies`` table (``PUT /api/v1/admin/policy``) override them key by
+    key."""
+
+    model_config = {"extra": "forbid"}
+
+    enabled: bool = True
+    pii: PiiPolicySettings = PiiPolicySettings()
+    moderation: ModerationPolicySettings = ModerationPolicySettings()
+    injection: InjectionPolicySettings = InjectionPolicySettings()
+    output: OutputPolicySettings = OutputPolicySettings()
+
+
+class ModerationProviderSettings(BaseModel):
+    """An OpenAI-format moderation endpoint: a ``gateway.providers`` entry (its URL and key), or a
+    ``base_url`` with an ``api_key``."""
+
+    model_config = {"extra": "forbid"}
+
+    provider: str | None = None
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    model: str = "omni-moderation-latest"
+    timeout_s: float = Field(5.0, gt=0)
+    fail_closed: bool = False  # endpoint unavailable: refuse the call (True) or let it through, logged
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ModerationProviderSettings:
+        if (self.provider is None) == (self.base_url is None):
+            raise ValueError("guard.moderation_provider needs exactly one of provider, base_url")
+        return self
+
+
+class GuardSettings(GuardPolicySettings):
+    """Guardrails: moderation, PII, prompt injection, output sanitising; see docs/guardrails.md. The
+    policy fields are every tenant's defaults; ``enabled: false`` here removes the guard entirely."""
+
+    moderation_provider: ModerationProviderSettings | None = None
+    tenants: dict[str, dict[str, Any]] = {}  # by org id: partial policies, the shape of PUT /api/v1/admin/policy
+    policy_cache_ttl_s: float = Field(30.0, ge=0)  # a replica sees another's policy change within this
+
+    @model_validator(mode="after")
+    def _tenant_policies_valid(self) -> GuardSettings:
+        if not self.tenants:
+            return self
+        from atrium.guard.policy import merged_policy
+
+        for org_id, override in self.tenants.items():
+            try:
+                merged_policy(self, override)
+            except ValueError as exc:
+                raise ValueError(f"guard.tenants.{org_id}: {exc}") from None
+        return self
+
+
+class DatabaseSettings(BaseModel):
+    """Tenant isolation in PostgreSQL (see docs/tenancy.md). At start-up the application checks that its
+    role is subject to Row-Level Security and that every tenant table has it: a warning by default,
+    a refusal to start with ``require_rls``."""
+
+    require_rls: bool = False
 
 
 class ServerSettings(BaseModel):
@@ -248,6 +461,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./data")
     database_url: SecretStr | None = None
+    # The owner role that runs migrations (PostgreSQL); unset: database_url runs them too.
+    migration_database_url: SecretStr | None = None
     redis_url: SecretStr | None = None
     bootstrap_admin_key: SecretStr | None = None
     config: Path | None = None
@@ -263,6 +478,7 @@ class Settings(BaseSettings):
     rate_limits: RateLimitSettings = RateLimitSettings()
     budgets: BudgetSettings = BudgetSettings()
     guard: GuardSettings = GuardSettings()
+    database: DatabaseSettings = DatabaseSettings()
 
     @field_validator("data_dir")
     @classmethod
@@ -281,11 +497,24 @@ class Settings(BaseSettings):
                 raise ValueError("ATRIUM_BOOTSTRAP_ADMIN_KEY must start with 'atr_' and be >= 32 characters")
         return value
 
+    @model_validator(mode="after")
+    def _reservations_outlive_calls(self) -> Settings:
+        # A live call's budget reservation must not expire under it (it would be released while still held).
+        if self.budgets.reservation_ttl_s <= self.gateway.total_timeout_s:
+            raise ValueError("budgets.reservation_ttl_s must be longer than gateway.total_timeout_s")
+        return self
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         return f"sqlite+aiosqlite:///{self.data_dir / 'atrium.db'}"
+
+    @property
+    def resolved_migration_database_url(self) -> str:
+        if self.migration_database_url is not None:
+            return self.migration_database_url.get_secret_value()
+        return self.resolved_database_url
 
     @property
     def is_sqlite(self) -> bool:
@@ -336,7 +565,7 @@ def masked_dump(settings: Settings) -> dict[str, Any]:
     """The settings as plain data for ``atrium config show``: every secret masked (pydantic renders
     ``SecretStr`` as ``**********``), and database/Redis URLs shown without their password."""
     data = settings.model_dump(mode="json")
-    for name in ("database_url", "redis_url"):
+    for name in ("database_url", "migration_database_url", "redis_url"):
         secret = getattr(settings, name)
         if secret is not None:
             data[name] = _url_without_password(secret.get_secret_value())
@@ -363,7 +592,9 @@ def _env_names(model: type[BaseModel], prefix: str) -> list[str]:
     for field_name, field in model.model_fields.items():
         name = f"{prefix}{field_name.upper()}"
         names.append(name)
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            names.extend(_env_names(annotation, name + "__"))
+        # ``Model | None`` (e.g. ``auth.external``) has nested variables too.
+        union = typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
+        for option in typing.get_args(field.annotation) if union else (field.annotation,):
+            if isinstance(option, type) and issubclass(option, BaseModel):
+                names.extend(_env_names(option, name + "__"))
     return names

@@ -2,6 +2,9 @@
 
 The chat stack, outermost first (each layer implements the ChatModel port)::
 
+    GuardedChatModel        guard policy: injection, moderation, PII redaction/routing (gateway/guarding.py)
+    BudgetedChatModel       budgets: reserve the most a call may cost, settle what it cost; token limits
+                            (only when budgets or token limits are on; see gateway/budgeting.py)
     MeteredChatModel        one usage record per call, offline token counts when the provider gave none
       CachedChatModel       exact-match response cache, per tenant
         TotalTimeout        the whole call, every attempt and the stream included
@@ -32,8 +35,10 @@ from atrium.gateway.breaker import (
     InProcessBreakerStore,
     RedisBreakerStore,
 )
+from atrium.gateway.budgeting import BudgetedChatModel, SpendControl, embedding_spend
 from atrium.gateway.cache import CachedChatModel, CacheStore, InProcessCacheStore, RedisCacheStore
 from atrium.gateway.catalogue import Catalogue, CatalogueEntry, Route, catalogue_entries, price_of
+from atrium.gateway.guarding import GuardedChatModel
 from atrium.gateway.metering import MeteredChatModel, UsageRecorder, UsageRow
 from atrium.gateway.ports import CallContext, ChatModel, ChatRequest
 from atrium.gateway.providers.registry import build_chat_adapter, build_embedding_adapter
@@ -42,6 +47,7 @@ from atrium.gateway.router import RouterChatModel
 from atrium.gateway.routing import LatencyObservingChatModel, LatencyTracker
 from atrium.gateway.timeouts import FirstEventTimeout, TotalTimeout
 from atrium.gateway.tokens import TokenCounter
+from atrium.guard.policy import Guard
 from atrium.knowledge.ports import Embedder, Vectors
 from atrium.settings import GatewaySettings, ModelSettings, ProviderSettings, Settings
 from atrium.store.engine import Database
@@ -67,6 +73,7 @@ class Gateway:
     recorder: UsageRecorder
     counter: TokenCounter
     metrics: Metrics
+    spend: SpendControl | None = None  # budgets and token limits (chat calls: BudgetedChatModel in ``chat``)
 
     def check(self, request: ChatRequest) -> Route:
         """Resolve the request's model now, so an endpoint can answer 404/403 before it starts a stream."""
@@ -79,11 +86,14 @@ class Gateway:
         embedder = self.embedders[entry.name]
         started = time.perf_counter()
         with_usage = getattr(embedder, "embed_with_usage", None)
-        if with_usage is not None:
-            vectors, tokens = await with_usage(texts)
-        else:
-            vectors, tokens = await embedder.embed(texts), sum(embedder.count_tokens(t) for t in texts)
-        cost = price_of(self.catalogue.entries, entry.name).cost(tokens, 0)
+        price = price_of(self.catalogue.entries, entry.name)
+        async with embedding_spend(self.spend, context, price, texts) as spent:
+            if with_usage is not None:
+                vectors, tokens = await with_usage(texts)
+            else:
+                vectors, tokens = await embedder.embed(texts), sum(embedder.count_tokens(t) for t in texts)
+            spent.tokens = tokens
+        cost = price.cost(tokens, 0)
         row = UsageRow(org_id=context.org_id or "", user_id=context.user_id, api_key_id=context.api_key_id,
                        endpoint=context.endpoint, provider=entry.provider, model=entry.name,
                        prompt_tokens=tokens, completion_tokens=0, cost_usd=cost,
@@ -133,7 +143,8 @@ def effective_gateway_settings(settings: Settings, injected: ChatModel | None) -
 def build_gateway(settings: Settings, *, http_client: httpx.AsyncClient, db: Database, redis: Redis | None,
                   embedder: Embedder, metrics: Metrics, counter: TokenCounter,
                   local_factory: Callable[[str], ChatModel], chat_model: ChatModel | None = None,
-                  environ: Mapping[str, str] | None = None) -> Gateway:
+                  environ: Mapping[str, str] | None = None, spend: SpendControl | None = None,
+                  guard: Guard | None = None) -> Gateway:
     config = effective_gateway_settings(settings, chat_model)
     environ = os.environ if environ is None else environ
     entries = catalogue_entries(config)
@@ -189,6 +200,10 @@ def build_gateway(settings: Settings, *, http_client: httpx.AsyncClient, db: Dat
                              prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens,
                              cost_usd=row.cost_usd, seconds=row.latency_ms / 1000)
 
-    chat = MeteredChatModel(stack, recorder, catalogue.entries, counter, observe=observe)
+    chat: ChatModel = MeteredChatModel(stack, recorder, catalogue.entries, counter, observe=observe)
+    if spend is not None:
+        chat = BudgetedChatModel(chat, spend, route_of=router.route, entries=catalogue.entries)
+    if guard is not None and guard.enabled:  # outermost: budgets, cache and metering see only redacted prompts
+        chat = GuardedChatModel(chat, guard, route=router.route)
     return Gateway(catalogue=catalogue, chat=chat, router=router, embedders=embedders, breakers=breakers,
-                   recorder=recorder, counter=counter, metrics=metrics)
+                   recorder=recorder, counter=counter, metrics=metrics, spend=spend)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,27 +23,31 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from atrium.errors import AppError, GatewayError, RateLimited
-from atrium.telemetry.logging import request_id_var
+from atrium.telemetry.logging import redact, request_id_var
 
 log = logging.getLogger(__name__)
 
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 413: "payload_too_large",
                415: "unsupported_media_type", 429: "rate_limited"}
 
-_OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_quota",
+                 403: "permission_error",
                  404: "invalid_request_error", 405: "invalid_request_error", 409: "invalid_request_error",
                  413: "invalid_request_error", 415: "invalid_request_error", 429: "rate_limit_error"}
-_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+                    403: "permission_error",
                     404: "not_found_error", 405: "invalid_request_error", 409: "invalid_request_error",
                     413: "request_too_large", 415: "invalid_request_error", 429: "rate_limit_error",
                     503: "overloaded_error", 529: "overloaded_error"}
 # OpenAI's own codes where a client may test for them; our code otherwise.
-_OPENAI_CODES = {"unauthorized": "invalid_api_key", "rate_limited": "rate_limit_exceeded"}
+_OPENAI_CODES = {"unauthorized": "invalid_api_key", "rate_limited": "rate_limit_exceeded",
+                 "budget_exceeded": "insufficient_quota"}
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str | None]]:
-    return {"error": {"code": code, "message": message, "request_id": request_id_var.get()}}
+    return {"error": {"code": code, "message": redact(message), "request_id": request_id_var.get()}}
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -78,7 +83,10 @@ def vendor_of(path: str) -> str:
 
 def error_response_for(path: str, status: int, code: str, message: str, *,
                        headers: dict[str, str] | None = None, param: str | None = None) -> JSONResponse:
-    """The error in the shape ``path`` speaks (see the module docstring)."""
+    """The error in the shape ``path`` speaks (see the module docstring). The message is redacted: no
+    error body echoes a key, token or password, even one an upstream or a validator put in it."""
+    message = redact(message)
+    param = redact(param) if param else param
     vendor = vendor_of(path)
     if vendor == "atrium":
         return error_response(status, code, message, headers)
@@ -87,6 +95,13 @@ def error_response_for(path: str, status: int, code: str, message: str, *,
     body = (anthropic_error_body(status, message) if vendor == "anthropic"
             else openai_error_body(status, code, message, param))
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _shown(part: object) -> str:
+    """A location part as shown in an error. A name the client chose (an unexpected field, a dict key) is
+    shown only when it looks like a field name: a client that sent a secret as a key gets it not back."""
+    text = str(part)
+    return text if isinstance(part, int) or _FIELD_NAME.match(text) else "(field)"
 
 
 def error_headers(exc: AppError) -> dict[str, str] | None:
@@ -120,10 +135,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Where and what, never pydantic's ``input`` (it echoes the value sent: a password, a key).
         problems = []
         param = None
         for item in exc.errors()[:5]:
-            where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+            where = ".".join(_shown(part) for part in item.get("loc", ()) if part != "body")
             param = param or where or None
             problems.append(f"{where or 'body'}: {item.get('msg', 'invalid')}")
         return error_response_for(request.url.path, 422, "invalid_request",

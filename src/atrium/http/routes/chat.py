@@ -19,6 +19,8 @@ from atrium.http.errors import error_body
 from atrium.knowledge.service import check_collection
 
 router = APIRouter(prefix="/api/v1/chat", tags=["chat"])
+# A failed answer run's status; other failures are the upstream's (502).
+_ERROR_STATUS = {"model_timeout": 504, "content_blocked": 400, "budget_exceeded": 402}
 
 
 class AskBody(BaseModel):
@@ -68,7 +70,7 @@ async def _collect(run: AnswerRun) -> JSONResponse:
         elif item.event == "sources":
             sources = item.data["sources"]
         elif item.event == "error":
-            status = 504 if item.data.get("code") == "model_timeout" else 502
+            status = _ERROR_STATUS.get(item.data.get("code", ""), 502)
             return JSONResponse({**error_body(item.data["code"], item.data["message"]),
                                  "conversation_id": meta.get("conversation_id"),
                                  "message_id": meta.get("message_id"), "partial_answer": "".join(parts)},
