@@ -151,6 +151,27 @@ async def test_one_tenant_never_sees_nor_touches_anothers_budgets(app: RunningAp
     assert other_user is not None
 
 
+async def test_a_user_of_two_orgs_gets_a_separate_user_budget_in_each(app: RunningApp) -> None:
+    client, org = app.client, await org_of(app)
+    _, _, user = await new_key(app.services, org)
+    assert user is not None
+    other = await new_org(app.services)
+    other_admin, _, _ = await new_key(app.services, other, role="admin")
+    async with app.services.db.system_session() as session:
+        session.add(Membership(org_id=other, user_id=user, role="member"))
+    mine = await put_budget(client, scope="user", subject_id=user, period="day", limit_usd="1")
+    assert mine.status_code == 201, mine.text
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app.app), base_url="http://atrium.test",
+                                 headers=bearer(other_admin)) as theirs:
+        their = await put_budget(theirs, scope="user", subject_id=user, period="day", limit_usd="2")
+        assert their.status_code == 201, their.text
+        assert their.json()["id"] != mine.json()["id"] and their.json()["limit_micro_usd"] == 2_000_000
+        assert [b["limit_micro_usd"] for b in (await theirs.get("/api/v1/admin/budgets")).json()["budgets"]] \
+            == [2_000_000]
+    assert [b["limit_micro_usd"] for b in (await client.get("/api/v1/admin/budgets")).json()["budgets"]] \
+        == [1_000_000]
+
+
 @pytest.mark.parametrize("body", [
     {"scope": "team", "period": "day", "limit_usd": "1"},
     {"scope": "org", "period": "week", "limit_usd": "1"},

@@ -44,9 +44,7 @@ class BudgetAdmin:
         try:
             async with self._db.tenant_session(org_id) as session:
                 await _check_subject(session, org_id, spec.scope, subject_id)
-                row = await store.budget_for(session, spec.scope, subject_id, spec.period)
-                if row is not None and row.org_id != org_id:
-                    raise Conflict("This subject already has a budget for this period in another organisation.")
+                row = await store.budget_for(session, org_id, spec.scope, subject_id, spec.period)
                 created = row is None
                 previous = None if row is None else int(row.limit_micro_usd)
                 if row is None:
@@ -62,8 +60,7 @@ class BudgetAdmin:
                                       "limit_micro_usd": spec.limit_micro_usd, "previous_limit_micro_usd": previous})
                 budget = BudgetDef.of(row)
         except IntegrityError:
-            raise Conflict("This subject's budget for this period was changed at the same time, or exists in "
-                           "another organisation; try again.") from None
+            raise Conflict("This subject's budget for this period was changed at the same time; try again.") from None
         await self._guard.changed(org_id)
         return (await self._guard.views(org_id, [budget]))[0], created
 

@@ -201,10 +201,11 @@ async def budget_by_id(session: AsyncSession, org_id: str, budget_id: str) -> Bu
     return await session.scalar(select(Budget).where(Budget.org_id == org_id, Budget.id == budget_id))
 
 
-async def budget_for(session: AsyncSession, scope: str, subject_id: str, period: str) -> Budget | None:
-    """The budget of a subject and period, whatever its org (the pair is unique across orgs)."""
-    return await session.scalar(select(Budget).where(Budget.scope == scope, Budget.subject_id == subject_id,
-                                                     Budget.period == period))
+async def budget_for(session: AsyncSession, org_id: str, scope: str, subject_id: str,
+                     period: str) -> Budget | None:
+    """The org's budget of a subject and period (a user of two orgs may have one in each)."""
+    return await session.scalar(select(Budget).where(Budget.org_id == org_id, Budget.scope == scope,
+                                                     Budget.subject_id == subject_id, Budget.period == period))
 
 
 async def reset_window(session: AsyncSession, org_id: str, budget_id: str, window: str, *, now: datetime) -> int:

@@ -259,7 +259,8 @@ class Budget(Base):
     period: ``day``, ``month`` (UTC calendar windows) or ``total`` (never resets)."""
 
     __tablename__ = "budgets"
-    __table_args__ = (UniqueConstraint("scope", "subject_id", "period", name="uq_budgets_scope_subject_period"),)
+    __table_args__ = (UniqueConstraint("org_id", "scope", "subject_id", "period",
+                                       name="uq_budgets_org_scope_subject_period"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
     scope: Mapped[str] = mapped_column(String(10))  # org, user, key
