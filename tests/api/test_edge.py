@@ -84,6 +84,26 @@ async def test_size_limits(running: RunningApp) -> None:
     assert_typed_error(too_many, 422, "invalid_request")
 
 
+async def test_path_ids_offsets_and_vendor_fields_are_bounded(running: RunningApp) -> None:
+    long_id = "a" * 65
+    for path in (f"/api/v1/conversations/{long_id}", f"/api/v1/documents/{long_id}", f"/api/v1/jobs/{long_id}",
+                 f"/api/v1/query/{long_id}", f"/api/v1/conversations/{long_id}/messages"):
+        assert_typed_error(await running.client.get(path), 422, "invalid_request")
+    for path in ("/api/v1/conversations", "/api/v1/documents"):
+        assert_typed_error(await running.client.get(path, params={"offset": 1_000_001}), 422, "invalid_request")
+    hello = [{"role": "user", "content": "hi"}]
+    long_stop = await running.client.post("/v1/chat/completions",
+                                          json={"model": "local", "messages": hello, "stop": ["x" * 1001]})
+    assert long_stop.status_code == 400 and long_stop.json()["error"]["type"] == "invalid_request_error"
+    tool = {"type": "function", "function": {"name": "f", "description": "d" * 10_001}}
+    long_tool = await running.client.post("/v1/chat/completions",
+                                          json={"model": "local", "messages": hello, "tools": [tool]})
+    assert long_tool.status_code == 400
+    long_sequence = await running.client.post("/v1/messages", json={
+        "model": "local", "max_tokens": 5, "messages": hello, "stop_sequences": ["y" * 1001]})
+    assert long_sequence.status_code == 400 and long_sequence.json()["type"] == "error"
+
+
 async def test_upload_rejects_unsupported_and_binary_files(running: RunningApp) -> None:
     exe = await running.client.post("/api/v1/documents", files=[("files", ("tool.exe", b"MZ\x00\x00", "x/y"))])
     assert_typed_error(exe, 422, "invalid_request")

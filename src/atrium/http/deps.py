@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from sqlalchemy import select
 
 from atrium.accounts.principal import Principal, Role
@@ -75,3 +75,8 @@ async def limit_rate(request: Request) -> Principal:
 
 # Use instead of PrincipalDep on endpoints that spend model or compute capacity.
 LimitedPrincipalDep = Annotated[Principal, Depends(limit_rate)]
+
+
+# Ids in paths and list offsets, bounded so no request can carry an unbounded value into a query.
+ResourceId = Annotated[str, Path(min_length=1, max_length=64)]
+Offset = Annotated[int, Query(ge=0, le=1_000_000)]

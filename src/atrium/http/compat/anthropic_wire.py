@@ -31,7 +31,7 @@ from atrium.gateway.ports import (
     ToolCallDelta,
     Usage,
 )
-from atrium.http.compat.streams import Answer, dumps, error_from_event
+from atrium.http.compat.streams import MAX_TOOL_DESCRIPTION, Answer, StopString, dumps, error_from_event
 from atrium.http.errors import anthropic_error_body
 
 MAX_MESSAGES = 2048
@@ -50,7 +50,7 @@ class AnthropicMessage(_Lenient):
 
 class AnthropicTool(_Lenient):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]{1,128}$")
-    description: str | None = None
+    description: str | None = Field(None, max_length=MAX_TOOL_DESCRIPTION)
     input_schema: dict[str, Any]
     type: str | None = None
 
@@ -69,7 +69,7 @@ class MessagesBody(_Lenient):
     temperature: float | None = Field(None, ge=0, le=1)
     top_p: float | None = Field(None, ge=0, le=1)
     top_k: int | None = Field(None, ge=1)
-    stop_sequences: list[str] | None = Field(None, max_length=MAX_STOP)
+    stop_sequences: list[StopString] | None = Field(None, max_length=MAX_STOP)
     stream: bool | None = False
     tools: list[AnthropicTool] | None = Field(None, max_length=MAX_TOOLS)
     tool_choice: AnthropicToolChoice | None = None

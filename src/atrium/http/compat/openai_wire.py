@@ -34,7 +34,7 @@ from atrium.gateway.ports import (
     ToolCallDelta,
     Usage,
 )
-from atrium.http.compat.streams import Answer, dumps, error_from_event, text_of_parts
+from atrium.http.compat.streams import MAX_TOOL_DESCRIPTION, Answer, StopString, dumps, error_from_event, text_of_parts
 from atrium.http.errors import openai_error_body
 
 MAX_MESSAGES = 2048
@@ -73,7 +73,7 @@ class Message(_Lenient):
 
 class FunctionDefinition(_Lenient):
     name: str
-    description: str | None = None
+    description: str | None = Field(None, max_length=MAX_TOOL_DESCRIPTION)
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
@@ -111,7 +111,7 @@ class ChatCompletionBody(_Lenient):
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
-    stop: str | Annotated[list[str], Field(max_length=MAX_STOP)] | None = None
+    stop: StopString | Annotated[list[StopString], Field(max_length=MAX_STOP)] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)

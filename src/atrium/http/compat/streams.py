@@ -14,9 +14,10 @@ import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import anyio
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Send
@@ -50,6 +51,10 @@ from atrium.gateway.ports import (
     Usage,
 )
 from atrium.gateway.tokens import TokenCounter
+
+# Bounds shared by both vendor formats (the body limit caps the whole request; these cap single fields).
+StopString = Annotated[str, Field(min_length=1, max_length=1000)]
+MAX_TOOL_DESCRIPTION = 10_000
 
 if TYPE_CHECKING:
     from atrium.gateway.service import Gateway

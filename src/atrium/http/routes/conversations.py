@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from atrium.conversations import repository as repo
-from atrium.http.deps import PrincipalDep, ServicesDep, require_role
+from atrium.http.deps import Offset, PrincipalDep, ResourceId, ServicesDep, require_role
 from atrium.store.models import Conversation, Message
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
@@ -27,29 +27,29 @@ def message_view(row: Message) -> dict[str, Any]:
 @router.get("")
 async def list_conversations(principal: PrincipalDep, services: ServicesDep,
                              limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                             offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+                             offset: Offset = 0) -> dict[str, Any]:
     async with services.db.tenant_session(principal.org_id) as session:
         rows = await repo.list_conversations(session, principal.org_id, principal.user_id, limit, offset)
     return {"conversations": [conversation_view(row) for row in rows]}
 
 
 @router.get("/{conversation_id}")
-async def get_conversation(conversation_id: str, principal: PrincipalDep,
+async def get_conversation(conversation_id: ResourceId, principal: PrincipalDep,
                            services: ServicesDep) -> dict[str, Any]:
     async with services.db.tenant_session(principal.org_id) as session:
         return conversation_view(await repo.get_conversation(session, principal.org_id, conversation_id))
 
 
 @router.delete("/{conversation_id}", status_code=204, dependencies=[require_role("member")])
-async def delete_conversation(conversation_id: str, principal: PrincipalDep, services: ServicesDep) -> None:
+async def delete_conversation(conversation_id: ResourceId, principal: PrincipalDep, services: ServicesDep) -> None:
     async with services.db.tenant_session(principal.org_id) as session:
         await repo.delete_conversation(session, principal.org_id, conversation_id)
 
 
 @router.get("/{conversation_id}/messages")
-async def list_messages(conversation_id: str, principal: PrincipalDep, services: ServicesDep,
+async def list_messages(conversation_id: ResourceId, principal: PrincipalDep, services: ServicesDep,
                         limit: Annotated[int, Query(ge=1, le=500)] = 200,
-                        offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+                        offset: Offset = 0) -> dict[str, Any]:
     async with services.db.tenant_session(principal.org_id) as session:
         rows = await repo.list_messages(session, principal.org_id, conversation_id, limit, offset)
     return {"messages": [message_view(row) for row in rows]}

@@ -12,7 +12,7 @@ import anyio
 from fastapi import APIRouter, File, Form, Query, UploadFile
 
 from atrium.errors import InvalidRequest, NotFound, PayloadTooLarge
-from atrium.http.deps import PrincipalDep, ServicesDep, require_role
+from atrium.http.deps import Offset, PrincipalDep, ResourceId, ServicesDep, require_role
 from atrium.knowledge import repository as repo
 from atrium.knowledge.parsing import is_supported, parse_document
 from atrium.knowledge.service import check_collection
@@ -74,14 +74,14 @@ async def upload(principal: PrincipalDep, services: ServicesDep,
 async def list_documents(principal: PrincipalDep, services: ServicesDep,
                          collection: Annotated[str | None, Query(max_length=100)] = None,
                          limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                         offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+                         offset: Offset = 0) -> dict[str, Any]:
     async with services.db.tenant_session(principal.org_id) as session:
         rows = await repo.list_documents(session, principal.org_id, collection, limit, offset)
     return {"documents": [document_view(row) for row in rows]}
 
 
 @router.get("/documents/{document_id}")
-async def get_document(document_id: str, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
+async def get_document(document_id: ResourceId, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     async with services.db.tenant_session(principal.org_id) as session:
         document = await repo.get_document(session, principal.org_id, document_id)
     if document is None:
@@ -90,10 +90,10 @@ async def get_document(document_id: str, principal: PrincipalDep, services: Serv
 
 
 @router.delete("/documents/{document_id}", status_code=204, dependencies=[require_role("member")])
-async def delete_document(document_id: str, principal: PrincipalDep, services: ServicesDep) -> None:
+async def delete_document(document_id: ResourceId, principal: PrincipalDep, services: ServicesDep) -> None:
     await services.knowledge.delete_document(principal.org_id, document_id)
 
 
 @router.get("/jobs/{job_id}")
-async def get_job(job_id: str, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
+async def get_job(job_id: ResourceId, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     return job_view(await services.jobs.get(principal.org_id, job_id))

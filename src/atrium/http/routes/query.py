@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from atrium.http.deps import LimitedPrincipalDep, PrincipalDep, ServicesDep
+from atrium.http.deps import LimitedPrincipalDep, PrincipalDep, ResourceId, ServicesDep
 from atrium.http.routes.chat import checked_message
 from atrium.knowledge.service import check_collection
 from atrium.store.models import QueryRecord
@@ -46,5 +46,5 @@ async def submit(body: QueryBody, principal: LimitedPrincipalDep, services: Serv
 
 
 @router.get("/{record_id}")
-async def get(record_id: str, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
+async def get(record_id: ResourceId, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     return record_view(await services.queries.get(principal, record_id))
