@@ -8,7 +8,7 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -106,13 +106,15 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """The app served by uvicorn on a real loopback port, inside the test's event loop."""
+    """The app served by uvicorn on a real loopback port, inside the test's event loop. ``lifespan="off"``
+    serves an app whose lifespan is already running (``start_app``)."""
 
-    def __init__(self, app: FastAPI, port: int) -> None:
+    def __init__(self, app: FastAPI, port: int, *, lifespan: Literal["on", "off"] = "on") -> None:
         self.app = app
         self.url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                                    lifespan="on"))
+                                                    lifespan=lifespan))
         self.task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> LiveServer:

@@ -32,6 +32,7 @@ from atrium.http.routes import (
     policy,
     query,
     search,
+    ws,
 )
 from atrium.settings import Settings
 from atrium.telemetry.logging import install_record_redaction, register_secrets, secrets_of
@@ -97,7 +98,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
     )
     # The model endpoints first: FastAPI tries routes in order, and these are the hot path.
     for module in (openai_compat, anthropic_compat, health, metrics, chat, search, documents, query, conversations,
-                   admin, auth, accounts, budgets, policy):
+                   admin, auth, accounts, budgets, policy, ws):
         app.include_router(module.router)
     return app
 

@@ -61,11 +61,14 @@ def serve(host: Annotated[str | None, typer.Option(help="Interface to bind.")] =
     import uvicorn
 
     from atrium.app import create_app
+    from atrium.http.routes.ws import HARD_CAP_FACTOR
 
     settings = load_settings()
     configure_logging(settings.log_level)
+    # The server refuses a WebSocket message over /ws's hard cap itself (1009), before buffering all of it.
     uvicorn.run(create_app(settings), host=host or settings.server.host, port=port or settings.server.port,
-                log_config=None, timeout_graceful_shutdown=30, access_log=settings.server.access_log)
+                log_config=None, timeout_graceful_shutdown=30, access_log=settings.server.access_log,
+                ws_max_size=settings.limits.max_ws_message_bytes * HARD_CAP_FACTOR)
 
 
 @app.command()

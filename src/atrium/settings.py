@@ -200,6 +200,8 @@ class LimitSettings(BaseModel):
     max_upload_bytes: int = Field(10_000_000, ge=1024)
     max_files_per_upload: int = Field(20, ge=1)
     max_search_limit: int = Field(50, ge=1)
+    # One WebSocket message (``/ws``), in UTF-8 bytes; 16 times this closes the socket (1009).
+    max_ws_message_bytes: int = Field(65_536, ge=1024)
 
 
 RoleName = Literal["owner", "admin", "member", "viewer"]

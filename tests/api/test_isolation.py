@@ -8,8 +8,8 @@ one of B's responses is checked for A's ids and secret text (0 leaked rows), and
 for by id answers 404, never 403, so its existence is not revealed.
 
 ``CASES`` maps every route of the app to its attack; ``test_every_route_has_an_isolation_case`` fails
-for a route with neither a case nor an explicit exemption, so a new endpoint (``GET /api/v1/sync``,
-``WS /ws`` when they come) cannot ship without one.
+for a route with neither a case nor an explicit exemption, so a new endpoint (``GET /api/v1/sync`` when it
+comes) cannot ship without one. ``WS /ws`` is attacked over a real socket (uvicorn on loopback).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from argon2 import PasswordHasher
 from fastapi import FastAPI
 from sqlalchemy import func, select
 from starlette.routing import WebSocketRoute
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 from atrium.accounts.api_keys import create_key
 from atrium.app import create_app
@@ -43,7 +45,7 @@ from atrium.store.models import (
     User,
 )
 from tests.api.helpers import upload, wait_job
-from tests.conftest import ADMIN_KEY, RunningApp, make_settings, start_app
+from tests.conftest import ADMIN_KEY, LiveServer, RunningApp, free_port, make_settings, start_app
 from tests.tenancy_helpers import create_tenant, database_with_app_role
 
 ORG_B = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0"
@@ -283,6 +285,47 @@ async def _chat_ask(world: World) -> None:
                                                                   "collection": A_COLLECTION})
     assert scoped.status_code == 200
     assert {s["document_id"] for s in scoped.json()["sources"]} <= world.b_uploaded
+
+
+async def _ws_answer(world: World, ws: ClientConnection, request: dict[str, Any]) -> list[dict[str, Any]]:
+    """B's chat over the socket: every event up to its ``done`` or ``error``, each checked for A's secrets."""
+    await ws.send(json.dumps(request))
+    events: list[dict[str, Any]] = []
+    while not events or events[-1]["type"] not in ("done", "error"):
+        frame = str(await asyncio.wait_for(ws.recv(), 15))
+        leaked = sorted(secret for secret in world.secrets if secret in frame)
+        assert not leaked, f"WS /ws ({world.backend}) leaked {leaked}: {frame[:500]}"
+        events.append(json.loads(frame))
+    assert {event["id"] for event in events} == {request["id"]}, events
+    return events
+
+
+@attack(("WS", "/ws"))
+async def _websocket(world: World) -> None:
+    """B over a real WebSocket (uvicorn on loopback): A's conversation id is not found (nothing stored,
+    the model not called), answers come from B's documents only, even for A's collection, and the calls
+    are metered to B."""
+    b_key = world.b.headers["authorization"].removeprefix("Bearer ")
+    before, calls = await _a_message_count(world), len(world.model.requests)
+    async with LiveServer(world.running.app, free_port(), lifespan="off") as server, \
+            connect(f"{server.ws_url}/ws", subprotocols=[Subprotocol("atrium.bearer"), Subprotocol(b_key)],
+                    open_timeout=10) as ws:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 15))["type"] == "ready"
+        into_a = await _ws_answer(world, ws, {"type": "chat", "id": "into-a", "message": "Add this to your history",
+                                              "conversation_id": world.ids["conversation"]})
+        assert [event["error"]["code"] for event in into_a] == ["not_found"], into_a
+        assert await _a_message_count(world) == before and len(world.model.requests) == calls
+        for request_id, scope in (("plain", {}), ("scoped", {"collection": A_COLLECTION})):
+            events = await _ws_answer(world, ws, {"type": "chat", "id": request_id,
+                                                  "message": "What is the vault code?", **scope})
+            assert events[-1]["type"] == "done", events
+            sources = next(event["sources"] for event in events if event["type"] == "sources")
+            assert sources or request_id == "scoped", events  # B's own documents answer the plain question
+            assert {s["document_id"] for s in sources} <= world.b_docs | world.b_uploaded, sources
+            async with world.db.system_session() as session:
+                assert await session.scalar(select(Message.org_id).where(
+                    Message.id == events[-1]["message_id"])) == ORG_B
+    assert await _usage_orgs(world, "/ws", _b_prefix(world)) == {ORG_B}
 
 
 # --- Knowledge: documents, jobs, search, query -----------------------------------------------------------

@@ -36,8 +36,9 @@ class ChatService:
         self.guard = guard  # the tenant's link allowlist for the answer's sanitiser
 
     async def ask(self, principal: Principal, message: str, *, conversation_id: str | None,
-                  collections: Sequence[str] | None) -> AnswerRun:
-        """Store the question, start the answer run, and return its event feed at once."""
+                  collections: Sequence[str] | None, endpoint: str = ENDPOINT) -> AnswerRun:
+        """Store the question, start the answer run, and return its event feed at once. ``endpoint`` is
+        the entry point the model calls are metered under (``/api/v1/chat/ask``, ``/ws``)."""
         async with self.db.tenant_session(principal.org_id) as session:
             if conversation_id is None:
                 conversation = Conversation(org_id=principal.org_id, user_id=principal.user_id,
@@ -58,11 +59,12 @@ class ChatService:
             ids = (conversation.id, user_message.id, assistant.id)
         run = AnswerRun()
         run.emit("meta", conversation_id=ids[0], user_message_id=ids[1], message_id=ids[2])
-        self.runs.spawn(self._answer(principal, run, message, *ids, collections))
+        self.runs.spawn(self._answer(principal, run, message, *ids, collections, endpoint))
         return run
 
     async def _answer(self, principal: Principal, run: AnswerRun, question: str, conversation_id: str,
-                      user_message_id: str, message_id: str, collections: Sequence[str] | None) -> None:
+                      user_message_id: str, message_id: str, collections: Sequence[str] | None,
+                      endpoint: str = ENDPOINT) -> None:
         async def prompt() -> GroundedPrompt:
             async with self.db.tenant_session(principal.org_id) as session:
                 history = await repo.history(session, principal.org_id, conversation_id, user_message_id)
@@ -70,7 +72,7 @@ class ChatService:
 
         sanitizer = await self.guard.sanitizer(principal.org_id) if self.guard is not None else None
         outcome = await answer_and_store(prompt_for=prompt, model=self.model, run=run, settings=self.settings,
-                                         context=_context(principal), sanitizer=sanitizer,
+                                         context=_context(principal, endpoint), sanitizer=sanitizer,
                                          store=partial(self._store, principal, message_id))
         run.emit("sources", sources=outcome.source_dicts())
         if outcome.error:
@@ -86,6 +88,6 @@ class ChatService:
                                       sources=outcome.source_dicts(), usage=outcome.usage, error=outcome.error)
 
 
-def _context(principal: Principal) -> CallContext:
+def _context(principal: Principal, endpoint: str = ENDPOINT) -> CallContext:
     return CallContext(org_id=principal.org_id, user_id=principal.user_id, api_key_id=principal.api_key_id,
-                       endpoint=ENDPOINT, task="qa")
+                       endpoint=endpoint, task="qa")

@@ -32,6 +32,12 @@ async def get_principal(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, credential = header.partition(" ")
     raw = credential.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key", "").strip()
+    return await principal_for(services, raw)
+
+
+async def principal_for(services: Services, raw: str) -> Principal:
+    """The caller ``raw`` (a credential, maybe empty) names; with none, the anonymous member when
+    ``auth.allow_anonymous`` is on, else ``Unauthorized``. Shared by HTTP and the WebSocket (``/ws``)."""
     if not raw:
         if services.settings.auth.allow_anonymous:
             return await _anonymous(services)
