@@ -30,17 +30,12 @@ import anyio
 
 from atrium.gateway.catalogue import CatalogueEntry, Route, price_of
 from atrium.gateway.fallback import closing_stream
+from atrium.gateway.metering import CallTally
 from atrium.gateway.ports import (
     CallContext,
     ChatEvent,
     ChatModel,
     ChatRequest,
-    Done,
-    ErrorEvent,
-    Start,
-    Token,
-    ToolCallDelta,
-    Usage,
 )
 from atrium.gateway.pricing import Price
 from atrium.gateway.tokens import TokenCounter
@@ -157,7 +152,7 @@ class BudgetedChatModel:
                 async for event in events:
                     yield event
             return
-        spent = _Spent()
+        spent = CallTally()
         try:
             async with closing_stream(self._inner.stream(request)) as events:
                 async for event in events:
@@ -182,44 +177,6 @@ class BudgetedChatModel:
         return max((micro_usd(prompt * margin, request.max_tokens or entry.max_output_tokens,
                               entry.price.input_per_1m, entry.price.output_per_1m) for entry in route.entries),
                    default=0)
-
-
-class _Spent:
-    """What a call produced, as metering sees it."""
-
-    __slots__ = ("cached", "model", "ok", "texts", "usage")
-
-    def __init__(self) -> None:
-        self.model: str | None = None
-        self.usage: Usage | None = None
-        self.texts: list[str] = []
-        self.cached = False
-        self.ok = False
-
-    def see(self, event: ChatEvent) -> None:
-        match event:
-            case Token(text=text):
-                self.texts.append(text)
-            case ToolCallDelta(name=name, arguments=arguments):
-                self.texts.append((name or "") + arguments)
-            case Start(model=model):
-                self.model = model
-            case Usage():
-                self.usage = event
-            case Done(model=model, cached=cached):
-                self.model = self.model or model
-                self.cached, self.ok = cached, True
-            case ErrorEvent(model=model):
-                self.model = self.model or model or None
-
-    def usage_of(self, request: ChatRequest, counter: TokenCounter) -> Usage:
-        """The provider's usage, else an offline count: the prompt was read if anything came back; a
-        failure before any output costs nothing."""
-        if self.usage is not None:
-            return self.usage
-        answered = bool(self.texts) or self.ok
-        return Usage(prompt_tokens=counter.count_messages(request.messages) if answered else 0,
-                     completion_tokens=counter.count("".join(self.texts)))
 
 
 @dataclass

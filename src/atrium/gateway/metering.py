@@ -140,7 +140,7 @@ class MeteredChatModel:
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
         started = time.perf_counter()
-        tally = _Tally()
+        tally = CallTally()
         try:
             async with closing_stream(self._inner.stream(request)) as events:
                 async for event in events:
@@ -149,18 +149,13 @@ class MeteredChatModel:
         finally:
             self._record(request, tally, (time.perf_counter() - started) * 1000)
 
-    def _record(self, request: ChatRequest, tally: _Tally, latency_ms: float) -> None:
+    def _record(self, request: ChatRequest, tally: CallTally, latency_ms: float) -> None:
         context = request.context
         if tally.model is None and tally.outcome is None:
             tally.outcome = "cancelled"
         model = tally.model or request.model or self.name
-        usage = tally.usage
-        estimated = usage is None and tally.outcome != "cache_hit"
-        if usage is None:
-            # The provider read the prompt if anything came back; a failure before any output costs nothing.
-            answered = bool(tally.texts) or tally.outcome == "ok"
-            prompt = self._counter.count_messages(request.messages) if answered else 0
-            usage = Usage(prompt_tokens=prompt, completion_tokens=self._counter.count("".join(tally.texts)))
+        estimated = tally.usage is None and tally.outcome != "cache_hit"
+        usage = tally.usage_of(request, self._counter)
         outcome = tally.outcome or "cancelled"
         cost = 0.0 if outcome == "cache_hit" else price_of(self._entries, model).cost(
             usage.prompt_tokens, usage.completion_tokens)
@@ -176,7 +171,11 @@ class MeteredChatModel:
             self._recorder.record(row)
 
 
-class _Tally:
+class CallTally:
+    """What one call produced, read off its events: the model and provider that served, the provider's
+    usage if it gave one, the outcome (``ok``, ``cache_hit`` or an error code; ``None`` while running) and
+    the output text, for an offline count. Metering and budgeting both charge from it."""
+
     __slots__ = ("model", "outcome", "provider", "texts", "usage")
 
     def __init__(self) -> None:
@@ -204,3 +203,16 @@ class _Tally:
                 self.model = self.model or model or None
                 self.provider = self.provider or provider or None
                 self.outcome = code
+
+    @property
+    def cached(self) -> bool:
+        return self.outcome == "cache_hit"
+
+    def usage_of(self, request: ChatRequest, counter: TokenCounter) -> Usage:
+        """The provider's usage, else an offline count: the provider read the prompt if anything came
+        back; a failure before any output costs nothing."""
+        if self.usage is not None:
+            return self.usage
+        answered = bool(self.texts) or self.outcome == "ok"
+        return Usage(prompt_tokens=counter.count_messages(request.messages) if answered else 0,
+                     completion_tokens=counter.count("".join(self.texts)))
