@@ -11,7 +11,6 @@ disablements announced on the ``auth.revocations`` channel drop it at once on ev
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
@@ -29,7 +28,7 @@ from atrium.errors import Unauthorized
 from atrium.settings import AuthSettings
 from atrium.store.engine import Database
 from atrium.store.models import User
-from atrium.store.pubsub import PubSub
+from atrium.store.pubsub import PubSub, follow
 
 log = logging.getLogger(__name__)
 
@@ -141,16 +140,7 @@ class Authenticator:
     async def listen_for_revocations(self) -> None:
         """Background loop (one per process): apply every revocation announced by any replica. When the
         subscription breaks, messages may have been missed, so every cache is dropped before resubscribing."""
-        while True:
-            try:
-                async for message in self._pubsub.subscribe(REVOCATIONS_CHANNEL):
-                    self.apply(message)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("revocation subscription failed; dropping caches and retrying", exc_info=True)
-                self.forget_all()
-                await asyncio.sleep(1.0)
+        await follow(self._pubsub, REVOCATIONS_CHANNEL, self.apply, on_gap=self.forget_all)
 
 
 async def build_authenticator(settings: AuthSettings, *, data_dir: Path, db: Database, pubsub: PubSub,

@@ -37,7 +37,7 @@ from atrium.guard.budget_store import Line, Refused, Settlement
 from atrium.settings import BudgetSettings
 from atrium.store.engine import Database
 from atrium.store.models import Budget, new_id
-from atrium.store.pubsub import PubSub
+from atrium.store.pubsub import PubSub, follow
 
 log = logging.getLogger(__name__)
 
@@ -198,18 +198,8 @@ class BudgetGuard:
             self._listener = asyncio.get_running_loop().create_task(self._hear_changes(), name="budget-changes")
 
     async def _hear_changes(self) -> None:
-        assert self._pubsub is not None
-        while True:
-            try:
-                async for org_id in self._pubsub.subscribe(CHANNEL):
-                    self.forget(org_id)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("budget change notifications interrupted; listening again shortly")
-                if self._cache is not None:
-                    self._cache.clear()  # what was missed meanwhile is unknown
-            await asyncio.sleep(1.0)
+        assert self._pubsub is not None and self._cache is not None
+        await follow(self._pubsub, CHANNEL, self.forget, on_gap=self._cache.clear)
 
     # -- reserve and settle ------------------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ policy of the output sanitiser. The checks on model calls live in ``atrium.gatew
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
@@ -37,7 +36,7 @@ from atrium.guard.sanitize import MarkdownSanitizer
 from atrium.settings import GuardPolicySettings, GuardSettings, InjectionAction, PiiAction, PiiKind
 from atrium.store.engine import Database
 from atrium.store.models import OrgPolicy, utcnow
-from atrium.store.pubsub import PubSub
+from atrium.store.pubsub import PubSub, follow
 from atrium.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -191,15 +190,7 @@ class PolicyStore:
 
     async def listen(self) -> None:
         """Drop cached policies that another replica (or this one) changed; runs until cancelled."""
-        while True:
-            try:
-                async for org_id in self._pubsub.subscribe(CHANNEL):
-                    self.forget(org_id)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("policy change listener failed; retrying", exc_info=True)
-            await asyncio.sleep(1.0)
+        await follow(self._pubsub, CHANNEL, self.forget)
 
 
 # --- metrics and the guard -----------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from atrium.knowledge.ports import Embedder, VectorIndex
 from atrium.settings import KnowledgeSettings
 from atrium.store.engine import Database
 from atrium.store.models import Chunk, Document
-from atrium.store.pubsub import PubSub
+from atrium.store.pubsub import PubSub, follow
 
 log = logging.getLogger(__name__)
 
@@ -260,15 +260,7 @@ class KnowledgeService:
 
     async def _listen(self) -> None:
         assert self.pubsub is not None
-        while True:
-            try:
-                async for _tenant in self.pubsub.subscribe(CHANGES_CHANNEL):
-                    self._nudge.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("knowledge change subscription failed; retrying", exc_info=True)
-                await asyncio.sleep(1.0)
+        await follow(self.pubsub, CHANGES_CHANNEL, lambda _tenant: self._nudge.set())
 
     async def _upkeep(self) -> None:
         try:
