@@ -11,7 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, model_validator
 
 from atrium.accounts.admin import AccountAdmin, KeySpec, UserChanges, administer
@@ -26,7 +26,7 @@ from atrium.accounts.admin_views import (
 from atrium.accounts.passwords import MAX_PASSWORD_CHARS
 from atrium.accounts.principal import Principal
 from atrium.container import Services
-from atrium.http.deps import PrincipalDep, ServicesDep, require_role
+from atrium.http.deps import Offset, PrincipalDep, ResourceId, ServicesDep, require_role
 
 router = APIRouter(prefix="/api/v1/admin", tags=["accounts"], dependencies=[require_role("admin")])
 
@@ -36,9 +36,7 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=320)]
 Password = Annotated[SecretStr, Field(min_length=8, max_length=MAX_PASSWORD_CHARS)]
 ObjectId = Annotated[str, Field(min_length=1, max_length=64)]
-PathId = Annotated[str, Path(min_length=1, max_length=64)]
 Limit = Annotated[int, Query(ge=1, le=200)]
-Offset = Annotated[int, Query(ge=0, le=1_000_000)]
 
 
 class Body(BaseModel):
@@ -166,7 +164,7 @@ async def list_divisions(principal: PrincipalDep, services: ServicesDep, request
 
 
 @router.delete("/divisions/{division_id}", status_code=204)
-async def delete_division(division_id: PathId, principal: PrincipalDep, services: ServicesDep,
+async def delete_division(division_id: ResourceId, principal: PrincipalDep, services: ServicesDep,
                           request: Request) -> Response:
     async with _admin(services, principal, request) as admin:
         await admin.delete_division(principal.org_id, division_id)
@@ -194,14 +192,14 @@ async def list_users(principal: PrincipalDep, services: ServicesDep, request: Re
 
 
 @router.get("/users/{user_id}")
-async def get_user(user_id: PathId, principal: PrincipalDep, services: ServicesDep,
+async def get_user(user_id: ResourceId, principal: PrincipalDep, services: ServicesDep,
                    request: Request) -> dict[str, Any]:
     async with _admin(services, principal, request) as admin:
         return member_view(await admin.get_user(principal.org_id, user_id), principal.org_id)
 
 
 @router.patch("/users/{user_id}")
-async def update_user(user_id: PathId, body: UserPatch, principal: PrincipalDep, services: ServicesDep,
+async def update_user(user_id: ResourceId, body: UserPatch, principal: PrincipalDep, services: ServicesDep,
                       request: Request) -> dict[str, Any]:
     changes = UserChanges(name=body.name, role=body.role, division_id=body.division_id,
                           set_division="division_id" in body.model_fields_set, disabled=body.disabled,
@@ -212,7 +210,7 @@ async def update_user(user_id: PathId, body: UserPatch, principal: PrincipalDep,
 
 
 @router.delete("/users/{user_id}", status_code=204)
-async def delete_user(user_id: PathId, principal: PrincipalDep, services: ServicesDep,
+async def delete_user(user_id: ResourceId, principal: PrincipalDep, services: ServicesDep,
                       request: Request) -> Response:
     """In the user's home organisation: delete the account. Elsewhere: remove them from this organisation."""
     async with _admin(services, principal, request) as admin:
@@ -231,7 +229,7 @@ async def add_membership(body: MembershipCreate, principal: PrincipalDep, servic
 
 
 @router.delete("/memberships/{user_id}", status_code=204)
-async def remove_membership(user_id: PathId, principal: PrincipalDep, services: ServicesDep,
+async def remove_membership(user_id: ResourceId, principal: PrincipalDep, services: ServicesDep,
                             request: Request) -> Response:
     async with _admin(services, principal, request) as admin:
         await admin.remove_membership(principal.org_id, user_id)
@@ -277,7 +275,7 @@ async def list_keys(principal: PrincipalDep, services: ServicesDep, request: Req
 
 
 @router.delete("/keys/{key_id}", status_code=204)
-async def revoke_key(key_id: PathId, principal: PrincipalDep, services: ServicesDep,
+async def revoke_key(key_id: ResourceId, principal: PrincipalDep, services: ServicesDep,
                      request: Request) -> Response:
     """Revoke a key; every replica refuses it from the moment this answers."""
     async with _admin(services, principal, request) as admin:
@@ -286,7 +284,7 @@ async def revoke_key(key_id: PathId, principal: PrincipalDep, services: Services
 
 
 @router.post("/keys/{key_id}/rotate", status_code=201)
-async def rotate_key(key_id: PathId, principal: PrincipalDep, services: ServicesDep,
+async def rotate_key(key_id: ResourceId, principal: PrincipalDep, services: ServicesDep,
                      request: Request) -> dict[str, Any]:
     """Revoke a key and issue its replacement (same settings); the new ``key`` is shown once."""
     async with _admin(services, principal, request) as admin:

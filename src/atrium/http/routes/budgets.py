@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from atrium.guard.budget_admin import BudgetAdmin, BudgetSpec
 from atrium.guard.budgets import MICRO
-from atrium.http.deps import PrincipalDep, ServicesDep, require_role
+from atrium.http.deps import Offset, PrincipalDep, ServicesDep, require_role
 
 router = APIRouter(tags=["budgets"])
 _admin = [require_role("admin")]
@@ -58,7 +58,7 @@ async def list_budgets(principal: PrincipalDep, services: ServicesDep,
                        scope: Annotated[Literal["org", "user", "key"] | None, Query()] = None,
                        subject_id: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
                        limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                       offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> dict[str, Any]:
+                       offset: Offset = 0) -> dict[str, Any]:
     views = await _admin_of(services).listing(principal, scope=scope, subject_id=subject_id, limit=limit,
                                               offset=offset)
     return {"budgets": [view.to_dict() for view in views]}
