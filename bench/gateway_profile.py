@@ -46,10 +46,13 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--token-ms", type=float, default=0.0, help="pace the upstream's tokens (as gateway_ttft)")
+    parser.add_argument("--first-token-ms", type=float, default=0.0)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path, default=None, help="keep py-spy's raw (collapsed) output here")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp), [args.side]) as servers:
+    with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp), [args.side], token_ms=args.token_ms,
+                                                     first_token_ms=args.first_token_ms) as servers:
         server = servers[args.side]
         load(server, servers["upstream"], requests=200, concurrency=args.concurrency, stream=args.stream)
         raw = args.out or Path(tmp) / "profile.txt"

@@ -44,6 +44,7 @@ from typing import Any, Literal
 import httpx
 
 from atrium.errors import AppError, GatewayError, InvalidRequest, ModelUnavailable
+from atrium.gateway.http_client import post_for_stream
 from atrium.gateway.ports import ChatEvent, ChatMessage, ChatRequest, Done, Token, ToolCallDelta, Usage
 from atrium.gateway.providers.base import (
     Provider,
@@ -138,11 +139,9 @@ class AnthropicChatModel:
 
     async def _pieces(self, body: dict[str, Any], state: _StreamState) -> AsyncGenerator[Piece, None]:
         provider = self._provider
-        timeout = self._timeout if self._timeout is not None else httpx.USE_CLIENT_DEFAULT
         try:
-            async with self._client.stream(
-                "POST", provider.url("v1/messages"), json=body, headers=self._headers(), timeout=timeout
-            ) as response:
+            async with post_for_stream(self._client, provider.url("v1/messages"), json_body=body,
+                                       headers=self._headers(), timeout=self._timeout) as response:
                 if response.status_code >= 400:
                     raise anthropic_error(
                         provider, await read_error_body(response), status=response.status_code,

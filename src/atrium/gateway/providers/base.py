@@ -32,6 +32,7 @@ from atrium.errors import (
     ModelUnavailable,
     UpstreamRateLimited,
 )
+from atrium.gateway.http_client import StreamedResponse
 from atrium.gateway.ports import ChatRequest, ErrorEvent
 
 # Credential-looking strings an upstream may echo back (OpenAI-style keys, bearer tokens, Atrium keys).
@@ -176,7 +177,7 @@ def transport_error(provider: Provider, exc: httpx.HTTPError) -> GatewayError:
     )
 
 
-async def read_error_body(response: httpx.Response) -> dict[str, Any]:
+async def read_error_body(response: StreamedResponse) -> dict[str, Any]:
     """The JSON object of an error response (at most ``MAX_ERROR_BODY`` bytes read), ``{}`` if it is none."""
     raw = b""
     with contextlib.suppress(httpx.HTTPError):

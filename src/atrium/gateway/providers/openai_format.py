@@ -40,6 +40,7 @@ from typing import Any
 import httpx
 
 from atrium.errors import AppError, GatewayError, ModelUnavailable
+from atrium.gateway.http_client import post_for_stream
 from atrium.gateway.ports import (
     ChatEvent,
     ChatMessage,
@@ -94,8 +95,7 @@ class OpenAIChatModel:
         self._timeout = timeout
         self._prompt_token_counter = prompt_token_counter
         self._closed = False
-        # Parsed once: httpx would otherwise parse the URL string on every call.
-        self._chat_url = httpx.URL(provider.url("chat/completions"))
+        self._chat_url = provider.url("chat/completions")
         self._headers = provider.request_headers()
 
     @property
@@ -163,15 +163,9 @@ class OpenAIChatModel:
         """Yield content and tool-call deltas; record finish reason and usage in ``state``; raise
         ``GatewayError``."""
         provider = self._provider
-        timeout = self._timeout if self._timeout is not None else httpx.USE_CLIENT_DEFAULT
         try:
-            async with self._client.stream(
-                "POST",
-                self._chat_url,
-                json=self._body(request),
-                headers=self._headers,
-                timeout=timeout,
-            ) as response:
+            async with post_for_stream(self._client, self._chat_url, json_body=self._body(request),
+                                       headers=self._headers, timeout=self._timeout) as response:
                 if response.status_code >= 400:
                     raise openai_error(
                         provider, await read_error_body(response), status=response.status_code,

@@ -126,6 +126,7 @@ class OpenedStream:
                  provider: str) -> None:
         self._head = head
         self._rest = rest
+        self._handed_out: list[AsyncGenerator[ChatEvent, None]] = []
         self.model = model
         self.provider = provider
 
@@ -133,9 +134,15 @@ class OpenedStream:
     def headers(self) -> dict[str, str]:
         return {"x-atrium-model": self.model, "x-atrium-provider": self.provider}
 
-    async def events(self) -> AsyncGenerator[ChatEvent, None]:
+    def events(self) -> AsyncGenerator[ChatEvent, None]:
         """Every event; the final ``Done``/``ErrorEvent`` only once the stack's stream has ended, so the
-        wrappers' work after it (the cache storing the answer) is done even if the caller stops there."""
+        wrappers' work after it (the cache storing the answer) is done even if the caller stops there.
+        ``aclose()`` closes it too."""
+        events = self._events()
+        self._handed_out.append(events)
+        return events
+
+    async def _events(self) -> AsyncGenerator[ChatEvent, None]:
         head, self._head = self._head, []
         final: ChatEvent | None = None
         for event in head:
@@ -157,6 +164,10 @@ class OpenedStream:
     async def aclose(self) -> None:
         """Close the upstream stream (safe to call more than once, and from a cancelled task)."""
         with anyio.CancelScope(shield=True):
+            # Readers stop at the final event and leave ``events()`` suspended; closed here rather than by
+            # the garbage collector, which would cost a self-pipe write and a task on the event loop.
+            for events in self._handed_out:
+                await events.aclose()
             await self._rest.aclose()
 
 
