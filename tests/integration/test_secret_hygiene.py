@@ -57,7 +57,8 @@ def every_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFix
 def redis_user(socket: str) -> str:
     """A Redis ACL user with a password (the session's server keeps its password-less default user)."""
     name = "hyg" + uuid.uuid4().hex[:8]
-    admin = redis.Redis(unix_socket_path=socket)
+    admin = redis.Redis(unix_socket_path=socket, db=7)
+    admin.flushdb()  # the session's server is shared: no breaker state or limits left by an earlier test
     admin.acl_setuser(name, enabled=True, passwords=[f"+{REDIS_PASSWORD}"], keys=["*"], channels=["*"],
                       commands=["+@all"])
     admin.close()

@@ -15,20 +15,26 @@ request (the router orders it with :func:`atrium.gateway.routing.order_candidate
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
 from dataclasses import replace
 
 from atrium.gateway.ports import ChatEvent, ChatModel, ChatRequest, Done, ErrorEvent, Token, ToolCallDelta
 
 
-@asynccontextmanager
-async def closing_stream(events: AsyncIterator[ChatEvent]) -> AsyncGenerator[AsyncIterator[ChatEvent], None]:
+class closing_stream:
     """``contextlib.aclosing`` for a model's stream: the port promises only an ``AsyncIterator``, so the
-    stream is closed on exit when it can be (async generators can; plain iterators have nothing to close)."""
-    try:
-        yield events
-    finally:
-        await aclose_stream(events)
+    stream is closed on exit when it can be (async generators can; plain iterators have nothing to close).
+    A class rather than an ``@asynccontextmanager``: every layer of the gateway enters one per call."""
+
+    __slots__ = ("_events",)
+
+    def __init__(self, events: AsyncIterator[ChatEvent]) -> None:
+        self._events = events
+
+    async def __aenter__(self) -> AsyncIterator[ChatEvent]:
+        return self._events
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await aclose_stream(self._events)
 
 
 async def aclose_stream(events: AsyncIterator[ChatEvent]) -> None:

@@ -12,15 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import anyio
 from pydantic import Field
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
-from starlette.types import Send
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from atrium.accounts.principal import Principal
 from atrium.errors import (
@@ -120,13 +120,20 @@ def text_of_parts(parts: object) -> str | None:
 
 class OpenedStream:
     """A gateway stream that has produced its first output. ``events()`` replays what was read while
-    opening, then the rest; ``model``/``provider`` name who serves."""
+    opening, then the rest; ``model``/``provider`` name who serves.
+
+    The final ``Done``/``ErrorEvent`` is passed on as soon as it arrives; what the stack's wrappers do
+    after it (the usage record, the budget settlement, the rate-limit tokens, the cache storing the
+    answer) runs in ``aclose()``, which reads the stack's stream to its end. Callers close the stream
+    once the client has the answer, so that bookkeeping is off the answer's latency, and must always
+    close it."""
 
     def __init__(self, head: list[ChatEvent], rest: AsyncGenerator[ChatEvent, None], model: str,
                  provider: str) -> None:
         self._head = head
         self._rest = rest
         self._handed_out: list[AsyncGenerator[ChatEvent, None]] = []
+        self._final_seen = False
         self.model = model
         self.provider = provider
 
@@ -135,39 +142,39 @@ class OpenedStream:
         return {"x-atrium-model": self.model, "x-atrium-provider": self.provider}
 
     def events(self) -> AsyncGenerator[ChatEvent, None]:
-        """Every event; the final ``Done``/``ErrorEvent`` only once the stack's stream has ended, so the
-        wrappers' work after it (the cache storing the answer) is done even if the caller stops there.
-        ``aclose()`` closes it too."""
+        """Every event up to and including the final one. ``aclose()`` closes it too."""
         events = self._events()
         self._handed_out.append(events)
         return events
 
     async def _events(self) -> AsyncGenerator[ChatEvent, None]:
         head, self._head = self._head, []
-        final: ChatEvent | None = None
         for event in head:
             if isinstance(event, Done | ErrorEvent):
-                final = event
-            else:
+                self._final_seen = True
+            yield event
+        if self._final_seen:
+            return
+        async for event in self._rest:
+            if isinstance(event, Done | ErrorEvent):
+                self._final_seen = True
                 yield event
-        if final is None:
-            async for event in self._rest:
-                if isinstance(event, Done | ErrorEvent):
-                    final = event
-                    break
-                yield event
-        if final is not None:
-            async for _ in self._rest:
-                pass  # nothing follows a final event; let the wrappers finish
-            yield final
+                return
+            yield event
 
     async def aclose(self) -> None:
-        """Close the upstream stream (safe to call more than once, and from a cancelled task)."""
+        """Finish the stack's stream (to its end when the final event was read, so the wrappers' work after
+        it is done; else closed where it is, which closes the upstream request). Safe to call more than
+        once, and from a cancelled task."""
         with anyio.CancelScope(shield=True):
             # Readers stop at the final event and leave ``events()`` suspended; closed here rather than by
             # the garbage collector, which would cost a self-pipe write and a task on the event loop.
             for events in self._handed_out:
                 await events.aclose()
+            if self._final_seen:
+                self._final_seen = False
+                async for _ in self._rest:
+                    pass  # nothing follows a final event; the wrappers finish their work
             await self._rest.aclose()
 
 
@@ -287,8 +294,9 @@ class Answer:
 
 
 async def collect(stream: OpenedStream) -> Answer:
-    """Read the whole stream; raises the typed error if it fails, even after some output (a partial
-    answer is never passed off as a whole one)."""
+    """Read the stream up to its final event; raises the typed error if it fails, even after some output (a
+    partial answer is never passed off as a whole one). A failed stream is closed here; after a whole
+    answer the caller closes it, once the answer is sent (:class:`AnswerResponse`)."""
     parts: list[str] = []
     calls = ToolCallBuffer()
     answer = Answer(model=stream.model, provider=stream.provider)
@@ -311,8 +319,9 @@ async def collect(stream: OpenedStream) -> Answer:
             # Start: the model is already known
         else:
             raise GatewayError("The model ended its stream without a final event.", code="upstream_error")
-    finally:
+    except BaseException:
         await stream.aclose()
+        raise
     answer.text, answer.tool_calls = "".join(parts), calls.calls()
     return answer
 
@@ -326,6 +335,33 @@ def usage_or_estimate(usage: Usage | None, request: ChatRequest, output: str, co
 
 def dumps(payload: object) -> str:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+
+class AnswerResponse(JSONResponse):
+    """A whole answer's JSON; the gateway stream is closed once the body is sent (or the sending failed),
+    so the stack's bookkeeping after the answer is not part of its latency."""
+
+    def __init__(self, content: object, stream: OpenedStream, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(content, headers=dict(headers or {}))
+        self._stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._stream.aclose()
+
+
+async def respond_with_answer(stream: OpenedStream, render: Callable[[Answer], object]) -> AnswerResponse:
+    """``render(answer)`` as an :class:`AnswerResponse`; the stream is closed whatever fails before the
+    response exists."""
+    try:
+        answer = await collect(stream)
+        return AnswerResponse(render(answer), stream,
+                              headers={"x-atrium-model": answer.model, "x-atrium-provider": answer.provider})
+    except BaseException:
+        await stream.aclose()
+        raise
 
 
 class EventStreamResponse(StreamingResponse):

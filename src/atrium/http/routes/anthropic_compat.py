@@ -9,8 +9,10 @@ Anthropic's shape (see ``atrium.http.errors``).
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from atrium.gateway.ports import Usage
 from atrium.http.compat.anthropic_wire import (
@@ -22,9 +24,10 @@ from atrium.http.compat.anthropic_wire import (
 )
 from atrium.http.compat.streams import (
     CLIENT_CLOSED_REQUEST,
+    Answer,
     EventStreamResponse,
     call_context,
-    collect,
+    respond_with_answer,
     start_chat,
     unless_disconnected,
     usage_or_estimate,
@@ -52,9 +55,10 @@ async def messages(body: MessagesBody, request: Request, principal: LimitedPrinc
     if body.stream:
         events = message_events(stream.events(), model=stream.model, estimate=estimate)
         return EventStreamResponse(events, stream, headers=stream.headers)
-    answer = await unless_disconnected(request, collect(stream))
-    if answer is None:
-        return Response(status_code=CLIENT_CLOSED_REQUEST)
-    usage = answer.usage or estimate(answer.text + "".join(c.name + c.arguments for c in answer.tool_calls))
-    return JSONResponse(message(answer, usage, message_id=new_message_id()),
-                        headers={"x-atrium-model": answer.model, "x-atrium-provider": answer.provider})
+
+    def render(answer: Answer) -> dict[str, Any]:
+        usage = answer.usage or estimate(answer.text + "".join(c.name + c.arguments for c in answer.tool_calls))
+        return message(answer, usage, message_id=new_message_id())
+
+    response = await unless_disconnected(request, respond_with_answer(stream, render))
+    return response if response is not None else Response(status_code=CLIENT_CLOSED_REQUEST)

@@ -35,7 +35,7 @@ from atrium.http.compat.streams import (
     EventStreamResponse,
     call_context,
     check_kind,
-    collect,
+    respond_with_answer,
     start_chat,
     unless_disconnected,
     usage_or_estimate,
@@ -69,15 +69,15 @@ async def chat_completions(body: ChatCompletionBody, request: Request, principal
                                    estimate=estimate)
         return EventStreamResponse(chunks, stream, headers=stream.headers)
 
-    async def whole_answer() -> Answer:
-        return await collect(await start_chat(gateway, chat_request))
+    def render(answer: Answer) -> dict[str, Any]:
+        usage = answer.usage or estimate(answer.text + "".join(c.name + c.arguments for c in answer.tool_calls))
+        return completion(answer, usage, completion_id=new_completion_id(), created=int(time.time()))
 
-    answer = await unless_disconnected(request, whole_answer())
-    if answer is None:
-        return Response(status_code=CLIENT_CLOSED_REQUEST)
-    usage = answer.usage or estimate(answer.text + "".join(c.name + c.arguments for c in answer.tool_calls))
-    payload = completion(answer, usage, completion_id=new_completion_id(), created=int(time.time()))
-    return JSONResponse(payload, headers={"x-atrium-model": answer.model, "x-atrium-provider": answer.provider})
+    async def whole_answer() -> Response:
+        return await respond_with_answer(await start_chat(gateway, chat_request), render)
+
+    response = await unless_disconnected(request, whole_answer())
+    return response if response is not None else Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
 @router.post("/embeddings")
