@@ -210,13 +210,20 @@ async def _generator(events: AsyncIterator[ChatEvent]) -> AsyncGenerator[ChatEve
         yield event
 
 
+# How long a call runs before its client's connection is watched: most whole answers from a fast model
+# finish sooner, and a watcher is a task of its own (its cost shows on every such request).
+WATCH_DISCONNECT_AFTER_S = 0.2
+
+
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
     """``await work``, unless the client hangs up first: then ``work`` is cancelled (which closes the
     gateway stream it reads, and so the upstream request) and the result is ``None``. For the waits before
-    a response starts (streamed responses watch for the disconnect themselves once they run)."""
+    a response starts (streamed responses watch for the disconnect themselves once they run). The
+    connection is watched from ``WATCH_DISCONNECT_AFTER_S`` into the call."""
     task = asyncio.current_task()
     assert task is not None
     gone = False
+    watcher: asyncio.Task[None] | None = None
 
     async def watch() -> None:
         nonlocal gone
@@ -228,7 +235,11 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
         gone = True
         task.cancel()
 
-    watcher = asyncio.create_task(watch(), name="disconnect-watch")
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = asyncio.create_task(watch(), name="disconnect-watch")
+
+    timer = asyncio.get_running_loop().call_later(WATCH_DISCONNECT_AFTER_S, start_watching)
     try:
         return await work
     except asyncio.CancelledError:
@@ -237,7 +248,9 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
         task.uncancel()
         return None
     finally:
-        watcher.cancel()
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
 
 def check_kind(catalogue: Catalogue, name: str, kind: str) -> None:
