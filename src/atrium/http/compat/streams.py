@@ -218,8 +218,13 @@ WATCH_DISCONNECT_AFTER_S = 0.2
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
     """``await work``, unless the client hangs up first: then ``work`` is cancelled (which closes the
     gateway stream it reads, and so the upstream request) and the result is ``None``. For the waits before
-    a response starts (streamed responses watch for the disconnect themselves once they run). The
-    connection is watched from ``WATCH_DISCONNECT_AFTER_S`` into the call."""
+    a response starts; :class:`EventStreamResponse` watches the same way while it streams. The connection
+    is watched from ``WATCH_DISCONNECT_AFTER_S`` into the call."""
+    return await until_disconnected(request.receive, work)
+
+
+async def until_disconnected(receive: Receive, work: Awaitable[T]) -> T | None:
+    """:func:`unless_disconnected` on an ASGI ``receive`` whose request body was read already."""
     task = asyncio.current_task()
     assert task is not None
     gone = False
@@ -228,7 +233,7 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
     async def watch() -> None:
         nonlocal gone
         try:
-            while (await request.receive())["type"] != "http.disconnect":
+            while (await receive())["type"] != "http.disconnect":
                 pass  # the body was read already: the next message is the disconnect
         except Exception:  # a server that cannot tell: then nothing is watched
             return
@@ -387,6 +392,12 @@ class EventStreamResponse(StreamingResponse):
                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})})
         self._body = body
         self._stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Starlette streams from a task of its own (a loop turn before the first byte, more so on a busy
+        # loop) while this task listens for the disconnect; here the first bytes go out from this task
+        # and the disconnect is watched beside it, as for a whole answer.
+        await until_disconnected(receive, self.stream_response(send))
 
     async def stream_response(self, send: Send) -> None:
         try:
