@@ -265,7 +265,8 @@ async def completion_chunks(events: AsyncIterator[ChatEvent], *, model: str, inc
     # A content chunk is the same frame each time but for its text: rendered once, filled per token.
     head, _, tail = chunk({"content": _TEXT_SLOT}).partition(dumps(_TEXT_SLOT))
 
-    yield chunk({"role": "assistant", "content": "", "refusal": None})
+    # The role frame goes out with the first frame after it: one write to the client, not two.
+    lead = chunk({"role": "assistant", "content": "", "refusal": None})
     texts: list[str] = []
     usage: Usage | None = None
     tool_calls = False
@@ -273,23 +274,26 @@ async def completion_chunks(events: AsyncIterator[ChatEvent], *, model: str, inc
         match event:
             case Token(text=text) if text:
                 texts.append(text)
-                yield head + dumps(text) + tail
+                yield lead + head + dumps(text) + tail
+                lead = ""
             case ToolCallDelta():
                 tool_calls = True
-                yield chunk({"tool_calls": [_tool_call_delta(event)]})
+                yield lead + chunk({"tool_calls": [_tool_call_delta(event)]})
+                lead = ""
             case Usage():
                 usage = event
             case ErrorEvent():
-                yield error_frame(error_from_event(event))
+                yield lead + error_frame(error_from_event(event))
                 return
             case Done():
-                yield chunk({}, finish_reason(event.finish_reason, tool_calls))
+                frames = [lead, chunk({}, finish_reason(event.finish_reason, tool_calls))]
                 if include_usage:
                     usage = usage or estimate("".join(texts))
-                    yield _frame({**base, "choices": [], "usage": _usage(usage)})
-                yield "data: [DONE]\n\n"
+                    frames.append(_frame({**base, "choices": [], "usage": _usage(usage)}))
+                frames.append("data: [DONE]\n\n")
+                yield "".join(frames)
                 return
-    yield error_frame(GatewayError("The model ended its stream without a final event."))
+    yield lead + error_frame(GatewayError("The model ended its stream without a final event."))
 
 
 def _tool_call_delta(event: ToolCallDelta) -> dict[str, Any]:
