@@ -118,6 +118,11 @@ def text_of_parts(parts: object) -> str | None:
     return "\n".join(texts)
 
 
+def served_by(model: str, provider: str) -> dict[str, str]:
+    """The response headers naming who served an answer."""
+    return {"x-atrium-model": model, "x-atrium-provider": provider}
+
+
 class OpenedStream:
     """A gateway stream that has produced its first output. ``events()`` replays what was read while
     opening, then the rest; ``model``/``provider`` name who serves.
@@ -139,7 +144,7 @@ class OpenedStream:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"x-atrium-model": self.model, "x-atrium-provider": self.provider}
+        return served_by(self.model, self.provider)
 
     def events(self) -> AsyncGenerator[ChatEvent, None]:
         """Every event up to and including the final one. ``aclose()`` closes it too."""
@@ -215,16 +220,12 @@ async def _generator(events: AsyncIterator[ChatEvent]) -> AsyncGenerator[ChatEve
 WATCH_DISCONNECT_AFTER_S = 0.2
 
 
-async def unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
-    """``await work``, unless the client hangs up first: then ``work`` is cancelled (which closes the
-    gateway stream it reads, and so the upstream request) and the result is ``None``. For the waits before
-    a response starts; :class:`EventStreamResponse` watches the same way while it streams. The connection
-    is watched from ``WATCH_DISCONNECT_AFTER_S`` into the call."""
-    return await until_disconnected(request.receive, work)
-
-
-async def until_disconnected(receive: Receive, work: Awaitable[T]) -> T | None:
-    """:func:`unless_disconnected` on an ASGI ``receive`` whose request body was read already."""
+async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T | None:
+    """``await work``, unless the client hangs up first (``receive`` is the request's ASGI receive, its
+    body read already): then ``work`` is cancelled (which closes the gateway stream it reads, and so the
+    upstream request) and the result is ``None``. For the waits before a response starts, and by
+    :class:`EventStreamResponse` while it streams. The connection is watched from
+    ``WATCH_DISCONNECT_AFTER_S`` into the call."""
     task = asyncio.current_task()
     assert task is not None
     gone = False
@@ -313,33 +314,29 @@ class Answer:
 
 async def collect(stream: OpenedStream) -> Answer:
     """Read the stream up to its final event; raises the typed error if it fails, even after some output (a
-    partial answer is never passed off as a whole one). A failed stream is closed here; after a whole
-    answer the caller closes it, once the answer is sent (:class:`AnswerResponse`)."""
+    partial answer is never passed off as a whole one). The caller closes the stream
+    (:func:`respond_with_answer`: once the answer is sent, or at once when anything failed)."""
     parts: list[str] = []
     calls = ToolCallBuffer()
     answer = Answer(model=stream.model, provider=stream.provider)
-    try:
-        async for event in stream.events():
-            match event:
-                case Token(text=text):
-                    parts.append(text)
-                case ToolCallDelta():
-                    calls.add(event)
-                case Usage():
-                    answer.usage = event
-                case ErrorEvent():
-                    raise error_from_event(event)
-                case Done():
-                    answer.model = event.model or answer.model
-                    answer.provider = event.provider or answer.provider
-                    answer.finish_reason, answer.cached = event.finish_reason, event.cached
-                    break
-            # Start: the model is already known
-        else:
-            raise GatewayError("The model ended its stream without a final event.", code="upstream_error")
-    except BaseException:
-        await stream.aclose()
-        raise
+    async for event in stream.events():
+        match event:
+            case Token(text=text):
+                parts.append(text)
+            case ToolCallDelta():
+                calls.add(event)
+            case Usage():
+                answer.usage = event
+            case ErrorEvent():
+                raise error_from_event(event)
+            case Done():
+                answer.model = event.model or answer.model
+                answer.provider = event.provider or answer.provider
+                answer.finish_reason, answer.cached = event.finish_reason, event.cached
+                break
+        # Start: the model is already known
+    else:
+        raise GatewayError("The model ended its stream without a final event.", code="upstream_error")
     answer.text, answer.tool_calls = "".join(parts), calls.calls()
     return answer
 
@@ -370,13 +367,15 @@ class AnswerResponse(JSONResponse):
             await self._stream.aclose()
 
 
-async def respond_with_answer(stream: OpenedStream, render: Callable[[Answer], object]) -> AnswerResponse:
-    """``render(answer)`` as an :class:`AnswerResponse`; the stream is closed whatever fails before the
+async def respond_with_answer(stream: OpenedStream, render: Callable[[Answer, Usage], object],
+                              estimate: Callable[[str], Usage]) -> AnswerResponse:
+    """``render(answer, usage)`` as an :class:`AnswerResponse`; the usage is the provider's, else
+    ``estimate`` of the answer's text and tool calls. The stream is closed whatever fails before the
     response exists."""
     try:
         answer = await collect(stream)
-        return AnswerResponse(render(answer), stream,
-                              headers={"x-atrium-model": answer.model, "x-atrium-provider": answer.provider})
+        usage = answer.usage or estimate(answer.text + "".join(c.name + c.arguments for c in answer.tool_calls))
+        return AnswerResponse(render(answer, usage), stream, headers=served_by(answer.model, answer.provider))
     except BaseException:
         await stream.aclose()
         raise
@@ -397,7 +396,7 @@ class EventStreamResponse(StreamingResponse):
         # Starlette streams from a task of its own (a loop turn before the first byte, more so on a busy
         # loop) while this task listens for the disconnect; here the first bytes go out from this task
         # and the disconnect is watched beside it, as for a whole answer.
-        await until_disconnected(receive, self.stream_response(send))
+        await unless_disconnected(receive, self.stream_response(send))
 
     async def stream_response(self, send: Send) -> None:
         try:

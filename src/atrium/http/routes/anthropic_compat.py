@@ -45,7 +45,7 @@ async def messages(body: MessagesBody, request: Request, principal: LimitedPrinc
     gateway = services.gateway
     context = call_context(principal, request, MESSAGES_ENDPOINT, cache=body.cache)
     chat_request = to_chat_request(body, context, max_message_chars=services.settings.limits.max_message_chars)
-    stream = await unless_disconnected(request, start_chat(gateway, chat_request))
+    stream = await unless_disconnected(request.receive, start_chat(gateway, chat_request))
     if stream is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
 
@@ -56,9 +56,8 @@ async def messages(body: MessagesBody, request: Request, principal: LimitedPrinc
         events = message_events(stream.events(), model=stream.model, estimate=estimate)
         return EventStreamResponse(events, stream, headers=stream.headers)
 
-    def render(answer: Answer) -> dict[str, Any]:
-        usage = answer.usage or estimate(answer.text + "".join(c.name + c.arguments for c in answer.tool_calls))
+    def render(answer: Answer, usage: Usage) -> dict[str, Any]:
         return message(answer, usage, message_id=new_message_id())
 
-    response = await unless_disconnected(request, respond_with_answer(stream, render))
+    response = await unless_disconnected(request.receive, respond_with_answer(stream, render, estimate))
     return response if response is not None else Response(status_code=CLIENT_CLOSED_REQUEST)

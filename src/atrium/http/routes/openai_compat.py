@@ -61,7 +61,7 @@ async def chat_completions(body: ChatCompletionBody, request: Request, principal
         return usage_or_estimate(None, chat_request, text, gateway.counter)
 
     if body.stream:
-        stream = await unless_disconnected(request, start_chat(gateway, chat_request))
+        stream = await unless_disconnected(request.receive, start_chat(gateway, chat_request))
         if stream is None:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         include_usage = body.stream_options is not None and body.stream_options.include_usage
@@ -69,14 +69,13 @@ async def chat_completions(body: ChatCompletionBody, request: Request, principal
                                    estimate=estimate)
         return EventStreamResponse(chunks, stream, headers=stream.headers)
 
-    def render(answer: Answer) -> dict[str, Any]:
-        usage = answer.usage or estimate(answer.text + "".join(c.name + c.arguments for c in answer.tool_calls))
+    def render(answer: Answer, usage: Usage) -> dict[str, Any]:
         return completion(answer, usage, completion_id=new_completion_id(), created=int(time.time()))
 
     async def whole_answer() -> Response:
-        return await respond_with_answer(await start_chat(gateway, chat_request), render)
+        return await respond_with_answer(await start_chat(gateway, chat_request), render, estimate)
 
-    response = await unless_disconnected(request, whole_answer())
+    response = await unless_disconnected(request.receive, whole_answer())
     return response if response is not None else Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
