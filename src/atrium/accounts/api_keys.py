@@ -26,6 +26,7 @@ from atrium.accounts.principal import Principal, Role
 from atrium.store.engine import Database
 from atrium.store.models import ApiKey, User
 from atrium.store.pubsub import PubSub
+from atrium.store.single_flight import SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class ApiKeyAuthenticator:
         # Keys revoked in the last ``ttl_s``: a lookup that began before the revocation committed must not
         # put the key back in the cache.
         self._recently_revoked: TTLCache[str, bool] = TTLCache(maxsize=_CACHE_SIZE, ttl=max(ttl_s, 1.0))
+        self._lookups: SingleFlight[str, tuple[Principal, datetime | None] | None] = SingleFlight()
 
     async def principal(self, raw_key: str) -> Principal | None:
         if not looks_like_key(raw_key):
@@ -110,8 +112,7 @@ class ApiKeyAuthenticator:
         key_hash = hash_key(raw_key)
         cached = self._cache.get(key_hash) if self._cache is not None else None
         if cached is None:
-            async with self._db.system_session() as session:
-                cached = await _lookup(session, key_hash)
+            cached = await self._lookups.run(key_hash, lambda: self._lookup(key_hash))
             if cached is None or cached[0].api_key_id in self._recently_revoked:
                 return None
             if self._cache is not None and self._hash_by_id is not None:
@@ -121,6 +122,10 @@ class ApiKeyAuthenticator:
         if expires_at is not None and expires_at <= datetime.now(UTC):
             return None
         return principal
+
+    async def _lookup(self, key_hash: str) -> tuple[Principal, datetime | None] | None:
+        async with self._db.system_session() as session:
+            return await _lookup(session, key_hash)
 
     async def announce_revocation(self, key_id: str) -> None:
         """Call after the revocation committed: forget the key here and tell every replica to. A failed
@@ -144,6 +149,7 @@ class ApiKeyAuthenticator:
         key_hash = self._hash_by_id.pop(key_id, None)
         if key_hash is not None:
             self._cache.pop(key_hash, None)
+            self._lookups.forget(key_hash)
 
     def forget_user(self, user_id: str) -> None:
         """Drop every cached key of ``user_id`` (the user was disabled)."""

@@ -29,6 +29,7 @@ from atrium.settings import AuthSettings
 from atrium.store.engine import Database
 from atrium.store.models import User
 from atrium.store.pubsub import PubSub, follow
+from atrium.store.single_flight import SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class Authenticator:
         self._pubsub = pubsub
         self._active_users: TTLCache[str, bool] | None = (
             TTLCache(maxsize=_CACHE_SIZE, ttl=cache_ttl_s) if cache_ttl_s > 0 else None)
+        self._user_reads: SingleFlight[str, bool] = SingleFlight()
         self._external_tokens: TTLCache[str, tuple[Principal, float]] | None = (
             TTLCache(maxsize=_CACHE_SIZE, ttl=cache_ttl_s) if cache_ttl_s > 0 else None)
 
@@ -79,13 +81,16 @@ class Authenticator:
         cache = self._active_users
         active = cache.get(user_id) if cache is not None else None
         if active is None:
-            async with self._db.system_session() as session:
-                found = (await session.execute(
-                    select(User.disabled_at, User.is_service).where(User.id == user_id))).first()
-            active = found is not None and found.disabled_at is None and not found.is_service
+            active = await self._user_reads.run(user_id, lambda: self._read_user_active(user_id))
             if cache is not None:
                 cache[user_id] = active
         return active
+
+    async def _read_user_active(self, user_id: str) -> bool:
+        async with self._db.system_session() as session:
+            found = (await session.execute(
+                select(User.disabled_at, User.is_service).where(User.id == user_id))).first()
+        return found is not None and found.disabled_at is None and not found.is_service
 
     async def _external_principal(self, token: str) -> Principal:
         assert self._external is not None
@@ -116,6 +121,7 @@ class Authenticator:
 
     def forget_user(self, user_id: str) -> None:
         self.api_keys.forget_user(user_id)
+        self._user_reads.forget(user_id)
         if self._active_users is not None:
             self._active_users.pop(user_id, None)
         if self._external_tokens is not None:

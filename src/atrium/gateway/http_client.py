@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -174,7 +175,44 @@ class _Stream(httpx.AsyncByteStream):
             await self._inner.aclose()
 
 
+class _WriteAtOnceRequest(aiohttp.ClientRequest):
+    """A request whose in-memory body goes on the wire inside ``send``, in the caller's task.
+
+    Before Python 3.12 (no eager tasks) aiohttp writes every body from a task of its own, and that task
+    runs only after everything already queued on the event loop. Under a burst of calls that is after every
+    other call's request path: with 50 streams starting together (bench/gateway_ttft.py) requests reached
+    the upstream 5-8 ms late at the median, 0.2 ms with this class. A bytes body is written right after the
+    headers (which aiohttp sends at once when it has no body to wait for); a 100-continue, chunked or
+    compressed body, or a transport whose writing is paused takes aiohttp's own path.
+    """
+
+    async def send(self, conn: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
+        body, transport, protocol = self._body, conn.transport, conn.protocol
+        if (_EAGER_TASKS or type(body) is not aiohttp.BytesPayload or self._continue is not None or self.chunked
+                or self.compress or transport is None or protocol is None or protocol.writing_paused):
+            return await super().send(conn)
+        content = await body.as_bytes()
+        self._body = None
+        try:
+            response = await super().send(conn)
+        finally:
+            self._body = body
+        transport.write(content)
+        return response
+
+
+_EAGER_TASKS = sys.version_info >= (3, 12)
+
+
 class _Transport(AiohttpTransport):
+    def get_client(self) -> aiohttp.ClientSession:
+        """httpx-aiohttp's session, with :class:`_WriteAtOnceRequest` for its requests."""
+        connector = aiohttp.TCPConnector(
+            keepalive_timeout=self.limits.keepalive_expiry, ssl=self.ssl_context,
+            local_addr=(self.local_address, 0) if self.local_address else None,
+            limit=self.limits.max_connections or 0)
+        return aiohttp.ClientSession(connector=connector, request_class=_WriteAtOnceRequest)
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         with _remapped():
             response = await super().handle_async_request(request)

@@ -38,6 +38,7 @@ from atrium.settings import BudgetSettings
 from atrium.store.engine import Database
 from atrium.store.models import Budget, new_id
 from atrium.store.pubsub import PubSub, follow
+from atrium.store.single_flight import SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ class BudgetGuard:
         # and the windows whose rows exist (a reservation then skips creating one).
         self._spent: TTLCache[Line, int] = TTLCache(maxsize=100_000, ttl=settings.spend_cache_ttl_s or 1e-9)
         self._windows: TTLCache[Line, bool] = TTLCache(maxsize=100_000, ttl=86_400)
+        self._reads: SingleFlight[str, tuple[BudgetDef, ...]] = SingleFlight()
         self._next_sweep: dict[str, datetime] = {}
         self._settling: dict[str, list[tuple[Settlement, asyncio.Future[None]]]] = {}
         self._settlers: dict[str, asyncio.Task[None]] = {}
@@ -172,11 +174,17 @@ class BudgetGuard:
         cached = None if fresh or self._cache is None else self._cache.get(org_id)
         if cached is not None:
             return cached
-        async with self._db.tenant_session(org_id) as session:
-            budgets = tuple(BudgetDef.of(row) for row in await store.budgets_of(session, org_id))
+        if fresh:
+            budgets = await self._read_definitions(org_id)
+        else:
+            budgets = await self._reads.run(org_id, lambda: self._read_definitions(org_id))
         if self._cache is not None:
             self._cache[org_id] = budgets
         return budgets
+
+    async def _read_definitions(self, org_id: str) -> tuple[BudgetDef, ...]:
+        async with self._db.tenant_session(org_id) as session:
+            return tuple(BudgetDef.of(row) for row in await store.budgets_of(session, org_id))
 
     async def changed(self, org_id: str) -> None:
         """After an admin changed ``org_id``'s budgets: forget them here and tell the other replicas."""
@@ -189,6 +197,7 @@ class BudgetGuard:
                             self._settings.cache_ttl_s)
 
     def forget(self, org_id: str) -> None:
+        self._reads.forget(org_id)
         if self._cache is not None:
             self._cache.pop(org_id, None)
         self._spent.clear()  # a reset or a new limit: the edge check reads the windows again

@@ -37,6 +37,7 @@ from atrium.settings import GuardPolicySettings, GuardSettings, InjectionAction,
 from atrium.store.engine import Database
 from atrium.store.models import OrgPolicy, utcnow
 from atrium.store.pubsub import PubSub, follow
+from atrium.store.single_flight import SingleFlight
 from atrium.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ class PolicyStore:
         ttl = settings.policy_cache_ttl_s
         self._cache: TTLCache[str, GuardPolicySettings] | None = (
             TTLCache(maxsize=10_000, ttl=ttl) if ttl > 0 else None)
+        self._reads: SingleFlight[str, dict[str, Any]] = SingleFlight()
 
     def configured(self, org_id: str | None) -> GuardPolicySettings:
         """Defaults plus the configuration's override for ``org_id`` (no database)."""
@@ -145,7 +147,7 @@ class PolicyStore:
             return cached
         configured = self.configured(org_id)
         try:
-            stored = await self.stored(org_id)
+            stored = await self._reads.run(org_id, lambda: self.stored(org_id))
             policy = merged_policy(configured, stored) if stored else configured
         except ValueError as exc:  # a stored override the current configuration no longer accepts
             log.warning("org %s: stored guard policy ignored (%s); the configured policy applies", org_id, exc)
@@ -185,6 +187,7 @@ class PolicyStore:
         return policy
 
     def forget(self, org_id: str) -> None:
+        self._reads.forget(org_id)
         if self._cache is not None:
             self._cache.pop(org_id, None)
 

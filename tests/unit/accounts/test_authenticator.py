@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from atrium.accounts.api_keys import ApiKeyAuthenticator, create_key
 from atrium.accounts.authenticate import Authenticator
@@ -112,3 +112,17 @@ async def test_a_broken_subscription_drops_every_cache(db: Database, tmp_path: P
     await asyncio.gather(listener, return_exceptions=True)
     assert await auth.principal(raw) is None  # the cache was dropped, the database says revoked
     await unreachable.aclose()
+
+
+async def test_requests_that_find_a_key_uncached_share_one_lookup(db: Database) -> None:
+    """A stampede guard: when a busy key's cache entry expires, the requests arriving meanwhile must not
+    each query the database (they would queue on its driver thread, tens of ms under 50 streams)."""
+    _, raw = await new_key(db, "user-a")
+    auth = authenticator(db, InProcessPubSub())
+    token = auth.access_tokens.issue(user_id="user-a", org_id="org-a", role="member").token
+    statements: list[str] = []
+    event.listen(db.engine.sync_engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    principals = await asyncio.gather(*(auth.authenticate(credential)
+                                        for _ in range(30) for credential in (raw, token)))
+    assert [p.user_id for p in principals] == ["user-a"] * 60
+    assert len(statements) == 2, statements  # one for the key, one for the token's user

@@ -186,6 +186,19 @@ async def test_an_org_without_budgets_costs_no_query_after_the_first(db: Databas
     assert len(statements) == first
 
 
+async def test_calls_that_find_the_budgets_uncached_share_one_read(db: Database) -> None:
+    """A stampede guard: when an org's cached list expires under load, the calls arriving meanwhile share
+    one query instead of queueing one each on the database."""
+    await add_budget(db, "org", ORG, "day", 1_000_000)
+    budgets = guard(db, cache_ttl_s=60)
+    statements: list[str] = []
+    event.listen(db.engine.sync_engine, "before_cursor_execute",
+                 lambda *args: statements.append(args[2]))
+    found = await asyncio.gather(*(budgets.applicable(ORG, USER, KEY) for _ in range(30)))
+    assert [len(b) for b in found] == [1] * 30
+    assert len([s for s in statements if "FROM budgets" in s]) == 1, statements
+
+
 async def test_a_budget_change_reaches_every_replica(db: Database, redis_url: str) -> None:
     replica_a = guard(db, pubsub=RedisPubSub(redis_url), cache_ttl_s=3600)
     admin = guard(db, pubsub=RedisPubSub(redis_url), cache_ttl_s=3600)
