@@ -18,7 +18,7 @@ class Reads:
         self.release = asyncio.Event()
         self._answer, self._error = answer, error
 
-    async def __call__(self) -> object:
+    async def __call__(self) -> str:
         self.calls += 1
         number = self.calls
         await self.release.wait()
@@ -28,7 +28,7 @@ class Reads:
 
 
 async def test_concurrent_callers_of_a_key_share_one_read() -> None:
-    flight: SingleFlight[str, object] = SingleFlight()
+    flight: SingleFlight[str, str] = SingleFlight()
     reads, others = Reads(), Reads("other")
     waiting = [asyncio.create_task(flight.run("k", reads)) for _ in range(20)]
     other = asyncio.create_task(flight.run("j", others))
@@ -42,7 +42,7 @@ async def test_concurrent_callers_of_a_key_share_one_read() -> None:
 
 
 async def test_the_read_error_reaches_every_caller_and_the_next_caller_retries() -> None:
-    flight: SingleFlight[str, object] = SingleFlight()
+    flight: SingleFlight[str, str] = SingleFlight()
     failing = Reads(error=RuntimeError("database down"))
     waiting = [asyncio.create_task(flight.run("k", failing)) for _ in range(5)]
     await asyncio.sleep(0.01)
@@ -55,7 +55,7 @@ async def test_the_read_error_reaches_every_caller_and_the_next_caller_retries()
 
 
 async def test_a_caller_that_leaves_does_not_cancel_the_shared_read() -> None:
-    flight: SingleFlight[str, object] = SingleFlight()
+    flight: SingleFlight[str, str] = SingleFlight()
     reads = Reads()
     leaving = asyncio.create_task(flight.run("k", reads))
     staying = asyncio.create_task(flight.run("k", reads))
@@ -68,7 +68,7 @@ async def test_a_caller_that_leaves_does_not_cancel_the_shared_read() -> None:
 
 
 async def test_forget_makes_later_callers_start_a_new_read() -> None:
-    flight: SingleFlight[str, object] = SingleFlight()
+    flight: SingleFlight[str, str] = SingleFlight()
     reads = Reads()
     before = asyncio.create_task(flight.run("k", reads))
     await asyncio.sleep(0.01)
