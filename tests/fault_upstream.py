@@ -306,7 +306,9 @@ class FaultUpstream:
     async def _anthropic(self, writer: asyncio.StreamWriter, body: dict[str, Any], mode: str, streamed: bool) -> bool:
         words, finish = self._words(body.get("max_tokens"), body.get("stop_sequences"))
         stop_reason = _FINISH[finish][1]
-        stop_sequence = next((s for s in body.get("stop_sequences") or [] if finish == "stop_sequence"), None)
+        present = [s for s in body.get("stop_sequences") or [] if isinstance(s, str) and s and s in self.answer]
+        # The sequence that ended the answer: the one that occurs first in it.
+        stop_sequence = min(present, key=self.answer.index) if finish == "stop_sequence" and present else None
         calls = _tool_calls(mode, body, "toolu_")
         prompt = _prompt_words(body)
         message = {"id": "msg_1", "type": "message", "role": "assistant", "model": str(body.get("model")),

@@ -233,6 +233,22 @@ async def test_anthropic_system_prompt_reaches_the_upstream(claude: anthropic.As
     assert sent["temperature"] == 0.5
 
 
+@pytest.mark.parametrize(("model", "reason", "sequence"), [("claude-test", "stop_sequence", "fox"),
+                                                         ("gpt-test", "end_turn", None)])
+async def test_anthropic_stop_sequence_is_reported(claude: anthropic.AsyncAnthropic, model: str, reason: str,
+                                                   sequence: str | None) -> None:
+    """Anthropic's API names the stop sequence that ended the answer; an OpenAI-format upstream cannot say
+    which (it reports ``stop`` either way), so its answer ends as ``end_turn``."""
+    message = await claude.messages.create(model=model, max_tokens=100, messages=HELLO,
+                                           stop_sequences=["END", "fox"])
+    assert text_of(message) == "The quick brown "
+    assert (message.stop_reason, message.stop_sequence) == (reason, sequence)
+    async with claude.messages.stream(model=model, max_tokens=100, messages=HELLO,
+                                      stop_sequences=["END", "fox"]) as stream:
+        final = await stream.get_final_message()
+    assert (text_of(final), final.stop_reason, final.stop_sequence) == ("The quick brown ", reason, sequence)
+
+
 @pytest.mark.parametrize("model", ["claude-tool", "gpt-tool"])
 async def test_anthropic_tool_use_round_trip(claude: anthropic.AsyncAnthropic, upstream: FaultUpstream,
                                              model: str) -> None:

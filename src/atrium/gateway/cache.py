@@ -171,6 +171,7 @@ def _snapshot(events: list[ChatEvent]) -> dict[str, Any]:
         "model": done.model,
         "provider": done.provider or (start.provider if start else ""),
         "finish_reason": done.finish_reason,
+        "stop_sequence": done.stop_sequence,
     }
 
 
@@ -183,5 +184,5 @@ def _replay(data: dict[str, Any]) -> list[ChatEvent]:
     if data["usage"]:
         events.append(Usage(prompt_tokens=data["usage"][0], completion_tokens=data["usage"][1]))
     events.append(Done(model=data["model"], finish_reason=data["finish_reason"], provider=data["provider"],
-                       cached=True))
+                       cached=True, stop_sequence=data.get("stop_sequence")))
     return events

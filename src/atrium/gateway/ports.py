@@ -129,6 +129,9 @@ class Done:
     finish_reason: str = "stop"
     provider: str = ""
     cached: bool = False
+    # The stop sequence that ended the answer (``finish_reason`` is then "stop"), when the provider says
+    # which: Anthropic's API does, the OpenAI format does not.
+    stop_sequence: str | None = None
     type: Literal["done"] = "done"
 
 

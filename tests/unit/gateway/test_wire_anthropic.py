@@ -25,7 +25,7 @@ from atrium.gateway.ports import (
 )
 from atrium.gateway.providers.anthropic_format import AnthropicChatModel
 from atrium.gateway.providers.base import Provider
-from tests.fault_upstream import TOOL_ARGUMENTS, TOOL_PREAMBLE, FaultUpstream
+from tests.fault_upstream import DEFAULT_ANSWER, TOOL_ARGUMENTS, TOOL_PREAMBLE, FaultUpstream
 
 API_KEY = "sk-ant-api03-THIS-MUST-NEVER-LEAK-0123456789"
 QUESTION = ChatMessage("user", "Tell me about foxes and rivers.")
@@ -82,16 +82,16 @@ async def test_stream_tokens_usage_done(upstream: FaultUpstream, client: httpx.A
     assert done_of(events) == Done(model="claude-chat", finish_reason="stop", provider="claude")
 
 
-@pytest.mark.parametrize(("request_", "text", "finish"), [
-    (ChatRequest(messages=(QUESTION,), max_tokens=3), "The quick brown", "length"),
-    (ChatRequest(messages=(QUESTION,), stop=(" fox",)), "The quick brown", "stop"),
+@pytest.mark.parametrize(("request_", "text", "finish", "sequence"), [
+    (ChatRequest(messages=(QUESTION,), max_tokens=3), "The quick brown", "length", None),
+    (ChatRequest(messages=(QUESTION,), stop=("END", " fox")), "The quick brown", "stop", " fox"),
+    (ChatRequest(messages=(QUESTION,), stop=("END",)), DEFAULT_ANSWER, "stop", None),
 ])  # fmt: skip
-async def test_finish_reasons(
-    upstream: FaultUpstream, client: httpx.AsyncClient, request_: ChatRequest, text: str, finish: str
-) -> None:
+async def test_finish_reasons(upstream: FaultUpstream, client: httpx.AsyncClient, request_: ChatRequest,
+                              text: str, finish: str, sequence: str | None) -> None:
     events = await run(model_for(upstream, client, "ok"), request_)
     assert "".join(tokens_of(events)) == text
-    assert done_of(events).finish_reason == finish
+    assert (done_of(events).finish_reason, done_of(events).stop_sequence) == (finish, sequence)
 
 
 async def test_non_streamed_message_is_accepted(upstream: FaultUpstream, client: httpx.AsyncClient) -> None:

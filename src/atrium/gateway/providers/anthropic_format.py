@@ -130,7 +130,8 @@ class AnthropicChatModel:
         completion = state.output_tokens if state.output_tokens is not None else state.pieces
         yield Usage(prompt_tokens=prompt, completion_tokens=completion)
         finish = _FINISH_REASONS.get(state.stop_reason or "end_turn", state.stop_reason or "stop")
-        yield Done(model=self.name, finish_reason=finish, provider=provider.name)
+        yield Done(model=self.name, finish_reason=finish, provider=provider.name,
+                   stop_sequence=state.stop_sequence if state.stop_reason == "stop_sequence" else None)
 
     def _headers(self) -> dict[str, str]:
         headers = {"anthropic-version": self._provider.api_version or DEFAULT_VERSION}
@@ -174,6 +175,7 @@ class _StreamState:
     input_tokens: int | None = None
     output_tokens: int | None = None
     stop_reason: str | None = None
+    stop_sequence: str | None = None
     stopped: bool = False
     pieces: int = 0
     tool_index: dict[int, int] = field(default_factory=dict)
@@ -195,8 +197,7 @@ class _StreamState:
                                  _field(provider, payload, "delta", dict))  # fmt: skip
         elif kind == "message_delta":
             delta = _field(provider, payload, "delta", dict)
-            if isinstance(delta.get("stop_reason"), str):
-                self.stop_reason = delta["stop_reason"]
+            self._stopped_by(delta)
             self._usage(provider, payload.get("usage"))
         elif kind == "message_stop":
             self.stopped = True
@@ -216,12 +217,17 @@ class _StreamState:
             if not isinstance(block, dict):
                 raise _malformed(provider)
             pieces.extend(self._block(provider, index, block, streamed=False))
-        if isinstance(payload.get("stop_reason"), str):
-            self.stop_reason = payload["stop_reason"]
+        self._stopped_by(payload)
         self._usage(provider, payload.get("usage"))
         self.stopped = True
         self.pieces += len(pieces)
         return pieces
+
+    def _stopped_by(self, payload: dict[str, Any]) -> None:
+        if isinstance(payload.get("stop_reason"), str):
+            self.stop_reason = payload["stop_reason"]
+        if isinstance(payload.get("stop_sequence"), str):
+            self.stop_sequence = payload["stop_sequence"]
 
     def _block(self, provider: Provider, index: int, block: dict[str, Any], *, streamed: bool) -> list[Piece]:
         if block.get("type") == "text":

@@ -213,7 +213,9 @@ def _tool_choice(choice: AnthropicToolChoice) -> Any:
     return {"auto": "auto", "any": "required", "none": "none"}[choice.type]
 
 
-def stop_reason(finish_reason: str, has_tool_calls: bool) -> str:
+def stop_reason(finish_reason: str, has_tool_calls: bool, stop_sequence: str | None = None) -> str:
+    if stop_sequence is not None and finish_reason == "stop":
+        return "stop_sequence"
     if has_tool_calls and finish_reason in ("stop", "tool_calls", "tool_use", "end_turn"):
         return "tool_use"
     return {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
@@ -242,7 +244,8 @@ def message(answer: Answer, usage: Usage, *, message_id: str) -> dict[str, Any]:
     content.extend({"type": "tool_use", "id": c.id, "name": c.name, "input": _tool_input(c.arguments)}
                    for c in answer.tool_calls)
     return {"id": message_id, "type": "message", "role": "assistant", "model": answer.model, "content": content,
-            "stop_reason": stop_reason(answer.finish_reason, bool(answer.tool_calls)), "stop_sequence": None,
+            "stop_reason": stop_reason(answer.finish_reason, bool(answer.tool_calls), answer.stop_sequence),
+            "stop_sequence": answer.stop_sequence,
             "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}}
 
 
@@ -285,8 +288,9 @@ async def message_events(events: AsyncIterator[ChatEvent], *, model: str,
                     yield frame
                 usage = usage or estimate("".join(texts))
                 yield _event("message_delta", {
-                    "delta": {"stop_reason": stop_reason(event.finish_reason, blocks.had_tool_calls),
-                              "stop_sequence": None},
+                    "delta": {"stop_reason": stop_reason(event.finish_reason, blocks.had_tool_calls,
+                                                         event.stop_sequence),
+                              "stop_sequence": event.stop_sequence},
                     "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}})
                 yield _event("message_stop", {})
                 return

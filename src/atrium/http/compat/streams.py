@@ -308,6 +308,7 @@ class Answer:
     text: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str = "stop"
+    stop_sequence: str | None = None
     usage: Usage | None = None
     cached: bool = False
 
@@ -333,6 +334,7 @@ async def collect(stream: OpenedStream) -> Answer:
                 answer.model = event.model or answer.model
                 answer.provider = event.provider or answer.provider
                 answer.finish_reason, answer.cached = event.finish_reason, event.cached
+                answer.stop_sequence = event.stop_sequence
                 break
         # Start: the model is already known
     else:
