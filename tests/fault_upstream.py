@@ -25,7 +25,7 @@ The request's model picks the behaviour, with the same names on every route wher
 ``ok`` (any unknown name too)  the answer, word by word, with pings in between; usage (OpenAI: when
                                ``stream_options.include_usage`` is set); ``stop`` sequences and
                                ``max_tokens`` honoured (finish ``stop``/``length``)
-``no-usage``                   OpenAI: the same, never any usage
+``no-usage``                   OpenAI: the same, never any usage (embeddings too)
 ``json``, ``json-<model>``     a non-streamed answer despite ``stream: true`` (``json-tool``: the tool call)
 ``tool`` / ``tool-2``          one / two tool calls of the request's first tool (else ``get_weather``) with
                                arguments :data:`TOOL_ARGUMENTS`, streamed in pieces (OpenAI:
@@ -402,8 +402,9 @@ class FaultUpstream:
                  "embedding": base64.b64encode(struct.pack(f"<{len(row)}f", *row)).decode() if base64_format
                  else row} for i, row in enumerate(rows)]  # fmt: skip
         words = sum(len(text.split()) for text in texts)
+        usage = None if mode == "no-usage" else {"prompt_tokens": words, "total_tokens": words}
         return await _send_json(writer, 200, {"object": "list", "data": data, "model": str(body.get("model")),
-                                              "usage": {"prompt_tokens": words, "total_tokens": words}})
+                                              **({"usage": usage} if usage else {})})
 
 
 def embedding_of(text: str, dimensions: int) -> list[float]:

@@ -89,16 +89,17 @@ class Gateway:
         price = price_of(self.catalogue.entries, entry.name)
         async with embedding_spend(self.spend, context, price, texts) as spent:
             if with_usage is not None:
-                vectors, tokens = await with_usage(texts)
+                vectors, tokens, estimated = await with_usage(texts)
             else:
-                vectors, tokens = await embedder.embed(texts), sum(embedder.count_tokens(t) for t in texts)
+                vectors, estimated = await embedder.embed(texts), True
+                tokens = sum(embedder.count_tokens(t) for t in texts)
             spent.tokens = tokens
         cost = price.cost(tokens, 0)
         row = UsageRow(org_id=context.org_id or "", user_id=context.user_id, api_key_id=context.api_key_id,
                        endpoint=context.endpoint, provider=entry.provider, model=entry.name,
                        prompt_tokens=tokens, completion_tokens=0, cost_usd=cost,
                        latency_ms=(time.perf_counter() - started) * 1000, outcome="ok",
-                       estimated=with_usage is None)
+                       estimated=estimated)
         if context.org_id:
             self.recorder.record(row)
         return EmbeddingResult(vectors=np.asarray(vectors, dtype=np.float32), model=entry.name,

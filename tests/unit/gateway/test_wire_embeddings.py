@@ -47,14 +47,22 @@ async def test_rows_are_normalised_in_input_order_across_batches(
     upstream: FaultUpstream, client: httpx.AsyncClient
 ) -> None:
     before = len(upstream.requests)
-    vectors, tokens = await embedder_for(upstream, client, batch_size=2).embed_with_usage(TEXTS)
+    vectors, tokens, estimated = await embedder_for(upstream, client, batch_size=2).embed_with_usage(TEXTS)
     assert len(upstream.requests) - before == 3  # 2 + 2 + 1
     assert vectors.dtype == np.float32 and vectors.shape == (5, 64)
     np.testing.assert_allclose(vectors, expected(TEXTS), atol=1e-6)
-    assert tokens == 9  # the upstream's usage (words), summed over the batches
+    assert (tokens, estimated) == (9, False)  # the upstream's usage (words), summed over the batches
     body = upstream.requests[-1].body
     assert body == {"model": "ok", "input": ["theta iota"]}
     assert upstream.requests[-1].headers["authorization"] == f"Bearer {API_KEY}"
+
+
+async def test_without_upstream_usage_the_tokens_are_counted_and_marked_estimated(
+    upstream: FaultUpstream, client: httpx.AsyncClient
+) -> None:
+    embedder = embedder_for(upstream, client, model="no-usage")
+    _, tokens, estimated = await embedder.embed_with_usage(TEXTS)
+    assert estimated and tokens == sum(embedder.count_tokens(text) for text in TEXTS) > 0
 
 
 async def test_blank_texts_are_not_sent(upstream: FaultUpstream, client: httpx.AsyncClient) -> None:

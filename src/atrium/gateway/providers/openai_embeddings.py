@@ -30,10 +30,11 @@ from atrium.knowledge.ports import Vectors
 
 class EmbeddingResult(NamedTuple):
     """Vectors plus the input tokens they cost: the upstream's count when it reported usage, else
-    the sum of :meth:`OpenAIEmbeddings.count_tokens` over the texts sent."""
+    the sum of :meth:`OpenAIEmbeddings.count_tokens` over the texts sent (``estimated`` then)."""
 
     vectors: Vectors
     prompt_tokens: int
+    estimated: bool = False
 
 
 class OpenAIEmbeddings:
@@ -79,13 +80,15 @@ class OpenAIEmbeddings:
         vectors = np.zeros((len(texts), self.dimensions), dtype=np.float32)
         sent = [(row, text) for row, text in enumerate(texts) if text.strip()]
         vectors[[row for row, text in enumerate(texts) if not text.strip()], 0] = 1.0
-        tokens = 0
+        tokens, estimated = 0, False
         for start in range(0, len(sent), self._batch_size):
             batch = sent[start : start + self._batch_size]
             rows, reported = await self._request([text for _, text in batch])
             vectors[[row for row, _ in batch]] = rows
-            tokens += reported if reported is not None else sum(self.count_tokens(text) for _, text in batch)
-        return EmbeddingResult(vectors, tokens)
+            if reported is None:
+                reported, estimated = sum(self.count_tokens(text) for _, text in batch), True
+            tokens += reported
+        return EmbeddingResult(vectors, tokens, estimated)
 
     def count_tokens(self, text: str) -> int:
         """An estimate of the upstream's token count: about 4 characters a token, at least one per word."""
