@@ -248,9 +248,10 @@ async def test_login_attempts_are_rate_limited(tmp_path: Path) -> None:
         assert int(limited.headers["retry-after"]) >= 1
         # another email from the same client still works until the per-IP limit
         assert (await login(client, "bob@example.com", PASSWORD)).status_code == 200
-        # 8 attempts per minute from one IP: ada's 4 and bob's first 4 pass, the 9th is refused
-        statuses = [(await login(client, "bob@example.com", PASSWORD)).status_code for _ in range(4)]
-        assert statuses == [200, 200, 200, 429]
+        # 8 attempts per minute from one IP: ada's 4 and bob's first 4 pass, the 9th is refused. The sliding
+        # window's count is an estimate: when the minute turns during the test it may let one more through.
+        statuses = [(await login(client, "bob@example.com", PASSWORD)).status_code for _ in range(5)]
+        assert statuses in ([200, 200, 200, 429, 429], [200, 200, 200, 200, 429]), statuses
 
 
 async def test_logins_are_audited_without_secrets_and_logs_stay_clean(app: RunningApp,
