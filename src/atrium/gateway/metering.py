@@ -5,7 +5,9 @@ from the provider's ``Usage`` when it sent one; otherwise (a cut stream, a cance
 without usage) they are counted offline from the request and the text that streamed, and the record is
 marked ``estimated``. Cost uses the serving model's catalogue price. Records go to a ``UsageRecorder``,
 which writes them in batches off the request path (a database round trip per call would dominate the
-gateway's own cost); ``aclose`` flushes what is left.
+gateway's own cost); ``aclose`` flushes what is left. A batch the database cannot take now (locked,
+restarting, unreachable) is kept for the next flush; rows it refuses for good (their organisation was
+deleted) are dropped and logged, without holding back the others.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import insert
 
 from atrium.gateway.catalogue import CatalogueEntry, price_of
@@ -61,10 +64,12 @@ class UsageRow:
 class UsageRecorder:
     """Buffers usage rows and writes them in batches (every ``interval_s`` or ``batch_size`` rows)."""
 
-    def __init__(self, db: Database, *, interval_s: float = 1.0, batch_size: int = 2000) -> None:
+    def __init__(self, db: Database, *, interval_s: float = 1.0, batch_size: int = 2000,
+                 max_pending: int = 200_000) -> None:
         self._db = db
         self._interval_s = interval_s
         self._batch_size = batch_size
+        self._max_pending = max_pending  # rows kept through a database outage, at most
         self._pending: list[UsageRow] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -84,20 +89,41 @@ class UsageRecorder:
         rows, self._pending = self._pending, []
         if not rows:
             return
-        by_org: dict[str, list[dict[str, object]]] = {}
+        by_org: dict[str, list[UsageRow]] = {}
         for row in rows:
-            by_org.setdefault(row.org_id, []).append(_columns(row))
+            by_org.setdefault(row.org_id, []).append(row)
         try:
-            # One transaction for the batch, each tenant's rows written in its own scope (the database
-            # refuses a row of another tenant), as one executemany through Core: the ORM's unit of work
-            # would cost more than the gateway call.
-            async with self._db.tenant_session(next(iter(by_org))) as session:
-                for number, (org_id, columns) in enumerate(by_org.items()):
-                    if number:
-                        await rescope(session, org_id)
-                    await session.execute(insert(UsageRecord), columns)
+            await self._write(by_org)
+            return
         except Exception:
-            log.exception("could not write %d usage rows", len(rows))
+            log.warning("could not write %d usage rows in one transaction; trying each organisation's alone",
+                        len(rows), exc_info=True)
+        kept: list[UsageRow] = []
+        for org_id, org_rows in by_org.items():
+            try:
+                await self._write({org_id: org_rows})
+            except Exception as exc:
+                if not _transient(exc):
+                    log.exception("dropped %d usage rows of org %s: the database refuses them", len(org_rows),
+                                  org_id)
+                    continue
+                kept.extend(org_rows)
+        if kept:
+            waiting = kept + self._pending
+            self._pending = waiting[-self._max_pending:]
+            lost = len(waiting) - len(self._pending)
+            log.error("could not write %d usage rows; kept for the next flush%s", len(kept),
+                      f" ({lost} oldest dropped: over {self._max_pending} waiting)" if lost else "")
+
+    async def _write(self, by_org: Mapping[str, list[UsageRow]]) -> None:
+        # One transaction, each tenant's rows written in its own scope (the database refuses a row of
+        # another tenant), as one executemany through Core: the ORM's unit of work would cost more than the
+        # gateway call.
+        async with self._db.tenant_session(next(iter(by_org))) as session:
+            for number, (org_id, rows) in enumerate(by_org.items()):
+                if number:
+                    await rescope(session, org_id)
+                await session.execute(insert(UsageRecord), [_columns(row) for row in rows])
 
     async def aclose(self) -> None:
         self._closed = True
@@ -113,6 +139,15 @@ class UsageRecorder:
                 await asyncio.wait_for(self._wake.wait(), self._interval_s)
             self._wake.clear()
             await self.flush()
+
+
+def _transient(exc: BaseException) -> bool:
+    """An error that may pass (a locked or restarting database, a dropped connection), not a refusal of
+    the rows themselves (a constraint, a bad value)."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError | OSError
+                      | TimeoutError)
 
 
 def _columns(row: UsageRow) -> dict[str, object]:

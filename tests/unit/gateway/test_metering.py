@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
 from atrium.gateway.catalogue import CatalogueEntry
@@ -116,4 +119,55 @@ async def test_the_recorder_writes_in_batches_off_the_request_path(db: Database)
             break
         await asyncio.sleep(0.02)
     assert len(await rows(db)) == 30
+    await recorder.aclose()
+
+
+def row_of(org_id: str, model: str) -> UsageRow:
+    return UsageRow(org_id, None, None, "/e", "p", model, 1, 1, 0.0, 1.0, "ok", False)
+
+
+async def test_rows_outlive_a_locked_database(tmp_path: Path) -> None:
+    """A batch the database cannot take now is kept for the next flush, not dropped."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    upgrade(url)
+    engine = build_engine(url)
+
+    def short_busy_timeout(connection: Any, _record: Any) -> None:  # fail fast instead of waiting 30 s
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA busy_timeout=50")
+        cursor.close()
+
+    sa_event.listen(engine.sync_engine, "connect", short_busy_timeout)
+    db = Database(engine)
+    try:
+        async with db.system_session() as session:
+            session.add(Organization(id="org1", name="Org"))
+        recorder = UsageRecorder(db, interval_s=3600)
+        for i in range(3):
+            recorder.record(row_of("org1", f"m{i}"))
+        holder = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds the database
+        try:
+            await recorder.flush()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert await rows(db) == []
+        recorder.record(row_of("org1", "m3"))
+        await recorder.flush()
+        assert [r.model for r in await rows(db)] == ["m0", "m1", "m2", "m3"]
+        await recorder.aclose()
+    finally:
+        await db.dispose()
+
+
+async def test_rows_the_database_refuses_do_not_hold_back_the_others(db: Database) -> None:
+    recorder = UsageRecorder(db, interval_s=3600)
+    recorder.record(row_of("org1", "kept-1"))
+    recorder.record(row_of("no-such-org", "refused"))  # its organisation is gone: a foreign key refuses it
+    recorder.record(row_of("org1", "kept-2"))
+    await recorder.flush()
+    assert [r.model for r in await rows(db)] == ["kept-1", "kept-2"]
+    await recorder.flush()  # nothing kept back to retry
+    assert len(await rows(db)) == 2
     await recorder.aclose()
