@@ -150,14 +150,15 @@ def stack(tmp: Path, peers: list[str], **upstream_flags: object) -> Iterator[dic
 
 
 def load(server: Server, upstream: Server, *, requests: int, concurrency: int, stream: bool = False,
-         warmup: int = 0, model: str | None = None, max_tokens: int = 64) -> dict[str, Any]:
+         warmup: int = 0, model: str | None = None, max_tokens: int = 64,
+         stagger_ms: float = 0.0) -> dict[str, Any]:
     """Run bench/loadgen.py against ``server`` (the upstream itself for the direct baseline); the result
     has ``server_cpu_s`` (the proxy's tree; 0 for direct) and ``upstream_cpu_s`` for the measured window,
     and ``upstream_requests``: how many calls reached the upstream (after the warm-up)."""
     pids = [upstream.pid] + ([server.pid] if server is not upstream else [])
     args = [sys.executable, str(HERE / "loadgen.py"), "--url", server.url, "--model", model or server.model,
             "--requests", str(requests), "--concurrency", str(concurrency), "--warmup", str(warmup),
-            "--max-tokens", str(max_tokens)]
+            "--max-tokens", str(max_tokens), "--stagger-ms", str(stagger_ms)]
     for pid in pids:
         args += ["--cpu-pid", str(pid)]
     if server.key:

@@ -10,7 +10,8 @@ A stream's outcome is read from its SSE body: ``finished`` (a ``finish_reason`` 
 ended, or the connection closed, with neither). A non-stream request is ``finished`` when it is a 200
 ``chat.completion``. ``tokens`` counts answers by how many `` tok`` tokens (bench/upstream_server.py's)
 they carried, which shows a stream that was cut, or resumed and repeated. Time to first token is the
-time to the first chunk with non-empty ``content``.
+time to the first chunk with non-empty ``content``. ``--stagger-ms`` spreads the workers' first measured
+requests evenly over that long, so that equal-length streams do not start and end in lockstep.
 
 Raw asyncio protocol with httptools' response parser on uvloop: a request costs the client a few tens of
 microseconds. Every run is bounded by ``--requests`` and ``--timeout``; targets are loopback addresses only.
@@ -179,8 +180,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: list[Result] = []
     remaining = {"warmup": args.warmup, "measured": args.requests}
 
-    async def worker(phase: str) -> None:
+    async def worker(phase: str, delay_s: float = 0.0) -> None:
         conn: Connection | None = None
+        if delay_s:
+            await asyncio.sleep(delay_s)
         while remaining[phase] > 0:
             remaining[phase] -= 1
             if conn is None or conn.lost or not conn.keep_alive:
@@ -201,7 +204,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.gather(*(worker("warmup") for _ in range(min(args.concurrency, args.warmup))))
         cpu0 = {pid: tree_cpu_seconds(pid) for pid in args.cpu_pid}
         client0, t0 = sum(os.times()[:2]), time.perf_counter()
-        await asyncio.gather(*(worker("measured") for _ in range(args.concurrency)))
+        spread = args.stagger_ms / 1000 / args.concurrency
+        await asyncio.gather(*(worker("measured", i * spread) for i in range(args.concurrency)))
         wall, client = time.perf_counter() - t0, sum(os.times()[:2]) - client0
         cpu = {str(pid): round(tree_cpu_seconds(pid) - cpu0[pid], 4) for pid in args.cpu_pid}
         return {"wall": wall, "client": client, "cpu": cpu}
@@ -232,6 +236,8 @@ def main() -> None:
     parser.add_argument("--prompt", default="Say hello in a few words.")
     parser.add_argument("--cpu-pid", type=int, action="append", default=[])
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--stagger-ms", type=float, default=0.0,
+                        help="start the workers' first measured requests spread evenly over this long")
     args = parser.parse_args()
     loop: asyncio.AbstractEventLoop
     try:

@@ -206,12 +206,15 @@ _EAGER_TASKS = sys.version_info >= (3, 12)
 
 class _Transport(AiohttpTransport):
     def get_client(self) -> aiohttp.ClientSession:
-        """httpx-aiohttp's session, with :class:`_WriteAtOnceRequest` for its requests."""
+        """httpx-aiohttp's session, with :class:`_WriteAtOnceRequest` for its requests and no cookie jar:
+        the session serves every tenant's calls, so a cookie one upstream answer set (a CDN's, say) must
+        not ride on the next call; model APIs do not need cookies (and the jar cost 10-20 us a call)."""
         connector = aiohttp.TCPConnector(
             keepalive_timeout=self.limits.keepalive_expiry, ssl=self.ssl_context,
             local_addr=(self.local_address, 0) if self.local_address else None,
             limit=self.limits.max_connections or 0)
-        return aiohttp.ClientSession(connector=connector, request_class=_WriteAtOnceRequest)
+        return aiohttp.ClientSession(connector=connector, request_class=_WriteAtOnceRequest,
+                                     cookie_jar=aiohttp.DummyCookieJar())
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         with _remapped():
