@@ -95,25 +95,35 @@ class UsageRecorder:
         try:
             await self._write(by_org)
             return
-        except Exception:
-            log.warning("could not write %d usage rows in one transaction; trying each organisation's alone",
-                        len(rows), exc_info=True)
-        kept: list[UsageRow] = []
-        for org_id, org_rows in by_org.items():
-            try:
-                await self._write({org_id: org_rows})
-            except Exception as exc:
-                if not _transient(exc):
-                    log.exception("dropped %d usage rows of org %s: the database refuses them", len(org_rows),
-                                  org_id)
-                    continue
-                kept.extend(org_rows)
+        except Exception as exc:
+            if _transient(exc):  # the database is away: each organisation alone would fail the same way
+                kept = rows
+                log.warning("the database cannot take usage rows now", exc_info=True)
+            else:
+                log.warning("the database refused a batch of %d usage rows; writing each organisation's alone",
+                            len(rows), exc_info=True)
+                kept = await self._write_each(by_org)
         if kept:
             waiting = kept + self._pending
             self._pending = waiting[-self._max_pending:]
             lost = len(waiting) - len(self._pending)
             log.error("could not write %d usage rows; kept for the next flush%s", len(kept),
                       f" ({lost} oldest dropped: over {self._max_pending} waiting)" if lost else "")
+
+    async def _write_each(self, by_org: Mapping[str, list[UsageRow]]) -> list[UsageRow]:
+        """Write each organisation's rows in a transaction of its own: those the database refuses are
+        dropped (logged) without holding back the others. Returns the rows to try again."""
+        kept: list[UsageRow] = []
+        for org_id, org_rows in by_org.items():
+            try:
+                await self._write({org_id: org_rows})
+            except Exception as exc:
+                if _transient(exc):
+                    kept.extend(org_rows)
+                else:
+                    log.exception("dropped %d usage rows of org %s: the database refuses them", len(org_rows),
+                                  org_id)
+        return kept
 
     async def _write(self, by_org: Mapping[str, list[UsageRow]]) -> None:
         # One transaction, each tenant's rows written in its own scope (the database refuses a row of
