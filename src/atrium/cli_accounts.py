@@ -24,6 +24,7 @@ import typer
 from sqlalchemy import select
 
 from atrium.accounts.admin import AccountAdmin, KeySpec, UserChanges, administer
+from atrium.accounts.admin_base import Page
 from atrium.accounts.admin_views import created_key_view, key_view, member_view
 from atrium.accounts.passwords import MAX_PASSWORD_CHARS
 from atrium.accounts.principal import Principal
@@ -93,6 +94,17 @@ async def _division(admin: AccountAdmin, org_id: str, ref: str | None) -> str | 
     return None if ref is None else (await admin.find_division(org_id, ref)).id
 
 
+async def _every_item(fetch: Callable[[int], Awaitable[Page[T]]]) -> list[T]:
+    """All items of a paged admin listing, ``fetch(offset)`` page by page."""
+    items: list[T] = []
+    offset: int | None = 0
+    while offset is not None:
+        page = await fetch(offset)
+        items.extend(page.items)
+        offset = page.next_offset
+    return items
+
+
 def _read_password(from_stdin: bool, prompt: bool) -> str | None:
     if from_stdin and prompt:
         raise typer.BadParameter("give --password-stdin or --password-prompt, not both")
@@ -147,14 +159,10 @@ def users_list(org: OrgOption = None, as_json: JsonOption = False,
     """List the users of an organisation (default: the first)."""
 
     async def work(settings: Settings) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
         async with _admin(settings, org) as (admin, org_id):
-            offset: int | None = 0
-            while offset is not None:
-                page = await admin.list_users(org_id, service=service, limit=200, offset=offset)
-                found.extend(member_view(member, org_id) for member in page.items)
-                offset = page.next_offset
-        return found
+            members = await _every_item(
+                lambda offset: admin.list_users(org_id, service=service, limit=200, offset=offset))
+            return [member_view(member, org_id) for member in members]
 
     _print_users(_run(work), as_json)
 
@@ -234,14 +242,10 @@ def keys_list(org: OrgOption = None, as_json: JsonOption = False,
     """List an organisation's keys (default: the first): never the keys themselves."""
 
     async def work(settings: Settings) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
         async with _admin(settings, org) as (admin, org_id):
-            offset: int | None = 0
-            while offset is not None:
-                page = await admin.list_keys(org_id, include_revoked=include_revoked, limit=200, offset=offset)
-                found.extend(key_view(key, used) for key, used in page.items)
-                offset = page.next_offset
-        return found
+            keys = await _every_item(
+                lambda offset: admin.list_keys(org_id, include_revoked=include_revoked, limit=200, offset=offset))
+            return [key_view(key, used) for key, used in keys]
 
     keys = _run(work)
     if as_json:
