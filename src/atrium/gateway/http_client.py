@@ -175,6 +175,9 @@ class _Stream(httpx.AsyncByteStream):
             await self._inner.aclose()
 
 
+_EAGER_TASKS = sys.version_info >= (3, 12)  # aiohttp then starts its body-writing task eagerly itself
+
+
 class _WriteAtOnceRequest(aiohttp.ClientRequest):
     """A request whose in-memory body goes on the wire inside ``send``, in the caller's task.
 
@@ -199,9 +202,6 @@ class _WriteAtOnceRequest(aiohttp.ClientRequest):
             self._body = body
         transport.write(content)
         return response
-
-
-_EAGER_TASKS = sys.version_info >= (3, 12)
 
 
 class _Transport(AiohttpTransport):
