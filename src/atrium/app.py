@@ -24,6 +24,7 @@ from atrium.http.routes import (
     auth,
     budgets,
     chat,
+    collections,
     conversations,
     documents,
     health,
@@ -97,9 +98,10 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
         else limits.max_request_bytes,
     )
     # The model endpoints first: FastAPI tries routes in order, and these are the hot path.
-    for module in (openai_compat, anthropic_compat, health, metrics, chat, search, documents, query, conversations,
-                   admin, auth, accounts, budgets, policy, ws):
+    for module in (openai_compat, anthropic_compat, health, metrics, chat, search, documents, collections, query,
+                   conversations, admin, auth, accounts, budgets, policy, ws):
         app.include_router(module.router)
+    app.include_router(conversations.admin_router)
     return app
 
 

@@ -11,11 +11,14 @@ import anyio
 import pytest
 from sqlalchemy import update
 
+from atrium.accounts.ownership import Owner
 from atrium.errors import AppError, InvalidRequest, NotFound
 from atrium.jobs.queue import DatabaseJobQueue, ProgressFn
 from atrium.store.engine import Database, build_engine
 from atrium.store.migrate import upgrade
 from atrium.store.models import Job, Organization
+
+OWNER = Owner("user-1", None)
 
 
 @pytest.fixture
@@ -34,14 +37,14 @@ async def test_job_runs_and_reports_progress_and_result(db: Database) -> None:
 
     async def handler(job: Job, progress: ProgressFn) -> dict[str, Any]:
         await progress(0.5)
-        seen.append((await queue.get(job.org_id, job.id)).progress)
+        seen.append((await queue.get(job.org_id, job.id, owner=OWNER)).progress)
         return {"echo": job.payload["value"]}
 
     queue = DatabaseJobQueue(db, {"echo": handler})
-    job_id = await queue.enqueue("org-a", "echo", {"value": 42})
-    assert (await queue.get("org-a", job_id)).status == "queued"
+    job_id = await queue.enqueue("org-a", "echo", {"value": 42}, owner=OWNER)
+    assert (await queue.get("org-a", job_id, owner=OWNER)).status == "queued"
     assert await queue.run_pending() == 1
-    job = await queue.get("org-a", job_id)
+    job = await queue.get("org-a", job_id, owner=OWNER)
     assert (job.status, job.result, job.progress, job.attempts) == ("succeeded", {"echo": 42}, 1.0, 1)
     assert seen == [0.5]
 
@@ -54,11 +57,11 @@ async def test_failures_are_recorded_without_internal_details(db: Database) -> N
         raise RuntimeError("secret path /srv/keys/atr_internal")
 
     queue = DatabaseJobQueue(db, {"bad": bad_input, "crash": crash})
-    bad_id = await queue.enqueue("org-a", "bad", {})
-    crash_id = await queue.enqueue("org-a", "crash", {})
+    bad_id = await queue.enqueue("org-a", "bad", {}, owner=OWNER)
+    crash_id = await queue.enqueue("org-a", "crash", {}, owner=OWNER)
     await queue.run_pending()
-    assert (await queue.get("org-a", bad_id)).error == "notes.txt is not UTF-8 text"
-    crashed = await queue.get("org-a", crash_id)
+    assert (await queue.get("org-a", bad_id, owner=OWNER)).error == "notes.txt is not UTF-8 text"
+    crashed = await queue.get("org-a", crash_id, owner=OWNER)
     assert crashed.status == "failed" and crashed.error == "internal error"
 
 
@@ -68,10 +71,15 @@ async def test_unknown_kind_and_other_tenants_are_refused(db: Database) -> None:
 
     queue = DatabaseJobQueue(db, {"noop": noop})
     with pytest.raises(AppError):
-        await queue.enqueue("org-a", "mystery", {})
-    job_id = await queue.enqueue("org-a", "noop", {})
+        await queue.enqueue("org-a", "mystery", {}, owner=OWNER)
+    job_id = await queue.enqueue("org-a", "noop", {}, owner=OWNER)
     with pytest.raises(NotFound):
-        await queue.get("org-b", job_id)
+        await queue.get("org-b", job_id, owner=OWNER)
+    # Private to who queued it: another user, or a key acting as no user, does not find it.
+    for stranger in (Owner("user-2", None), Owner(None, "key-1")):
+        with pytest.raises(NotFound):
+            await queue.get("org-a", job_id, owner=stranger)
+    assert (await queue.get("org-a", job_id, owner=OWNER)).user_id == OWNER.user_id
 
 
 async def test_recovery_requeues_interrupted_jobs_and_gives_up_after_max_attempts(db: Database) -> None:
@@ -82,16 +90,16 @@ async def test_recovery_requeues_interrupted_jobs_and_gives_up_after_max_attempt
         return {}
 
     queue = DatabaseJobQueue(db, {"work": handler}, max_attempts=3)
-    fresh = await queue.enqueue("org-a", "work", {})
-    worn = await queue.enqueue("org-a", "work", {})
+    fresh = await queue.enqueue("org-a", "work", {}, owner=OWNER)
+    worn = await queue.enqueue("org-a", "work", {}, owner=OWNER)
     async with db.system_session() as session:  # as a process killed mid-job leaves them
         await session.execute(update(Job).where(Job.id == fresh).values(status="running", attempts=1))
         await session.execute(update(Job).where(Job.id == worn).values(status="running", attempts=3))
     assert await queue.recover() == 2
     await queue.run_pending()
     assert runs == [fresh]
-    assert (await queue.get("org-a", fresh)).status == "succeeded"
-    worn_job = await queue.get("org-a", worn)
+    assert (await queue.get("org-a", fresh, owner=OWNER)).status == "succeeded"
+    worn_job = await queue.get("org-a", worn, owner=OWNER)
     assert worn_job.status == "failed" and "interruptions" in (worn_job.error or "")
 
 
@@ -105,7 +113,7 @@ async def test_two_workers_never_run_the_same_job_twice(db: Database) -> None:
 
     first = DatabaseJobQueue(db, {"work": handler}, poll_interval_s=0.01)
     second = DatabaseJobQueue(db, {"work": handler}, poll_interval_s=0.01)
-    ids = [await first.enqueue("org-a", "work", {"n": n}) for n in range(20)]
+    ids = [await first.enqueue("org-a", "work", {"n": n}, owner=OWNER) for n in range(20)]
     workers = [asyncio.create_task(first.work()), asyncio.create_task(second.work())]
     for _ in range(500):
         if len(runs) >= len(ids):

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import partial
 
+from atrium.accounts.ownership import principal_session
 from atrium.accounts.principal import Principal
 from atrium.conversations import repository as repo
 from atrium.conversations.generation import Outcome, answer_and_store
@@ -18,9 +19,10 @@ from atrium.conversations.runs import AnswerRun, RunSupervisor
 from atrium.gateway.ports import CallContext, ChatModel
 from atrium.guard.policy import Guard
 from atrium.knowledge.answering import GroundedAnswerer, GroundedPrompt
+from atrium.knowledge.collections import searchable
 from atrium.settings import ChatSettings
 from atrium.store.engine import Database
-from atrium.store.models import Conversation, Message
+from atrium.store.models import Message
 
 ENDPOINT = "/api/v1/chat/ask"
 
@@ -38,15 +40,17 @@ class ChatService:
     async def ask(self, principal: Principal, message: str, *, conversation_id: str | None,
                   collections: Sequence[str] | None, endpoint: str = ENDPOINT) -> AnswerRun:
         """Store the question, start the answer run, and return its event feed at once. ``endpoint`` is
-        the entry point the model calls are metered under (``/api/v1/chat/ask``, ``/ws``)."""
-        async with self.db.tenant_session(principal.org_id) as session:
+        the entry point the model calls are metered under (``/api/v1/chat/ask``, ``/ws``). Only the
+        caller's own conversation can be continued, and only collections it may read are searched
+        (``NotFound`` otherwise, before anything is stored)."""
+        async with principal_session(self.db, principal) as session:
+            collections = await searchable(session, principal, collections)
             if conversation_id is None:
-                conversation = Conversation(org_id=principal.org_id, user_id=principal.user_id,
-                                            title=message[:80])
+                conversation = repo.new_conversation(principal, message[:80])
                 session.add(conversation)
                 await session.flush()
             else:
-                conversation = await repo.get_conversation(session, principal.org_id, conversation_id)
+                conversation = await repo.get_conversation(session, principal, conversation_id)
                 conversation.updated_at = datetime.now(UTC)
             user_message = Message(org_id=principal.org_id, conversation_id=conversation.id, role="user",
                                    content=message)

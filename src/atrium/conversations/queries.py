@@ -9,6 +9,7 @@ from functools import partial
 
 from sqlalchemy import select
 
+from atrium.accounts.ownership import owned_by, owner_columns, principal_session
 from atrium.accounts.principal import Principal
 from atrium.conversations.generation import Outcome, answer_and_store
 from atrium.conversations.runs import AnswerRun, RunSupervisor
@@ -16,6 +17,7 @@ from atrium.errors import NotFound
 from atrium.gateway.ports import CallContext, ChatModel
 from atrium.guard.policy import Guard
 from atrium.knowledge.answering import GroundedAnswerer, GroundedPrompt
+from atrium.knowledge.collections import searchable
 from atrium.settings import ChatSettings
 from atrium.store.engine import Database
 from atrium.store.models import QueryRecord
@@ -37,9 +39,11 @@ class QueryService:
                      collections: Sequence[str] | None) -> tuple[str, asyncio.Task[None]]:
         """Store the query as ``pending`` and start answering it; returns the record id and the run.
         The run stores the answer itself, so a caller that stops waiting loses nothing."""
-        async with self.db.tenant_session(principal.org_id) as session:
-            record = QueryRecord(org_id=principal.org_id, user_id=principal.user_id, question=question,
-                                 collection=",".join(collections) if collections else None)
+        async with principal_session(self.db, principal) as session:
+            requested = collections
+            collections = await searchable(session, principal, collections)
+            record = QueryRecord(org_id=principal.org_id, division_id=principal.division_id, question=question,
+                                 collection=",".join(requested) if requested else None, **owner_columns(principal))
             session.add(record)
             await session.flush()
             record_id = record.id
@@ -47,9 +51,11 @@ class QueryService:
         return record_id, task
 
     async def get(self, principal: Principal, record_id: str) -> QueryRecord:
-        async with self.db.tenant_session(principal.org_id) as session:
+        """The caller's own query record; anyone else's is ``NotFound``."""
+        async with principal_session(self.db, principal) as session:
             record = await session.scalar(select(QueryRecord).where(QueryRecord.org_id == principal.org_id,
-                                                                    QueryRecord.id == record_id))
+                                                                    QueryRecord.id == record_id,
+                                                                    owned_by(QueryRecord, principal)))
         if record is None:
             raise NotFound("No such query.")
         return record

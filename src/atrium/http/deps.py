@@ -83,6 +83,14 @@ async def limit_rate(request: Request) -> Principal:
 LimitedPrincipalDep = Annotated[Principal, Depends(limit_rate)]
 
 
+def client_ip(request: Request) -> str | None:
+    """The peer address of the request (what audit rows record)."""
+    return request.client.host if request.client is not None else None
+
+
+ClientIp = Annotated[str | None, Depends(client_ip)]
+
+
 # Ids in paths and list offsets, bounded so no request can carry an unbounded value into a query.
 ResourceId = Annotated[str, Path(min_length=1, max_length=64)]
 Offset = Annotated[int, Query(ge=0, le=1_000_000)]

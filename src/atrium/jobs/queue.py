@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import select, update
 
+from atrium.accounts.ownership import Owner
 from atrium.errors import AppError, NotFound
 from atrium.store.engine import Database
 from atrium.store.models import Job
@@ -27,11 +28,12 @@ Handler = Callable[[Job, ProgressFn], Awaitable[dict[str, Any]]]
 
 
 class JobQueue(Protocol):
-    """Durable background work, per tenant."""
+    """Durable background work, per tenant. A job belongs to who queued it (``owner``): ``get`` finds
+    only the owner's jobs."""
 
-    async def enqueue(self, tenant: str, kind: str, payload: dict[str, Any]) -> str: ...
+    async def enqueue(self, tenant: str, kind: str, payload: dict[str, Any], *, owner: Owner) -> str: ...
 
-    async def get(self, tenant: str, job_id: str) -> Job: ...
+    async def get(self, tenant: str, job_id: str, *, owner: Owner) -> Job: ...
 
 
 class DatabaseJobQueue:
@@ -48,20 +50,21 @@ class DatabaseJobQueue:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def enqueue(self, tenant: str, kind: str, payload: dict[str, Any]) -> str:
+    async def enqueue(self, tenant: str, kind: str, payload: dict[str, Any], *, owner: Owner) -> str:
         if kind not in self.handlers:
             raise AppError(f"unknown job kind {kind!r}")
         async with self.db.tenant_session(tenant) as session:
-            job = Job(org_id=tenant, kind=kind, payload=payload)
+            job = Job(org_id=tenant, kind=kind, payload=payload, **owner.columns())
             session.add(job)
             await session.flush()
             job_id = job.id
         self._wakeup.set()
         return job_id
 
-    async def get(self, tenant: str, job_id: str) -> Job:
+    async def get(self, tenant: str, job_id: str, *, owner: Owner) -> Job:
         async with self.db.tenant_session(tenant) as session:
-            job = await session.scalar(select(Job).where(Job.org_id == tenant, Job.id == job_id))
+            job = await session.scalar(select(Job).where(Job.org_id == tenant, Job.id == job_id,
+                                                         *owner.match(Job)))
         if job is None:
             raise NotFound("No such job.")
         return job

@@ -60,7 +60,8 @@ def discover(paths: Iterable[Path]) -> list[tuple[Path, str]]:
 
 
 async def ingest_files(service: KnowledgeService, tenant: str, collection: str,
-                       files: list[tuple[Path, str]], on_file: FileProgress | None = None) -> IngestSummary:
+                       files: list[tuple[Path, str]], on_file: FileProgress | None = None, *,
+                       user_id: str | None = None, api_key_id: str | None = None) -> IngestSummary:
     summary = IngestSummary()
     for done, (path, source) in enumerate(files, start=1):
         result: IngestResult | None = None
@@ -68,7 +69,8 @@ async def ingest_files(service: KnowledgeService, tenant: str, collection: str,
             data = await anyio.Path(path).read_bytes()
             parsed = parse_document(path.name, data)
             result = await service.ingest_text(tenant, collection, source, parsed.text, parsed.title,
-                                                 markdown=parsed.is_markdown)
+                                                 markdown=parsed.is_markdown, user_id=user_id,
+                                                 api_key_id=api_key_id)
             summary.results.append(result)
         except AppError as exc:
             summary.errors.append({"source": source, "code": exc.code, "message": exc.message})
@@ -88,7 +90,8 @@ def upload_job_handler(service: KnowledgeService, uploads_dir: Path) -> Callable
         async def on_file(done: int, total: int, _result: IngestResult | None) -> None:
             await progress(done / total)
 
-        summary = await ingest_files(service, job.org_id, job.payload["collection"], files, on_file)
+        summary = await ingest_files(service, job.org_id, job.payload["collection"], files, on_file,
+                                     user_id=job.user_id, api_key_id=job.api_key_id)
         await anyio.to_thread.run_sync(lambda: shutil.rmtree(folder, ignore_errors=True))
         return summary.to_dict()
 

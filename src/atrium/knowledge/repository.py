@@ -11,7 +11,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.knowledge.ports import Vectors
-from atrium.store.models import Chunk, Document, KnowledgeRevision
+from atrium.store.models import Chunk, Collection, Document, KnowledgeRevision
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,15 +64,30 @@ async def delete_document_rows(session: AsyncSession, org_id: str, document: Doc
     return ids
 
 
+async def documents_where(session: AsyncSession, org_id: str, *, collection: str | None,
+                          user_id: str | None) -> list[Document]:
+    if collection is None and user_id is None:
+        raise ValueError("name a collection or an uploader")
+    query = select(Document).where(Document.org_id == org_id)
+    if collection is not None:
+        query = query.where(Document.collection == collection)
+    if user_id is not None:
+        query = query.where(Document.user_id == user_id)
+    return list(await session.scalars(query))
+
+
+async def delete_collection_row(session: AsyncSession, org_id: str, name: str) -> None:
+    await session.execute(delete(Collection).where(Collection.org_id == org_id, Collection.name == name))
+
+
 async def get_document(session: AsyncSession, org_id: str, document_id: str) -> Document | None:
     return await session.scalar(select(Document).where(Document.org_id == org_id, Document.id == document_id))
 
 
-async def list_documents(session: AsyncSession, org_id: str, collection: str | None, limit: int,
+async def list_documents(session: AsyncSession, org_id: str, collections: Sequence[str], limit: int,
                          offset: int) -> list[Document]:
-    query = select(Document).where(Document.org_id == org_id)
-    if collection is not None:
-        query = query.where(Document.collection == collection)
+    """Documents of ``collections`` (the ones the caller may read), newest first."""
+    query = select(Document).where(Document.org_id == org_id, Document.collection.in_(list(collections)))
     rows = await session.scalars(query.order_by(Document.created_at.desc()).limit(limit).offset(offset))
     return list(rows)
 

@@ -24,6 +24,7 @@ import numpy as np
 from atrium.errors import InvalidRequest, NotFound
 from atrium.knowledge import repository as repo
 from atrium.knowledge.chunking import chunk_text
+from atrium.knowledge.collections import ensure as ensure_collection
 from atrium.knowledge.fusion import reciprocal_rank_fusion
 from atrium.knowledge.keyword import KeywordSearch
 from atrium.knowledge.ports import Embedder, VectorIndex
@@ -85,7 +86,11 @@ class KnowledgeService:
         self._last_save = 0.0
 
     async def ingest_text(self, tenant: str, collection: str, source: str, text: str,
-                          title: str = "", *, markdown: bool = True) -> IngestResult:
+                          title: str = "", *, markdown: bool = True, user_id: str | None = None,
+                          api_key_id: str | None = None) -> IngestResult:
+        """Store ``text`` as the document ``source`` of ``collection`` (made organisation-wide if it does not
+        exist: callers that decide who may write check that first). ``user_id`` / ``api_key_id``: who
+        uploaded it."""
         check_collection(collection)
         content_hash = hashlib.sha256(text.encode()).hexdigest()
         async with self.db.tenant_session(tenant) as session:
@@ -102,9 +107,11 @@ class KnowledgeService:
             existing = await repo.find_document_by_source(session, tenant, collection, source)
             if existing is not None:
                 removed = await repo.delete_document_rows(session, tenant, existing)
+            else:
+                await ensure_collection(session, tenant, collection)
             document = Document(org_id=tenant, collection=collection, source=source, title=title or source,
                                 content_hash=content_hash, size_bytes=len(text.encode()),
-                                chunk_count=len(pieces))
+                                chunk_count=len(pieces), user_id=user_id, api_key_id=api_key_id)
             session.add(document)
             await session.flush()
             rows = [
@@ -128,14 +135,39 @@ class KnowledgeService:
         return IngestResult(document_id, source, len(ids), status)
 
     async def delete_document(self, tenant: str, document_id: str) -> None:
+        """Delete a document, its chunks and their vectors (callers check who may first)."""
         async with self.db.tenant_session(tenant) as session:
             document = await repo.get_document(session, tenant, document_id)
             if document is None:
                 raise NotFound("No such document.")
             collection = document.collection
             removed = await repo.delete_document_rows(session, tenant, document)
-        await self.index.delete(tenant, collection, removed)
+        await self._forget_vectors(tenant, {collection: removed})
+
+    async def delete_documents(self, tenant: str, *, collection: str | None = None,
+                               user_id: str | None = None, drop_collection: bool = False) -> int:
+        """Delete every document of ``collection`` and/or uploaded by ``user_id``, with their vectors;
+        ``drop_collection`` also removes the collection itself. Returns how many documents went."""
+        removed: dict[str, list[int]] = {}
+        async with self.db.tenant_session(tenant) as session:
+            documents = await repo.documents_where(session, tenant, collection=collection, user_id=user_id)
+            for document in documents:
+                removed.setdefault(document.collection, []).extend(
+                    await repo.delete_document_rows(session, tenant, document))
+            if drop_collection and collection is not None:
+                await repo.delete_collection_row(session, tenant, collection)
+        await self._forget_vectors(tenant, removed)
+        return len(documents)
+
+    async def _forget_vectors(self, tenant: str, removed: dict[str, list[int]]) -> None:
+        for collection, ids in removed.items():
+            if ids:
+                await self.index.delete(tenant, collection, ids)
         self._dirty = True
+        await self._announce(tenant)
+
+    async def announce_change(self, tenant: str) -> None:
+        """Tell other processes that ``tenant``'s knowledge changed (e.g. a collection's visibility)."""
         await self._announce(tenant)
 
     async def _announce(self, tenant: str) -> None:
@@ -150,6 +182,8 @@ class KnowledgeService:
                      collections: Sequence[str] | None = None) -> list[SearchHit]:
         """The best ``limit`` chunks for ``query``. Hybrid fuses the vector and keyword rankings (RRF)."""
         if collections is not None:
+            if not collections:
+                return []
             for name in collections:
                 check_collection(name)
         depth = max(limit, self.settings.candidates)

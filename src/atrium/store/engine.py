@@ -48,6 +48,10 @@ class Database:
         PostgreSQL; on SQLite by the repositories' own filters, which every query keeps regardless)."""
         return self._scoped(Scope.tenant(org_id))
 
+    def scoped_session(self, scope: Scope) -> AbstractAsyncContextManager[AsyncSession]:
+        """A transaction in ``scope``; for a principal's scope see ``atrium.accounts.ownership``."""
+        return self._scoped(scope)
+
     def system_session(self) -> AbstractAsyncContextManager[AsyncSession]:
         """A transaction across every tenant: authentication before the tenant is known, job claiming,
         index reconciliation, bootstrap. Keep its uses few and their queries explicit."""

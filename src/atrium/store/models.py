@@ -135,10 +135,16 @@ class RefreshToken(Base):
 
 
 class Conversation(Base):
+    """Private to its owner: ``user_id``, or, for a key that acts as no user, ``api_key_id``. ``division_id``
+    is the owner's division when it was created (what a division admin may list and erase)."""
+
     __tablename__ = "conversations"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
-    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None,
+                                                index=True)
+    api_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    division_id: Mapped[str | None] = mapped_column(String(32), default=None)
     title: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -161,12 +167,36 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Collection(Base):
+    """A named set of documents. Who reads it: ``visibility`` ``org`` (everyone in the organisation),
+    ``division`` (members of ``division_id``) or ``private`` (its owner). Who writes it (upload, delete
+    documents): ``writers`` ``owner`` (its owner and admins over it) or ``readers`` (every reader with the
+    member role). Owner: ``user_id``, or ``api_key_id`` for a key that acts as no user; neither for the
+    collections Atrium makes itself (bootstrap docs)."""
+
+    __tablename__ = "collections"
+    __table_args__ = (UniqueConstraint("org_id", "name", name="uq_collections_org_name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    visibility: Mapped[str] = mapped_column(String(10), default="org")  # org, division, private
+    writers: Mapped[str] = mapped_column(String(10), default="readers")  # owner, readers
+    division_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    user_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    api_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Document(Base):
+    """Belongs to a collection (whose visibility it has); ``user_id`` / ``api_key_id`` name who uploaded it."""
+
     __tablename__ = "documents"
     __table_args__ = (Index("ix_documents_org_collection", "org_id", "collection"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     collection: Mapped[str] = mapped_column(String(100))
+    user_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    api_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
     source: Mapped[str] = mapped_column(String(1000))
     title: Mapped[str] = mapped_column(String(500), default="")
     content_hash: Mapped[str] = mapped_column(String(64))
@@ -200,10 +230,14 @@ class KnowledgeRevision(Base):
 
 
 class Job(Base):
+    """Private to who queued it (``user_id``, or ``api_key_id`` for a key acting as no user)."""
+
     __tablename__ = "jobs"
     __table_args__ = (Index("ix_jobs_status_created", "status", "created_at"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    api_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
     kind: Mapped[str] = mapped_column(String(50))
     # queued, running, succeeded, failed
     status: Mapped[str] = mapped_column(String(20), default="queued")
@@ -217,10 +251,15 @@ class Job(Base):
 
 
 class QueryRecord(Base):
+    """Private to its owner (``user_id``, or ``api_key_id`` for a key acting as no user)."""
+
     __tablename__ = "queries"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
-    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None,
+                                                index=True)
+    api_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    division_id: Mapped[str | None] = mapped_column(String(32), default=None)
     question: Mapped[str] = mapped_column(Text)
     collection: Mapped[str | None] = mapped_column(String(100), default=None)
     # pending, complete, error
@@ -330,8 +369,28 @@ class AuditEvent(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Invitation(Base):
+    """An offer of a role in ``org_id`` to whoever holds ``email``. Nothing changes until that user accepts
+    (``accepted_at``); an org never adds another org's user by itself. ``status``: pending, accepted,
+    declined, revoked."""
+
+    __tablename__ = "invitations"
+    __table_args__ = (Index("ix_invitations_email_status", "email", "status"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(20), default="member")
+    division_id: Mapped[str | None] = mapped_column(ForeignKey("divisions.id", ondelete="CASCADE"), default=None)
+    invited_by_user_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    invited_by_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    answered_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 # Tables holding one tenant's data (``org_id``): scoped in every repository, and under Row-Level Security
 # on PostgreSQL.
 TENANT_TABLES = ("users", "divisions", "memberships", "api_keys", "refresh_tokens", "conversations", "messages",
                  "documents", "chunks", "jobs", "queries", "usage", "knowledge_revisions", "budgets",
-                 "budget_spend", "budget_reservations", "org_policies")
+                 "budget_spend", "budget_reservations", "org_policies", "collections", "invitations")

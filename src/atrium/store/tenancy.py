@@ -42,13 +42,22 @@ log = logging.getLogger(__name__)
 
 TENANT_SETTING = "app.current_org_id"
 BYPASS_SETTING = "app.bypass_rls"
+USER_SETTING = "app.current_user_id"
+KEY_SETTING = "app.current_key_id"
+DIVISION_SETTING = "app.current_division_id"
+ROLE_SETTING = "app.current_role"
 POLICY_NAME = "tenant_isolation"
+ACCESS_POLICY_NAME = "principal_access"
 # Columns that name a row's tenant; a table with one of them must be under RLS.
 TENANT_COLUMNS = ("org_id", "tenant")
 
 _SCOPE_KEY = "atrium.scope"
 _SET_SCOPE = text(f"SELECT set_config('{TENANT_SETTING}', :org_id, true), "
-                  f"set_config('{BYPASS_SETTING}', :bypass, true)")
+                  f"set_config('{BYPASS_SETTING}', :bypass, true), "
+                  f"set_config('{USER_SETTING}', :user_id, true), "
+                  f"set_config('{KEY_SETTING}', :key_id, true), "
+                  f"set_config('{DIVISION_SETTING}', :division_id, true), "
+                  f"set_config('{ROLE_SETTING}', :role, true)")
 
 
 class IsolationError(RuntimeError):
@@ -57,10 +66,17 @@ class IsolationError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """What a transaction may see: one tenant's rows, or (``system``) every tenant's."""
+    """What a transaction may see: one tenant's rows, or (``system``) every tenant's. A scope ``acting``
+    for a principal (``role`` set) also narrows, on PostgreSQL, private rows to their owner (``user_id``,
+    or ``key_id`` for a key acting as no user) and collections to those the principal may read; a tenant
+    scope without a role is the service scope of Atrium's own work for a tenant (answer runs, jobs)."""
 
     org_id: str | None
     system: bool = False
+    user_id: str | None = None
+    key_id: str | None = None
+    division_id: str | None = None
+    role: str | None = None
 
     @classmethod
     def tenant(cls, org_id: str) -> Scope:
@@ -69,11 +85,21 @@ class Scope:
         return cls(org_id=org_id)
 
     @classmethod
+    def acting(cls, org_id: str, *, user_id: str | None, key_id: str | None, division_id: str | None,
+               role: str) -> Scope:
+        if not role:
+            raise ValueError("a principal's scope needs its role")
+        return cls(org_id=cls.tenant(org_id).org_id, user_id=user_id, key_id=key_id, division_id=division_id,
+                   role=role)
+
+    @classmethod
     def everything(cls) -> Scope:
         return cls(org_id=None, system=True)
 
     def parameters(self) -> dict[str, str]:
-        return {"org_id": self.org_id or "", "bypass": "on" if self.system else "off"}
+        return {"org_id": self.org_id or "", "bypass": "on" if self.system else "off",
+                "user_id": self.user_id or "", "key_id": self.key_id or "", "division_id": self.division_id or "",
+                "role": self.role or ""}
 
 
 class ScopedSession(Session):
@@ -120,6 +146,59 @@ def rls_statements(table: str, column: str = "org_id") -> list[str]:
         f"DROP POLICY IF EXISTS {POLICY_NAME} ON {name}",
         f"CREATE POLICY {POLICY_NAME} ON {name} AS PERMISSIVE FOR ALL USING ({condition}) WITH CHECK ({condition})",
     ]
+
+
+def _setting(name: str) -> str:
+    return f"coalesce(current_setting('{name}', true), '')"
+
+
+SERVICE_SCOPE = f"{_setting(ROLE_SETTING)} = ''"
+OWNER_MATCH = (f"((user_id IS NOT NULL AND user_id = {_setting(USER_SETTING)}) "
+               f"OR (user_id IS NULL AND api_key_id = {_setting(KEY_SETTING)}))")
+READABLE_COLLECTION = (
+    f"(visibility = 'org' "
+    f"OR (visibility = 'division' AND (division_id = {_setting(DIVISION_SETTING)} "
+    f"OR ({_setting(DIVISION_SETTING)} = '' AND {_setting(ROLE_SETTING)} IN ('admin', 'owner')))) "
+    f"OR (visibility = 'private' AND {OWNER_MATCH}))")
+# What a principal's scope may touch, per table (a RESTRICTIVE policy, on top of ``tenant_isolation``).
+# Subqueries run under the referenced table's own policies: a message is visible when its conversation
+# is, a document or chunk when its collection is.
+ACCESS_RULES: dict[str, str] = {
+    "conversations": OWNER_MATCH,
+    "queries": OWNER_MATCH,
+    "jobs": OWNER_MATCH,
+    "messages": "EXISTS (SELECT 1 FROM conversations c WHERE c.id = messages.conversation_id)",
+    "collections": READABLE_COLLECTION,
+    "documents": ("EXISTS (SELECT 1 FROM collections c WHERE c.org_id = documents.org_id "
+                  "AND c.name = documents.collection)"),
+    "chunks": "EXISTS (SELECT 1 FROM collections c WHERE c.org_id = chunks.org_id AND c.name = chunks.collection)",
+}
+
+
+def access_statements(table: str) -> list[str]:
+    """The principal-access policy of ``table`` (idempotent): in a principal's scope only the rows the
+    rules of ``atrium.accounts.ownership`` allow; in the service and system scopes, the tenant's rows."""
+    name = _identifier(table)
+    condition = f"{SERVICE_SCOPE} OR {ACCESS_RULES[table]}"
+    return [
+        f"DROP POLICY IF EXISTS {ACCESS_POLICY_NAME} ON {name}",
+        f"CREATE POLICY {ACCESS_POLICY_NAME} ON {name} AS RESTRICTIVE FOR ALL USING ({condition}) "
+        f"WITH CHECK ({condition})",
+    ]
+
+
+def enable_access_policies(connection: Connection) -> None:
+    """Put every table of ``ACCESS_RULES`` under its principal-access policy (PostgreSQL only)."""
+    if connection.dialect.name == "postgresql":
+        for table in ACCESS_RULES:
+            for statement in access_statements(table):
+                connection.execute(text(statement))
+
+
+def disable_access_policies(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        for table in ACCESS_RULES:
+            connection.execute(text(f"DROP POLICY IF EXISTS {ACCESS_POLICY_NAME} ON {_identifier(table)}"))
 
 
 def no_rls_statements(table: str) -> list[str]:

@@ -10,9 +10,13 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, File, Form, Query, UploadFile
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from atrium.accounts.ownership import owner_of, principal_session
+from atrium.accounts.principal import Principal
 from atrium.errors import InvalidRequest, NotFound, PayloadTooLarge
 from atrium.http.deps import Offset, PrincipalDep, ResourceId, ServicesDep, require_role
+from atrium.knowledge import collections as collections_repo
 from atrium.knowledge import repository as repo
 from atrium.knowledge.parsing import is_supported, parse_document
 from atrium.knowledge.service import check_collection
@@ -25,6 +29,7 @@ COPY_CHUNK = 1 << 20
 
 def document_view(document: Document) -> dict[str, Any]:
     return {"id": document.id, "collection": document.collection, "source": document.source,
+            "uploaded_by": document.user_id,
             "title": document.title, "size_bytes": document.size_bytes, "chunks": document.chunk_count,
             "created_at": document.created_at.isoformat()}
 
@@ -41,6 +46,8 @@ async def upload(principal: PrincipalDep, services: ServicesDep,
                  collection: Annotated[str, Form(max_length=100)] = "default") -> dict[str, Any]:
     """Save the files, queue their ingestion, and answer at once with the job to poll."""
     check_collection(collection)
+    async with principal_session(services.db, principal) as session:
+        await collections_repo.for_upload(session, principal, collection)
     limits = services.settings.limits
     if not files:
         raise InvalidRequest("Send at least one file in the 'files' field.")
@@ -63,7 +70,8 @@ async def upload(principal: PrincipalDep, services: ServicesDep,
             await anyio.Path(folder / stored_as).write_bytes(data)
             stored.append({"stored_as": stored_as, "source": name})
         job_id = await services.jobs.enqueue(principal.org_id, "ingest",
-                                             {"collection": collection, "folder": folder_name, "files": stored})
+                                             {"collection": collection, "folder": folder_name, "files": stored},
+                                             owner=owner_of(principal))
     except BaseException:
         await anyio.to_thread.run_sync(lambda: shutil.rmtree(folder, ignore_errors=True))
         raise
@@ -75,25 +83,40 @@ async def list_documents(principal: PrincipalDep, services: ServicesDep,
                          collection: Annotated[str | None, Query(max_length=100)] = None,
                          limit: Annotated[int, Query(ge=1, le=200)] = 50,
                          offset: Offset = 0) -> dict[str, Any]:
-    async with services.db.tenant_session(principal.org_id) as session:
-        rows = await repo.list_documents(session, principal.org_id, collection, limit, offset)
+    async with principal_session(services.db, principal) as session:
+        names = await collections_repo.searchable(session, principal, [collection] if collection else None)
+        rows = await repo.list_documents(session, principal.org_id, names, limit, offset)
     return {"documents": [document_view(row) for row in rows]}
+
+
+async def _readable_document(session: AsyncSession, principal: Principal, document_id: str) -> Document:
+    document = await repo.get_document(session, principal.org_id, document_id)
+    if document is None:
+        raise NotFound("No such document.")
+    try:
+        await collections_repo.get_readable(session, principal, document.collection)
+    except NotFound:
+        raise NotFound("No such document.") from None
+    return document
 
 
 @router.get("/documents/{document_id}")
 async def get_document(document_id: ResourceId, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
-    async with services.db.tenant_session(principal.org_id) as session:
-        document = await repo.get_document(session, principal.org_id, document_id)
-    if document is None:
-        raise NotFound("No such document.")
+    async with principal_session(services.db, principal) as session:
+        document = await _readable_document(session, principal, document_id)
     return document_view(document)
 
 
 @router.delete("/documents/{document_id}", status_code=204, dependencies=[require_role("member")])
 async def delete_document(document_id: ResourceId, principal: PrincipalDep, services: ServicesDep) -> None:
+    """Whoever may write the document's collection may delete it."""
+    async with principal_session(services.db, principal) as session:
+        document = await _readable_document(session, principal, document_id)
+        await collections_repo.get_writable(session, principal, document.collection)
     await services.knowledge.delete_document(principal.org_id, document_id)
 
 
 @router.get("/jobs/{job_id}")
 async def get_job(job_id: ResourceId, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
-    return job_view(await services.jobs.get(principal.org_id, job_id))
+    """A job the caller queued; anyone else's is ``404``."""
+    return job_view(await services.jobs.get(principal.org_id, job_id, owner=owner_of(principal)))

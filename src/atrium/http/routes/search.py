@@ -1,4 +1,5 @@
-"""``POST /api/v1/search/semantic``: hybrid, vector or keyword search over the caller's documents."""
+"""``POST /api/v1/search/semantic``: hybrid, vector or keyword search over the collections the caller may
+read."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from atrium.accounts.ownership import principal_session
 from atrium.errors import InvalidRequest, PayloadTooLarge
 from atrium.http.deps import LimitedPrincipalDep, ServicesDep
+from atrium.knowledge.collections import searchable
+from atrium.knowledge.service import check_collection
 
 router = APIRouter(prefix="/api/v1/search", tags=["search"])
 
@@ -28,8 +32,10 @@ async def semantic(body: SearchBody, principal: LimitedPrincipalDep, services: S
         raise PayloadTooLarge(f"query is longer than {limits.max_message_chars} characters.")
     if body.limit > limits.max_search_limit:
         raise InvalidRequest(f"limit must be at most {limits.max_search_limit}.")
+    async with principal_session(services.db, principal) as session:
+        names = await searchable(session, principal, [check_collection(body.collection)] if body.collection else None)
     hits = await services.knowledge.search(principal.org_id, body.query, mode=body.mode, limit=body.limit,
-                                           collections=[body.collection] if body.collection else None)
+                                           collections=names)
     return {
         "mode": body.mode,
         "results": [
