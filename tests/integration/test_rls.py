@@ -35,9 +35,11 @@ from atrium.store.models import (
     BudgetReservation,
     BudgetSpend,
     Chunk,
+    Collection,
     Conversation,
     Division,
     Document,
+    Invitation,
     Job,
     KnowledgeRevision,
     Membership,
@@ -116,6 +118,8 @@ async def _seed(owner: Database) -> None:
                                   amount_micro_usd=1, expires_at=datetime.now(UTC) + timedelta(minutes=5)),
                 OrgPolicy(org_id=org, policy={"pii": "redact"}),
                 AuditEvent(org_id=org, action="test.seed"),
+                Collection(org_id=org, name="docs"),
+                Invitation(org_id=org, email=f"guest@{tag}.example", expires_at=datetime.now(UTC) + timedelta(days=7)),
             ])
         await session.flush()
         for number, org in enumerate((ORG_A, ORG_B), start=1):
