@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.accounts.ownership import (
@@ -96,7 +97,13 @@ async def create(session: AsyncSession, principal: Principal, name: str, *, visi
                             writers=writers, division_id=principal.division_id, created_at=utcnow(),
                             **owner_columns(principal))
     session.add(collection)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError:
+        # On PostgreSQL a collection the caller may not read is invisible in its scope (RLS), so only the
+        # unique (org_id, name) index finds it: the same answer as when the application sees it.
+        raise Conflict("A collection with this name exists and is not shared with you: choose another name.") \
+            from None
     return collection
 
 
