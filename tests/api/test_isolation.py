@@ -23,20 +23,18 @@ from typing import Any
 
 import httpx
 import pytest
-from argon2 import PasswordHasher
-from fastapi import FastAPI
 from sqlalchemy import func, select
-from starlette.routing import WebSocketRoute
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
 from atrium.accounts.api_keys import create_key
-from atrium.app import create_app
 from atrium.gateway.providers.fake import FakeChatModel
 from atrium.store.models import (
     ApiKey,
     AuditEvent,
     Budget,
+    Collection,
+    Conversation,
     Division,
     Membership,
     Message,
@@ -44,28 +42,31 @@ from atrium.store.models import (
     UsageRecord,
     User,
 )
+from tests.api.authz_helpers import (
+    BACKENDS,
+    PUBLIC_ROUTES,
+    app_routes,
+    backend_settings,
+    client_for,
+    password_hash,
+    ws_exchange,
+)
 from tests.api.helpers import upload, wait_job
-from tests.conftest import ADMIN_KEY, LiveServer, RunningApp, free_port, make_settings, start_app
-from tests.tenancy_helpers import create_tenant, database_with_app_role
+from tests.conftest import ADMIN_KEY, LiveServer, RunningApp, free_port, start_app
+from tests.tenancy_helpers import create_tenant
 
 ORG_B = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0"
 VAULT_CODE = "QX-7731-ZANZIBAR"
 A_COLLECTION = "alpha-private"
+A_SHELF = "alpha-vault-shelf"  # A's private collection: B never names one like it, so it is one of A's secrets
+A_LEDGER = "alpha-ledger"  # A's collection whose name B then takes for its own
 A_DOC = f"# Vault\n\nThe vault code is {VAULT_CODE}. Ask the alpha desk for the vault code.\n"
 B_DOC = "# Bravo handbook\n\nThe bravo vault code lives with the bravo desk, next to the vault door.\n"
 PASSWORD_A, PASSWORD_B = "alpha-password-1", "bravo-password-1"
 A_POLICY_DOMAIN = "alpha-secret-domain.example"
 A_POLICY = {"output": {"link_domains": [A_POLICY_DOMAIN]}}
 
-# Routes with no tenant data to attack: public liveness and the API's own description.
-EXEMPT = {
-    ("GET", "/health"): "liveness, no data",
-    ("GET", "/ready"): "readiness flags, no data",
-    ("GET", "/openapi.json"): "the API description",
-    ("GET", "/docs"): "the API description",
-    ("GET", "/docs/oauth2-redirect"): "the API description",
-    ("GET", "/redoc"): "the API description",
-}
+EXEMPT = PUBLIC_ROUTES  # no tenant data to attack
 
 
 @dataclass
@@ -101,19 +102,20 @@ def not_found(response: httpx.Response) -> None:
     assert response.json()["error"]["code"] in ("not_found", "model_not_found")
 
 
+def b_own_or_not_found(response: httpx.Response, found: Callable[[Any], set[str]], world: World) -> None:
+    """B naming A's collection: ``404`` when B has no collection of that name, else only what B itself put
+    in its own collection of that name (``found`` picks the document ids out of the answer)."""
+    if response.status_code == 404:
+        not_found(response)
+        return
+    assert response.status_code == 200, response.text
+    assert found(response.json()) <= world.b_uploaded
+
+
 def refused(response: httpx.Response) -> None:
     """Refused without creating anything (the exact code is the owning module's choice)."""
     assert response.status_code in (403, 404, 422), response.text
     assert "error" in response.json()
-
-
-def client_for(app: FastAPI, credential: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://atrium.test",
-                             headers={"Authorization": f"Bearer {credential}"})
-
-
-async def _password_hash(password: str) -> str:
-    return await asyncio.to_thread(PasswordHasher().hash, password)
 
 
 async def _seed_accounts(db: Any, org_a: str) -> dict[str, str]:
@@ -121,7 +123,7 @@ async def _seed_accounts(db: Any, org_a: str) -> dict[str, str]:
     async with db.system_session() as session:
         division = Division(org_id=org_a, name="Alpha Secret Division")
         member = User(org_id=org_a, email="alpha.member@alpha.example", name="Alpha Member", role="member",
-                      password_hash=await _password_hash(PASSWORD_A))
+                      password_hash=await password_hash(PASSWORD_A))
         joiner = User(org_id=org_a, email="alpha.joiner@alpha.example", name="Alpha Joiner", role="member")
         service = User(org_id=org_a, email="svc-alpha@service.invalid", name="Alpha Robot", role="member",
                        is_service=True)
@@ -147,13 +149,13 @@ async def _seed_b(db: Any) -> tuple[str, str, str]:
     async with db.system_session() as session:
         user = await session.get(User, tenant.user_id)
         assert user is not None
-        user.password_hash = await _password_hash(PASSWORD_B)
+        user.password_hash = await password_hash(PASSWORD_B)
         email = user.email
         _, viewer = await create_key(session, org_id=ORG_B, user_id=tenant.user_id, role="viewer", name="viewer")
     return tenant.raw_key, viewer, email
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+@pytest.fixture(scope="module", params=BACKENDS)
 async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
     backend: str = request.param
     overrides: dict[str, Any] = {"gateway": {
@@ -161,11 +163,7 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         "models": {"restricted": {"provider": "vault", "model": "fake"}},
         "tenants": {ORG_B: {"allowed_models": ["fake", "hash-bow"]}},
     }}
-    if backend == "postgres":
-        urls = await database_with_app_role(request.getfixturevalue("postgres"))
-        overrides |= {"database_url": urls.app_url, "migration_database_url": urls.owner_url,
-                      "database": {"require_rls": True}}
-    settings = await asyncio.to_thread(make_settings, tmp_path_factory.mktemp(f"isolation-{backend}"), **overrides)
+    settings = await backend_settings(request, tmp_path_factory.mktemp(f"isolation-{backend}"), backend, **overrides)
     model = FakeChatModel()
     app, lifespan = await start_app(settings, model)
     a = client_for(app, ADMIN_KEY)
@@ -180,11 +178,14 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
                                                       "collection": A_COLLECTION})).json()
         assert VAULT_CODE in ask["answer"], ask
         query = (await a.post("/api/v1/query", json={"question": "Where is the vault code?"})).json()
+        for name, visibility in ((A_SHELF, "private"), (A_LEDGER, "org")):
+            made = await a.post("/api/v1/collections", json={"name": name, "visibility": visibility})
+            assert made.status_code == 201, made.text
         login = (await a.post("/api/v1/auth/token", json={"email": ids["member_email"], "password": PASSWORD_A}))
         assert login.status_code == 200, login.text
         ids |= {"org": org_a, "job": job["id"], "document": job["result"]["documents"][0]["document_id"],
                 "conversation": ask["conversation_id"], "message": ask["message_id"],
-                "user_message": ask["user_message_id"], "query": query["id"]}
+                "user_message": ask["user_message_id"], "query": query["id"], "shelf": A_SHELF}
         b_key, b_viewer_key, b_email = await _seed_b(db)
         b = client_for(app, b_key)
         b_job = await wait_job(b, (await upload(b, {"bravo.md": B_DOC}, "docs"))["job_id"])
@@ -217,23 +218,8 @@ def attack(*routes: tuple[str, str]) -> Callable[[Case], Case]:
     return register
 
 
-def route_table(app: FastAPI) -> set[tuple[str, str]]:
-    """(method, path) of every HTTP route, ("WS", path) of every WebSocket route, included routers too."""
-    found: set[tuple[str, str]] = set()
-    for route in app.routes:
-        contexts = getattr(route, "effective_route_contexts", None)  # FastAPI's lazily included routers
-        targets = [context.original_route for context in contexts()] if contexts is not None else [route]
-        for target in targets:
-            path = str(getattr(target, "path", ""))
-            if isinstance(target, WebSocketRoute) or type(target).__name__ == "APIWebSocketRoute":
-                found.add(("WS", path))
-            else:
-                found |= {(method, path) for method in getattr(target, "methods", None) or () if method != "HEAD"}
-    return found
-
-
 def test_every_route_has_an_isolation_case(tmp_path: Path) -> None:
-    routes = route_table(create_app(make_settings(tmp_path / "data")))
+    routes = app_routes(tmp_path)
     missing = sorted(routes - set(CASES) - set(EXEMPT))
     assert not missing, f"routes without a tenant-isolation case in tests/api/test_isolation.py: {missing}"
     stale = sorted((set(CASES) | set(EXEMPT)) - routes)
@@ -283,21 +269,16 @@ async def _chat_ask(world: World) -> None:
     assert sources and {s["document_id"] for s in sources} <= world.b_docs
     scoped = await world.attack("POST", "/api/v1/chat/ask", json={"message": "What is the vault code?",
                                                                   "collection": A_COLLECTION})
-    assert scoped.status_code == 200
-    assert {s["document_id"] for s in scoped.json()["sources"]} <= world.b_uploaded
+    b_own_or_not_found(scoped, lambda body: {s["document_id"] for s in body["sources"]}, world)
 
 
 async def _ws_answer(world: World, ws: ClientConnection, request: dict[str, Any]) -> list[dict[str, Any]]:
     """B's chat over the socket: every event up to its ``done`` or ``error``, each checked for A's secrets."""
-    await ws.send(json.dumps(request))
-    events: list[dict[str, Any]] = []
-    while not events or events[-1]["type"] not in ("done", "error"):
-        frame = str(await asyncio.wait_for(ws.recv(), 15))
+    def inspect(frame: str) -> None:
         leaked = sorted(secret for secret in world.secrets if secret in frame)
         assert not leaked, f"WS /ws ({world.backend}) leaked {leaked}: {frame[:500]}"
-        events.append(json.loads(frame))
-    assert {event["id"] for event in events} == {request["id"]}, events
-    return events
+
+    return await ws_exchange(ws, request, inspect=inspect)
 
 
 @attack(("WS", "/ws"))
@@ -318,6 +299,9 @@ async def _websocket(world: World) -> None:
         for request_id, scope in (("plain", {}), ("scoped", {"collection": A_COLLECTION})):
             events = await _ws_answer(world, ws, {"type": "chat", "id": request_id,
                                                   "message": "What is the vault code?", **scope})
+            if scope and events[-1]["type"] == "error":  # B has no collection of that name
+                assert [event["error"]["code"] for event in events] == ["not_found"], events
+                continue
             assert events[-1]["type"] == "done", events
             sources = next(event["sources"] for event in events if event["type"] == "sources")
             assert sources or request_id == "scoped", events  # B's own documents answer the plain question
@@ -346,7 +330,7 @@ async def _document_list(world: World) -> None:
     assert listed.status_code == 200
     assert {d["id"] for d in listed.json()["documents"]} <= world.b_docs | world.b_uploaded
     in_a_collection = await world.attack("GET", "/api/v1/documents", params={"collection": A_COLLECTION})
-    assert in_a_collection.status_code == 200 and in_a_collection.json()["documents"] == []
+    b_own_or_not_found(in_a_collection, lambda body: {d["id"] for d in body["documents"]}, world)
 
 
 @attack(("POST", "/api/v1/documents"))
@@ -382,8 +366,7 @@ async def _search(world: World) -> None:
         assert {r["document_id"] for r in results} <= world.b_docs | world.b_uploaded, mode
         scoped = await world.attack("POST", "/api/v1/search/semantic", json={
             "query": "vault code", "mode": mode, "collection": A_COLLECTION})
-        assert scoped.status_code == 200
-        assert {r["document_id"] for r in scoped.json()["results"]} <= world.b_uploaded, mode
+        b_own_or_not_found(scoped, lambda body: {r["document_id"] for r in body["results"]}, world)
 
 
 @attack(("POST", "/api/v1/query"))
@@ -688,6 +671,96 @@ async def _budgets(world: World) -> None:
     mine = await world.attack("GET", "/api/v1/budget")
     assert mine.status_code == 200 and mine.json()["budgets"]
     assert await _a_budgets(world) == before
+
+
+# --- Collections, admin conversation routes, data rights ---------------------------------------------------
+
+async def _a_collections(world: World) -> list[tuple[str, str, str, str | None]]:
+    async with world.db.system_session() as session:
+        rows = await session.execute(select(Collection.name, Collection.visibility, Collection.writers,
+                                            Collection.user_id).where(Collection.org_id == world.ids["org"]))
+        return sorted((str(n), str(v), str(w), u) for n, v, w, u in rows)
+
+
+async def _b_collection_names(world: World) -> set[str]:
+    async with world.db.system_session() as session:
+        return set(await session.scalars(select(Collection.name).where(Collection.org_id == ORG_B)))
+
+
+@attack(("GET", "/api/v1/collections"), ("POST", "/api/v1/collections"))
+async def _collection_list_and_create(world: World) -> None:
+    """B lists only B's collections; a name A uses is free in B (a 409 would tell B that A has it), and
+    taking it changes nothing of A's."""
+    before = await _a_collections(world)
+    created = await world.attack("POST", "/api/v1/collections", json={"name": A_LEDGER, "visibility": "private"})
+    assert created.status_code == 201, created.text
+    assert created.json()["owner_user_id"] not in {world.ids["member"], world.ids["joiner"]}
+    listed = await world.attack("GET", "/api/v1/collections", params={"limit": 200})
+    assert listed.status_code == 200, listed.text
+    names = {c["name"] for c in listed.json()["collections"]}
+    assert A_LEDGER in names and names <= await _b_collection_names(world)
+    assert await _a_collections(world) == before
+
+
+@attack(("GET", "/api/v1/collections/{name}"), ("PATCH", "/api/v1/collections/{name}"),
+        ("DELETE", "/api/v1/collections/{name}"))
+async def _collection_by_name(world: World) -> None:
+    before = await _a_collections(world)
+    not_found(await world.attack("GET", f"/api/v1/collections/{A_SHELF}"))
+    not_found(await world.attack("PATCH", f"/api/v1/collections/{A_SHELF}", json={"visibility": "org"}))
+    not_found(await world.attack("DELETE", f"/api/v1/collections/{A_SHELF}"))
+    assert await _a_collections(world) == before
+    assert (await world.a.get(f"/api/v1/collections/{A_SHELF}")).status_code == 200
+
+
+async def _a_conversations(world: World) -> set[str]:
+    async with world.db.system_session() as session:
+        return set(await session.scalars(select(Conversation.id).where(Conversation.org_id == world.ids["org"])))
+
+
+@attack(("GET", "/api/v1/admin/conversations"), ("DELETE", "/api/v1/admin/conversations/{conversation_id}"))
+async def _admin_conversations(world: World) -> None:
+    """B's owner administers B's conversations only: A's are neither listed nor erasable (404)."""
+    before, messages = await _a_conversations(world), await _a_message_count(world)
+    listed = await world.attack("GET", "/api/v1/admin/conversations", params={"limit": 200})
+    assert listed.status_code == 200, listed.text
+    not_found(await world.attack("DELETE", f"/api/v1/admin/conversations/{world.ids['conversation']}"))
+    for user in (world.ids["member"], world.ids["joiner"]):
+        by_user = await world.attack("GET", "/api/v1/admin/conversations", params={"user_id": user},
+                                     allow={user})
+        assert by_user.status_code == 200 and by_user.json()["conversations"] == [], by_user.text
+    assert await _a_conversations(world) == before and await _a_message_count(world) == messages
+
+
+async def _b_user_session(world: World, email: str) -> httpx.AsyncClient:
+    """A fresh user of B with a password, logged in (an access token)."""
+    async with world.db.system_session() as session:
+        user = User(org_id=ORG_B, email=email, name="Bravo Leaver", role="member",
+                    password_hash=await password_hash(PASSWORD_B))
+        session.add(user)
+        await session.flush()
+        session.add(Membership(org_id=ORG_B, user_id=user.id, role="member"))
+    login = await world.b.post("/api/v1/auth/token", json={"email": email, "password": PASSWORD_B})
+    assert login.status_code == 200, login.text
+    return client_for(world.running.app, login.json()["access_token"])
+
+
+@attack(("GET", "/api/v1/me/export"), ("DELETE", "/api/v1/me"))
+async def _data_rights(world: World) -> None:
+    """B's export holds nothing of A's; a user of B erasing their account erases nothing of A's."""
+    exported = await world.attack("GET", "/api/v1/me/export")
+    assert exported.status_code == 200, exported.text
+    before = (await _a_conversations(world), await _a_message_count(world), await _a_collections(world),
+              await _a_member(world, world.ids["member"]))
+    async with await _b_user_session(world, f"leaver-{world.backend}@bravo.example") as leaver:
+        mine = await world.attack("GET", "/api/v1/me/export", client=leaver)
+        assert mine.status_code == 200 and mine.json()["conversations"] == [], mine.text
+        erased = await world.attack("DELETE", "/api/v1/me", client=leaver)
+        assert erased.status_code == 200, erased.text
+    after = (await _a_conversations(world), await _a_message_count(world), await _a_collections(world),
+             await _a_member(world, world.ids["member"]))
+    assert after == before
+    assert (await world.a.get(f"/api/v1/documents/{world.ids['document']}")).status_code == 200
 
 
 # Last, so that every case above is registered when the parameters are collected. A case covering
