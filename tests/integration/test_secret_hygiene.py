@@ -5,6 +5,11 @@ that echoes the key, upstream 500, bad requests carrying the secrets, a crash), 
 secrets is found in any log record (every logger, at DEBUG), on stdout/stderr, in any text or JSON column
 of any table (the audit log included), or in any HTTP error body.
 
+What the database holds is not logged either, at any level: no password hash, API-key or refresh-token
+hash, and no text of an ingested document appears in the logs (aiosqlite logs every call with its SQL
+parameters at DEBUG, SQLAlchemy its parameters and rows at INFO): on SQLite too, with the app's own
+log level at DEBUG.
+
 Served by uvicorn on a loopback port, so its own loggers (access log included) take part; PostgreSQL as an
 application role with a password (migrations as the owner); Redis through an ACL user with a password.
 """
@@ -39,6 +44,8 @@ PASSWORD = "Tr0ub4dor&3-hygiene-Pw"
 JWT_SECRET = "jwt-hygiene-secret-0123456789abcdefghijklmnop"
 DB_PASSWORD = "Pg-Hygiene-Pass-4417"
 REDIS_PASSWORD = "Redis-Hygiene-Pass-5523"
+DOCUMENT_TEXT = "The quarterly hygiene figures are kept under the marker zebrafinch-confidential-4471."
+DOCUMENT_MARKER = "zebrafinch-confidential-4471"
 
 
 @pytest.fixture
@@ -106,7 +113,16 @@ async def run_flows(http: httpx.AsyncClient, secrets: dict[str, str]) -> list[ht
     await call("GET", "/api/v1/conversations", 200, headers={"Authorization": f"Bearer {secrets['access_token']}"})
     created = await call("POST", "/api/v1/admin/keys", 201, json={"name": "hygiene", "role": "member"})
     secrets["created_key"] = created.json()["key"]
-    await call("GET", "/v1/models", 200, headers={"Authorization": f"Bearer {secrets['created_key']}"})
+    as_key = {"Authorization": f"Bearer {secrets['created_key']}"}
+    await call("GET", "/v1/models", 200, headers=as_key)
+    # the created key ingests a document (its text goes into the database as SQL parameters)
+    upload = await call("POST", "/api/v1/documents", 202, headers=as_key, data={"collection": "hygiene"},
+                        files=[("files", ("figures.md", f"# Figures\n\n{DOCUMENT_TEXT}\n".encode(), "text/plain"))])
+    await wait_job(http, upload.json()["job_id"], as_key)
+    await call("POST", "/api/v1/search/semantic", 200, headers=as_key, json={"query": "quarterly figures", "limit": 3})
+    # credentials in a URL path reach the access log
+    await call("GET", f"/api/v1/auth/refresh/{secrets['refreshed_token']}", 404)
+    await call("GET", f"/hygiene/{secrets['access_token']}/{secrets['created_key']}", 404)
     # failures that carry the secrets in
     await call("POST", "/api/v1/auth/token", 401, json={"email": "hygiene@example.com", "password": PASSWORD + "x"})
     await call("POST", "/api/v1/auth/token", 422, json={"email": 5, "password": PASSWORD, PASSWORD: JWT_SECRET})
@@ -127,6 +143,54 @@ async def run_flows(http: httpx.AsyncClient, secrets: dict[str, str]) -> list[ht
     await call("POST", "/api/v1/auth/refresh", 401, json={"refresh_token": secrets["refresh_token"]})  # reused
     await call("GET", "/hygiene/crash", 500)
     return [response for response in done if response.status_code >= 400]
+
+
+async def wait_job(http: httpx.AsyncClient, job_id: str, headers: dict[str, str]) -> None:
+    for _ in range(300):
+        job = (await http.get(f"/api/v1/jobs/{job_id}", headers=headers)).json()
+        if job["status"] in ("succeeded", "failed"):
+            assert job["status"] == "succeeded", job
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"ingestion job still {job['status']}")
+
+
+async def stored_values(url: str) -> dict[str, str]:
+    """What the database holds that must never be logged: every password, API-key and refresh-token hash."""
+    found: dict[str, str] = {}
+    async with temporary_database(url) as db, db.system_session() as session:
+        for table, column in (("users", "password_hash"), ("api_keys", "key_hash"), ("refresh_tokens", "token_hash")):
+            values = await session.scalars(text(f"SELECT {column} FROM {table} WHERE {column} IS NOT NULL"))
+            found.update({f"{table}.{column} #{number}": value for number, value in enumerate(values)})
+    assert any(name.startswith("users.") for name in found) and any(name.startswith("refresh_") for name in found)
+    return found
+
+
+async def sqlite_texts(url: str) -> dict[str, list[str]]:
+    """Every text value of every table of a SQLite database."""
+    found: dict[str, list[str]] = {}
+    async with temporary_database(url) as db, db.system_session() as session:
+        tables = await session.scalars(text("SELECT name FROM sqlite_master WHERE type = 'table'"))
+        for table in list(tables):
+            columns = (await session.execute(text(f'PRAGMA table_info("{table}")'))).all()
+            for column in columns:
+                values = await session.scalars(text(f'SELECT "{column.name}" FROM "{table}"'))
+                found.setdefault(table, []).extend(value for value in values if isinstance(value, str) and value)
+    return found
+
+
+def leaks_in(secrets: dict[str, str], sinks: dict[str, str]) -> set[tuple[str, str]]:
+    return {(name, sink) for name, secret in secrets.items() for sink, content in sinks.items() if secret in content}
+
+
+def log_sinks(records: pytest.LogCaptureFixture, printed: pytest.CaptureResult[str]) -> dict[str, str]:
+    return {
+        "log records": "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''} {r.stack_info or ''}"
+                                 for r in records.records),
+        "caplog text": records.text,
+        "stdout": printed.out,
+        "stderr": printed.err,
+    }
 
 
 async def table_texts(owner_url: str) -> dict[str, list[str]]:
@@ -176,20 +240,57 @@ async def test_no_secret_is_found_in_logs_database_audit_or_errors(
     tables = await table_texts(postgres_url)
     audited = set(tables["audit_log"])
     assert {"auth.login", "auth.refresh", "auth.refresh_reuse", "key.create"} <= audited  # the trail was written
+    stored = await stored_values(postgres_url)
     printed = capfd.readouterr()
+    logs = log_sinks(every_log, printed)
     sinks: dict[str, str] = {
-        "log records": "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''} {r.stack_info or ''}"
-                                 for r in every_log.records),
-        "caplog text": every_log.text,
-        "stdout": printed.out,
-        "stderr": printed.err,
+        **logs,
         "error bodies": "\n".join(f"{r.status_code} {dict(r.headers)} {r.text}" for r in errors),
         **{f"table {name}": "\n".join(values) for name, values in tables.items()},
     }
     assert len(every_log.records) > 100 and "uvicorn.access" in sinks["log records"]
     assert "crashed holding" in sinks["caplog text"]  # the crash was logged, with its traceback
     assert any(r.status_code == 500 and r.json()["error"]["message"] == "Internal error." for r in errors)
-    leaks = {(name, sink) for name, secret in secrets.items() for sink, content in sinks.items() if secret in content}
-    assert leaks == set()
+    assert DOCUMENT_MARKER in "\n".join(tables["chunks"])  # the document was really ingested
+    assert leaks_in(secrets, sinks) == set()
+    assert leaks_in({**stored, "document text": DOCUMENT_MARKER}, logs) == set()
     # Atrium has no tracing yet. When it gets some, export spans to memory here and add them to the sinks.
     assert importlib.util.find_spec("atrium.telemetry.tracing") is None
+
+
+@pytest.mark.integration
+async def test_debug_logs_on_sqlite_show_no_sql_parameter_hash_or_token(
+        tmp_path: Path, every_log: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+    """The embedded profile at ``log_level: debug``: aiosqlite and SQLAlchemy would log every SQL parameter
+    (password and key hashes, refresh-token hashes, chunk text); none of it, nor any secret, reaches a log."""
+    secrets = {"provider_key": PROVIDER_KEY, "odd_provider_key": ODD_PROVIDER_KEY, "admin_key": ADMIN_KEY,
+               "password": PASSWORD, "jwt_secret": JWT_SECRET}
+    async with FaultUpstream() as upstream:
+        settings = await asyncio.to_thread(
+            make_settings, tmp_path / "data", bootstrap_admin_key=ADMIN_KEY, auth={"jwt_secret": JWT_SECRET},
+            gateway=gateway(upstream), log_level="debug")
+        assert settings.is_sqlite
+        app: FastAPI = create_app(settings)
+        app.add_api_route("/hygiene/crash", crash)
+        async with LiveServer(app, free_port()) as server, \
+                httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+                                  timeout=30) as http:
+            errors = await run_flows(http, secrets)
+            capped = logging.getLogger("aiosqlite").getEffectiveLevel()
+            # even a logger opened to DEBUG by hand (here, caplog) shows no parameter
+            every_log.set_level(logging.DEBUG, logger="aiosqlite")
+            await http.get("/api/v1/conversations", headers={"Authorization": f"Bearer {secrets['created_key']}"})
+
+    url = settings.resolved_database_url
+    tables = await sqlite_texts(url)
+    stored = await stored_values(url)
+    printed = capfd.readouterr()
+    logs = log_sinks(every_log, printed)
+    assert len(every_log.records) > 100 and "uvicorn.access" in logs["log records"]
+    assert any(r.name == "aiosqlite" for r in every_log.records)  # it did log, without its arguments
+    assert DOCUMENT_MARKER in "\n".join(tables["chunks"])
+    sinks = {**logs, "error bodies": "\n".join(f"{r.status_code} {dict(r.headers)} {r.text}" for r in errors),
+             **{f"table {name}": "\n".join(values) for name, values in tables.items()}}
+    assert leaks_in(secrets, sinks) == set()
+    assert leaks_in({**stored, "document text": DOCUMENT_MARKER}, logs) == set()
+    assert capped == logging.WARNING

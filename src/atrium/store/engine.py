@@ -15,12 +15,14 @@ from atrium.store.tenancy import Scope, ScopedSession, bind_scope
 
 def build_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     """An async engine; SQLite gets WAL, foreign keys and a busy timeout so the API, the CLI and the
-    worker can share one file."""
+    worker can share one file. Its errors and logs never quote a statement's parameters (password and key
+    hashes, document text): ``hide_parameters``."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        engine = create_async_engine(url, echo=echo, hide_parameters=True, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         return engine
-    return create_async_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_async_engine(url, echo=echo, hide_parameters=True, pool_size=10, max_overflow=20,
+                               pool_pre_ping=True)
 
 
 def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -9,6 +9,12 @@ Two layers keep secrets out of every log sink:
   secret, database and Redis passwords, ...) is registered at start-up and masked wherever it appears,
   whatever its shape.
 
+SQL parameters and result rows never reach a log, whatever the level: they hold password hashes, key and
+refresh-token hashes and document text, which no pattern recognises. The database loggers (``aiosqlite``,
+which logs every call with its arguments at DEBUG, and SQLAlchemy's engine and pool) are capped at WARNING,
+the arguments of any record they still emit are replaced, and the ``[parameters: ...]`` part of SQLAlchemy
+error messages is masked.
+
 Redaction happens when a log record is *created* (a ``logging`` record factory), not only in Atrium's
 own formatter: so records from stdlib loggers (uvicorn, httpx, SQLAlchemy), pytest's ``caplog`` and any
 handler an operator adds all receive the redacted message, arguments, traceback and stack. structlog
@@ -40,7 +46,7 @@ MIN_KNOWN_SECRET = 8  # shorter configured values are left to the patterns (mask
 
 # Whole-match credentials: the match itself is the secret.
 _CREDENTIALS = [
-    r"atr_[A-Za-z0-9_\-]{8,}",
+    r"atrr?_[A-Za-z0-9_\-]{8,}",  # API keys (atr_) and refresh tokens (atrr_)
     r"\bsk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_\-]{8,}",
     r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b",
     r"\bgh[pousr]_[A-Za-z0-9]{20,}",
@@ -63,8 +69,10 @@ _AFTER_MARKER = [
     # password=..., api_key: ..., ?token=...
     re.compile(r"(?i)(\b[A-Za-z_\-]*(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|token|credential)"
                r"\b['\"]?\s*[=:]\s*['\"]?)([^\s,;\"'&<>]+)"),
-    # scheme://user:password@host
-    re.compile(r"(://[^:/@\s]+:)([^@\s/]+)(?=@)"),
+    # scheme://user:password@host, scheme://:password@host (Redis)
+    re.compile(r"(://[^:/@\s]*:)([^@\s/]+)(?=@)"),
+    # SQLAlchemy errors quote the statement's parameters: "[parameters: ('hash', 'text')]" (one line)
+    re.compile(r"(\[parameters: )([^\n]*)(?=\])"),
 ]
 
 
@@ -166,6 +174,27 @@ def _url_password(url: str) -> str | None:
 
 # --- stdlib records -----------------------------------------------------------------------------------
 
+# Loggers whose arguments are SQL parameters, result rows or connections: capped, and their records'
+# arguments hidden (``aiosqlite`` logs each call as "executing functools.partial(<execute>, sql, params)").
+DATA_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool", "sqlalchemy.dialects", "sqlalchemy.orm")
+HIDDEN = "[hidden]"
+
+
+def _is_data_logger(name: str) -> bool:
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in DATA_LOGGERS)
+
+
+def _hidden(arg: Any) -> Any:
+    return arg if arg is None or isinstance(arg, bool | int | float) else HIDDEN  # numbers keep %d working
+
+
+def cap_data_loggers() -> None:
+    """Set the database loggers to WARNING, whatever the application's level: at INFO and DEBUG they log
+    SQL parameters and result rows (``redact_record`` hides the arguments of any record they still emit)."""
+    for name in DATA_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _redact_arg(arg: Any) -> Any:
     if arg is None or isinstance(arg, bool | int | float):
         return arg
@@ -180,7 +209,12 @@ def _redact_arg(arg: Any) -> Any:
 
 
 def redact_record(record: logging.LogRecord) -> None:
-    """Mask secrets in a record's message, arguments, traceback and stack, in place."""
+    """Mask secrets in a record's message, arguments, traceback and stack, in place; a database logger's
+    arguments (SQL parameters, rows) are hidden whole."""
+    if record.args and _is_data_logger(record.name):
+        hidden = record.args
+        record.args = ({key: _hidden(value) for key, value in hidden.items()} if isinstance(hidden, Mapping)
+                       else tuple(_hidden(arg) for arg in hidden))
     if isinstance(record.msg, str):
         record.msg = redact(record.msg)
     elif record.msg is not None and not isinstance(record.msg, int | float):
@@ -200,7 +234,8 @@ def redact_record(record: logging.LogRecord) -> None:
 
 
 def install_record_redaction() -> None:
-    """Make every ``logging`` record redacted at creation (idempotent)."""
+    """Make every ``logging`` record redacted at creation, and cap the database loggers (idempotent)."""
+    cap_data_loggers()
     current = logging.getLogRecordFactory()
     if getattr(current, "atrium_redacting", False):
         return
