@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -24,6 +25,9 @@ from atrium.container import Services, build_services, close_services, migrate
 from atrium.errors import AppError
 from atrium.settings import Settings, masked_dump, unknown_env_vars
 from atrium.telemetry.logging import configure_logging
+
+if TYPE_CHECKING:
+    import uvicorn
 
 app = typer.Typer(help="Atrium: a self-hosted AI backend.", no_args_is_help=True, add_completion=False)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
@@ -54,6 +58,25 @@ def run_async(work: Callable[[], Awaitable[T]]) -> T:
         raise typer.Exit(1) from None
 
 
+def server_config(app: Any, settings: Settings, *, host: str | None = None,
+                  port: int | None = None) -> uvicorn.Config:
+    """How ``atrium serve`` has uvicorn run ``app`` (tests serve it through this too).
+
+    ``X-Forwarded-For``/``-Proto`` are believed only from ``server.forwarded_allow_ips``. uvicorn's own
+    default believes them from 127.0.0.1: any process on the host (or a local proxy that passes the header
+    through) could then pick the client IP, e.g. a new one per login attempt past the per-IP throttle."""
+    import uvicorn
+
+    from atrium.http.routes.ws import HARD_CAP_FACTOR
+
+    trusted = settings.server.forwarded_allow_ips
+    # The server refuses a WebSocket message over /ws's hard cap itself (1009), before buffering all of it.
+    return uvicorn.Config(app, host=host or settings.server.host, port=port or settings.server.port,
+                          log_config=None, timeout_graceful_shutdown=30, access_log=settings.server.access_log,
+                          ws_max_size=settings.limits.max_ws_message_bytes * HARD_CAP_FACTOR,
+                          proxy_headers=bool(trusted), forwarded_allow_ips=list(trusted))
+
+
 @app.command()
 def serve(host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
           port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None) -> None:
@@ -61,14 +84,14 @@ def serve(host: Annotated[str | None, typer.Option(help="Interface to bind.")] =
     import uvicorn
 
     from atrium.app import create_app
-    from atrium.http.routes.ws import HARD_CAP_FACTOR
 
     settings = load_settings()
     configure_logging(settings.log_level)
-    # The server refuses a WebSocket message over /ws's hard cap itself (1009), before buffering all of it.
-    uvicorn.run(create_app(settings), host=host or settings.server.host, port=port or settings.server.port,
-                log_config=None, timeout_graceful_shutdown=30, access_log=settings.server.access_log,
-                ws_max_size=settings.limits.max_ws_message_bytes * HARD_CAP_FACTOR)
+    server = uvicorn.Server(server_config(create_app(settings), settings, host=host, port=port))
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        raise typer.Exit(3)  # uvicorn's exit status for a failed start-up
 
 
 @app.command()

@@ -6,17 +6,19 @@ in ``create_app`` (or the CLI), never at import time.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -452,6 +454,27 @@ class ServerSettings(BaseModel):
     # One log line per HTTP request. Off by default: every model call is already in the usage table and
     # /metrics, and formatting a line per request costs about as much as the gateway's own work.
     access_log: bool = False
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed: IP addresses or networks
+    # ("10.0.0.0/8"), "*" for any peer. Empty: the client is the TCP peer, whatever the headers say (the
+    # per-IP login throttle and the audit trail's IP depend on it).
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = []  # in the environment: comma-separated
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if item != "*":
+                try:
+                    ipaddress.ip_network(item)  # an address is a network of one
+                except ValueError:
+                    raise ValueError(f"server.forwarded_allow_ips: {item!r} is not an IP address, network "
+                                     "(host bits zero) or '*'") from None
+        return value
 
 
 class Settings(BaseSettings):
