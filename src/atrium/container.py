@@ -36,6 +36,7 @@ from atrium.knowledge.ports import Embedder, VectorIndex
 from atrium.knowledge.service import KnowledgeService
 from atrium.settings import Settings
 from atrium.store.engine import Database, build_engine, temporary_database
+from atrium.store.files import secure_data_dir
 from atrium.store.migrate import upgrade
 from atrium.store.pubsub import InProcessPubSub, PubSub, RedisPubSub
 from atrium.store.tenancy import app_role_name, grant_app_role, verify_isolation
@@ -127,7 +128,7 @@ async def build_vector_index(settings: Settings, db: Database, dimensions: int) 
 
 
 async def migrate(settings: Settings) -> None:
-    await anyio.Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    await anyio.to_thread.run_sync(secure_data_dir, settings)  # 0700, the database 0600
     await anyio.to_thread.run_sync(upgrade, settings.resolved_migration_database_url)
     app_role = app_role_name(settings.resolved_database_url, settings.resolved_migration_database_url)
     if app_role is not None and not settings.is_sqlite:
@@ -137,7 +138,7 @@ async def migrate(settings: Settings) -> None:
 
 async def build_services(settings: Settings, *, chat_model: ChatModel | None = None) -> Services:
     """Everything but background loops; the caller starts those (server) or runs jobs inline (CLI)."""
-    await anyio.Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    await anyio.to_thread.run_sync(secure_data_dir, settings)  # 0700, the database 0600
     db = Database(await anyio.to_thread.run_sync(build_engine, settings.resolved_database_url))
     embedder = await anyio.to_thread.run_sync(build_embedder, settings)
     index = await build_vector_index(settings, db, embedder.dimensions)

@@ -33,6 +33,7 @@ from atrium.knowledge.vector.common import (
     check_query,
     normalise_rows,
 )
+from atrium.store.files import PRIVATE_FILE, private_dir
 
 logger = logging.getLogger(__name__)
 
@@ -332,7 +333,7 @@ class HnswVectorIndex:
 
     def _save_shard(self, tenant: str, collection: str, shard: _Shard) -> None:
         folder, index_path, sidecar_path = self._paths(tenant, collection)
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)  # 0700, and its files 0600: the graphs are derived from tenants' documents
         token = uuid.uuid4().hex
         index_tmp = folder / f"{index_path.name}.{token}.tmp"
         sidecar_tmp = folder / f"{sidecar_path.name}.{token}.tmp"
@@ -351,6 +352,8 @@ class HnswVectorIndex:
                 }
                 sidecar_tmp.write_text(json.dumps(sidecar, separators=(",", ":")), encoding="utf-8")
                 _fsync(sidecar_tmp)
+                for written in (index_tmp, sidecar_tmp):
+                    os.chmod(written, PRIVATE_FILE)
                 os.replace(index_tmp, index_path)
                 os.replace(sidecar_tmp, sidecar_path)
                 _fsync_directory(folder)
