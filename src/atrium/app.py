@@ -28,6 +28,7 @@ from atrium.http.routes import (
     conversations,
     documents,
     health,
+    invitations,
     me,
     metrics,
     openai_compat,
@@ -100,7 +101,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
     )
     # The model endpoints first: FastAPI tries routes in order, and these are the hot path.
     for module in (openai_compat, anthropic_compat, health, metrics, chat, search, documents, collections, query,
-                   conversations, me, admin, auth, accounts, budgets, policy, ws):
+                   conversations, me, admin, auth, accounts, invitations, budgets, policy, ws):
         app.include_router(module.router)
     app.include_router(conversations.admin_router)
     return app

@@ -53,6 +53,12 @@ async def new_key(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
     return ok(await client.post(f"{ADMIN}/keys", json={"name": "test key", **body}), 201)
 
 
+async def accept(app: RunningApp, credential: str, invitation_id: str) -> dict[str, Any]:
+    """The invitee (with ``credential``, any of their user's) accepts the invitation."""
+    async with as_caller(app, credential) as invitee:
+        return ok(await invitee.post(f"/api/v1/invitations/{invitation_id}/accept"))
+
+
 async def all_audit_text(app: RunningApp) -> list[str]:
     async with app.services.db.system_session() as session:
         rows = (await session.scalars(select(AuditEvent))).all()
@@ -161,11 +167,13 @@ async def test_a_member_of_two_orgs_loses_only_what_one_org_removes(running: Run
     home_key = await new_key(admin, user_id=ada["id"])
     acme = ok(await admin.post(f"{ADMIN}/orgs", json={"name": "Acme", "owner_key": True}), 201)
     async with as_caller(running, acme["owner_key"]["key"]) as acme_client:
-        joined = ok(await acme_client.post(f"{ADMIN}/memberships",
-                                                 json={"email": "ADA@example.org", "role": "admin"}), 201)
+        invited = ok(await acme_client.post(f"{ADMIN}/memberships",
+                                                  json={"email": "ADA@example.org", "role": "admin"}), 202)
+        await accept(running, home_key["key"], invited["id"])
+        joined = ok(await acme_client.get(f"{ADMIN}/users/{ada['id']}"))
         assert (joined["id"], joined["role"], joined["home_org"]) == (ada["id"], "admin", False)
         error_of(await acme_client.post(f"{ADMIN}/memberships", json={"email": "ada@example.org"}), 409)
-        error_of(await acme_client.post(f"{ADMIN}/memberships", json={"email": "nobody@example.org"}), 404)
+        ok(await acme_client.post(f"{ADMIN}/memberships", json={"email": "nobody@example.org"}), 202)
         error_of(await acme_client.patch(f"{ADMIN}/users/{ada['id']}", json={"password": "x" * 12}), 403)
         acme_key = await new_key(acme_client, user_id=ada["id"])
         assert acme_key["role"] == "admin"
@@ -326,9 +334,11 @@ async def _cross_tenant_flow(app: RunningApp) -> None:
     home_key = await new_key(admin, user_id=ada["id"])
     acme = ok(await admin.post(f"{ADMIN}/orgs", json={"name": "Acme", "owner_key": True}), 201)
     async with as_caller(app, acme["owner_key"]["key"]) as acme_client:
-        joined = ok(await acme_client.post(f"{ADMIN}/memberships",
-                                                 json={"email": "ada@example.org", "role": "member"}), 201)
-        assert joined["id"] == ada["id"]
+        invited = ok(await acme_client.post(f"{ADMIN}/memberships",
+                                                  json={"email": "ada@example.org", "role": "member"}), 202)
+        listed = ok(await acme_client.get(f"{ADMIN}/invitations"))
+        assert [i["id"] for i in listed["invitations"]] == [invited["id"]]
+        await accept(app, home_key["key"], invited["id"])
         listed = ok(await acme_client.get(f"{ADMIN}/users"))
         assert {u["email"] for u in listed["users"]} == {"admin@localhost", "ada@example.org"}
         error_of(await acme_client.delete(f"{ADMIN}/keys/{home_key['id']}"), 404)
@@ -339,3 +349,87 @@ async def _cross_tenant_flow(app: RunningApp) -> None:
             error_of(await ada_at_acme.get(PROBE), 401)
     audit = ok(await admin.get(f"{ADMIN}/audit"))
     assert [e["action"] for e in audit["events"]][:3] == ["org.create", "key.create", "user.create"]
+
+
+async def login_token(app: RunningApp, email: str, password: str, **extra: Any) -> str:
+    return str(ok(await app.client.post("/api/v1/auth/token", json={"email": email, "password": password,
+                                                                     **extra}))["access_token"])
+
+
+async def test_a_demoted_admin_loses_admin_powers_with_the_same_token(running: RunningApp) -> None:
+    """Issue 11 item 2: role changes take effect on the next request, whatever the access token says."""
+    admin = running.client
+    password = "a correct horse battery"
+    ada = await new_user(admin, "ada@example.org", "admin", password=password)
+    token = await login_token(running, "ada@example.org", password)
+    async with as_caller(running, token) as ada_client:
+        await new_user(ada_client, "first@example.org", "admin")  # 201 while she is an admin
+        ok(await admin.patch(f"{ADMIN}/users/{ada['id']}", json={"role": "member"}))
+        refused = error_of(await ada_client.post(f"{ADMIN}/users", json={
+            "email": "second@example.org", "name": "second", "role": "admin"}), 403)
+        assert refused["code"] == "forbidden"
+        ok(await ada_client.get(PROBE))  # still a member
+        ok(await admin.patch(f"{ADMIN}/users/{ada['id']}", json={"role": "admin"}))
+        assert ok(await ada_client.get(f"{ADMIN}/org"))["role"] == "admin"  # a promotion too
+    listed = ok(await admin.get(f"{ADMIN}/users"))
+    assert "second@example.org" not in str(listed)
+
+
+async def test_a_division_change_a_removal_and_a_disable_take_effect_at_once(running: RunningApp) -> None:
+    admin = running.client
+    password = "a correct horse battery"
+    north = ok(await admin.post(f"{ADMIN}/divisions", json={"name": "North"}), 201)
+    south = ok(await admin.post(f"{ADMIN}/divisions", json={"name": "South"}), 201)
+    ada = await new_user(admin, "ada@example.org", "admin", password=password, division_id=north["id"])
+    key = await new_key(admin, user_id=ada["id"])
+    token = await login_token(running, "ada@example.org", password)
+    async with as_caller(running, token) as by_token, as_caller(running, key["key"]) as by_key:
+        for client in (by_token, by_key):
+            assert ok(await client.get(f"{ADMIN}/org"))["division_id"] == north["id"]
+        ok(await admin.patch(f"{ADMIN}/users/{ada['id']}", json={"division_id": south["id"]}))
+        for client in (by_token, by_key):
+            assert ok(await client.get(f"{ADMIN}/org"))["division_id"] == south["id"]
+        listed = ok(await admin.get(f"{ADMIN}/keys"))
+        assert {k["id"]: k["division_id"] for k in listed["keys"]}[key["id"]] == south["id"]  # the key moved too
+        ok(await admin.patch(f"{ADMIN}/users/{ada['id']}", json={"division_id": None}))
+        assert ok(await by_token.get(f"{ADMIN}/org"))["division_id"] is None
+        ok(await admin.patch(f"{ADMIN}/users/{ada['id']}", json={"disabled": True}))
+        for client in (by_token, by_key):
+            error_of(await client.get(PROBE), 401)
+        ok(await admin.patch(f"{ADMIN}/users/{ada['id']}", json={"disabled": False}))
+        for client in (by_token, by_key):  # and enabling again works at once too
+            ok(await client.get(PROBE))
+
+
+async def test_removal_from_an_organisation_ends_the_token_for_it(running: RunningApp) -> None:
+    admin = running.client
+    password = "a correct horse battery"
+    ada = await new_user(admin, "ada@example.org", "member", password=password)
+    home_key = await new_key(admin, user_id=ada["id"])
+    acme = ok(await admin.post(f"{ADMIN}/orgs", json={"name": "Acme", "owner_key": True}), 201)
+    async with as_caller(running, acme["owner_key"]["key"]) as acme_client:
+        invited = ok(await acme_client.post(f"{ADMIN}/invitations",
+                                                  json={"email": "ada@example.org", "role": "admin"}), 202)
+        await accept(running, home_key["key"], invited["id"])
+        token = await login_token(running, "ada@example.org", password, org_id=acme["id"])
+        async with as_caller(running, token) as ada_at_acme:
+            assert ok(await ada_at_acme.get(f"{ADMIN}/org"))["role"] == "admin"
+            ok(await acme_client.delete(f"{ADMIN}/memberships/{ada['id']}"), 204)
+            error_of(await ada_at_acme.get(PROBE), 401)
+
+
+async def test_the_audit_cursor_is_bounded(running: RunningApp) -> None:
+    """Issue 11 item 6: a cursor past a 64-bit integer answered 500."""
+    admin = running.client
+    ok(await admin.post(f"{ADMIN}/divisions", json={"name": "Audited"}), 201)
+    for cursor in ("9223372036854775808", str(10**30), "0", "-1"):
+        error = error_of(await admin.get(f"{ADMIN}/audit", params={"cursor": cursor}), 422)
+        assert error["code"] == "invalid_request"
+    assert ok(await admin.get(f"{ADMIN}/audit", params={"cursor": "9223372036854775807"}))["events"]
+
+
+async def test_creating_an_account_tells_a_taken_email_and_points_to_invitations(running: RunningApp) -> None:
+    admin = running.client
+    await new_user(admin, "ada@example.org", "member")
+    error = error_of(await new_user_raw(admin, "ADA@example.org", "member"), 409)
+    assert error["code"] == "conflict" and "/api/v1/admin/invitations" in error["message"]

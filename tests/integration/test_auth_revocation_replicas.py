@@ -65,3 +65,52 @@ async def test_key_revocation_reaches_another_replica_at_once(tmp_path: Path, re
             await client.aclose()
         for _, lifespan in started:
             await lifespan.__aexit__(None, None, None)
+
+
+async def test_a_demotion_reaches_another_replica_at_once(tmp_path: Path, redis_url: str) -> None:
+    """Issue 11 item 2: an admin demoted on one replica loses admin powers on the other at its next request,
+    with the same (unexpired) access token and with their key, though that replica had cached them."""
+    database = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    slow_cache = {"key_cache_ttl_s": 600, "jwt_secret": "j" * 48}  # only the announcement can make B forget
+    settings = [await settings_of(tmp_path / name, database_url=database, redis_url=redis_url, auth=slow_cache)
+                for name in ("a", "b")]
+    started = [await start_app(s) for s in settings]
+    first, second = (httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://atrium.test")
+                     for app, _ in started)
+    redis = Redis.from_url(redis_url)
+    admin = "/api/v1/admin"
+    try:
+        password = "a correct horse battery"
+        made = await first.post(f"{admin}/users", headers=bearer(ADMIN_KEY), json={
+            "email": "ada@example.org", "name": "Ada", "role": "admin", "password": password})
+        assert made.status_code == 201, made.text
+        ada = made.json()["id"]
+        key = await first.post(f"{admin}/keys", headers=bearer(ADMIN_KEY), json={"name": "ada", "user_id": ada})
+        login = await first.post("/api/v1/auth/token", json={"email": "ada@example.org", "password": password})
+        assert login.status_code == 200, login.text
+        credentials = [login.json()["access_token"], key.json()["key"]]
+        for credential in credentials:  # the second replica caches Ada as an admin
+            assert (await second.get(f"{admin}/users", headers=bearer(credential))).status_code == 200
+        for _ in range(100):  # both replicas listen on the channel
+            [(_, listeners)] = await redis.pubsub_numsub(f"atrium:{REVOCATIONS_CHANNEL}")
+            if listeners >= 2:
+                break
+            await asyncio.sleep(0.05)
+        demoted = await first.patch(f"{admin}/users/{ada}", headers=bearer(ADMIN_KEY), json={"role": "member"})
+        assert demoted.status_code == 200, demoted.text
+        for credential in credentials:
+            for _ in range(40):  # the announcement's trip through Redis
+                response = await second.get(f"{admin}/users", headers=bearer(credential))
+                if response.status_code == 403:
+                    break
+                await asyncio.sleep(0.025)
+            assert_typed_error(response, 403, "forbidden")
+            assert_typed_error(await second.post(f"{admin}/users", headers=bearer(credential), json={
+                "email": "eve@example.org", "name": "Eve", "role": "admin"}), 403, "forbidden")
+            assert (await second.get("/api/v1/conversations", headers=bearer(credential))).status_code == 200
+    finally:
+        await redis.aclose()
+        for client in (first, second):
+            await client.aclose()
+        for _, lifespan in started:
+            await lifespan.__aexit__(None, None, None)

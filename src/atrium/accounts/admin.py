@@ -7,7 +7,11 @@ the same transaction. The rules (see docs/accounts.md):
 
 * viewers and members administer nothing; admins manage their organisation's divisions, users,
   memberships, service accounts and keys; only an owner grants or revokes the owner role or changes an
-  owner; no change may leave an organisation without an active owner;
+  owner, and only to a user whose home is the organisation; no change may leave an organisation without
+  an active owner (disabling or deleting a user checks their home organisation only: another
+  organisation where they hold a seat cannot block it);
+* users of other organisations join by invitation only (``atrium.accounts.invitations``): an
+  organisation never adds another's user by itself, and never tells which emails exist;
 * nothing is granted above the actor's own role (a key's role is also capped by its user's role);
 * an actor scoped to a division (a division key) administers only that division: its keys, and the users
   and service accounts whose membership is in it; organisation-wide actions need an unscoped actor;
@@ -19,9 +23,10 @@ point at others. Under Row-Level Security a tenant session could not see a membe
 organisation, so these use cases run in the system scope and every query names its organisation itself
 (``tests/api/test_accounts_api.py`` checks that each path answers 404 for another tenant's ids).
 
-Keys whose cached principal went stale (revoked, rotated, role lowered) are collected in ``stale_keys``,
-users who were disabled or deleted in ``stale_users``; ``administer`` announces both to every replica
-once the transaction has committed.
+Keys that were revoked (or rotated) are collected in ``stale_keys``,
+users whose standing changed (role, division, membership removed, disabled, enabled or deleted) in
+``stale_users``; ``administer`` announces both to every replica once the transaction has committed, so
+the change takes effect on every replica's next request, whatever token the user holds.
 """
 
 from __future__ import annotations
@@ -38,7 +43,6 @@ from atrium.accounts.admin_base import (
     MAX_KEY_LIFETIME,
     SERVICE_EMAIL_DOMAIN,
     SERVICE_ROLES,
-    AdminBase,
     CreatedKey,
     KeySpec,
     Member,
@@ -51,6 +55,7 @@ from atrium.accounts.admin_base import (
     rank,
 )
 from atrium.accounts.authenticate import Authenticator
+from atrium.accounts.invitations import InvitationAdmin
 from atrium.accounts.passwords import Passwords
 from atrium.accounts.principal import Principal, Role
 from atrium.errors import Conflict, Forbidden, InvalidRequest, NotFound
@@ -59,6 +64,7 @@ from atrium.store.models import (
     ApiKey,
     AuditEvent,
     Division,
+    Invitation,
     Membership,
     Organization,
     RefreshToken,
@@ -71,7 +77,7 @@ from atrium.store.models import (
 __all__ = ["AccountAdmin", "CreatedKey", "KeySpec", "Member", "Page", "UserChanges", "administer"]
 
 
-class AccountAdmin(AdminBase):
+class AccountAdmin(InvitationAdmin):
     """The account use cases (see the module docstring for the rules they enforce)."""
 
     # -- organisations -------------------------------------------------------------------------------
@@ -177,13 +183,16 @@ class AccountAdmin(AdminBase):
         division_id = self._division_for(division_id)
         if division_id is not None:
             await self._division(org_id, division_id)
+        # Like any sign-up form, creating an account tells that an email is taken (emails are unique);
+        # an invitation (POST /api/v1/admin/invitations) never does.
         if await self.session.scalar(select(User.id).where(User.email == email)):
-            raise Conflict("A user with this email exists: add them with POST /api/v1/admin/memberships.")
+            raise Conflict("This email is already taken by an account. To give its user a role here, invite "
+                           "the email: POST /api/v1/admin/invitations.")
         user = User(id=new_id(), org_id=org_id, email=email, name=name, role=role,
                     password_hash=await self.passwords.hash(password) if password else None)
         membership = Membership(org_id=org_id, user_id=user.id, division_id=division_id, role=role)
         self.session.add(user)
-        await self._flush_unique("A user with this email exists.")
+        await self._flush_unique("This email is already taken by an account.")
         self.session.add(membership)
         await self.session.flush()
         await self._audit("user.create", org_id, target_type="user", target_id=user.id, email=email, role=role,
@@ -244,7 +253,12 @@ class AccountAdmin(AdminBase):
             if division_id != membership.division_id:
                 if division_id is not None:
                     await self._division(org_id, division_id)
+                    # The user's keys here move with them (a key never acts outside its user's division).
+                    await self.session.execute(
+                        update(ApiKey).where(ApiKey.org_id == org_id, ApiKey.user_id == user.id,
+                                             ApiKey.revoked_at.is_(None)).values(division_id=division_id))
                 membership.division_id = division_id
+                self.stale_users.append(user.id)
                 updated.append("division_id")
         if changes.name is not None and changes.name != user.name:
             user.name = changes.name
@@ -261,9 +275,10 @@ class AccountAdmin(AdminBase):
             keys = (await self.session.scalars(
                 select(ApiKey.id).where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None)))).all()
             if changes.disabled:
-                await self._ensure_owner_remains_everywhere(user.id)
+                if membership.role == "owner":  # the home organisation's rule only
+                    await self._ensure_owner_remains(org_id, user.id)
                 await self._end_sessions(user.id)
-                self.stale_users.append(user.id)
+            self.stale_users.append(user.id)
             user.disabled_at = utcnow() if changes.disabled else None
             await self._audit("user.disable" if changes.disabled else "user.enable", org_id, target_type="user",
                               target_id=user.id, keys=len(keys))
@@ -284,6 +299,8 @@ class AccountAdmin(AdminBase):
         if user.is_service and role not in SERVICE_ROLES:
             raise InvalidRequest("role: a service account can be a viewer, member or admin.")
         self._grantable(role)
+        if role == "owner" and user.org_id != org_id:
+            raise Forbidden("Only a user whose home is this organisation can become its owner.")
         old = membership.role
         if old == "owner":
             await self._ensure_owner_remains(org_id, user.id)
@@ -296,8 +313,10 @@ class AccountAdmin(AdminBase):
         for key in keys.all():
             if rank(key.role) > rank(role):
                 key.role = role
-                self.stale_keys.append(key.id)
                 capped += 1
+        # Announced as a changed user, not as revoked keys: every replica drops the user's cached keys and
+        # standing, and the lowered keys keep working with their new role.
+        self.stale_users.append(user.id)
         await self._audit("role.change", org_id, target_type="user", target_id=user.id, old_role=old, new_role=role,
                           keys_lowered=capped)
 
@@ -310,7 +329,8 @@ class AccountAdmin(AdminBase):
             await self.remove_membership(org_id, user_id)
             return "removed"
         self._may_change(member)
-        await self._ensure_owner_remains_everywhere(user_id)
+        if member.membership.role == "owner":  # the home organisation's rule only
+            await self._ensure_owner_remains(org_id, user_id)
         keys = await self.session.scalar(select(func.count()).select_from(ApiKey).where(
             ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None)))
         self.stale_users.append(user_id)
@@ -322,25 +342,10 @@ class AccountAdmin(AdminBase):
         return "deleted"
 
     async def add_membership(self, org_id: str, *, email: str, role: Role,
-                             division_id: str | None = None) -> Member:
-        """Give an existing (human, active) user of another organisation a role in this one."""
-        self._tenant(org_id)
-        self._grantable(role)
-        user = await self.session.scalar(select(User).where(User.email == normalize_email(email)))
-        if user is None or user.is_service or user.disabled_at is not None:
-            raise NotFound("No active user with this email.")
-        if await self.session.scalar(
-                select(Membership.id).where(Membership.org_id == org_id, Membership.user_id == user.id)):
-            raise Conflict("The user is already a member of this organisation.")
-        division_id = self._division_for(division_id)
-        if division_id is not None:
-            await self._division(org_id, division_id)
-        membership = Membership(org_id=org_id, user_id=user.id, division_id=division_id, role=role)
-        self.session.add(membership)
-        await self._flush_unique("The user is already a member of this organisation.")
-        await self._audit("membership.add", org_id, target_type="user", target_id=user.id, role=role,
-                          division_id=division_id)
-        return Member(user, membership)
+                             division_id: str | None = None) -> Invitation:
+        """Offer a role in this organisation to whoever holds ``email``: an invitation they accept (see
+        ``atrium.accounts.invitations``); the same answer whether or not the email has an account."""
+        return await self.invite(org_id, email=email, role=role, division_id=division_id)
 
     async def remove_membership(self, org_id: str, user_id: str) -> None:
         """Remove a user from this organisation (not their home one); their keys and sessions here end."""
@@ -354,6 +359,7 @@ class AccountAdmin(AdminBase):
         revoked = await self._revoke_where(ApiKey.org_id == org_id, ApiKey.user_id == user_id)
         await self._end_sessions(user_id, org_id)
         await self.session.delete(member.membership)
+        self.stale_users.append(user_id)
         await self._audit("membership.remove", org_id, target_type="user", target_id=user_id,
                           role=member.membership.role, keys_revoked=revoked)
         await self.session.flush()
@@ -489,12 +495,13 @@ class AccountAdmin(AdminBase):
 @asynccontextmanager
 async def administer(db: Database, authenticator: Authenticator, passwords: Passwords, actor: Principal, *,
                      ip: str | None = None) -> AsyncIterator[AccountAdmin]:
-    """An ``AccountAdmin`` in a new transaction; once it has committed, every stale key is announced to
-    every replica (announcing earlier could let a replica re-read and cache the key before the commit)."""
+    """An ``AccountAdmin`` in a new transaction; once it has committed, every stale key and changed user is
+    announced to every replica (announcing earlier could let a replica re-read and cache the old state
+    before the commit)."""
     async with db.system_session() as session:
         admin = AccountAdmin(session, actor, passwords=passwords, ip=ip)
         yield admin
     for key_id in dict.fromkeys(admin.stale_keys):
         await authenticator.announce_revocation(key_id)
     for user_id in dict.fromkeys(admin.stale_users):
-        await authenticator.announce_user_disabled(user_id)
+        await authenticator.announce_user_changed(user_id)

@@ -160,12 +160,6 @@ class AdminBase:
         if not others:
             raise Conflict("An organisation must keep at least one active owner.")
 
-    async def _ensure_owner_remains_everywhere(self, user_id: str) -> None:
-        owned = await self.session.scalars(
-            select(Membership.org_id).where(Membership.user_id == user_id, Membership.role == "owner"))
-        for org_id in owned.all():
-            await self._ensure_owner_remains(org_id, user_id)
-
     async def _revoke_where(self, *conditions: Any) -> int:
         """Revoke the active keys matching ``conditions``; they become stale in every cache."""
         keys = (await self.session.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None), *conditions))).all()

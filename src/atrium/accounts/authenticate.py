@@ -4,9 +4,13 @@
 * a JWT whose issuer is ours -> an Atrium access token (``AccessTokens``);
 * any other JWT -> the external identity provider, when one is configured.
 
-Disabled users are refused on every path. What is learnt from the database (a key's principal, whether a
-user is active, an external token's principal) is kept for ``auth.key_cache_ttl_s``; revocations and
-disablements announced on the ``auth.revocations`` channel drop it at once on every replica.
+A token says who the caller is (user and organisation), never what they may do: the role and division
+come from the user's current membership in the token's organisation, read per request. Disabled users,
+service accounts and users who are no longer members are refused on every path; a key acts with at most
+its user's current role (see ``api_keys``). What is learnt from the database (a key's principal, a user's
+standing in an organisation, an external token's principal) is kept for ``auth.key_cache_ttl_s``;
+revocations and changes to a user (role, division, removal, disable) announced on the ``auth.revocations``
+channel drop it at once on every replica.
 """
 
 from __future__ import annotations
@@ -18,22 +22,22 @@ from pathlib import Path
 
 import httpx
 from cachetools import TTLCache
-from sqlalchemy import select
 
 from atrium.accounts.api_keys import REVOCATIONS_CHANNEL, ApiKeyAuthenticator, user_disabled_message
 from atrium.accounts.external_idp import ExternalIdp, build_key_source
 from atrium.accounts.principal import Principal
+from atrium.accounts.standing import Standing, read_standing
 from atrium.accounts.tokens import AccessTokens, looks_like_jwt, signing_secret, unverified_issuer
 from atrium.errors import Unauthorized
 from atrium.settings import AuthSettings
 from atrium.store.engine import Database
-from atrium.store.models import User
 from atrium.store.pubsub import PubSub, follow
 from atrium.store.single_flight import SingleFlight
 
 log = logging.getLogger(__name__)
 
 _CACHE_SIZE = 10_000
+_UNKNOWN = object()
 
 
 class Authenticator:
@@ -46,9 +50,14 @@ class Authenticator:
         self.access_tokens = access_tokens
         self._external = external
         self._pubsub = pubsub
-        self._active_users: TTLCache[str, bool] | None = (
+        # (user id, org id) -> the user's standing there (None: refused), and the reads under way.
+        self._standings: TTLCache[tuple[str, str], Standing | None] | None = (
             TTLCache(maxsize=_CACHE_SIZE, ttl=cache_ttl_s) if cache_ttl_s > 0 else None)
-        self._user_reads: SingleFlight[str, bool] = SingleFlight()
+        self._standing_reads: SingleFlight[tuple[str, str, float], tuple[Standing | None, float]] = (
+            SingleFlight())
+        # When each user was last forgotten: a read that began earlier may hold what was true before the
+        # change, so it answers its own callers but is not cached.
+        self._forgotten: TTLCache[str, float] = TTLCache(maxsize=_CACHE_SIZE, ttl=max(cache_ttl_s, 1.0))
         self._external_tokens: TTLCache[str, tuple[Principal, float]] | None = (
             TTLCache(maxsize=_CACHE_SIZE, ttl=cache_ttl_s) if cache_ttl_s > 0 else None)
 
@@ -62,10 +71,14 @@ class Authenticator:
         if not looks_like_jwt(credential):
             raise Unauthorized("The credential is not an API key or a token.")
         if unverified_issuer(credential) == self.access_tokens.issuer:
-            principal = self.access_tokens.verify(credential)
-            if principal.user_id is None or not await self._user_active(principal.user_id):
-                raise Unauthorized("The user is disabled or no longer exists.")
-            return principal
+            claimed = self.access_tokens.verify(credential)
+            standing = (await self.standing(claimed.user_id, claimed.org_id)
+                        if claimed.user_id is not None else None)
+            if standing is None:
+                raise Unauthorized("The user is disabled, no longer exists or is no longer a member.")
+            # The token names the user and the organisation; the role and division are the current ones.
+            return Principal(org_id=claimed.org_id, user_id=claimed.user_id, role=standing.role,
+                             division_id=standing.division_id, via="access_token")
         if self._external is None:
             raise Unauthorized("The token is invalid.")
         return await self._external_principal(credential)
@@ -77,20 +90,26 @@ class Authenticator:
         except Unauthorized:
             return None
 
-    async def _user_active(self, user_id: str) -> bool:
-        cache = self._active_users
-        active = cache.get(user_id) if cache is not None else None
-        if active is None:
-            active = await self._user_reads.run(user_id, lambda: self._read_user_active(user_id))
-            if cache is not None:
-                cache[user_id] = active
-        return active
+    async def standing(self, user_id: str, org_id: str) -> Standing | None:
+        """The user's current role and division in ``org_id`` (cached; None: refused)."""
+        cache = self._standings
+        key = (user_id, org_id)
+        cached = cache.get(key, _UNKNOWN) if cache is not None else _UNKNOWN
+        if cached is not _UNKNOWN:
+            return cached  # type: ignore[return-value]
+        # A read that began before the user was last forgotten is not joined: the next request after a
+        # change reads again.
+        forgotten = self._forgotten.get(user_id, -1.0)
+        standing, started = await self._standing_reads.run(
+            (user_id, org_id, forgotten), lambda: self._read_standing(user_id, org_id))
+        if cache is not None and self._forgotten.get(user_id, -1.0) < started:
+            cache[key] = standing
+        return standing
 
-    async def _read_user_active(self, user_id: str) -> bool:
+    async def _read_standing(self, user_id: str, org_id: str) -> tuple[Standing | None, float]:
+        started = time.monotonic()
         async with self._db.system_session() as session:
-            found = (await session.execute(
-                select(User.disabled_at, User.is_service).where(User.id == user_id))).first()
-        return found is not None and found.disabled_at is None and not found.is_service
+            return await read_standing(session, user_id, org_id), started
 
     async def _external_principal(self, token: str) -> Principal:
         assert self._external is not None
@@ -98,8 +117,10 @@ class Authenticator:
         token_hash = hashlib.sha256(token.encode()).hexdigest()
         cached = cache.get(token_hash) if cache is not None else None
         if cached is None:
+            started = time.monotonic()
             cached = await self._external.principal(token)
-            if cache is not None:
+            user_id = cached[0].user_id
+            if cache is not None and (user_id is None or self._forgotten.get(user_id, -1.0) < started):
                 cache[token_hash] = cached
         principal, expires_at = cached
         if expires_at <= time.time():
@@ -110,20 +131,27 @@ class Authenticator:
         """An API key was revoked (after the commit): it stops working at once on every replica."""
         await self.api_keys.announce_revocation(key_id)
 
-    async def announce_user_disabled(self, user_id: str) -> None:
-        """A user was disabled (after the commit): their keys and tokens stop working on every replica."""
+    async def announce_user_changed(self, user_id: str) -> None:
+        """A user was changed (after the commit): a role or division changed, a membership was added or
+        removed, the user was disabled, enabled or deleted. Every replica forgets what it cached about them,
+        so their keys and tokens act with what the database says from the next request on."""
         self.forget_user(user_id)
         try:
             await self._pubsub.publish(REVOCATIONS_CHANNEL, user_disabled_message(user_id))
         except Exception:
-            log.warning("could not announce a disabled user; other replicas catch up within the cache TTL",
+            log.warning("could not announce a changed user; other replicas catch up within the cache TTL",
                         exc_info=True)
 
+    async def announce_user_disabled(self, user_id: str) -> None:
+        """A user was disabled or deleted (after the commit): see ``announce_user_changed``."""
+        await self.announce_user_changed(user_id)
+
     def forget_user(self, user_id: str) -> None:
+        self._forgotten[user_id] = time.monotonic()
         self.api_keys.forget_user(user_id)
-        self._user_reads.forget(user_id)
-        if self._active_users is not None:
-            self._active_users.pop(user_id, None)
+        if self._standings is not None:
+            for key in [key for key in list(self._standings.keys()) if key[0] == user_id]:
+                self._standings.pop(key, None)
         if self._external_tokens is not None:
             for token_hash, (principal, _) in list(self._external_tokens.items()):
                 if principal.user_id == user_id:
@@ -131,7 +159,7 @@ class Authenticator:
 
     def forget_all(self) -> None:
         self.api_keys.forget_all()
-        for cache in (self._active_users, self._external_tokens):
+        for cache in (self._standings, self._external_tokens):
             if cache is not None:
                 cache.clear()
 

@@ -14,7 +14,9 @@ Claims map to a tenant by configuration: ``claims.org`` / ``claims.division`` / 
 paths (``app_metadata.org_id``; a key that itself holds dots, like Auth0's namespaced
 ``https://example.com/roles``, is matched whole), ``role_map`` turns IdP role names into Atrium roles.
 A verified email links the token to an existing user of that organisation; with ``auto_provision`` an
-unknown one gets a user row (and membership) on first sight.
+unknown one gets a user row (and membership) on first sight. A linked user acts with the lower of the
+token's role and their membership's current role, in the membership's division when it has one (else the
+token's): demoting, moving or removing the user in Atrium takes effect at once, whatever the IdP says.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.accounts import audit
 from atrium.accounts.principal import ROLE_RANK, Principal, Role
+from atrium.accounts.standing import read_standing
 from atrium.errors import NotReady, Unauthorized
 from atrium.settings import ExternalIdpSettings
 from atrium.store.engine import Database
@@ -217,14 +220,25 @@ class ExternalIdp:
         email = email.strip().lower() if isinstance(email, str) and verified and 3 <= len(email) <= 320 else None
         name = claim(claims, paths.name) if paths.name else None
         name = name[:200] if isinstance(name, str) else ""
+        standing = None
         for attempt in range(2):
             try:
                 async with self._db.system_session() as session:
                     user_id = await self._link_user(session, org_id, division_id, role, email, name, subject)
+                    if user_id is not None:
+                        standing = await read_standing(session, user_id, org_id)
                 break
             except IntegrityError:  # another request provisioned the same user first
                 if attempt:
                     raise
+        if user_id is not None:
+            # A linked user acts with at most their membership's current role, in its division when it has
+            # one: a demotion or a move in Atrium takes effect whatever the IdP's token still says.
+            if standing is None:
+                raise Unauthorized("The user is disabled or no longer a member of the organisation.")
+            if ROLE_RANK[standing.role] < ROLE_RANK[role]:
+                role = standing.role
+            division_id = standing.division_id if standing.division_id is not None else division_id
         return Principal(org_id=org_id, user_id=user_id, role=role, division_id=division_id, via="external")
 
     async def _link_user(self, session: AsyncSession, org_id: str, division_id: str | None, role: Role,

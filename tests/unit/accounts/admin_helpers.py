@@ -16,11 +16,12 @@ from sqlalchemy import select
 
 from atrium.accounts.admin import AccountAdmin
 from atrium.accounts.bootstrap import ensure_admin
+from atrium.accounts.invitations import Invitee
 from atrium.accounts.passwords import Passwords
 from atrium.accounts.principal import Principal, Role
 from atrium.store.engine import Database, build_engine
 from atrium.store.migrate import upgrade
-from atrium.store.models import AuditEvent
+from atrium.store.models import AuditEvent, Invitation
 
 
 @dataclass
@@ -47,6 +48,21 @@ class World:
                                              password=password)
         return Principal(org_id=org_id, user_id=member.user.id, role=role, division_id=division_id,
                          api_key_id="k" * 32)
+
+    @asynccontextmanager
+    async def answering(self, invitee: Principal) -> AsyncIterator[Invitee]:
+        """``Invitee`` as ``invitee`` in one committed transaction (as ``answering`` runs it)."""
+        async with self.db.system_session() as session:
+            yield Invitee(session, invitee, ip="192.0.2.2")
+
+    async def join(self, inviter: Principal, invitee: Principal, email: str, role: Role = "member",
+                   division_id: str | None = None) -> Invitation:
+        """``inviter`` invites ``email`` into its organisation and ``invitee`` (that user) accepts."""
+        async with self.acting(inviter) as admin:
+            invitation = await admin.invite(inviter.org_id, email=email, role=role, division_id=division_id)
+        async with self.answering(invitee) as answer:
+            accepted, _ = await answer.accept(invitation.id)
+        return accepted
 
     async def audit(self, org_id: str | None = None) -> list[AuditEvent]:
         async with self.db.system_session() as session:

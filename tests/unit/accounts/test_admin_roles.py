@@ -96,19 +96,50 @@ async def test_nobody_removes_the_last_owner(world: World) -> None:
     assert stepped.membership.role == "member"
 
 
-async def test_the_last_owner_of_another_org_blocks_disabling_and_deleting_them(world: World) -> None:
+async def test_another_org_cannot_block_the_home_org_from_disabling_or_deleting_its_user(world: World) -> None:
+    """The platform owner created Acme and is its only owner; at home, a co-owner can still disable and
+    delete them: only the home organisation's last-owner rule applies (issue 11 item 3)."""
     async with world.acting(world.owner) as admin:
         org, _ = await admin.create_org("Acme")
-    # The platform owner is Acme's only owner: disabling or deleting them at home would orphan Acme.
     co_owner = await world.person("owner")
     assert world.owner.user_id is not None
-    with pytest.raises(Conflict):
+    async with world.acting(co_owner) as admin:
+        disabled = await admin.update_user(world.org_id, world.owner.user_id, UserChanges(disabled=True))
+        assert disabled.user.disabled_at is not None
+    async with world.acting(co_owner) as admin:
+        assert await admin.delete_user(world.org_id, world.owner.user_id) == "deleted"
+    # The home organisation's own rule still holds: its last active owner cannot go.
+    assert co_owner.user_id is not None
+    with pytest.raises(Conflict, match="at least one active owner"):
         async with world.acting(co_owner) as admin:
-            await admin.update_user(world.org_id, world.owner.user_id, UserChanges(disabled=True))
-    with pytest.raises(Conflict):
-        async with world.acting(co_owner) as admin:
-            await admin.delete_user(world.org_id, world.owner.user_id)
+            await admin.update_user(world.org_id, co_owner.user_id, UserChanges(disabled=True))
     assert org.id
+
+
+async def test_disabling_or_deleting_a_non_owner_needs_no_other_owner(world: World) -> None:
+    member = await world.person("member")
+    assert member.user_id is not None
+    async with world.acting(world.owner) as admin:
+        await admin.update_user(world.org_id, member.user_id, UserChanges(disabled=True))
+        assert await admin.delete_user(world.org_id, member.user_id) == "deleted"
+
+
+async def test_the_owner_role_goes_only_to_a_user_whose_home_is_the_org(world: World) -> None:
+    async with world.acting(world.owner) as admin:
+        acme, _ = await admin.create_org("Acme")
+    acme_owner = Principal(org_id=acme.id, user_id=world.owner.user_id, role="owner")
+    ada = await world.person("member", email="ada-owner@example.org")
+    assert ada.user_id is not None
+    with pytest.raises(Forbidden, match="owner role cannot be offered"):
+        async with world.acting(acme_owner) as admin:
+            await admin.invite(acme.id, email="ada-owner@example.org", role="owner")
+    await world.join(acme_owner, ada, "ada-owner@example.org", "admin")
+    with pytest.raises(Forbidden, match="home is this organisation"):
+        async with world.acting(acme_owner) as admin:
+            await admin.update_user(acme.id, ada.user_id, UserChanges(role="owner"))
+    async with world.acting(world.owner) as admin:  # at home she can be made an owner
+        promoted = await admin.update_user(world.org_id, ada.user_id, UserChanges(role="owner"))
+    assert promoted.membership.role == "owner"
 
 
 async def test_a_key_never_outranks_its_creator_or_its_user(world: World) -> None:
@@ -139,7 +170,9 @@ async def test_demoting_a_user_lowers_their_keys(world: World) -> None:
         assert created.row.role == "admin"
         assert admin_user.user_id is not None
         await admin.update_user(world.org_id, admin_user.user_id, UserChanges(role="member"))
-        assert admin.stale_keys == [created.row.id]
+        # The user is announced (their cached keys go), not the key: announcing it as revoked would have every
+        # replica refuse the lowered key until the cache TTL.
+        assert (admin.stale_keys, admin.stale_users) == ([], [admin_user.user_id])
     async with world.acting(world.owner) as admin:
         page = await admin.list_keys(world.org_id, include_revoked=False, limit=50, offset=0)
     assert {key.id: key.role for key, _ in page.items}[created.row.id] == "member"

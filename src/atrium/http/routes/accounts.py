@@ -23,6 +23,7 @@ from atrium.accounts.admin_views import (
     member_view,
     org_view,
 )
+from atrium.accounts.invitations import invitation_view
 from atrium.accounts.passwords import MAX_PASSWORD_CHARS
 from atrium.accounts.principal import Principal
 from atrium.container import Services
@@ -37,6 +38,7 @@ Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, ma
 Password = Annotated[SecretStr, Field(min_length=8, max_length=MAX_PASSWORD_CHARS)]
 ObjectId = Annotated[str, Field(min_length=1, max_length=64)]
 Limit = Annotated[int, Query(ge=1, le=200)]
+MAX_CURSOR = 2**63 - 1  # an audit event id is a 64-bit integer: a larger cursor would overflow the query
 
 
 class Body(BaseModel):
@@ -218,14 +220,15 @@ async def delete_user(user_id: ResourceId, principal: PrincipalDep, services: Se
     return Response(status_code=204)
 
 
-@router.post("/memberships", status_code=201)
+@router.post("/memberships", status_code=202)
 async def add_membership(body: MembershipCreate, principal: PrincipalDep, services: ServicesDep,
                          request: Request) -> dict[str, Any]:
-    """Give an existing user (of another organisation) a role in this one."""
+    """Invite whoever holds ``email`` to a role here (as ``POST /api/v1/admin/invitations``): nothing
+    changes until that user accepts, and the answer is the same whether or not the email has an account."""
     async with _admin(services, principal, request) as admin:
-        member = await admin.add_membership(principal.org_id, email=body.email, role=body.role,
-                                             division_id=body.division_id)
-    return member_view(member, principal.org_id)
+        invitation = await admin.add_membership(principal.org_id, email=body.email, role=body.role,
+                                                division_id=body.division_id)
+    return invitation_view(invitation)
 
 
 @router.delete("/memberships/{user_id}", status_code=204)
@@ -296,7 +299,7 @@ async def rotate_key(key_id: ResourceId, principal: PrincipalDep, services: Serv
 
 @router.get("/audit")
 async def list_audit(principal: PrincipalDep, services: ServicesDep, request: Request, limit: Limit = 50,
-                     cursor: Annotated[int | None, Query(ge=1)] = None,
+                     cursor: Annotated[int | None, Query(ge=1, le=MAX_CURSOR)] = None,
                      action: Annotated[str | None, Query(max_length=100,
                                                          pattern=r"^[a-z_]+(\.[a-z_]+)*(\.\*)?$")] = None,
                      ) -> dict[str, Any]:
