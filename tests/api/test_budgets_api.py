@@ -325,3 +325,59 @@ async def test_a_chat_question_the_budget_cannot_cover_is_refused_with_402(app: 
     refused = await app.client.post("/api/v1/chat/ask", json={"message": "How are refunds issued?"})
     assert refused.status_code == 402, refused.text
     assert refused.json()["error"]["code"] == "budget_exceeded"
+
+
+async def test_a_division_admin_manages_only_its_divisions_budgets_and_not_the_policy(app: RunningApp) -> None:
+    """Issue 11 item 4: org budgets, other divisions' (or unscoped) users' and keys' budgets and the guard
+    policy are organisation-wide settings; a division-scoped admin reads the org budget and the policy."""
+    owner, org = app.client, await org_of(app)
+
+    async def made(response: httpx.Response, status: int = 201) -> dict[str, Any]:
+        assert response.status_code == status, response.text
+        return dict(response.json())
+
+    north = await made(await owner.post("/api/v1/admin/divisions", json={"name": "North"}))
+    south = await made(await owner.post("/api/v1/admin/divisions", json={"name": "South"}))
+    users = {}
+    for name, role, division in (("lead", "admin", north), ("n", "member", north), ("s", "member", south),
+                                 ("u", "member", None)):
+        users[name] = await made(await owner.post("/api/v1/admin/users", json={
+            "email": f"{name}@example.org", "name": name, "role": role,
+            **({"division_id": division["id"]} if division else {})}))
+    keys = {name: await made(await owner.post("/api/v1/admin/keys", json={"name": name, "user_id": users[name]["id"]}))
+            for name in users}
+    userless = await made(await owner.post("/api/v1/admin/keys", json={"name": "free", "role": "member"}))
+    org_budget = await made(await put_budget(owner, scope="org", period="month", limit_usd="100"))
+    south_budget = await made(await put_budget(owner, scope="user", subject_id=users["s"]["id"], period="month",
+                                               limit_usd="5"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app.app), base_url="http://atrium.test",
+                                 headers=bearer(keys["lead"]["key"])) as lead:
+        for body in ({"scope": "org"}, {"scope": "org", "subject_id": org},
+                     {"scope": "user", "subject_id": users["s"]["id"]},
+                     {"scope": "user", "subject_id": users["u"]["id"]},
+                     {"scope": "key", "subject_id": keys["s"]["id"]},
+                     {"scope": "key", "subject_id": userless["id"]}):
+            refused = await put_budget(lead, period="day", limit_usd="1", **body)
+            assert refused.status_code == 403, (body, refused.text)
+            assert refused.json()["error"]["code"] == "forbidden"
+        mine = await made(await put_budget(lead, scope="user", subject_id=users["n"]["id"], period="day",
+                                           limit_usd="2"))
+        key_budget = await made(await put_budget(lead, scope="key", subject_id=keys["n"]["id"], period="day",
+                                                 limit_usd="1"))
+        listed = {b["id"] for b in (await made(await lead.get("/api/v1/admin/budgets"), 200))["budgets"]}
+        assert listed == {org_budget["id"], mine["id"], key_budget["id"]}  # not South's
+        for budget in (org_budget, south_budget):
+            assert (await lead.delete(f"/api/v1/admin/budgets/{budget['id']}")).status_code == 403
+            assert (await lead.post(f"/api/v1/admin/budgets/{budget['id']}/reset")).status_code == 403
+        assert (await lead.post(f"/api/v1/admin/budgets/{mine['id']}/reset")).status_code == 200
+        assert (await lead.delete(f"/api/v1/admin/budgets/{key_budget['id']}")).status_code == 204
+        # The guard policy: read, not changed.
+        assert (await lead.get("/api/v1/admin/policy")).status_code == 200
+        refused = await lead.put("/api/v1/admin/policy", json={"output": {"link_domains": ["evil.example"]}})
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+    listed = {b["id"] for b in (await made(await owner.get("/api/v1/admin/budgets"), 200))["budgets"]}
+    assert listed == {org_budget["id"], south_budget["id"], mine["id"]}
+    policy = await made(await owner.get("/api/v1/admin/policy"), 200)
+    assert "evil.example" not in json.dumps(policy)
+    changed = await owner.put("/api/v1/admin/policy", json={"output": {"link_domains": ["ok.example"]}})
+    assert changed.status_code == 200, changed.text

@@ -2,19 +2,25 @@
 change audited in its own transaction (``budget.set``, ``budget.delete``, ``budget.reset``) and announced
 to every replica's budget cache. Everything is scoped to the actor's organisation: another org's budget
 is "not found", and a budget's subject (a user or key) must belong to the actor's organisation.
+
+A division-scoped admin manages only the budgets of its division's users and keys (a key is in the
+division its user is in, else the one it is scoped to): the organisation's budget and the budgets of
+users and keys outside its division are organisation-wide settings, refused with ``forbidden``. It still
+lists the organisation's budget (its division's calls count against it) besides its division's, and no
+other division's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.accounts.audit import record
 from atrium.accounts.principal import Principal
-from atrium.errors import Conflict, InvalidRequest, NotFound
+from atrium.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from atrium.guard import budget_store as store
 from atrium.guard.budgets import BudgetDef, BudgetGuard, BudgetView, window_of
 from atrium.store.engine import Database
@@ -44,6 +50,7 @@ class BudgetAdmin:
         try:
             async with self._db.tenant_session(org_id) as session:
                 await _check_subject(session, org_id, spec.scope, subject_id)
+                await _check_division(session, actor, spec.scope, subject_id)
                 row = await store.budget_for(session, org_id, spec.scope, subject_id, spec.period)
                 created = row is None
                 previous = None if row is None else int(row.limit_micro_usd)
@@ -68,6 +75,10 @@ class BudgetAdmin:
                    limit: int = 100, offset: int = 0) -> list[BudgetView]:
         async with self._db.tenant_session(actor.org_id) as session:
             rows = await store.budgets_of(session, actor.org_id)
+            if actor.division_id is not None:
+                users, keys = await _division_subjects(session, actor.org_id, actor.division_id)
+                rows = [row for row in rows if row.scope == "org" or (row.scope == "user" and row.subject_id in users)
+                        or (row.scope == "key" and row.subject_id in keys)]
         budgets = [BudgetDef.of(row) for row in rows
                    if (scope is None or row.scope == scope) and (subject_id is None or row.subject_id == subject_id)]
         return await self._guard.views(actor.org_id, budgets[offset:offset + limit])
@@ -75,6 +86,7 @@ class BudgetAdmin:
     async def delete(self, actor: Principal, budget_id: str, *, ip: str | None = None) -> None:
         async with self._db.tenant_session(actor.org_id) as session:
             row = await _owned(session, actor.org_id, budget_id)
+            await _check_division(session, actor, row.scope, row.subject_id)
             await record(session, "budget.delete", actor=actor, target_type="budget", target_id=row.id, ip=ip,
                          details={"scope": row.scope, "subject_id": row.subject_id, "period": row.period,
                                   "limit_micro_usd": int(row.limit_micro_usd)})
@@ -87,6 +99,7 @@ class BudgetAdmin:
         now = self._guard.now()
         async with self._db.tenant_session(actor.org_id) as session:
             row = await _owned(session, actor.org_id, budget_id)
+            await _check_division(session, actor, row.scope, row.subject_id)
             window = window_of(row.period, now)
             before = await store.reset_window(session, actor.org_id, row.id, window, now=now)
             await record(session, "budget.reset", actor=actor, target_type="budget", target_id=row.id, ip=ip,
@@ -123,3 +136,43 @@ async def _check_subject(session: AsyncSession, org_id: str, scope: str, subject
     key = await session.scalar(select(ApiKey.id).where(ApiKey.org_id == org_id, ApiKey.id == subject_id))
     if key is None:
         raise NotFound("No such API key in this organisation.")
+
+
+async def _division_of(session: AsyncSession, org_id: str, scope: str, subject_id: str) -> str | None:
+    """The division a user's or key's budget falls in (None: organisation-wide)."""
+    if scope == "user":
+        return await session.scalar(select(Membership.division_id).where(Membership.org_id == org_id,
+                                                                         Membership.user_id == subject_id))
+    if scope == "key":
+        found = (await session.execute(
+            select(ApiKey.division_id, Membership.division_id.label("user_division_id"))
+            .outerjoin(Membership, and_(Membership.user_id == ApiKey.user_id, Membership.org_id == ApiKey.org_id))
+            .where(ApiKey.org_id == org_id, ApiKey.id == subject_id))).first()
+        if found is None:
+            return None
+        return found.user_division_id if found.user_division_id is not None else found.division_id
+    return None
+
+
+async def _check_division(session: AsyncSession, actor: Principal, scope: str, subject_id: str) -> None:
+    """A division-scoped actor manages only its division's users' and keys' budgets."""
+    if actor.division_id is None:
+        return
+    if scope == "org":
+        raise Forbidden("The organisation's budget is an organisation-wide setting: a division-scoped "
+                        "credential cannot change it.")
+    if await _division_of(session, actor.org_id, scope, subject_id) != actor.division_id:
+        raise Forbidden(f"This {scope} is outside your division: a division-scoped credential manages only "
+                        "its division's budgets.")
+
+
+async def _division_subjects(session: AsyncSession, org_id: str, division_id: str) -> tuple[set[str], set[str]]:
+    """The users and keys of a division (keys: by their user's division, else their own)."""
+    users = set((await session.scalars(select(Membership.user_id).where(
+        Membership.org_id == org_id, Membership.division_id == division_id))).all())
+    keys = set((await session.scalars(
+        select(ApiKey.id)
+        .outerjoin(Membership, and_(Membership.user_id == ApiKey.user_id, Membership.org_id == ApiKey.org_id))
+        .where(ApiKey.org_id == org_id,
+               func.coalesce(Membership.division_id, ApiKey.division_id) == division_id))).all())
+    return users, keys

@@ -1,5 +1,6 @@
 """Budgets: admins set spending caps per organisation, user and API key (``/api/v1/admin/budgets``), and
 every caller can see what is left of its own (``GET /api/v1/budget``). See docs/limits-and-budgets.md.
+A division-scoped admin manages only its division's users' and keys' budgets (``atrium.guard.budget_admin``).
 
 Amounts are USD in requests (``limit_usd``, up to 6 decimals) and both USD and exact integer micro-USD in
 answers.

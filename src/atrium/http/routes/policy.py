@@ -1,5 +1,8 @@
 """``GET|PUT /api/v1/admin/policy``: the caller's organisation's guard policy (admins).
 
+The policy is an organisation-wide setting: any admin may read it (a division admin's calls are governed
+by it too), only an organisation-wide one (not scoped to a division) may change it (``forbidden``).
+
 ``GET`` answers the effective policy, the organisation's stored overrides and the configured policy they
 apply to. ``PUT`` replaces the stored overrides (only the keys given differ from the configured policy;
 ``{}`` goes back to it), audited as ``policy.update`` with the old and new overrides; every replica
@@ -12,7 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from atrium.errors import InvalidRequest, NotReady
+from atrium.errors import Forbidden, InvalidRequest, NotReady
 from atrium.guard.policy import Guard, PolicyOverride, policy_view
 from atrium.http.deps import PrincipalDep, ServicesDep, require_role
 
@@ -41,6 +44,9 @@ async def get_policy(principal: PrincipalDep, services: ServicesDep) -> dict[str
 @router.put("")
 async def put_policy(body: PolicyOverride, request: Request, principal: PrincipalDep,
                      services: ServicesDep) -> dict[str, Any]:
+    if principal.division_id is not None:
+        raise Forbidden("The guard policy is an organisation-wide setting: a division-scoped credential "
+                        "cannot change it.")
     guard = _guard(services)
     try:
         await guard.policies.replace(principal.org_id, body, actor=principal,
