@@ -36,6 +36,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ from websockets.exceptions import ConnectionClosed
 from atrium.accounts.admin import KeySpec, administer
 from atrium.accounts.principal import Principal
 from atrium.gateway.providers.fake import FakeChatModel
-from atrium.store.models import Collection, Conversation, Membership, Message, Organization, User
+from atrium.store.models import Collection, Conversation, Invitation, Membership, Message, Organization, User
 from tests.api.authz_helpers import (
     BACKENDS,
     app_routes,
@@ -168,6 +169,18 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "POST /api/v1/admin/memberships":                             (202, 202, 202, 403, 403, 403, 403, 403, 202, 401),
     "POST /api/v1/admin/memberships #existing":                   (202, 202, 202, 403, 403, 403, 403, 403, 202, 401),
     "DELETE /api/v1/admin/memberships/{user_id}":                 (204, 204, 204, 403, 403, 403, 403, 403, 404, 401),
+    # Invitations: admins invite (the same answer whatever the email; never the owner role); only the
+    # invited user answers.
+    "POST /api/v1/admin/invitations":                             (202, 202, 202, 403, 403, 403, 403, 403, 202, 401),
+    "POST /api/v1/admin/invitations #existing":                   (202, 202, 202, 403, 403, 403, 403, 403, 202, 401),
+    "POST /api/v1/admin/invitations #owner":                      (403, 403, 403, 403, 403, 403, 403, 403, 403, 401),
+    "POST /api/v1/admin/invitations #member":                     (409, 409, 202, 403, 403, 403, 403, 403, 202, 401),
+    "GET /api/v1/admin/invitations":                               _ADMINS,
+    "DELETE /api/v1/admin/invitations/{invitation_id}":           (204, 204, 204, 403, 403, 403, 403, 403, 404, 401),
+    "DELETE /api/v1/admin/invitations/{invitation_id} #unscoped": (204, 204, 404, 403, 403, 403, 403, 403, 404, 401),
+    "GET /api/v1/invitations":                                    (200, 200, 200, 200, 200, 200, 200, 403, 200, 401),
+    "POST /api/v1/invitations/{invitation_id}/accept":            (404, 404, 404, 200, 404, 404, 404, 403, 404, 401),
+    "POST /api/v1/invitations/{invitation_id}/decline":           (404, 404, 404, 200, 404, 404, 404, 403, 404, 401),
     "GET /api/v1/admin/service-accounts":                          _ADMINS,
     "POST /api/v1/admin/service-accounts":                        (201, 201, 201, 403, 403, 403, 403, 403, 201, 401),
     "GET /api/v1/admin/keys":                                      _ADMINS,
@@ -307,6 +320,26 @@ class World:
                 session.add(Membership(org_id=self.ids["org"], user_id=user.id, role="member",
                                        division_id=self.ids["D1"]))
             return user.id, email
+
+    async def invitation(self, division: str | None) -> str:
+        """A new pending invitation of A (made by the owner), into ``division`` (an id) or unscoped."""
+        made = await self.owner.post("/api/v1/admin/invitations", json={
+            "email": f"{self.unique('invitee')}@zeta.example", "division_id": division})
+        assert made.status_code == 202, made.text
+        return str(made.json()["id"])
+
+    async def invitation_for_member(self) -> str:
+        """A new pending invitation of organisation C addressed to the member's email."""
+        async with self.db.system_session() as session:
+            invitation = Invitation(org_id=ORG_C, email=self.emails["member"], role="viewer",
+                                    expires_at=datetime.now(UTC) + timedelta(days=7))
+            session.add(invitation)
+            await session.flush()
+            return invitation.id
+
+    async def invitation_status(self, invitation_id: str) -> str:
+        async with self.db.system_session() as session:
+            return str(await session.scalar(select(Invitation.status).where(Invitation.id == invitation_id)))
 
     async def key_of(self, user: str | None) -> str:
         """A new key (made by the owner) of ``user`` (an id; None: the owner's own)."""
@@ -459,6 +492,9 @@ async def _build(world: World) -> None:
             "scope": scope, "subject_id": subject, "period": period, "limit_usd": limit})
         assert made.status_code == 201, made.text
         ids[name] = made.json()["id"]
+    ids["inv_org"] = await world.invitation(None)
+    ids["inv_d1"] = await world.invitation(ids["D1"])
+    ids["inv_for_member"] = await world.invitation_for_member()
     made = await world.clients["other"].put("/api/v1/admin/budgets", json={
         "scope": "org", "period": "total", "limit_usd": "1000"})
     assert made.status_code == 201, made.text
@@ -896,6 +932,75 @@ async def _remove_membership(world: World, who: str, path: str) -> Answer:
     return answer
 
 
+simple("POST /api/v1/admin/invitations",
+       json_body=lambda world, who: {"email": f"{world.unique(who)}@nobody.example"})
+
+
+@probe("POST /api/v1/admin/invitations #existing")
+async def _invite_existing_user(world: World, who: str, path: str) -> Answer:
+    _, email = await world.user_elsewhere(seat_in_a=False)
+    return await world.ask(who, "POST", path, json={"email": email})
+
+
+simple("POST /api/v1/admin/invitations #owner",
+       json_body=lambda world, who: {"email": f"{world.unique(who)}@owner.example", "role": "owner"})
+simple("POST /api/v1/admin/invitations #member", json_body=lambda world, who: {"email": world.emails["member"]})
+
+
+async def _invitations_listed(world: World, who: str, answer: Answer) -> None:
+    listed = {i["id"] for i in answer.body["invitations"]}
+    assert (world.ids["inv_d1"] in listed) == (who in ("owner", "admin", "div_admin")), listed
+    assert (world.ids["inv_org"] in listed) == (who in ("owner", "admin")), listed
+    assert world.ids["inv_for_member"] not in listed
+
+
+simple("GET /api/v1/admin/invitations", params={"limit": 200}, check=_invitations_listed)
+
+
+def _revoke_invitation(division: str | None) -> Call:
+    async def call(world: World, who: str, path: str) -> Answer:
+        invitation = await world.invitation(world.ids[division] if division else None)
+        answer = await world.ask(who, "DELETE", fill(path, invitation_id=invitation))
+        assert (await world.invitation_status(invitation) == "revoked") == (answer.status == 204)
+        return answer
+
+    return call
+
+
+probe("DELETE /api/v1/admin/invitations/{invitation_id}")(_revoke_invitation("D1"))
+probe("DELETE /api/v1/admin/invitations/{invitation_id} #unscoped")(_revoke_invitation(None))
+
+
+async def _my_invitations(world: World, who: str, answer: Answer) -> None:
+    listed = {i["id"] for i in answer.body["invitations"]}
+    assert (world.ids["inv_for_member"] in listed) == (who == "member"), listed
+    assert not listed & {world.ids["inv_org"], world.ids["inv_d1"]}, listed
+
+
+simple("GET /api/v1/invitations", check=_my_invitations)
+
+
+def _answer_invitation(method: str, outcome: str) -> Call:
+    async def call(world: World, who: str, path: str) -> Answer:
+        invitation = await world.invitation_for_member()
+        answer = await world.ask(who, method, fill(path, invitation_id=invitation))
+        status = await world.invitation_status(invitation)
+        assert status == (outcome if answer.status == 200 else "pending"), status
+        if answer.status == 200 and outcome == "accepted":  # the member leaves C again, for the next one
+            async with world.db.system_session() as session:
+                seat = await session.scalar(select(Membership).where(
+                    Membership.org_id == ORG_C, Membership.user_id == world.ids["member"]))
+                assert seat is not None and seat.role == "viewer"
+                await session.delete(seat)
+        return answer
+
+    return call
+
+
+probe("POST /api/v1/invitations/{invitation_id}/accept")(_answer_invitation("POST", "accepted"))
+probe("POST /api/v1/invitations/{invitation_id}/decline")(_answer_invitation("POST", "declined"))
+
+
 simple("GET /api/v1/admin/service-accounts")
 simple("POST /api/v1/admin/service-accounts", json_body=lambda world, who: {"name": world.unique(f"bot-{who}")})
 
@@ -930,7 +1035,16 @@ simple("PUT /api/v1/admin/budgets #division", json_body=lambda world, who: {
     "scope": "user", "subject_id": world.ids["div_member"], "period": "month", "limit_usd": "10"})
 simple("PUT /api/v1/admin/budgets #unscoped", json_body=lambda world, who: {
     "scope": "user", "subject_id": world.ids["member"], "period": "month", "limit_usd": "10"})
-simple("GET /api/v1/admin/budgets")
+async def _budgets_listed(world: World, who: str, answer: Answer) -> None:
+    """A division admin lists the organisation's budget and its division's, not those outside it."""
+    listed = {b["id"] for b in answer.body["budgets"]}
+    if who == "other":
+        return
+    assert {world.ids["budget_org"], world.ids["budget_d1_user"]} <= listed, listed
+    assert (world.ids["budget_member"] in listed) == (who in ("owner", "admin")), listed
+
+
+simple("GET /api/v1/admin/budgets", check=_budgets_listed)
 
 
 def _delete_key_budget(user: str | None) -> Call:

@@ -36,6 +36,7 @@ from atrium.store.models import (
     Collection,
     Conversation,
     Division,
+    Invitation,
     Membership,
     Message,
     OrgPolicy,
@@ -59,6 +60,7 @@ ORG_B = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0"
 VAULT_CODE = "QX-7731-ZANZIBAR"
 A_COLLECTION = "alpha-private"
 A_SHELF = "alpha-vault-shelf"  # A's private collection: B never names one like it, so it is one of A's secrets
+A_GUEST = "alpha.guest@alpha.example"  # invited by A
 A_LEDGER = "alpha-ledger"  # A's collection whose name B then takes for its own
 A_DOC = f"# Vault\n\nThe vault code is {VAULT_CODE}. Ask the alpha desk for the vault code.\n"
 B_DOC = "# Bravo handbook\n\nThe bravo vault code lives with the bravo desk, next to the vault door.\n"
@@ -178,6 +180,8 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
                                                       "collection": A_COLLECTION})).json()
         assert VAULT_CODE in ask["answer"], ask
         query = (await a.post("/api/v1/query", json={"question": "Where is the vault code?"})).json()
+        invitation = await a.post("/api/v1/admin/invitations", json={"email": A_GUEST})
+        assert invitation.status_code == 202, invitation.text
         for name, visibility in ((A_SHELF, "private"), (A_LEDGER, "org")):
             made = await a.post("/api/v1/collections", json={"name": name, "visibility": visibility})
             assert made.status_code == 201, made.text
@@ -185,7 +189,8 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         assert login.status_code == 200, login.text
         ids |= {"org": org_a, "job": job["id"], "document": job["result"]["documents"][0]["document_id"],
                 "conversation": ask["conversation_id"], "message": ask["message_id"],
-                "user_message": ask["user_message_id"], "query": query["id"], "shelf": A_SHELF}
+                "user_message": ask["user_message_id"], "query": query["id"], "shelf": A_SHELF,
+                "invitation": invitation.json()["id"], "guest": A_GUEST}
         b_key, b_viewer_key, b_email = await _seed_b(db)
         b = client_for(app, b_key)
         b_job = await wait_job(b, (await upload(b, {"bravo.md": B_DOC}, "docs"))["job_id"])
@@ -570,14 +575,61 @@ async def _memberships(world: World) -> None:
     not_found(await world.attack("DELETE", f"/api/v1/admin/memberships/{member}"))
     refused(await world.attack("POST", "/api/v1/admin/memberships", json={
         "email": world.ids["member_email"], "division_id": world.ids["division"]}, allow={world.ids["member_email"]}))
-    # Inviting a user of A by email gives a seat in B only: A's records of them are unchanged.
+    # Adding a user of A by email is an invitation of B's, which the user may accept: until then nothing of
+    # the user changes, in A or in B.
     joiner_before = await _a_member(world, world.ids["joiner"])
     invited = await world.attack("POST", "/api/v1/admin/memberships", json={"email": world.ids["joiner_email"]})
-    assert invited.status_code == 201, invited.text
-    name, home, seats = await _a_member(world, world.ids["joiner"])
-    assert (name, home) == joiner_before[:2]
-    assert set(seats) - {(ORG_B, "member")} == set(joiner_before[2])
+    assert invited.status_code == 202 and invited.json()["status"] == "pending", invited.text
+    assert await _invitation_org(world, invited.json()["id"]) == ORG_B
+    assert await _a_member(world, world.ids["joiner"]) == joiner_before
     assert await _a_member(world, member) == before
+
+
+async def _invitation_org(world: World, invitation_id: str) -> str | None:
+    async with world.db.system_session() as session:
+        return await session.scalar(select(Invitation.org_id).where(Invitation.id == invitation_id))
+
+
+async def _a_invitation(world: World) -> tuple[str, str]:
+    async with world.db.system_session() as session:
+        row = (await session.execute(select(Invitation.status, Invitation.email).where(
+            Invitation.id == world.ids["invitation"]))).one()
+        return str(row[0]), str(row[1])
+
+
+@attack(("GET", "/api/v1/admin/invitations"), ("POST", "/api/v1/admin/invitations"),
+        ("DELETE", "/api/v1/admin/invitations/{invitation_id}"))
+async def _admin_invitations(world: World) -> None:
+    """B's admins see and revoke B's invitations only; inviting into A's division is refused, and
+    inviting A's users' emails makes an invitation of B's that changes nothing in A."""
+    before, member = await _a_invitation(world), await _a_member(world, world.ids["member"])
+    refused(await world.attack("POST", "/api/v1/admin/invitations", json={
+        "email": f"new-{world.backend}@bravo.example", "division_id": world.ids["division"]}))
+    invited = await world.attack("POST", "/api/v1/admin/invitations", json={"email": world.ids["member_email"]},
+                                 allow={world.ids["member_email"]})
+    assert invited.status_code == 202, invited.text
+    assert await _invitation_org(world, invited.json()["id"]) == ORG_B
+    listed = await world.attack("GET", "/api/v1/admin/invitations", params={"limit": 200},
+                                allow={world.ids["member_email"]})
+    assert listed.status_code == 200 and invited.json()["id"] in {i["id"] for i in listed.json()["invitations"]}
+    not_found(await world.attack("DELETE", f"/api/v1/admin/invitations/{world.ids['invitation']}"))
+    assert await _a_invitation(world) == before and await _a_member(world, world.ids["member"]) == member
+
+
+@attack(("GET", "/api/v1/invitations"), ("POST", "/api/v1/invitations/{invitation_id}/accept"),
+        ("POST", "/api/v1/invitations/{invitation_id}/decline"))
+async def _my_invitations(world: World) -> None:
+    """A's invitation (of an email not B's) is not in B's inbox, and B can neither accept nor decline it."""
+    before = await _a_invitation(world)
+    inbox = await world.attack("GET", "/api/v1/invitations")
+    assert inbox.status_code == 200, inbox.text
+    async with await _b_user_session(world, f"invitee-{world.backend}@bravo.example") as user:
+        assert (await world.attack("GET", "/api/v1/invitations", client=user)).json()["invitations"] == []
+        for action in ("accept", "decline"):
+            not_found(await world.attack("POST", f"/api/v1/invitations/{world.ids['invitation']}/{action}",
+                                         client=user))
+            not_found(await world.attack("POST", f"/api/v1/invitations/{world.ids['invitation']}/{action}"))
+    assert await _a_invitation(world) == before
 
 
 @attack(("GET", "/api/v1/admin/service-accounts"), ("POST", "/api/v1/admin/service-accounts"))
@@ -616,12 +668,17 @@ async def _keys(world: World) -> None:
 
 @attack(("GET", "/api/v1/admin/audit"))
 async def _audit(world: World) -> None:
-    # A's org id may appear only where B itself typed it (a refused login into A is B's own event).
-    response = await world.attack("GET", "/api/v1/admin/audit", params={"limit": 200}, allow={world.ids["org"]})
+    # A's org id and a user's email may appear only where B itself typed them (a refused login into A, an
+    # invitation of B's to that email are B's own events).
+    email = world.ids["member_email"]
+    response = await world.attack("GET", "/api/v1/admin/audit", params={"limit": 200},
+                                  allow={world.ids["org"], email})
     assert response.status_code == 200 and response.json()["events"]
     for event in response.json()["events"]:
         if world.ids["org"] in json.dumps(event):
             assert (event.get("details") or {}).get("requested_org_id") == world.ids["org"], event
+        if email in json.dumps(event):
+            assert event["action"] == "invitation.create" and event["details"]["email"] == email, event
 
 
 # --- Guard policy ----------------------------------------------------------------------------------------
