@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import logging
+
 import httpx
 import pytest
 import uvicorn
@@ -29,6 +31,16 @@ def blockbuster() -> Iterator[BlockBuster]:
     """Fails the test on a blocking call (sleep, file or socket I/O...) made on the event loop thread."""
     with blockbuster_ctx() as guard:
         yield guard
+
+
+@pytest.fixture(autouse=True)
+def uvicorn_access_logger_restored() -> Iterator[None]:
+    """uvicorn.Config(access_log=False) unhooks the process-wide ``uvicorn.access`` logger (no handlers, no
+    propagation) for good; a later server in the same process would then log no request."""
+    logger = logging.getLogger("uvicorn.access")
+    saved = (list(logger.handlers), logger.propagate, logger.level, logger.disabled)
+    yield
+    logger.handlers[:], logger.propagate, logger.level, logger.disabled = saved
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
