@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Literal
-
-import logging
 
 import httpx
 import pytest

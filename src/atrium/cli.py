@@ -145,7 +145,7 @@ async def _admin_principal(services: Services, org: str | None) -> Principal:
         org_id = await session.scalar(query)
     if org_id is None:
         raise AppError(f"no organisation {org!r}", code="not_found")
-    return Principal(org_id=org_id, user_id=None, role="owner")
+    return Principal(org_id=org_id, user_id=None, role="owner", via="cli")
 
 
 @app.command()

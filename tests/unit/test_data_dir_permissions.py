@@ -9,6 +9,7 @@ import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,6 +57,24 @@ async def test_the_data_dir_is_private_after_start_and_after_an_ingestion(tmp_pa
         assert private(settings.index_dir) == {}
         assert mode(settings.uploads_dir) == 0o700
     assert {str(path): mode(path) for path in data.rglob("*") if mode(path) & 0o077} == {}
+
+
+async def test_uploaded_files_are_private_while_they_wait_for_their_job(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data")
+    seen: dict[str, int] = {}
+    async with run_app(settings) as app:
+        queue = app.services.jobs
+        enqueue = queue.enqueue
+
+        async def recording(tenant: str, kind: str, payload: dict[str, Any], **kwargs: Any) -> str:
+            folder = settings.uploads_dir / payload["folder"]  # the upload as the worker will find it
+            seen.update(private(folder))
+            seen["files"] = len(list(folder.iterdir()))
+            return await enqueue(tenant, kind, payload, **kwargs)
+
+        queue.enqueue = recording  # type: ignore[method-assign]
+        await ingest(app.client, {"a.md": "# A\nalpha", "b.txt": "beta"})
+    assert seen == {"files": 2}
 
 
 async def test_an_earlier_world_readable_data_dir_is_tightened_at_start(tmp_path: Path) -> None:

@@ -3,8 +3,9 @@ organisation (the organisation itself is the ``org_id`` argument, checked before
 
 * Conversations, query records and jobs are **private** to their owner: the principal's user or, for a key
   that acts as no user, the key itself (``api_key_id``; the anonymous development principal owns as
-  ``"anonymous"``). Another caller, admins included, gets ``404``; admins may list their metadata and erase
-  them through the admin routes (``conversations.admin``), never read them.
+  ``"anonymous"``, the operator's ``atrium`` commands as ``"cli"``). Another caller, admins included, gets
+  ``404``; admins may list their metadata and erase them through the admin routes (``conversations.admin``),
+  never read them.
 * Collections are readable by the whole organisation (``org``), by one division (``division``: its members
   and the organisation's unscoped admins) or by their owner alone (``private``). Documents, chunks and
   search results follow their collection.
@@ -29,6 +30,7 @@ from atrium.store.models import Collection
 from atrium.store.tenancy import Scope
 
 ANONYMOUS_OWNER = "anonymous"
+CLI_OWNER = "cli"  # what the operator makes with ``atrium`` commands (no user, no key)
 VISIBILITIES = ("org", "division", "private")
 WRITERS = ("owner", "readers")
 
@@ -53,7 +55,9 @@ class Owner:
 def owner_of(principal: Principal) -> Owner:
     if principal.user_id is not None:
         return Owner(principal.user_id, None)
-    return Owner(None, principal.api_key_id or ANONYMOUS_OWNER)
+    if principal.api_key_id is not None:
+        return Owner(None, principal.api_key_id)
+    return Owner(None, CLI_OWNER if principal.via == "cli" else ANONYMOUS_OWNER)
 
 
 def owner_columns(principal: Principal) -> dict[str, str | None]:

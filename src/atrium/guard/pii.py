@@ -110,7 +110,7 @@ _NATIONAL_IDS: tuple[tuple[re.Pattern[str], Callable[[str], bool]], ...] = (
 
 # Cheap tests that rule whole detectors out (most prompts hold no long digit runs and no key markers).
 _SIX_DIGITS = re.compile(r"\d(?:[^\d\n]{0,3}\d){5}")
-_KEY_PREFIXES = re.compile(r"atr_|sk-|AKIA|ASIA|AGPA|AIDA|AROA|gh[pousr]_|github_pat_|glpat-|xox[abposr]-|AIza|eyJ|"
+_KEY_PREFIXES = re.compile(r"atrr?_|sk-|AKIA|ASIA|AGPA|AIDA|AROA|gh[pousr]_|github_pat_|glpat-|xox[abposr]-|AIza|eyJ|"
                            r"-----BEGIN")
 _MARKER_WORDS = ("key", "token", "secret", "password", "passwd", "pwd", "bearer")
 

@@ -39,6 +39,7 @@ def found(text: str) -> list[tuple[str, str]]:
     ("host 2001:db8::8a2e:370:7334 ok", "ip", "2001:db8::8a2e:370:7334"),
     ("link-local fe80::1 ok", "ip", "fe80::1"),
     ("key atr_abcdefghijklmnopqrstuvwxyz0123", "secret", "atr_abcdefghijklmnopqrstuvwxyz0123"),
+    ("refresh atrr_Qm8xZ2abcdefghijklmnopqrstuv", "secret", "atrr_Qm8xZ2abcdefghijklmnopqrstuv"),
     ("key sk-proj-abcdefABCDEF123456", "secret", "sk-proj-abcdefABCDEF123456"),
     ("aws AKIAIOSFODNN7EXAMPLE", "secret", "AKIAIOSFODNN7EXAMPLE"),
     ("gh ghp_abcdefghijklmnopqrstuvwxyz0123456789", "secret", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"),

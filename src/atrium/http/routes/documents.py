@@ -20,6 +20,7 @@ from atrium.knowledge import collections as collections_repo
 from atrium.knowledge import repository as repo
 from atrium.knowledge.parsing import is_supported, parse_document
 from atrium.knowledge.service import check_collection
+from atrium.store.files import private_dir, write_private
 from atrium.store.models import Document, Job
 
 router = APIRouter(prefix="/api/v1", tags=["documents"])
@@ -57,7 +58,7 @@ async def upload(principal: PrincipalDep, services: ServicesDep,
     folder = services.settings.uploads_dir / folder_name
     stored: list[dict[str, str]] = []
     try:
-        await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
+        await anyio.to_thread.run_sync(private_dir, folder)
         for number, upload_file in enumerate(files):
             name = Path(upload_file.filename or "").name
             if not name or not is_supported(name):
@@ -67,7 +68,7 @@ async def upload(principal: PrincipalDep, services: ServicesDep,
             if len(data) > limits.max_upload_bytes:
                 raise PayloadTooLarge(f"{name} is larger than {limits.max_upload_bytes} bytes.")
             parse_document(name, data)  # refuse undecodable input now, not later in the job
-            await anyio.Path(folder / stored_as).write_bytes(data)
+            await anyio.to_thread.run_sync(write_private, folder / stored_as, data)
             stored.append({"stored_as": stored_as, "source": name})
         job_id = await services.jobs.enqueue(principal.org_id, "ingest",
                                              {"collection": collection, "folder": folder_name, "files": stored},
