@@ -30,6 +30,7 @@ from atrium.guard.policy import Guard
 from atrium.guard.rate_limits import RequestRateLimiter, build_storage
 from atrium.jobs.queue import DatabaseJobQueue
 from atrium.knowledge.answering import GroundedAnswerer
+from atrium.knowledge.directory import CollectionDirectory
 from atrium.knowledge.ingest import upload_job_handler
 from atrium.knowledge.keyword import KeywordSearch, PostgresKeywordSearch, SqliteKeywordSearch
 from atrium.knowledge.ports import Embedder, VectorIndex
@@ -146,7 +147,10 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     keyword: KeywordSearch = SqliteKeywordSearch() if db.is_sqlite else PostgresKeywordSearch()
     pubsub: PubSub = (RedisPubSub(settings.redis_url.get_secret_value()) if settings.redis_url is not None
                       else InProcessPubSub())
-    knowledge = KnowledgeService(db, embedder, index, keyword, settings.knowledge, pubsub)
+    # Who may read which collection, kept per process; a change another replica missed lasts at most as
+    # long as a revoked key's cache entry.
+    directory = CollectionDirectory(db, ttl_s=settings.auth.key_cache_ttl_s)
+    knowledge = KnowledgeService(db, embedder, index, keyword, settings.knowledge, pubsub, directory)
     # One HTTP client for every upstream call of this process.
     http_client = build_http_client(settings)
     redis = Redis.from_url(settings.redis_url.get_secret_value()) if settings.redis_url is not None else None
@@ -175,10 +179,10 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)})
     return Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
                     chat_model=model, gateway=gateway,
-                    chat=ChatService(db, answerer, model, runs, settings.chat, guard),
-                    queries=QueryService(db, answerer, model, runs, settings.chat, guard), jobs=jobs, runs=runs,
-                    http_client=http_client, pubsub=pubsub, metrics=metrics, authenticator=authenticator,
-                    sessions=sessions,
+                    chat=ChatService(db, answerer, model, runs, settings.chat, directory, guard),
+                    queries=QueryService(db, answerer, model, runs, settings.chat, directory, guard),
+                    jobs=jobs, runs=runs, http_client=http_client, pubsub=pubsub, metrics=metrics,
+                    authenticator=authenticator, sessions=sessions,
                     rate_limiter=rate_limiter, budgets=budgets, redis=redis, guard=guard)
 
 

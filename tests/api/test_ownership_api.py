@@ -206,6 +206,35 @@ async def test_private_collections_and_writers(org: Org) -> None:
     assert (await org.d1.post("/api/v1/collections", json={"name": "d1-wide", "visibility": "org"})).status_code == 403
 
 
+async def test_a_collection_made_private_or_deleted_is_out_of_reach_at_once(org: Org) -> None:
+    """Who may read which collection is kept in memory (no query per question); a change takes effect on
+    the very next request, not when that memory expires."""
+    assert (await org.alice.post("/api/v1/collections", json={"name": "notes", "visibility": "org"})).status_code == 201
+    await wait_job(org.alice, (await upload(org.alice, {"n.md": "# Notes\n\nThe password hint is TANGERINE.\n"},
+                                            collection="notes"))["job_id"])
+
+    async def bob_finds() -> bool:
+        found = await org.bob.post("/api/v1/search/semantic", json={"query": "TANGERINE hint", "mode": "keyword"})
+        return any("TANGERINE" in hit["text"] for hit in found.json()["results"])
+
+    assert await bob_finds() and "TANGERINE" in (await _ask(org.bob, "What is the password hint?")).text
+    changed = await org.alice.patch("/api/v1/collections/notes", json={"visibility": "private"})
+    assert changed.status_code == 200, changed.text
+    assert not await bob_finds()
+    assert "TANGERINE" not in (await _ask(org.bob, "What is the password hint?")).text
+    named = await org.bob.post("/api/v1/search/semantic", json={"query": "hint", "collection": "notes"})
+    assert named.status_code == 404
+    assert (await org.alice.patch("/api/v1/collections/notes", json={"visibility": "org"})).status_code == 200
+    assert await bob_finds()
+    assert (await org.alice.delete("/api/v1/collections/notes")).status_code == 204
+    assert (await org.bob.post("/api/v1/search/semantic",
+                               json={"query": "hint", "collection": "notes"})).status_code == 404
+    # a collection made after the last read is found when named
+    assert (await org.bob.post("/api/v1/collections", json={"name": "fresh"})).status_code == 201
+    assert (await org.bob.post("/api/v1/search/semantic",
+                               json={"query": "hint", "collection": "fresh"})).status_code == 200
+
+
 async def test_admins_list_and_erase_conversations_without_reading_them(org: Org) -> None:
     alices = (await _ask(org.alice, "private matter")).json()["conversation_id"]
     d1s = (await _ask(org.d1, "division matter")).json()["conversation_id"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, and_, false, or_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -101,7 +101,20 @@ def readable_collections(principal: Principal) -> ColumnElement[bool]:
                and_(Collection.visibility == "private", owned_by(Collection, principal)))
 
 
-def may_read_collection(collection: Collection, principal: Principal) -> bool:
+class CollectionAccess(Protocol):
+    """What decides who may read a collection: a ``Collection`` row, or a copy of these columns."""
+
+    @property
+    def visibility(self) -> str: ...
+    @property
+    def division_id(self) -> str | None: ...
+    @property
+    def user_id(self) -> str | None: ...
+    @property
+    def api_key_id(self) -> str | None: ...
+
+
+def may_read_collection(collection: CollectionAccess, principal: Principal) -> bool:
     if collection.visibility == "org":
         return True
     if collection.visibility == "division":

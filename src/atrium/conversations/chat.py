@@ -19,7 +19,7 @@ from atrium.conversations.runs import AnswerRun, RunSupervisor
 from atrium.gateway.ports import CallContext, ChatModel
 from atrium.guard.policy import Guard
 from atrium.knowledge.answering import GroundedAnswerer, GroundedPrompt
-from atrium.knowledge.collections import searchable
+from atrium.knowledge.directory import CollectionDirectory
 from atrium.settings import ChatSettings
 from atrium.store.engine import Database
 from atrium.store.models import Message
@@ -29,8 +29,9 @@ ENDPOINT = "/api/v1/chat/ask"
 
 class ChatService:
     def __init__(self, db: Database, answerer: GroundedAnswerer, model: ChatModel, runs: RunSupervisor,
-                 settings: ChatSettings, guard: Guard | None = None) -> None:
+                 settings: ChatSettings, directory: CollectionDirectory, guard: Guard | None = None) -> None:
         self.db = db
+        self.directory = directory
         self.answerer = answerer
         self.model = model
         self.runs = runs
@@ -43,8 +44,8 @@ class ChatService:
         the entry point the model calls are metered under (``/api/v1/chat/ask``, ``/ws``). Only the
         caller's own conversation can be continued, and only collections it may read are searched
         (``NotFound`` otherwise, before anything is stored)."""
+        collections = await self.directory.searchable(principal, collections)
         async with principal_session(self.db, principal) as session:
-            collections = await searchable(session, principal, collections)
             if conversation_id is None:
                 conversation = repo.new_conversation(principal, message[:80])
                 session.add(conversation)

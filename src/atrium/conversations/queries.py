@@ -17,7 +17,7 @@ from atrium.errors import NotFound
 from atrium.gateway.ports import CallContext, ChatModel
 from atrium.guard.policy import Guard
 from atrium.knowledge.answering import GroundedAnswerer, GroundedPrompt
-from atrium.knowledge.collections import searchable
+from atrium.knowledge.directory import CollectionDirectory
 from atrium.settings import ChatSettings
 from atrium.store.engine import Database
 from atrium.store.models import QueryRecord
@@ -27,8 +27,9 @@ ENDPOINT = "/api/v1/query"
 
 class QueryService:
     def __init__(self, db: Database, answerer: GroundedAnswerer, model: ChatModel, runs: RunSupervisor,
-                 settings: ChatSettings, guard: Guard | None = None) -> None:
+                 settings: ChatSettings, directory: CollectionDirectory, guard: Guard | None = None) -> None:
         self.db = db
+        self.directory = directory
         self.answerer = answerer
         self.model = model
         self.runs = runs
@@ -39,9 +40,9 @@ class QueryService:
                      collections: Sequence[str] | None) -> tuple[str, asyncio.Task[None]]:
         """Store the query as ``pending`` and start answering it; returns the record id and the run.
         The run stores the answer itself, so a caller that stops waiting loses nothing."""
+        requested = collections
+        collections = await self.directory.searchable(principal, collections)
         async with principal_session(self.db, principal) as session:
-            requested = collections
-            collections = await searchable(session, principal, collections)
             record = QueryRecord(org_id=principal.org_id, division_id=principal.division_id, question=question,
                                  collection=",".join(requested) if requested else None, **owner_columns(principal))
             session.add(record)

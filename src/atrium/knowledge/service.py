@@ -25,6 +25,7 @@ from atrium.errors import InvalidRequest, NotFound
 from atrium.knowledge import repository as repo
 from atrium.knowledge.chunking import chunk_text
 from atrium.knowledge.collections import ensure as ensure_collection
+from atrium.knowledge.directory import CollectionDirectory
 from atrium.knowledge.fusion import reciprocal_rank_fusion
 from atrium.knowledge.keyword import KeywordSearch
 from atrium.knowledge.ports import Embedder, VectorIndex
@@ -72,9 +73,12 @@ class KnowledgeService:
     """Ingest, search and index upkeep for every tenant; tenant is a required argument throughout."""
 
     def __init__(self, db: Database, embedder: Embedder, index: VectorIndex, keyword: KeywordSearch,
-                 settings: KnowledgeSettings, pubsub: PubSub | None = None) -> None:
+                 settings: KnowledgeSettings, pubsub: PubSub | None = None,
+                 directory: CollectionDirectory | None = None) -> None:
         self.db = db
         self.pubsub = pubsub
+        # Forgets a tenant's collections whenever a change is announced, here or by another process.
+        self.directory = directory if directory is not None else CollectionDirectory(db, ttl_s=0)
         self._nudge = asyncio.Event()
         self.embedder = embedder
         self.index = index
@@ -172,6 +176,7 @@ class KnowledgeService:
 
     async def _announce(self, tenant: str) -> None:
         """Tell other processes (replicas, the server while the CLI ingests) to reconcile now."""
+        self.directory.forget(tenant)
         if self.pubsub is not None:
             try:
                 await self.pubsub.publish(CHANGES_CHANNEL, tenant)
@@ -294,7 +299,11 @@ class KnowledgeService:
 
     async def _listen(self) -> None:
         assert self.pubsub is not None
-        await follow(self.pubsub, CHANGES_CHANNEL, lambda _tenant: self._nudge.set())
+        def changed(tenant: str) -> None:
+            self.directory.forget(tenant)
+            self._nudge.set()
+
+        await follow(self.pubsub, CHANGES_CHANNEL, changed, on_gap=self.directory.forget_all)
 
     async def _upkeep(self) -> None:
         try:

@@ -8,10 +8,8 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from atrium.accounts.ownership import principal_session
 from atrium.errors import InvalidRequest, PayloadTooLarge
 from atrium.http.deps import LimitedPrincipalDep, ServicesDep
-from atrium.knowledge.collections import searchable
 from atrium.knowledge.service import check_collection
 
 router = APIRouter(prefix="/api/v1/search", tags=["search"])
@@ -32,8 +30,8 @@ async def semantic(body: SearchBody, principal: LimitedPrincipalDep, services: S
         raise PayloadTooLarge(f"query is longer than {limits.max_message_chars} characters.")
     if body.limit > limits.max_search_limit:
         raise InvalidRequest(f"limit must be at most {limits.max_search_limit}.")
-    async with principal_session(services.db, principal) as session:
-        names = await searchable(session, principal, [check_collection(body.collection)] if body.collection else None)
+    names = await services.knowledge.directory.searchable(
+        principal, [check_collection(body.collection)] if body.collection else None)
     hits = await services.knowledge.search(principal.org_id, body.query, mode=body.mode, limit=body.limit,
                                            collections=names)
     return {
