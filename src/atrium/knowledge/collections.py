@@ -37,9 +37,14 @@ async def searchable(session: AsyncSession, principal: Principal,
                      requested: Sequence[str] | None) -> list[str]:
     """The collections a search on behalf of ``principal`` may look in: the ``requested`` ones (each must
     be readable, else ``NotFound``), or every readable one."""
-    readable = await readable_names(session, principal)
+    return among(await readable_names(session, principal), requested)
+
+
+def among(readable: Sequence[str], requested: Sequence[str] | None) -> list[str]:
+    """The ``requested`` collections, each of which must be ``readable`` (else ``NotFound``), or all of
+    ``readable``."""
     if requested is None:
-        return readable
+        return list(readable)
     allowed = set(readable)
     for name in requested:
         if name not in allowed:

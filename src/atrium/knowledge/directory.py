@@ -20,8 +20,7 @@ from sqlalchemy import select
 
 from atrium.accounts.ownership import may_read_collection, principal_session
 from atrium.accounts.principal import Principal
-from atrium.errors import NotFound
-from atrium.knowledge.collections import searchable
+from atrium.knowledge.collections import among, searchable
 from atrium.store.engine import Database
 from atrium.store.models import Collection
 
@@ -69,14 +68,7 @@ class CollectionDirectory:
         if entries is None:  # too many to keep: let the database filter them
             async with principal_session(self._db, principal) as session:
                 return await searchable(session, principal, requested)
-        readable = [entry.name for entry in entries if may_read_collection(entry, principal)]
-        if requested is None:
-            return readable
-        allowed = set(readable)
-        for name in requested:
-            if name not in allowed:
-                raise NotFound(f"No such collection: {name}.")
-        return list(requested)
+        return among([entry.name for entry in entries if may_read_collection(entry, principal)], requested)
 
     async def _organisation(self, org_id: str, *, fresh: bool = False) -> tuple[CollectionEntry, ...] | None:
         """The organisation's collections (None: more than ``_LARGE``)."""
