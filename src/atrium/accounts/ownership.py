@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from atrium.accounts.principal import Principal
 from atrium.store.engine import Database
 from atrium.store.models import Collection
-from atrium.store.tenancy import Scope
+from atrium.store.scope import Scope
 
 ANONYMOUS_OWNER = "anonymous"
 CLI_OWNER = "cli"  # what the operator makes with ``atrium`` commands (no user, no key)

@@ -39,7 +39,7 @@ from atrium.gateway.ports import (
 from atrium.gateway.tokens import TokenCounter
 from atrium.store.engine import Database
 from atrium.store.models import UsageRecord
-from atrium.store.tenancy import rescope
+from atrium.store.scope import rescope
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import anyio
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from atrium.store.tenancy import Scope, ScopedSession, bind_scope
+from atrium.store.scope import Scope, ScopedSession, bind_scope
 
 
 def build_engine(url: str, *, echo: bool = False) -> AsyncEngine:
@@ -38,7 +38,7 @@ class Database:
     """The engine plus scoped sessions. Each opens a transaction that commits on success:
     ``tenant_session(org_id)`` for work on behalf of one tenant (on PostgreSQL, Row-Level Security hides
     and refuses every other tenant's rows), ``system_session()`` for the few cross-tenant tasks. See
-    ``atrium.store.tenancy``."""
+    ``atrium.store.scope`` and ``atrium.store.tenancy``."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
