@@ -5,25 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import select
 
-from atrium.accounts.bootstrap import ensure_admin
-from atrium.accounts.principal import Principal
 from atrium.cli_accounts import keys_app, users_app
-from atrium.container import Services, build_services, close_services, migrate
-from atrium.errors import AppError
-from atrium.settings import Settings, masked_dump, unknown_env_vars
+from atrium.cli_common import admin_principal, console, load_settings, run_async
+from atrium.container import build_services, close_services, migrate
+from atrium.settings import Settings, masked_dump
 from atrium.telemetry.logging import configure_logging
 
 if TYPE_CHECKING:
@@ -36,26 +29,6 @@ index_app = typer.Typer(help="Vector index upkeep.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
-console = Console(stderr=True, soft_wrap=True)
-T = TypeVar("T")
-
-
-def load_settings(**overrides: Any) -> Settings:
-    for name in unknown_env_vars(os.environ):
-        console.print(f"[yellow]warning:[/yellow] {name} is not an Atrium setting and is ignored")
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except (ValidationError, ValueError) as exc:
-        console.print(f"[red]Invalid configuration:[/red] {exc}")
-        raise typer.Exit(2) from None
-
-
-def run_async(work: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return asyncio.run(work())  # type: ignore[arg-type]
-    except AppError as exc:
-        console.print(f"[red]{exc.code}:[/red] {exc.message}")
-        raise typer.Exit(1) from None
 
 
 def server_config(app: Any, settings: Settings, *, host: str | None = None,
@@ -131,23 +104,6 @@ def migrate_command() -> None:
     console.print("[green]database is at the latest schema[/green]")
 
 
-async def _admin_principal(services: Services, org: str | None) -> Principal:
-    from atrium.store.models import Organization
-
-    created = await ensure_admin(services.db, preset_key=None if services.settings.bootstrap_admin_key is None
-                                 else services.settings.bootstrap_admin_key.get_secret_value())
-    if created is not None and created.raw_key is not None:
-        console.print(f"\n  Atrium admin API key (shown once): [bold]{created.raw_key}[/bold]\n")
-    async with services.db.system_session() as session:  # the tenant is what this looks up
-        query = select(Organization.id).order_by(Organization.created_at).limit(1)
-        if org is not None:
-            query = select(Organization.id).where(Organization.id == org)
-        org_id = await session.scalar(query)
-    if org_id is None:
-        raise AppError(f"no organisation {org!r}", code="not_found")
-    return Principal(org_id=org_id, user_id=None, role="owner", via="cli")
-
-
 @app.command()
 def ingest(paths: Annotated[list[Path], typer.Argument(help="Files or directories (.txt, .md).")],
            collection: Annotated[str, typer.Option(help="Collection to add the documents to.")] = "default",
@@ -165,7 +121,7 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files or directorie
         await migrate(settings)
         services = await build_services(settings)
         try:
-            principal = await _admin_principal(services, org)
+            principal = await admin_principal(services, org)
             await services.knowledge.reconcile()
             with Progress(TextColumn("[bold]ingesting[/bold]"), BarColumn(), MofNCompleteColumn(),
                           TextColumn("{task.fields[source]}"), TimeElapsedColumn(), console=console) as bar:
@@ -203,7 +159,7 @@ def search(query: str,
     async def work() -> list[dict[str, Any]]:
         services = await build_services(settings)
         try:
-            principal = await _admin_principal(services, None)
+            principal = await admin_principal(services, None)
             await services.knowledge.reconcile()
             hits = await services.knowledge.search(principal.org_id, query, mode=mode, limit=limit,  # type: ignore[arg-type]
                                                    collections=[collection] if collection else None)
@@ -231,7 +187,7 @@ def ask(question: str, collection: Annotated[str | None, typer.Option()] = None)
         await migrate(settings)
         services = await build_services(settings)
         try:
-            principal = await _admin_principal(services, None)
+            principal = await admin_principal(services, None)
             await services.knowledge.reconcile()
             run = await services.chat.ask(principal, question, conversation_id=None,
                                           collections=[collection] if collection else None)

@@ -28,9 +28,11 @@ from atrium.accounts.admin_base import Page
 from atrium.accounts.admin_views import created_key_view, key_view, member_view
 from atrium.accounts.passwords import MAX_PASSWORD_CHARS
 from atrium.accounts.principal import Principal
+from atrium.cli_common import admin_principal, console, load_settings, run_async
 from atrium.errors import InvalidRequest, NotFound
 from atrium.settings import Settings
 from atrium.store.models import ApiKey, User
+from atrium.telemetry.logging import configure_logging
 
 users_app = typer.Typer(help="Users of an organisation: create, list, set-role, disable, enable.",
                         no_args_is_help=True)
@@ -53,9 +55,6 @@ DivisionOption = Annotated[str | None, typer.Option("--division", help="Division
 
 
 def _run(work: Callable[[Settings], Awaitable[T]]) -> T:
-    # Imported here: atrium.cli imports this module to register its commands.
-    from atrium.cli import configure_logging, load_settings, run_async
-
     settings = load_settings()
     configure_logging("warning")
     return run_async(lambda: work(settings))
@@ -66,13 +65,12 @@ async def _admin(settings: Settings, org: str | None, *, user_email: str | None 
                  key_id: str | None = None) -> AsyncIterator[tuple[AccountAdmin, str]]:
     """An ``AccountAdmin`` acting as an owner of the organisation: ``org``, else the home organisation of
     ``user_email`` or the organisation of ``key_id``, else the first one (created on a new data dir)."""
-    from atrium.cli import _admin_principal
     from atrium.container import build_services, close_services, migrate
 
     await migrate(settings)
     services = await build_services(settings)
     try:
-        org_id = (await _admin_principal(services, None)).org_id  # on a new data dir, the first start too
+        org_id = (await admin_principal(services, None)).org_id  # on a new data dir, the first start too
         if org is None and (user_email is not None or key_id is not None):
             async with services.db.system_session() as session:
                 org = await session.scalar(
@@ -82,7 +80,7 @@ async def _admin(settings: Settings, org: str | None, *, user_email: str | None 
                 raise NotFound(f"No user with the email {user_email!r}." if user_email is not None
                                else f"No API key {key_id!r}.")
         if org is not None:
-            org_id = (await _admin_principal(services, org)).org_id
+            org_id = (await admin_principal(services, org)).org_id
         actor = Principal(org_id=org_id, user_id=None, role="owner", via="cli")
         async with administer(services.db, services.authenticator, services.sessions.passwords, actor) as admin:
             yield admin, org_id
@@ -218,8 +216,6 @@ def keys_create(
 ) -> None:
     """Create an API key and print it, once, on stdout (details go to stderr). Default organisation: the
     user's home one with --user, else the first."""
-    from atrium.cli import console
-
     async def work(settings: Settings) -> dict[str, Any]:
         async with _admin(settings, org, user_email=user) as (admin, org_id):
             user_id = (await admin.member_by_email(org_id, user)).user.id if user is not None else None
@@ -259,8 +255,6 @@ def keys_list(org: OrgOption = None, as_json: JsonOption = False,
 @keys_app.command("revoke")
 def keys_revoke(key_id: str, org: OrgOption = None) -> None:
     """Revoke a key (default organisation: the key's own)."""
-    from atrium.cli import console
-
     async def work(settings: Settings) -> None:
         async with _admin(settings, org, key_id=key_id) as (admin, org_id):
             await admin.revoke_key(org_id, key_id)
