@@ -22,7 +22,7 @@ from atrium.conversations.runs import RunSupervisor
 from atrium.gateway.budgeting import SpendControl
 from atrium.gateway.guarding import build_guard
 from atrium.gateway.http_client import upstream_http_client
-from atrium.gateway.ports import ChatModel
+from atrium.gateway.ports import ChatModel, Embedder
 from atrium.gateway.service import Gateway, build_gateway
 from atrium.gateway.tokens import TokenCounter
 from atrium.guard.budgets import BudgetGuard
@@ -32,14 +32,15 @@ from atrium.jobs.queue import DatabaseJobQueue
 from atrium.knowledge.answering import GroundedAnswerer
 from atrium.knowledge.directory import CollectionDirectory
 from atrium.knowledge.ingest import upload_job_handler
-from atrium.knowledge.keyword import KeywordSearch, PostgresKeywordSearch, SqliteKeywordSearch
-from atrium.knowledge.ports import Embedder, VectorIndex
+from atrium.knowledge.keyword import PostgresKeywordSearch, SqliteKeywordSearch
+from atrium.knowledge.ports import KeywordSearch, VectorIndex
 from atrium.knowledge.service import KnowledgeService
 from atrium.settings import Settings
 from atrium.store.engine import Database, build_engine, temporary_database
 from atrium.store.files import secure_data_dir
 from atrium.store.migrate import upgrade
-from atrium.store.pubsub import InProcessPubSub, PubSub, RedisPubSub
+from atrium.store.ports import PubSub
+from atrium.store.pubsub import InProcessPubSub, RedisPubSub
 from atrium.store.tenancy import app_role_name, grant_app_role, verify_isolation
 from atrium.telemetry.metrics import Metrics
 

@@ -10,9 +10,9 @@ import pytest
 from blockbuster import BlockBuster
 
 from atrium.errors import InvalidRequest
+from atrium.gateway.ports import Embedder
 from atrium.knowledge.embedders import HashEmbedder, OnnxEmbedder
 from atrium.knowledge.embedders.onnx_minilm import bundled_model_paths
-from atrium.knowledge.ports import Embedder
 
 # Lengths vary on purpose: the ONNX adapter sorts by length and runs small batches, so order must survive.
 TEXTS = [

@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from atrium.gateway.http_client import upstream_http_client
+from atrium.gateway.ports import Embedder
 from atrium.gateway.providers.openai_embeddings import OpenAIEmbeddings
 from atrium.gateway.providers.registry import build_provider
-from atrium.knowledge.ports import Embedder
 from atrium.settings import ProviderSettings
 from tests.contract.test_embedder_contract import (  # noqa: F401  (collected here, over this module's adapters)
     test_batch_equals_one_by_one_in_input_order,

@@ -8,7 +8,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from atrium.knowledge.keyword import KeywordSearch, PostgresKeywordSearch, SqliteKeywordSearch, query_terms
+from atrium.knowledge.keyword import PostgresKeywordSearch, SqliteKeywordSearch, query_terms
+from atrium.knowledge.ports import KeywordSearch
 from atrium.store.engine import Database, build_engine
 from atrium.store.migrate import upgrade
 from atrium.store.models import Chunk, Document, Organization

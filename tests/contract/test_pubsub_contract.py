@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from atrium.store.pubsub import InProcessPubSub, PubSub, RedisPubSub
+from atrium.store.ports import PubSub
+from atrium.store.pubsub import InProcessPubSub, RedisPubSub
 
 
 @pytest.fixture(params=["in-process", pytest.param("redis", marks=pytest.mark.integration)])

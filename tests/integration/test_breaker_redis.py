@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from atrium.gateway.breaker import BreakerChatModel, BreakerRegistry, CircuitBreaker, RedisBreakerStore
+from atrium.gateway.breaker import BreakerChatModel, BreakerRegistry, CircuitBreaker
+from atrium.gateway.breaker_stores import RedisBreakerStore
 from atrium.gateway.providers.fake import FakeChatModel
 from atrium.settings import BreakerSettings
 from tests.unit.gateway.test_breaker import FakeClock

@@ -13,7 +13,8 @@ from sqlalchemy import update
 
 from atrium.accounts.ownership import Owner
 from atrium.errors import AppError, InvalidRequest, NotFound
-from atrium.jobs.queue import DatabaseJobQueue, ProgressFn
+from atrium.jobs.ports import ProgressFn
+from atrium.jobs.queue import DatabaseJobQueue
 from atrium.store.engine import Database, build_engine
 from atrium.store.migrate import upgrade
 from atrium.store.models import Job, Organization

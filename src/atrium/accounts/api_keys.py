@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from atrium.accounts.principal import ROLE_RANK, Principal, Role
 from atrium.store.engine import Database
 from atrium.store.models import ApiKey, Membership, User
-from atrium.store.pubsub import PubSub
+from atrium.store.ports import PubSub
 from atrium.store.single_flight import SingleFlight
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from atrium.accounts.tokens import AccessTokens, looks_like_jwt, signing_secret,
 from atrium.errors import Unauthorized
 from atrium.settings import AuthSettings
 from atrium.store.engine import Database
-from atrium.store.pubsub import PubSub, follow
+from atrium.store.ports import PubSub, follow
 from atrium.store.single_flight import SingleFlight
 
 log = logging.getLogger(__name__)

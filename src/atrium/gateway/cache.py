@@ -7,8 +7,7 @@ cached. Only answers that finished (``Done``) are stored; a request opts out wit
 ``context.cache=False``. A hit replays the answer as ``Start``, one ``Token``, the tool calls, ``Usage``
 and ``Done(cached=True)``.
 
-Stores: ``InProcessCacheStore`` (embedded default; cachetools' TTL cache) and ``RedisCacheStore`` (scale
-profile; shared by every replica, expiry by Redis).
+The entries live in a ``CacheStore`` (``gateway/ports.py``): in-process or Redis (``gateway/cache_stores.py``).
 """
 
 from __future__ import annotations
@@ -18,13 +17,11 @@ import json
 import logging
 from collections.abc import AsyncGenerator
 from dataclasses import asdict
-from typing import Any, Protocol
-
-from cachetools import TTLCache
-from redis.asyncio import Redis
+from typing import Any
 
 from atrium.gateway.fallback import closing_stream
 from atrium.gateway.ports import (
+    CacheStore,
     ChatEvent,
     ChatModel,
     ChatRequest,
@@ -36,48 +33,6 @@ from atrium.gateway.ports import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class CacheStore(Protocol):
-    """Bytes by key with a time to live."""
-
-    async def get(self, key: str) -> bytes | None: ...
-
-    async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
-
-    async def aclose(self) -> None: ...
-
-
-class InProcessCacheStore:
-    def __init__(self, *, max_entries: int, ttl_s: float) -> None:
-        self._entries: TTLCache[str, bytes] = TTLCache(maxsize=max_entries, ttl=ttl_s)
-
-    async def get(self, key: str) -> bytes | None:
-        return self._entries.get(key)
-
-    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        self._entries[key] = value  # one TTL for the whole store (the configured one)
-
-    async def aclose(self) -> None:
-        self._entries.clear()
-
-
-class RedisCacheStore:
-    """Entries in Redis with a per-key expiry; the client is shared and owned by the caller."""
-
-    def __init__(self, client: Redis, *, prefix: str = "atrium:cache:") -> None:
-        self._client = client
-        self._prefix = prefix
-
-    async def get(self, key: str) -> bytes | None:
-        value: bytes | str | None = await self._client.get(self._prefix + key)
-        return value.encode() if isinstance(value, str) else value
-
-    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        await self._client.set(self._prefix + key, value, px=max(1, int(ttl_s * 1000)))
-
-    async def aclose(self) -> None:
-        """The shared client is closed by its owner."""
 
 
 def cache_key(request: ChatRequest) -> str | None:

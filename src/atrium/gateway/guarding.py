@@ -54,7 +54,7 @@ from atrium.guard.pii import Redaction, StreamRestorer
 from atrium.guard.policy import Guard, GuardMetrics, PolicyStore, redact_offloaded
 from atrium.settings import GuardPolicySettings, Settings
 from atrium.store.engine import Database
-from atrium.store.pubsub import PubSub
+from atrium.store.ports import PubSub
 from atrium.telemetry.metrics import Metrics
 
 

@@ -1,15 +1,27 @@
-"""The ChatModel port: one async method that streams typed events.
+"""The gateway's ports: the models it calls and the stores its wrappers keep state in.
 
-Every adapter (local llama.cpp, OpenAI-format HTTP, fake) and every wrapper (fallback, retry, breaker,
-metering, cache) implements this same port. A stream always ends with exactly one ``Done`` or ``ErrorEvent``;
-``Usage`` comes before it when known.
+``ChatModel``: one async method that streams typed events. Every adapter (local llama.cpp, OpenAI-format
+HTTP, fake) and every wrapper (fallback, retry, breaker, metering, cache) implements this same port. A stream
+always ends with exactly one ``Done`` or ``ErrorEvent``; ``Usage`` comes before it when known.
+
+``Embedder``: texts to vectors (float32, L2-normalised, shape ``(n, dimensions)``); the knowledge room
+embeds its chunks with it, ``/v1/embeddings`` serves it.
+
+``CacheStore`` (the response cache's bytes) and ``BreakerStore`` (circuit breaker state): in-process or
+Redis (``cache_stores.py``, ``breaker_stores.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from atrium.settings import BreakerSettings
 
 Role = Literal["system", "user", "assistant", "tool"]
 Task = Literal["chat", "qa", "artifact", "classify", "summarize"]
@@ -167,3 +179,80 @@ class ChatModel(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+Vectors = npt.NDArray[np.float32]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into normalised vectors. CPU-heavy work runs off the event loop."""
+
+    name: str
+    dimensions: int
+
+    async def embed(self, texts: Sequence[str]) -> Vectors: ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the embedding model sees for ``text`` (used to size chunks)."""
+        ...
+
+
+class CacheStore(Protocol):
+    """Bytes by key with a time to live."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+BreakerState = Literal["closed", "open", "half_open"]
+Outcome = Literal["success", "failure", "release"]
+
+
+@dataclass(frozen=True, slots=True)
+class Permit:
+    """The answer to "may I call?": ``retry_in_s`` says, when refused, how long until a trial may go."""
+
+    allowed: bool
+    state: BreakerState
+    retry_in_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSnapshot:
+    """A breaker as an admin page or metrics see it. ``opened_at`` is in the breaker's clock (monotonic
+    in-process, Unix time with Redis); ``retry_in_s`` is ``None`` while closed."""
+
+    name: str
+    state: BreakerState
+    failures: int
+    opened_at: float | None
+    retry_in_s: float | None
+
+
+class BreakerStore(Protocol):
+    """Where breaker state lives; each method is one atomic transition of the breaker called ``name``
+    (the state machine is described in ``breaker.py``).
+
+    ``now`` comes from the breaker's clock; ``clock`` is the one a breaker should use by default with this
+    store (it must be shared by everyone sharing the store).
+    """
+
+    clock: Callable[[], float]
+
+    async def acquire(self, name: str, settings: BreakerSettings, now: float) -> Permit:
+        """May a call go through now? Takes a trial slot when half-open."""
+        ...
+
+    async def record(self, name: str, outcome: Outcome, settings: BreakerSettings, now: float) -> BreakerState:
+        """Apply a call's outcome; returns the state after it."""
+        ...
+
+    async def snapshot(self, name: str, settings: BreakerSettings, now: float) -> BreakerSnapshot: ...
+
+    async def reset(self, name: str) -> None:
+        """Back to closed with no failures."""
+        ...

@@ -28,19 +28,23 @@ import numpy as np
 from redis.asyncio import Redis
 
 from atrium.errors import InvalidRequest
-from atrium.gateway.breaker import (
-    BreakerChatModel,
-    BreakerRegistry,
-    BreakerStore,
-    InProcessBreakerStore,
-    RedisBreakerStore,
-)
+from atrium.gateway.breaker import BreakerChatModel, BreakerRegistry
+from atrium.gateway.breaker_stores import InProcessBreakerStore, RedisBreakerStore
 from atrium.gateway.budgeting import BudgetedChatModel, SpendControl, embedding_spend
-from atrium.gateway.cache import CachedChatModel, CacheStore, InProcessCacheStore, RedisCacheStore
+from atrium.gateway.cache import CachedChatModel
+from atrium.gateway.cache_stores import InProcessCacheStore, RedisCacheStore
 from atrium.gateway.catalogue import Catalogue, CatalogueEntry, Route, catalogue_entries, price_of
 from atrium.gateway.guarding import GuardedChatModel
 from atrium.gateway.metering import MeteredChatModel, UsageRecorder, UsageRow
-from atrium.gateway.ports import CallContext, ChatModel, ChatRequest
+from atrium.gateway.ports import (
+    BreakerStore,
+    CacheStore,
+    CallContext,
+    ChatModel,
+    ChatRequest,
+    Embedder,
+    Vectors,
+)
 from atrium.gateway.providers.registry import build_chat_adapter, build_embedding_adapter
 from atrium.gateway.retry import RetryingChatModel
 from atrium.gateway.router import RouterChatModel
@@ -48,7 +52,6 @@ from atrium.gateway.routing import LatencyObservingChatModel, LatencyTracker
 from atrium.gateway.timeouts import FirstEventTimeout, TotalTimeout
 from atrium.gateway.tokens import TokenCounter
 from atrium.guard.policy import Guard
-from atrium.knowledge.ports import Embedder, Vectors
 from atrium.settings import GatewaySettings, ModelSettings, ProviderSettings, Settings
 from atrium.store.engine import Database
 from atrium.telemetry.metrics import Metrics

@@ -37,7 +37,7 @@ from atrium.guard.budget_store import Line, Refused, Settlement
 from atrium.settings import BudgetSettings
 from atrium.store.engine import Database
 from atrium.store.models import Budget, new_id
-from atrium.store.pubsub import PubSub, follow
+from atrium.store.ports import PubSub, follow
 from atrium.store.single_flight import SingleFlight
 
 log = logging.getLogger(__name__)

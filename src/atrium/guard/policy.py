@@ -36,7 +36,7 @@ from atrium.guard.sanitize import MarkdownSanitizer
 from atrium.settings import GuardPolicySettings, GuardSettings, InjectionAction, PiiAction, PiiKind
 from atrium.store.engine import Database
 from atrium.store.models import OrgPolicy, utcnow
-from atrium.store.pubsub import PubSub, follow
+from atrium.store.ports import PubSub, follow
 from atrium.store.single_flight import SingleFlight
 from atrium.telemetry.metrics import Metrics
 

@@ -1,4 +1,4 @@
-"""The JobQueue port and its embedded adapter: a durable job table worked by an in-process worker.
+"""The JobQueue backend (port: ``jobs/ports.py``): a durable job table worked by an in-process worker.
 
 A job is committed before it is announced, so a crash loses none: at start-up, jobs left ``running`` by a
 dead process go back to ``queued`` (up to ``max_attempts``) and run again. Handlers must be idempotent
@@ -10,30 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import select, update
 
 from atrium.accounts.ownership import Owner
 from atrium.errors import AppError, NotFound
+from atrium.jobs.ports import Handler
 from atrium.store.engine import Database
 from atrium.store.models import Job
 
 log = logging.getLogger(__name__)
-
-ProgressFn = Callable[[float], Awaitable[None]]
-Handler = Callable[[Job, ProgressFn], Awaitable[dict[str, Any]]]
-
-
-class JobQueue(Protocol):
-    """Durable background work, per tenant. A job belongs to who queued it (``owner``): ``get`` finds
-    only the owner's jobs."""
-
-    async def enqueue(self, tenant: str, kind: str, payload: dict[str, Any], *, owner: Owner) -> str: ...
-
-    async def get(self, tenant: str, job_id: str, *, owner: Owner) -> Job: ...
 
 
 class DatabaseJobQueue:

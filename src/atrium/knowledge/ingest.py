@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 
 from atrium.errors import AppError, InvalidRequest
-from atrium.jobs.queue import ProgressFn
+from atrium.jobs.ports import ProgressFn
 from atrium.knowledge.parsing import is_supported, parse_document
 from atrium.knowledge.service import IngestResult, KnowledgeService
 from atrium.store.models import Job

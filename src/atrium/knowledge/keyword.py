@@ -1,4 +1,5 @@
-"""Keyword search: SQLite FTS5 (embedded) and PostgreSQL full text (scale profile), behind one port.
+"""The KeywordSearch backends (port: ``knowledge/ports.py``): SQLite FTS5 (embedded) and PostgreSQL full text
+(scale profile).
 
 User text is never passed to the engine's query language as is: it is reduced to word tokens OR-ed
 together, so quotes, operators and stray syntax cannot break or widen a query.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Protocol
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,13 +24,6 @@ def query_terms(query: str) -> list[str]:
         if len(word) > 1 or word.isdigit():
             seen.setdefault(word, None)
     return list(seen)[:MAX_TERMS]
-
-
-class KeywordSearch(Protocol):
-    """Ranks a tenant's chunks by keyword relevance; returns ``(chunk_id, score)``, best first."""
-
-    async def search(self, session: AsyncSession, tenant: str, collections: Sequence[str] | None,
-                     query: str, limit: int) -> list[tuple[int, float]]: ...
 
 
 class SqliteKeywordSearch:

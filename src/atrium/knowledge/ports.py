@@ -1,4 +1,4 @@
-"""Knowledge ports: Embedder and VectorIndex.
+"""Knowledge ports: VectorIndex and KeywordSearch (the Embedder port is the gateway's: ``gateway/ports.py``).
 
 Vectors are float32, L2-normalised, shape ``(n, dimensions)``; scores are cosine similarities (higher is
 better). The tenant (organisation id) is a required argument of every index method: one tenant's vectors are
@@ -11,24 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-import numpy as np
-import numpy.typing as npt
+from sqlalchemy.ext.asyncio import AsyncSession
 
-Vectors = npt.NDArray[np.float32]
-
-
-@runtime_checkable
-class Embedder(Protocol):
-    """Turns texts into normalised vectors. CPU-heavy work runs off the event loop."""
-
-    name: str
-    dimensions: int
-
-    async def embed(self, texts: Sequence[str]) -> Vectors: ...
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens the embedding model sees for ``text`` (used to size chunks)."""
-        ...
+from atrium.gateway.ports import Vectors
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +48,11 @@ class VectorIndex(Protocol):
     async def save(self) -> None:
         """Persist to disk (no-op for in-memory adapters)."""
         ...
+
+
+class KeywordSearch(Protocol):
+    """Ranks a tenant's chunks by keyword relevance; returns ``(chunk_id, score)``, best first (higher is
+    better). Backends: ``knowledge/keyword.py``."""
+
+    async def search(self, session: AsyncSession, tenant: str, collections: Sequence[str] | None,
+                     query: str, limit: int) -> list[tuple[int, float]]: ...

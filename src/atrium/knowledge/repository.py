@@ -10,7 +10,7 @@ import numpy as np
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from atrium.knowledge.ports import Vectors
+from atrium.gateway.ports import Vectors
 from atrium.store.models import Chunk, Collection, Document, KnowledgeRevision
 
 

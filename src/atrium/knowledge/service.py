@@ -22,17 +22,17 @@ import anyio
 import numpy as np
 
 from atrium.errors import InvalidRequest, NotFound
+from atrium.gateway.ports import Embedder
 from atrium.knowledge import repository as repo
 from atrium.knowledge.chunking import chunk_text
 from atrium.knowledge.collections import ensure as ensure_collection
 from atrium.knowledge.directory import CollectionDirectory
 from atrium.knowledge.fusion import reciprocal_rank_fusion
-from atrium.knowledge.keyword import KeywordSearch
-from atrium.knowledge.ports import Embedder, VectorIndex
+from atrium.knowledge.ports import KeywordSearch, VectorIndex
 from atrium.settings import KnowledgeSettings
 from atrium.store.engine import Database
 from atrium.store.models import Chunk, Document
-from atrium.store.pubsub import PubSub, follow
+from atrium.store.ports import PubSub, follow
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from atrium.accounts.tokens import AccessTokens
 from atrium.errors import Unauthorized
 from atrium.store.engine import Database
 from atrium.store.models import ApiKey, Division, User
-from atrium.store.pubsub import InProcessPubSub, PubSub, RedisPubSub
+from atrium.store.ports import PubSub
+from atrium.store.pubsub import InProcessPubSub, RedisPubSub
 
 
 def authenticator(db: Database, pubsub: PubSub, ttl_s: float = 600) -> Authenticator:

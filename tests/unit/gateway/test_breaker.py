@@ -9,19 +9,19 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from atrium.gateway.breaker import (
-    BreakerChatModel,
-    BreakerRegistry,
+from atrium.gateway.breaker import BreakerChatModel, BreakerRegistry, CircuitBreaker
+from atrium.gateway.breaker_stores import InProcessBreakerStore, RedisBreakerStore
+from atrium.gateway.ports import (
     BreakerSnapshot,
     BreakerState,
     BreakerStore,
-    CircuitBreaker,
-    InProcessBreakerStore,
+    ChatEvent,
+    Done,
+    ErrorEvent,
     Outcome,
     Permit,
-    RedisBreakerStore,
+    Token,
 )
-from atrium.gateway.ports import ChatEvent, Done, ErrorEvent, Token
 from atrium.gateway.providers.fake import FakeChatModel
 from atrium.settings import BreakerSettings
 from tests.unit.gateway.test_fallback import REQUEST, ScriptedModel, collect, failure

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from atrium.gateway.cache import CachedChatModel, InProcessCacheStore, RedisCacheStore, cache_key
+from atrium.gateway.cache import CachedChatModel, cache_key
+from atrium.gateway.cache_stores import InProcessCacheStore, RedisCacheStore
 from atrium.gateway.ports import CallContext, ChatEvent, ChatMessage, ChatModel, ChatRequest, Done, Start, Token, Usage
 from atrium.gateway.providers.fake import FakeChatModel
 

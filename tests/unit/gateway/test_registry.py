@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from atrium.gateway.ports import ChatMessage, ChatModel, ChatRequest, Done, ErrorEvent, Token
+from atrium.gateway.ports import ChatMessage, ChatModel, ChatRequest, Done, Embedder, ErrorEvent, Token
 from atrium.gateway.providers.anthropic_format import AnthropicChatModel
 from atrium.gateway.providers.fake import NO_ANSWER, FakeChatModel
 from atrium.gateway.providers.openai_embeddings import OpenAIEmbeddings
@@ -22,7 +22,6 @@ from atrium.gateway.providers.registry import (
     build_provider,
     resolve_api_key,
 )
-from atrium.knowledge.ports import Embedder
 from atrium.settings import ModelSettings, ProviderSettings
 from tests.fault_upstream import FaultUpstream
 

@@ -19,7 +19,8 @@ from atrium.settings import BudgetSettings
 from atrium.store.engine import Database, build_engine
 from atrium.store.migrate import upgrade
 from atrium.store.models import ApiKey, Budget, BudgetReservation, BudgetSpend, Organization, User
-from atrium.store.pubsub import InProcessPubSub, PubSub, RedisPubSub
+from atrium.store.ports import PubSub
+from atrium.store.pubsub import InProcessPubSub, RedisPubSub
 from atrium.store.tenancy import grant_app_role
 from tests.tenancy_helpers import database_with_app_role
 

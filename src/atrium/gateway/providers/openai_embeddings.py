@@ -23,9 +23,9 @@ import httpx
 import numpy as np
 
 from atrium.errors import GatewayError
+from atrium.gateway.ports import Vectors
 from atrium.gateway.providers.base import Provider, retry_after_seconds, transport_error
 from atrium.gateway.providers.openai_format import openai_error
-from atrium.knowledge.ports import Vectors
 
 
 class EmbeddingResult(NamedTuple):

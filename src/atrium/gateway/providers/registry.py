@@ -28,13 +28,12 @@ from typing import Any
 
 import httpx
 
-from atrium.gateway.ports import ChatModel, ChatRequest
+from atrium.gateway.ports import ChatModel, ChatRequest, Embedder
 from atrium.gateway.providers.anthropic_format import AnthropicChatModel
 from atrium.gateway.providers.base import Provider
 from atrium.gateway.providers.fake import FakeChatModel, grounded_answer
 from atrium.gateway.providers.openai_embeddings import OpenAIEmbeddings
 from atrium.gateway.providers.openai_format import OpenAIChatModel
-from atrium.knowledge.ports import Embedder
 from atrium.settings import ModelSettings, ProviderSettings
 
 DEFAULT_BASE_URLS: Mapping[str, str] = MappingProxyType({

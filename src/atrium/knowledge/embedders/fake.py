@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from atrium.knowledge.ports import Vectors
+from atrium.gateway.ports import Vectors
 
 _WORD = re.compile(r"\w+")
 _EMPTY_FEATURE = "\x00empty"

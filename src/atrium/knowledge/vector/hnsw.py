@@ -23,7 +23,8 @@ import hnswlib
 import numpy as np
 
 from atrium.errors import AppError, InvalidRequest
-from atrium.knowledge.ports import VectorHit, Vectors
+from atrium.gateway.ports import Vectors
+from atrium.knowledge.ports import VectorHit
 from atrium.knowledge.vector.common import (
     Ids,
     best_hits,

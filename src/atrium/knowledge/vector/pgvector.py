@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 from sqlalchemy import text
 
-from atrium.knowledge.ports import VectorHit, Vectors
+from atrium.gateway.ports import Vectors
+from atrium.knowledge.ports import VectorHit
 from atrium.knowledge.vector.common import check_batch, check_ids, check_name, check_query, normalise_rows
 from atrium.store.engine import Database
 from atrium.store.tenancy import rls_statements
