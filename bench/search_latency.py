@@ -8,8 +8,9 @@ real text embeddings (which lie on a lower-dimensional surface), so recall here 
 Queries are data points perturbed with more noise (``--query-noise``; cosine about 0.96 to the point).
 
 For each size the script builds one HNSW index through the real port (``await index.add`` in batches,
-``num_threads`` for hnswlib's ``add_items``) and one ``ExactVectorIndex``, then for each ``--ef-search``
-value times ``--queries`` sequential ``await index.search(tenant, None, query, 10)`` calls (the async port,
+``num_threads`` for hnswlib's ``add_items``), saves it to a temporary folder, and one ``ExactVectorIndex`` (the
+tests' numpy reference), then for each ``--ef-search`` value opens the saved index with that search breadth
+and times ``--queries`` sequential ``await index.search(tenant, None, query, 10)`` calls (the async port,
 worker-thread hop included) after a warm-up, and as many exact searches (``--exact-queries``, fewer at large
 sizes). Ground truth is exact top-10 by batched matrix product. Reported: p50/p95/p99 latency, CPU ms per
 query, recall@10 of HNSW against exact, build wall and CPU time, peak RSS. Prints one markdown table row per
@@ -32,6 +33,7 @@ import argparse
 import json
 import resource
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,7 +42,10 @@ import anyio
 import numpy as np
 import numpy.typing as npt
 
-from atrium.knowledge.vector import ExactVectorIndex, HnswVectorIndex
+from atrium.knowledge.vector import HnswVectorIndex
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.exact_vector_index import ExactVectorIndex
 
 Matrix = npt.NDArray[np.float32]
 TENANT, COLLECTION, K = "bench", "docs", 10
@@ -139,17 +144,24 @@ async def bench_real(count: int, args: argparse.Namespace) -> list[Row]:
 
 
 async def bench_data(data: Matrix, queries: Matrix, label: str, args: argparse.Namespace) -> list[Row]:
-    n, dim = data.shape
     truth = exact_top_k(data, queries, K)
+    with tempfile.TemporaryDirectory(prefix="atrium-bench-hnsw-") as folder:
+        return await bench_hnsw(Path(folder), data, queries, truth, label, args)
 
-    hnsw = HnswVectorIndex(None, dim, M=args.M, ef_construction=args.ef_construction,
-                           ef_search=args.ef_search[0], num_threads=args.threads, initial_capacity=n)
+
+async def bench_hnsw(folder: Path, data: Matrix, queries: Matrix, truth: npt.NDArray[np.int64], label: str,
+                     args: argparse.Namespace) -> list[Row]:
+    n, dim = data.shape
+    built = HnswVectorIndex(folder, dim, M=args.M, ef_construction=args.ef_construction,
+                            ef_search=args.ef_search[0], num_threads=args.threads, initial_capacity=n)
     cpu, wall = time.process_time(), time.perf_counter()
     for start in range(0, n, 100_000):
         stop = min(n, start + 100_000)
-        await hnsw.add(TENANT, COLLECTION, range(start, stop), data[start:stop])
+        await built.add(TENANT, COLLECTION, range(start, stop), data[start:stop])
     build_wall, build_cpu = time.perf_counter() - wall, time.process_time() - cpu
     print(f"# built {n:,} x {dim} in {build_wall:.1f} s wall, {build_cpu:.1f} s CPU", file=sys.stderr)
+    await built.save()
+    del built
 
     exact = ExactVectorIndex(dim)
     await exact.add(TENANT, COLLECTION, range(n), data)
@@ -160,7 +172,7 @@ async def bench_data(data: Matrix, queries: Matrix, label: str, args: argparse.N
 
     rows = []
     for ef in args.ef_search:
-        hnsw.set_ef_search(ef)
+        hnsw = HnswVectorIndex(folder, dim, M=args.M, ef_construction=args.ef_construction, ef_search=ef)
         latencies, cpu_per_query, found = await time_searches(hnsw, queries)
         recall = float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth, strict=True)]))
         rows.append(Row(

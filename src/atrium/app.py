@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
             background = [
                 asyncio.create_task(services.jobs.work(), name="jobs"),
                 asyncio.create_task(services.knowledge.keep_consistent(), name="index-upkeep"),
-                asyncio.create_task(_warm_up(services.chat_model), name="model-warm-up"),
+                asyncio.create_task(_warm_up(services.gateway.chat), name="model-warm-up"),
                 asyncio.create_task(services.authenticator.listen_for_revocations(), name="auth-revocations"),
             ]
             if services.guard is not None:

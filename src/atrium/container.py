@@ -54,7 +54,6 @@ class Services:
     embedder: Embedder
     index: VectorIndex
     knowledge: KnowledgeService
-    chat_model: ChatModel  # the gateway's full stack (routing, fallback, cache, metering)
     gateway: Gateway
     chat: ChatService
     queries: QueryService
@@ -179,7 +178,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     runs = RunSupervisor()
     jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)})
     return Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
-                    chat_model=model, gateway=gateway,
+                    gateway=gateway,
                     chat=ChatService(db, answerer, model, runs, settings.chat, directory, guard),
                     queries=QueryService(db, answerer, model, runs, settings.chat, directory, guard),
                     jobs=jobs, runs=runs, http_client=http_client, pubsub=pubsub, metrics=metrics,

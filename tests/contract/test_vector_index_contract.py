@@ -18,10 +18,11 @@ from blockbuster import BlockBuster
 
 from atrium.errors import InvalidRequest
 from atrium.knowledge.ports import VectorIndex
-from atrium.knowledge.vector import ExactVectorIndex, HnswVectorIndex
+from atrium.knowledge.vector import HnswVectorIndex
 from atrium.knowledge.vector import hnsw as hnsw_module
 from atrium.knowledge.vector.pgvector import PgVectorIndex
 from atrium.store.engine import Database, build_engine
+from tests.exact_vector_index import ExactVectorIndex
 
 DIM = 32
 IndexFactory = Callable[[], VectorIndex]

@@ -18,6 +18,7 @@ from atrium.jobs.queue import DatabaseJobQueue
 from atrium.store.engine import Database, build_engine
 from atrium.store.migrate import upgrade
 from atrium.store.models import Job, Organization
+from tests.job_helpers import work_until_idle
 
 OWNER = Owner("user-1", None)
 
@@ -44,7 +45,7 @@ async def test_job_runs_and_reports_progress_and_result(db: Database) -> None:
     queue = DatabaseJobQueue(db, {"echo": handler})
     job_id = await queue.enqueue("org-a", "echo", {"value": 42}, owner=OWNER)
     assert (await queue.get("org-a", job_id, owner=OWNER)).status == "queued"
-    assert await queue.run_pending() == 1
+    await work_until_idle(queue)
     job = await queue.get("org-a", job_id, owner=OWNER)
     assert (job.status, job.result, job.progress, job.attempts) == ("succeeded", {"echo": 42}, 1.0, 1)
     assert seen == [0.5]
@@ -60,7 +61,7 @@ async def test_failures_are_recorded_without_internal_details(db: Database) -> N
     queue = DatabaseJobQueue(db, {"bad": bad_input, "crash": crash})
     bad_id = await queue.enqueue("org-a", "bad", {}, owner=OWNER)
     crash_id = await queue.enqueue("org-a", "crash", {}, owner=OWNER)
-    await queue.run_pending()
+    await work_until_idle(queue)
     assert (await queue.get("org-a", bad_id, owner=OWNER)).error == "notes.txt is not UTF-8 text"
     crashed = await queue.get("org-a", crash_id, owner=OWNER)
     assert crashed.status == "failed" and crashed.error == "internal error"
@@ -97,7 +98,7 @@ async def test_recovery_requeues_interrupted_jobs_and_gives_up_after_max_attempt
         await session.execute(update(Job).where(Job.id == fresh).values(status="running", attempts=1))
         await session.execute(update(Job).where(Job.id == worn).values(status="running", attempts=3))
     assert await queue.recover() == 2
-    await queue.run_pending()
+    await work_until_idle(queue)
     assert runs == [fresh]
     assert (await queue.get("org-a", fresh, owner=OWNER)).status == "succeeded"
     worn_job = await queue.get("org-a", worn, owner=OWNER)

@@ -57,10 +57,6 @@ class AccessTokens:
                   "typ": TOKEN_TYPE}
         return IssuedAccessToken(jwt.encode(claims, self._secret, algorithm=ALGORITHM), self._ttl_s, jti)
 
-    def is_ours(self, token: str) -> bool:
-        """Whether ``token`` claims to come from us (unverified: only to pick the path that verifies it)."""
-        return unverified_issuer(token) == self.issuer
-
     def verify(self, token: str) -> Principal:
         """The principal a valid token names; ``Unauthorized`` otherwise (code ``token_expired`` when it
         is only too old, so clients know to refresh)."""

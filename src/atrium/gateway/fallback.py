@@ -8,8 +8,8 @@ half-way and a cut answer never ends with a made-up ``Done``. When every candida
 before content, the stream ends with the last candidate's error, its message naming how many models were
 tried. Abandoned streams are always closed.
 
-:class:`FallbackChatModel` has a fixed candidate list; :func:`stream_with_fallback` takes the list per
-request (the router orders it with :func:`atrium.gateway.routing.order_candidates`).
+:func:`stream_with_fallback` takes the candidate list per request (the router orders it with
+:func:`atrium.gateway.routing.order_candidates`).
 """
 
 from __future__ import annotations
@@ -121,37 +121,3 @@ def _named(event: ChatEvent, model: ChatModel) -> ChatEvent:
 
 def _error_named(error: ErrorEvent, model: ChatModel) -> ErrorEvent:
     return error if error.model else replace(error, model=model.name)
-
-
-class FallbackChatModel:
-    """Wrapper over a fixed, ordered list of models: see the module docstring. It owns its candidates
-    (``aclose`` closes them all) and is ready when any of them is."""
-
-    def __init__(
-        self,
-        candidates: Sequence[ChatModel],
-        *,
-        name: str = "fallback",
-        fallback_on: Callable[[ErrorEvent], bool] = _always,
-    ) -> None:
-        if not candidates:
-            raise ValueError("FallbackChatModel needs at least one candidate")
-        self.name = name
-        self.candidates = tuple(candidates)
-        self._fallback_on = fallback_on
-
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
-        async with closing_stream(stream_with_fallback(self.candidates, request,
-                                                       fallback_on=self._fallback_on)) as events:
-            async for event in events:
-                yield event
-
-    async def ready(self) -> bool:
-        for model in self.candidates:
-            if await model.ready():
-                return True
-        return False
-
-    async def aclose(self) -> None:
-        for model in self.candidates:
-            await model.aclose()

@@ -400,9 +400,3 @@ def _destination(s: str, i: int) -> tuple[str, str, int] | None:
     if i >= n or s[i] != ")":
         return None
     return destination, s[title_start:i], i + 1
-
-
-def sanitize_markdown(text: str, allowed_domains: Sequence[str] | None = None) -> str:
-    """The whole text at once (same result as streaming it through ``MarkdownSanitizer``)."""
-    sanitizer = MarkdownSanitizer(allowed_domains)
-    return sanitizer.feed(text) + sanitizer.finish()

@@ -95,14 +95,6 @@ class DatabaseJobQueue:
             return False
         return True
 
-    async def run_pending(self) -> int:
-        """Run every queued job now (the CLI uses this); returns how many ran."""
-        ran = 0
-        while (job := await self._claim()) is not None:
-            await self._run(job)
-            ran += 1
-        return ran
-
     async def _claim(self) -> Job | None:
         # The queue is shared by every tenant: claiming is a system task; the job then runs in its tenant's scope.
         async with self.db.system_session() as session:

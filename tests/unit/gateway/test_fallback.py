@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Sequence
+from typing import Any
 
 import pytest
 
-from atrium.gateway.fallback import FallbackChatModel, stream_with_fallback
+from atrium.gateway.fallback import stream_with_fallback
 from atrium.gateway.ports import (
     ChatEvent,
     ChatMessage,
@@ -86,6 +87,10 @@ async def collect(model: ChatModel, request: ChatRequest = REQUEST) -> list[Chat
     return [event async for event in model.stream(request)]
 
 
+async def collect_fallback(candidates: Sequence[ChatModel], **options: Any) -> list[ChatEvent]:
+    return [event async for event in stream_with_fallback(candidates, REQUEST, **options)]
+
+
 def text_of(events: Sequence[ChatEvent]) -> str:
     return "".join(event.text for event in events if isinstance(event, Token))
 
@@ -101,14 +106,14 @@ def finals(events: Sequence[ChatEvent]) -> list[ChatEvent]:
 async def test_an_error_before_content_moves_on_silently() -> None:
     first = ScriptedModel("a", [failure()])
     second = ScriptedModel("b", answer("b", "Hi", " there"))
-    events = await collect(FallbackChatModel([first, second]))
+    events = await collect_fallback([first, second])
     assert events == answer("b", "Hi", " there")
     assert (first.calls, second.calls) == (1, 1)
 
 
 async def test_the_first_candidate_that_works_serves_and_the_rest_are_not_called() -> None:
     first, second = FakeChatModel("a", answer=lambda _: "one two"), FakeChatModel("b")
-    events = await collect(FallbackChatModel([first, second]))
+    events = await collect_fallback([first, second])
     assert text_of(events) == "one two"
     assert events[-1] == Done(model="a", provider="fake")
     assert second.requests == []
@@ -118,14 +123,14 @@ async def test_usage_and_start_of_failed_attempts_are_not_forwarded() -> None:
     first = ScriptedModel("a", [Start("a", "pa"), Usage(prompt_tokens=50, completion_tokens=0), failure()])
     second = ScriptedModel("b", [Start("b", "pb"), Usage(prompt_tokens=7, completion_tokens=0), Token("x"),
                                  Done(model="b")])
-    events = await collect(FallbackChatModel([first, second]))
+    events = await collect_fallback([first, second])
     assert events == [Start("b", "pb"), Usage(prompt_tokens=7, completion_tokens=0), Token("x"), Done(model="b")]
 
 
 async def test_an_error_after_the_first_token_ends_the_stream_without_switching() -> None:
     first = FakeChatModel("a", answer=lambda _: "one two three", fail_after_tokens=2)
     second = FakeChatModel("b")
-    events = await collect(FallbackChatModel([first, second]))
+    events = await collect_fallback([first, second])
     assert text_of(events) == "one two"
     assert finals(events) == [events[-1]]
     final = events[-1]
@@ -138,7 +143,7 @@ async def test_an_error_after_the_first_token_ends_the_stream_without_switching(
 async def test_a_cut_stream_after_content_ends_with_an_error_not_done() -> None:
     first = ScriptedModel("a", [Token("half")])  # stops without a final event
     second = ScriptedModel("b", answer("b", "whole"))
-    events = await collect(FallbackChatModel([first, second]))
+    events = await collect_fallback([first, second])
     assert events[0] == Token("half")
     assert isinstance(events[-1], ErrorEvent) and events[-1].model == "a"
     assert second.calls == 0
@@ -147,7 +152,7 @@ async def test_a_cut_stream_after_content_ends_with_an_error_not_done() -> None:
 async def test_when_every_candidate_fails_the_last_error_names_how_many_were_tried() -> None:
     models = [ScriptedModel("a", [failure("model_timeout")]), ScriptedModel("b", [failure("upstream_error")]),
               ScriptedModel("c", [failure("rate_limited", retry_after=3.0)])]
-    events = await collect(FallbackChatModel(models))
+    events = await collect_fallback(models)
     assert len(events) == 1
     final = events[0]
     assert isinstance(final, ErrorEvent)
@@ -159,7 +164,7 @@ async def test_when_every_candidate_fails_the_last_error_names_how_many_were_tri
 async def test_a_failed_candidate_stream_is_closed_at_once() -> None:
     first = ScriptedModel("a", [failure(), Token("never sent")])
     second = ScriptedModel("b", answer("b", "ok"))
-    stream = FallbackChatModel([first, second]).stream(REQUEST)
+    stream = stream_with_fallback([first, second], REQUEST)
     assert await anext(stream) == Token("ok")
     assert (first.closed_early, first.open_streams) == (1, 0)  # closed before the next model was asked
     await stream.aclose()
@@ -167,7 +172,7 @@ async def test_a_failed_candidate_stream_is_closed_at_once() -> None:
 
 async def test_a_consumer_leaving_mid_answer_closes_the_serving_stream() -> None:
     first = ScriptedModel("a", answer("a", "one", " two", " three"))
-    stream = FallbackChatModel([first]).stream(REQUEST)
+    stream = stream_with_fallback([first], REQUEST)
     assert await anext(stream) == Token("one")
     await stream.aclose()
     assert (first.closed_early, first.open_streams) == (1, 0)
@@ -179,7 +184,7 @@ async def test_cancellation_closes_the_serving_stream() -> None:
     started = asyncio.Event()
 
     async def consume() -> None:
-        async for event in FallbackChatModel([first]).stream(REQUEST):
+        async for event in stream_with_fallback([first], REQUEST):
             received.append(event)
             started.set()
 
@@ -199,22 +204,21 @@ async def test_per_request_candidate_order() -> None:
 
 async def test_the_serving_model_is_named_on_its_final_event() -> None:
     unnamed = ScriptedModel("b", [Token("x"), Done(model="")])
-    events = await collect(FallbackChatModel([ScriptedModel("a", [failure()]), unnamed]))
+    events = await collect_fallback([ScriptedModel("a", [failure()]), unnamed])
     assert events[-1] == Done(model="b")
 
 
 async def test_an_empty_answer_is_an_answer() -> None:
     second = ScriptedModel("b", answer("b"))
-    events = await collect(FallbackChatModel([ScriptedModel("a", [Usage(1, 0), Done(model="a")]), second]))
+    events = await collect_fallback([ScriptedModel("a", [Usage(1, 0), Done(model="a")]), second])
     assert events == [Usage(1, 0), Done(model="a")]
     assert second.calls == 0
 
 
 async def test_errors_the_predicate_rejects_end_the_stream_at_once() -> None:
     second = ScriptedModel("b", answer("b", "ok"))
-    chain = FallbackChatModel([ScriptedModel("a", [failure("context_length_exceeded", retryable=False)]), second],
-                              fallback_on=lambda error: error.code != "context_length_exceeded")
-    events = await collect(chain)
+    events = await collect_fallback([ScriptedModel("a", [failure("context_length_exceeded", retryable=False)]),
+                                     second], fallback_on=lambda error: error.code != "context_length_exceeded")
     assert [type(e) for e in events] == [ErrorEvent]
     assert second.calls == 0
 
@@ -222,16 +226,3 @@ async def test_errors_the_predicate_rejects_end_the_stream_at_once() -> None:
 async def test_no_candidates() -> None:
     events = [e async for e in stream_with_fallback([], REQUEST)]
     assert len(events) == 1 and isinstance(events[0], ErrorEvent)
-    with pytest.raises(ValueError):
-        FallbackChatModel([])
-
-
-async def test_ready_when_any_candidate_is_and_aclose_closes_all() -> None:
-    a, b = FakeChatModel("a"), FakeChatModel("b")
-    chain = FallbackChatModel([a, b], name="chat")
-    assert chain.name == "chat"
-    await a.aclose()
-    assert await chain.ready()
-    await chain.aclose()
-    assert not await b.ready()
-    assert not await chain.ready()

@@ -12,12 +12,18 @@ from html.parser import HTMLParser
 import pytest
 from markdown_it import MarkdownIt
 
-from atrium.guard.sanitize import MarkdownSanitizer, sanitize_markdown
+from atrium.guard.sanitize import MarkdownSanitizer
 
 MARKDOWN_TAGS = {"p", "em", "strong", "code", "pre", "a", "img", "ul", "ol", "li", "blockquote", "h1", "h2", "h3",
                  "h4", "h5", "h6", "hr", "br"}
 SAFE_ATTRIBUTES = {("a", "href"), ("a", "title"), ("img", "src"), ("img", "alt"), ("img", "title"),
                    ("code", "class"), ("ol", "start")}
+
+
+def sanitize_markdown(text: str, allowed_domains: list[str] | None = None) -> str:
+    """The whole text at once through the streaming sanitiser."""
+    sanitizer = MarkdownSanitizer(allowed_domains)
+    return sanitizer.feed(text) + sanitizer.finish()
 
 
 class _Unsafe(HTMLParser):

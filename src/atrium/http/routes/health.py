@@ -29,7 +29,7 @@ async def ready(request: Request) -> JSONResponse:
         checks["index"] = services.index is not None
         checks["embedder"] = services.embedder.dimensions > 0
         try:
-            checks["chat_model"] = bool(await services.chat_model.ready())
+            checks["chat_model"] = bool(await services.gateway.chat.ready())
         except Exception:
             checks["chat_model"] = False
     ok = all(checks.values())

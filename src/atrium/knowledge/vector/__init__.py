@@ -1,6 +1,5 @@
-"""VectorIndex adapters: ``HnswVectorIndex`` (hnswlib, persisted) and ``ExactVectorIndex`` (numpy)."""
+"""VectorIndex adapters: ``HnswVectorIndex`` (hnswlib, persisted) and ``PgVectorIndex`` (``pgvector.py``)."""
 
-from atrium.knowledge.vector.exact import ExactVectorIndex
 from atrium.knowledge.vector.hnsw import HnswVectorIndex
 
-__all__ = ["ExactVectorIndex", "HnswVectorIndex"]
+__all__ = ["HnswVectorIndex"]

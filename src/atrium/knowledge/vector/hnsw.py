@@ -176,20 +176,6 @@ class HnswVectorIndex:
         if self.directory is not None:
             await anyio.to_thread.run_sync(self._save_sync)
 
-    def set_ef_search(self, ef_search: int) -> None:
-        """Change the search breadth of every graph, loaded or not yet (for tuning; blocks briefly)."""
-        if ef_search < 1:
-            raise ValueError("ef_search must be positive")
-        self.ef_search = ef_search
-        with self._registry_lock:
-            tenants = list(self._tenants.values())
-        for tenant in tenants:
-            with tenant.lock:
-                shards = list(tenant.shards.values())
-            for shard in shards:
-                with shard.lock.write():
-                    shard.index.set_ef(ef_search)
-
     # -- worker-thread side -------------------------------------------------------------------------
 
     def _add_sync(self, tenant: str, collection: str, raw_ids: Sequence[int], raw_vectors: Vectors) -> None:

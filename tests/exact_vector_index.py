@@ -1,4 +1,5 @@
-"""Brute-force vector index in memory (numpy): exact results, the reference for recall."""
+"""Brute-force vector index in memory (numpy): exact results, the reference the VectorIndex contract and the
+search benchmark measure the real adapters against."""
 
 from __future__ import annotations
 
