@@ -52,7 +52,7 @@ from stdnum.it import codicefiscale as it_cf
 from stdnum.se import personnummer as se_pn
 from stdnum.us import ssn as us_ssn
 
-from atrium.telemetry.logging import CREDENTIAL_PATTERN
+from atrium.telemetry.credentials import CREDENTIAL_PATTERN, KEY_PREFIXES, SECRET_WORD
 
 PiiType = Literal["email", "phone", "card", "iban", "national_id", "ip", "secret"]
 PII_TYPES: tuple[PiiType, ...] = ("secret", "card", "iban", "national_id", "email", "ip", "phone")  # priority
@@ -86,7 +86,7 @@ _PHONE_INTL = re.compile(r"(?<![\w+])\+[1-9]\d{0,3}(?:[ .\-]?\(?\d{1,5}\)?){1,6}
 _PHONE_NANP = re.compile(r"(?<![\w(])(?:\([2-9]\d{2}\) ?|[2-9]\d{2}[ .\-])\d{3}[ .\-]\d{4}(?![\w\-])")
 _PHONE_NATIONAL = re.compile(r"(?<![\w+])0[1-9]\d{0,3}(?:[ .\-/]?\d{2,4}){2,4}(?![\w\-])")
 _SECRET_AFTER_MARKER = re.compile(
-    r"(?i)(?:\b[\w\-]*(?:key|token|secret|password|passwd|pwd)\b[\"']?\s*[=:]\s*[\"']?|\bbearer\s+)"
+    rf"(?i)(?:\b[\w\-]*(?:{SECRET_WORD})\b[\"']?\s*[=:]\s*[\"']?|\bbearer\s+)"
     r"([A-Za-z0-9_\-+/=.~]{12,})")
 _NINO = re.compile(r"\b([A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]) ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
 _NINO_BAD_PREFIXES = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
@@ -110,9 +110,7 @@ _NATIONAL_IDS: tuple[tuple[re.Pattern[str], Callable[[str], bool]], ...] = (
 
 # Cheap tests that rule whole detectors out (most prompts hold no long digit runs and no key markers).
 _SIX_DIGITS = re.compile(r"\d(?:[^\d\n]{0,3}\d){5}")
-_KEY_PREFIXES = re.compile(r"atrr?_|sk-|AKIA|ASIA|AGPA|AIDA|AROA|gh[pousr]_|github_pat_|glpat-|xox[abposr]-|AIza|eyJ|"
-                           r"-----BEGIN")
-_MARKER_WORDS = ("key", "token", "secret", "password", "passwd", "pwd", "bearer")
+_MARKER_WORDS = ("key", "token", "secret", "password", "passwd", "pwd", "credential", "authorization", "bearer")
 
 
 def _digits(text: str) -> str:
@@ -190,7 +188,7 @@ def _entropy(value: str) -> float:
 
 
 def _secrets(text: str) -> Iterable[tuple[int, int]]:
-    if _KEY_PREFIXES.search(text):
+    if KEY_PREFIXES.search(text):
         for match in CREDENTIAL_PATTERN.finditer(text):
             yield match.span()
     lowered = text.lower()

@@ -3,8 +3,9 @@
 Two layers keep secrets out of every log sink:
 
 * **patterns**: anything shaped like a credential (Atrium keys, ``sk-``/``AKIA``/``ghp_``-style vendor
-  keys, JWTs, bearer/basic credentials, private-key blocks, ``password=...``/``"token": "..."`` pairs,
-  URL user-info passwords) is masked;
+  keys, anything named like a key, JWTs, bearer/basic credentials, private-key blocks,
+  ``password=...``/``"token": "..."`` pairs, URL user-info passwords) is masked (the shapes:
+  ``telemetry/credentials.py``);
 * **known values**: every secret the settings hold (provider keys, the bootstrap admin key, the JWT
   secret, database and Redis passwords, ...) is registered at start-up and masked wherever it appears,
   whatever its shape.
@@ -39,36 +40,21 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import structlog
 from pydantic import BaseModel, SecretStr
 
+from atrium.telemetry.credentials import BEARER, CREDENTIAL_PATTERN, KEY_LIKE, SECRET_NAME, SECRET_WORD
+
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 MASK = "[REDACTED]"
 MIN_KNOWN_SECRET = 8  # shorter configured values are left to the patterns (masking "pw" would mangle text)
 
-# Whole-match credentials: the match itself is the secret.
-_CREDENTIALS = [
-    r"atrr?_[A-Za-z0-9_\-]{8,}",  # API keys (atr_) and refresh tokens (atrr_)
-    r"\bsk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_\-]{8,}",
-    r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b",
-    r"\bgh[pousr]_[A-Za-z0-9]{20,}",
-    r"\bgithub_pat_[A-Za-z0-9_]{20,}",
-    r"\bglpat-[A-Za-z0-9_\-]{20,}",
-    r"\bxox[abposr]-[A-Za-z0-9\-]{10,}",
-    r"\bAIza[0-9A-Za-z_\-]{35}",
-    r"\beyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*",
-    r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)",
-]
-_SECRET_NAME = re.compile(r"(?i)password|passwd|secret|api[_-]?key|token|authorization|credential")
-CREDENTIAL_PATTERN = re.compile("|".join(f"(?:{p})" for p in _CREDENTIALS))
 # A credential after a marker: only the last group is the secret.
 _AFTER_MARKER = [
-    re.compile(r"(?i)(\bbearer\s+)([A-Za-z0-9._~+/\-]{8,}=*)"),
+    BEARER,
     re.compile(r"(?i)(\bbasic\s+)([A-Za-z0-9+/]{8,}=*)"),
     # "password": "..." in JSON (the whole quoted value, spaces included)
-    re.compile(r'(?i)("[A-Za-z_\-]*(?:password|passwd|secret|api[_-]?key|token|authorization|credential)'
-               r'[A-Za-z_\-]*"\s*:\s*")((?:[^"\\]|\\.)+)'),
+    re.compile(rf'(?i)("[A-Za-z_\-]*(?:{SECRET_WORD})[A-Za-z_\-]*"\s*:\s*")((?:[^"\\]|\\.)+)'),
     # password=..., api_key: ..., ?token=...
-    re.compile(r"(?i)(\b[A-Za-z_\-]*(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|token|credential)"
-               r"\b['\"]?\s*[=:]\s*['\"]?)([^\s,;\"'&<>]+)"),
+    re.compile(rf"(?i)(\b[A-Za-z_\-]*(?:{SECRET_WORD})\b['\"]?\s*[=:]\s*['\"]?)([^\s,;\"'&<>]+)"),
     # scheme://user:password@host, scheme://:password@host (Redis)
     re.compile(r"(://[^:/@\s]*:)([^@\s/]+)(?=@)"),
     # SQLAlchemy errors quote the statement's parameters: "[parameters: ('hash', 'text')]" (one line)
@@ -111,7 +97,7 @@ def redact(text: str) -> str:
     if not text:
         return text
     text = _known.sub(text)
-    text = CREDENTIAL_PATTERN.sub(MASK, text)
+    text = KEY_LIKE.sub(MASK, CREDENTIAL_PATTERN.sub(MASK, text))
     for pattern in _AFTER_MARKER:
         text = pattern.sub(lambda m: m.group(1) + MASK, text)
     return text
@@ -122,7 +108,7 @@ def redact_value(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, Mapping):
-        return {key: MASK if isinstance(item, str) and item and isinstance(key, str) and _SECRET_NAME.search(key)
+        return {key: MASK if isinstance(item, str) and item and isinstance(key, str) and SECRET_NAME.search(key)
                 else redact_value(item) for key, item in value.items()}
     if isinstance(value, list):
         return [redact_value(item) for item in value]

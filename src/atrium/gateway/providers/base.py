@@ -34,10 +34,8 @@ from atrium.errors import (
 )
 from atrium.gateway.http_client import StreamedResponse
 from atrium.gateway.ports import ChatRequest, ErrorEvent
+from atrium.telemetry.credentials import BEARER, CREDENTIAL_PATTERN, KEY_LIKE, SECRET_NAME
 
-# Credential-looking strings an upstream may echo back (OpenAI-style keys, bearer tokens, Atrium keys).
-_SECRET_PATTERN = re.compile(r"(?i)\b(?:sk|atr|gsk|key)[-_][A-Za-z0-9_\-*.]{8,}|bearer\s+\S+")
-_SECRET_NAME_PATTERN = re.compile(r"(?i)auth|key|token|secret|sig")
 # How servers word "the prompt does not fit" when they send no machine-readable code (vLLM, Anthropic).
 _CONTEXT_PATTERN = re.compile(r"(?i)maximum context length|context (?:length|window)|prompt is too long")
 
@@ -101,13 +99,16 @@ class Provider:
         """``text`` without this provider's secrets (the API key, credential headers or query values) or
         key-like strings."""
         named = {**self.headers, **self.query}
-        secrets = [value for name, value in named.items() if _SECRET_NAME_PATTERN.search(name)]
+        secrets = [value for name, value in named.items() if SECRET_NAME.search(name)]
         if self.api_key:
             secrets.append(self.api_key)
         for secret in secrets:
             if len(secret) >= 4:
                 text = text.replace(secret, "***")
-        return _SECRET_PATTERN.sub("***", text)
+        # Credential-looking strings an upstream may echo back (vendor and Atrium keys, bearer tokens).
+        for pattern in (CREDENTIAL_PATTERN, KEY_LIKE, BEARER):
+            text = pattern.sub("***", text)
+        return text
 
 
 def retry_after_seconds(headers: httpx.Headers | Mapping[str, str], *, now: float | None = None) -> float | None:
