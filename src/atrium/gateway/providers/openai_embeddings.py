@@ -1,4 +1,4 @@
-"""The knowledge ``Embedder`` port over OpenAI's embeddings endpoint (``POST {base}/embeddings``).
+"""The ``Embedder`` port (gateway/ports.py) over OpenAI's embeddings endpoint (``POST {base}/embeddings``).
 
 Serves OpenAI, Azure OpenAI (through its ``Provider``: deployment path, ``api-version``, ``api-key``),
 vLLM, Ollama and TGI. Texts are sent in batches; the answer's rows are put back in input order by their
