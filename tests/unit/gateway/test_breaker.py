@@ -4,13 +4,11 @@ counts as a failure, a success, or neither."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 
 from atrium.gateway.breaker import BreakerChatModel, BreakerRegistry, CircuitBreaker
-from atrium.gateway.breaker_stores import InProcessBreakerStore, RedisBreakerStore
+from atrium.gateway.breaker_stores import InProcessBreakerStore
 from atrium.gateway.ports import (
     BreakerSnapshot,
     BreakerState,
@@ -24,6 +22,7 @@ from atrium.gateway.ports import (
 )
 from atrium.gateway.providers.fake import FakeChatModel
 from atrium.settings import BreakerSettings
+from tests.contract import test_breaker_store_contract
 from tests.unit.gateway.test_fallback import REQUEST, ScriptedModel, collect, failure
 
 SETTINGS = BreakerSettings(failure_threshold=3, reset_timeout_s=30.0, half_open_max_calls=2)
@@ -37,16 +36,7 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture(params=["in-process", pytest.param("redis", marks=pytest.mark.integration)])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[BreakerStore]:
-    if request.param == "in-process":
-        yield InProcessBreakerStore()
-        return
-    client = Redis.from_url(request.getfixturevalue("redis_url"))
-    try:
-        yield RedisBreakerStore(client)
-    finally:
-        await client.aclose()
+store = test_breaker_store_contract.store  # the fixture: every BreakerStore backend
 
 
 @pytest.fixture
