@@ -164,9 +164,11 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     budgets = BudgetGuard(db, settings.budgets, pubsub=pubsub)
     spend = SpendControl(counter=counter, budgets=budgets, tokens=rate_limiter,
                          prompt_margin=settings.budgets.prompt_margin)
-    guard = build_guard(settings, db=db, pubsub=pubsub, metrics=metrics, http_client=http_client)
-    gateway = build_gateway(settings, http_client=http_client, db=db, redis=redis, embedder=embedder,
-                            metrics=metrics, counter=counter, chat_model=chat_model, spend=spend, guard=guard,
+    guard = build_guard(settings.guard, settings.gateway.providers, db=db, pubsub=pubsub, metrics=metrics,
+                        http_client=http_client)
+    gateway = build_gateway(settings.gateway, settings.chat, http_client=http_client, db=db, redis=redis,
+                            embedder=embedder, metrics=metrics, counter=counter, chat_model=chat_model, spend=spend,
+                            guard=guard,
                             local_factory=lambda name: build_local_chat_model(settings, http_client, name=name))
     model = gateway.chat
     authenticator = await build_authenticator(settings.auth, data_dir=settings.data_dir, db=db, pubsub=pubsub,

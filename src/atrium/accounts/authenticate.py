@@ -26,10 +26,10 @@ from cachetools import TTLCache
 from atrium.accounts.api_keys import REVOCATIONS_CHANNEL, ApiKeyAuthenticator, user_disabled_message
 from atrium.accounts.external_idp import ExternalIdp, build_key_source
 from atrium.accounts.principal import Principal
+from atrium.accounts.settings import AuthSettings
 from atrium.accounts.standing import Standing, read_standing
 from atrium.accounts.tokens import AccessTokens, looks_like_jwt, signing_secret, unverified_issuer
 from atrium.errors import Unauthorized
-from atrium.settings import AuthSettings
 from atrium.store.engine import Database
 from atrium.store.ports import PubSub, follow
 from atrium.store.single_flight import SingleFlight

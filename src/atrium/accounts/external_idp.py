@@ -38,9 +38,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.accounts import audit
 from atrium.accounts.principal import ROLE_RANK, Principal, Role
+from atrium.accounts.settings import ExternalIdpSettings
 from atrium.accounts.standing import read_standing
 from atrium.errors import NotReady, Unauthorized
-from atrium.settings import ExternalIdpSettings
 from atrium.store.engine import Database
 from atrium.store.models import Division, Membership, Organization, User
 

@@ -25,9 +25,9 @@ from atrium.accounts import audit
 from atrium.accounts.passwords import Passwords
 from atrium.accounts.principal import ROLE_RANK, Principal, Role
 from atrium.accounts.refresh import RefreshError, RefreshTokens
+from atrium.accounts.settings import AuthSettings
 from atrium.accounts.tokens import AccessTokens
 from atrium.errors import Forbidden, RateLimited, Unauthorized
-from atrium.settings import AuthSettings
 from atrium.store.engine import Database
 from atrium.store.models import Membership, User
 

@@ -17,10 +17,10 @@ from atrium.conversations import repository as repo
 from atrium.conversations.generation import Outcome, answer_and_store
 from atrium.conversations.runs import AnswerRun, RunSupervisor
 from atrium.gateway.ports import CallContext, ChatModel
+from atrium.gateway.settings import ChatSettings
 from atrium.guard.policy import Guard
 from atrium.knowledge.answering import GroundedAnswerer, GroundedPrompt
 from atrium.knowledge.directory import CollectionDirectory
-from atrium.settings import ChatSettings
 from atrium.store.engine import Database
 from atrium.store.models import Message
 

@@ -12,9 +12,9 @@ from typing import Any
 from atrium.conversations.runs import AnswerRun
 from atrium.errors import AppError
 from atrium.gateway.ports import CallContext, ChatModel, ChatRequest, Done, ErrorEvent, Token, Usage
+from atrium.gateway.settings import ChatSettings
 from atrium.guard.sanitize import MarkdownSanitizer
 from atrium.knowledge.answering import NO_ANSWER, GroundedPrompt, Source, cite
-from atrium.settings import ChatSettings
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from atrium.gateway.ports import (
     Outcome,
     Permit,
 )
-from atrium.settings import BreakerSettings
+from atrium.gateway.settings import BreakerSettings
 
 log = logging.getLogger(__name__)
 

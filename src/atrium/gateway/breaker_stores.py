@@ -14,7 +14,7 @@ from collections.abc import Callable
 import redis.asyncio as redis
 
 from atrium.gateway.ports import BreakerSnapshot, BreakerState, Outcome, Permit
-from atrium.settings import BreakerSettings
+from atrium.gateway.settings import BreakerSettings
 
 
 class _Circuit:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from atrium.errors import Forbidden, InvalidRequest, NotFound
 from atrium.gateway.pricing import Price, default_price
-from atrium.settings import GatewaySettings, ModelSettings, ProviderSettings, RouteStrategy
+from atrium.gateway.settings import GatewaySettings, ModelSettings, ProviderSettings, RouteStrategy
 
 _LOCAL_KINDS = frozenset({"local", "llamacpp", "ollama", "fake"})
 _MAX_REMEMBERED = 10_000

@@ -49,10 +49,11 @@ from atrium.gateway.ports import (
     Usage,
 )
 from atrium.gateway.providers.registry import DEFAULT_BASE_URLS, resolve_api_key
+from atrium.gateway.settings import ProviderSettings
 from atrium.guard.moderation import ModerationUnavailable, Moderator, ProviderModeration
 from atrium.guard.pii import Redaction, StreamRestorer
 from atrium.guard.policy import Guard, GuardMetrics, PolicyStore, redact_offloaded
-from atrium.settings import GuardPolicySettings, Settings
+from atrium.guard.settings import GuardPolicySettings, GuardSettings
 from atrium.store.engine import Database
 from atrium.store.ports import PubSub
 from atrium.telemetry.metrics import Metrics
@@ -212,24 +213,23 @@ def _unflatten(flat: Sequence[str], sizes: Sequence[int]) -> list[list[str]]:
     return out
 
 
-def build_guard(settings: Settings, *, db: Database, pubsub: PubSub, metrics: Metrics, http_client: httpx.AsyncClient,
-                environ: Mapping[str, str] | None = None) -> Guard:
+def build_guard(config: GuardSettings, providers: Mapping[str, ProviderSettings], *, db: Database, pubsub: PubSub,
+                metrics: Metrics, http_client: httpx.AsyncClient, environ: Mapping[str, str] | None = None) -> Guard:
     """The guard: policies (defaults, configuration, ``org_policies``), the moderator (blocklist and the
     configured endpoint) and its metrics."""
     environ = os.environ if environ is None else environ
-    config = settings.guard
-    provider = _moderation_endpoint(settings, http_client, environ)
+    provider = _moderation_endpoint(config, providers, http_client, environ)
     fail_closed = config.moderation_provider.fail_closed if config.moderation_provider is not None else False
     return Guard(PolicyStore(config, db, pubsub), Moderator(provider, fail_closed=fail_closed), GuardMetrics(metrics))
 
 
-def _moderation_endpoint(settings: Settings, client: httpx.AsyncClient,
-                         environ: Mapping[str, str]) -> ProviderModeration | None:
-    config = settings.guard.moderation_provider
+def _moderation_endpoint(guard: GuardSettings, providers: Mapping[str, ProviderSettings],
+                         client: httpx.AsyncClient, environ: Mapping[str, str]) -> ProviderModeration | None:
+    config = guard.moderation_provider
     if config is None:
         return None
     if config.provider is not None:
-        entry = settings.gateway.providers.get(config.provider)
+        entry = providers.get(config.provider)
         if entry is None:
             raise ValueError(f"guard.moderation_provider.provider: no provider named {config.provider!r}")
         base_url = entry.base_url or DEFAULT_BASE_URLS.get(entry.kind)

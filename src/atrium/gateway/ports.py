@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
-    from atrium.settings import BreakerSettings
+    from atrium.gateway.settings import BreakerSettings
 
 Role = Literal["system", "user", "assistant", "tool"]
 Task = Literal["chat", "qa", "artifact", "classify", "summarize"]

@@ -19,7 +19,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_
 
 from atrium.gateway.fallback import aclose_stream, closing_stream, ended_without_final_event
 from atrium.gateway.ports import ChatEvent, ChatModel, ChatRequest, Done, ErrorEvent, Token, ToolCallDelta
-from atrium.settings import RetrySettings
+from atrium.gateway.settings import RetrySettings
 
 
 @dataclass(slots=True)

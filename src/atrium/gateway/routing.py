@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from atrium.gateway.fallback import closing_stream
 from atrium.gateway.ports import ChatEvent, ChatModel, ChatRequest, Done, ErrorEvent, Token, ToolCallDelta
-from atrium.settings import RouteStrategy
+from atrium.gateway.settings import RouteStrategy
 
 
 @dataclass(frozen=True, slots=True)

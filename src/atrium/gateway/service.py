@@ -49,10 +49,10 @@ from atrium.gateway.providers.registry import build_chat_adapter, build_embeddin
 from atrium.gateway.retry import RetryingChatModel
 from atrium.gateway.router import RouterChatModel
 from atrium.gateway.routing import LatencyObservingChatModel, LatencyTracker
+from atrium.gateway.settings import ChatSettings, GatewaySettings, ModelSettings, ProviderSettings
 from atrium.gateway.timeouts import FirstEventTimeout, TotalTimeout
 from atrium.gateway.tokens import TokenCounter
 from atrium.guard.policy import Guard
-from atrium.settings import GatewaySettings, ModelSettings, ProviderSettings, Settings
 from atrium.store.engine import Database
 from atrium.telemetry.metrics import Metrics
 
@@ -122,12 +122,11 @@ class Gateway:
         await self.recorder.aclose()
 
 
-def effective_gateway_settings(settings: Settings, injected: ChatModel | None) -> GatewaySettings:
+def effective_gateway_settings(gateway: GatewaySettings, chat: ChatSettings,
+                               injected: ChatModel | None) -> GatewaySettings:
     """``gateway`` as configured; with no models configured, the one model ``chat.provider`` names."""
-    gateway = settings.gateway
     if gateway.models or injected is not None:
         return gateway
-    chat = settings.chat
     provider: ProviderSettings
     if chat.provider == "openai":
         provider = ProviderSettings(kind="openai", base_url=chat.openai.base_url, api_key=chat.openai.api_key)
@@ -144,12 +143,12 @@ def effective_gateway_settings(settings: Settings, injected: ChatModel | None) -
                                       "models": {name: model}})
 
 
-def build_gateway(settings: Settings, *, http_client: httpx.AsyncClient, db: Database, redis: Redis | None,
-                  embedder: Embedder, metrics: Metrics, counter: TokenCounter,
+def build_gateway(gateway: GatewaySettings, chat_settings: ChatSettings, *, http_client: httpx.AsyncClient,
+                  db: Database, redis: Redis | None, embedder: Embedder, metrics: Metrics, counter: TokenCounter,
                   local_factory: Callable[[str], ChatModel], chat_model: ChatModel | None = None,
                   environ: Mapping[str, str] | None = None, spend: SpendControl | None = None,
                   guard: Guard | None = None) -> Gateway:
-    config = effective_gateway_settings(settings, chat_model)
+    config = effective_gateway_settings(gateway, chat_settings, chat_model)
     environ = os.environ if environ is None else environ
     entries = catalogue_entries(config)
     adapters: dict[str, ChatModel] = {}
@@ -184,7 +183,7 @@ def build_gateway(settings: Settings, *, http_client: httpx.AsyncClient, db: Dat
         if entry.kind != "chat":
             continue
         # The local model may queue requests behind each other: its first token can take minutes.
-        first_event = (settings.chat.request_timeout_s if entry.provider_kind == "local"
+        first_event = (chat_settings.request_timeout_s if entry.provider_kind == "local"
                        else config.attempt_timeout_s)
         timed = LatencyObservingChatModel(FirstEventTimeout(adapters[entry.name], first_event), latency,
                                           key=entry.name)

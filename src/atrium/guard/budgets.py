@@ -34,7 +34,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from atrium.errors import BudgetExceeded
 from atrium.guard import budget_store as store
 from atrium.guard.budget_store import Line, Refused, Settlement
-from atrium.settings import BudgetSettings
+from atrium.guard.settings import BudgetSettings
 from atrium.store.engine import Database
 from atrium.store.models import Budget, new_id
 from atrium.store.ports import PubSub, follow

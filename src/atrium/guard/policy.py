@@ -18,13 +18,13 @@ policy of the output sanitiser. The checks on model calls live in ``atrium.gatew
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import anyio
 from cachetools import TTLCache
 from prometheus_client import Counter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from atrium.accounts import audit
 from atrium.accounts.principal import Principal
@@ -33,7 +33,14 @@ from atrium.guard.injection import CONTEXT_WARNING, scan, strip_markers, strip_o
 from atrium.guard.moderation import ModerationUnavailable, Moderator
 from atrium.guard.pii import Redaction
 from atrium.guard.sanitize import MarkdownSanitizer
-from atrium.settings import GuardPolicySettings, GuardSettings, InjectionAction, PiiAction, PiiKind
+from atrium.guard.settings import (
+    GuardPolicySettings,
+    GuardSettings,
+    InjectionAction,
+    PiiAction,
+    PiiKind,
+    merged_policy,
+)
 from atrium.store.engine import Database
 from atrium.store.models import OrgPolicy, utcnow
 from atrium.store.ports import PubSub, follow
@@ -91,28 +98,6 @@ class PolicyOverride(_Partial):
     def document(self) -> dict[str, Any]:
         """What is stored: the keys the caller gave, nothing else."""
         return self.model_dump(exclude_unset=True, mode="json")
-
-
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        current = merged.get(key)
-        merged[key] = deep_merge(current, value) if isinstance(value, Mapping) and isinstance(current, Mapping) \
-            else value
-    return merged
-
-
-def merged_policy(defaults: GuardPolicySettings, *overrides: Mapping[str, Any]) -> GuardPolicySettings:
-    """``defaults`` with ``overrides`` applied key by key; ``ValueError`` naming what is wrong."""
-    data = defaults.model_dump(include=set(GuardPolicySettings.model_fields))
-    for override in overrides:
-        data = deep_merge(data, override)
-    try:
-        return GuardPolicySettings.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'policy'}: {e['msg']}"
-                             for e in exc.errors()[:5])
-        raise ValueError(problems) from None
 
 
 def policy_view(policy: GuardPolicySettings) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from atrium.accounts.principal import Principal
 from atrium.errors import NotReady, RateLimited
-from atrium.settings import RateLimitSettings
+from atrium.guard.settings import RateLimitSettings
 from atrium.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from atrium.knowledge.collections import ensure as ensure_collection
 from atrium.knowledge.directory import CollectionDirectory
 from atrium.knowledge.fusion import reciprocal_rank_fusion
 from atrium.knowledge.ports import KeywordSearch, VectorIndex
-from atrium.settings import KnowledgeSettings
+from atrium.knowledge.settings import KnowledgeSettings
 from atrium.store.engine import Database
 from atrium.store.models import Chunk, Document
 from atrium.store.ports import PubSub, follow

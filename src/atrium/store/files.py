@@ -15,12 +15,9 @@ import logging
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlalchemy.engine import make_url
-
-if TYPE_CHECKING:
-    from atrium.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +95,22 @@ def private_sqlite_file(path: Path) -> None:
         tighten(file, PRIVATE_FILE)
 
 
-def secure_data_dir(settings: Settings) -> None:
+class DataPlaces(Protocol):
+    """Where Atrium keeps its files (``Settings`` is one)."""
+
+    @property
+    def data_dir(self) -> Path: ...
+    @property
+    def uploads_dir(self) -> Path: ...
+    @property
+    def index_dir(self) -> Path: ...
+    @property
+    def resolved_database_url(self) -> str: ...
+    @property
+    def resolved_migration_database_url(self) -> str: ...
+
+
+def secure_data_dir(settings: DataPlaces) -> None:
     """The data dir 0700, the SQLite database 0600, and what is already in ``index/``, ``uploads/`` and
     ``logs/`` private (see the module's docstring)."""
     private_dir(settings.data_dir)

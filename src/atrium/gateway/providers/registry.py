@@ -34,7 +34,7 @@ from atrium.gateway.providers.base import Provider
 from atrium.gateway.providers.fake import FakeChatModel, grounded_answer
 from atrium.gateway.providers.openai_embeddings import OpenAIEmbeddings
 from atrium.gateway.providers.openai_format import OpenAIChatModel
-from atrium.settings import ModelSettings, ProviderSettings
+from atrium.gateway.settings import ModelSettings, ProviderSettings
 
 DEFAULT_BASE_URLS: Mapping[str, str] = MappingProxyType({
     "openai": "https://api.openai.com/v1",

@@ -1,0 +1,41 @@
+"""The knowledge settings: the ``embedding`` section (the embedding model) and the ``knowledge`` section
+(chunking, retrieval, the vector index). Composed into ``Settings`` by ``atrium.settings``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class EmbeddingSettings(BaseModel):
+    provider: Literal["onnx", "hash"] = "onnx"
+    model_path: Path | None = None
+    tokenizer_path: Path | None = None
+    dimensions: int | None = Field(None, ge=8, le=4096)
+    batch_size: int = Field(32, ge=1, le=512)
+    threads: int = Field(1, ge=1)
+
+
+class KnowledgeSettings(BaseModel):
+    chunk_tokens: int = Field(200, ge=32, le=2048)
+    chunk_overlap: int = Field(32, ge=0, le=512)
+    top_k: int = Field(5, ge=1, le=50)
+    candidates: int = Field(30, ge=1, le=500)
+    rrf_k: int = Field(60, ge=1)
+    demo_collection: bool = True
+    # auto: pgvector when the database is PostgreSQL, the embedded HNSW index otherwise
+    vector_backend: Literal["auto", "hnsw", "pgvector"] = "auto"
+    hnsw_m: int = Field(16, ge=4, le=128)
+    hnsw_ef_construction: int = Field(200, ge=16)
+    hnsw_ef_search: int = Field(64, ge=10)
+    reconcile_interval_s: float = Field(2.0, gt=0)
+    index_save_interval_s: float = Field(30.0, ge=0)
+    min_relevance: float = Field(0.25, ge=-1.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _overlap_below_chunk(self) -> KnowledgeSettings:
+        if self.chunk_overlap > self.chunk_tokens // 2:
+            raise ValueError("knowledge.chunk_overlap must be at most half of knowledge.chunk_tokens")
+        return self
