@@ -28,8 +28,15 @@ from atrium.accounts.passwords import MAX_PASSWORD_CHARS
 from atrium.accounts.principal import Principal
 from atrium.container import Services
 from atrium.http.deps import Offset, PrincipalDep, ResourceId, ServicesDep, require_role
+from atrium.http.schemas import accounts as views
+from atrium.http.schemas.errors import AUTHENTICATED, BODY, error_responses
+from atrium.http.schemas.invitations import InvitationView
 
-router = APIRouter(prefix="/api/v1/admin", tags=["accounts"], dependencies=[require_role("admin")])
+router = APIRouter(prefix="/api/v1/admin", tags=["accounts"], dependencies=[require_role("admin")],
+                   responses=AUTHENTICATED)
+_NOT_FOUND = error_responses(404)
+_CONFLICT = error_responses(404, 409)  # 404: a division or user named in the body or path
+_CREATE = {**BODY, **error_responses(409)}
 
 RoleName = Literal["owner", "admin", "member", "viewer"]
 ServiceRole = Literal["admin", "member", "viewer"]
@@ -121,7 +128,7 @@ def _admin(services: Services, principal: Principal,
 
 # -- organisations ---------------------------------------------------------------------------------------
 
-@router.get("/org")
+@router.get("/org", response_model=views.CallerOrg)
 async def get_org(principal: PrincipalDep, services: ServicesDep, request: Request) -> dict[str, Any]:
     """The caller's organisation, with the caller's role and scope in it."""
     async with _admin(services, principal, request) as admin:
@@ -131,7 +138,7 @@ async def get_org(principal: PrincipalDep, services: ServicesDep, request: Reque
             "platform_admin": platform}
 
 
-@router.post("/orgs", status_code=201)
+@router.post("/orgs", status_code=201, response_model=views.CreatedOrg, responses=_CREATE)
 async def create_org(body: OrgCreate, principal: PrincipalDep, services: ServicesDep,
                      request: Request) -> dict[str, Any]:
     """A new organisation (platform admin only); the caller becomes its owner."""
@@ -140,7 +147,7 @@ async def create_org(body: OrgCreate, principal: PrincipalDep, services: Service
     return {**org_view(org), "owner_key": created_key_view(key) if key is not None else None}
 
 
-@router.get("/orgs")
+@router.get("/orgs", response_model=views.OrgList)
 async def list_orgs(principal: PrincipalDep, services: ServicesDep, request: Request, limit: Limit = 50,
                     offset: Offset = 0) -> dict[str, Any]:
     async with _admin(services, principal, request) as admin:
@@ -150,14 +157,14 @@ async def list_orgs(principal: PrincipalDep, services: ServicesDep, request: Req
 
 # -- divisions -------------------------------------------------------------------------------------------
 
-@router.post("/divisions", status_code=201)
+@router.post("/divisions", status_code=201, response_model=views.DivisionView, responses=_CREATE)
 async def create_division(body: DivisionCreate, principal: PrincipalDep, services: ServicesDep,
                           request: Request) -> dict[str, Any]:
     async with _admin(services, principal, request) as admin:
         return division_view(await admin.create_division(principal.org_id, body.name))
 
 
-@router.get("/divisions")
+@router.get("/divisions", response_model=views.DivisionList)
 async def list_divisions(principal: PrincipalDep, services: ServicesDep, request: Request, limit: Limit = 50,
                          offset: Offset = 0) -> dict[str, Any]:
     async with _admin(services, principal, request) as admin:
@@ -165,7 +172,7 @@ async def list_divisions(principal: PrincipalDep, services: ServicesDep, request
     return {"divisions": [division_view(item) for item in page.items], "next_offset": page.next_offset}
 
 
-@router.delete("/divisions/{division_id}", status_code=204)
+@router.delete("/divisions/{division_id}", status_code=204, responses=_CONFLICT)
 async def delete_division(division_id: ResourceId, principal: PrincipalDep, services: ServicesDep,
                           request: Request) -> Response:
     async with _admin(services, principal, request) as admin:
@@ -175,7 +182,7 @@ async def delete_division(division_id: ResourceId, principal: PrincipalDep, serv
 
 # -- users, memberships, service accounts ----------------------------------------------------------------
 
-@router.post("/users", status_code=201)
+@router.post("/users", status_code=201, response_model=views.MemberView, responses={**BODY, **_CONFLICT})
 async def create_user(body: UserCreate, principal: PrincipalDep, services: ServicesDep,
                       request: Request) -> dict[str, Any]:
     async with _admin(services, principal, request) as admin:
@@ -185,7 +192,7 @@ async def create_user(body: UserCreate, principal: PrincipalDep, services: Servi
     return member_view(member, principal.org_id)
 
 
-@router.get("/users")
+@router.get("/users", response_model=views.UserList)
 async def list_users(principal: PrincipalDep, services: ServicesDep, request: Request, limit: Limit = 50,
                      offset: Offset = 0) -> dict[str, Any]:
     async with _admin(services, principal, request) as admin:
@@ -193,14 +200,14 @@ async def list_users(principal: PrincipalDep, services: ServicesDep, request: Re
     return {"users": [member_view(m, principal.org_id) for m in page.items], "next_offset": page.next_offset}
 
 
-@router.get("/users/{user_id}")
+@router.get("/users/{user_id}", response_model=views.MemberView, responses=_NOT_FOUND)
 async def get_user(user_id: ResourceId, principal: PrincipalDep, services: ServicesDep,
                    request: Request) -> dict[str, Any]:
     async with _admin(services, principal, request) as admin:
         return member_view(await admin.get_user(principal.org_id, user_id), principal.org_id)
 
 
-@router.patch("/users/{user_id}")
+@router.patch("/users/{user_id}", response_model=views.MemberView, responses={**BODY, **_CONFLICT})
 async def update_user(user_id: ResourceId, body: UserPatch, principal: PrincipalDep, services: ServicesDep,
                       request: Request) -> dict[str, Any]:
     changes = UserChanges(name=body.name, role=body.role, division_id=body.division_id,
@@ -211,7 +218,7 @@ async def update_user(user_id: ResourceId, body: UserPatch, principal: Principal
     return member_view(member, principal.org_id)
 
 
-@router.delete("/users/{user_id}", status_code=204)
+@router.delete("/users/{user_id}", status_code=204, responses=_CONFLICT)
 async def delete_user(user_id: ResourceId, principal: PrincipalDep, services: ServicesDep,
                       request: Request) -> Response:
     """In the user's home organisation: delete the account. Elsewhere: remove them from this organisation."""
@@ -220,7 +227,7 @@ async def delete_user(user_id: ResourceId, principal: PrincipalDep, services: Se
     return Response(status_code=204)
 
 
-@router.post("/memberships", status_code=202)
+@router.post("/memberships", status_code=202, response_model=InvitationView, responses={**BODY, **_CONFLICT})
 async def add_membership(body: MembershipCreate, principal: PrincipalDep, services: ServicesDep,
                          request: Request) -> dict[str, Any]:
     """Invite whoever holds ``email`` to a role here (as ``POST /api/v1/admin/invitations``): nothing
@@ -231,7 +238,7 @@ async def add_membership(body: MembershipCreate, principal: PrincipalDep, servic
     return invitation_view(invitation)
 
 
-@router.delete("/memberships/{user_id}", status_code=204)
+@router.delete("/memberships/{user_id}", status_code=204, responses=_CONFLICT)
 async def remove_membership(user_id: ResourceId, principal: PrincipalDep, services: ServicesDep,
                             request: Request) -> Response:
     async with _admin(services, principal, request) as admin:
@@ -239,7 +246,7 @@ async def remove_membership(user_id: ResourceId, principal: PrincipalDep, servic
     return Response(status_code=204)
 
 
-@router.post("/service-accounts", status_code=201)
+@router.post("/service-accounts", status_code=201, response_model=views.MemberView, responses={**BODY, **_CONFLICT})
 async def create_service_account(body: ServiceAccountCreate, principal: PrincipalDep, services: ServicesDep,
                                  request: Request) -> dict[str, Any]:
     async with _admin(services, principal, request) as admin:
@@ -248,7 +255,7 @@ async def create_service_account(body: ServiceAccountCreate, principal: Principa
     return member_view(member, principal.org_id)
 
 
-@router.get("/service-accounts")
+@router.get("/service-accounts", response_model=views.ServiceAccountList)
 async def list_service_accounts(principal: PrincipalDep, services: ServicesDep, request: Request,
                                 limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
     async with _admin(services, principal, request) as admin:
@@ -259,7 +266,7 @@ async def list_service_accounts(principal: PrincipalDep, services: ServicesDep, 
 
 # -- API keys --------------------------------------------------------------------------------------------
 
-@router.post("/keys", status_code=201)
+@router.post("/keys", status_code=201, response_model=views.CreatedKey, responses={**BODY, **_NOT_FOUND})
 async def create_key(body: KeyCreate, principal: PrincipalDep, services: ServicesDep,
                      request: Request) -> dict[str, Any]:
     """A new key; ``key`` in the answer is its only appearance in clear text."""
@@ -268,7 +275,7 @@ async def create_key(body: KeyCreate, principal: PrincipalDep, services: Service
     return created_key_view(created)
 
 
-@router.get("/keys")
+@router.get("/keys", response_model=views.KeyList)
 async def list_keys(principal: PrincipalDep, services: ServicesDep, request: Request, limit: Limit = 50,
                     offset: Offset = 0, include_revoked: bool = False) -> dict[str, Any]:
     async with _admin(services, principal, request) as admin:
@@ -277,7 +284,7 @@ async def list_keys(principal: PrincipalDep, services: ServicesDep, request: Req
     return {"keys": [key_view(key, used) for key, used in page.items], "next_offset": page.next_offset}
 
 
-@router.delete("/keys/{key_id}", status_code=204)
+@router.delete("/keys/{key_id}", status_code=204, responses=_NOT_FOUND)
 async def revoke_key(key_id: ResourceId, principal: PrincipalDep, services: ServicesDep,
                      request: Request) -> Response:
     """Revoke a key; every replica refuses it from the moment this answers."""
@@ -286,7 +293,7 @@ async def revoke_key(key_id: ResourceId, principal: PrincipalDep, services: Serv
     return Response(status_code=204)
 
 
-@router.post("/keys/{key_id}/rotate", status_code=201)
+@router.post("/keys/{key_id}/rotate", status_code=201, response_model=views.RotatedKey, responses=_NOT_FOUND)
 async def rotate_key(key_id: ResourceId, principal: PrincipalDep, services: ServicesDep,
                      request: Request) -> dict[str, Any]:
     """Revoke a key and issue its replacement (same settings); the new ``key`` is shown once."""
@@ -297,7 +304,7 @@ async def rotate_key(key_id: ResourceId, principal: PrincipalDep, services: Serv
 
 # -- audit -----------------------------------------------------------------------------------------------
 
-@router.get("/audit")
+@router.get("/audit", response_model=views.AuditList)
 async def list_audit(principal: PrincipalDep, services: ServicesDep, request: Request, limit: Limit = 50,
                      cursor: Annotated[int | None, Query(ge=1, le=MAX_CURSOR)] = None,
                      action: Annotated[str | None, Query(max_length=100,

@@ -9,16 +9,19 @@ from fastapi import APIRouter
 from atrium.accounts.admin import administer
 from atrium.errors import Forbidden, NotFound
 from atrium.http.deps import PrincipalDep, ServicesDep, require_role
+from atrium.http.schemas.errors import AUTHENTICATED, error_responses
+from atrium.http.schemas.operations import BreakerList, BreakerState
 
-router = APIRouter(prefix="/api/v1/admin/gateway", tags=["admin"], dependencies=[require_role("admin")])
+router = APIRouter(prefix="/api/v1/admin/gateway", tags=["admin"], dependencies=[require_role("admin")],
+                   responses=AUTHENTICATED)
 
 
-@router.get("/breakers")
+@router.get("/breakers", response_model=BreakerList)
 async def breakers(services: ServicesDep) -> dict[str, object]:
     return {"breakers": await services.gateway.breaker_states()}
 
 
-@router.post("/breakers/{provider}/reset")
+@router.post("/breakers/{provider}/reset", response_model=BreakerState, responses=error_responses(404))
 async def reset_breaker(provider: str, services: ServicesDep, principal: PrincipalDep) -> dict[str, object]:
     async with administer(services.db, services.authenticator, services.sessions.passwords, principal) as admin:
         if not await admin.is_platform_admin():

@@ -33,13 +33,22 @@ from atrium.http.compat.streams import (
     usage_or_estimate,
 )
 from atrium.http.deps import LimitedPrincipalDep, ServicesDep
+from atrium.http.schemas.anthropic import AnthropicMessage
+from atrium.http.schemas.errors import AnthropicErrorResponse, vendor_errors
 
-router = APIRouter(prefix="/v1", tags=["anthropic-compatible"])
+# Errors in Anthropic's shape; a malformed body is a 400 there, never a 422.
+router = APIRouter(prefix="/v1", tags=["anthropic-compatible"],
+                   responses=vendor_errors(AnthropicErrorResponse, 400, 401, 402, 403, 404, 413, 429, 502, 503,
+                                           504))
 
 MESSAGES_ENDPOINT = "/v1/messages"
 
 
-@router.post("/messages", response_model=None)
+# Documented, not validated (the hot path): the answers are built by hand.
+@router.post("/messages", response_model=None, responses={
+    200: {"model": AnthropicMessage, "description": "A `message`; with `stream: true`, Anthropic's Server-Sent "
+          "Events (`message_start`, `content_block_*`, `message_delta`, `message_stop`).",
+          "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
 async def messages(body: MessagesBody, request: Request, principal: LimitedPrincipalDep,
                    services: ServicesDep) -> Response:
     gateway = services.gateway

@@ -18,8 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from atrium.guard.budget_admin import BudgetAdmin, BudgetSpec
 from atrium.guard.budgets import MICRO
 from atrium.http.deps import Offset, PrincipalDep, ServicesDep, require_role
+from atrium.http.schemas.budgets import BudgetList, BudgetView, OwnBudgets
+from atrium.http.schemas.errors import AUTHENTICATED, BODY, error_responses
 
-router = APIRouter(tags=["budgets"])
+router = APIRouter(tags=["budgets"], responses=AUTHENTICATED)
+_NOT_FOUND = error_responses(404)
 _admin = [require_role("admin")]
 
 BudgetId = Annotated[str, Path(min_length=1, max_length=32)]
@@ -44,7 +47,9 @@ def _ip(request: Request) -> str | None:
     return request.client.host if request.client is not None else None
 
 
-@router.put("/api/v1/admin/budgets", dependencies=_admin)
+@router.put("/api/v1/admin/budgets", dependencies=_admin, response_model=BudgetView, responses={
+    201: {"model": BudgetView, "description": "Created: there was no budget for this scope, subject and period."},
+    **BODY, **_NOT_FOUND})
 async def set_budget(body: BudgetBody, request: Request, principal: PrincipalDep,
                      services: ServicesDep) -> JSONResponse:
     micro = int((body.limit_usd * MICRO).to_integral_value(rounding=ROUND_HALF_UP))
@@ -54,7 +59,7 @@ async def set_budget(body: BudgetBody, request: Request, principal: PrincipalDep
     return JSONResponse(view.to_dict(), status_code=201 if created else 200)
 
 
-@router.get("/api/v1/admin/budgets", dependencies=_admin)
+@router.get("/api/v1/admin/budgets", dependencies=_admin, response_model=BudgetList)
 async def list_budgets(principal: PrincipalDep, services: ServicesDep,
                        scope: Annotated[Literal["org", "user", "key"] | None, Query()] = None,
                        subject_id: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
@@ -65,20 +70,21 @@ async def list_budgets(principal: PrincipalDep, services: ServicesDep,
     return {"budgets": [view.to_dict() for view in views]}
 
 
-@router.delete("/api/v1/admin/budgets/{budget_id}", dependencies=_admin, status_code=204)
+@router.delete("/api/v1/admin/budgets/{budget_id}", dependencies=_admin, status_code=204, responses=_NOT_FOUND)
 async def delete_budget(budget_id: BudgetId, request: Request, principal: PrincipalDep,
                         services: ServicesDep) -> Response:
     await _admin_of(services).delete(principal, budget_id, ip=_ip(request))
     return Response(status_code=204)
 
 
-@router.post("/api/v1/admin/budgets/{budget_id}/reset", dependencies=_admin)
+@router.post("/api/v1/admin/budgets/{budget_id}/reset", dependencies=_admin, response_model=BudgetView,
+             responses=_NOT_FOUND)
 async def reset_budget(budget_id: BudgetId, request: Request, principal: PrincipalDep,
                        services: ServicesDep) -> dict[str, object]:
     return (await _admin_of(services).reset(principal, budget_id, ip=_ip(request))).to_dict()
 
 
-@router.get("/api/v1/budget")
+@router.get("/api/v1/budget", response_model=OwnBudgets)
 async def own_budget(principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     """The caller's budgets (its organisation's, its user's, its key's) with what is left in each."""
     views = await _admin_of(services).own(principal)

@@ -16,15 +16,19 @@ from atrium.conversations.runs import AnswerRun
 from atrium.errors import AppError, InvalidRequest, PayloadTooLarge
 from atrium.http.deps import LimitedPrincipalDep, ServicesDep
 from atrium.http.errors import error_body
+from atrium.http.schemas.chat import AskErrorResponse, AskResponse
+from atrium.http.schemas.errors import AUTHENTICATED, LIMITED, error_responses
 from atrium.knowledge.service import check_collection
 
-router = APIRouter(prefix="/api/v1/chat", tags=["chat"])
+# 404: no such conversation or collection (or none the caller may read).
+router = APIRouter(prefix="/api/v1/chat", tags=["chat"],
+                   responses={**AUTHENTICATED, **LIMITED, **error_responses(404)})
 # A failed answer run's status; other failures are the upstream's (502).
 _ERROR_STATUS = {"model_timeout": 504, "content_blocked": 400, "budget_exceeded": 402}
 
 
 class AskBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"message": "When are refunds issued?"}]})
     message: str = Field(min_length=1)
     conversation_id: str | None = Field(None, min_length=1, max_length=64)
     collection: str | None = Field(None, min_length=1, max_length=100)
@@ -39,7 +43,16 @@ def checked_message(message: str, limit: int) -> str:
     return message
 
 
-@router.post("/ask", response_model=None)
+# Documented, not validated: the answer is built by hand (this is the hot path).
+_ASK_RESPONSES = {
+    200: {"model": AskResponse, "description": "The answer; with `stream: true` or `Accept: text/event-stream`, "
+          "Server-Sent Events `meta`, `token`..., `sources`, then `done` or `error`.",
+          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+    **error_responses(400, 502, 503, 504, model=AskErrorResponse),
+}
+
+
+@router.post("/ask", response_model=None, responses=_ASK_RESPONSES)
 async def ask(body: AskBody, request: Request, principal: LimitedPrincipalDep,
               services: ServicesDep) -> JSONResponse | EventSourceResponse:
     message = checked_message(body.message, services.settings.limits.max_message_chars)

@@ -11,11 +11,19 @@ from atrium.accounts.ownership import principal_session
 from atrium.conversations import admin as conversation_admin
 from atrium.conversations import repository as repo
 from atrium.http.deps import ClientIp, Offset, PrincipalDep, ResourceId, ServicesDep, require_role
+from atrium.http.schemas.conversations import (
+    AdminConversationList,
+    ConversationList,
+    ConversationView,
+    MessageList,
+)
+from atrium.http.schemas.errors import AUTHENTICATED, error_responses
 from atrium.store.models import Conversation, Message
 
-router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
+router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"], responses=AUTHENTICATED)
 admin_router = APIRouter(prefix="/api/v1/admin/conversations", tags=["admin"],
-                         dependencies=[require_role("admin")])
+                         dependencies=[require_role("admin")], responses=AUTHENTICATED)
+_NOT_FOUND = error_responses(404)
 
 
 def conversation_view(row: Conversation) -> dict[str, Any]:
@@ -35,7 +43,7 @@ def message_view(row: Message) -> dict[str, Any]:
             "created_at": row.created_at.isoformat()}
 
 
-@router.get("")
+@router.get("", response_model=ConversationList)
 async def list_conversations(principal: PrincipalDep, services: ServicesDep,
                              limit: Annotated[int, Query(ge=1, le=200)] = 50,
                              offset: Offset = 0) -> dict[str, Any]:
@@ -44,20 +52,20 @@ async def list_conversations(principal: PrincipalDep, services: ServicesDep,
     return {"conversations": [conversation_view(row) for row in rows]}
 
 
-@router.get("/{conversation_id}")
+@router.get("/{conversation_id}", response_model=ConversationView, responses=_NOT_FOUND)
 async def get_conversation(conversation_id: ResourceId, principal: PrincipalDep,
                            services: ServicesDep) -> dict[str, Any]:
     async with principal_session(services.db, principal) as session:
         return conversation_view(await repo.get_conversation(session, principal, conversation_id))
 
 
-@router.delete("/{conversation_id}", status_code=204, dependencies=[require_role("member")])
+@router.delete("/{conversation_id}", status_code=204, dependencies=[require_role("member")], responses=_NOT_FOUND)
 async def delete_conversation(conversation_id: ResourceId, principal: PrincipalDep, services: ServicesDep) -> None:
     async with principal_session(services.db, principal) as session:
         await repo.delete_conversation(session, principal, conversation_id)
 
 
-@router.get("/{conversation_id}/messages")
+@router.get("/{conversation_id}/messages", response_model=MessageList, responses=_NOT_FOUND)
 async def list_messages(conversation_id: ResourceId, principal: PrincipalDep, services: ServicesDep,
                         limit: Annotated[int, Query(ge=1, le=500)] = 200,
                         offset: Offset = 0) -> dict[str, Any]:
@@ -66,7 +74,7 @@ async def list_messages(conversation_id: ResourceId, principal: PrincipalDep, se
     return {"messages": [message_view(row) for row in rows]}
 
 
-@admin_router.get("")
+@admin_router.get("", response_model=AdminConversationList)
 async def admin_list_conversations(principal: PrincipalDep, services: ServicesDep,
                                    user_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
                                    limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -78,7 +86,7 @@ async def admin_list_conversations(principal: PrincipalDep, services: ServicesDe
             "next_offset": offset + limit if len(rows) == limit else None}
 
 
-@admin_router.delete("/{conversation_id}", status_code=204)
+@admin_router.delete("/{conversation_id}", status_code=204, responses=_NOT_FOUND)
 async def admin_erase_conversation(conversation_id: ResourceId, principal: PrincipalDep, services: ServicesDep,
                                    ip: ClientIp) -> None:
     """Erase any conversation the admin administers, with its messages; audited (``conversation.erase``)."""

@@ -16,6 +16,8 @@ from atrium.accounts.ownership import owner_of, principal_session
 from atrium.accounts.principal import Principal
 from atrium.errors import InvalidRequest, NotFound, PayloadTooLarge
 from atrium.http.deps import Offset, PrincipalDep, ResourceId, ServicesDep, require_role
+from atrium.http.schemas.documents import DocumentList, DocumentView, JobView, UploadAccepted
+from atrium.http.schemas.errors import AUTHENTICATED, error_responses
 from atrium.knowledge import collections as collections_repo
 from atrium.knowledge import repository as repo
 from atrium.knowledge.parsing import is_supported, parse_document
@@ -23,7 +25,8 @@ from atrium.knowledge.service import check_collection
 from atrium.store.files import private_dir, write_private
 from atrium.store.models import Document, Job
 
-router = APIRouter(prefix="/api/v1", tags=["documents"])
+router = APIRouter(prefix="/api/v1", tags=["documents"], responses=AUTHENTICATED)
+_NOT_FOUND = error_responses(404)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 COPY_CHUNK = 1 << 20
 
@@ -41,7 +44,8 @@ def job_view(job: Job) -> dict[str, Any]:
             "updated_at": job.updated_at.isoformat()}
 
 
-@router.post("/documents", status_code=202, dependencies=[require_role("member")])
+@router.post("/documents", status_code=202, dependencies=[require_role("member")], response_model=UploadAccepted,
+             responses=error_responses(400, 404, 413))  # 400: a body that is not valid multipart
 async def upload(principal: PrincipalDep, services: ServicesDep,
                  files: Annotated[list[UploadFile], File(description=".txt or .md files")],
                  collection: Annotated[str, Form(max_length=100)] = "default") -> dict[str, Any]:
@@ -79,7 +83,7 @@ async def upload(principal: PrincipalDep, services: ServicesDep,
     return {"job_id": job_id, "status": "queued", "collection": collection, "files": [s["source"] for s in stored]}
 
 
-@router.get("/documents")
+@router.get("/documents", response_model=DocumentList, responses=_NOT_FOUND)  # 404: no such collection
 async def list_documents(principal: PrincipalDep, services: ServicesDep,
                          collection: Annotated[str | None, Query(max_length=100)] = None,
                          limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -101,14 +105,15 @@ async def _readable_document(session: AsyncSession, principal: Principal, docume
     return document
 
 
-@router.get("/documents/{document_id}")
+@router.get("/documents/{document_id}", response_model=DocumentView, responses=_NOT_FOUND)
 async def get_document(document_id: ResourceId, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     async with principal_session(services.db, principal) as session:
         document = await _readable_document(session, principal, document_id)
     return document_view(document)
 
 
-@router.delete("/documents/{document_id}", status_code=204, dependencies=[require_role("member")])
+@router.delete("/documents/{document_id}", status_code=204, dependencies=[require_role("member")],
+               responses=_NOT_FOUND)
 async def delete_document(document_id: ResourceId, principal: PrincipalDep, services: ServicesDep) -> None:
     """Whoever may write the document's collection may delete it."""
     async with principal_session(services.db, principal) as session:
@@ -117,7 +122,7 @@ async def delete_document(document_id: ResourceId, principal: PrincipalDep, serv
     await services.knowledge.delete_document(principal.org_id, document_id)
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", response_model=JobView, responses=_NOT_FOUND)
 async def get_job(job_id: ResourceId, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     """A job the caller queued; anyone else's is ``404``."""
     return job_view(await services.jobs.get(principal.org_id, job_id, owner=owner_of(principal)))

@@ -6,15 +6,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from atrium.http.schemas.operations import Health, Readiness
+
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+@router.get("/health", response_model=Health)
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness, "description": "Not ready: "
+                                                                "the failing checks are false."}})
 async def ready(request: Request) -> JSONResponse:
     """200 when the database answers, the index is loaded and the models can serve; 503 otherwise."""
     services = getattr(request.app.state, "services", None)

@@ -19,8 +19,12 @@ from atrium.accounts.principal import Principal
 from atrium.container import Services
 from atrium.http.deps import Offset, PrincipalDep, ResourceId, ServicesDep, require_role
 from atrium.http.routes.accounts import Body, Email, ObjectId
+from atrium.http.schemas import invitations as views
+from atrium.http.schemas.errors import AUTHENTICATED, BODY, error_responses
 
-router = APIRouter(tags=["invitations"])
+router = APIRouter(tags=["invitations"], responses=AUTHENTICATED)
+_NOT_FOUND = error_responses(404)
+_CONFLICT = error_responses(404, 409)
 _admins = [require_role("admin")]
 
 InvitedRole = Literal["owner", "admin", "member", "viewer"]  # owner: refused with 403, not a schema error
@@ -49,7 +53,8 @@ def _invitee(services: Services, principal: Principal, request: Request) -> Abst
 
 # -- the inviting organisation ---------------------------------------------------------------------------
 
-@router.post("/api/v1/admin/invitations", status_code=202, dependencies=_admins)
+@router.post("/api/v1/admin/invitations", status_code=202, dependencies=_admins, response_model=views.InvitationView,
+             responses={**BODY, **_CONFLICT})
 async def create_invitation(body: InvitationCreate, principal: PrincipalDep, services: ServicesDep,
                             request: Request) -> dict[str, Any]:
     """Offer a role here to whoever holds ``email``; nothing changes until that user accepts."""
@@ -59,7 +64,7 @@ async def create_invitation(body: InvitationCreate, principal: PrincipalDep, ser
     return invitation_view(invitation)
 
 
-@router.get("/api/v1/admin/invitations", dependencies=_admins)
+@router.get("/api/v1/admin/invitations", dependencies=_admins, response_model=views.InvitationList)
 async def list_invitations(principal: PrincipalDep, services: ServicesDep, request: Request,
                            status: Status | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 50,
                            offset: Offset = 0) -> dict[str, Any]:
@@ -68,7 +73,8 @@ async def list_invitations(principal: PrincipalDep, services: ServicesDep, reque
     return {"invitations": [invitation_view(item) for item in page.items], "next_offset": page.next_offset}
 
 
-@router.delete("/api/v1/admin/invitations/{invitation_id}", status_code=204, dependencies=_admins)
+@router.delete("/api/v1/admin/invitations/{invitation_id}", status_code=204, dependencies=_admins,
+               responses=_CONFLICT)
 async def revoke_invitation(invitation_id: ResourceId, principal: PrincipalDep, services: ServicesDep,
                             request: Request) -> Response:
     async with _admin(services, principal, request) as admin:
@@ -78,7 +84,7 @@ async def revoke_invitation(invitation_id: ResourceId, principal: PrincipalDep, 
 
 # -- the invitee -----------------------------------------------------------------------------------------
 
-@router.get("/api/v1/invitations")
+@router.get("/api/v1/invitations", response_model=views.Inbox)
 async def my_invitations(principal: PrincipalDep, services: ServicesDep, request: Request) -> dict[str, Any]:
     """The caller's user's pending invitations, from every organisation."""
     async with _invitee(services, principal, request) as invitee:
@@ -86,7 +92,8 @@ async def my_invitations(principal: PrincipalDep, services: ServicesDep, request
     return {"invitations": [inbox_view(*item) for item in found]}
 
 
-@router.post("/api/v1/invitations/{invitation_id}/accept")
+@router.post("/api/v1/invitations/{invitation_id}/accept", response_model=views.AcceptedInvitation,
+             responses=_CONFLICT)
 async def accept_invitation(invitation_id: ResourceId, principal: PrincipalDep, services: ServicesDep,
                             request: Request) -> dict[str, Any]:
     """Join the inviting organisation with the invited role (and division); log in there to act in it."""
@@ -98,7 +105,8 @@ async def accept_invitation(invitation_id: ResourceId, principal: PrincipalDep, 
                            "division_id": membership.division_id}}
 
 
-@router.post("/api/v1/invitations/{invitation_id}/decline")
+@router.post("/api/v1/invitations/{invitation_id}/decline", response_model=views.InvitationAnswer,
+             responses=_CONFLICT)
 async def decline_invitation(invitation_id: ResourceId, principal: PrincipalDep, services: ServicesDep,
                              request: Request) -> dict[str, Any]:
     async with _invitee(services, principal, request) as invitee:

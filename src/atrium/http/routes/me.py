@@ -10,11 +10,13 @@ from fastapi.responses import JSONResponse
 
 from atrium.accounts import data_rights
 from atrium.http.deps import ClientIp, PrincipalDep, ServicesDep
+from atrium.http.schemas.auth import DataExport, Erased
+from atrium.http.schemas.errors import AUTHENTICATED, error_responses
 
-router = APIRouter(prefix="/api/v1/me", tags=["me"])
+router = APIRouter(prefix="/api/v1/me", tags=["me"], responses={**AUTHENTICATED, **error_responses(404)})
 
 
-@router.get("/export", response_model=None)
+@router.get("/export", response_model=DataExport)
 async def export_my_data(principal: PrincipalDep, services: ServicesDep) -> JSONResponse:
     """A download of the caller's account, memberships, conversations and messages, queries, documents
     uploaded (with their text), collections owned and usage. Needs a credential of a user."""
@@ -22,7 +24,7 @@ async def export_my_data(principal: PrincipalDep, services: ServicesDep) -> JSON
     return JSONResponse(body, headers={"Content-Disposition": 'attachment; filename="atrium-export.json"'})
 
 
-@router.delete("")
+@router.delete("", response_model=Erased, responses=error_responses(409))
 async def erase_my_account(principal: PrincipalDep, services: ServicesDep, ip: ClientIp) -> dict[str, Any]:
     """Erase the caller's account and everything it owns in every organisation (documents and their vectors
     too); usage rows stay for the organisations' bills, without the user. Needs the user's own login (an

@@ -41,8 +41,13 @@ from atrium.http.compat.streams import (
     usage_or_estimate,
 )
 from atrium.http.deps import LimitedPrincipalDep, PrincipalDep, ServicesDep
+from atrium.http.schemas.errors import OpenAIErrorResponse, error_responses, vendor_errors
+from atrium.http.schemas.openai import ChatCompletion, EmbeddingList, ModelCard, ModelList
 
-router = APIRouter(prefix="/v1", tags=["openai-compatible"])
+# Errors in OpenAI's shape; a malformed body is a 400 there, never a 422.
+router = APIRouter(prefix="/v1", tags=["openai-compatible"],
+                   responses=vendor_errors(OpenAIErrorResponse, 401, 403, 503))
+_MODEL_CALL = error_responses(400, 402, 404, 413, 429, 502, 504, model=OpenAIErrorResponse)  # 404: no such model
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 EMBEDDINGS_ENDPOINT = "/v1/embeddings"
@@ -50,7 +55,12 @@ EMBEDDINGS_ENDPOINT = "/v1/embeddings"
 _CREATED = int(time.time())
 
 
-@router.post("/chat/completions", response_model=None)
+# Documented, not validated (the hot path): the answers are built by hand.
+@router.post("/chat/completions", response_model=None, responses={
+    200: {"model": ChatCompletion, "description": "A `chat.completion`; with `stream: true`, `chat.completion.chunk` "
+          "Server-Sent Events ending with `data: [DONE]`.",
+          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+    **_MODEL_CALL})
 async def chat_completions(body: ChatCompletionBody, request: Request, principal: LimitedPrincipalDep,
                            services: ServicesDep) -> Response:
     gateway = services.gateway
@@ -79,7 +89,7 @@ async def chat_completions(body: ChatCompletionBody, request: Request, principal
     return response if response is not None else Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", response_model=None, responses={200: {"model": EmbeddingList}, **_MODEL_CALL})
 async def embeddings(body: EmbeddingsBody, principal: LimitedPrincipalDep, services: ServicesDep) -> JSONResponse:
     gateway = services.gateway
     texts = embedding_texts(body, max_chars=services.settings.limits.max_message_chars)
@@ -123,12 +133,14 @@ def visible_models(catalogue: Catalogue, org_id: str) -> list[dict[str, Any]]:
     return list(models.values())
 
 
-@router.get("/models")
+# exclude_unset: a model card keeps exactly its keys (``alias_of`` only on an alias).
+@router.get("/models", response_model=ModelList, response_model_exclude_unset=True)
 async def list_models(principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     return {"object": "list", "data": visible_models(services.gateway.catalogue, principal.org_id)}
 
 
-@router.get("/models/{model_id:path}")
+@router.get("/models/{model_id:path}", response_model=ModelCard, response_model_exclude_unset=True,
+            responses=error_responses(404, model=OpenAIErrorResponse))
 async def get_model(model_id: str, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     for model in visible_models(services.gateway.catalogue, principal.org_id):
         if model["id"] == model_id:

@@ -18,8 +18,12 @@ from fastapi import APIRouter, Request
 from atrium.errors import Forbidden, InvalidRequest, NotReady
 from atrium.guard.policy import Guard, PolicyOverride, policy_view
 from atrium.http.deps import PrincipalDep, ServicesDep, require_role
+from atrium.http.schemas.errors import AUTHENTICATED, BODY
+from atrium.http.schemas.policy import PolicyView
 
-router = APIRouter(prefix="/api/v1/admin/policy", tags=["admin"], dependencies=[require_role("admin")])
+# 503 too when the guard is not configured.
+router = APIRouter(prefix="/api/v1/admin/policy", tags=["admin"], dependencies=[require_role("admin")],
+                   responses=AUTHENTICATED)
 
 
 def _guard(services: Any) -> Guard:
@@ -36,12 +40,12 @@ async def _view(guard: Guard, org_id: str) -> dict[str, Any]:
             "overrides": stored, "configured": policy_view(guard.policies.configured(org_id))}
 
 
-@router.get("")
+@router.get("", response_model=PolicyView)
 async def get_policy(principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     return await _view(_guard(services), principal.org_id)
 
 
-@router.put("")
+@router.put("", response_model=PolicyView, responses=BODY)
 async def put_policy(body: PolicyOverride, request: Request, principal: PrincipalDep,
                      services: ServicesDep) -> dict[str, Any]:
     if principal.division_id is not None:

@@ -11,14 +11,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from atrium.http.deps import LimitedPrincipalDep, PrincipalDep, ResourceId, ServicesDep
 from atrium.http.routes.chat import checked_message
+from atrium.http.schemas.chat import QueryRecord as QueryRecordView
+from atrium.http.schemas.errors import AUTHENTICATED, LIMITED, error_responses
 from atrium.knowledge.service import check_collection
 from atrium.store.models import QueryRecord
 
-router = APIRouter(prefix="/api/v1/query", tags=["query"])
+router = APIRouter(prefix="/api/v1/query", tags=["query"], responses=AUTHENTICATED)
 
 
 class QueryBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"examples": [{"question": "Are gift cards refunded?"}]})
     question: str = Field(min_length=1)
     collection: str | None = Field(None, min_length=1, max_length=100)
     wait: bool = True
@@ -31,7 +34,10 @@ def record_view(record: QueryRecord) -> dict[str, Any]:
             "completed_at": record.completed_at.isoformat() if record.completed_at else None}
 
 
-@router.post("", response_model=None)
+@router.post("", response_model=None, status_code=201, responses={
+    201: {"model": QueryRecordView, "description": "Answered (or failed: see `status` and `error`)."},
+    202: {"model": QueryRecordView, "description": "Still pending: poll `GET /api/v1/query/{id}`."},
+    **LIMITED, **error_responses(404)})  # 404: no such collection (or none the caller may read)
 async def submit(body: QueryBody, principal: LimitedPrincipalDep, services: ServicesDep) -> JSONResponse:
     """Answer the question and return the stored record (201). With ``wait: false``, or when the answer
     takes longer than the request timeout, return the pending record at once (202) to poll with GET."""
@@ -45,6 +51,6 @@ async def submit(body: QueryBody, principal: LimitedPrincipalDep, services: Serv
     return JSONResponse(record_view(record), status_code=201 if record.status != "pending" else 202)
 
 
-@router.get("/{record_id}")
+@router.get("/{record_id}", response_model=QueryRecordView, responses=error_responses(404))
 async def get(record_id: ResourceId, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
     return record_view(await services.queries.get(principal, record_id))

@@ -10,20 +10,25 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from atrium.errors import InvalidRequest, PayloadTooLarge
 from atrium.http.deps import LimitedPrincipalDep, ServicesDep
+from atrium.http.schemas.errors import AUTHENTICATED, LIMITED, error_responses
+from atrium.http.schemas.search import SearchResponse
 from atrium.knowledge.service import check_collection
 
-router = APIRouter(prefix="/api/v1/search", tags=["search"])
+# 404: no such collection (or none the caller may read).
+router = APIRouter(prefix="/api/v1/search", tags=["search"],
+                   responses={**AUTHENTICATED, **LIMITED, **error_responses(404)})
 
 
 class SearchBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"query": "refund policy", "limit": 5}]})
     query: str = Field(min_length=1)
     limit: int = Field(10, ge=1)
     collection: str | None = Field(None, min_length=1, max_length=100)
     mode: Literal["hybrid", "vector", "keyword"] = "hybrid"
 
 
-@router.post("/semantic")
+# Documented, not validated (a hot path): the route returns the dict as it builds it.
+@router.post("/semantic", response_model=None, responses={200: {"model": SearchResponse}})
 async def semantic(body: SearchBody, principal: LimitedPrincipalDep, services: ServicesDep) -> dict[str, object]:
     limits = services.settings.limits
     if len(body.query) > limits.max_message_chars:

@@ -1,0 +1,60 @@
+"""``POST /api/v1/chat/ask`` and the one-shot query records (``/api/v1/query``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from atrium.http.schemas.common import Timestamp, TokenUsage, View
+from atrium.http.schemas.errors import ErrorResponse
+
+
+class Source(View):
+    """A numbered source the answer was grounded on; ``cited`` when the answer relies on it."""
+
+    number: int
+    chunk_id: int
+    document_id: str
+    collection: str
+    source: str
+    title: str
+    heading: str
+    snippet: str
+    score: float
+    cited: bool = False
+    cited_by: Literal["model", "overlap"] | None = None
+
+
+class AskResponse(View):
+    answer: str
+    sources: list[Source]
+    artifacts: list[dict[str, Any]] = Field(description="Always empty for now.")
+    conversation_id: str
+    message_id: str
+    user_message_id: str | None
+    model: str | None = Field(description="The model that answered; null when no source was relevant enough "
+                                          "and no model was called.")
+    usage: TokenUsage
+
+
+class AskErrorResponse(ErrorResponse):
+    """A failed answer (the model timed out or failed, a guard blocked it, a budget ran out): the error, with
+    the conversation and the text generated before the failure."""
+
+    conversation_id: str | None = None
+    message_id: str | None = None
+    partial_answer: str = ""
+
+
+class QueryRecord(View):
+    id: str
+    status: Literal["pending", "complete", "error"]
+    question: str
+    answer: str | None
+    sources: list[dict[str, Any]]
+    model: str | None
+    usage: dict[str, Any] | None
+    error: dict[str, Any] | None
+    created_at: Timestamp
+    completed_at: Timestamp | None

@@ -1,0 +1,63 @@
+"""Invitations: the inviting organisation's view and the invitee's."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from atrium.http.schemas.accounts import Role
+from atrium.http.schemas.common import Timestamp, View
+
+Status = Literal["pending", "accepted", "declined", "revoked", "expired"]
+
+
+class InvitationView(View):
+    id: str
+    email: str
+    role: Role
+    division_id: str | None
+    status: Status
+    created_at: Timestamp | None
+    expires_at: Timestamp | None
+    answered_at: Timestamp | None
+    invited_by_user_id: str | None
+    invited_by_key_id: str | None
+
+
+class InvitationList(View):
+    invitations: list[InvitationView]
+    next_offset: int | None
+
+
+class InboxItem(View):
+    """An invitation as its invitee sees it: which organisation offers what."""
+
+    id: str
+    org_id: str
+    org_name: str
+    role: Role
+    division_id: str | None
+    division_name: str | None
+    status: Status
+    created_at: Timestamp | None
+    expires_at: Timestamp | None
+    answered_at: Timestamp | None
+
+
+class Inbox(View):
+    invitations: list[InboxItem]
+
+
+class InvitationAnswer(View):
+    id: str
+    status: Status
+    answered_at: Timestamp | None
+
+
+class NewMembership(View):
+    org_id: str
+    role: Role
+    division_id: str | None
+
+
+class AcceptedInvitation(InvitationAnswer):
+    membership: NewMembership
