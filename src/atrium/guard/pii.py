@@ -35,7 +35,6 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 from stdnum import iban, luhn
 from stdnum.be import nn as be_nn
@@ -52,10 +51,10 @@ from stdnum.it import codicefiscale as it_cf
 from stdnum.se import personnummer as se_pn
 from stdnum.us import ssn as us_ssn
 
+from atrium.guard.settings import PiiKind
 from atrium.telemetry.credentials import CREDENTIAL_PATTERN, KEY_PREFIXES, SECRET_WORD
 
-PiiType = Literal["email", "phone", "card", "iban", "national_id", "ip", "secret"]
-PII_TYPES: tuple[PiiType, ...] = ("secret", "card", "iban", "national_id", "email", "ip", "phone")  # priority
+PII_TYPES: tuple[PiiKind, ...] = ("secret", "card", "iban", "national_id", "email", "ip", "phone")  # priority
 LABELS: dict[str, str] = {"email": "EMAIL", "phone": "PHONE", "card": "CARD", "iban": "IBAN",
                           "national_id": "NATIONAL_ID", "ip": "IP", "secret": "SECRET"}
 
@@ -66,7 +65,7 @@ MAX_PLACEHOLDER = 24
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    type: PiiType
+    type: PiiKind
     start: int
     end: int
     value: str = field(repr=False)  # never in a repr, so never in a log line by accident
