@@ -14,6 +14,7 @@ and the load generator, each in its own process.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -34,10 +35,14 @@ from _common import BENCH_KEY, atrium_env, free_port, start_serve, stop, wait_re
 LITELLM_VENV = Path(os.environ.get("LITELLM_VENV", HERE / ".venv-litellm"))
 LITELLM_KEY = "sk-bench-master-0123456789abcdef"
 UPSTREAM_KEY = "sk-bench-upstream"
-PEERS = ("upstream", "atrium", "litellm", "atrium-nobreaker")
+PEERS = ("upstream", "atrium", "litellm", "atrium-nobreaker", "atrium-before")
 # atrium-nobreaker: Atrium with its circuit breaker never opening, so every call meets the upstream's faults
 # (with the default breaker, a failing model is soon skipped for reset_timeout_s and the backup serves all)
-PEER_ENV = {"atrium": {}, "atrium-nobreaker": {"ATRIUM_GATEWAY__BREAKER__FAILURE_THRESHOLD": "1000000000"}}
+PEER_ENV = {"atrium": {}, "atrium-nobreaker": {"ATRIUM_GATEWAY__BREAKER__FAILURE_THRESHOLD": "1000000000"},
+            "atrium-before": {}}
+# atrium-before: Atrium from another source tree (``--before-src``, e.g. a ``git worktree`` of the commit
+# before a change), run by the same virtualenv with that tree first on PYTHONPATH; ``--after-src`` does the
+# same for "atrium". Both sides then run side by side in one sitting (see add_tree_options).
 FAULT_MODEL, BACKUP_MODEL, FALLBACK_ROUTE = "bench-model", "bench-backup", "bench"
 HIGH_LIMIT = "100000000"  # requests per minute: on, never reached
 
@@ -99,7 +104,31 @@ def upstream_stats(upstream: Server) -> dict[str, Any]:
     return httpx.get(f"{upstream.extra['base']}/stats", timeout=5).json()
 
 
-def start_atrium(tmp: Path, upstream: Server, name: str = "atrium") -> Server:
+def add_tree_options(parser: argparse.ArgumentParser) -> None:
+    """``--before-src``/``--after-src``: the source trees of the ``atrium-before`` and ``atrium`` peers."""
+    parser.add_argument("--before-src", type=Path, default=None,
+                        help="source tree (its src/) that the atrium-before peer runs")
+    parser.add_argument("--after-src", type=Path, default=None,
+                        help="source tree that the atrium peer runs (default: the installed one)")
+
+
+def tree_sources(args: argparse.Namespace, peers: Sequence[str]) -> dict[str, Path]:
+    sources = {name: path.resolve() for name, path in
+               (("atrium-before", args.before_src), ("atrium", args.after_src)) if path is not None}
+    if "atrium-before" in peers and "atrium-before" not in sources:
+        raise SystemExit("the atrium-before peer needs --before-src")
+    for path in sources.values():
+        if not (path / "atrium" / "__init__.py").exists():
+            raise SystemExit(f"{path} has no atrium package")
+    return sources
+
+
+def in_turn(sides: Sequence[str], round_number: int) -> list[str]:
+    """The sides in this round's order: reversed every other round, so no side always goes first."""
+    return list(sides) if round_number % 2 == 0 else list(reversed(sides))
+
+
+def start_atrium(tmp: Path, upstream: Server, name: str = "atrium", source: Path | None = None) -> Server:
     config = tmp / f"{name}.yaml"
     config.write_text(ATRIUM_CONFIG.format(upstream=upstream.extra["base"] + "/v1", key=UPSTREAM_KEY))
     env = atrium_env(
@@ -108,6 +137,8 @@ def start_atrium(tmp: Path, upstream: Server, name: str = "atrium") -> Server:
         ATRIUM_RATE_LIMITS__ENABLED="true", ATRIUM_RATE_LIMITS__KEY_REQUESTS_PER_MINUTE=HIGH_LIMIT,
         ATRIUM_RATE_LIMITS__USER_REQUESTS_PER_MINUTE=HIGH_LIMIT,
         ATRIUM_RATE_LIMITS__ORG_REQUESTS_PER_MINUTE=HIGH_LIMIT)
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
     process, url = start_serve(env, tmp / f"{name}.log")
     wait_ready(process, url, timeout=120)
     return Server(name, process, f"{url}/v1/chat/completions", BENCH_KEY, fallback_model=FALLBACK_ROUTE)
@@ -133,14 +164,17 @@ def start_litellm(tmp: Path, upstream: Server) -> Server:
 
 
 @contextlib.contextmanager
-def stack(tmp: Path, peers: list[str], **upstream_flags: object) -> Iterator[dict[str, Server]]:
-    """The upstream plus the named proxies, all stopped on exit."""
+def stack(tmp: Path, peers: list[str], sources: dict[str, Path] | None = None,
+          **upstream_flags: object) -> Iterator[dict[str, Server]]:
+    """The upstream plus the named proxies, all stopped on exit; ``sources``: the source tree an Atrium peer
+    runs (see add_tree_options)."""
+    sources = sources or {}
     servers: dict[str, Server] = {}
     try:
         servers["upstream"] = start_upstream(tmp, **upstream_flags)
         for name in peers:
             if name.startswith("atrium"):
-                servers[name] = start_atrium(tmp, servers["upstream"], name)
+                servers[name] = start_atrium(tmp, servers["upstream"], name, sources.get(name))
         if "litellm" in peers:
             servers["litellm"] = start_litellm(tmp, servers["upstream"])
         yield servers

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _gateway import load, machine_note, markdown, parse_peers, ratio, stack
+from _gateway import add_tree_options, in_turn, load, machine_note, markdown, parse_peers, ratio, stack, tree_sources
 
 
 def main() -> None:
@@ -29,16 +29,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--peers", default="atrium,litellm", help="proxies to measure (comma-separated)")
+    add_tree_options(parser)
     args = parser.parse_args()
     peers = parse_peers(args.peers)
+    sources = tree_sources(args, peers)
     cpu: dict[tuple[str, bool], list[float]] = {}
     upstream_cpu: dict[tuple[str, bool], list[float]] = {}
     failures: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp), peers, tokens=args.tokens) as servers:
+    with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp), peers, sources, tokens=args.tokens) as servers:
         upstream = servers["upstream"]
-        for _ in range(args.rounds):
+        for turn in range(args.rounds):
             for stream in (False, True):
-                for name in ["upstream", *peers]:
+                for name in ["upstream", *in_turn(peers, turn)]:
                     result = load(servers[name], upstream, requests=args.requests, concurrency=args.concurrency,
                                   stream=stream, warmup=min(200, args.requests))
                     if (result["outcomes"] != {"finished": result["requests"]}
@@ -55,11 +57,12 @@ def main() -> None:
             "stream" if stream else "non-stream",
             *(f"{med[name]:.3f} ms" for name in peers),
             f"{statistics.median(upstream_cpu[('upstream', stream)]):.3f} ms",
-            ratio(med.get("atrium"), med.get("litellm")) if len(peers) == 2 else "n/a",
+            ratio(med[peers[0]], med[peers[1]]) if len(peers) == 2 else "n/a",
         ])
     print(f"CPU per request (median of {args.rounds} rounds x {args.requests} requests, concurrency "
           f"{args.concurrency}, {args.tokens} tokens; {machine_note()})\n")
-    print(markdown(["kind", *peers, "upstream itself", "Atrium / LiteLLM"], rows))
+    pair = f"{peers[0]} / {peers[1]}" if len(peers) == 2 else "ratio"
+    print(markdown(["kind", *peers, "upstream itself", pair], rows))
     if failures:
         print("\nnot all requests finished:\n" + "\n".join(failures))
 

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _gateway import load, machine_note, markdown, parse_peers, ratio, stack
+from _gateway import add_tree_options, in_turn, load, machine_note, markdown, parse_peers, ratio, stack, tree_sources
 
 
 def main() -> None:
@@ -29,17 +29,19 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=1000, help="per side and round, at concurrency 1")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--peers", default="atrium,litellm", help="proxies to measure (comma-separated)")
+    add_tree_options(parser)
     args = parser.parse_args()
     peers = parse_peers(args.peers)
+    sources = tree_sources(args, peers)
     sides = ["upstream", *peers]
     rps: dict[str, list[float]] = {s: [] for s in sides}
     cpu: dict[str, list[float]] = {s: [] for s in sides}
     p50: dict[str, list[float]] = {s: [] for s in sides}
     p50_added: dict[str, list[float]] = {s: [] for s in sides}
-    with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp), peers) as servers:
+    with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp), peers, sources) as servers:
         upstream = servers["upstream"]
-        for _ in range(args.rounds):
-            for side in sides:
+        for turn in range(args.rounds):
+            for side in ["upstream", *in_turn(peers, turn)]:
                 result = load(servers[side], upstream, requests=args.requests, concurrency=50, warmup=300)
                 assert result["outcomes"] == {"finished": result["requests"]}, (side, result["outcomes"])
                 rps[side].append(result["rps"])
@@ -47,7 +49,7 @@ def main() -> None:
             # c=1: direct and each proxy back to back, so the difference is not the machine's mood
             direct = load(upstream, upstream, requests=args.sequential, concurrency=1, warmup=100)
             p50["upstream"].append(direct["latency_ms"]["p50"])
-            for side in peers:
+            for side in in_turn(peers, turn):
                 result = load(servers[side], upstream, requests=args.sequential, concurrency=1, warmup=100)
                 p50[side].append(result["latency_ms"]["p50"])
                 p50_added[side].append(result["latency_ms"]["p50"] - direct["latency_ms"]["p50"])
@@ -60,6 +62,11 @@ def main() -> None:
     if "atrium" in peers and "litellm" in peers:
         print(f"\nAtrium / LiteLLM requests/s: {ratio(med['atrium']['rps'], med['litellm']['rps'])} (target >= 5x); "
               f"Atrium added p50: {med['atrium']['added']:+.3f} ms (target <= 1 ms)")
+    if len(peers) == 2:
+        first, second = peers
+        print(f"\n{first} / {second}: requests/s {ratio(med[first]['rps'], med[second]['rps'])}, CPU per request "
+              f"{ratio(med[first]['cpu'], med[second]['cpu'])}, added p50 {med[first]['added']:+.3f} vs "
+              f"{med[second]['added']:+.3f} ms")
 
 
 if __name__ == "__main__":

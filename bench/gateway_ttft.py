@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _gateway import load, machine_note, markdown, parse_peers, stack
+from _gateway import add_tree_options, in_turn, load, machine_note, markdown, parse_peers, stack, tree_sources
 
 
 def main() -> None:
@@ -38,15 +38,17 @@ def main() -> None:
     parser.add_argument("--peers", default="atrium,litellm", help="proxies to measure (comma-separated)")
     parser.add_argument("--stagger", action="store_true",
                         help="spread the streams' starts over one stream's length (no lockstep bursts)")
+    add_tree_options(parser)
     args = parser.parse_args()
     peers = parse_peers(args.peers)
+    sources = tree_sources(args, peers)
     sides = ["upstream", *peers]
     runs: dict[str, list[dict]] = {s: [] for s in sides}
     stream_ms = args.first_token_ms + (args.tokens - 1) * args.token_ms
-    with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp), peers, tokens=args.tokens, token_ms=args.token_ms,
-                                                     first_token_ms=args.first_token_ms) as servers:
-        for _ in range(args.rounds):
-            for side in sides:
+    upstream_flags = {"tokens": args.tokens, "token_ms": args.token_ms, "first_token_ms": args.first_token_ms}
+    with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp), peers, sources, **upstream_flags) as servers:
+        for turn in range(args.rounds):
+            for side in ["upstream", *in_turn(peers, turn)]:
                 result = load(servers[side], servers["upstream"], requests=args.streams,
                               concurrency=args.concurrency, stream=True, warmup=args.concurrency,
                               stagger_ms=stream_ms if args.stagger else 0.0)
