@@ -50,6 +50,7 @@ from atrium.gateway.ports import (
     ToolCallDelta,
     Usage,
 )
+from atrium.gateway.streams import open_events
 from atrium.gateway.tokens import TokenCounter
 
 # Bounds shared by both vendor formats (the body limit caps the whole request; these cap single fields).
@@ -189,20 +190,11 @@ async def open_stream(chat: ChatModel, request: ChatRequest, *, default_model: s
     events = chat.stream(request)
     if not isinstance(events, AsyncGenerator):  # the port promises an async iterator; make it closable
         events = _generator(events)
-    head: list[ChatEvent] = []
-    try:
-        async for event in events:
-            if isinstance(event, ErrorEvent):
-                raise error_from_event(event)
-            head.append(event)
-            if isinstance(event, Token | ToolCallDelta | Done):
-                break
-        else:
-            raise GatewayError("The model ended its stream without an answer.")
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await events.aclose()
-        raise
+    opening = await open_events(events, default_model)
+    if opening.error is not None:
+        raise (GatewayError("The model ended its stream without an answer.") if opening.cut
+               else error_from_event(opening.error))
+    head = opening.head
     model, provider = default_model, ""
     for event in head:
         if isinstance(event, Start | Done):

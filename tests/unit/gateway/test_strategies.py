@@ -8,7 +8,8 @@ from collections import Counter
 import pytest
 
 from atrium.gateway.providers.fake import FakeChatModel
-from atrium.gateway.routing import Candidate, LatencyObservingChatModel, LatencyTracker, order_candidates
+from atrium.gateway.strategies import Candidate, LatencyTracker, order_candidates
+from atrium.gateway.timeouts import LatencyObservingChatModel
 from tests.unit.gateway.test_fallback import ScriptedModel, answer, collect, failure
 
 CHEAP = Candidate("cheap", input_price_per_1m=0.1, output_price_per_1m=0.4)
