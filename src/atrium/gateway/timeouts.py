@@ -1,6 +1,8 @@
-"""Deadline wrappers: a model that stays silent, or a stream that runs too long, ends with a typed error.
+"""Deadline wrappers: a model that stays silent, or a stream that runs too long, ends with a typed error;
+and the measure of a model's time to first output (``LatencyObservingChatModel``).
 
-``FirstEventTimeout`` uses asyncio's own timeout around each step until the first event; ``TotalTimeout``
+``FirstEventTimeout`` reads to the first output with :func:`atrium.gateway.streams.open_events` under a
+deadline (asyncio's own timeout around each step); ``TotalTimeout``
 one timer for the whole stream, which cancels only while it waits for the inner stream. Neither ever
 times a ``yield``, so the time the consumer spends between events cannot cancel the wrong code, and both
 close the inner stream when they give up. Neither ever ends with a made-up ``Done``: a cut answer ends with

@@ -23,19 +23,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from atrium.accounts.principal import Principal
-from atrium.errors import (
-    AppError,
-    CircuitOpen,
-    ContentBlocked,
-    ContextLengthExceeded,
-    Forbidden,
-    GatewayError,
-    InvalidRequest,
-    ModelTimeout,
-    ModelUnavailable,
-    NotFound,
-    UpstreamRateLimited,
-)
+from atrium.errors import AppError, GatewayError, InvalidRequest, error_for
 from atrium.gateway.catalogue import Catalogue
 from atrium.gateway.ports import (
     CallContext,
@@ -64,31 +52,10 @@ T = TypeVar("T")
 
 CLIENT_CLOSED_REQUEST = 499  # what is logged when the client hung up before the answer (nginx's code)
 
-_GATEWAY_ERRORS: dict[str, type[GatewayError]] = {
-    "rate_limited": UpstreamRateLimited,
-    "model_unavailable": ModelUnavailable,
-    "circuit_open": CircuitOpen,
-    "model_timeout": ModelTimeout,
-    "context_length_exceeded": ContextLengthExceeded,
-}
-_CALLER_ERRORS: dict[str, type[AppError]] = {
-    "model_not_found": NotFound,
-    "not_found": NotFound,
-    "model_not_allowed": Forbidden,
-    "forbidden": Forbidden,
-    "invalid_request": InvalidRequest,
-    "unsupported_capability": InvalidRequest,
-    "content_blocked": ContentBlocked,
-}
-
 
 def error_from_event(event: ErrorEvent) -> AppError:
     """The typed error (and so the HTTP status) for a stream that ended with ``event``."""
-    caller = _CALLER_ERRORS.get(event.code)
-    if caller is not None:
-        return caller(event.message, code=event.code)
-    kind = _GATEWAY_ERRORS.get(event.code, GatewayError)
-    return kind(event.message, code=event.code, retryable=event.retryable, retry_after=event.retry_after)
+    return error_for(event.code, event.message, retryable=event.retryable, retry_after=event.retry_after)
 
 
 def cache_allowed(request: Request, body_cache: bool | None) -> bool:
