@@ -5,7 +5,8 @@ wrapped in its breaker, first-event timeout and retries). For every request it r
 name (model, alias, route, or the task's route) with the tenant's policy applied, orders the candidates by
 the route's strategy (configured order, lowest cost, lowest latency, weighted) and streams through them
 with fallback: a failure before the first token moves on silently; after tokens began the typed error
-ends the stream. It sends ``Start`` naming the model that serves, just before that model's first output.
+ends the stream. It sends ``Start`` naming the model that serves, just before that model's first output
+(the fallback chain does, from the ``starts`` it is given). Its stream is the fallback chain's own.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import random
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 
 from atrium.errors import AppError
-from atrium.gateway.catalogue import Catalogue, CatalogueEntry, Route
+from atrium.gateway.catalogue import Catalogue, Route
 from atrium.gateway.fallback import stream_with_fallback
 from atrium.gateway.ports import ChatEvent, ChatModel, ChatRequest, ErrorEvent, Start
 from atrium.gateway.strategies import Candidate, LatencyTracker, order_candidates
-from atrium.gateway.wrapping import ChatModelWrapper
 
 
 class RouterChatModel:
@@ -56,8 +56,9 @@ class RouterChatModel:
              for e in route.entries],
             route.strategy, latency=self._latency, rng=self._rng)
         entries = {e.name: e for e in route.entries}
-        chain = [_Announced(self._members[c.name], entries[c.name]) for c in candidates]
-        return stream_with_fallback(chain, request)
+        return stream_with_fallback([self._members[c.name] for c in candidates], request,
+                                    starts=[Start(model=c.name, provider=entries[c.name].provider)
+                                            for c in candidates])
 
 
 async def _failed(error: ErrorEvent) -> AsyncGenerator[ChatEvent, None]:
@@ -76,19 +77,3 @@ def needs_of(request: ChatRequest) -> frozenset[str]:
         needs.add("vision")
     return frozenset(needs)
 
-
-class _Announced(ChatModelWrapper):
-    """Sends ``Start`` (catalogue name, provider) just before the member's first output."""
-
-    def __init__(self, inner: ChatModel, entry: CatalogueEntry) -> None:
-        super().__init__(inner, name=entry.name)
-        self._start = Start(model=entry.name, provider=entry.provider)
-
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
-        announced = False
-        async with self._open(request) as events:
-            async for event in events:
-                if not announced and not isinstance(event, ErrorEvent):
-                    announced = True
-                    yield self._start
-                yield event
