@@ -2,7 +2,9 @@
 
 Every failure a caller can see is an ``AppError``; the HTTP edge (``atrium.http.errors``) maps it to
 ``{"error": {"code", "message", "request_id"}}`` with the status below. Adapters translate vendor
-exceptions into these (``raise ModelUnavailable(...) from exc``) so callers catch only ours.
+exceptions into these (``raise ModelUnavailable(...) from exc``) so callers catch only ours. A failure
+that travels as a code (a stream's ``ErrorEvent.code``, a failed answer run) comes back to its class with
+:func:`error_class` / :func:`error_for`, the one mapping every edge uses.
 
     AppError (500 internal_error)
     ├── InvalidRequest (422 invalid_request)
@@ -140,3 +142,37 @@ class CircuitOpen(ModelUnavailable):
 class ModelTimeout(GatewayError):
     status_code = 504
     code = "model_timeout"
+
+
+# The one way back from an error code (an ``ErrorEvent.code`` from the gateway, a failed answer run's code)
+# to our error: its class carries the HTTP status, and the compatible APIs' error shapes follow from the
+# status and code (``atrium.http.errors``). A code not listed is the upstream's failure: ``GatewayError``.
+_BY_CODE: dict[str, type[AppError]] = {
+    "rate_limited": UpstreamRateLimited,
+    "model_unavailable": ModelUnavailable,
+    "circuit_open": CircuitOpen,
+    "model_timeout": ModelTimeout,
+    "context_length_exceeded": ContextLengthExceeded,
+    "model_not_found": NotFound,
+    "not_found": NotFound,
+    "model_not_allowed": Forbidden,
+    "forbidden": Forbidden,
+    "invalid_request": InvalidRequest,
+    "unsupported_capability": InvalidRequest,
+    "content_blocked": ContentBlocked,
+    "budget_exceeded": BudgetExceeded,
+}
+
+
+def error_class(code: str) -> type[AppError]:
+    """The error class for ``code`` (see ``_BY_CODE``)."""
+    return _BY_CODE.get(code, GatewayError)
+
+
+def error_for(code: str, message: str, *, retryable: bool = False, retry_after: float | None = None) -> AppError:
+    """The typed error for a failure reported as ``code`` and ``message`` (a stream's ``ErrorEvent``);
+    ``retryable`` and ``retry_after`` are kept when it is a model provider's failure."""
+    kind = error_class(code)
+    if issubclass(kind, GatewayError):
+        return kind(message, code=code, retryable=retryable, retry_after=retry_after)
+    return kind(message, code=code)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Callable
 
-from atrium.gateway.fallback import closing_stream
 from atrium.gateway.ports import (
     BreakerSnapshot,
     BreakerState,
@@ -38,6 +37,7 @@ from atrium.gateway.ports import (
     Permit,
 )
 from atrium.gateway.settings import BreakerSettings
+from atrium.gateway.wrapping import ChatModelWrapper
 
 log = logging.getLogger(__name__)
 
@@ -152,14 +152,13 @@ def counts_as_failure(event: ErrorEvent) -> bool:
     return event.retryable and event.code not in ("rate_limited", "circuit_open")
 
 
-class BreakerChatModel:
+class BreakerChatModel(ChatModelWrapper):
     """Wrapper that asks ``breaker`` before calling the inner model and tells it how the call went. A
     refused call ends at once with ``ErrorEvent(code="circuit_open", retryable=False)`` (a fallback
     wrapper moves on; a retry wrapper does not hammer) without calling the inner model."""
 
     def __init__(self, inner: ChatModel, breaker: CircuitBreaker) -> None:
-        self.name = inner.name
-        self._inner = inner
+        super().__init__(inner)
         self._breaker = breaker
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
@@ -177,7 +176,7 @@ class BreakerChatModel:
             return
         recorded = False
         try:
-            async with closing_stream(self._inner.stream(request)) as events:
+            async with self._open(request) as events:
                 async for event in events:
                     if isinstance(event, Done):
                         recorded = True
@@ -194,9 +193,3 @@ class BreakerChatModel:
         finally:
             if not recorded:  # abandoned (cancelled, closed early) or cut without a final event: no verdict
                 await self._breaker.release()
-
-    async def ready(self) -> bool:
-        return await self._inner.ready()
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()

@@ -19,7 +19,6 @@ from collections.abc import AsyncGenerator
 from dataclasses import asdict
 from typing import Any
 
-from atrium.gateway.fallback import closing_stream
 from atrium.gateway.ports import (
     CacheStore,
     ChatEvent,
@@ -31,6 +30,7 @@ from atrium.gateway.ports import (
     ToolCallDelta,
     Usage,
 )
+from atrium.gateway.wrapping import ChatModelWrapper
 
 log = logging.getLogger(__name__)
 
@@ -62,21 +62,17 @@ def cache_key(request: ChatRequest) -> str | None:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-class CachedChatModel:
+class CachedChatModel(ChatModelWrapper):
     """Serves finished answers again from ``store`` for ``ttl_s`` seconds."""
 
     def __init__(self, inner: ChatModel, store: CacheStore, *, ttl_s: float, max_entry_bytes: int) -> None:
-        self.name = inner.name
-        self._inner = inner
+        super().__init__(inner)
         self._store = store
         self._ttl_s = ttl_s
         self._max_entry_bytes = max_entry_bytes
 
-    async def ready(self) -> bool:
-        return await self._inner.ready()
-
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        await super().aclose()
         await self._store.aclose()
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
@@ -88,7 +84,7 @@ class CachedChatModel:
                     yield event
                 return
         seen: list[ChatEvent] = []
-        async with closing_stream(self._inner.stream(request)) as events:
+        async with self._open(request) as events:
             async for event in events:
                 if key is not None:
                     seen.append(event)

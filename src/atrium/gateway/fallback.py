@@ -6,49 +6,23 @@ that is hidden and the next candidate tried; the failed attempt's other events (
 candidate's final event is forwarded whatever it is: an answer is never switched to another model
 half-way and a cut answer never ends with a made-up ``Done``. When every candidate fails
 before content, the stream ends with the last candidate's error, its message naming how many models were
-tried. Abandoned streams are always closed.
+tried. Abandoned streams are always closed. Each candidate is opened with
+:func:`atrium.gateway.streams.open_events`.
 
 :func:`stream_with_fallback` takes the candidate list per request (the router orders it with
-:func:`atrium.gateway.routing.order_candidates`).
+:func:`atrium.gateway.strategies.order_candidates`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import replace
 
-from atrium.gateway.ports import ChatEvent, ChatModel, ChatRequest, Done, ErrorEvent, Token, ToolCallDelta
+from atrium.gateway.ports import ChatEvent, ChatModel, ChatRequest, Done, ErrorEvent, Start
+from atrium.gateway.streams import FINAL, ChatStream, ended_without_final_event, open_events
 
-
-class closing_stream:
-    """``contextlib.aclosing`` for a model's stream: the port promises only an ``AsyncIterator``, so the
-    stream is closed on exit when it can be (async generators can; plain iterators have nothing to close).
-    A class rather than an ``@asynccontextmanager``: every layer of the gateway enters one per call."""
-
-    __slots__ = ("_events",)
-
-    def __init__(self, events: AsyncIterator[ChatEvent]) -> None:
-        self._events = events
-
-    async def __aenter__(self) -> AsyncIterator[ChatEvent]:
-        return self._events
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await aclose_stream(self._events)
-
-
-async def aclose_stream(events: AsyncIterator[ChatEvent]) -> None:
-    """Close a model's stream if it has ``aclose`` (finishes its ``finally`` blocks, frees connections)."""
-    aclose = getattr(events, "aclose", None)
-    if aclose is not None:
-        await aclose()
-
-
-def ended_without_final_event(model: str) -> ErrorEvent:
-    """The error for a stream that just stopped: the port promises a final event, so it was cut, and cut
-    streams are retryable (another attempt may well succeed)."""
-    return ErrorEvent(code="upstream_error", message=f"Model {model!r} ended its stream without a final event.",
-                      retryable=True, model=model)
+# The old name of ChatStream, kept for the layers that still use it (gateway/guarding.py, budgeting.py).
+closing_stream = ChatStream
 
 
 def _always(_error: ErrorEvent) -> bool:
@@ -60,64 +34,55 @@ async def stream_with_fallback(
     request: ChatRequest,
     *,
     fallback_on: Callable[[ErrorEvent], bool] = _always,
+    starts: Sequence[Start] = (),
 ) -> AsyncGenerator[ChatEvent, None]:
     """Stream ``request`` from the first of ``candidates`` (in the given order) that starts an answer.
 
     ``fallback_on`` decides which errors before content move on to the next candidate (default: all of
-    them); an error it rejects is returned at once.
+    them); an error it rejects is returned at once. ``starts``, when given, holds one ``Start`` per
+    candidate: sent just before the serving candidate's first event, it also names the candidate (the
+    router's catalogue names) in place of the model's own name.
     """
+    names = [start.model for start in starts] if starts else [model.name for model in candidates]
     last_error: ErrorEvent | None = None
     tried = 0
-    for model in candidates:
+    for model, name in zip(candidates, names, strict=True):
         tried += 1
-        held: list[ChatEvent] = []
-        started = False
-        failed: ErrorEvent | None = None
-        async with closing_stream(model.stream(request)) as events:
-            async for event in events:
-                if started:
-                    yield _named(event, model)
-                    if isinstance(event, Done | ErrorEvent):
-                        return
-                elif isinstance(event, Token | ToolCallDelta):
-                    started = True
-                    for early in held:
-                        yield early
-                    yield event
-                elif isinstance(event, Done):  # an empty answer is still an answer
-                    for early in held:
-                        yield early
-                    yield _named(event, model)
-                    return
-                elif isinstance(event, ErrorEvent):
-                    failed = _error_named(event, model)
-                    break
-                else:
-                    held.append(event)
-        if failed is None:  # the stream stopped without a final event: it was cut
-            failed = ended_without_final_event(model.name)
-            if started:
+        opening = await open_events(model.stream(request), name)
+        if opening.events is None:
+            assert opening.error is not None
+            failed = opening.error if opening.error.model else replace(opening.error, model=name)
+            if not fallback_on(failed):
                 yield failed
                 return
-        if not fallback_on(failed):
-            yield failed
-            return
-        last_error = failed
+            last_error = failed
+            continue
+        async with ChatStream(opening.events) as events:
+            if starts:
+                yield starts[tried - 1]
+            *held, first = opening.head
+            for early in held:
+                yield early
+            if isinstance(first, Done):  # an empty answer is still an answer
+                yield _named(first, name)
+                return
+            yield first
+            async for event in events:
+                if isinstance(event, FINAL):
+                    yield _named(event, name)
+                    return
+                yield event
+        yield ended_without_final_event(name)  # the stream stopped without a final event: it was cut
+        return
     if last_error is None:
         yield ErrorEvent(code="model_unavailable", message="No model is available for this request.")
         return
-    names = ", ".join(repr(model.name) for model in candidates)
+    listed = ", ".join(repr(name) for name in names)
     plural = "s" if tried > 1 else ""
-    yield replace(last_error, message=f"{tried} model{plural} tried ({names}), all failed; the last error: "
+    yield replace(last_error, message=f"{tried} model{plural} tried ({listed}), all failed; the last error: "
                   f"{last_error.message}")
 
 
-def _named(event: ChatEvent, model: ChatModel) -> ChatEvent:
-    """``Done``/``ErrorEvent`` with the serving model's name filled in when the adapter left it empty."""
-    if isinstance(event, Done | ErrorEvent) and not event.model:
-        return replace(event, model=model.name)
-    return event
-
-
-def _error_named(error: ErrorEvent, model: ChatModel) -> ErrorEvent:
-    return error if error.model else replace(error, model=model.name)
+def _named(event: Done | ErrorEvent, name: str) -> Done | ErrorEvent:
+    """The final event with the serving model's name filled in when the adapter left it empty."""
+    return event if event.model else replace(event, model=name)

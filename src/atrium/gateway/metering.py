@@ -24,7 +24,6 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import insert
 
 from atrium.gateway.catalogue import CatalogueEntry, price_of
-from atrium.gateway.fallback import closing_stream
 from atrium.gateway.ports import (
     ChatEvent,
     ChatModel,
@@ -37,6 +36,7 @@ from atrium.gateway.ports import (
     Usage,
 )
 from atrium.gateway.tokens import TokenCounter
+from atrium.gateway.wrapping import ChatModelWrapper
 from atrium.store.engine import Database
 from atrium.store.models import UsageRecord
 from atrium.store.scope import rescope
@@ -164,30 +164,23 @@ def _columns(row: UsageRow) -> dict[str, object]:
     return {name: getattr(row, name) for name in UsageRow.__slots__}
 
 
-class MeteredChatModel:
+class MeteredChatModel(ChatModelWrapper):
     """Records one ``UsageRow`` per call (needs ``request.context.org_id``; calls without a tenant are
     not metered) and reports it to ``observe`` (metrics)."""
 
     def __init__(self, inner: ChatModel, recorder: UsageRecorder, entries: Mapping[str, CatalogueEntry],
                  counter: TokenCounter, *, observe: Callable[[UsageRow], None] | None = None) -> None:
-        self.name = inner.name
-        self._inner = inner
+        super().__init__(inner)
         self._recorder = recorder
         self._entries = entries
         self._counter = counter
         self._observe = observe
 
-    async def ready(self) -> bool:
-        return await self._inner.ready()
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
         started = time.perf_counter()
         tally = CallTally()
         try:
-            async with closing_stream(self._inner.stream(request)) as events:
+            async with self._open(request) as events:
                 async for event in events:
                     tally.see(event)
                     yield event

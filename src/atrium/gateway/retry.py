@@ -12,27 +12,18 @@ error included. Events of failed attempts (e.g. an early ``Usage``) are not forw
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import replace
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt, wait_exponential_jitter
 
-from atrium.gateway.fallback import aclose_stream, closing_stream, ended_without_final_event
-from atrium.gateway.ports import ChatEvent, ChatModel, ChatRequest, Done, ErrorEvent, Token, ToolCallDelta
+from atrium.gateway.ports import ChatEvent, ChatModel, ChatRequest, ErrorEvent
 from atrium.gateway.settings import RetrySettings
+from atrium.gateway.streams import FINAL, ChatStream, Opening, ended_without_final_event, open_events
+from atrium.gateway.wrapping import ChatModelWrapper
 
 
-@dataclass(slots=True)
-class _Start:
-    """How one attempt began: the events read so far (``head``, ending with the first decisive event) and
-    the still open stream, or the error that ended it before any content (stream already closed)."""
-
-    head: list[ChatEvent]
-    events: AsyncIterator[ChatEvent] | None = None
-    error: ErrorEvent | None = None
-
-
-class RetryingChatModel:
+class RetryingChatModel(ChatModelWrapper):
     """Wrapper that retries the inner model while its stream fails before any content (see module
     docstring). ``sleep`` is injectable so tests can record the waits instead of waiting."""
 
@@ -43,8 +34,7 @@ class RetryingChatModel:
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self.name = inner.name
-        self._inner = inner
+        super().__init__(inner)
         self._settings = settings
         self._sleep = sleep
         self._backoff = wait_exponential_jitter(
@@ -62,24 +52,18 @@ class RetryingChatModel:
             yield self._final_error(start.error, attempts)
             return
         assert start.events is not None
-        async with closing_stream(start.events) as events:
+        async with ChatStream(start.events) as events:
             for event in start.head:
                 yield event
-            if isinstance(start.head[-1], Done | ErrorEvent):
+            if isinstance(start.head[-1], FINAL):
                 return
             async for event in events:
                 yield event
-                if isinstance(event, Done | ErrorEvent):
+                if isinstance(event, FINAL):
                     return
             yield ended_without_final_event(self.name)
 
-    async def ready(self) -> bool:
-        return await self._inner.ready()
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def _retry(self, request: ChatRequest, first: _Start) -> tuple[_Start, int]:
+    async def _retry(self, request: ChatRequest, first: Opening) -> tuple[Opening, int]:
         """Tenacity drives the attempts from here; attempt 1 (already made by ``stream``) is replayed, so
         the waits are exactly as if tenacity had made it. Returns how the last attempt began and the
         number of attempts."""
@@ -90,32 +74,19 @@ class RetryingChatModel:
             retry_error_callback=_last_result,  # out of attempts: end with the last error, not RetryError
             sleep=self._sleep,
         )
-        pending: list[_Start] = [first]
+        pending: list[Opening] = [first]
 
-        async def attempt(request: ChatRequest) -> _Start:
+        async def attempt(request: ChatRequest) -> Opening:
             return pending.pop() if pending else await self._start(request)
 
-        start: _Start = await retrying(attempt, request)
+        start: Opening = await retrying(attempt, request)
         return start, retrying.statistics.get("attempt_number", 1)
 
-    async def _start(self, request: ChatRequest) -> _Start:
+    async def _start(self, request: ChatRequest) -> Opening:
         """One attempt, read up to its first decisive event (content, ``Done`` or ``ErrorEvent``)."""
-        events = self._inner.stream(request)
-        head: list[ChatEvent] = []
-        try:
-            async for event in events:
-                if isinstance(event, ErrorEvent):
-                    await aclose_stream(events)
-                    return _Start(head, error=event)
-                head.append(event)
-                if isinstance(event, Token | ToolCallDelta | Done):
-                    return _Start(head, events=events)
-        except BaseException:  # cancelled while waiting: do not leave the attempt open
-            await aclose_stream(events)
-            raise
-        return _Start(head, error=ended_without_final_event(self.name))
+        return await open_events(self._inner.stream(request), self.name)
 
-    def _should_retry(self, start: _Start) -> bool:
+    def _should_retry(self, start: Opening) -> bool:
         error = start.error
         if error is None or not error.retryable:
             return False
@@ -133,7 +104,7 @@ class RetryingChatModel:
         return replace(error, message=f"{error.message} (gave up after {attempts} attempts)")
 
 
-def _last_result(state: RetryCallState) -> _Start:
+def _last_result(state: RetryCallState) -> Opening:
     assert state.outcome is not None
-    result: _Start = state.outcome.result()
+    result: Opening = state.outcome.result()
     return result

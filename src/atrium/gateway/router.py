@@ -5,20 +5,20 @@ wrapped in its breaker, first-event timeout and retries). For every request it r
 name (model, alias, route, or the task's route) with the tenant's policy applied, orders the candidates by
 the route's strategy (configured order, lowest cost, lowest latency, weighted) and streams through them
 with fallback: a failure before the first token moves on silently; after tokens began the typed error
-ends the stream. It sends ``Start`` naming the model that serves, just before that model's first output.
+ends the stream. It sends ``Start`` naming the model that serves, just before that model's first output
+(the fallback chain does, from the ``starts`` it is given). Its stream is the fallback chain's own.
 """
 
 from __future__ import annotations
 
-import contextlib
 import random
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 
 from atrium.errors import AppError
-from atrium.gateway.catalogue import Catalogue, CatalogueEntry, Route
-from atrium.gateway.fallback import closing_stream, stream_with_fallback
+from atrium.gateway.catalogue import Catalogue, Route
+from atrium.gateway.fallback import stream_with_fallback
 from atrium.gateway.ports import ChatEvent, ChatModel, ChatRequest, ErrorEvent, Start
-from atrium.gateway.routing import Candidate, LatencyTracker, order_candidates
+from atrium.gateway.strategies import Candidate, LatencyTracker, order_candidates
 
 
 class RouterChatModel:
@@ -44,22 +44,25 @@ class RouterChatModel:
         for member in self._members.values():
             await member.aclose()
 
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
+    def stream(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
+        # The fallback chain's stream itself (not one more async layer per event around it).
         try:
             route = self.route(request)
         except AppError as exc:
-            yield ErrorEvent(code=exc.code, message=exc.message)
-            return
+            return _failed(ErrorEvent(code=exc.code, message=exc.message))
         candidates = order_candidates(
             [Candidate(name=e.name, input_price_per_1m=e.price.input_per_1m,
                        output_price_per_1m=e.price.output_per_1m, weight=e.weight, local=e.local)
              for e in route.entries],
             route.strategy, latency=self._latency, rng=self._rng)
         entries = {e.name: e for e in route.entries}
-        chain = [_Announced(self._members[c.name], entries[c.name]) for c in candidates]
-        async with contextlib.aclosing(stream_with_fallback(chain, request)) as events:
-            async for event in events:
-                yield event
+        return stream_with_fallback([self._members[c.name] for c in candidates], request,
+                                    starts=[Start(model=c.name, provider=entries[c.name].provider)
+                                            for c in candidates])
+
+
+async def _failed(error: ErrorEvent) -> AsyncGenerator[ChatEvent, None]:
+    yield error
 
 
 def needs_of(request: ChatRequest) -> frozenset[str]:
@@ -74,26 +77,3 @@ def needs_of(request: ChatRequest) -> frozenset[str]:
         needs.add("vision")
     return frozenset(needs)
 
-
-class _Announced:
-    """Sends ``Start`` (catalogue name, provider) just before the member's first output."""
-
-    def __init__(self, inner: ChatModel, entry: CatalogueEntry) -> None:
-        self.name = entry.name
-        self._inner = inner
-        self._start = Start(model=entry.name, provider=entry.provider)
-
-    async def ready(self) -> bool:
-        return await self._inner.ready()
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
-        announced = False
-        async with closing_stream(self._inner.stream(request)) as events:
-            async for event in events:
-                if not announced and not isinstance(event, ErrorEvent):
-                    announced = True
-                    yield self._start
-                yield event

@@ -48,9 +48,9 @@ from atrium.gateway.ports import (
 from atrium.gateway.providers.registry import build_chat_adapter, build_embedding_adapter
 from atrium.gateway.retry import RetryingChatModel
 from atrium.gateway.router import RouterChatModel
-from atrium.gateway.routing import LatencyObservingChatModel, LatencyTracker
 from atrium.gateway.settings import ChatSettings, GatewaySettings, ModelSettings, ProviderSettings
-from atrium.gateway.timeouts import FirstEventTimeout, TotalTimeout
+from atrium.gateway.strategies import LatencyTracker
+from atrium.gateway.timeouts import FirstEventTimeout, LatencyObservingChatModel, TotalTimeout
 from atrium.gateway.tokens import TokenCounter
 from atrium.guard.policy import Guard
 from atrium.store.engine import Database

@@ -1,6 +1,8 @@
-"""Deadline wrappers: a model that stays silent, or a stream that runs too long, ends with a typed error.
+"""Deadline wrappers: a model that stays silent, or a stream that runs too long, ends with a typed error;
+and the measure of a model's time to first output (``LatencyObservingChatModel``).
 
-``FirstEventTimeout`` uses asyncio's own timeout around each step until the first event; ``TotalTimeout``
+``FirstEventTimeout`` reads to the first output with :func:`atrium.gateway.streams.open_events` under a
+deadline (asyncio's own timeout around each step); ``TotalTimeout``
 one timer for the whole stream, which cancels only while it waits for the inner stream. Neither ever
 times a ``yield``, so the time the consumer spends between events cannot cancel the wrong code, and both
 close the inner stream when they give up. Neither ever ends with a made-up ``Done``: a cut answer ends with
@@ -10,59 +12,109 @@ close the inner stream when they give up. Neither ever ends with a made-up ``Don
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
-from atrium.gateway.fallback import closing_stream, ended_without_final_event
 from atrium.gateway.ports import ChatEvent, ChatModel, ChatRequest, Done, ErrorEvent, Token, ToolCallDelta
+from atrium.gateway.strategies import LatencyTracker
+from atrium.gateway.streams import FINAL, ChatStream, ended_without_final_event, open_events
+from atrium.gateway.wrapping import ChatModelWrapper
 
 
-class FirstEventTimeout:
+class _Latency:
+    """Where a measured time to first output goes: ``tracker`` under ``key``, timed by ``clock``."""
+
+    __slots__ = ("clock", "key", "tracker")
+
+    def __init__(self, tracker: LatencyTracker, key: str, clock: Callable[[], float]) -> None:
+        self.tracker, self.key, self.clock = tracker, key, clock
+
+
+class FirstEventTimeout(ChatModelWrapper):
     """Wrapper: the inner model must produce its first ``Token``, ``ToolCallDelta``, ``Done`` or
     ``ErrorEvent`` within ``seconds`` of the stream starting (``Usage`` or ``Start`` do not stop the clock), else the
-    stream ends with a retryable ``model_timeout``. Once it has spoken, this wrapper stays out of the way."""
+    stream ends with a retryable ``model_timeout``. Once it has spoken, this wrapper stays out of the way.
+    With ``latency`` it also does :class:`LatencyObservingChatModel`'s work (one layer instead of two)."""
 
-    def __init__(self, inner: ChatModel, seconds: float) -> None:
+    def __init__(self, inner: ChatModel, seconds: float, *, latency: _Latency | None = None) -> None:
         if seconds <= 0:
             raise ValueError("seconds must be positive")
-        self.name = inner.name
-        self._inner = inner
+        super().__init__(inner)
         self._seconds = seconds
+        self._latency = latency
+        self._timed_out = ErrorEvent(code="model_timeout", message=f"Model {self.name!r} sent nothing within "
+                                     f"{seconds:g} s.", retryable=True, model=self.name)
+
+    def observed(self, latency: _Latency) -> FirstEventTimeout:
+        """This timeout over the same model, also measuring its time to first output into ``latency``."""
+        return FirstEventTimeout(self._inner, self._seconds, latency=latency)
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
+        latency = self._latency
+        started = latency.clock() if latency is not None else 0.0
         deadline = asyncio.get_running_loop().time() + self._seconds
-        async with closing_stream(self._inner.stream(request)) as events:
-            while True:  # under the deadline until the model has said something
-                event = await _next_before(events, deadline)
-                if isinstance(event, _TimedOut):
-                    yield ErrorEvent(
-                        code="model_timeout",
-                        message=f"Model {self.name!r} sent nothing within {self._seconds:g} s.",
-                        retryable=True,
-                        model=self.name,
-                    )
-                    return
-                if event is None:
-                    yield ended_without_final_event(self.name)
-                    return
+        opening = await open_events(self._inner.stream(request), self.name, deadline=deadline,
+                                    timed_out=self._timed_out)
+        if opening.events is None:
+            assert opening.error is not None
+            for event in opening.head:
                 yield event
-                if isinstance(event, Done | ErrorEvent):
-                    return
-                if isinstance(event, Token | ToolCallDelta):
-                    break
+            yield opening.error
+            return
+        async with ChatStream(opening.events) as events:
+            for event in opening.head:
+                yield event
+            if isinstance(opening.head[-1], Done):
+                return
+            first = latency.clock() - started if latency is not None else None
             async for event in events:
-                yield event
-                if isinstance(event, Done | ErrorEvent):
+                if isinstance(event, FINAL):
+                    if latency is not None and first is not None and isinstance(event, Done):
+                        latency.tracker.observe(latency.key, first)
+                    yield event
                     return
+                yield event
             yield ended_without_final_event(self.name)
 
-    async def ready(self) -> bool:
-        return await self._inner.ready()
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+class LatencyObservingChatModel(ChatModelWrapper):
+    """Wrapper that measures the time from the start of a stream to its first ``Token``/``ToolCallDelta``
+    and reports it to a :class:`LatencyTracker`, for successful streams only (ended by ``Done``): a failed
+    attempt says nothing about how fast the model answers. ``key`` is the tracker name (default: the
+    inner model's name, which should be its catalogue name). Over a :class:`FirstEventTimeout` (as the
+    gateway builds its members), the timeout takes the measure itself: one async layer per event less."""
+
+    def __init__(
+        self,
+        inner: ChatModel,
+        tracker: LatencyTracker,
+        *,
+        key: str | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        super().__init__(inner)
+        self._latency = _Latency(tracker, key or inner.name, clock)
+        self._timed = inner.observed(self._latency) if isinstance(inner, FirstEventTimeout) else None
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
+        return self._timed.stream(request) if self._timed is not None else self._observed(request)
+
+    async def _observed(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
+        latency = self._latency
+        started = latency.clock()
+        first: float | None = None
+        async with self._open(request) as events:
+            async for event in events:
+                if first is None and isinstance(event, Token | ToolCallDelta):
+                    first = latency.clock() - started
+                elif isinstance(event, Done) and first is not None:
+                    latency.tracker.observe(latency.key, first)
+                yield event
+                if isinstance(event, FINAL):
+                    return
 
 
-class TotalTimeout:
+class TotalTimeout(ChatModelWrapper):
     """Wrapper: the whole stream must end within ``seconds`` of starting. Past the deadline it ends with
     ``ErrorEvent(code="model_timeout")``: retryable if no ``Token``/``ToolCallDelta`` was sent yet (another
     attempt may be faster), not retryable once the caller holds part of an answer."""
@@ -70,8 +122,7 @@ class TotalTimeout:
     def __init__(self, inner: ChatModel, seconds: float) -> None:
         if seconds <= 0:
             raise ValueError("seconds must be positive")
-        self.name = inner.name
-        self._inner = inner
+        super().__init__(inner)
         self._seconds = seconds
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
@@ -92,23 +143,25 @@ class TotalTimeout:
         timer = loop.call_at(deadline, expire)
         content_sent = False
         try:
-            async with closing_stream(self._inner.stream(request)) as events:
+            async with self._open(request) as stream:
+                events = aiter(stream)
                 while True:
-                    event: ChatEvent | _TimedOut | None = _TIMED_OUT
-                    if loop.time() < deadline:
+                    timed_out = loop.time() >= deadline
+                    event: ChatEvent | None = None
+                    if not timed_out:
                         waiting = True
                         try:
                             event = await anext(events, None)
                         except asyncio.CancelledError:
                             if not fired or task.uncancel() > 0:
                                 raise
-                            event = _TIMED_OUT
+                            timed_out = True
                         finally:
                             waiting = False
-                        if fired and not isinstance(event, _TimedOut):  # the inner stream swallowed it
+                        if fired and not timed_out:  # the inner stream swallowed it
                             task.uncancel()
-                            event = _TIMED_OUT
-                    if isinstance(event, _TimedOut):
+                            timed_out = True
+                    if timed_out:
                         yield ErrorEvent(
                             code="model_timeout",
                             message=f"Model {self.name!r} did not finish within {self._seconds:g} s.",
@@ -121,35 +174,7 @@ class TotalTimeout:
                         return
                     content_sent = content_sent or isinstance(event, Token | ToolCallDelta)
                     yield event
-                    if isinstance(event, Done | ErrorEvent):
+                    if isinstance(event, FINAL):
                         return
         finally:
             timer.cancel()
-
-    async def ready(self) -> bool:
-        return await self._inner.ready()
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-class _TimedOut:
-    """Marker returned by :func:`_next_before` when the deadline passed."""
-
-
-_TIMED_OUT = _TimedOut()
-
-
-async def _next_before(events: AsyncIterator[ChatEvent], deadline: float) -> ChatEvent | _TimedOut | None:
-    """The next event, ``None`` at the end of the stream, or :data:`_TIMED_OUT` once ``deadline`` (loop
-    time) has passed. Only this timeout's own expiry is turned into ``_TIMED_OUT``."""
-    if asyncio.get_running_loop().time() >= deadline:  # an event ready at once would slip past the timeout
-        return _TIMED_OUT
-    timeout = asyncio.timeout_at(deadline)
-    try:
-        async with timeout:
-            return await anext(events, None)
-    except TimeoutError:
-        if timeout.expired():
-            return _TIMED_OUT
-        raise

@@ -226,3 +226,16 @@ async def test_errors_the_predicate_rejects_end_the_stream_at_once() -> None:
 async def test_no_candidates() -> None:
     events = [e async for e in stream_with_fallback([], REQUEST)]
     assert len(events) == 1 and isinstance(events[0], ErrorEvent)
+
+
+async def test_starts_announce_and_name_the_serving_candidate() -> None:
+    first = ScriptedModel("a", [Usage(prompt_tokens=1, completion_tokens=0), failure()])
+    second = ScriptedModel("b", [Usage(prompt_tokens=1, completion_tokens=0), Token("Hi"),
+                                 Done(model="", provider="scripted")])
+    starts = [Start(model="cat-a", provider="pa"), Start(model="cat-b", provider="pb")]
+    events = await collect_fallback([first, second], starts=starts)
+    assert events == [Start(model="cat-b", provider="pb"), Usage(prompt_tokens=1, completion_tokens=0),
+                      Token("Hi"), Done(model="cat-b", provider="scripted")]
+    failed = await collect_fallback([first, ScriptedModel("b", [failure()])], starts=starts)
+    assert failed[0].type == "error" and "('cat-a', 'cat-b')" in failed[0].message
+    assert failed[0].model == "cat-b" and first.open_streams == 0

@@ -23,19 +23,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from atrium.accounts.principal import Principal
-from atrium.errors import (
-    AppError,
-    CircuitOpen,
-    ContentBlocked,
-    ContextLengthExceeded,
-    Forbidden,
-    GatewayError,
-    InvalidRequest,
-    ModelTimeout,
-    ModelUnavailable,
-    NotFound,
-    UpstreamRateLimited,
-)
+from atrium.errors import AppError, GatewayError, InvalidRequest, error_for
 from atrium.gateway.catalogue import Catalogue
 from atrium.gateway.ports import (
     CallContext,
@@ -50,6 +38,7 @@ from atrium.gateway.ports import (
     ToolCallDelta,
     Usage,
 )
+from atrium.gateway.streams import open_events
 from atrium.gateway.tokens import TokenCounter
 
 # Bounds shared by both vendor formats (the body limit caps the whole request; these cap single fields).
@@ -63,31 +52,10 @@ T = TypeVar("T")
 
 CLIENT_CLOSED_REQUEST = 499  # what is logged when the client hung up before the answer (nginx's code)
 
-_GATEWAY_ERRORS: dict[str, type[GatewayError]] = {
-    "rate_limited": UpstreamRateLimited,
-    "model_unavailable": ModelUnavailable,
-    "circuit_open": CircuitOpen,
-    "model_timeout": ModelTimeout,
-    "context_length_exceeded": ContextLengthExceeded,
-}
-_CALLER_ERRORS: dict[str, type[AppError]] = {
-    "model_not_found": NotFound,
-    "not_found": NotFound,
-    "model_not_allowed": Forbidden,
-    "forbidden": Forbidden,
-    "invalid_request": InvalidRequest,
-    "unsupported_capability": InvalidRequest,
-    "content_blocked": ContentBlocked,
-}
-
 
 def error_from_event(event: ErrorEvent) -> AppError:
     """The typed error (and so the HTTP status) for a stream that ended with ``event``."""
-    caller = _CALLER_ERRORS.get(event.code)
-    if caller is not None:
-        return caller(event.message, code=event.code)
-    kind = _GATEWAY_ERRORS.get(event.code, GatewayError)
-    return kind(event.message, code=event.code, retryable=event.retryable, retry_after=event.retry_after)
+    return error_for(event.code, event.message, retryable=event.retryable, retry_after=event.retry_after)
 
 
 def cache_allowed(request: Request, body_cache: bool | None) -> bool:
@@ -189,20 +157,11 @@ async def open_stream(chat: ChatModel, request: ChatRequest, *, default_model: s
     events = chat.stream(request)
     if not isinstance(events, AsyncGenerator):  # the port promises an async iterator; make it closable
         events = _generator(events)
-    head: list[ChatEvent] = []
-    try:
-        async for event in events:
-            if isinstance(event, ErrorEvent):
-                raise error_from_event(event)
-            head.append(event)
-            if isinstance(event, Token | ToolCallDelta | Done):
-                break
-        else:
-            raise GatewayError("The model ended its stream without an answer.")
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await events.aclose()
-        raise
+    opening = await open_events(events, default_model)
+    if opening.error is not None:
+        raise (GatewayError("The model ended its stream without an answer.") if opening.cut
+               else error_from_event(opening.error))
+    head = opening.head
     model, provider = default_model, ""
     for event in head:
         if isinstance(event, Start | Done):

@@ -13,7 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
 
 from atrium.conversations.runs import AnswerRun
-from atrium.errors import AppError, InvalidRequest, PayloadTooLarge
+from atrium.errors import (
+    AppError,
+    BudgetExceeded,
+    ContentBlocked,
+    InvalidRequest,
+    ModelTimeout,
+    PayloadTooLarge,
+    error_class,
+)
 from atrium.http.deps import LimitedPrincipalDep, ServicesDep
 from atrium.http.errors import error_body
 from atrium.http.schemas.chat import AskErrorResponse, AskResponse
@@ -23,8 +31,14 @@ from atrium.knowledge.service import check_collection
 # 404: no such conversation or collection (or none the caller may read).
 router = APIRouter(prefix="/api/v1/chat", tags=["chat"],
                    responses={**AUTHENTICATED, **LIMITED, **error_responses(404)})
-# A failed answer run's status; other failures are the upstream's (502).
-_ERROR_STATUS = {"model_timeout": 504, "content_blocked": 400, "budget_exceeded": 402}
+# A failed answer run keeps its error's status when it was refused (a guard, a budget) or timed out; any
+# other failure is the upstream's (502).
+_OWN_STATUS = (ContentBlocked, BudgetExceeded, ModelTimeout)
+
+
+def run_error_status(code: str) -> int:
+    kind = error_class(code)
+    return kind.status_code if issubclass(kind, _OWN_STATUS) else 502
 
 
 class AskBody(BaseModel):
@@ -83,7 +97,7 @@ async def _collect(run: AnswerRun) -> JSONResponse:
         elif item.event == "sources":
             sources = item.data["sources"]
         elif item.event == "error":
-            status = _ERROR_STATUS.get(item.data.get("code", ""), 502)
+            status = run_error_status(item.data.get("code", ""))
             return JSONResponse({**error_body(item.data["code"], item.data["message"]),
                                  "conversation_id": meta.get("conversation_id"),
                                  "message_id": meta.get("message_id"), "partial_answer": "".join(parts)},

@@ -8,7 +8,8 @@ from collections import Counter
 import pytest
 
 from atrium.gateway.providers.fake import FakeChatModel
-from atrium.gateway.routing import Candidate, LatencyObservingChatModel, LatencyTracker, order_candidates
+from atrium.gateway.strategies import Candidate, LatencyTracker, order_candidates
+from atrium.gateway.timeouts import FirstEventTimeout, LatencyObservingChatModel
 from tests.unit.gateway.test_fallback import ScriptedModel, answer, collect, failure
 
 CHEAP = Candidate("cheap", input_price_per_1m=0.1, output_price_per_1m=0.4)
@@ -109,6 +110,18 @@ async def test_time_to_first_token_of_successful_streams_is_observed() -> None:
     model = LatencyObservingChatModel(ScriptedModel("m", answer("m", "a", " b")), tracker, clock=StepClock())
     assert await collect(model) == answer("m", "a", " b")
     assert tracker.estimate("m") == 1.0  # start (1) -> first token (2); later tokens not measured
+
+
+async def test_over_a_first_event_timeout_the_timeout_takes_the_measure() -> None:
+    tracker = LatencyTracker()
+    model = LatencyObservingChatModel(FirstEventTimeout(ScriptedModel("m", answer("m", "a", " b")), 1.0),
+                                      tracker, key="cat-m", clock=StepClock())
+    assert await collect(model) == answer("m", "a", " b")
+    assert tracker.estimates() == {"cat-m": 1.0}
+    failing = LatencyObservingChatModel(FirstEventTimeout(FakeChatModel("f", fail_after_tokens=1), 1.0),
+                                        tracker, clock=StepClock())
+    await collect(failing)
+    assert tracker.estimates() == {"cat-m": 1.0}
 
 
 async def test_failed_streams_are_not_observed() -> None:

@@ -1,4 +1,5 @@
-"""Per-request ordering of a route's candidate models, and the latency figures one strategy needs.
+"""The routing strategies: per-request ordering of a route's candidate models, and the latency figures one
+strategy needs (measured by ``gateway/timeouts.py``'s ``LatencyObservingChatModel``).
 
 ``order_candidates`` is a pure function of the candidates, the strategy, the latency estimates and a random
 source: the router calls it for every request and hands the ordered models to
@@ -16,12 +17,9 @@ fallback chain. Strategies (``RouteStrategy`` in settings):
 from __future__ import annotations
 
 import random
-import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from atrium.gateway.fallback import closing_stream
-from atrium.gateway.ports import ChatEvent, ChatModel, ChatRequest, Done, ErrorEvent, Token, ToolCallDelta
 from atrium.gateway.settings import RouteStrategy
 
 
@@ -97,43 +95,3 @@ def _weighted_order(candidates: Sequence[Candidate], rng: random.Random) -> list
         ordered.append(remaining.pop(index))
     ordered.extend(c for c in candidates if c.weight <= 0)
     return ordered
-
-
-class LatencyObservingChatModel:
-    """Wrapper that measures the time from the start of a stream to its first ``Token``/``ToolCallDelta``
-    and reports it to a :class:`LatencyTracker`, for successful streams only (ended by ``Done``): a failed
-    attempt says nothing about how fast the model answers. ``key`` is the tracker name (default: the
-    inner model's name, which should be its catalogue name)."""
-
-    def __init__(
-        self,
-        inner: ChatModel,
-        tracker: LatencyTracker,
-        *,
-        key: str | None = None,
-        clock: Callable[[], float] = time.perf_counter,
-    ) -> None:
-        self.name = inner.name
-        self._inner = inner
-        self._tracker = tracker
-        self._key = key or inner.name
-        self._clock = clock
-
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
-        started = self._clock()
-        first: float | None = None
-        async with closing_stream(self._inner.stream(request)) as events:
-            async for event in events:
-                if first is None and isinstance(event, Token | ToolCallDelta):
-                    first = self._clock() - started
-                elif isinstance(event, Done) and first is not None:
-                    self._tracker.observe(self._key, first)
-                yield event
-                if isinstance(event, Done | ErrorEvent):
-                    return
-
-    async def ready(self) -> bool:
-        return await self._inner.ready()
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
