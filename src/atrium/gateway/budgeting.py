@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import anyio
 
-from atrium.gateway.catalogue import CatalogueEntry, Route, price_of
+from atrium.gateway.catalogue import CatalogueEntry, Route, carried_route, price_of
 from atrium.gateway.fallback import closing_stream
 from atrium.gateway.metering import CallTally
 from atrium.gateway.ports import (
@@ -127,7 +127,8 @@ class SpendControl:
 
 class BudgetedChatModel:
     """The outermost layer of the chat stack: see the module docstring. ``route_of`` resolves a request's
-    candidate models (the router's ``route``); ``entries`` price the model that served."""
+    candidate models (the router's ``route``) when the request carries no route yet; ``entries`` price
+    the model that served."""
 
     def __init__(self, inner: ChatModel, control: SpendControl, *, route_of: Callable[[ChatRequest], Route],
                  entries: Mapping[str, CatalogueEntry]) -> None:
@@ -146,7 +147,9 @@ class BudgetedChatModel:
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
         context = request.context
-        hold = await self._control.hold(context, lambda margin: self._max_cost(request, margin))
+        # None: an unknown or forbidden model; the router answers with its error, nothing is spent.
+        request, route = carried_route(request, self._route_of)
+        hold = await self._control.hold(context, lambda margin: self._max_cost(request, route, margin))
         if hold is None and not self._control.counts_tokens(context):
             async with closing_stream(self._inner.stream(request)) as events:
                 async for event in events:
@@ -165,11 +168,9 @@ class BudgetedChatModel:
                                                     price.input_per_1m, price.output_per_1m)
             await self._control.finish(context, hold, cost, 0 if spent.cached else usage.total_tokens)
 
-    def _max_cost(self, request: ChatRequest, margin: float) -> int:
-        try:
-            route = self._route_of(request)
-        except Exception:
-            return 0  # an unknown or forbidden model: the router answers with its error, nothing is spent
+    def _max_cost(self, request: ChatRequest, route: Route | None, margin: float) -> int:
+        if route is None:
+            return 0
         prompt = self._control.counter.count_messages(request.messages)
         if request.tools or request.response_format:
             prompt += self._control.counter.count(json.dumps([*request.tools, request.response_format or {}],

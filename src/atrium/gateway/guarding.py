@@ -34,8 +34,8 @@ from typing import Any, Literal
 
 import httpx
 
-from atrium.errors import AppError, ContentBlocked
-from atrium.gateway.catalogue import Route
+from atrium.errors import ContentBlocked
+from atrium.gateway.catalogue import Route, carried_route
 from atrium.gateway.fallback import closing_stream
 from atrium.gateway.ports import (
     ChatEvent,
@@ -61,7 +61,7 @@ from atrium.telemetry.metrics import Metrics
 
 class GuardedChatModel:
     """See the module docstring. ``route`` resolves a request's candidates (to know whether the call
-    stays on this host)."""
+    stays on this host) when the request carries no route yet."""
 
     def __init__(self, inner: ChatModel, guard: Guard, *, route: Callable[[ChatRequest], Route]) -> None:
         self.name = inner.name
@@ -89,17 +89,13 @@ class GuardedChatModel:
             async for event in _restored(events, redaction):
                 yield event
 
-    def _serves_locally(self, request: ChatRequest) -> bool:
-        try:
-            return all(entry.local for entry in self._route(request).entries)
-        except AppError:
-            return False  # the router answers the error itself; meanwhile assume the worst
-
     async def _check(self, request: ChatRequest) -> tuple[ChatRequest, Redaction | None]:
         context = request.context
         policy = await self._guard.policy(context.org_id)
         if not policy.enabled:
             return request, None
+        # None: the router answers the error itself; meanwhile assume the worst (not local).
+        request, route = carried_route(request, self._route)
         # Grounded prompts: the question was checked (injection, moderation) and the sources too
         # (injection) by the grounded answerer; only the PII policy applies to the assembled prompt.
         grounded = context.task == "qa"
@@ -112,7 +108,7 @@ class GuardedChatModel:
         redaction: Redaction | None = None
         for_provider: list[str] | None = None
         if policy.pii.action != "allow" and policy.pii.types:
-            local = self._serves_locally(request)
+            local = route is not None and all(entry.local for entry in route.entries)
             if not local or ask_provider:
                 candidate = Redaction(policy.pii.types)
                 redacted = await redact_offloaded(candidate, flat)
@@ -146,12 +142,13 @@ class GuardedChatModel:
             raise ContentBlocked(f"The input contains personal data or secrets ({listed}); this tenant's policy "
                                  "does not send them to an external model.")
         if action == "route_local":
-            local = dataclasses.replace(request, context=dataclasses.replace(request.context, local_only=True))
-            try:
-                self._route(local)
-            except AppError:
+            # local_only changes the route: resolved again, and carried.
+            local = dataclasses.replace(request, context=dataclasses.replace(request.context, local_only=True,
+                                                                             route=None))
+            local, route = carried_route(local, self._route)
+            if route is None:
                 raise ContentBlocked(f"The input contains personal data or secrets ({listed}); this tenant's "
-                                     "policy keeps them on local models, and none can serve this request.") from None
+                                     "policy keeps them on local models, and none can serve this request.")
             return local, None
         return request, found
 

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
+    from atrium.gateway.catalogue import Route
     from atrium.gateway.settings import BreakerSettings
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -58,7 +59,11 @@ class ChatMessage:
 @dataclass(frozen=True, slots=True)
 class CallContext:
     """Who is calling and why: used by routing (task, tenant policy), metering and the cache, never sent
-    upstream. ``org_id`` scopes the cache: one tenant's cached answers are never served to another."""
+    upstream. ``org_id`` scopes the cache: one tenant's cached answers are never served to another.
+
+    ``route``: the request's route, resolved once at the front (``Gateway.check`` and ``with_route``, or
+    the outermost wrapper that needs it); every layer reuses it. A layer that changes what routing depends
+    on (model, task, ``local_only``, tools, response format, images) carries the route it resolves anew."""
 
     org_id: str | None = None
     user_id: str | None = None
@@ -67,6 +72,7 @@ class CallContext:
     task: Task = "chat"
     cache: bool = True
     local_only: bool = False
+    route: Route | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,8 +31,11 @@ class RouterChatModel:
         self._rng = rng or random.Random()
 
     def route(self, request: ChatRequest) -> Route:
-        """The request's route with tenant policy applied; raises ``NotFound``/``Forbidden``."""
+        """The request's route with tenant policy applied (the one it carries, when resolved before);
+        raises ``NotFound``/``Forbidden``."""
         context = request.context
+        if context.route is not None:
+            return context.route
         return self._catalogue.route(request.model, task=context.task, org_id=context.org_id,
                                      local_only=context.local_only, needs=needs_of(request))
 

@@ -79,12 +79,13 @@ class Gateway:
     spend: SpendControl | None = None  # budgets and token limits (chat calls: BudgetedChatModel in ``chat``)
 
     def check(self, request: ChatRequest) -> Route:
-        """Resolve the request's model now, so an endpoint can answer 404/403 before it starts a stream."""
+        """Resolve the request's model now, so an endpoint can answer 404/403 before it starts a stream;
+        the request then carries the route (``with_route``), so no layer resolves it again."""
         return self.router.route(request)
 
     async def embed(self, model: str, texts: Sequence[str], context: CallContext) -> EmbeddingResult:
-        route = self.catalogue.route(model, org_id=context.org_id, local_only=context.local_only,
-                                     kind="embedding")
+        route = context.route or self.catalogue.route(model, org_id=context.org_id, local_only=context.local_only,
+                                                      kind="embedding")
         entry = route.entries[0]
         embedder = self.embedders[entry.name]
         started = time.perf_counter()

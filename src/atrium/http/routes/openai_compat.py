@@ -94,9 +94,9 @@ async def embeddings(body: EmbeddingsBody, principal: LimitedPrincipalDep, servi
     gateway = services.gateway
     texts = embedding_texts(body, max_chars=services.settings.limits.max_message_chars)
     check_kind(gateway.catalogue, body.model, "embedding")
-    context = CallContext(org_id=principal.org_id, user_id=principal.user_id, api_key_id=principal.api_key_id,
-                          endpoint=EMBEDDINGS_ENDPOINT)
     route = gateway.catalogue.route(body.model, org_id=principal.org_id, kind="embedding")
+    context = CallContext(org_id=principal.org_id, user_id=principal.user_id, api_key_id=principal.api_key_id,
+                          endpoint=EMBEDDINGS_ENDPOINT, route=route)
     entry = route.entries[0]
     if body.dimensions is not None and body.dimensions != entry.dimensions \
             and not supports_dimensions(entry.upstream_model):
