@@ -20,12 +20,12 @@ from atrium.conversations.chat import ChatService
 from atrium.conversations.queries import QueryService
 from atrium.conversations.runs import RunSupervisor
 from atrium.gateway.budgeting import SpendControl
-from atrium.gateway.guarding import build_guard
 from atrium.gateway.http_client import upstream_http_client
 from atrium.gateway.ports import ChatModel, Embedder
 from atrium.gateway.service import Gateway, build_gateway
 from atrium.gateway.tokens import TokenCounter
 from atrium.guard.budgets import BudgetGuard
+from atrium.guard.pipeline import build_guard
 from atrium.guard.policy import Guard
 from atrium.guard.rate_limits import RequestRateLimiter, build_storage
 from atrium.jobs.queue import DatabaseJobQueue
@@ -176,7 +176,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     sessions = build_sessions(settings.auth, db=db, access_tokens=authenticator.access_tokens,
                               storage=build_storage(redis_url))
     answerer = GroundedAnswerer(knowledge, top_k=settings.knowledge.top_k,
-                                min_relevance=settings.knowledge.min_relevance, guard=guard)
+                                min_relevance=settings.knowledge.min_relevance)
     runs = RunSupervisor()
     jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)})
     return Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
@@ -185,7 +185,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
                     queries=QueryService(db, answerer, model, runs, settings.chat, directory, guard),
                     jobs=jobs, runs=runs, http_client=http_client, pubsub=pubsub, metrics=metrics,
                     authenticator=authenticator, sessions=sessions,
-                    rate_limiter=rate_limiter, budgets=budgets, redis=redis, guard=guard)
+                    rate_limiter=rate_limiter, budgets=budgets, redis=redis, guard=guard.guard)
 
 
 async def close_services(services: Services, *, reconcile: bool = True) -> None:

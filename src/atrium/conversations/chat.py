@@ -18,7 +18,7 @@ from atrium.conversations.generation import Outcome, answer_and_store
 from atrium.conversations.runs import AnswerRun, RunSupervisor
 from atrium.gateway.ports import CallContext, ChatModel
 from atrium.gateway.settings import ChatSettings
-from atrium.guard.policy import Guard
+from atrium.guard.pipeline import GuardPipeline
 from atrium.knowledge.answering import GroundedAnswerer, GroundedPrompt
 from atrium.knowledge.directory import CollectionDirectory
 from atrium.store.engine import Database
@@ -29,14 +29,14 @@ ENDPOINT = "/api/v1/chat/ask"
 
 class ChatService:
     def __init__(self, db: Database, answerer: GroundedAnswerer, model: ChatModel, runs: RunSupervisor,
-                 settings: ChatSettings, directory: CollectionDirectory, guard: Guard | None = None) -> None:
+                 settings: ChatSettings, directory: CollectionDirectory, guard: GuardPipeline | None = None) -> None:
         self.db = db
         self.directory = directory
         self.answerer = answerer
         self.model = model
         self.runs = runs
         self.settings = settings
-        self.guard = guard  # the tenant's link allowlist for the answer's sanitiser
+        self.guard = guard  # applied once per answer: admit, then input and context, then output
 
     async def ask(self, principal: Principal, message: str, *, conversation_id: str | None,
                   collections: Sequence[str] | None, endpoint: str = ENDPOINT) -> AnswerRun:
@@ -70,12 +70,14 @@ class ChatService:
     async def _answer(self, principal: Principal, run: AnswerRun, question: str, conversation_id: str,
                       user_message_id: str, message_id: str, collections: Sequence[str] | None,
                       endpoint: str = ENDPOINT) -> None:
+        admitted = await self.guard.admit(principal.org_id) if self.guard is not None else None
+        sanitizer = admitted.output() if admitted is not None else None
+
         async def prompt() -> GroundedPrompt:
             async with self.db.tenant_session(principal.org_id) as session:
                 history = await repo.history(session, principal.org_id, conversation_id, user_message_id)
-            return await self.answerer.prepare(principal.org_id, question, history, collections)
+            return await self.answerer.prepare(principal.org_id, question, history, collections, admitted)
 
-        sanitizer = await self.guard.sanitizer(principal.org_id) if self.guard is not None else None
         outcome = await answer_and_store(prompt_for=prompt, model=self.model, run=run, settings=self.settings,
                                          context=_context(principal, endpoint), sanitizer=sanitizer,
                                          store=partial(self._store, principal, message_id))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -52,6 +53,8 @@ async def generate(model: ChatModel, prompt: GroundedPrompt, run: AnswerRun, *, 
         run.emit("token", text=NO_ANSWER)
         return outcome
     parts: list[str] = []
+    if prompt.guarded:  # the stages the answerer ran are not run again on the model call
+        context = dataclasses.replace(context, guarded=prompt.guarded)
     request = ChatRequest(messages=prompt.messages, max_tokens=max_tokens, temperature=temperature,
                           context=context)
     async for event in model.stream(request):

@@ -16,7 +16,7 @@ from atrium.conversations.runs import AnswerRun, RunSupervisor
 from atrium.errors import NotFound
 from atrium.gateway.ports import CallContext, ChatModel
 from atrium.gateway.settings import ChatSettings
-from atrium.guard.policy import Guard
+from atrium.guard.pipeline import GuardPipeline
 from atrium.knowledge.answering import GroundedAnswerer, GroundedPrompt
 from atrium.knowledge.directory import CollectionDirectory
 from atrium.store.engine import Database
@@ -27,14 +27,14 @@ ENDPOINT = "/api/v1/query"
 
 class QueryService:
     def __init__(self, db: Database, answerer: GroundedAnswerer, model: ChatModel, runs: RunSupervisor,
-                 settings: ChatSettings, directory: CollectionDirectory, guard: Guard | None = None) -> None:
+                 settings: ChatSettings, directory: CollectionDirectory, guard: GuardPipeline | None = None) -> None:
         self.db = db
         self.directory = directory
         self.answerer = answerer
         self.model = model
         self.runs = runs
         self.settings = settings
-        self.guard = guard  # the tenant's link allowlist for the answer's sanitiser
+        self.guard = guard  # applied once per answer: admit, then input and context, then output
 
     async def submit(self, principal: Principal, question: str,
                      collections: Sequence[str] | None) -> tuple[str, asyncio.Task[None]]:
@@ -63,10 +63,12 @@ class QueryService:
 
     async def _answer(self, principal: Principal, record_id: str, question: str,
                       collections: Sequence[str] | None, run: AnswerRun) -> None:
-        async def prompt() -> GroundedPrompt:
-            return await self.answerer.prepare(principal.org_id, question, (), collections)
+        admitted = await self.guard.admit(principal.org_id) if self.guard is not None else None
+        sanitizer = admitted.output() if admitted is not None else None
 
-        sanitizer = await self.guard.sanitizer(principal.org_id) if self.guard is not None else None
+        async def prompt() -> GroundedPrompt:
+            return await self.answerer.prepare(principal.org_id, question, (), collections, admitted)
+
         await answer_and_store(prompt_for=prompt, model=self.model, run=run, settings=self.settings,
                                context=_context(principal), sanitizer=sanitizer,
                                store=partial(self._store, principal, record_id))

@@ -63,7 +63,11 @@ class CallContext:
 
     ``route``: the request's route, resolved once at the front (``Gateway.check`` and ``with_route``, or
     the outermost wrapper that needs it); every layer reuses it. A layer that changes what routing depends
-    on (model, task, ``local_only``, tools, response format, images) carries the route it resolves anew."""
+    on (model, task, ``local_only``, tools, response format, images) carries the route it resolves anew.
+
+    ``guarded``: the guard stages (``"input"``, ``"context"``) the use case already applied to this
+    content (the grounded answerer: its question and its sources); the model call does not apply them
+    again (``atrium.guard.pipeline``)."""
 
     org_id: str | None = None
     user_id: str | None = None
@@ -73,6 +77,7 @@ class CallContext:
     cache: bool = True
     local_only: bool = False
     route: Route | None = None
+    guarded: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
