@@ -19,12 +19,12 @@ from atrium.accounts.login import SessionService, build_sessions
 from atrium.conversations.chat import ChatService
 from atrium.conversations.queries import QueryService
 from atrium.conversations.runs import RunSupervisor
-from atrium.gateway.budgeting import SpendControl
 from atrium.gateway.http_client import upstream_http_client
 from atrium.gateway.ports import ChatModel, Embedder
 from atrium.gateway.service import Gateway, build_gateway
 from atrium.gateway.tokens import TokenCounter
-from atrium.guard.budgets import BudgetGuard
+from atrium.guard.budgets.ledger import BudgetGuard
+from atrium.guard.budgets.spend import SpendControl
 from atrium.guard.pipeline import build_guard
 from atrium.guard.policy import Guard
 from atrium.guard.rate_limits import RequestRateLimiter, build_storage
@@ -65,7 +65,7 @@ class Services:
     authenticator: Authenticator  # any bearer credential -> Principal; announce_revocation(key_id)
     sessions: SessionService  # password login, refresh, logout
     rate_limiter: RequestRateLimiter
-    budgets: BudgetGuard  # spending caps; the gateway reserves and settles through it (gateway/budgeting.py)
+    budgets: BudgetGuard  # spending caps; the gateway reserves and settles through it (guard/budgets/spend.py)
     redis: Redis | None
     guard: Guard | None = None  # guard policies (moderation, PII, injection, output links); routes/policy.py
 

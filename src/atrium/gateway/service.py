@@ -5,7 +5,7 @@ The chat stack, outermost first (each layer implements the ChatModel port)::
     GuardedChatModel        the guard pipeline's stages on the call: injection, moderation, PII redaction/
                             routing, restore (guard/model_calls.py, built by the pipeline when the guard is on)
     BudgetedChatModel       budgets: reserve the most a call may cost, settle what it cost; token limits
-                            (only when budgets or token limits are on; see gateway/budgeting.py)
+                            (only when budgets or token limits are on; see guard/budgets/spend.py)
     MeteredChatModel        one usage record per call, offline token counts when the provider gave none
       CachedChatModel       exact-match response cache, per tenant
         TotalTimeout        the whole call, every attempt and the stream included
@@ -35,7 +35,6 @@ from redis.asyncio import Redis
 from atrium.errors import InvalidRequest
 from atrium.gateway.breaker import BreakerChatModel, BreakerRegistry
 from atrium.gateway.breaker_stores import InProcessBreakerStore, RedisBreakerStore
-from atrium.gateway.budgeting import BudgetedChatModel, SpendControl, embedding_spend
 from atrium.gateway.cache import CachedChatModel
 from atrium.gateway.cache_stores import InProcessCacheStore, RedisCacheStore
 from atrium.gateway.catalogue import Catalogue, CatalogueEntry, Route, catalogue_entries, price_of
@@ -56,6 +55,7 @@ from atrium.gateway.routing import LatencyObservingChatModel, LatencyTracker
 from atrium.gateway.settings import ChatSettings, GatewaySettings, ModelSettings, ProviderSettings
 from atrium.gateway.timeouts import FirstEventTimeout, TotalTimeout
 from atrium.gateway.tokens import TokenCounter
+from atrium.guard.budgets.spend import BudgetedChatModel, SpendControl, embedding_spend
 from atrium.store.engine import Database
 from atrium.telemetry.metrics import Metrics
 

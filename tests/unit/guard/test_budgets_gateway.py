@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from atrium.errors import BudgetExceeded
 from atrium.gateway.ports import CallContext, ChatEvent, ChatMessage, ChatRequest, ErrorEvent, Token, Usage
-from atrium.guard.budgets import micro_usd
+from atrium.guard.budgets.ledger import micro_usd
 from atrium.store.models import Budget, BudgetSpend
 from tests.conftest import RunningApp
 from tests.fault_upstream import FaultUpstream

@@ -1,11 +1,12 @@
 """Spending controls around every gateway call: budgets (reserve before, settle after) and token rate
 limits (report what the call used), as a wrapper implementing the ChatModel port.
 
-``BudgetedChatModel`` is the outermost layer of the chat stack, so a refused call never reaches the
-cache, metering or a provider, and every endpoint that calls a model pays through it. Before the call it
-reserves the most the call could cost: the prompt counted offline (times ``budgets.prompt_margin``) at the
-input price plus ``max_tokens`` (else the model's ``max_output_tokens``) at the output price, for the
-dearest candidate of the route, since fallback may switch models. Over budget, it raises
+``BudgetedChatModel`` is the outermost layer of the chat stack under the guard's, so a refused call never
+reaches the cache, metering or a provider, and every endpoint that calls a model pays through it. Before
+the call it reserves the most the call could cost: the prompt counted offline (times
+``budgets.prompt_margin``) at the input price plus ``max_tokens`` (else the model's ``max_output_tokens``)
+at the output price, for the dearest candidate of the request's route (the one it carries), since
+fallback may switch models. Over budget, it raises
 ``BudgetExceeded`` before the first event (a refusal of the request, like the router's 404, not a provider
 failure). When the stream ends, however it ends (finished, cut, upstream error after tokens, the client
 gone, the task cancelled), it settles with what the call actually cost: the provider's usage, else the
@@ -39,7 +40,7 @@ from atrium.gateway.ports import (
 )
 from atrium.gateway.pricing import Price
 from atrium.gateway.tokens import TokenCounter
-from atrium.guard.budgets import BudgetGuard, Hold, micro_usd
+from atrium.guard.budgets.ledger import BudgetGuard, Hold, micro_usd
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class SpendControl:
 
 
 class BudgetedChatModel:
-    """The outermost layer of the chat stack: see the module docstring. ``route_of`` resolves a request's
+    """The budget layer of the chat stack: see the module docstring. ``route_of`` resolves a request's
     candidate models (the router's ``route``) when the request carries no route yet; ``entries`` price
     the model that served."""
 
