@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -53,10 +52,9 @@ async def generate(model: ChatModel, prompt: GroundedPrompt, run: AnswerRun, *, 
         run.emit("token", text=NO_ANSWER)
         return outcome
     parts: list[str] = []
-    if prompt.guarded:  # the stages the answerer ran are not run again on the model call
-        context = dataclasses.replace(context, guarded=prompt.guarded)
+    # guarded: the stages the answerer ran are not run again on the model call.
     request = ChatRequest(messages=prompt.messages, max_tokens=max_tokens, temperature=temperature,
-                          context=context)
+                          context=context, guarded=prompt.guarded)
     async for event in model.stream(request):
         match event:
             case Token(text=text):

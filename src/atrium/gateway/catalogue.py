@@ -155,14 +155,14 @@ def price_of(entries: Mapping[str, CatalogueEntry], model: str) -> Price:
 
 def with_route(request: ChatRequest, route: Route | None) -> ChatRequest:
     """``request`` carrying ``route`` (``None``: resolve it again where it is needed)."""
-    return dataclasses.replace(request, context=dataclasses.replace(request.context, route=route))
+    return dataclasses.replace(request, route=route)
 
 
 def carried_route(request: ChatRequest,
                   resolve: Callable[[ChatRequest], Route]) -> tuple[ChatRequest, Route | None]:
     """The request's carried route, else ``resolve(request)`` and the request carrying it; ``None`` when
     the request cannot be routed (unknown or forbidden model: the router answers with that error)."""
-    route = request.context.route
+    route = request.route
     if route is not None:
         return request, route
     try:

@@ -13,7 +13,7 @@ The chat stack, outermost first (each layer implements the ChatModel port)::
             per model: Retrying(BreakerChatModel(LatencyObserving(FirstEventTimeout(adapter))))
 
 A call's route is resolved once, at the front (``Gateway.check``, then the request carries it in
-``CallContext.route``) or by the outermost layer that needs it; every layer reuses it.
+``ChatRequest.route``) or by the outermost layer that needs it; every layer reuses it.
 
 Breakers are per provider (every model of one provider shares it); their state lives in Redis when
 ``redis_url`` is set, so every replica sees the same state.
@@ -90,9 +90,12 @@ class Gateway:
         the request then carries the route (``with_route``), so no layer resolves it again."""
         return self.router.route(request)
 
-    async def embed(self, model: str, texts: Sequence[str], context: CallContext) -> EmbeddingResult:
-        route = context.route or self.catalogue.route(model, org_id=context.org_id, local_only=context.local_only,
-                                                      kind="embedding")
+    async def embed(self, model: str, texts: Sequence[str], context: CallContext, *,
+                    route: Route | None = None) -> EmbeddingResult:
+        """Embed ``texts`` after the guard's input stage, within the caller's budgets, metered. ``route``:
+        the model's route when the caller resolved it already."""
+        route = route or self.catalogue.route(model, org_id=context.org_id, local_only=context.local_only,
+                                              kind="embedding")
         entry = route.entries[0]
         if self.guard is not None:  # moderation and the PII policy
             texts = await self.guard.embedding_input(context.org_id, texts, local=entry.local)

@@ -9,12 +9,12 @@
    (some candidate of the request's route has ``local: false``; a model on this host may see personal
    data): ``redact`` replaces each value with a placeholder and restores the placeholders in the answer,
    ``route_local`` serves the call with local models only (``CallContext.local_only``, which the router
-   enforces; the request then carries its new route), ``block`` refuses it naming the types found,
-   ``allow`` lets it through;
+   enforces; the request then carries its new route, ``ChatRequest.route``), ``block`` refuses it naming
+   the types found, ``allow`` lets it through;
 3. **moderation**: the local blocklist, then the moderation endpoint if one is configured, which gets the
    text with personal data replaced by placeholders (unless the policy is ``allow``): it is a third party.
 
-A use case that already ran a stage on the content says so in ``CallContext.guarded``, and the stage is
+A use case that already ran a stage on the content says so in ``ChatRequest.guarded``, and the stage is
 not applied again: a grounded prompt is assembled by Atrium from a question (its *input* stage: injection,
 moderation) and retrieved sources (its *context* stage: injection), so only the PII policy applies to
 the assembled prompt (scanning it would judge the sources as user input, and moderate the tenant's own
@@ -93,7 +93,7 @@ class GuardedChatModel:
         request, route = carried_route(request, self._route)
         # The stages the use case already ran on this content (a grounded prompt: its question and its
         # sources) are not applied again; the PII policy always applies to the assembled prompt.
-        checked = context.guarded
+        checked = request.guarded
         slots = [_texts(message) for message in request.messages]
         if "input" not in checked or "context" not in checked:
             slots = [self._injection(message.role, texts, policy, context.org_id, checked)
@@ -142,8 +142,8 @@ class GuardedChatModel:
                                  "does not send them to an external model.")
         if action == "route_local":
             # local_only changes the route: resolved again, and carried.
-            local = dataclasses.replace(request, context=dataclasses.replace(request.context, local_only=True,
-                                                                             route=None))
+            local = dataclasses.replace(request, context=dataclasses.replace(request.context, local_only=True),
+                                        route=None)
             local, route = carried_route(local, self._route)
             if route is None:
                 raise ContentBlocked(f"The input contains personal data or secrets ({listed}); this tenant's "

@@ -13,7 +13,7 @@ returns the ``Admitted`` use case, on which the other stages run:
   the Markdown sanitiser with the tenant's link allowlist (``Admitted.output``).
 
 Each stage is applied once: the stages a use case ran are in ``Admitted.checked``, which the model call
-carries (``CallContext.guarded``) so that ``GuardedChatModel`` does not apply them again.
+carries (``ChatRequest.guarded``) so that ``GuardedChatModel`` does not apply them again.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Admitted:
 
     @property
     def checked(self) -> frozenset[str]:
-        """The stages applied so far, for ``CallContext.guarded``."""
+        """The stages applied so far, for ``ChatRequest.guarded``."""
         return frozenset(self._checked)
 
     async def question(self, question: str) -> str:

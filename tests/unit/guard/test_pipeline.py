@@ -1,5 +1,5 @@
 """The guard pipeline's stages: each applied once per use case (what a use case ran travels with the model
-call in ``CallContext.guarded``), the context stage's two texts, and the route a request carries."""
+call in ``ChatRequest.guarded``), the context stage's two texts, and the route a request carries."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from atrium.gateway.catalogue import CatalogueEntry, Route
-from atrium.gateway.ports import CallContext, ChatEvent, ChatMessage, ChatRequest, Done, ErrorEvent, Token
+from atrium.gateway.ports import ChatEvent, ChatMessage, ChatRequest, Done, ErrorEvent, Token
 from atrium.guard.injection import CONTEXT_WARNING
 from atrium.guard.moderation import Moderator
 from atrium.guard.pipeline import GuardPipeline
@@ -63,16 +63,14 @@ async def test_a_model_call_applies_the_input_stage_unless_its_use_case_already_
     inner = Recording()
     model = guards.wrap(inner, route=unresolvable)
     messages = (ChatMessage("user", f"{INJECTION} forbiddenword"),)
-    context = CallContext(route=LOCAL)
-    refused = await events(model, ChatRequest(messages=messages, context=context))
+    refused = await events(model, ChatRequest(messages=messages, route=LOCAL))
     assert isinstance(refused[-1], ErrorEvent) and refused[-1].code == "content_blocked" and not inner.requests
     admitted = await guards.admit(None)
     await admitted.question("What do refunds take?")
     admitted.context(["Refunds take 14 days."])
-    checked = CallContext(route=LOCAL, guarded=admitted.checked)
-    answered = await events(model, ChatRequest(messages=messages, context=checked))
+    answered = await events(model, ChatRequest(messages=messages, route=LOCAL, guarded=admitted.checked))
     assert isinstance(answered[-1], Done) and inner.requests[0].messages == messages
-    assert inner.requests[0].context.route is LOCAL
+    assert inner.requests[0].route is LOCAL
 
 
 async def test_the_guard_is_no_wrapper_when_it_is_off() -> None:

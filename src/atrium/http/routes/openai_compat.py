@@ -94,14 +94,14 @@ async def embeddings(body: EmbeddingsBody, principal: LimitedPrincipalDep, servi
     gateway = services.gateway
     texts = embedding_texts(body, max_chars=services.settings.limits.max_message_chars)
     check_kind(gateway.catalogue, body.model, "embedding")
-    route = gateway.catalogue.route(body.model, org_id=principal.org_id, kind="embedding")
     context = CallContext(org_id=principal.org_id, user_id=principal.user_id, api_key_id=principal.api_key_id,
-                          endpoint=EMBEDDINGS_ENDPOINT, route=route)
+                          endpoint=EMBEDDINGS_ENDPOINT)
+    route = gateway.catalogue.route(body.model, org_id=principal.org_id, kind="embedding")
     entry = route.entries[0]
     if body.dimensions is not None and body.dimensions != entry.dimensions \
             and not supports_dimensions(entry.upstream_model):
         raise InvalidRequest(f"Model {body.model!r} does not support 'dimensions'.", code="unsupported_parameter")
-    result = await gateway.embed(body.model, texts, context)
+    result = await gateway.embed(body.model, texts, context, route=route)
     vectors = result.vectors
     native = int(vectors.shape[1]) if vectors.ndim == 2 else 0
     if body.dimensions is not None and body.dimensions != native:
