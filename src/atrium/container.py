@@ -164,11 +164,11 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     budgets = BudgetGuard(db, settings.budgets, pubsub=pubsub)
     spend = SpendControl(counter=counter, budgets=budgets, tokens=rate_limiter,
                          prompt_margin=settings.budgets.prompt_margin)
-    guard = build_guard(settings.guard, settings.gateway.providers, db=db, pubsub=pubsub, metrics=metrics,
-                        http_client=http_client)
+    pipeline = build_guard(settings.guard, settings.gateway.providers, db=db, pubsub=pubsub, metrics=metrics,
+                           http_client=http_client)
     gateway = build_gateway(settings.gateway, settings.chat, http_client=http_client, db=db, redis=redis,
                             embedder=embedder, metrics=metrics, counter=counter, chat_model=chat_model, spend=spend,
-                            guard=guard,
+                            guard=pipeline,
                             local_factory=lambda name: build_local_chat_model(settings, http_client, name=name))
     model = gateway.chat
     authenticator = await build_authenticator(settings.auth, data_dir=settings.data_dir, db=db, pubsub=pubsub,
@@ -181,11 +181,11 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)})
     return Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
                     gateway=gateway,
-                    chat=ChatService(db, answerer, model, runs, settings.chat, directory, guard),
-                    queries=QueryService(db, answerer, model, runs, settings.chat, directory, guard),
+                    chat=ChatService(db, answerer, model, runs, settings.chat, directory, pipeline),
+                    queries=QueryService(db, answerer, model, runs, settings.chat, directory, pipeline),
                     jobs=jobs, runs=runs, http_client=http_client, pubsub=pubsub, metrics=metrics,
                     authenticator=authenticator, sessions=sessions,
-                    rate_limiter=rate_limiter, budgets=budgets, redis=redis, guard=guard.guard)
+                    rate_limiter=rate_limiter, budgets=budgets, redis=redis, guard=pipeline.guard)
 
 
 async def close_services(services: Services, *, reconcile: bool = True) -> None:
