@@ -19,13 +19,13 @@ from atrium.accounts.login import SessionService, build_sessions
 from atrium.conversations.chat import ChatService
 from atrium.conversations.queries import QueryService
 from atrium.conversations.runs import RunSupervisor
-from atrium.gateway.budgeting import SpendControl
-from atrium.gateway.guarding import build_guard
 from atrium.gateway.http_client import upstream_http_client
 from atrium.gateway.ports import ChatModel, Embedder
 from atrium.gateway.service import Gateway, build_gateway
 from atrium.gateway.tokens import TokenCounter
-from atrium.guard.budgets import BudgetGuard
+from atrium.guard.budgets.ledger import BudgetGuard
+from atrium.guard.budgets.spend import SpendControl
+from atrium.guard.pipeline import build_guard
 from atrium.guard.policy import Guard
 from atrium.guard.rate_limits import RequestRateLimiter, build_storage
 from atrium.jobs.queue import DatabaseJobQueue
@@ -65,7 +65,7 @@ class Services:
     authenticator: Authenticator  # any bearer credential -> Principal; announce_revocation(key_id)
     sessions: SessionService  # password login, refresh, logout
     rate_limiter: RequestRateLimiter
-    budgets: BudgetGuard  # spending caps; the gateway reserves and settles through it (gateway/budgeting.py)
+    budgets: BudgetGuard  # spending caps; the gateway reserves and settles through it (guard/budgets/spend.py)
     redis: Redis | None
     guard: Guard | None = None  # guard policies (moderation, PII, injection, output links); routes/policy.py
 
@@ -164,11 +164,11 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     budgets = BudgetGuard(db, settings.budgets, pubsub=pubsub)
     spend = SpendControl(counter=counter, budgets=budgets, tokens=rate_limiter,
                          prompt_margin=settings.budgets.prompt_margin)
-    guard = build_guard(settings.guard, settings.gateway.providers, db=db, pubsub=pubsub, metrics=metrics,
-                        http_client=http_client)
+    pipeline = build_guard(settings.guard, settings.gateway.providers, db=db, pubsub=pubsub, metrics=metrics,
+                           http_client=http_client)
     gateway = build_gateway(settings.gateway, settings.chat, http_client=http_client, db=db, redis=redis,
                             embedder=embedder, metrics=metrics, counter=counter, chat_model=chat_model, spend=spend,
-                            guard=guard,
+                            guard=pipeline,
                             local_factory=lambda name: build_local_chat_model(settings, http_client, name=name))
     model = gateway.chat
     authenticator = await build_authenticator(settings.auth, data_dir=settings.data_dir, db=db, pubsub=pubsub,
@@ -176,16 +176,16 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     sessions = build_sessions(settings.auth, db=db, access_tokens=authenticator.access_tokens,
                               storage=build_storage(redis_url))
     answerer = GroundedAnswerer(knowledge, top_k=settings.knowledge.top_k,
-                                min_relevance=settings.knowledge.min_relevance, guard=guard)
+                                min_relevance=settings.knowledge.min_relevance)
     runs = RunSupervisor()
     jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)})
     return Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
                     gateway=gateway,
-                    chat=ChatService(db, answerer, model, runs, settings.chat, directory, guard),
-                    queries=QueryService(db, answerer, model, runs, settings.chat, directory, guard),
+                    chat=ChatService(db, answerer, model, runs, settings.chat, directory, pipeline),
+                    queries=QueryService(db, answerer, model, runs, settings.chat, directory, pipeline),
                     jobs=jobs, runs=runs, http_client=http_client, pubsub=pubsub, metrics=metrics,
                     authenticator=authenticator, sessions=sessions,
-                    rate_limiter=rate_limiter, budgets=budgets, redis=redis, guard=guard)
+                    rate_limiter=rate_limiter, budgets=budgets, redis=redis, guard=pipeline.guard)
 
 
 async def close_services(services: Services, *, reconcile: bool = True) -> None:

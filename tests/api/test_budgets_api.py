@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from atrium.accounts.api_keys import create_key
 from atrium.app import create_app
-from atrium.guard.budgets import micro_usd
+from atrium.guard.budgets.ledger import micro_usd
 from atrium.store.models import AuditEvent, BudgetSpend, Conversation, Membership, Organization, User
 from tests.api.helpers import ingest
 from tests.conftest import ADMIN_KEY, LiveServer, RunningApp, free_port, make_settings, run_app

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from atrium.guard.budgets import micro_usd
+from atrium.guard.budgets.ledger import micro_usd
 from atrium.store.models import BudgetSpend
 from tests.conftest import RunningApp
 from tests.fault_upstream import FaultUpstream

@@ -14,30 +14,16 @@ from functools import partial
 from atrium.accounts.ownership import principal_session
 from atrium.accounts.principal import Principal
 from atrium.conversations import repository as repo
-from atrium.conversations.generation import Outcome, answer_and_store
-from atrium.conversations.runs import AnswerRun, RunSupervisor
-from atrium.gateway.ports import CallContext, ChatModel
-from atrium.gateway.settings import ChatSettings
-from atrium.guard.policy import Guard
-from atrium.knowledge.answering import GroundedAnswerer, GroundedPrompt
-from atrium.knowledge.directory import CollectionDirectory
-from atrium.store.engine import Database
+from atrium.conversations.generation import Outcome
+from atrium.conversations.grounded import GroundedUseCase
+from atrium.conversations.runs import AnswerRun
+from atrium.gateway.ports import ChatMessage
 from atrium.store.models import Message
 
 ENDPOINT = "/api/v1/chat/ask"
 
 
-class ChatService:
-    def __init__(self, db: Database, answerer: GroundedAnswerer, model: ChatModel, runs: RunSupervisor,
-                 settings: ChatSettings, directory: CollectionDirectory, guard: Guard | None = None) -> None:
-        self.db = db
-        self.directory = directory
-        self.answerer = answerer
-        self.model = model
-        self.runs = runs
-        self.settings = settings
-        self.guard = guard  # the tenant's link allowlist for the answer's sanitiser
-
+class ChatService(GroundedUseCase):
     async def ask(self, principal: Principal, message: str, *, conversation_id: str | None,
                   collections: Sequence[str] | None, endpoint: str = ENDPOINT) -> AnswerRun:
         """Store the question, start the answer run, and return its event feed at once. ``endpoint`` is
@@ -70,15 +56,12 @@ class ChatService:
     async def _answer(self, principal: Principal, run: AnswerRun, question: str, conversation_id: str,
                       user_message_id: str, message_id: str, collections: Sequence[str] | None,
                       endpoint: str = ENDPOINT) -> None:
-        async def prompt() -> GroundedPrompt:
+        async def history() -> Sequence[ChatMessage]:
             async with self.db.tenant_session(principal.org_id) as session:
-                history = await repo.history(session, principal.org_id, conversation_id, user_message_id)
-            return await self.answerer.prepare(principal.org_id, question, history, collections)
+                return await repo.history(session, principal.org_id, conversation_id, user_message_id)
 
-        sanitizer = await self.guard.sanitizer(principal.org_id) if self.guard is not None else None
-        outcome = await answer_and_store(prompt_for=prompt, model=self.model, run=run, settings=self.settings,
-                                         context=_context(principal, endpoint), sanitizer=sanitizer,
-                                         store=partial(self._store, principal, message_id))
+        outcome = await self._produce(principal, run, question, collections, endpoint=endpoint, history=history,
+                                      store=partial(self._store, principal, message_id))
         run.emit("sources", sources=outcome.source_dicts())
         if outcome.error:
             run.emit("error", **outcome.error, message_id=message_id, conversation_id=conversation_id)
@@ -91,8 +74,3 @@ class ChatService:
             await repo.finish_message(session, principal.org_id, message_id, content=outcome.text,
                                       status=outcome.status, model=outcome.model,
                                       sources=outcome.source_dicts(), usage=outcome.usage, error=outcome.error)
-
-
-def _context(principal: Principal, endpoint: str = ENDPOINT) -> CallContext:
-    return CallContext(org_id=principal.org_id, user_id=principal.user_id, api_key_id=principal.api_key_id,
-                       endpoint=endpoint, task="qa")

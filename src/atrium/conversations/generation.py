@@ -52,8 +52,9 @@ async def generate(model: ChatModel, prompt: GroundedPrompt, run: AnswerRun, *, 
         run.emit("token", text=NO_ANSWER)
         return outcome
     parts: list[str] = []
+    # guarded: the stages the answerer ran are not run again on the model call.
     request = ChatRequest(messages=prompt.messages, max_tokens=max_tokens, temperature=temperature,
-                          context=context)
+                          context=context, guarded=prompt.guarded)
     async for event in model.stream(request):
         match event:
             case Token(text=text):

@@ -11,31 +11,16 @@ from sqlalchemy import select
 
 from atrium.accounts.ownership import owned_by, owner_columns, principal_session
 from atrium.accounts.principal import Principal
-from atrium.conversations.generation import Outcome, answer_and_store
-from atrium.conversations.runs import AnswerRun, RunSupervisor
+from atrium.conversations.generation import Outcome
+from atrium.conversations.grounded import GroundedUseCase
+from atrium.conversations.runs import AnswerRun
 from atrium.errors import NotFound
-from atrium.gateway.ports import CallContext, ChatModel
-from atrium.gateway.settings import ChatSettings
-from atrium.guard.policy import Guard
-from atrium.knowledge.answering import GroundedAnswerer, GroundedPrompt
-from atrium.knowledge.directory import CollectionDirectory
-from atrium.store.engine import Database
 from atrium.store.models import QueryRecord
 
 ENDPOINT = "/api/v1/query"
 
 
-class QueryService:
-    def __init__(self, db: Database, answerer: GroundedAnswerer, model: ChatModel, runs: RunSupervisor,
-                 settings: ChatSettings, directory: CollectionDirectory, guard: Guard | None = None) -> None:
-        self.db = db
-        self.directory = directory
-        self.answerer = answerer
-        self.model = model
-        self.runs = runs
-        self.settings = settings
-        self.guard = guard  # the tenant's link allowlist for the answer's sanitiser
-
+class QueryService(GroundedUseCase):
     async def submit(self, principal: Principal, question: str,
                      collections: Sequence[str] | None) -> tuple[str, asyncio.Task[None]]:
         """Store the query as ``pending`` and start answering it; returns the record id and the run.
@@ -63,13 +48,8 @@ class QueryService:
 
     async def _answer(self, principal: Principal, record_id: str, question: str,
                       collections: Sequence[str] | None, run: AnswerRun) -> None:
-        async def prompt() -> GroundedPrompt:
-            return await self.answerer.prepare(principal.org_id, question, (), collections)
-
-        sanitizer = await self.guard.sanitizer(principal.org_id) if self.guard is not None else None
-        await answer_and_store(prompt_for=prompt, model=self.model, run=run, settings=self.settings,
-                               context=_context(principal), sanitizer=sanitizer,
-                               store=partial(self._store, principal, record_id))
+        await self._produce(principal, run, question, collections, endpoint=ENDPOINT,
+                            store=partial(self._store, principal, record_id))
 
     async def _store(self, principal: Principal, record_id: str, outcome: Outcome) -> None:
         async with self.db.tenant_session(principal.org_id) as session:
@@ -83,8 +63,3 @@ class QueryService:
                 record.usage = outcome.usage
                 record.error = outcome.error
                 record.completed_at = datetime.now(UTC)
-
-
-def _context(principal: Principal) -> CallContext:
-    return CallContext(org_id=principal.org_id, user_id=principal.user_id, api_key_id=principal.api_key_id,
-                       endpoint=ENDPOINT, task="qa")

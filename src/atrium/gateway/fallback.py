@@ -21,9 +21,6 @@ from dataclasses import replace
 from atrium.gateway.ports import ChatEvent, ChatModel, ChatRequest, Done, ErrorEvent, Start
 from atrium.gateway.streams import FINAL, ChatStream, ended_without_final_event, open_events
 
-# The old name of ChatStream, kept for the layers that still use it (gateway/guarding.py, budgeting.py).
-closing_stream = ChatStream
-
 
 def _always(_error: ErrorEvent) -> bool:
     return True

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
+    from atrium.gateway.catalogue import Route
     from atrium.gateway.settings import BreakerSettings
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -74,7 +75,14 @@ class ChatRequest:
     """What to generate. ``model`` names a catalogue entry, alias or route ("" = the default route);
     adapters ignore it (each adapter knows its own upstream model). ``tools`` are OpenAI-format function
     tools and ``response_format`` OpenAI's; adapters translate both to their wire format. ``extra`` holds
-    other vendor parameters passed through verbatim (top_p, seed, ...)."""
+    other vendor parameters passed through verbatim (top_p, seed, ...).
+
+    ``route``: the request's route, resolved once at the front (``Gateway.check`` and ``with_route``, or
+    the outermost wrapper that needs it); every layer reuses it. A layer that changes what routing depends
+    on (model, task, ``local_only``, tools, response format, images) carries the route it resolves anew.
+    ``guarded``: the guard stages (``"input"``, ``"context"``) the use case already applied to this
+    content (the grounded answerer: its question and its sources); the model call does not apply them
+    again (``atrium.guard.pipeline``). Neither is sent upstream."""
 
     messages: tuple[ChatMessage, ...]
     max_tokens: int | None = 512
@@ -90,6 +98,8 @@ class ChatRequest:
     # call (cheaper, and a cut connection fails before any output, so fallback can still act). The events
     # are the same either way.
     stream: bool = True
+    route: Route | None = None
+    guarded: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,10 @@ class RouterChatModel:
         self._rng = rng or random.Random()
 
     def route(self, request: ChatRequest) -> Route:
-        """The request's route with tenant policy applied; raises ``NotFound``/``Forbidden``."""
+        """The request's route with tenant policy applied (the one it carries, when resolved before);
+        raises ``NotFound``/``Forbidden``."""
+        if request.route is not None:
+            return request.route
         context = request.context
         return self._catalogue.route(request.model, task=context.task, org_id=context.org_id,
                                      local_only=context.local_only, needs=needs_of(request))

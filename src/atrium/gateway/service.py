@@ -2,14 +2,18 @@
 
 The chat stack, outermost first (each layer implements the ChatModel port)::
 
-    GuardedChatModel        guard policy: injection, moderation, PII redaction/routing (gateway/guarding.py)
+    GuardedChatModel        the guard pipeline's stages on the call: injection, moderation, PII redaction/
+                            routing, restore (guard/model_calls.py, built by the pipeline when the guard is on)
     BudgetedChatModel       budgets: reserve the most a call may cost, settle what it cost; token limits
-                            (only when budgets or token limits are on; see gateway/budgeting.py)
+                            (only when budgets or token limits are on; see guard/budgets/spend.py)
     MeteredChatModel        one usage record per call, offline token counts when the provider gave none
       CachedChatModel       exact-match response cache, per tenant
         TotalTimeout        the whole call, every attempt and the stream included
           RouterChatModel   resolve model/alias/route + tenant policy, order by strategy, fallback chain
             per model: Retrying(BreakerChatModel(LatencyObserving(FirstEventTimeout(adapter))))
+
+A call's route is resolved once, at the front (``Gateway.check``, then the request carries it in
+``ChatRequest.route``) or by the outermost layer that needs it; every layer reuses it.
 
 Breakers are per provider (every model of one provider shares it); their state lives in Redis when
 ``redis_url`` is set, so every replica sees the same state.
@@ -22,6 +26,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
@@ -30,11 +35,9 @@ from redis.asyncio import Redis
 from atrium.errors import InvalidRequest
 from atrium.gateway.breaker import BreakerChatModel, BreakerRegistry
 from atrium.gateway.breaker_stores import InProcessBreakerStore, RedisBreakerStore
-from atrium.gateway.budgeting import BudgetedChatModel, SpendControl, embedding_spend
 from atrium.gateway.cache import CachedChatModel
 from atrium.gateway.cache_stores import InProcessCacheStore, RedisCacheStore
 from atrium.gateway.catalogue import Catalogue, CatalogueEntry, Route, catalogue_entries, price_of
-from atrium.gateway.guarding import GuardedChatModel
 from atrium.gateway.metering import MeteredChatModel, UsageRecorder, UsageRow
 from atrium.gateway.ports import (
     BreakerStore,
@@ -52,9 +55,12 @@ from atrium.gateway.settings import ChatSettings, GatewaySettings, ModelSettings
 from atrium.gateway.strategies import LatencyTracker
 from atrium.gateway.timeouts import FirstEventTimeout, LatencyObservingChatModel, TotalTimeout
 from atrium.gateway.tokens import TokenCounter
-from atrium.guard.policy import Guard
+from atrium.guard.budgets.spend import BudgetedChatModel, SpendControl, embedding_spend
 from atrium.store.engine import Database
 from atrium.telemetry.metrics import Metrics
+
+if TYPE_CHECKING:
+    from atrium.guard.pipeline import GuardPipeline
 
 EMBEDDED_PROVIDER = "embedded"
 
@@ -77,15 +83,22 @@ class Gateway:
     counter: TokenCounter
     metrics: Metrics
     spend: SpendControl | None = None  # budgets and token limits (chat calls: BudgetedChatModel in ``chat``)
+    guard: GuardPipeline | None = None  # the embedding calls' input stage (chat calls: its wrapper in ``chat``)
 
     def check(self, request: ChatRequest) -> Route:
-        """Resolve the request's model now, so an endpoint can answer 404/403 before it starts a stream."""
+        """Resolve the request's model now, so an endpoint can answer 404/403 before it starts a stream;
+        the request then carries the route (``with_route``), so no layer resolves it again."""
         return self.router.route(request)
 
-    async def embed(self, model: str, texts: Sequence[str], context: CallContext) -> EmbeddingResult:
-        route = self.catalogue.route(model, org_id=context.org_id, local_only=context.local_only,
-                                     kind="embedding")
+    async def embed(self, model: str, texts: Sequence[str], context: CallContext, *,
+                    route: Route | None = None) -> EmbeddingResult:
+        """Embed ``texts`` after the guard's input stage, within the caller's budgets, metered. ``route``:
+        the model's route when the caller resolved it already."""
+        route = route or self.catalogue.route(model, org_id=context.org_id, local_only=context.local_only,
+                                              kind="embedding")
         entry = route.entries[0]
+        if self.guard is not None:  # moderation and the PII policy
+            texts = await self.guard.embedding_input(context.org_id, texts, local=entry.local)
         embedder = self.embedders[entry.name]
         started = time.perf_counter()
         with_usage = getattr(embedder, "embed_with_usage", None)
@@ -147,7 +160,7 @@ def build_gateway(gateway: GatewaySettings, chat_settings: ChatSettings, *, http
                   db: Database, redis: Redis | None, embedder: Embedder, metrics: Metrics, counter: TokenCounter,
                   local_factory: Callable[[str], ChatModel], chat_model: ChatModel | None = None,
                   environ: Mapping[str, str] | None = None, spend: SpendControl | None = None,
-                  guard: Guard | None = None) -> Gateway:
+                  guard: GuardPipeline | None = None) -> Gateway:
     config = effective_gateway_settings(gateway, chat_settings, chat_model)
     environ = os.environ if environ is None else environ
     entries = catalogue_entries(config)
@@ -206,7 +219,7 @@ def build_gateway(gateway: GatewaySettings, chat_settings: ChatSettings, *, http
     chat: ChatModel = MeteredChatModel(stack, recorder, catalogue.entries, counter, observe=observe)
     if spend is not None:
         chat = BudgetedChatModel(chat, spend, route_of=router.route, entries=catalogue.entries)
-    if guard is not None and guard.enabled:  # outermost: budgets, cache and metering see only redacted prompts
-        chat = GuardedChatModel(chat, guard, route=router.route)
+    if guard is not None:  # outermost: budgets, cache and metering see only redacted prompts
+        chat = guard.wrap(chat, route=router.route)
     return Gateway(catalogue=catalogue, chat=chat, router=router, embedders=embedders, breakers=breakers,
-                   recorder=recorder, counter=counter, metrics=metrics, spend=spend)
+                   recorder=recorder, counter=counter, metrics=metrics, spend=spend, guard=guard)

@@ -10,9 +10,9 @@ Effective policies are cached in process for ``guard.policy_cache_ttl_s``; a cha
 at once and, through the PubSub channel ``policy.changed``, on every other replica (a missed message only
 delays the change until the entry expires).
 
-``Guard`` bundles the store, the moderator and the guard metrics, and applies what happens outside the
-model call itself: the injection policy on a grounded question and on retrieved chunks, and the link
-policy of the output sanitiser. The checks on model calls live in ``atrium.gateway.guarding``.
+``Guard`` bundles the store, the moderator and the guard metrics, with the checks the pipeline's stages
+are made of (the injection policy on one text, moderation, counting a decision); the stages themselves,
+and where they apply, are in ``atrium.guard.pipeline``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from atrium.errors import ContentBlocked
 from atrium.guard.injection import CONTEXT_WARNING, scan, strip_markers, strip_offending
 from atrium.guard.moderation import ModerationUnavailable, Moderator
 from atrium.guard.pii import Redaction
-from atrium.guard.sanitize import MarkdownSanitizer
 from atrium.guard.settings import (
     GuardPolicySettings,
     GuardSettings,
@@ -199,7 +198,7 @@ class GuardMetrics:
 
 
 class Guard:
-    """The policies, the moderator and the metrics, with the checks made outside the gateway."""
+    """The policies, the moderator and the metrics, with the checks the pipeline's stages use."""
 
     def __init__(self, policies: PolicyStore, moderator: Moderator, metrics: GuardMetrics | None = None) -> None:
         self.policies = policies
@@ -270,58 +269,6 @@ class Guard:
             raise
         if not answered:
             self.note("moderation", "unavailable_allowed", org_id)
-
-    async def check_question(self, org_id: str, question: str) -> str:
-        """A grounded question under the input injection policy and moderation (the gateway does not
-        rescan grounded prompts: their sources are the tenant's own documents, checked by
-        ``check_context``)."""
-        policy = await self.policy(org_id)
-        if not policy.enabled:
-            return question
-        question = self.apply_injection(question, policy, where="input", org_id=org_id)
-        for_provider = None
-        if self.asks_provider(policy) and policy.pii.action != "allow":
-            for_provider = Redaction(policy.pii.types).redact_all([question])
-        await self.moderate(policy, [question], org_id=org_id, for_provider=for_provider)
-        return question
-
-    async def check_context(self, org_id: str, texts: Sequence[str]) -> list[str]:
-        """Retrieved chunks under the context policy, before they enter a prompt ("" for one stripped
-        to nothing)."""
-        policy = await self.policy(org_id)
-        return [self.apply_injection(text, policy, where="context", org_id=org_id) for text in texts]
-
-    async def check_embedding_input(self, org_id: str, texts: Sequence[str], *, local: bool) -> list[str]:
-        """Texts to embed under the PII policy and moderation (``/v1/embeddings``; no injection check:
-        nothing follows instructions in an embedding). ``local``: the embedding model runs on this host.
-        ``route_local`` cannot move an explicitly named embedding model (its vectors would change shape),
-        so it refuses instead."""
-        policy = await self.policy(org_id)
-        if not policy.enabled:
-            return list(texts)
-        out, for_provider = list(texts), None
-        if policy.pii.action != "allow" and policy.pii.types and (not local or self.asks_provider(policy)):
-            redaction = Redaction(policy.pii.types)
-            redacted = await redact_offloaded(redaction, texts)
-            if redaction.active:
-                for_provider = redacted
-                if not local:
-                    action, types = policy.pii.action, ", ".join(redaction.types_found)
-                    self.note("pii", action, org_id, types=types, endpoint="embeddings")
-                    if action == "block":
-                        raise ContentBlocked(f"The input contains personal data or secrets ({types}); this "
-                                             "tenant's policy does not send them to an external model.")
-                    if action == "route_local":
-                        raise ContentBlocked(f"The input contains personal data or secrets ({types}); this "
-                                             "tenant's policy keeps them on local models: use a local embedding "
-                                             "model.")
-                    out = redacted
-        await self.moderate(policy, texts, org_id=org_id, for_provider=for_provider)
-        return out
-
-    async def sanitizer(self, org_id: str) -> MarkdownSanitizer:
-        """The output sanitiser with the tenant's link allowlist (answers are always sanitised)."""
-        return MarkdownSanitizer((await self.policy(org_id)).output.link_domains)
 
 
 OFFLOAD_CHARS = 20_000  # PII detection on more text than this runs in a worker thread, off the event loop

@@ -12,11 +12,10 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 from atrium.gateway.ports import ChatMessage
-from atrium.guard.injection import CONTEXT_WARNING
 from atrium.knowledge.service import KnowledgeService, SearchHit
 
 if TYPE_CHECKING:
-    from atrium.guard.policy import Guard
+    from atrium.guard.pipeline import Admitted
 
 NO_ANSWER = "I don't know: the documents I can search do not cover this question."
 
@@ -68,6 +67,7 @@ class GroundedPrompt:
     messages: tuple[ChatMessage, ...]
     sources: tuple[Source, ...]
     texts: tuple[str, ...] = ()  # the full text of each source, in order
+    guarded: frozenset[str] = frozenset()  # the guard stages applied to the question and the sources
 
     @property
     def has_context(self) -> bool:
@@ -75,31 +75,31 @@ class GroundedPrompt:
 
 
 class GroundedAnswerer:
-    """Builds the grounded prompt for a question (and its conversation history). With a ``guard``, the
-    question passes the tenant's prompt-injection policy for user input and every retrieved chunk its
-    policy for retrieved context before it enters the prompt (a chunk stripped to nothing is left out)."""
+    """Builds the grounded prompt for a question (and its conversation history). With the use case's
+    ``guard`` (its admitted guard pipeline), the question passes the *input* stage and every retrieved
+    chunk the *context* stage before it enters the prompt (a chunk stripped to nothing is left out); the
+    prompt says which stages ran (``GroundedPrompt.guarded``), so the model call does not run them again."""
 
-    def __init__(self, knowledge: KnowledgeService, *, top_k: int, min_relevance: float,
-                 guard: Guard | None = None) -> None:
+    def __init__(self, knowledge: KnowledgeService, *, top_k: int, min_relevance: float) -> None:
         self.knowledge = knowledge
         self.top_k = top_k
         self.min_relevance = min_relevance
-        self.guard = guard
 
     async def prepare(self, tenant: str, question: str, history: Sequence[ChatMessage],
-                      collections: Sequence[str] | None) -> GroundedPrompt:
-        if self.guard is not None:
-            question = await self.guard.check_question(tenant, question)
+                      collections: Sequence[str] | None, guard: Admitted | None = None) -> GroundedPrompt:
+        if guard is not None:
+            question = await guard.question(question)
         hits = await self.knowledge.search(tenant, question, mode="hybrid", limit=self.top_k,
                                            collections=collections)
         chosen = relevant(hits, self.min_relevance)
-        if self.guard is None or not chosen:
+        if guard is None or not chosen:
             return build_prompt(question, chosen, history)
-        guarded = await self.guard.check_context(tenant, [hit.chunk.text for hit in chosen])
-        kept = [(hit, text) for hit, text in zip(chosen, guarded, strict=True) if text.strip()]
+        passages = guard.context([hit.chunk.text for hit in chosen])
+        kept = [(hit, passage) for hit, passage in zip(chosen, passages, strict=True) if passage.prompt.strip()]
         # Sources show what was kept of each chunk (a stripped sentence is gone), never the guard's note.
-        return build_prompt(question, [replace(hit, chunk=replace(hit.chunk, text=text.removeprefix(CONTEXT_WARNING)))
-                                       for hit, text in kept], history, [text for _, text in kept])
+        prompt = build_prompt(question, [replace(hit, chunk=replace(hit.chunk, text=passage.shown))
+                                         for hit, passage in kept], history, [passage.prompt for _, passage in kept])
+        return replace(prompt, guarded=guard.checked)
 
 
 def relevant(hits: Sequence[SearchHit], min_relevance: float) -> list[SearchHit]:

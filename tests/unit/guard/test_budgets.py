@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import event, select
 
 from atrium.errors import BudgetExceeded
-from atrium.guard.budgets import BudgetGuard, Hold, micro_usd, resets_at, window_of
+from atrium.guard.budgets.ledger import BudgetGuard, Hold, micro_usd, resets_at, window_of
 from atrium.settings import BudgetSettings
 from atrium.store.engine import Database, build_engine
 from atrium.store.migrate import upgrade

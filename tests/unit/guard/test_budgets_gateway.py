@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from atrium.errors import BudgetExceeded
 from atrium.gateway.ports import CallContext, ChatEvent, ChatMessage, ChatRequest, ErrorEvent, Token, Usage
-from atrium.guard.budgets import micro_usd
+from atrium.guard.budgets.ledger import micro_usd
 from atrium.store.models import Budget, BudgetSpend
 from tests.conftest import RunningApp
 from tests.fault_upstream import FaultUpstream
@@ -236,3 +236,30 @@ async def test_embeddings_are_reserved_and_charged(running: RunningApp) -> None:
     assert await spend(running, budget_id) == (micro_usd(result.prompt_tokens, 0, IN, 0), 0)
     with pytest.raises(BudgetExceeded):
         await running.services.gateway.embed("embed", ["word " * 200], context)
+
+
+async def test_a_call_resolves_its_route_once_and_every_layer_reuses_it(running: RunningApp,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard, the budget and the router share one resolution: at the front when the caller resolved
+    it (``start_chat``), else in the outermost layer that needs it."""
+    from atrium.gateway.catalogue import with_route
+
+    org = await org_of(running)
+    await budget(running, org, 10_000_000)
+    gateway = running.services.gateway
+    calls: list[str] = []
+    resolve = gateway.catalogue.route
+
+    def counted(requested: str, **kwargs: Any) -> Any:
+        calls.append(requested)
+        return resolve(requested, **kwargs)
+
+    monkeypatch.setattr(gateway.catalogue, "route", counted)
+    events = await events_of(running, request("priced", org=org))
+    assert any(isinstance(e, Usage) for e in events)
+    assert calls == ["priced"]
+    calls.clear()
+    routed = with_route(request("priced", org=org), gateway.check(request("priced", org=org)))
+    assert calls == ["priced"]
+    await events_of(running, routed)
+    assert calls == ["priced"]

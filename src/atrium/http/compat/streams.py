@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from atrium.accounts.principal import Principal
 from atrium.errors import AppError, GatewayError, InvalidRequest, error_for
-from atrium.gateway.catalogue import Catalogue
+from atrium.gateway.catalogue import Catalogue, with_route
 from atrium.gateway.ports import (
     CallContext,
     ChatEvent,
@@ -230,10 +230,10 @@ def check_kind(catalogue: Catalogue, name: str, kind: str) -> None:
 
 async def start_chat(gateway: Gateway, request: ChatRequest) -> OpenedStream:
     """Resolve the model now (unknown: 404, not allowed: 403, before any stream is opened), then open the
-    stream up to its first output."""
+    stream, the request carrying its route, up to its first output."""
     check_kind(gateway.catalogue, request.model, "chat")
     route = gateway.check(request)
-    return await open_stream(gateway.chat, request, default_model=route.entries[0].name)
+    return await open_stream(gateway.chat, with_route(request, route), default_model=route.entries[0].name)
 
 
 class ToolCallBuffer:

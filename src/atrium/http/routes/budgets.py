@@ -1,6 +1,6 @@
 """Budgets: admins set spending caps per organisation, user and API key (``/api/v1/admin/budgets``), and
 every caller can see what is left of its own (``GET /api/v1/budget``). See docs/limits-and-budgets.md.
-A division-scoped admin manages only its division's users' and keys' budgets (``atrium.guard.budget_admin``).
+A division-scoped admin manages only its division's users' and keys' budgets (``atrium.guard.budgets.admin``).
 
 Amounts are USD in requests (``limit_usd``, up to 6 decimals) and both USD and exact integer micro-USD in
 answers.
@@ -15,8 +15,8 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from atrium.guard.budget_admin import BudgetAdmin, BudgetSpec
-from atrium.guard.budgets import MICRO
+from atrium.guard.budgets.admin import BudgetAdmin, BudgetSpec
+from atrium.guard.budgets.ledger import MICRO
 from atrium.http.deps import Offset, PrincipalDep, ServicesDep, require_role
 from atrium.http.schemas.budgets import BudgetList, BudgetView, OwnBudgets
 from atrium.http.schemas.errors import AUTHENTICATED, BODY, error_responses

@@ -101,9 +101,7 @@ async def embeddings(body: EmbeddingsBody, principal: LimitedPrincipalDep, servi
     if body.dimensions is not None and body.dimensions != entry.dimensions \
             and not supports_dimensions(entry.upstream_model):
         raise InvalidRequest(f"Model {body.model!r} does not support 'dimensions'.", code="unsupported_parameter")
-    if services.guard is not None:  # moderation and the PII policy (guard/policy.py)
-        texts = await services.guard.check_embedding_input(principal.org_id, texts, local=entry.local)
-    result = await gateway.embed(body.model, texts, context)
+    result = await gateway.embed(body.model, texts, context, route=route)
     vectors = result.vectors
     native = int(vectors.shape[1]) if vectors.ndim == 2 else 0
     if body.dimensions is not None and body.dimensions != native:

@@ -1,42 +1,41 @@
-"""``GuardedChatModel``: the tenant's guard policy on every model call, as the outermost gateway wrapper.
+"""``GuardedChatModel``: the guard pipeline's stages on a model call, as the outermost gateway wrapper
+(built by ``GuardPipeline.wrap``, see ``atrium.guard.pipeline``).
 
-Before the call, on the request's messages (text content, text parts, tool-call arguments):
+*Input* stage, before the call, on the request's messages (text content, text parts, tool-call arguments):
 
 1. **prompt injection**: user messages under the tenant's *input* policy, tool results (retrieved
    content) under its *context* policy (``flag`` / ``strip`` / ``refuse``);
 2. **PII and secrets** (``atrium.guard.pii``), when the call could reach a model that is not local
-   (some candidate of its route has ``local: false``; a model on this host may see personal data):
-   ``redact`` replaces each value with a placeholder and restores the placeholders in the answer,
+   (some candidate of the request's route has ``local: false``; a model on this host may see personal
+   data): ``redact`` replaces each value with a placeholder and restores the placeholders in the answer,
    ``route_local`` serves the call with local models only (``CallContext.local_only``, which the router
-   enforces), ``block`` refuses it naming the types found, ``allow`` lets it through;
+   enforces; the request then carries its new route, ``ChatRequest.route``), ``block`` refuses it naming
+   the types found, ``allow`` lets it through;
 3. **moderation**: the local blocklist, then the moderation endpoint if one is configured, which gets the
    text with personal data replaced by placeholders (unless the policy is ``allow``): it is a third party.
 
-Grounded prompts (task ``qa``) are assembled by Atrium from a question and retrieved sources; the grounded
-answerer already checked the question (injection, moderation) and the sources (injection) under the same
-policies, so here only the PII policy applies to them (scanning the assembled prompt would judge the
-sources as user input, and moderate the tenant's own documents).
+A use case that already ran a stage on the content says so in ``ChatRequest.guarded``, and the stage is
+not applied again: a grounded prompt is assembled by Atrium from a question (its *input* stage: injection,
+moderation) and retrieved sources (its *context* stage: injection), so only the PII policy applies to
+the assembled prompt (scanning it would judge the sources as user input, and moderate the tenant's own
+documents).
 
 A refusal ends the stream with ``ErrorEvent(code="content_blocked")`` (HTTP 400 at the edge) before any
 model is called; an unreachable moderation endpoint under ``fail_closed`` with
 ``code="moderation_unavailable"`` (502). Being outermost, the budget, the cache, the metering and every
 provider see only the redacted prompt: personal data is neither sent nor cached nor counted, and a cached
-answer is restored with the current call's values. Placeholders cut across two streamed chunks are held
-back until complete (``StreamRestorer``).
+answer is restored with the current call's values (the *output* stage's restore; placeholders cut across
+two streamed chunks are held back until complete, ``StreamRestorer``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, Literal
 
-import httpx
-
-from atrium.errors import AppError, ContentBlocked
-from atrium.gateway.catalogue import Route
-from atrium.gateway.fallback import closing_stream
+from atrium.errors import ContentBlocked
+from atrium.gateway.catalogue import Route, carried_route
 from atrium.gateway.ports import (
     ChatEvent,
     ChatMessage,
@@ -48,32 +47,21 @@ from atrium.gateway.ports import (
     ToolCallDelta,
     Usage,
 )
-from atrium.gateway.providers.registry import DEFAULT_BASE_URLS, resolve_api_key
-from atrium.gateway.settings import ProviderSettings
-from atrium.guard.moderation import ModerationUnavailable, Moderator, ProviderModeration
+from atrium.gateway.wrapping import ChatModelWrapper
+from atrium.guard.moderation import ModerationUnavailable
 from atrium.guard.pii import Redaction, StreamRestorer
-from atrium.guard.policy import Guard, GuardMetrics, PolicyStore, redact_offloaded
-from atrium.guard.settings import GuardPolicySettings, GuardSettings
-from atrium.store.engine import Database
-from atrium.store.ports import PubSub
-from atrium.telemetry.metrics import Metrics
+from atrium.guard.policy import Guard, redact_offloaded
+from atrium.guard.settings import GuardPolicySettings
 
 
-class GuardedChatModel:
+class GuardedChatModel(ChatModelWrapper):
     """See the module docstring. ``route`` resolves a request's candidates (to know whether the call
-    stays on this host)."""
+    stays on this host) when the request carries no route yet."""
 
     def __init__(self, inner: ChatModel, guard: Guard, *, route: Callable[[ChatRequest], Route]) -> None:
-        self.name = inner.name
-        self._inner = inner
+        super().__init__(inner)
         self._guard = guard
         self._route = route
-
-    async def ready(self) -> bool:
-        return await self._inner.ready()
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
         try:
@@ -81,7 +69,7 @@ class GuardedChatModel:
         except (ContentBlocked, ModerationUnavailable) as exc:
             yield ErrorEvent(code=exc.code, message=exc.message, retryable=isinstance(exc, ModerationUnavailable))
             return
-        async with closing_stream(self._inner.stream(request)) as events:
+        async with self._open(request) as events:
             if redaction is None:
                 async for event in events:
                     yield event
@@ -89,30 +77,27 @@ class GuardedChatModel:
             async for event in _restored(events, redaction):
                 yield event
 
-    def _serves_locally(self, request: ChatRequest) -> bool:
-        try:
-            return all(entry.local for entry in self._route(request).entries)
-        except AppError:
-            return False  # the router answers the error itself; meanwhile assume the worst
-
     async def _check(self, request: ChatRequest) -> tuple[ChatRequest, Redaction | None]:
         context = request.context
         policy = await self._guard.policy(context.org_id)
         if not policy.enabled:
             return request, None
-        # Grounded prompts: the question was checked (injection, moderation) and the sources too
-        # (injection) by the grounded answerer; only the PII policy applies to the assembled prompt.
-        grounded = context.task == "qa"
+        # None: the router answers the error itself; meanwhile assume the worst (not local).
+        request, route = carried_route(request, self._route)
+        # The stages the use case already ran on this content (a grounded prompt: its question and its
+        # sources) are not applied again; the PII policy always applies to the assembled prompt.
+        checked = request.guarded
         slots = [_texts(message) for message in request.messages]
-        if not grounded:
-            slots = [self._injection(message.role, texts, policy, context.org_id)
+        if "input" not in checked or "context" not in checked:
+            slots = [self._injection(message.role, texts, policy, context.org_id, checked)
                      for message, texts in zip(request.messages, slots, strict=True)]
         flat = [text for texts in slots for text in texts]
-        ask_provider = not grounded and self._guard.asks_provider(policy)
+        moderated = "input" not in checked
+        ask_provider = moderated and self._guard.asks_provider(policy)
         redaction: Redaction | None = None
         for_provider: list[str] | None = None
         if policy.pii.action != "allow" and policy.pii.types:
-            local = self._serves_locally(request)
+            local = route is not None and all(entry.local for entry in route.entries)
             if not local or ask_provider:
                 candidate = Redaction(policy.pii.types)
                 redacted = await redact_offloaded(candidate, flat)
@@ -120,7 +105,7 @@ class GuardedChatModel:
                     for_provider = redacted
                     if not local:
                         request, redaction = self._apply_pii(request, policy, candidate)
-        if not grounded:
+        if moderated:
             await self._guard.moderate(policy, flat, org_id=context.org_id, for_provider=for_provider)
         if redaction is not None and for_provider is not None:
             flat = for_provider
@@ -130,10 +115,13 @@ class GuardedChatModel:
             request = dataclasses.replace(request, messages=messages)
         return request, redaction
 
-    def _injection(self, role: str, texts: list[str], policy: GuardPolicySettings, org_id: str | None) -> list[str]:
+    def _injection(self, role: str, texts: list[str], policy: GuardPolicySettings, org_id: str | None,
+                   checked: frozenset[str]) -> list[str]:
         if role not in ("user", "tool"):
             return texts
         where: Literal["input", "context"] = "input" if role == "user" else "context"
+        if where in checked:
+            return texts
         return [self._guard.apply_injection(text, policy, where=where, org_id=org_id) for text in texts]
 
     def _apply_pii(self, request: ChatRequest, policy: GuardPolicySettings,
@@ -146,12 +134,13 @@ class GuardedChatModel:
             raise ContentBlocked(f"The input contains personal data or secrets ({listed}); this tenant's policy "
                                  "does not send them to an external model.")
         if action == "route_local":
-            local = dataclasses.replace(request, context=dataclasses.replace(request.context, local_only=True))
-            try:
-                self._route(local)
-            except AppError:
+            # local_only changes the route: resolved again, and carried.
+            local = dataclasses.replace(request, context=dataclasses.replace(request.context, local_only=True),
+                                        route=None)
+            local, route = carried_route(local, self._route)
+            if route is None:
                 raise ContentBlocked(f"The input contains personal data or secrets ({listed}); this tenant's "
-                                     "policy keeps them on local models, and none can serve this request.") from None
+                                     "policy keeps them on local models, and none can serve this request.")
             return local, None
         return request, found
 
@@ -211,33 +200,3 @@ def _unflatten(flat: Sequence[str], sizes: Sequence[int]) -> list[list[str]]:
         out.append(list(flat[start:start + size]))
         start += size
     return out
-
-
-def build_guard(config: GuardSettings, providers: Mapping[str, ProviderSettings], *, db: Database, pubsub: PubSub,
-                metrics: Metrics, http_client: httpx.AsyncClient, environ: Mapping[str, str] | None = None) -> Guard:
-    """The guard: policies (defaults, configuration, ``org_policies``), the moderator (blocklist and the
-    configured endpoint) and its metrics."""
-    environ = os.environ if environ is None else environ
-    provider = _moderation_endpoint(config, providers, http_client, environ)
-    fail_closed = config.moderation_provider.fail_closed if config.moderation_provider is not None else False
-    return Guard(PolicyStore(config, db, pubsub), Moderator(provider, fail_closed=fail_closed), GuardMetrics(metrics))
-
-
-def _moderation_endpoint(guard: GuardSettings, providers: Mapping[str, ProviderSettings],
-                         client: httpx.AsyncClient, environ: Mapping[str, str]) -> ProviderModeration | None:
-    config = guard.moderation_provider
-    if config is None:
-        return None
-    if config.provider is not None:
-        entry = providers.get(config.provider)
-        if entry is None:
-            raise ValueError(f"guard.moderation_provider.provider: no provider named {config.provider!r}")
-        base_url = entry.base_url or DEFAULT_BASE_URLS.get(entry.kind)
-        if not base_url:
-            raise ValueError(f"guard.moderation_provider: provider {config.provider!r} has no base_url")
-        key = resolve_api_key(entry, environ, name=config.provider)
-    else:
-        assert config.base_url is not None
-        base_url, key = config.base_url, config.api_key.get_secret_value() if config.api_key else None
-    return ProviderModeration(client, base_url=base_url, api_key=key, model=config.model,
-                              timeout_s=config.timeout_s, name=config.provider or "moderation")

@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from atrium.accounts.audit import record
 from atrium.accounts.principal import Principal
 from atrium.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from atrium.guard import budget_store as store
-from atrium.guard.budgets import BudgetDef, BudgetGuard, BudgetView, window_of
+from atrium.guard.budgets import store
+from atrium.guard.budgets.ledger import BudgetDef, BudgetGuard, BudgetView, window_of
 from atrium.store.engine import Database
 from atrium.store.models import ApiKey, Budget, Membership, User, utcnow
 

@@ -32,8 +32,8 @@ from cachetools import TTLCache
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from atrium.errors import BudgetExceeded
-from atrium.guard import budget_store as store
-from atrium.guard.budget_store import Line, Refused, Settlement
+from atrium.guard.budgets import store
+from atrium.guard.budgets.store import Line, Refused, Settlement
 from atrium.guard.settings import BudgetSettings
 from atrium.store.engine import Database
 from atrium.store.models import Budget, new_id

@@ -1,11 +1,12 @@
 """Spending controls around every gateway call: budgets (reserve before, settle after) and token rate
 limits (report what the call used), as a wrapper implementing the ChatModel port.
 
-``BudgetedChatModel`` is the outermost layer of the chat stack, so a refused call never reaches the
-cache, metering or a provider, and every endpoint that calls a model pays through it. Before the call it
-reserves the most the call could cost: the prompt counted offline (times ``budgets.prompt_margin``) at the
-input price plus ``max_tokens`` (else the model's ``max_output_tokens``) at the output price, for the
-dearest candidate of the route, since fallback may switch models. Over budget, it raises
+``BudgetedChatModel`` is the outermost layer of the chat stack under the guard's, so a refused call never
+reaches the cache, metering or a provider, and every endpoint that calls a model pays through it. Before
+the call it reserves the most the call could cost: the prompt counted offline (times
+``budgets.prompt_margin``) at the input price plus ``max_tokens`` (else the model's ``max_output_tokens``)
+at the output price, for the dearest candidate of the request's route (the one it carries), since
+fallback may switch models. Over budget, it raises
 ``BudgetExceeded`` before the first event (a refusal of the request, like the router's 404, not a provider
 failure). When the stream ends, however it ends (finished, cut, upstream error after tokens, the client
 gone, the task cancelled), it settles with what the call actually cost: the provider's usage, else the
@@ -28,8 +29,7 @@ from typing import Any, Protocol
 
 import anyio
 
-from atrium.gateway.catalogue import CatalogueEntry, Route, price_of
-from atrium.gateway.fallback import closing_stream
+from atrium.gateway.catalogue import CatalogueEntry, Route, carried_route, price_of
 from atrium.gateway.metering import CallTally
 from atrium.gateway.ports import (
     CallContext,
@@ -39,7 +39,8 @@ from atrium.gateway.ports import (
 )
 from atrium.gateway.pricing import Price
 from atrium.gateway.tokens import TokenCounter
-from atrium.guard.budgets import BudgetGuard, Hold, micro_usd
+from atrium.gateway.wrapping import ChatModelWrapper
+from atrium.guard.budgets.ledger import BudgetGuard, Hold, micro_usd
 
 log = logging.getLogger(__name__)
 
@@ -125,36 +126,35 @@ class SpendControl:
             await self._budgets.aclose()
 
 
-class BudgetedChatModel:
-    """The outermost layer of the chat stack: see the module docstring. ``route_of`` resolves a request's
-    candidate models (the router's ``route``); ``entries`` price the model that served."""
+class BudgetedChatModel(ChatModelWrapper):
+    """The budget layer of the chat stack: see the module docstring. ``route_of`` resolves a request's
+    candidate models (the router's ``route``) when the request carries no route yet; ``entries`` price
+    the model that served."""
 
     def __init__(self, inner: ChatModel, control: SpendControl, *, route_of: Callable[[ChatRequest], Route],
                  entries: Mapping[str, CatalogueEntry]) -> None:
-        self.name = inner.name
-        self._inner = inner
+        super().__init__(inner)
         self._control = control
         self._route_of = route_of
         self._entries = entries
 
-    async def ready(self) -> bool:
-        return await self._inner.ready()
-
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        await super().aclose()
         await self._control.aclose()
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
         context = request.context
-        hold = await self._control.hold(context, lambda margin: self._max_cost(request, margin))
+        # None: an unknown or forbidden model; the router answers with its error, nothing is spent.
+        request, route = carried_route(request, self._route_of)
+        hold = await self._control.hold(context, lambda margin: self._max_cost(request, route, margin))
         if hold is None and not self._control.counts_tokens(context):
-            async with closing_stream(self._inner.stream(request)) as events:
+            async with self._open(request) as events:
                 async for event in events:
                     yield event
             return
         spent = CallTally()
         try:
-            async with closing_stream(self._inner.stream(request)) as events:
+            async with self._open(request) as events:
                 async for event in events:
                     spent.see(event)
                     yield event
@@ -165,11 +165,9 @@ class BudgetedChatModel:
                                                     price.input_per_1m, price.output_per_1m)
             await self._control.finish(context, hold, cost, 0 if spent.cached else usage.total_tokens)
 
-    def _max_cost(self, request: ChatRequest, margin: float) -> int:
-        try:
-            route = self._route_of(request)
-        except Exception:
-            return 0  # an unknown or forbidden model: the router answers with its error, nothing is spent
+    def _max_cost(self, request: ChatRequest, route: Route | None, margin: float) -> int:
+        if route is None:
+            return 0
         prompt = self._control.counter.count_messages(request.messages)
         if request.tools or request.response_format:
             prompt += self._control.counter.count(json.dumps([*request.tools, request.response_format or {}],
