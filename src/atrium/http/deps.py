@@ -1,5 +1,10 @@
-"""FastAPI dependencies as ``Annotated`` aliases: services, the caller's Principal, role checks, rate
-limits."""
+"""FastAPI dependencies as ``Annotated`` aliases: the caller's Principal, role checks, rate limits, and
+the one service each route needs.
+
+A route takes only what it uses (``DatabaseDep``, ``KnowledgeDep``, ``AccountsDep``...), each a cheap
+``async`` function returning one part of ``app.state.services`` (a plain function would be run in a thread
+pool). ``ServicesDep``, the whole container, is for the routes that still need several parts.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +13,95 @@ from typing import Annotated
 from fastapi import Depends, Path, Query, Request
 from sqlalchemy import select
 
+from atrium.accounts.login import SessionService
 from atrium.accounts.principal import Principal, Role
+from atrium.accounts.service import Accounts
 from atrium.container import Services
 from atrium.errors import Forbidden, NotReady, Unauthorized
+from atrium.gateway.service import Gateway
+from atrium.guard.budget_admin import BudgetAdmin
+from atrium.guard.policy import Guard
+from atrium.jobs.queue import DatabaseJobQueue
+from atrium.knowledge.service import KnowledgeService
+from atrium.settings import Settings
+from atrium.store.engine import Database
 from atrium.store.models import Organization
+from atrium.telemetry.metrics import Metrics
 
 
-async def get_services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
+    """The container the lifespan built; ``NotReady`` (503) until it has."""
     services: Services | None = getattr(request.app.state, "services", None)
     if services is None:
         raise NotReady("Atrium is starting.")
     return services
 
 
+async def get_services(request: Request) -> Services:
+    return services_of(request)
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_settings(request: Request) -> Settings:
+    return services_of(request).settings
+
+
+async def get_database(request: Request) -> Database:
+    return services_of(request).db
+
+
+async def get_knowledge(request: Request) -> KnowledgeService:
+    return services_of(request).knowledge
+
+
+async def get_accounts(request: Request) -> Accounts:
+    return services_of(request).accounts
+
+
+async def get_sessions(request: Request) -> SessionService:
+    return services_of(request).sessions
+
+
+async def get_gateway(request: Request) -> Gateway:
+    return services_of(request).gateway
+
+
+async def get_metrics(request: Request) -> Metrics:
+    return services_of(request).metrics
+
+
+async def get_jobs(request: Request) -> DatabaseJobQueue:
+    return services_of(request).jobs
+
+
+async def get_guard(request: Request) -> Guard | None:
+    return services_of(request).guard
+
+
+async def get_budget_admin(request: Request) -> BudgetAdmin:
+    services = services_of(request)
+    return BudgetAdmin(services.db, services.budgets)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+KnowledgeDep = Annotated[KnowledgeService, Depends(get_knowledge)]
+AccountsDep = Annotated[Accounts, Depends(get_accounts)]
+SessionsDep = Annotated[SessionService, Depends(get_sessions)]
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+JobsDep = Annotated[DatabaseJobQueue, Depends(get_jobs)]
+GuardDep = Annotated[Guard | None, Depends(get_guard)]  # None: the guard is not configured
+BudgetAdminDep = Annotated[BudgetAdmin, Depends(get_budget_admin)]
 
 
 async def get_principal(request: Request) -> Principal:
     """The caller, from ``Authorization: Bearer <credential>`` (or ``X-API-Key``): an API key, an access
     token or an external IdP's token (see ``accounts/authenticate.py``). Takes the services itself rather
     than as a sub-dependency: FastAPI's dependency solving is a visible share of a gateway call."""
-    services = await get_services(request)
+    services = services_of(request)
     header = request.headers.get("authorization", "")
     scheme, _, credential = header.partition(" ")
     raw = credential.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key", "").strip()
@@ -71,7 +144,7 @@ async def limit_rate(request: Request) -> Principal:
     before the endpoint does any work. The quota headers ride on the response via
     ``request.state.response_headers``."""
     principal = await get_principal(request)
-    services = await get_services(request)
+    services = services_of(request)
     headers = await services.rate_limiter.admit(principal)
     if headers:
         request.state.response_headers = headers
@@ -83,7 +156,7 @@ async def limit_rate(request: Request) -> Principal:
 LimitedPrincipalDep = Annotated[Principal, Depends(limit_rate)]
 
 
-def client_ip(request: Request) -> str | None:
+async def client_ip(request: Request) -> str | None:
     """The peer address of the request (what audit rows record)."""
     return request.client.host if request.client is not None else None
 
