@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
+from atrium.accounts.admin_views import audit_view, created_key_view, division_view, key_view, member_view, org_view
 from atrium.http.schemas.common import Timestamp, View
+
+if TYPE_CHECKING:
+    from atrium.accounts.admin_base import CreatedKey as NewKey
+    from atrium.accounts.admin_base import Member
+    from atrium.accounts.principal import Principal
+    from atrium.store.models import ApiKey, Division, Organization
+    from atrium.store.models import AuditEvent as AuditRow
 
 Role = Literal["owner", "admin", "member", "viewer"]
 
@@ -16,6 +25,10 @@ class OrgView(View):
     name: str
     created_at: Timestamp | None
 
+    @classmethod
+    def of(cls, org: Organization) -> OrgView:
+        return cls(**org_view(org))
+
 
 class CallerOrg(OrgView):
     """The caller's organisation, with the caller's role and scope in it."""
@@ -23,6 +36,11 @@ class CallerOrg(OrgView):
     role: Role
     division_id: str | None
     platform_admin: bool
+
+    @classmethod
+    def of_caller(cls, org: Organization, principal: Principal, *, platform_admin: bool) -> CallerOrg:
+        return cls(**org_view(org), role=principal.role, division_id=principal.division_id,
+                   platform_admin=platform_admin)
 
 
 class OrgList(View):
@@ -34,6 +52,10 @@ class DivisionView(View):
     id: str
     name: str
     created_at: Timestamp | None
+
+    @classmethod
+    def of(cls, division: Division) -> DivisionView:
+        return cls(**division_view(division))
 
 
 class DivisionList(View):
@@ -55,6 +77,11 @@ class MemberView(View):
     home_org: bool
     has_password: bool
     created_at: Timestamp | None
+
+    @classmethod
+    def of(cls, member: Member, org_id: str) -> MemberView:
+        """``member`` as a member of ``org_id`` (``home_org``: whether that is the user's home)."""
+        return cls(**member_view(member, org_id))
 
 
 class UserList(View):
@@ -83,13 +110,25 @@ class KeyView(View):
     revoked_at: Timestamp | None
     last_used_at: Timestamp | None
 
+    @classmethod
+    def of(cls, key: ApiKey, last_used_at: datetime | None = None) -> KeyView:
+        return cls(**key_view(key, last_used_at))
+
 
 class CreatedKey(KeyView):
     key: str = Field(description="The key in clear text: shown this once, stored only as a hash.")
 
+    @classmethod
+    def created(cls, created: NewKey) -> CreatedKey:
+        return cls(**created_key_view(created))
+
 
 class RotatedKey(CreatedKey):
     replaces: str = Field(description="The id of the key this one replaces (now revoked).")
+
+    @classmethod
+    def rotated(cls, created: NewKey, replaces: str) -> RotatedKey:
+        return cls(**created_key_view(created), replaces=replaces)
 
 
 class KeyList(View):
@@ -99,6 +138,10 @@ class KeyList(View):
 
 class CreatedOrg(OrgView):
     owner_key: CreatedKey | None
+
+    @classmethod
+    def created(cls, org: Organization, owner_key: NewKey | None) -> CreatedOrg:
+        return cls(**org_view(org), owner_key=CreatedKey.created(owner_key) if owner_key is not None else None)
 
 
 class AuditEvent(View):
@@ -113,6 +156,10 @@ class AuditEvent(View):
     ip: str | None
     request_id: str | None
     created_at: Timestamp | None
+
+    @classmethod
+    def of(cls, event: AuditRow) -> AuditEvent:
+        return cls(**audit_view(event))
 
 
 class AuditList(View):

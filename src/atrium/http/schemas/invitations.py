@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+from atrium.accounts.invitations import inbox_view, invitation_view
 from atrium.http.schemas.accounts import Role
 from atrium.http.schemas.common import Timestamp, View
+
+if TYPE_CHECKING:
+    from atrium.store.models import Invitation, Membership
 
 Status = Literal["pending", "accepted", "declined", "revoked", "expired"]
 
@@ -21,6 +25,10 @@ class InvitationView(View):
     answered_at: Timestamp | None
     invited_by_user_id: str | None
     invited_by_key_id: str | None
+
+    @classmethod
+    def of(cls, invitation: Invitation) -> InvitationView:
+        return cls(**invitation_view(invitation))
 
 
 class InvitationList(View):
@@ -42,6 +50,10 @@ class InboxItem(View):
     expires_at: Timestamp | None
     answered_at: Timestamp | None
 
+    @classmethod
+    def of(cls, invitation: Invitation, org_name: str, division_name: str | None) -> InboxItem:
+        return cls(**inbox_view(invitation, org_name, division_name))
+
 
 class Inbox(View):
     invitations: list[InboxItem]
@@ -52,6 +64,11 @@ class InvitationAnswer(View):
     status: Status
     answered_at: Timestamp | None
 
+    @classmethod
+    def of(cls, invitation: Invitation) -> InvitationAnswer:
+        view = InvitationView.of(invitation)
+        return cls(id=view.id, status=view.status, answered_at=view.answered_at)
+
 
 class NewMembership(View):
     org_id: str
@@ -61,3 +78,10 @@ class NewMembership(View):
 
 class AcceptedInvitation(InvitationAnswer):
     membership: NewMembership
+
+    @classmethod
+    def accepted(cls, invitation: Invitation, membership: Membership) -> AcceptedInvitation:
+        answer = InvitationAnswer.of(invitation)
+        return cls(id=answer.id, status=answer.status, answered_at=answer.answered_at,
+                   membership=NewMembership(org_id=membership.org_id, role=membership.role,
+                                            division_id=membership.division_id))
