@@ -8,7 +8,8 @@ pool). ``ServicesDep``, the whole container, is for the routes that still need s
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Query, Request
 from sqlalchemy import select
@@ -28,6 +29,8 @@ from atrium.store.engine import Database
 from atrium.store.models import Organization
 from atrium.telemetry.metrics import Metrics
 
+T = TypeVar("T")
+
 
 def services_of(request: Request) -> Services:
     """The container the lifespan built; ``NotReady`` (503) until it has."""
@@ -44,57 +47,26 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def get_settings(request: Request) -> Settings:
-    return services_of(request).settings
+def _part(pick: Callable[[Services], T]) -> Any:
+    """A dependency answering ``pick(services)``; ``async`` so that FastAPI calls it inline."""
+
+    async def dependency(request: Request) -> T:
+        return pick(services_of(request))
+
+    return Depends(dependency)
 
 
-async def get_database(request: Request) -> Database:
-    return services_of(request).db
-
-
-async def get_knowledge(request: Request) -> KnowledgeService:
-    return services_of(request).knowledge
-
-
-async def get_accounts(request: Request) -> Accounts:
-    return services_of(request).accounts
-
-
-async def get_sessions(request: Request) -> SessionService:
-    return services_of(request).sessions
-
-
-async def get_gateway(request: Request) -> Gateway:
-    return services_of(request).gateway
-
-
-async def get_metrics(request: Request) -> Metrics:
-    return services_of(request).metrics
-
-
-async def get_jobs(request: Request) -> DatabaseJobQueue:
-    return services_of(request).jobs
-
-
-async def get_guard(request: Request) -> Guard | None:
-    return services_of(request).guard
-
-
-async def get_budget_admin(request: Request) -> BudgetAdmin:
-    services = services_of(request)
-    return BudgetAdmin(services.db, services.budgets)
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-DatabaseDep = Annotated[Database, Depends(get_database)]
-KnowledgeDep = Annotated[KnowledgeService, Depends(get_knowledge)]
-AccountsDep = Annotated[Accounts, Depends(get_accounts)]
-SessionsDep = Annotated[SessionService, Depends(get_sessions)]
-GatewayDep = Annotated[Gateway, Depends(get_gateway)]
-MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-JobsDep = Annotated[DatabaseJobQueue, Depends(get_jobs)]
-GuardDep = Annotated[Guard | None, Depends(get_guard)]  # None: the guard is not configured
-BudgetAdminDep = Annotated[BudgetAdmin, Depends(get_budget_admin)]
+SettingsDep = Annotated[Settings, _part(lambda services: services.settings)]
+DatabaseDep = Annotated[Database, _part(lambda services: services.db)]
+KnowledgeDep = Annotated[KnowledgeService, _part(lambda services: services.knowledge)]
+AccountsDep = Annotated[Accounts, _part(lambda services: services.accounts)]
+SessionsDep = Annotated[SessionService, _part(lambda services: services.sessions)]
+GatewayDep = Annotated[Gateway, _part(lambda services: services.gateway)]
+MetricsDep = Annotated[Metrics, _part(lambda services: services.metrics)]
+JobsDep = Annotated[DatabaseJobQueue, _part(lambda services: services.jobs)]
+GuardDep = Annotated[Guard | None, _part(lambda services: services.guard)]  # None: the guard is not configured
+# A use case of the budgets guard, made per request (no I/O).
+BudgetAdminDep = Annotated[BudgetAdmin, _part(lambda services: BudgetAdmin(services.db, services.budgets))]
 
 
 async def get_principal(request: Request) -> Principal:

@@ -14,6 +14,8 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, model_validator
 
 from atrium.accounts.admin import KeySpec, UserChanges
+from atrium.accounts.admin_views import audit_view, division_view, key_view, org_view
+from atrium.accounts.invitations import invitation_view
 from atrium.accounts.passwords import MAX_PASSWORD_CHARS
 from atrium.http.deps import AccountsDep, ClientIp, Offset, PrincipalDep, ResourceId, require_role
 from atrium.http.schemas import accounts as views
@@ -133,7 +135,8 @@ async def list_orgs(principal: PrincipalDep, accounts: AccountsDep, ip: ClientIp
                     offset: Offset = 0) -> views.OrgList:
     async with accounts.administer(principal, ip=ip) as admin:
         page = await admin.list_orgs(limit=limit, offset=offset)
-    return views.OrgList(organizations=[views.OrgView.of(org) for org in page.items], next_offset=page.next_offset)
+    return views.OrgList(organizations=[views.OrgView.model_validate(org_view(org)) for org in page.items],
+                         next_offset=page.next_offset)
 
 
 # -- divisions -------------------------------------------------------------------------------------------
@@ -142,7 +145,15 @@ async def list_orgs(principal: PrincipalDep, accounts: AccountsDep, ip: ClientIp
 async def create_division(body: DivisionCreate, principal: PrincipalDep, accounts: AccountsDep,
                           ip: ClientIp) -> views.DivisionView:
     async with accounts.administer(principal, ip=ip) as admin:
-        return views.DivisionView.of(await admin.create_division(principal.org_id, body.name))
+        division = await admin.create_division(principal.org_id, body.name)
+    return views.DivisionView.model_validate(division_view(division))
+
+
+@router.delete("/divisions/{division_id}", status_code=204, response_class=Response, responses=_CONFLICT)
+async def delete_division(division_id: ResourceId, principal: PrincipalDep, accounts: AccountsDep,
+                          ip: ClientIp) -> None:
+    async with accounts.administer(principal, ip=ip) as admin:
+        await admin.delete_division(principal.org_id, division_id)
 
 
 @router.get("/divisions", response_model=views.DivisionList)
@@ -150,16 +161,8 @@ async def list_divisions(principal: PrincipalDep, accounts: AccountsDep, ip: Cli
                          offset: Offset = 0) -> views.DivisionList:
     async with accounts.administer(principal, ip=ip) as admin:
         page = await admin.list_divisions(principal.org_id, limit=limit, offset=offset)
-    return views.DivisionList(divisions=[views.DivisionView.of(item) for item in page.items],
-                              next_offset=page.next_offset)
-
-
-@router.delete("/divisions/{division_id}", status_code=204, responses=_CONFLICT)
-async def delete_division(division_id: ResourceId, principal: PrincipalDep, accounts: AccountsDep,
-                          ip: ClientIp) -> Response:
-    async with accounts.administer(principal, ip=ip) as admin:
-        await admin.delete_division(principal.org_id, division_id)
-    return Response(status_code=204)
+    divisions = [views.DivisionView.model_validate(division_view(item)) for item in page.items]
+    return views.DivisionList(divisions=divisions, next_offset=page.next_offset)
 
 
 # -- users, memberships, service accounts ----------------------------------------------------------------
@@ -201,12 +204,11 @@ async def update_user(user_id: ResourceId, body: UserPatch, principal: Principal
     return views.MemberView.of(member, principal.org_id)
 
 
-@router.delete("/users/{user_id}", status_code=204, responses=_CONFLICT)
-async def delete_user(user_id: ResourceId, principal: PrincipalDep, accounts: AccountsDep, ip: ClientIp) -> Response:
+@router.delete("/users/{user_id}", status_code=204, response_class=Response, responses=_CONFLICT)
+async def delete_user(user_id: ResourceId, principal: PrincipalDep, accounts: AccountsDep, ip: ClientIp) -> None:
     """In the user's home organisation: delete the account. Elsewhere: remove them from this organisation."""
     async with accounts.administer(principal, ip=ip) as admin:
         await admin.delete_user(principal.org_id, user_id)
-    return Response(status_code=204)
 
 
 @router.post("/memberships", status_code=202, response_model=InvitationView, responses={**BODY, **_CONFLICT})
@@ -217,15 +219,14 @@ async def add_membership(body: MembershipCreate, principal: PrincipalDep, accoun
     async with accounts.administer(principal, ip=ip) as admin:
         invitation = await admin.add_membership(principal.org_id, email=body.email, role=body.role,
                                                 division_id=body.division_id)
-    return InvitationView.of(invitation)
+    return InvitationView.model_validate(invitation_view(invitation))
 
 
-@router.delete("/memberships/{user_id}", status_code=204, responses=_CONFLICT)
+@router.delete("/memberships/{user_id}", status_code=204, response_class=Response, responses=_CONFLICT)
 async def remove_membership(user_id: ResourceId, principal: PrincipalDep, accounts: AccountsDep,
-                            ip: ClientIp) -> Response:
+                            ip: ClientIp) -> None:
     async with accounts.administer(principal, ip=ip) as admin:
         await admin.remove_membership(principal.org_id, user_id)
-    return Response(status_code=204)
 
 
 @router.post("/service-accounts", status_code=201, response_model=views.MemberView, responses={**BODY, **_CONFLICT})
@@ -263,15 +264,15 @@ async def list_keys(principal: PrincipalDep, accounts: AccountsDep, ip: ClientIp
     async with accounts.administer(principal, ip=ip) as admin:
         page = await admin.list_keys(principal.org_id, include_revoked=include_revoked, limit=limit,
                                      offset=offset)
-    return views.KeyList(keys=[views.KeyView.of(key, used) for key, used in page.items], next_offset=page.next_offset)
+    keys = [views.KeyView.model_validate(key_view(key, used)) for key, used in page.items]
+    return views.KeyList(keys=keys, next_offset=page.next_offset)
 
 
-@router.delete("/keys/{key_id}", status_code=204, responses=_NOT_FOUND)
-async def revoke_key(key_id: ResourceId, principal: PrincipalDep, accounts: AccountsDep, ip: ClientIp) -> Response:
+@router.delete("/keys/{key_id}", status_code=204, response_class=Response, responses=_NOT_FOUND)
+async def revoke_key(key_id: ResourceId, principal: PrincipalDep, accounts: AccountsDep, ip: ClientIp) -> None:
     """Revoke a key; every replica refuses it from the moment this answers."""
     async with accounts.administer(principal, ip=ip) as admin:
         await admin.revoke_key(principal.org_id, key_id)
-    return Response(status_code=204)
 
 
 @router.post("/keys/{key_id}/rotate", status_code=201, response_model=views.RotatedKey, responses=_NOT_FOUND)
@@ -295,4 +296,5 @@ async def list_audit(principal: PrincipalDep, accounts: AccountsDep, ip: ClientI
     (``key.*``); ``cursor``: the ``next_cursor`` of the previous page."""
     async with accounts.administer(principal, ip=ip) as admin:
         events, next_cursor = await admin.list_audit(principal.org_id, action=action, before=cursor, limit=limit)
-    return views.AuditList(events=[views.AuditEvent.of(event) for event in events], next_cursor=next_cursor)
+    return views.AuditList(events=[views.AuditEvent.model_validate(audit_view(event)) for event in events],
+                           next_cursor=next_cursor)

@@ -61,11 +61,10 @@ async def list_budgets(principal: PrincipalDep, budgets: BudgetAdminDep,
     return BudgetList(budgets=[BudgetView.of(view) for view in views])
 
 
-@router.delete("/api/v1/admin/budgets/{budget_id}", dependencies=_admin, status_code=204, responses=_NOT_FOUND)
-async def delete_budget(budget_id: BudgetId, ip: ClientIp, principal: PrincipalDep,
-                        budgets: BudgetAdminDep) -> Response:
+@router.delete("/api/v1/admin/budgets/{budget_id}", dependencies=_admin, status_code=204, response_class=Response,
+               responses=_NOT_FOUND)
+async def delete_budget(budget_id: BudgetId, ip: ClientIp, principal: PrincipalDep, budgets: BudgetAdminDep) -> None:
     await budgets.delete(principal, budget_id, ip=ip)
-    return Response(status_code=204)
 
 
 @router.post("/api/v1/admin/budgets/{budget_id}/reset", dependencies=_admin, response_model=BudgetView,

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
+from atrium.accounts.invitations import inbox_view, invitation_view
 from atrium.http.deps import AccountsDep, ClientIp, Offset, PrincipalDep, ResourceId, require_role
 from atrium.http.routes.accounts import Body, Email, ObjectId
 from atrium.http.schemas import invitations as views
@@ -42,7 +43,7 @@ async def create_invitation(body: InvitationCreate, principal: PrincipalDep, acc
     async with accounts.administer(principal, ip=ip) as admin:
         invitation = await admin.invite(principal.org_id, email=body.email, role=body.role,
                                         division_id=body.division_id)
-    return views.InvitationView.of(invitation)
+    return views.InvitationView.model_validate(invitation_view(invitation))
 
 
 @router.get("/api/v1/admin/invitations", dependencies=_admins, response_model=views.InvitationList)
@@ -51,17 +52,16 @@ async def list_invitations(principal: PrincipalDep, accounts: AccountsDep, ip: C
                            offset: Offset = 0) -> views.InvitationList:
     async with accounts.administer(principal, ip=ip) as admin:
         page = await admin.list_invitations(principal.org_id, status=status, limit=limit, offset=offset)
-    return views.InvitationList(invitations=[views.InvitationView.of(item) for item in page.items],
-                                next_offset=page.next_offset)
+    invitations = [views.InvitationView.model_validate(invitation_view(item)) for item in page.items]
+    return views.InvitationList(invitations=invitations, next_offset=page.next_offset)
 
 
 @router.delete("/api/v1/admin/invitations/{invitation_id}", status_code=204, dependencies=_admins,
-               responses=_CONFLICT)
+               response_class=Response, responses=_CONFLICT)
 async def revoke_invitation(invitation_id: ResourceId, principal: PrincipalDep, accounts: AccountsDep,
-                            ip: ClientIp) -> Response:
+                            ip: ClientIp) -> None:
     async with accounts.administer(principal, ip=ip) as admin:
         await admin.revoke_invitation(principal.org_id, invitation_id)
-    return Response(status_code=204)
 
 
 # -- the invitee -----------------------------------------------------------------------------------------
@@ -71,7 +71,7 @@ async def my_invitations(principal: PrincipalDep, accounts: AccountsDep, ip: Cli
     """The caller's user's pending invitations, from every organisation."""
     async with accounts.answering(principal, ip=ip) as invitee:
         found = await invitee.mine()
-    return views.Inbox(invitations=[views.InboxItem.of(*item) for item in found])
+    return views.Inbox(invitations=[views.InboxItem.model_validate(inbox_view(*item)) for item in found])
 
 
 @router.post("/api/v1/invitations/{invitation_id}/accept", response_model=views.AcceptedInvitation,

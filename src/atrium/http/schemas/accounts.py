@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from atrium.accounts.admin_views import audit_view, created_key_view, division_view, key_view, member_view, org_view
+from atrium.accounts.admin_views import created_key_view, member_view, org_view
 from atrium.http.schemas.common import Timestamp, View
 
 if TYPE_CHECKING:
     from atrium.accounts.admin_base import CreatedKey as NewKey
     from atrium.accounts.admin_base import Member
     from atrium.accounts.principal import Principal
-    from atrium.store.models import ApiKey, Division, Organization
-    from atrium.store.models import AuditEvent as AuditRow
+    from atrium.store.models import Organization
 
 Role = Literal["owner", "admin", "member", "viewer"]
 
@@ -24,10 +22,6 @@ class OrgView(View):
     id: str
     name: str
     created_at: Timestamp | None
-
-    @classmethod
-    def of(cls, org: Organization) -> OrgView:
-        return cls(**org_view(org))
 
 
 class CallerOrg(OrgView):
@@ -53,10 +47,6 @@ class DivisionView(View):
     name: str
     created_at: Timestamp | None
 
-    @classmethod
-    def of(cls, division: Division) -> DivisionView:
-        return cls(**division_view(division))
-
 
 class DivisionList(View):
     divisions: list[DivisionView]
@@ -81,7 +71,7 @@ class MemberView(View):
     @classmethod
     def of(cls, member: Member, org_id: str) -> MemberView:
         """``member`` as a member of ``org_id`` (``home_org``: whether that is the user's home)."""
-        return cls(**member_view(member, org_id))
+        return cls.model_validate(member_view(member, org_id))
 
 
 class UserList(View):
@@ -109,10 +99,6 @@ class KeyView(View):
     expires_at: Timestamp | None
     revoked_at: Timestamp | None
     last_used_at: Timestamp | None
-
-    @classmethod
-    def of(cls, key: ApiKey, last_used_at: datetime | None = None) -> KeyView:
-        return cls(**key_view(key, last_used_at))
 
 
 class CreatedKey(KeyView):
@@ -156,10 +142,6 @@ class AuditEvent(View):
     ip: str | None
     request_id: str | None
     created_at: Timestamp | None
-
-    @classmethod
-    def of(cls, event: AuditRow) -> AuditEvent:
-        return cls(**audit_view(event))
 
 
 class AuditList(View):

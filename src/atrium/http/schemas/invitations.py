@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from atrium.accounts.invitations import inbox_view, invitation_view
+from atrium.accounts.invitations import invitation_view
 from atrium.http.schemas.accounts import Role
 from atrium.http.schemas.common import Timestamp, View
 
@@ -26,10 +26,6 @@ class InvitationView(View):
     invited_by_user_id: str | None
     invited_by_key_id: str | None
 
-    @classmethod
-    def of(cls, invitation: Invitation) -> InvitationView:
-        return cls(**invitation_view(invitation))
-
 
 class InvitationList(View):
     invitations: list[InvitationView]
@@ -50,10 +46,6 @@ class InboxItem(View):
     expires_at: Timestamp | None
     answered_at: Timestamp | None
 
-    @classmethod
-    def of(cls, invitation: Invitation, org_name: str, division_name: str | None) -> InboxItem:
-        return cls(**inbox_view(invitation, org_name, division_name))
-
 
 class Inbox(View):
     invitations: list[InboxItem]
@@ -66,8 +58,8 @@ class InvitationAnswer(View):
 
     @classmethod
     def of(cls, invitation: Invitation) -> InvitationAnswer:
-        view = InvitationView.of(invitation)
-        return cls(id=view.id, status=view.status, answered_at=view.answered_at)
+        view = invitation_view(invitation)
+        return cls(id=view["id"], status=view["status"], answered_at=view["answered_at"])
 
 
 class NewMembership(View):
