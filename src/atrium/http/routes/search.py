@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from atrium.errors import InvalidRequest, PayloadTooLarge
@@ -26,10 +26,11 @@ class SearchBody(BaseModel):
     mode: Literal["hybrid", "vector", "keyword"] = "hybrid"
 
 
-# Documented, not validated again on the way out (a hot path): the route builds the model once.
+# Documented, not declared (a hot path): the answer is built once and pydantic writes its JSON, with no
+# second validation and no jsonable_encoder walk.
 @router.post("/semantic", response_model=None, responses={200: {"model": SearchResponse}})
 async def semantic(body: SearchBody, principal: LimitedPrincipalDep, knowledge: KnowledgeDep,
-                   settings: SettingsDep) -> SearchResponse:
+                   settings: SettingsDep) -> Response:
     limits = settings.limits
     if len(body.query) > limits.max_message_chars:
         raise PayloadTooLarge(f"query is longer than {limits.max_message_chars} characters.")
@@ -37,4 +38,5 @@ async def semantic(body: SearchBody, principal: LimitedPrincipalDep, knowledge: 
         raise InvalidRequest(f"limit must be at most {limits.max_search_limit}.")
     hits = await knowledge.search_readable(principal, body.query, mode=body.mode, limit=body.limit,
                                            collection=body.collection)
-    return SearchResponse(mode=body.mode, results=[SearchHit.of(hit) for hit in hits])
+    answer = SearchResponse(mode=body.mode, results=[SearchHit.of(hit) for hit in hits])
+    return Response(answer.model_dump_json(), media_type="application/json")
