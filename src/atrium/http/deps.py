@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Query, Request
-from sqlalchemy import select
 
+from atrium.accounts.bootstrap import anonymous_member
 from atrium.accounts.login import SessionService
 from atrium.accounts.principal import Principal, Role
 from atrium.accounts.service import Accounts
@@ -26,7 +26,6 @@ from atrium.jobs.queue import DatabaseJobQueue
 from atrium.knowledge.service import KnowledgeService
 from atrium.settings import Settings
 from atrium.store.engine import Database
-from atrium.store.models import Organization
 from atrium.telemetry.metrics import Metrics
 
 T = TypeVar("T")
@@ -85,18 +84,9 @@ async def principal_for(services: Services, raw: str) -> Principal:
     ``auth.allow_anonymous`` is on, else ``Unauthorized``. Shared by HTTP and the WebSocket (``/ws``)."""
     if not raw:
         if services.settings.auth.allow_anonymous:
-            return await _anonymous(services)
+            return await anonymous_member(services.db)
         raise Unauthorized("Credentials are required: send 'Authorization: Bearer <API key or access token>'.")
     return await services.authenticator.authenticate(raw)
-
-
-async def _anonymous(services: Services) -> Principal:
-    """Local development only (``auth.allow_anonymous``): act as a member of the first organisation."""
-    async with services.db.system_session() as session:
-        org_id = await session.scalar(select(Organization.id).order_by(Organization.created_at).limit(1))
-    if org_id is None:
-        raise Unauthorized("No organisation exists yet.")
-    return Principal(org_id=org_id, user_id=None, role="member", via="anonymous")
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
