@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar, cast
 from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from atrium.accounts.audit import record
 from atrium.accounts.passwords import Passwords
@@ -200,7 +201,7 @@ class AdminBase:
             raise NotFound("No such user in this organisation.")
         return Member(row[0], row[1])
 
-    async def _in_scope(self, query: Select[Row], division: Any, missing: str) -> Row:
+    async def _in_scope(self, query: Select[Row], division: InstrumentedAttribute[str | None], missing: str) -> Row:
         """The one row ``query`` finds within the actor's division (``division``: the row's division
         column), if the actor is scoped to one; else ``NotFound(missing)``."""
         if self.actor.division_id is not None:
