@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from atrium.accounts.authenticate import Authenticator, build_authenticator
 from atrium.accounts.login import SessionService, build_sessions
+from atrium.accounts.service import Accounts
 from atrium.conversations.chat import ChatService
 from atrium.conversations.queries import QueryService
 from atrium.conversations.runs import RunSupervisor
@@ -64,6 +65,7 @@ class Services:
     metrics: Metrics
     authenticator: Authenticator  # any bearer credential -> Principal; announce_revocation(key_id)
     sessions: SessionService  # password login, refresh, logout
+    accounts: Accounts  # administration, invitations, data rights (the account use cases)
     rate_limiter: RequestRateLimiter
     budgets: BudgetGuard  # spending caps; the gateway reserves and settles through it (guard/budgets/spend.py)
     redis: Redis | None
@@ -185,6 +187,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
                     queries=QueryService(db, answerer, model, runs, settings.chat, directory, pipeline),
                     jobs=jobs, runs=runs, http_client=http_client, pubsub=pubsub, metrics=metrics,
                     authenticator=authenticator, sessions=sessions,
+                    accounts=Accounts(db, authenticator, sessions.passwords, knowledge),
                     rate_limiter=rate_limiter, budgets=budgets, redis=redis, guard=pipeline.guard)
 
 

@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar, cast
 from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from atrium.accounts.audit import record
 from atrium.accounts.passwords import Passwords
@@ -29,6 +30,7 @@ SERVICE_ROLES: tuple[Role, ...] = ("viewer", "member", "admin")
 MAX_KEY_LIFETIME = timedelta(days=3650)
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 T = TypeVar("T")
+Row = TypeVar("Row")
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,14 +201,19 @@ class AdminBase:
             raise NotFound("No such user in this organisation.")
         return Member(row[0], row[1])
 
-    async def _key(self, org_id: str, key_id: str) -> ApiKey:
-        query = select(ApiKey).where(ApiKey.org_id == org_id, ApiKey.id == key_id)
+    async def _in_scope(self, query: Select[Row], division: InstrumentedAttribute[str | None], missing: str) -> Row:
+        """The one row ``query`` finds within the actor's division (``division``: the row's division
+        column), if the actor is scoped to one; else ``NotFound(missing)``."""
         if self.actor.division_id is not None:
-            query = query.where(ApiKey.division_id == self.actor.division_id)
-        key = await self.session.scalar(query)
-        if key is None:
-            raise NotFound("No such API key.")
-        return key
+            query = query.where(division == self.actor.division_id)
+        row = await self.session.scalar(query)
+        if row is None:
+            raise NotFound(missing)
+        return row
+
+    async def _key(self, org_id: str, key_id: str) -> ApiKey:
+        return await self._in_scope(select(ApiKey).where(ApiKey.org_id == org_id, ApiKey.id == key_id),
+                                    ApiKey.division_id, "No such API key.")
 
     async def _flush_unique(self, message: str) -> None:
         try:

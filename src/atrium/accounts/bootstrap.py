@@ -1,4 +1,5 @@
-"""First start: create the admin organisation, user and API key when the database has none."""
+"""First start: create the admin organisation, user and API key when the database has none; and the
+anonymous caller of local development, a member of that first organisation."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from atrium.accounts.api_keys import create_key
+from atrium.accounts.principal import Principal
+from atrium.errors import Unauthorized
 from atrium.store.engine import Database
 from atrium.store.models import Membership, Organization, User
 
@@ -33,3 +36,12 @@ async def ensure_admin(db: Database, *, preset_key: str | None) -> BootstrapResu
         _, raw = await create_key(session, org_id=org.id, user_id=user.id, role="owner",
                                   name="bootstrap admin key", raw_key=preset_key)
         return BootstrapResult(org_id=org.id, user_id=user.id, raw_key=None if preset_key else raw)
+
+
+async def anonymous_member(db: Database) -> Principal:
+    """Local development only (``auth.allow_anonymous``): act as a member of the first organisation."""
+    async with db.system_session() as session:
+        org_id = await session.scalar(select(Organization.id).order_by(Organization.created_at).limit(1))
+    if org_id is None:
+        raise Unauthorized("No organisation exists yet.")
+    return Principal(org_id=org_id, user_id=None, role="member", via="anonymous")

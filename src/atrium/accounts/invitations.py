@@ -129,12 +129,9 @@ class InvitationAdmin(AdminBase):
     async def revoke_invitation(self, org_id: str, invitation_id: str) -> Invitation:
         """Withdraw a pending (or expired) invitation; revoking a revoked one changes nothing."""
         self._tenant(org_id)
-        query = select(Invitation).where(Invitation.org_id == org_id, Invitation.id == invitation_id)
-        if self.actor.division_id is not None:
-            query = query.where(Invitation.division_id == self.actor.division_id)
-        invitation = await self.session.scalar(query)
-        if invitation is None:
-            raise NotFound("No such invitation.")
+        invitation = await self._in_scope(
+            select(Invitation).where(Invitation.org_id == org_id, Invitation.id == invitation_id),
+            Invitation.division_id, "No such invitation.")
         if invitation.status in ("accepted", "declined"):
             raise Conflict(f"The invitation was already {invitation.status}.")
         if invitation.status == "pending":

@@ -39,6 +39,9 @@ BAD_REFRESH = "The refresh token is invalid, expired or revoked."
 
 @dataclass(frozen=True, slots=True)
 class TokenPair:
+    """What a login or a refresh issues: an access token and a refresh token, with their lifetimes (s) and
+    the seat (organisation, role, division) the access token acts in."""
+
     access_token: str
     expires_in: int
     refresh_token: str
@@ -46,11 +49,6 @@ class TokenPair:
     org_id: str
     role: Role
     division_id: str | None
-
-    def as_response(self) -> dict[str, object]:
-        return {"access_token": self.access_token, "token_type": "bearer", "expires_in": self.expires_in,
-                "refresh_token": self.refresh_token, "refresh_expires_in": self.refresh_expires_in,
-                "org_id": self.org_id, "role": self.role}
 
 
 @dataclass(frozen=True, slots=True)

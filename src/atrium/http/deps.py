@@ -1,34 +1,78 @@
-"""FastAPI dependencies as ``Annotated`` aliases: services, the caller's Principal, role checks, rate
-limits."""
+"""FastAPI dependencies as ``Annotated`` aliases: the caller's Principal, role checks, rate limits, and
+the one service each route needs.
+
+A route takes only what it uses (``DatabaseDep``, ``KnowledgeDep``, ``AccountsDep``...), each a cheap
+``async`` function returning one part of ``app.state.services`` (a plain function would be run in a thread
+pool). ``ServicesDep``, the whole container, is for the routes that still need several parts.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Query, Request
-from sqlalchemy import select
 
+from atrium.accounts.bootstrap import anonymous_member
+from atrium.accounts.login import SessionService
 from atrium.accounts.principal import Principal, Role
+from atrium.accounts.service import Accounts
 from atrium.container import Services
 from atrium.errors import Forbidden, NotReady, Unauthorized
-from atrium.store.models import Organization
+from atrium.gateway.service import Gateway
+from atrium.guard.budgets.admin import BudgetAdmin
+from atrium.guard.policy import Guard
+from atrium.jobs.queue import DatabaseJobQueue
+from atrium.knowledge.service import KnowledgeService
+from atrium.settings import Settings
+from atrium.store.engine import Database
+from atrium.telemetry.metrics import Metrics
+
+T = TypeVar("T")
 
 
-async def get_services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
+    """The container the lifespan built; ``NotReady`` (503) until it has."""
     services: Services | None = getattr(request.app.state, "services", None)
     if services is None:
         raise NotReady("Atrium is starting.")
     return services
 
 
+async def get_services(request: Request) -> Services:
+    return services_of(request)
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def _part(pick: Callable[[Services], T]) -> Any:
+    """A dependency answering ``pick(services)``; ``async`` so that FastAPI calls it inline."""
+
+    async def dependency(request: Request) -> T:
+        return pick(services_of(request))
+
+    return Depends(dependency)
+
+
+SettingsDep = Annotated[Settings, _part(lambda services: services.settings)]
+DatabaseDep = Annotated[Database, _part(lambda services: services.db)]
+KnowledgeDep = Annotated[KnowledgeService, _part(lambda services: services.knowledge)]
+AccountsDep = Annotated[Accounts, _part(lambda services: services.accounts)]
+SessionsDep = Annotated[SessionService, _part(lambda services: services.sessions)]
+GatewayDep = Annotated[Gateway, _part(lambda services: services.gateway)]
+MetricsDep = Annotated[Metrics, _part(lambda services: services.metrics)]
+JobsDep = Annotated[DatabaseJobQueue, _part(lambda services: services.jobs)]
+GuardDep = Annotated[Guard | None, _part(lambda services: services.guard)]  # None: the guard is not configured
+# A use case of the budgets guard, made per request (no I/O).
+BudgetAdminDep = Annotated[BudgetAdmin, _part(lambda services: BudgetAdmin(services.db, services.budgets))]
 
 
 async def get_principal(request: Request) -> Principal:
     """The caller, from ``Authorization: Bearer <credential>`` (or ``X-API-Key``): an API key, an access
     token or an external IdP's token (see ``accounts/authenticate.py``). Takes the services itself rather
     than as a sub-dependency: FastAPI's dependency solving is a visible share of a gateway call."""
-    services = await get_services(request)
+    services = services_of(request)
     header = request.headers.get("authorization", "")
     scheme, _, credential = header.partition(" ")
     raw = credential.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key", "").strip()
@@ -40,18 +84,9 @@ async def principal_for(services: Services, raw: str) -> Principal:
     ``auth.allow_anonymous`` is on, else ``Unauthorized``. Shared by HTTP and the WebSocket (``/ws``)."""
     if not raw:
         if services.settings.auth.allow_anonymous:
-            return await _anonymous(services)
+            return await anonymous_member(services.db)
         raise Unauthorized("Credentials are required: send 'Authorization: Bearer <API key or access token>'.")
     return await services.authenticator.authenticate(raw)
-
-
-async def _anonymous(services: Services) -> Principal:
-    """Local development only (``auth.allow_anonymous``): act as a member of the first organisation."""
-    async with services.db.system_session() as session:
-        org_id = await session.scalar(select(Organization.id).order_by(Organization.created_at).limit(1))
-    if org_id is None:
-        raise Unauthorized("No organisation exists yet.")
-    return Principal(org_id=org_id, user_id=None, role="member", via="anonymous")
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -71,7 +106,7 @@ async def limit_rate(request: Request) -> Principal:
     before the endpoint does any work. The quota headers ride on the response via
     ``request.state.response_headers``."""
     principal = await get_principal(request)
-    services = await get_services(request)
+    services = services_of(request)
     headers = await services.rate_limiter.admit(principal)
     if headers:
         request.state.response_headers = headers
@@ -83,7 +118,7 @@ async def limit_rate(request: Request) -> Principal:
 LimitedPrincipalDep = Annotated[Principal, Depends(limit_rate)]
 
 
-def client_ip(request: Request) -> str | None:
+async def client_ip(request: Request) -> str | None:
     """The peer address of the request (what audit rows record)."""
     return request.client.host if request.client is not None else None
 

@@ -21,6 +21,7 @@ from typing import Literal
 import anyio
 import numpy as np
 
+from atrium.accounts.principal import Principal
 from atrium.errors import InvalidRequest, NotFound
 from atrium.gateway.ports import Embedder
 from atrium.knowledge import repository as repo
@@ -215,6 +216,13 @@ class KnowledgeService:
         # A chunk deleted since the index answered is dropped rather than shown.
         return [SearchHit(views[chunk_id], score, vector_scores.get(chunk_id))
                 for chunk_id, score in ranked if chunk_id in views]
+
+    async def search_readable(self, principal: Principal, query: str, *, mode: SearchMode, limit: int,
+                              collection: str | None = None) -> list[SearchHit]:
+        """``search`` on behalf of ``principal``: in ``collection`` (``NotFound`` unless it may read it), or
+        in every collection it may read."""
+        names = await self.directory.searchable(principal, [check_collection(collection)] if collection else None)
+        return await self.search(principal.org_id, query, mode=mode, limit=limit, collections=names)
 
     async def reconcile(self) -> ReconcileReport:
         """Make the vector index hold exactly the database's chunks, for every tenant and collection."""

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from atrium.accounts.admin import administer
 from atrium.errors import Forbidden, NotFound
-from atrium.http.deps import PrincipalDep, ServicesDep, require_role
+from atrium.http.deps import AccountsDep, GatewayDep, PrincipalDep, require_role
 from atrium.http.schemas.errors import AUTHENTICATED, error_responses
 from atrium.http.schemas.operations import BreakerList, BreakerState
 
@@ -17,17 +16,17 @@ router = APIRouter(prefix="/api/v1/admin/gateway", tags=["admin"], dependencies=
 
 
 @router.get("/breakers", response_model=BreakerList)
-async def breakers(services: ServicesDep) -> dict[str, object]:
-    return {"breakers": await services.gateway.breaker_states()}
+async def breakers(gateway: GatewayDep) -> BreakerList:
+    return BreakerList(breakers=[BreakerState.model_validate(state) for state in await gateway.breaker_states()])
 
 
 @router.post("/breakers/{provider}/reset", response_model=BreakerState, responses=error_responses(404))
-async def reset_breaker(provider: str, services: ServicesDep, principal: PrincipalDep) -> dict[str, object]:
-    async with administer(services.db, services.authenticator, services.sessions.passwords, principal) as admin:
-        if not await admin.is_platform_admin():
-            raise Forbidden("Breakers are shared by every tenant: only the platform admin can reset one.")
-    if provider not in {entry.provider for entry in services.gateway.catalogue.entries.values()}:
+async def reset_breaker(provider: str, gateway: GatewayDep, accounts: AccountsDep,
+                        principal: PrincipalDep) -> BreakerState:
+    if not await accounts.is_platform_admin(principal):
+        raise Forbidden("Breakers are shared by every tenant: only the platform admin can reset one.")
+    if provider not in {entry.provider for entry in gateway.catalogue.entries.values()}:
         raise NotFound(f"No provider named {provider!r}.")
-    await services.gateway.breakers.get(provider).reset()
-    states = await services.gateway.breaker_states()
-    return next(state for state in states if state["provider"] == provider)
+    await gateway.breakers.get(provider).reset()
+    states = await gateway.breaker_states()
+    return BreakerState.model_validate(next(state for state in states if state["provider"] == provider))

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from atrium.accounts.passwords import MAX_PASSWORD_CHARS
 from atrium.accounts.refresh import MAX_TOKEN_CHARS
-from atrium.http.deps import PrincipalDep, ServicesDep
+from atrium.http.deps import ClientIp, PrincipalDep, SessionsDep
 from atrium.http.schemas.auth import RevokedSessions, TokenPair
 from atrium.http.schemas.errors import BODY, error_responses
 
@@ -31,33 +29,26 @@ class RefreshRequest(BaseModel):
     refresh_token: str = Field(min_length=1, max_length=MAX_TOKEN_CHARS)
 
 
-def _client_ip(request: Request) -> str | None:
-    return request.client.host if request.client is not None else None
-
-
 @router.post("/token", response_model=TokenPair, responses={**BODY, **error_responses(403)})
-async def issue_token(body: TokenRequest, request: Request, services: ServicesDep) -> dict[str, Any]:
+async def issue_token(body: TokenRequest, ip: ClientIp, sessions: SessionsDep) -> TokenPair:
     """Log in with email and password: an access token and a refresh token."""
-    pair = await services.sessions.login(body.email, body.password, org_id=body.org_id, ip=_client_ip(request))
-    return pair.as_response()
+    return TokenPair.of(await sessions.login(body.email, body.password, org_id=body.org_id, ip=ip))
 
 
 @router.post("/refresh", response_model=TokenPair, responses=BODY)
-async def refresh(body: RefreshRequest, request: Request, services: ServicesDep) -> dict[str, Any]:
+async def refresh(body: RefreshRequest, ip: ClientIp, sessions: SessionsDep) -> TokenPair:
     """A new access token and a new refresh token; the one presented is used up."""
-    pair = await services.sessions.refresh(body.refresh_token, ip=_client_ip(request))
-    return pair.as_response()
+    return TokenPair.of(await sessions.refresh(body.refresh_token, ip=ip))
 
 
 @router.post("/logout", status_code=204, responses=BODY)
-async def logout(body: RefreshRequest, request: Request, services: ServicesDep) -> Response:
+async def logout(body: RefreshRequest, ip: ClientIp, sessions: SessionsDep) -> Response:
     """End the session (refresh-token family) the token belongs to. Answers 204 whether or not it existed."""
-    await services.sessions.logout(body.refresh_token, ip=_client_ip(request))
+    await sessions.logout(body.refresh_token, ip=ip)
     return Response(status_code=204)
 
 
 @router.post("/revoke", response_model=RevokedSessions, responses=error_responses(403))
-async def revoke_all(principal: PrincipalDep, request: Request, services: ServicesDep) -> dict[str, Any]:
+async def revoke_all(principal: PrincipalDep, ip: ClientIp, sessions: SessionsDep) -> RevokedSessions:
     """Log the caller out everywhere: every refresh token of their user is revoked."""
-    count = await services.sessions.revoke_all(principal, ip=_client_ip(request))
-    return {"revoked_sessions": count}
+    return RevokedSessions(revoked_sessions=await sessions.revoke_all(principal, ip=ip))

@@ -11,13 +11,11 @@ applies the change within moments (PubSub ``policy.changed``, else the cache TTL
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from atrium.errors import Forbidden, InvalidRequest, NotReady
-from atrium.guard.policy import Guard, PolicyOverride, policy_view
-from atrium.http.deps import PrincipalDep, ServicesDep, require_role
+from atrium.guard.policy import Guard, PolicyOverride
+from atrium.http.deps import ClientIp, GuardDep, PrincipalDep, require_role
 from atrium.http.schemas.errors import AUTHENTICATED, BODY
 from atrium.http.schemas.policy import PolicyView
 
@@ -26,35 +24,32 @@ router = APIRouter(prefix="/api/v1/admin/policy", tags=["admin"], dependencies=[
                    responses=AUTHENTICATED)
 
 
-def _guard(services: Any) -> Guard:
-    guard: Guard | None = getattr(services, "guard", None)
+def _configured(guard: Guard | None) -> Guard:
     if guard is None:
         raise NotReady("The guard is not configured.")
     return guard
 
 
-async def _view(guard: Guard, org_id: str) -> dict[str, Any]:
+async def _view(guard: Guard, org_id: str) -> PolicyView:
     stored = await guard.policies.stored(org_id)
     guard.policies.forget(org_id)  # answer what the database holds now, not a cached copy
-    return {"org_id": org_id, "enabled": guard.enabled, "policy": policy_view(await guard.policies.for_org(org_id)),
-            "overrides": stored, "configured": policy_view(guard.policies.configured(org_id))}
+    return PolicyView.of(org_id, enabled=guard.enabled, policy=await guard.policies.for_org(org_id),
+                         overrides=stored, configured=guard.policies.configured(org_id))
 
 
 @router.get("", response_model=PolicyView)
-async def get_policy(principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
-    return await _view(_guard(services), principal.org_id)
+async def get_policy(principal: PrincipalDep, guard: GuardDep) -> PolicyView:
+    return await _view(_configured(guard), principal.org_id)
 
 
 @router.put("", response_model=PolicyView, responses=BODY)
-async def put_policy(body: PolicyOverride, request: Request, principal: PrincipalDep,
-                     services: ServicesDep) -> dict[str, Any]:
+async def put_policy(body: PolicyOverride, ip: ClientIp, principal: PrincipalDep, guard: GuardDep) -> PolicyView:
     if principal.division_id is not None:
         raise Forbidden("The guard policy is an organisation-wide setting: a division-scoped credential "
                         "cannot change it.")
-    guard = _guard(services)
+    configured = _configured(guard)
     try:
-        await guard.policies.replace(principal.org_id, body, actor=principal,
-                                     ip=request.client.host if request.client else None)
+        await configured.policies.replace(principal.org_id, body, actor=principal, ip=ip)
     except ValueError as exc:
         raise InvalidRequest(f"Invalid policy: {exc}") from None
-    return await _view(guard, principal.org_id)
+    return await _view(configured, principal.org_id)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
+from atrium.accounts.admin_views import created_key_view, member_view, org_view
 from atrium.http.schemas.common import Timestamp, View
+
+if TYPE_CHECKING:
+    from atrium.accounts.admin_base import CreatedKey as NewKey
+    from atrium.accounts.admin_base import Member
+    from atrium.accounts.principal import Principal
+    from atrium.store.models import Organization
 
 Role = Literal["owner", "admin", "member", "viewer"]
 
@@ -23,6 +30,11 @@ class CallerOrg(OrgView):
     role: Role
     division_id: str | None
     platform_admin: bool
+
+    @classmethod
+    def of_caller(cls, org: Organization, principal: Principal, *, platform_admin: bool) -> CallerOrg:
+        return cls(**org_view(org), role=principal.role, division_id=principal.division_id,
+                   platform_admin=platform_admin)
 
 
 class OrgList(View):
@@ -56,6 +68,11 @@ class MemberView(View):
     has_password: bool
     created_at: Timestamp | None
 
+    @classmethod
+    def of(cls, member: Member, org_id: str) -> MemberView:
+        """``member`` as a member of ``org_id`` (``home_org``: whether that is the user's home)."""
+        return cls.model_validate(member_view(member, org_id))
+
 
 class UserList(View):
     users: list[MemberView]
@@ -87,9 +104,17 @@ class KeyView(View):
 class CreatedKey(KeyView):
     key: str = Field(description="The key in clear text: shown this once, stored only as a hash.")
 
+    @classmethod
+    def created(cls, created: NewKey) -> CreatedKey:
+        return cls(**created_key_view(created))
+
 
 class RotatedKey(CreatedKey):
     replaces: str = Field(description="The id of the key this one replaces (now revoked).")
+
+    @classmethod
+    def rotated(cls, created: NewKey, replaces: str) -> RotatedKey:
+        return cls(**created_key_view(created), replaces=replaces)
 
 
 class KeyList(View):
@@ -99,6 +124,10 @@ class KeyList(View):
 
 class CreatedOrg(OrgView):
     owner_key: CreatedKey | None
+
+    @classmethod
+    def created(cls, org: Organization, owner_key: NewKey | None) -> CreatedOrg:
+        return cls(**org_view(org), owner_key=CreatedKey.created(owner_key) if owner_key is not None else None)
 
 
 class AuditEvent(View):

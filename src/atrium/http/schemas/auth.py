@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from atrium.http.schemas.accounts import Role
 from atrium.http.schemas.common import View
+
+if TYPE_CHECKING:
+    from atrium.accounts.login import TokenPair as IssuedTokens
 
 
 class TokenPair(View):
@@ -18,6 +21,12 @@ class TokenPair(View):
     refresh_expires_in: int = Field(description="Seconds until the refresh token expires.")
     org_id: str
     role: Role
+
+    @classmethod
+    def of(cls, pair: IssuedTokens) -> TokenPair:
+        return cls(access_token=pair.access_token, token_type="bearer", expires_in=pair.expires_in,
+                   refresh_token=pair.refresh_token, refresh_expires_in=pair.refresh_expires_in,
+                   org_id=pair.org_id, role=pair.role)
 
 
 class RevokedSessions(View):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from atrium.http.schemas.common import Timestamp, View
+
+if TYPE_CHECKING:
+    from atrium.guard.budgets.ledger import BudgetView as Budget
 
 
 class BudgetView(View):
@@ -24,6 +27,10 @@ class BudgetView(View):
     reserved_micro_usd: int
     remaining_micro_usd: int
     resets_at: Timestamp | None
+
+    @classmethod
+    def of(cls, budget: Budget) -> BudgetView:
+        return cls.model_validate(budget.to_dict())
 
 
 class BudgetList(View):

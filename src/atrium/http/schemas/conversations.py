@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from atrium.http.schemas.common import Timestamp, View
+
+if TYPE_CHECKING:
+    from atrium.store.models import Conversation, Message
 
 
 class ConversationView(View):
@@ -12,6 +15,11 @@ class ConversationView(View):
     title: str
     created_at: Timestamp
     updated_at: Timestamp
+
+    @classmethod
+    def of(cls, row: Conversation) -> ConversationView:
+        return cls(id=row.id, title=row.title, created_at=row.created_at.isoformat(),
+                   updated_at=row.updated_at.isoformat())
 
 
 class ConversationList(View):
@@ -29,6 +37,12 @@ class MessageView(View):
     error: dict[str, Any] | None
     created_at: Timestamp
 
+    @classmethod
+    def of(cls, row: Message) -> MessageView:
+        return cls(id=row.id, role=row.role, content=row.content, status=row.status, model=row.model,
+                   sources=row.sources or [], usage=row.usage, error=row.error,
+                   created_at=row.created_at.isoformat())
+
 
 class MessageList(View):
     messages: list[MessageView]
@@ -43,6 +57,11 @@ class AdminConversationView(View):
     division_id: str | None
     created_at: Timestamp
     updated_at: Timestamp
+
+    @classmethod
+    def of(cls, row: Conversation) -> AdminConversationView:
+        return cls(id=row.id, user_id=row.user_id, api_key_id=row.api_key_id, division_id=row.division_id,
+                   created_at=row.created_at.isoformat(), updated_at=row.updated_at.isoformat())
 
 
 class AdminConversationList(View):

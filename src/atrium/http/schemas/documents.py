@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from atrium.accounts.ownership import may_manage_collection, may_write_collection
 from atrium.http.schemas.common import Timestamp, View
+
+if TYPE_CHECKING:
+    from atrium.accounts.principal import Principal
+    from atrium.knowledge.documents import Upload
+    from atrium.store.models import Collection, Document, Job
 
 
 class UploadAccepted(View):
@@ -12,6 +18,10 @@ class UploadAccepted(View):
     status: Literal["queued"]
     collection: str
     files: list[str]
+
+    @classmethod
+    def of(cls, upload: Upload) -> UploadAccepted:
+        return cls(job_id=upload.job_id, status="queued", collection=upload.collection, files=upload.sources)
 
 
 class DocumentView(View):
@@ -23,6 +33,12 @@ class DocumentView(View):
     size_bytes: int
     chunks: int
     created_at: Timestamp
+
+    @classmethod
+    def of(cls, document: Document) -> DocumentView:
+        return cls(id=document.id, collection=document.collection, source=document.source,
+                   uploaded_by=document.user_id, title=document.title, size_bytes=document.size_bytes,
+                   chunks=document.chunk_count, created_at=document.created_at.isoformat())
 
 
 class DocumentList(View):
@@ -39,6 +55,11 @@ class JobView(View):
     created_at: Timestamp
     updated_at: Timestamp
 
+    @classmethod
+    def of(cls, job: Job) -> JobView:
+        return cls(id=job.id, kind=job.kind, status=job.status, progress=job.progress, result=job.result,
+                   error=job.error, created_at=job.created_at.isoformat(), updated_at=job.updated_at.isoformat())
+
 
 class CollectionView(View):
     name: str
@@ -49,6 +70,14 @@ class CollectionView(View):
     created_at: Timestamp
     can_write: bool
     can_manage: bool
+
+    @classmethod
+    def of(cls, row: Collection, principal: Principal) -> CollectionView:
+        """The collection as ``principal`` sees it: whether it may write and manage it too."""
+        return cls(name=row.name, visibility=row.visibility, writers=row.writers, division_id=row.division_id,
+                   owner_user_id=row.user_id, created_at=row.created_at.isoformat(),
+                   can_write=may_write_collection(row, principal),
+                   can_manage=may_manage_collection(row, principal))
 
 
 class CollectionList(View):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+from atrium.accounts.invitations import invitation_view
 from atrium.http.schemas.accounts import Role
 from atrium.http.schemas.common import Timestamp, View
+
+if TYPE_CHECKING:
+    from atrium.store.models import Invitation, Membership
 
 Status = Literal["pending", "accepted", "declined", "revoked", "expired"]
 
@@ -52,6 +56,11 @@ class InvitationAnswer(View):
     status: Status
     answered_at: Timestamp | None
 
+    @classmethod
+    def of(cls, invitation: Invitation) -> InvitationAnswer:
+        view = invitation_view(invitation)
+        return cls(id=view["id"], status=view["status"], answered_at=view["answered_at"])
+
 
 class NewMembership(View):
     org_id: str
@@ -61,3 +70,10 @@ class NewMembership(View):
 
 class AcceptedInvitation(InvitationAnswer):
     membership: NewMembership
+
+    @classmethod
+    def accepted(cls, invitation: Invitation, membership: Membership) -> AcceptedInvitation:
+        answer = InvitationAnswer.of(invitation)
+        return cls(id=answer.id, status=answer.status, answered_at=answer.answered_at,
+                   membership=NewMembership(org_id=membership.org_id, role=membership.role,
+                                            division_id=membership.division_id))

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
+from atrium.guard.policy import policy_view
 from atrium.guard.settings import GuardPolicySettings
 from atrium.http.schemas.common import View
 
@@ -17,3 +18,9 @@ class PolicyView(View):
                                                     "organisation's overrides applied.")
     overrides: dict[str, Any] = Field(description="The organisation's stored overrides (only the keys set).")
     configured: GuardPolicySettings = Field(description="The configured policy the overrides apply to.")
+
+    @classmethod
+    def of(cls, org_id: str, *, enabled: bool, policy: GuardPolicySettings, overrides: dict[str, Any],
+           configured: GuardPolicySettings) -> PolicyView:
+        return cls.model_validate({"org_id": org_id, "enabled": enabled, "policy": policy_view(policy),
+                                   "overrides": overrides, "configured": policy_view(configured)})

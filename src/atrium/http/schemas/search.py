@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from atrium.http.schemas.common import View
+
+if TYPE_CHECKING:
+    from atrium.knowledge.service import SearchHit as Hit
 
 
 class SearchHit(View):
@@ -16,6 +19,12 @@ class SearchHit(View):
     heading: str
     text: str
     score: float
+
+    @classmethod
+    def of(cls, hit: Hit) -> SearchHit:
+        chunk = hit.chunk
+        return cls(chunk_id=chunk.id, document_id=chunk.document_id, collection=chunk.collection,
+                   source=chunk.source, title=chunk.title, heading=chunk.heading, text=chunk.text, score=hit.score)
 
 
 class SearchResponse(View):

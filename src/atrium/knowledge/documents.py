@@ -1,0 +1,123 @@
+"""The documents use cases: upload (the files are saved and their ingestion queued as a job), list, get and
+delete what the caller may read, and the status of a job the caller queued. Each returns rows or a domain
+object; a document in a collection the caller may not read is ``NotFound``."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import anyio
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from atrium.accounts.ownership import owner_of, principal_session
+from atrium.accounts.principal import Principal
+from atrium.errors import InvalidRequest, NotFound, PayloadTooLarge
+from atrium.jobs.queue import DatabaseJobQueue
+from atrium.knowledge import collections as collections_repo
+from atrium.knowledge import repository as repo
+from atrium.knowledge.parsing import is_supported, parse_document
+from atrium.knowledge.service import KnowledgeService, check_collection
+from atrium.store.files import private_dir, write_private
+from atrium.store.models import Document, Job
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class IncomingFile(Protocol):
+    """An uploaded file as the edge received it (Starlette's ``UploadFile`` is one)."""
+
+    @property
+    def filename(self) -> str | None: ...
+
+    async def read(self) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """Files saved and queued for ingestion by the job ``job_id``."""
+
+    job_id: str
+    collection: str
+    sources: list[str]
+
+
+async def upload(knowledge: KnowledgeService, jobs: DatabaseJobQueue, principal: Principal,
+                 files: Sequence[IncomingFile], collection: str, *, uploads_dir: Path, max_files: int,
+                 max_bytes: int) -> Upload:
+    """Save the files (at most ``max_files``, each supported, decodable and at most ``max_bytes`` long) in a
+    new folder of ``uploads_dir`` and queue their ingestion into ``collection`` (one the caller may write,
+    or a new one of its own)."""
+    check_collection(collection)
+    async with principal_session(knowledge.db, principal) as session:
+        await collections_repo.for_upload(session, principal, collection)
+    if not files:
+        raise InvalidRequest("Send at least one file in the 'files' field.")
+    if len(files) > max_files:
+        raise PayloadTooLarge(f"At most {max_files} files per upload.")
+    folder_name = uuid.uuid4().hex
+    folder = uploads_dir / folder_name
+    stored: list[dict[str, str]] = []
+    try:
+        await anyio.to_thread.run_sync(private_dir, folder)
+        for number, incoming in enumerate(files):
+            name = Path(incoming.filename or "").name
+            if not name or not is_supported(name):
+                raise InvalidRequest(f"{name or '(unnamed file)'}: unsupported file type (use .txt or .md).")
+            stored_as = f"{number:03d}-{_UNSAFE.sub('_', name)[:100]}"
+            data = await incoming.read()
+            if len(data) > max_bytes:
+                raise PayloadTooLarge(f"{name} is larger than {max_bytes} bytes.")
+            parse_document(name, data)  # refuse undecodable input now, not later in the job
+            await anyio.to_thread.run_sync(write_private, folder / stored_as, data)
+            stored.append({"stored_as": stored_as, "source": name})
+        job_id = await jobs.enqueue(principal.org_id, "ingest",
+                                    {"collection": collection, "folder": folder_name, "files": stored},
+                                    owner=owner_of(principal))
+    except BaseException:
+        await anyio.to_thread.run_sync(lambda: shutil.rmtree(folder, ignore_errors=True))
+        raise
+    return Upload(job_id=job_id, collection=collection, sources=[item["source"] for item in stored])
+
+
+async def list_documents(knowledge: KnowledgeService, principal: Principal, *, collection: str | None, limit: int,
+                         offset: int) -> list[Document]:
+    """The documents of ``collection`` (``NotFound`` if the caller may not read it), or of every collection
+    the caller may read."""
+    async with principal_session(knowledge.db, principal) as session:
+        names = await collections_repo.searchable(session, principal, [collection] if collection else None)
+        return await repo.list_documents(session, principal.org_id, names, limit, offset)
+
+
+async def _readable(session: AsyncSession, principal: Principal, document_id: str) -> Document:
+    document = await repo.get_document(session, principal.org_id, document_id)
+    if document is None:
+        raise NotFound("No such document.")
+    try:
+        await collections_repo.get_readable(session, principal, document.collection)
+    except NotFound:
+        raise NotFound("No such document.") from None
+    return document
+
+
+async def get_document(knowledge: KnowledgeService, principal: Principal, document_id: str) -> Document:
+    async with principal_session(knowledge.db, principal) as session:
+        return await _readable(session, principal, document_id)
+
+
+async def delete_document(knowledge: KnowledgeService, principal: Principal, document_id: str) -> None:
+    """Whoever may write the document's collection may delete it (with its chunks and vectors)."""
+    async with principal_session(knowledge.db, principal) as session:
+        document = await _readable(session, principal, document_id)
+        await collections_repo.get_writable(session, principal, document.collection)
+    await knowledge.delete_document(principal.org_id, document_id)
+
+
+async def get_job(jobs: DatabaseJobQueue, principal: Principal, job_id: str) -> Job:
+    """A job the caller queued; anyone else's is ``NotFound``."""
+    return await jobs.get(principal.org_id, job_id, owner=owner_of(principal))
