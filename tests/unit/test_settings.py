@@ -102,7 +102,7 @@ def test_cli_warns_about_a_misspelt_variable(tmp_path: Path) -> None:
 
 
 def test_a_legacy_chat_provider_is_migrated_to_the_gateway_with_a_warning() -> None:
-    with pytest.warns(DeprecatedSettingWarning, match="gateway.providers.openai and gateway.models.gpt-4o") as seen:
+    with pytest.warns(DeprecatedSettingWarning, match=r"gateway\.providers\.openai and gateway\.models") as seen:
         settings = Settings(chat={"provider": "openai", "max_tokens": 50,
                                   "openai": {"api_key": "sk-live-abcdef123456", "base_url": "http://up/v1"}})
     assert "sk-live" not in " ".join(str(w.message) for w in seen)
@@ -111,14 +111,14 @@ def test_a_legacy_chat_provider_is_migrated_to_the_gateway_with_a_warning() -> N
     assert provider.api_key is not None and provider.api_key.get_secret_value() == "sk-live-abcdef123456"
     assert settings.gateway.models["gpt-4o-mini"].provider == "openai"
     assert settings.chat.max_tokens == 50  # what is not about choosing a model stays in chat.*
-    with pytest.warns(DeprecatedSettingWarning, match="gateway.models.fake"):
+    with pytest.warns(DeprecatedSettingWarning, match=r"gateway\.models\.fake"):
         fake = Settings(chat={"provider": "fake", "fake_token_delay_s": 0.5})
     assert fake.gateway.providers["fake"].fake_token_delay_s == 0.5 and list(fake.gateway.models) == ["fake"]
 
 
 def test_a_legacy_chat_provider_beside_gateway_models_is_ignored_with_a_warning() -> None:
     gateway = {"providers": {"up": {"kind": "fake"}}, "models": {"mine": {"provider": "up", "model": "m"}}}
-    with pytest.warns(DeprecatedSettingWarning, match="chat.provider ignored"):
+    with pytest.warns(DeprecatedSettingWarning, match=r"chat\.provider ignored"):
         settings = Settings(chat={"provider": "openai"}, gateway=gateway)
     assert list(settings.gateway.models) == ["mine"] and "openai" not in settings.gateway.providers
 
@@ -126,7 +126,7 @@ def test_a_legacy_chat_provider_beside_gateway_models_is_ignored_with_a_warning(
 @pytest.mark.parametrize("chat", [{"provider": "mystery"}, {"provider": "openai", "openai": {"key": "sk-x"}},
                                   {"provider": "openai", "openai": {"api_key": 12345678}}])
 def test_a_legacy_chat_config_that_cannot_be_migrated_is_refused_naming_the_new_keys(chat: dict[str, object]) -> None:
-    with pytest.raises(ValidationError, match="gateway.providers and gateway.models") as refused:
+    with pytest.raises(ValidationError, match=r"gateway\.providers and gateway\.models") as refused:
         Settings(chat=chat, database_url="postgresql+asyncpg://app:hunter2pass@db/atrium")
     assert "hunter2pass" not in str(refused.value) and "sk-x" not in str(refused.value)
     assert "12345678" not in str(refused.value)

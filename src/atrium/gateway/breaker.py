@@ -26,6 +26,7 @@ from collections.abc import AsyncGenerator, Callable
 
 from atrium.gateway.fallback import closing_stream
 from atrium.gateway.ports import (
+    BreakerOutcome,
     BreakerSnapshot,
     BreakerState,
     BreakerStore,
@@ -34,7 +35,6 @@ from atrium.gateway.ports import (
     ChatRequest,
     Done,
     ErrorEvent,
-    Outcome,
     Permit,
 )
 from atrium.gateway.settings import BreakerSettings
@@ -99,7 +99,7 @@ class CircuitBreaker:
         await self._store.reset(self.name)
         self._saw("closed")
 
-    async def _record(self, outcome: Outcome) -> None:
+    async def _record(self, outcome: BreakerOutcome) -> None:
         try:
             state = await self._store.record(self.name, outcome, self.settings, self._clock())
         except Exception:

@@ -63,7 +63,9 @@ class MessageToolCall(_Lenient):
     function: FunctionCall
 
 
-class Message(_Lenient):
+class ChatCompletionMessageParam(_Lenient):
+    """One message of a chat-completions request (OpenAI's ``ChatCompletionMessageParam``)."""
+
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = Field(None, max_length=256)
@@ -106,7 +108,7 @@ class StreamOptions(_Lenient):
 
 class ChatCompletionBody(_Lenient):
     model: str = Field(min_length=1, max_length=256)
-    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
+    messages: list[ChatCompletionMessageParam] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
@@ -157,7 +159,7 @@ def to_chat_request(body: ChatCompletionBody, context: CallContext, *, max_messa
     )
 
 
-def _message(index: int, message: Message, limit: int) -> ChatMessage:
+def _message(index: int, message: ChatCompletionMessageParam, limit: int) -> ChatMessage:
     where = f"messages[{index}]"
     content = _content(where, message)
     text = content if isinstance(content, str) else "".join(str(p.get("text", "")) for p in content)
@@ -176,7 +178,7 @@ def _message(index: int, message: Message, limit: int) -> ChatMessage:
                        name=message.name)
 
 
-def _content(where: str, message: Message) -> Content:
+def _content(where: str, message: ChatCompletionMessageParam) -> Content:
     content = message.content
     if content is None:
         if message.role in ("assistant",):

@@ -25,7 +25,7 @@ from atrium.accounts.admin_views import (
 )
 from atrium.accounts.invitations import invitation_view
 from atrium.accounts.passwords import MAX_PASSWORD_CHARS
-from atrium.accounts.principal import Principal
+from atrium.accounts.principal import Principal, Role
 from atrium.container import Services
 from atrium.http.deps import Offset, PrincipalDep, ResourceId, ServicesDep, require_role
 from atrium.http.schemas import accounts as views
@@ -38,7 +38,6 @@ _NOT_FOUND = error_responses(404)
 _CONFLICT = error_responses(404, 409)  # 404: a division or user named in the body or path
 _CREATE = {**BODY, **error_responses(409)}
 
-RoleName = Literal["owner", "admin", "member", "viewer"]
 ServiceRole = Literal["admin", "member", "viewer"]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=320)]
@@ -64,14 +63,14 @@ class DivisionCreate(Body):
 class UserCreate(Body):
     email: Email
     name: Name
-    role: RoleName = "member"
+    role: Role = "member"
     password: Password | None = None
     division_id: ObjectId | None = None
 
 
 class UserPatch(Body):
     name: Name | None = None
-    role: RoleName | None = None
+    role: Role | None = None
     division_id: ObjectId | None = None  # null clears it
     disabled: bool | None = None
     password: Password | None = None  # a reset: the user's sessions end
@@ -79,7 +78,7 @@ class UserPatch(Body):
 
 class MembershipCreate(Body):
     email: Email
-    role: RoleName = "member"
+    role: Role = "member"
     division_id: ObjectId | None = None
 
 
@@ -91,7 +90,7 @@ class ServiceAccountCreate(Body):
 
 class KeyCreate(Body):
     name: Name
-    role: RoleName | None = None
+    role: Role | None = None
     user_id: ObjectId | None = None
     service_account_id: ObjectId | None = None
     division_id: ObjectId | None = None

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
+from atrium.accounts.principal import Role
 from atrium.http.schemas.common import Timestamp, View
-
-Role = Literal["owner", "admin", "member", "viewer"]
 
 
 class OrgView(View):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from atrium.http.schemas.accounts import Role
+from atrium.accounts.principal import Role
 from atrium.http.schemas.common import Timestamp, View
 
 Status = Literal["pending", "accepted", "declined", "revoked", "expired"]
