@@ -1,5 +1,6 @@
 """Who a provider adapter talks to, kept apart from how (the wire format), plus what every HTTP adapter
-shares: turning an upstream's failure into one of our errors.
+shares: opening the upstream's stream, turning its failures into our errors, and (for chat adapters)
+``provider``/``ready``/``aclose``.
 
 A ``Provider`` is plain data: base URL, credentials, upstream model id, and the few things in which
 deployments of one wire format differ (Azure puts the deployment in the path, wants an ``api-version``
@@ -16,10 +17,10 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -32,7 +33,7 @@ from atrium.errors import (
     ModelUnavailable,
     UpstreamRateLimited,
 )
-from atrium.gateway.http_client import StreamedResponse
+from atrium.gateway.http_client import StreamedResponse, post_for_stream
 from atrium.gateway.ports import ChatRequest, ErrorEvent
 from atrium.telemetry.credentials import BEARER, CREDENTIAL_PATTERN, KEY_LIKE, SECRET_NAME
 
@@ -165,6 +166,50 @@ def upstream_error(
     if (status is None or status >= 500) and not any(word in kind for word in _CALLER_FAULTS):
         return GatewayError(text, retryable=True, retry_after=retry_after)
     return GatewayError(text)
+
+
+class RemoteChatAdapter:
+    """What a ChatModel adapter over a remote provider shares: its ``provider``, ``ready`` and ``aclose``
+    (the client is the caller's: closing the adapter only makes its streams answer ``model_unavailable``)."""
+
+    name: str
+    _provider: Provider
+    _closed: bool
+
+    @property
+    def provider(self) -> Provider:
+        return self._provider
+
+    async def ready(self) -> bool:
+        """True until closed: a remote provider is not probed (``/ready`` must not spend API quota)."""
+        return not self._closed
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+
+class ErrorMapping(Protocol):
+    """A wire format's reading of an error answer (its HTTP status and JSON body) as one of our errors."""
+
+    def __call__(self, provider: Provider, payload: dict[str, Any], *, status: int | None,
+                 retry_after: float | None = None) -> GatewayError: ...
+
+
+@contextlib.asynccontextmanager
+async def open_stream(client: httpx.AsyncClient, provider: Provider, url: str, *, body: dict[str, Any],
+                      headers: Mapping[str, str], timeout: httpx.Timeout | None,
+                      error: ErrorMapping) -> AsyncIterator[StreamedResponse]:
+    """POST ``body`` to ``url``; inside the block the answer is open, its body unread. An error status
+    raises ``error``'s reading of it; a broken connection, then or while the block reads, raises
+    :func:`transport_error`'s."""
+    try:
+        async with post_for_stream(client, url, json_body=body, headers=headers, timeout=timeout) as response:
+            if response.status_code >= 400:
+                raise error(provider, await read_error_body(response), status=response.status_code,
+                            retry_after=retry_after_seconds(response.headers))
+            yield response
+    except httpx.HTTPError as exc:
+        raise transport_error(provider, exc) from exc
 
 
 def transport_error(provider: Provider, exc: httpx.HTTPError) -> GatewayError:
