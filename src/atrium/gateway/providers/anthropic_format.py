@@ -54,7 +54,7 @@ from atrium.gateway.providers.base import (
     plain_json,
     upstream_error,
 )
-from atrium.gateway.providers.sse import ServerSentEvent, server_sent_events
+from atrium.gateway.providers.sse import ServerSentEvent
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"
@@ -128,18 +128,16 @@ class AnthropicChatModel(RemoteChatAdapter):
     async def _pieces(self, body: dict[str, Any], state: _StreamState) -> AsyncGenerator[Piece, None]:
         provider = self._provider
         async with open_stream(self._client, provider, provider.url("v1/messages"), body=body,
-                               headers=self._headers(), timeout=self._timeout, error=anthropic_error) as response:
-            if response.headers.get("content-type", "").startswith("application/json"):
-                # A non-streamed call, or an upstream that ignored ``stream: true``: the whole message.
-                for piece in state.message(provider, _json_object(provider, await response.aread())):
+                               headers=self._headers(), timeout=self._timeout, error=anthropic_error) as answer:
+            if answer.whole is not None:  # the whole message at once
+                for piece in state.message(provider, _json_object(provider, answer.whole)):
                     yield piece
                 return
-            async with contextlib.aclosing(server_sent_events(response.aiter_bytes())) as events:
-                async for event in events:
-                    if state.stopped:
-                        continue  # read the body to its end, so the connection goes back to the pool
-                    for piece in state.apply(provider, event):
-                        yield piece
+            async for event in answer.events:
+                if state.stopped:
+                    continue  # read the body to its end, so the connection goes back to the pool
+                for piece in state.apply(provider, event):
+                    yield piece
         if not state.stopped:
             raise GatewayError(
                 f"{provider.name} ended the stream before message_stop; the answer is incomplete.", retryable=True

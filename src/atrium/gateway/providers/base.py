@@ -35,6 +35,7 @@ from atrium.errors import (
 )
 from atrium.gateway.http_client import StreamedResponse, post_for_stream
 from atrium.gateway.ports import ChatRequest, ErrorEvent
+from atrium.gateway.providers.sse import ServerSentEvent, server_sent_events
 from atrium.telemetry.credentials import BEARER, CREDENTIAL_PATTERN, KEY_LIKE, SECRET_NAME
 
 # How servers word "the prompt does not fit" when they send no machine-readable code (vLLM, Anthropic).
@@ -195,21 +196,45 @@ class ErrorMapping(Protocol):
                  retry_after: float | None = None) -> GatewayError: ...
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamAnswer:
+    """An upstream's answer, open: ``whole`` is the JSON body of a non-streamed one (a non-streamed call,
+    or an upstream that ignored ``stream: true``), else ``None`` and ``events`` are its server-sent events."""
+
+    whole: bytes | None
+    events: AsyncIterator[ServerSentEvent]
+
+
 @contextlib.asynccontextmanager
 async def open_stream(client: httpx.AsyncClient, provider: Provider, url: str, *, body: dict[str, Any],
                       headers: Mapping[str, str], timeout: httpx.Timeout | None,
-                      error: ErrorMapping) -> AsyncIterator[StreamedResponse]:
-    """POST ``body`` to ``url``; inside the block the answer is open, its body unread. An error status
-    raises ``error``'s reading of it; a broken connection, then or while the block reads, raises
-    :func:`transport_error`'s."""
+                      error: ErrorMapping) -> AsyncIterator[UpstreamAnswer]:
+    """POST ``body`` to ``url``; inside the block the answer is open. An error status raises ``error``'s
+    reading of it; a broken connection, then or while the block reads, raises :func:`transport_error`'s.
+    Leaving the block early after reading every event puts the connection back in the pool."""
     try:
         async with post_for_stream(client, url, json_body=body, headers=headers, timeout=timeout) as response:
             if response.status_code >= 400:
                 raise error(provider, await read_error_body(response), status=response.status_code,
                             retry_after=retry_after_seconds(response.headers))
-            yield response
+            if response.headers.get("content-type", "").startswith("application/json"):
+                yield UpstreamAnswer(await response.aread(), _NO_EVENTS)
+                return
+            async with contextlib.aclosing(server_sent_events(response.aiter_bytes())) as events:
+                yield UpstreamAnswer(None, events)
     except httpx.HTTPError as exc:
         raise transport_error(provider, exc) from exc
+
+
+class _NoEvents:
+    def __aiter__(self) -> _NoEvents:
+        return self
+
+    async def __anext__(self) -> ServerSentEvent:
+        raise StopAsyncIteration
+
+
+_NO_EVENTS = _NoEvents()
 
 
 def transport_error(provider: Provider, exc: httpx.HTTPError) -> GatewayError:

@@ -58,7 +58,6 @@ from atrium.gateway.providers.base import (
     plain_json,
     upstream_error,
 )
-from atrium.gateway.providers.sse import server_sent_events
 
 __all__ = ["OpenAIChatModel", "PromptTokenCounter", "approximate_prompt_tokens", "openai_error"]
 
@@ -151,22 +150,20 @@ class OpenAIChatModel(RemoteChatAdapter):
         ``GatewayError``."""
         provider = self._provider
         async with open_stream(self._client, provider, self._chat_url, body=self._body(request),
-                               headers=self._headers, timeout=self._timeout, error=openai_error) as response:
-            if response.headers.get("content-type", "").startswith("application/json"):
-                # A non-streamed call, or an upstream that ignored ``stream: true``: one piece.
-                for piece in _parse_completion(provider, await response.aread(), state):
+                               headers=self._headers, timeout=self._timeout, error=openai_error) as answer:
+            if answer.whole is not None:  # one piece
+                for piece in _parse_completion(provider, answer.whole, state):
                     yield piece
                 return
-            async with contextlib.aclosing(server_sent_events(response.aiter_bytes())) as events:
-                async for event in events:
-                    if state.done_marker:
-                        continue  # read the body to its end, so the connection goes back to the pool
-                    if event.data == "[DONE]":
-                        state.done_marker = True
-                        continue
-                    for piece in _parse_chunk(provider, event.data, state):
-                        state.deltas += 1
-                        yield piece
+            async for event in answer.events:
+                if state.done_marker:
+                    continue  # read the body to its end, so the connection goes back to the pool
+                if event.data == "[DONE]":
+                    state.done_marker = True
+                    continue
+                for piece in _parse_chunk(provider, event.data, state):
+                    state.deltas += 1
+                    yield piece
         if state.finish_reason is None:
             how = "sent [DONE] without a finish reason" if state.done_marker else "ended the stream early"
             raise GatewayError(f"{provider.name} {how}; the answer is incomplete.", retryable=True)
