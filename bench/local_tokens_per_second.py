@@ -36,7 +36,8 @@ from typing import Any
 
 from atrium.gateway.local_models import LOCAL_MODELS, assemble_model
 from atrium.gateway.ports import ChatMessage, ChatRequest, Token
-from atrium.gateway.providers.local_llama import LlamaServerConfig, LocalChatModel, ManagedLlamaServer
+from atrium.gateway.providers.llama_server import LlamaServerConfig, ManagedLlamaServer
+from atrium.gateway.providers.local_llama import LocalChatModel
 
 PROMPT = (
     "Explain step by step how a hash map works internally, covering hashing, buckets, collisions, "

@@ -17,6 +17,7 @@ from atrium.demo import ingest_demo
 from atrium.gateway.ports import ChatModel
 from atrium.http.errors import install_error_handlers
 from atrium.http.middleware import EdgeMiddleware
+from atrium.http.openapi import install_security_schemes
 from atrium.http.routes import (
     accounts,
     admin,
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
                    conversations, me, admin, auth, accounts, invitations, budgets, policy, ws):
         app.include_router(module.router)
     app.include_router(conversations.admin_router)
+    install_security_schemes(app)
     return app
 
 

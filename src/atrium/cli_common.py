@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -16,7 +17,7 @@ from sqlalchemy import select
 from atrium.accounts.bootstrap import ensure_admin
 from atrium.accounts.principal import Principal
 from atrium.errors import AppError
-from atrium.settings import Settings, unknown_env_vars
+from atrium.settings import DeprecatedSettingWarning, Settings, unknown_env_vars
 
 if TYPE_CHECKING:
     from atrium.container import Services
@@ -29,10 +30,18 @@ def load_settings(**overrides: Any) -> Settings:
     for name in unknown_env_vars(os.environ):
         console.print(f"[yellow]warning:[/yellow] {name} is not an Atrium setting and is ignored")
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        with warnings.catch_warnings(record=True) as notes:
+            warnings.simplefilter("always", DeprecatedSettingWarning)
+            settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     except (ValidationError, ValueError) as exc:
         console.print(f"[red]Invalid configuration:[/red] {exc}")
         raise typer.Exit(2) from None
+    for note in notes:
+        if issubclass(note.category, DeprecatedSettingWarning):
+            console.print(f"[yellow]warning:[/yellow] {note.message}")
+        else:
+            warnings.warn_explicit(note.message, note.category, note.filename, note.lineno)
+    return settings
 
 
 def run_async(work: Callable[[], Awaitable[T]]) -> T:

@@ -87,7 +87,8 @@ def build_embedder(settings: Settings) -> Embedder:
 
 def build_local_chat_model(settings: Settings, http_client: httpx.AsyncClient, *, name: str | None = None) -> ChatModel:
     """The bundled model, served by a managed llama.cpp server process (the ``local`` provider kind)."""
-    from atrium.gateway.providers.local_llama import LlamaServerConfig, LocalChatModel, ManagedLlamaServer
+    from atrium.gateway.providers.llama_server import LlamaServerConfig, ManagedLlamaServer
+    from atrium.gateway.providers.local_llama import LocalChatModel
 
     config = settings.chat
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 import types
 import typing
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ModelWrapValidatorHandler, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,20 +28,23 @@ from pydantic_settings import (
 
 from atrium.accounts.settings import AuthSettings, ExternalClaimSettings, ExternalIdpSettings, JwtAlgorithm
 from atrium.gateway.settings import (
+    LEGACY_CHAT_KEYS,
     BreakerSettings,
     CacheSettings,
     Capability,
     ChatSettings,
+    DeprecatedSettingWarning,
     GatewaySettings,
     LocalModelName,
     ModelSettings,
-    OpenAISettings,
     ProviderKind,
     ProviderSettings,
     RetrySettings,
     RouteSettings,
     RouteStrategy,
     TenantPolicySettings,
+    fold_legacy_chat,
+    implied_catalogue,
 )
 from atrium.guard.settings import (
     PII_KINDS,
@@ -63,12 +67,13 @@ from atrium.store.settings import DatabaseSettings
 
 __all__ = [
     "PII_KINDS", "AuthSettings", "BreakerSettings", "BudgetSettings", "CacheSettings", "Capability", "ChatSettings",
-    "DatabaseSettings", "EmbeddingSettings", "ExternalClaimSettings", "ExternalIdpSettings", "GatewaySettings",
-    "GuardPolicySettings", "GuardSettings", "InjectionAction", "InjectionPolicySettings", "JwtAlgorithm",
-    "KnowledgeSettings", "LimitSettings", "LocalModelName", "ModelSettings", "ModerationPolicySettings",
-    "ModerationProviderSettings", "OpenAISettings", "OutputPolicySettings", "PiiAction", "PiiKind",
-    "PiiPolicySettings", "ProviderKind", "ProviderSettings", "RateLimitSettings", "RetrySettings", "RouteSettings",
-    "RouteStrategy", "ServerSettings", "Settings", "TenantPolicySettings", "masked_dump", "unknown_env_vars",
+    "DatabaseSettings", "DeprecatedSettingWarning", "EmbeddingSettings", "ExternalClaimSettings",
+    "ExternalIdpSettings", "GatewaySettings", "GuardPolicySettings", "GuardSettings", "InjectionAction",
+    "InjectionPolicySettings", "JwtAlgorithm", "KnowledgeSettings", "LimitSettings", "LocalModelName",
+    "ModelSettings", "ModerationPolicySettings", "ModerationProviderSettings", "OutputPolicySettings", "PiiAction",
+    "PiiKind", "PiiPolicySettings", "ProviderKind", "ProviderSettings", "RateLimitSettings", "RetrySettings",
+    "RouteSettings", "RouteStrategy", "ServerSettings", "Settings", "TenantPolicySettings", "masked_dump",
+    "unknown_env_vars",
 ]
 
 
@@ -99,6 +104,17 @@ class Settings(BaseSettings):
     budgets: BudgetSettings = BudgetSettings()
     guard: GuardSettings = GuardSettings()
     database: DatabaseSettings = DatabaseSettings()
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _fold_legacy_chat(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
+        # Old configs chose the model with chat.provider/chat.openai: migrated to gateway.* here, once.
+        data, legacy = fold_legacy_chat(data)
+        settings = handler(data)
+        settings.gateway, notes = implied_catalogue(settings.gateway, settings.chat, legacy)
+        for note in notes:
+            warnings.warn(note, DeprecatedSettingWarning, stacklevel=4)  # at the Settings() call
+        return settings
 
     @field_validator("data_dir")
     @classmethod
@@ -204,6 +220,9 @@ def _url_without_password(url: str) -> str:
 def unknown_env_vars(environ: Mapping[str, str]) -> list[str]:
     """``ATRIUM_*`` variables that name no setting (usually typos, which would otherwise be ignored)."""
     known = set(_env_names(Settings, "ATRIUM_"))
+    # The legacy chat.* keys are still read (and migrated with a warning of their own).
+    known |= {f"ATRIUM_CHAT__{key.upper()}" for key in LEGACY_CHAT_KEYS}
+    known |= {f"ATRIUM_CHAT__OPENAI__{name}" for name in ("BASE_URL", "API_KEY", "MODEL")}
     return sorted(name for name in environ if name.upper().startswith("ATRIUM_") and name.upper() not in known)
 
 

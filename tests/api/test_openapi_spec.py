@@ -136,3 +136,23 @@ def test_the_checks_catch_a_route_without_models(tmp_path: Path) -> None:
         test_every_success_status_has_a_response_schema(app, spec)
     with pytest.raises(AssertionError):
         test_every_route_lists_its_error_statuses(app, spec)
+
+
+def test_authenticated_routes_declare_how_to_send_credentials(app: FastAPI, spec: dict[str, Any]) -> None:
+    """A client generated from the spec sends a credential: Bearer (an API key or an access token) or
+    ``X-API-Key``, on every route that needs a caller and on no other."""
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["BearerAuth"]["type"] == "http" and schemes["BearerAuth"]["scheme"] == "bearer"
+    assert (schemes["ApiKeyAuth"]["type"], schemes["ApiKeyAuth"]["in"], schemes["ApiKeyAuth"]["name"]) == (
+        "apiKey", "header", "X-API-Key")
+    anonymous = set()
+    for route, path, method in documented_routes(app):
+        operation = spec["paths"][path][method]
+        if authenticated(route):
+            assert operation.get("security") == [{"BearerAuth": []}, {"ApiKeyAuth": []}], f"{method} {path}"
+        else:
+            assert "security" not in operation, f"{method.upper()} {path} is anonymous"
+            anonymous.add((method, path))
+    assert {("get", "/health"), ("get", "/ready"), ("post", "/api/v1/auth/token"),
+            ("post", "/api/v1/auth/refresh")} <= anonymous
+    assert ("post", "/v1/chat/completions") not in anonymous and ("post", "/api/v1/chat/ask") not in anonymous

@@ -26,7 +26,8 @@ from atrium.gateway.ports import ChatEvent, ChatMessage, ChatModel, ChatRequest,
 from atrium.gateway.providers.anthropic_format import AnthropicChatModel
 from atrium.gateway.providers.base import Provider
 from atrium.gateway.providers.fake import FakeChatModel
-from atrium.gateway.providers.local_llama import LlamaServerConfig, LocalChatModel, ManagedLlamaServer
+from atrium.gateway.providers.llama_server import LlamaServerConfig, ManagedLlamaServer
+from atrium.gateway.providers.local_llama import LocalChatModel
 from atrium.gateway.providers.openai_format import OpenAIChatModel
 from atrium.gateway.providers.registry import build_provider
 from atrium.settings import ProviderSettings

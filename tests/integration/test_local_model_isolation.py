@@ -22,7 +22,8 @@ import pytest
 from atrium.errors import ModelUnavailable
 from atrium.gateway.local_models import assemble_model
 from atrium.gateway.ports import ChatEvent, ChatMessage, ChatRequest, Done, ErrorEvent, Token
-from atrium.gateway.providers.local_llama import LlamaServerConfig, LocalChatModel, ManagedLlamaServer
+from atrium.gateway.providers.llama_server import LlamaServerConfig, ManagedLlamaServer
+from atrium.gateway.providers.local_llama import LocalChatModel
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +84,7 @@ def test_server_dies_with_its_parent(model_path: Path, tmp_path: Path) -> None:
     script = (
         "import asyncio\n"
         "from pathlib import Path\n"
-        "from atrium.gateway.providers.local_llama import LlamaServerConfig, ManagedLlamaServer\n"
+        "from atrium.gateway.providers.llama_server import LlamaServerConfig, ManagedLlamaServer\n"
         "async def main():\n"
         f"    server = ManagedLlamaServer(LlamaServerConfig(model={LOCAL_MODEL!r}, cache_dir=Path({str(tmp_path)!r}),"
         f" log_dir=Path({str(tmp_path)!r}), model_path=Path({str(model_path)!r}), n_ctx=512))\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from atrium.settings import Settings, masked_dump
+from atrium.settings import DeprecatedSettingWarning, Settings, masked_dump
 
 
 def test_defaults_are_the_embedded_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -18,7 +19,9 @@ def test_defaults_are_the_embedded_profile(tmp_path: Path, monkeypatch: pytest.M
     settings = Settings()
     assert settings.data_dir == tmp_path / "data"
     assert settings.resolved_database_url == f"sqlite+aiosqlite:///{tmp_path / 'data' / 'atrium.db'}"
-    assert settings.chat.provider == "local" and settings.chat.local_model == "qwen2.5-coder-1.5b"
+    assert settings.chat.local_model == "qwen2.5-coder-1.5b"
+    assert list(settings.gateway.models) == ["qwen2.5-coder-1.5b"]
+    assert settings.gateway.providers["local"].kind == "local"
     assert settings.embedding.provider == "onnx"
     assert settings.auth.allow_anonymous is False
 
@@ -28,8 +31,9 @@ def test_env_overrides_config_file_which_overrides_defaults(tmp_path: Path, monk
     config.write_text("chat:\n  provider: openai\n  max_tokens: 100\nknowledge:\n  top_k: 7\n")
     monkeypatch.setenv("ATRIUM_CONFIG", str(config))
     monkeypatch.setenv("ATRIUM_CHAT__MAX_TOKENS", "200")
-    settings = Settings()
-    assert settings.chat.provider == "openai"
+    with pytest.warns(DeprecatedSettingWarning):
+        settings = Settings()
+    assert settings.gateway.providers["openai"].kind == "openai"
     assert settings.chat.max_tokens == 200
     assert settings.knowledge.top_k == 7
 
@@ -69,14 +73,16 @@ def test_masked_dump_hides_every_secret(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_config_show_cli_masks_secrets(tmp_path: Path) -> None:
-    env = {"ATRIUM_DATA_DIR": str(tmp_path), "ATRIUM_CHAT__OPENAI__API_KEY": "sk-live-abcdef123456",
-           "PATH": "/usr/bin:/bin"}
+    env = {"ATRIUM_DATA_DIR": str(tmp_path), "ATRIUM_CHAT__PROVIDER": "openai",
+           "ATRIUM_CHAT__OPENAI__API_KEY": "sk-live-abcdef123456", "PATH": "/usr/bin:/bin",
+           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}  # a worktree's own code, when run from one
     result = subprocess.run([str(Path(sys.executable).with_name("atrium")), "config", "show"], env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
-    assert shown["chat"]["openai"]["api_key"] == "**********"
-    assert "sk-live" not in result.stdout
+    assert shown["gateway"]["providers"]["openai"]["api_key"] == "**********"
+    assert "sk-live" not in result.stdout + result.stderr
+    assert "migrated to gateway.providers.openai and gateway.models.gpt-4o-mini" in result.stderr
 
 
 def test_unknown_atrium_variables_are_reported() -> None:
@@ -93,3 +99,42 @@ def test_cli_warns_about_a_misspelt_variable(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert "ATRIUM_CHAT__PROVDER is not an Atrium setting" in result.stderr
+
+
+def test_a_legacy_chat_provider_is_migrated_to_the_gateway_with_a_warning() -> None:
+    with pytest.warns(DeprecatedSettingWarning, match=r"gateway\.providers\.openai and gateway\.models") as seen:
+        settings = Settings(chat={"provider": "openai", "max_tokens": 50,
+                                  "openai": {"api_key": "sk-live-abcdef123456", "base_url": "http://up/v1"}})
+    assert "sk-live" not in " ".join(str(w.message) for w in seen)
+    provider = settings.gateway.providers["openai"]
+    assert provider.kind == "openai" and provider.base_url == "http://up/v1"
+    assert provider.api_key is not None and provider.api_key.get_secret_value() == "sk-live-abcdef123456"
+    assert settings.gateway.models["gpt-4o-mini"].provider == "openai"
+    assert settings.chat.max_tokens == 50  # what is not about choosing a model stays in chat.*
+    with pytest.warns(DeprecatedSettingWarning, match=r"gateway\.models\.fake"):
+        fake = Settings(chat={"provider": "fake", "fake_token_delay_s": 0.5})
+    assert fake.gateway.providers["fake"].fake_token_delay_s == 0.5 and list(fake.gateway.models) == ["fake"]
+
+
+def test_a_legacy_chat_provider_beside_gateway_models_is_ignored_with_a_warning() -> None:
+    gateway = {"providers": {"up": {"kind": "fake"}}, "models": {"mine": {"provider": "up", "model": "m"}}}
+    with pytest.warns(DeprecatedSettingWarning, match=r"chat\.provider ignored"):
+        settings = Settings(chat={"provider": "openai"}, gateway=gateway)
+    assert list(settings.gateway.models) == ["mine"] and "openai" not in settings.gateway.providers
+
+
+@pytest.mark.parametrize("chat", [{"provider": "mystery"}, {"provider": "openai", "openai": {"key": "sk-x"}},
+                                  {"provider": "openai", "openai": {"api_key": 12345678}}])
+def test_a_legacy_chat_config_that_cannot_be_migrated_is_refused_naming_the_new_keys(chat: dict[str, object]) -> None:
+    with pytest.raises(ValidationError, match=r"gateway\.providers and gateway\.models") as refused:
+        Settings(chat=chat, database_url="postgresql+asyncpg://app:hunter2pass@db/atrium")
+    assert "hunter2pass" not in str(refused.value) and "sk-x" not in str(refused.value)
+    assert "12345678" not in str(refused.value)
+
+
+def test_an_injected_chat_model_stands_in_for_the_implied_one_only() -> None:
+    implied = Settings().gateway
+    assert implied.without_implied_models().models == {}
+    gateway = {"providers": {"up": {"kind": "fake"}}, "models": {"mine": {"provider": "up", "model": "m"}}}
+    configured = Settings(gateway=gateway).gateway
+    assert configured.without_implied_models() is configured

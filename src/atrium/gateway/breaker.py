@@ -25,6 +25,7 @@ import logging
 from collections.abc import AsyncGenerator, Callable
 
 from atrium.gateway.ports import (
+    BreakerOutcome,
     BreakerSnapshot,
     BreakerState,
     BreakerStore,
@@ -33,7 +34,6 @@ from atrium.gateway.ports import (
     ChatRequest,
     Done,
     ErrorEvent,
-    Outcome,
     Permit,
 )
 from atrium.gateway.settings import BreakerSettings
@@ -99,7 +99,7 @@ class CircuitBreaker:
         await self._store.reset(self.name)
         self._saw("closed")
 
-    async def _record(self, outcome: Outcome) -> None:
+    async def _record(self, outcome: BreakerOutcome) -> None:
         try:
             state = await self._store.record(self.name, outcome, self.settings, self._clock())
         except Exception:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import redis.asyncio as redis
 
-from atrium.gateway.ports import BreakerSnapshot, BreakerState, Outcome, Permit
+from atrium.gateway.ports import BreakerOutcome, BreakerSnapshot, BreakerState, Permit
 from atrium.gateway.settings import BreakerSettings
 
 
@@ -58,7 +58,7 @@ class InProcessBreakerStore:
             return _ALLOWED_TRIAL
         return Permit(False, "half_open", settings.reset_timeout_s - waited)
 
-    async def record(self, name: str, outcome: Outcome, settings: BreakerSettings, now: float) -> BreakerState:
+    async def record(self, name: str, outcome: BreakerOutcome, settings: BreakerSettings, now: float) -> BreakerState:
         circuit = self._circuits.get(name)
         if circuit is None:
             if outcome != "failure":
@@ -181,7 +181,7 @@ class RedisBreakerStore:
         state, allowed, *_, retry_in = await self._run("acquire", name, settings, now)
         return Permit(allowed == "1", _state(state), float(retry_in) if retry_in else None)
 
-    async def record(self, name: str, outcome: Outcome, settings: BreakerSettings, now: float) -> BreakerState:
+    async def record(self, name: str, outcome: BreakerOutcome, settings: BreakerSettings, now: float) -> BreakerState:
         reply = await self._run(outcome, name, settings, now)
         return _state(reply[0])
 

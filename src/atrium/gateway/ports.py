@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from atrium.gateway.catalogue import Route
     from atrium.gateway.settings import BreakerSettings
 
-Role = Literal["system", "user", "assistant", "tool"]
+MessageRole = Literal["system", "user", "assistant", "tool"]
 Task = Literal["chat", "qa", "artifact", "classify", "summarize"]
 
 # Content is plain text, or OpenAI-style parts ({"type": "text", "text": ...}, {"type": "image_url", ...}).
@@ -42,7 +42,7 @@ class ToolCall:
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
-    role: Role
+    role: MessageRole
     content: Content
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None  # on a "tool" message: which call this is the result of
@@ -219,7 +219,7 @@ class CacheStore(Protocol):
 
 
 BreakerState = Literal["closed", "open", "half_open"]
-Outcome = Literal["success", "failure", "release"]
+BreakerOutcome = Literal["success", "failure", "release"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +257,7 @@ class BreakerStore(Protocol):
         """May a call go through now? Takes a trial slot when half-open."""
         ...
 
-    async def record(self, name: str, outcome: Outcome, settings: BreakerSettings, now: float) -> BreakerState:
+    async def record(self, name: str, outcome: BreakerOutcome, settings: BreakerSettings, now: float) -> BreakerState:
         """Apply a call's outcome; returns the state after it."""
         ...
 

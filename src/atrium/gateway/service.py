@@ -51,7 +51,7 @@ from atrium.gateway.ports import (
 from atrium.gateway.providers.registry import build_chat_adapter, build_embedding_adapter
 from atrium.gateway.retry import RetryingChatModel
 from atrium.gateway.router import RouterChatModel
-from atrium.gateway.settings import ChatSettings, GatewaySettings, ModelSettings, ProviderSettings
+from atrium.gateway.settings import ChatSettings, GatewaySettings
 from atrium.gateway.strategies import LatencyTracker
 from atrium.gateway.timeouts import FirstEventTimeout, LatencyObservingChatModel, TotalTimeout
 from atrium.gateway.tokens import TokenCounter
@@ -135,33 +135,12 @@ class Gateway:
         await self.recorder.aclose()
 
 
-def effective_gateway_settings(gateway: GatewaySettings, chat: ChatSettings,
-                               injected: ChatModel | None) -> GatewaySettings:
-    """``gateway`` as configured; with no models configured, the one model ``chat.provider`` names."""
-    if gateway.models or injected is not None:
-        return gateway
-    provider: ProviderSettings
-    if chat.provider == "openai":
-        provider = ProviderSettings(kind="openai", base_url=chat.openai.base_url, api_key=chat.openai.api_key)
-        name, model = chat.openai.model, ModelSettings(provider="openai", model=chat.openai.model)
-    elif chat.provider == "fake":
-        provider = ProviderSettings(kind="fake", fake_token_delay_s=chat.fake_token_delay_s)
-        name, model = "fake", ModelSettings(provider="fake", model="fake")
-    else:
-        provider = ProviderSettings(kind="local")
-        name = chat.local_model
-        model = ModelSettings(provider="local", model=chat.local_model, aliases=["local"],
-                              context_window=chat.n_ctx, max_output_tokens=chat.max_tokens)
-    return gateway.model_copy(update={"providers": {**gateway.providers, chat.provider: provider},
-                                      "models": {name: model}})
-
-
 def build_gateway(gateway: GatewaySettings, chat_settings: ChatSettings, *, http_client: httpx.AsyncClient,
                   db: Database, redis: Redis | None, embedder: Embedder, metrics: Metrics, counter: TokenCounter,
                   local_factory: Callable[[str], ChatModel], chat_model: ChatModel | None = None,
                   environ: Mapping[str, str] | None = None, spend: SpendControl | None = None,
                   guard: GuardPipeline | None = None) -> Gateway:
-    config = effective_gateway_settings(gateway, chat_settings, chat_model)
+    config = gateway if chat_model is None else gateway.without_implied_models()
     environ = os.environ if environ is None else environ
     entries = catalogue_entries(config)
     adapters: dict[str, ChatModel] = {}

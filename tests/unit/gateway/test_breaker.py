@@ -10,13 +10,13 @@ import pytest
 from atrium.gateway.breaker import BreakerChatModel, BreakerRegistry, CircuitBreaker
 from atrium.gateway.breaker_stores import InProcessBreakerStore
 from atrium.gateway.ports import (
+    BreakerOutcome,
     BreakerSnapshot,
     BreakerState,
     BreakerStore,
     ChatEvent,
     Done,
     ErrorEvent,
-    Outcome,
     Permit,
     Token,
 )
@@ -251,7 +251,8 @@ async def test_a_store_outage_lets_calls_through() -> None:
         async def acquire(self, name: str, settings: BreakerSettings, now: float) -> Permit:
             raise ConnectionError("store down")
 
-        async def record(self, name: str, outcome: Outcome, settings: BreakerSettings, now: float) -> BreakerState:
+        async def record(self, name: str, outcome: BreakerOutcome, settings: BreakerSettings,
+                         now: float) -> BreakerState:
             raise ConnectionError("store down")
 
     model = BreakerChatModel(FakeChatModel("gpt"), CircuitBreaker("p", SETTINGS, Broken()))

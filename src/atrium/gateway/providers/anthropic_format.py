@@ -44,19 +44,17 @@ from typing import Any, Literal
 import httpx
 
 from atrium.errors import AppError, GatewayError, InvalidRequest, ModelUnavailable
-from atrium.gateway.http_client import post_for_stream
 from atrium.gateway.ports import ChatEvent, ChatMessage, ChatRequest, Done, Token, ToolCallDelta, Usage
 from atrium.gateway.providers.base import (
     Provider,
+    RemoteChatAdapter,
     approximate_prompt_tokens,
     error_event,
+    open_stream,
     plain_json,
-    read_error_body,
-    retry_after_seconds,
-    transport_error,
     upstream_error,
 )
-from atrium.gateway.providers.sse import ServerSentEvent, server_sent_events
+from atrium.gateway.providers.sse import ServerSentEvent
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"
@@ -77,7 +75,7 @@ _DATA_URL = re.compile(r"^data:(?P<media_type>[\w.+-]+/[\w.+-]+);base64,(?P<data
 _EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 
 
-class AnthropicChatModel:
+class AnthropicChatModel(RemoteChatAdapter):
     """ChatModel adapter for Anthropic's Messages API (see the module docstring for the translation).
 
     ``client`` is owned by the caller; ``timeout`` overrides its timeout per request (``read`` bounds the
@@ -99,17 +97,6 @@ class AnthropicChatModel:
         self._timeout = timeout
         self._default_max_tokens = default_max_tokens
         self._closed = False
-
-    @property
-    def provider(self) -> Provider:
-        return self._provider
-
-    async def ready(self) -> bool:
-        """True until closed: a remote provider is not probed (``/ready`` must not spend API quota)."""
-        return not self._closed
-
-    async def aclose(self) -> None:
-        self._closed = True
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
         """Stream tokens and tool-call pieces, then ``Usage``, then one ``Done``; or end with one
@@ -140,27 +127,17 @@ class AnthropicChatModel:
 
     async def _pieces(self, body: dict[str, Any], state: _StreamState) -> AsyncGenerator[Piece, None]:
         provider = self._provider
-        try:
-            async with post_for_stream(self._client, provider.url("v1/messages"), json_body=body,
-                                       headers=self._headers(), timeout=self._timeout) as response:
-                if response.status_code >= 400:
-                    raise anthropic_error(
-                        provider, await read_error_body(response), status=response.status_code,
-                        retry_after=retry_after_seconds(response.headers),
-                    )  # fmt: skip
-                if response.headers.get("content-type", "").startswith("application/json"):
-                    # A non-streamed call, or an upstream that ignored ``stream: true``: the whole message.
-                    for piece in state.message(provider, _json_object(provider, await response.aread())):
-                        yield piece
-                    return
-                async with contextlib.aclosing(server_sent_events(response.aiter_bytes())) as events:
-                    async for event in events:
-                        if state.stopped:
-                            continue  # read the body to its end, so the connection goes back to the pool
-                        for piece in state.apply(provider, event):
-                            yield piece
-        except httpx.HTTPError as exc:
-            raise transport_error(provider, exc) from exc
+        async with open_stream(self._client, provider, provider.url("v1/messages"), body=body,
+                               headers=self._headers(), timeout=self._timeout, error=anthropic_error) as answer:
+            if answer.whole is not None:  # the whole message at once
+                for piece in state.message(provider, _json_object(provider, answer.whole)):
+                    yield piece
+                return
+            async for event in answer.events:
+                if state.stopped:
+                    continue  # read the body to its end, so the connection goes back to the pool
+                for piece in state.apply(provider, event):
+                    yield piece
         if not state.stopped:
             raise GatewayError(
                 f"{provider.name} ended the stream before message_stop; the answer is incomplete.", retryable=True

@@ -1,5 +1,6 @@
 """Who a provider adapter talks to, kept apart from how (the wire format), plus what every HTTP adapter
-shares: turning an upstream's failure into one of our errors.
+shares: opening the upstream's stream, turning its failures into our errors, and (for chat adapters)
+``provider``/``ready``/``aclose``.
 
 A ``Provider`` is plain data: base URL, credentials, upstream model id, and the few things in which
 deployments of one wire format differ (Azure puts the deployment in the path, wants an ``api-version``
@@ -16,10 +17,10 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -32,8 +33,9 @@ from atrium.errors import (
     ModelUnavailable,
     UpstreamRateLimited,
 )
-from atrium.gateway.http_client import StreamedResponse
+from atrium.gateway.http_client import StreamedResponse, post_for_stream
 from atrium.gateway.ports import ChatRequest, ErrorEvent
+from atrium.gateway.providers.sse import ServerSentEvent, server_sent_events
 from atrium.telemetry.credentials import BEARER, CREDENTIAL_PATTERN, KEY_LIKE, SECRET_NAME
 
 # How servers word "the prompt does not fit" when they send no machine-readable code (vLLM, Anthropic).
@@ -165,6 +167,74 @@ def upstream_error(
     if (status is None or status >= 500) and not any(word in kind for word in _CALLER_FAULTS):
         return GatewayError(text, retryable=True, retry_after=retry_after)
     return GatewayError(text)
+
+
+class RemoteChatAdapter:
+    """What a ChatModel adapter over a remote provider shares: its ``provider``, ``ready`` and ``aclose``
+    (the client is the caller's: closing the adapter only makes its streams answer ``model_unavailable``)."""
+
+    name: str
+    _provider: Provider
+    _closed: bool
+
+    @property
+    def provider(self) -> Provider:
+        return self._provider
+
+    async def ready(self) -> bool:
+        """True until closed: a remote provider is not probed (``/ready`` must not spend API quota)."""
+        return not self._closed
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+
+class ErrorMapping(Protocol):
+    """A wire format's reading of an error answer (its HTTP status and JSON body) as one of our errors."""
+
+    def __call__(self, provider: Provider, payload: dict[str, Any], *, status: int | None,
+                 retry_after: float | None = None) -> GatewayError: ...
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamAnswer:
+    """An upstream's answer, open: ``whole`` is the JSON body of a non-streamed one (a non-streamed call,
+    or an upstream that ignored ``stream: true``), else ``None`` and ``events`` are its server-sent events."""
+
+    whole: bytes | None
+    events: AsyncIterator[ServerSentEvent]
+
+
+@contextlib.asynccontextmanager
+async def open_stream(client: httpx.AsyncClient, provider: Provider, url: str, *, body: dict[str, Any],
+                      headers: Mapping[str, str], timeout: httpx.Timeout | None,
+                      error: ErrorMapping) -> AsyncIterator[UpstreamAnswer]:
+    """POST ``body`` to ``url``; inside the block the answer is open. An error status raises ``error``'s
+    reading of it; a broken connection, then or while the block reads, raises :func:`transport_error`'s.
+    Leaving the block early after reading every event puts the connection back in the pool."""
+    try:
+        async with post_for_stream(client, url, json_body=body, headers=headers, timeout=timeout) as response:
+            if response.status_code >= 400:
+                raise error(provider, await read_error_body(response), status=response.status_code,
+                            retry_after=retry_after_seconds(response.headers))
+            if response.headers.get("content-type", "").startswith("application/json"):
+                yield UpstreamAnswer(await response.aread(), _NO_EVENTS)
+                return
+            async with contextlib.aclosing(server_sent_events(response.aiter_bytes())) as events:
+                yield UpstreamAnswer(None, events)
+    except httpx.HTTPError as exc:
+        raise transport_error(provider, exc) from exc
+
+
+class _NoEvents:
+    def __aiter__(self) -> _NoEvents:
+        return self
+
+    async def __anext__(self) -> ServerSentEvent:
+        raise StopAsyncIteration
+
+
+_NO_EVENTS = _NoEvents()
 
 
 def transport_error(provider: Provider, exc: httpx.HTTPError) -> GatewayError:

@@ -1,6 +1,5 @@
-"""The bundled local model: a ChatModel on llama.cpp's server, run by :class:`ManagedLlamaServer`
-(``atrium.gateway.providers.llama_server``, which also defines :class:`LlamaServerConfig`; both are
-re-exported here).
+"""The bundled local model: a ChatModel on llama.cpp's server, run by
+:class:`~atrium.gateway.providers.llama_server.ManagedLlamaServer` (configured by its ``LlamaServerConfig``).
 
 :class:`LocalChatModel` implements the ChatModel port by delegating to :class:`OpenAIChatModel` pointed at
 the managed server, so llama.cpp and every OpenAI-format vendor share one adapter. llama.cpp's server does
@@ -21,10 +20,10 @@ from atrium.errors import ModelUnavailable
 from atrium.gateway.local_models import LOCAL_MODELS
 from atrium.gateway.ports import ChatEvent, ChatRequest, ErrorEvent
 from atrium.gateway.providers.base import Provider
-from atrium.gateway.providers.llama_server import LlamaServerConfig, ManagedLlamaServer
+from atrium.gateway.providers.llama_server import ManagedLlamaServer
 from atrium.gateway.providers.openai_format import OpenAIChatModel
 
-__all__ = ["QWEN_DEFAULT_SYSTEM", "LlamaServerConfig", "LocalChatModel", "ManagedLlamaServer", "chatml_prompt"]
+__all__ = ["QWEN_DEFAULT_SYSTEM", "LocalChatModel", "chatml_prompt"]
 
 QWEN_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 

@@ -40,7 +40,6 @@ from typing import Any
 import httpx
 
 from atrium.errors import AppError, GatewayError, ModelUnavailable
-from atrium.gateway.http_client import post_for_stream
 from atrium.gateway.ports import (
     ChatEvent,
     ChatMessage,
@@ -52,15 +51,13 @@ from atrium.gateway.ports import (
 )
 from atrium.gateway.providers.base import (
     Provider,
+    RemoteChatAdapter,
     approximate_prompt_tokens,
     error_event,
+    open_stream,
     plain_json,
-    read_error_body,
-    retry_after_seconds,
-    transport_error,
     upstream_error,
 )
-from atrium.gateway.providers.sse import server_sent_events
 
 __all__ = ["OpenAIChatModel", "PromptTokenCounter", "approximate_prompt_tokens", "openai_error"]
 
@@ -71,7 +68,7 @@ _RESERVED_BODY_KEYS = frozenset({"model", "messages", "stream", "stream_options"
 _COUNTER_WAIT_SECONDS = 5.0
 
 
-class OpenAIChatModel:
+class OpenAIChatModel(RemoteChatAdapter):
     """ChatModel adapter for the OpenAI chat-completions streaming format.
 
     ``client`` is owned by the caller (built once, shared); ``aclose`` does not close it. ``timeout``
@@ -97,17 +94,6 @@ class OpenAIChatModel:
         self._closed = False
         self._chat_url = provider.url("chat/completions")
         self._headers = provider.request_headers()
-
-    @property
-    def provider(self) -> Provider:
-        return self._provider
-
-    async def ready(self) -> bool:
-        """True until closed: a remote provider is not probed (``/ready`` must not spend API quota)."""
-        return not self._closed
-
-    async def aclose(self) -> None:
-        self._closed = True
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
         """Stream tokens and tool-call pieces, then ``Usage``, then one ``Done``; or end with one
@@ -163,31 +149,21 @@ class OpenAIChatModel:
         """Yield content and tool-call deltas; record finish reason and usage in ``state``; raise
         ``GatewayError``."""
         provider = self._provider
-        try:
-            async with post_for_stream(self._client, self._chat_url, json_body=self._body(request),
-                                       headers=self._headers, timeout=self._timeout) as response:
-                if response.status_code >= 400:
-                    raise openai_error(
-                        provider, await read_error_body(response), status=response.status_code,
-                        retry_after=retry_after_seconds(response.headers),
-                    )  # fmt: skip
-                if response.headers.get("content-type", "").startswith("application/json"):
-                    # A non-streamed call, or an upstream that ignored ``stream: true``: one piece.
-                    for piece in _parse_completion(provider, await response.aread(), state):
-                        yield piece
-                    return
-                async with contextlib.aclosing(server_sent_events(response.aiter_bytes())) as events:
-                    async for event in events:
-                        if state.done_marker:
-                            continue  # read the body to its end, so the connection goes back to the pool
-                        if event.data == "[DONE]":
-                            state.done_marker = True
-                            continue
-                        for piece in _parse_chunk(provider, event.data, state):
-                            state.deltas += 1
-                            yield piece
-        except httpx.HTTPError as exc:
-            raise transport_error(provider, exc) from exc
+        async with open_stream(self._client, provider, self._chat_url, body=self._body(request),
+                               headers=self._headers, timeout=self._timeout, error=openai_error) as answer:
+            if answer.whole is not None:  # one piece
+                for piece in _parse_completion(provider, answer.whole, state):
+                    yield piece
+                return
+            async for event in answer.events:
+                if state.done_marker:
+                    continue  # read the body to its end, so the connection goes back to the pool
+                if event.data == "[DONE]":
+                    state.done_marker = True
+                    continue
+                for piece in _parse_chunk(provider, event.data, state):
+                    state.deltas += 1
+                    yield piece
         if state.finish_reason is None:
             how = "sent [DONE] without a finish reason" if state.done_marker else "ended the stream early"
             raise GatewayError(f"{provider.name} {how}; the answer is incomplete.", retryable=True)

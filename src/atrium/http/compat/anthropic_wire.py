@@ -15,7 +15,7 @@ import os
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from atrium.errors import AppError, GatewayError, InvalidRequest, PayloadTooLarge
 from atrium.gateway.ports import (
@@ -31,37 +31,30 @@ from atrium.gateway.ports import (
     ToolCallDelta,
     Usage,
 )
+from atrium.http.compat.bodies import MAX_MESSAGES, MAX_STOP, MAX_TOOLS, LenientBody
 from atrium.http.compat.streams import MAX_TOOL_DESCRIPTION, Answer, StopString, dumps, error_from_event
 from atrium.http.errors import anthropic_error_body
 
-MAX_MESSAGES = 2048
-MAX_TOOLS = 128
-MAX_STOP = 16
 
-
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class AnthropicMessage(_Lenient):
+class AnthropicMessage(LenientBody):
     role: Literal["user", "assistant"]
     content: str | list[dict[str, Any]]
 
 
-class AnthropicTool(_Lenient):
+class AnthropicTool(LenientBody):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]{1,128}$")
     description: str | None = Field(None, max_length=MAX_TOOL_DESCRIPTION)
     input_schema: dict[str, Any]
     type: str | None = None
 
 
-class AnthropicToolChoice(_Lenient):
+class AnthropicToolChoice(LenientBody):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
     disable_parallel_tool_use: bool | None = None
 
 
-class MessagesBody(_Lenient):
+class MessagesBody(LenientBody):
     model: str = Field(min_length=1, max_length=256)
     max_tokens: int = Field(ge=1)
     messages: list[AnthropicMessage] = Field(min_length=1, max_length=MAX_MESSAGES)

@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from atrium.errors import AppError, GatewayError, InvalidRequest, PayloadTooLarge
 from atrium.gateway.ports import (
@@ -34,12 +34,10 @@ from atrium.gateway.ports import (
     ToolCallDelta,
     Usage,
 )
+from atrium.http.compat.bodies import MAX_MESSAGES, MAX_STOP, MAX_TOOLS, LenientBody
 from atrium.http.compat.streams import MAX_TOOL_DESCRIPTION, Answer, StopString, dumps, error_from_event, text_of_parts
 from atrium.http.errors import openai_error_body
 
-MAX_MESSAGES = 2048
-MAX_TOOLS = 128
-MAX_STOP = 16
 MAX_EMBEDDING_INPUTS = 2048
 # Vendor parameters passed on to the model through ``ChatRequest.extra`` (others are accepted and ignored).
 PASSED_PARAMS = ("top_p", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "parallel_tool_calls",
@@ -47,23 +45,20 @@ PASSED_PARAMS = ("top_p", "seed", "presence_penalty", "frequency_penalty", "logi
 _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-class _Lenient(BaseModel):
-    # OpenAI adds fields often; an SDK newer than this edge must still get through.
-    model_config = ConfigDict(extra="allow")
-
-
-class FunctionCall(_Lenient):
+class FunctionCall(LenientBody):
     name: str = Field(min_length=1, max_length=256)
     arguments: str = Field("", max_length=1_000_000)
 
 
-class MessageToolCall(_Lenient):
+class MessageToolCall(LenientBody):
     id: str = Field(min_length=1, max_length=256)
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class Message(_Lenient):
+class ChatCompletionMessageParam(LenientBody):
+    """One message of a chat-completions request (OpenAI's ``ChatCompletionMessageParam``)."""
+
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = Field(None, max_length=256)
@@ -71,7 +66,7 @@ class Message(_Lenient):
     tool_call_id: str | None = Field(None, max_length=256)
 
 
-class FunctionDefinition(_Lenient):
+class FunctionDefinition(LenientBody):
     name: str
     description: str | None = Field(None, max_length=MAX_TOOL_DESCRIPTION)
     parameters: dict[str, Any] | None = None
@@ -85,28 +80,28 @@ class FunctionDefinition(_Lenient):
         return value
 
 
-class Tool(_Lenient):
+class Tool(LenientBody):
     type: Literal["function"]
     function: FunctionDefinition
 
 
-class NamedToolChoice(_Lenient):
+class NamedToolChoice(LenientBody):
     type: Literal["function"]
     function: dict[str, str]
 
 
-class ResponseFormat(_Lenient):
+class ResponseFormat(LenientBody):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: dict[str, Any] | None = None
 
 
-class StreamOptions(_Lenient):
+class StreamOptions(LenientBody):
     include_usage: bool = False
 
 
-class ChatCompletionBody(_Lenient):
+class ChatCompletionBody(LenientBody):
     model: str = Field(min_length=1, max_length=256)
-    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
+    messages: list[ChatCompletionMessageParam] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
@@ -157,7 +152,7 @@ def to_chat_request(body: ChatCompletionBody, context: CallContext, *, max_messa
     )
 
 
-def _message(index: int, message: Message, limit: int) -> ChatMessage:
+def _message(index: int, message: ChatCompletionMessageParam, limit: int) -> ChatMessage:
     where = f"messages[{index}]"
     content = _content(where, message)
     text = content if isinstance(content, str) else "".join(str(p.get("text", "")) for p in content)
@@ -176,7 +171,7 @@ def _message(index: int, message: Message, limit: int) -> ChatMessage:
                        name=message.name)
 
 
-def _content(where: str, message: Message) -> Content:
+def _content(where: str, message: ChatCompletionMessageParam) -> Content:
     content = message.content
     if content is None:
         if message.role in ("assistant",):
@@ -310,7 +305,7 @@ def _tool_call_delta(event: ToolCallDelta) -> dict[str, Any]:
 # --- embeddings -----------------------------------------------------------------------------------------
 
 
-class EmbeddingsBody(_Lenient):
+class EmbeddingsBody(LenientBody):
     model: str = Field(min_length=1, max_length=256)
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"

@@ -17,6 +17,7 @@ from atrium.accounts.admin import KeySpec, UserChanges
 from atrium.accounts.admin_views import audit_view, division_view, key_view, org_view
 from atrium.accounts.invitations import invitation_view
 from atrium.accounts.passwords import MAX_PASSWORD_CHARS
+from atrium.accounts.principal import Role
 from atrium.http.deps import AccountsDep, ClientIp, Offset, PrincipalDep, ResourceId, require_role
 from atrium.http.schemas import accounts as views
 from atrium.http.schemas.errors import AUTHENTICATED, BODY, error_responses
@@ -28,7 +29,6 @@ _NOT_FOUND = error_responses(404)
 _CONFLICT = error_responses(404, 409)  # 404: a division or user named in the body or path
 _CREATE = {**BODY, **error_responses(409)}
 
-RoleName = Literal["owner", "admin", "member", "viewer"]
 ServiceRole = Literal["admin", "member", "viewer"]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=320)]
@@ -54,14 +54,14 @@ class DivisionCreate(Body):
 class UserCreate(Body):
     email: Email
     name: Name
-    role: RoleName = "member"
+    role: Role = "member"
     password: Password | None = None
     division_id: ObjectId | None = None
 
 
 class UserPatch(Body):
     name: Name | None = None
-    role: RoleName | None = None
+    role: Role | None = None
     division_id: ObjectId | None = None  # null clears it
     disabled: bool | None = None
     password: Password | None = None  # a reset: the user's sessions end
@@ -69,7 +69,7 @@ class UserPatch(Body):
 
 class MembershipCreate(Body):
     email: Email
-    role: RoleName = "member"
+    role: Role = "member"
     division_id: ObjectId | None = None
 
 
@@ -81,7 +81,7 @@ class ServiceAccountCreate(Body):
 
 class KeyCreate(Body):
     name: Name
-    role: RoleName | None = None
+    role: Role | None = None
     user_id: ObjectId | None = None
     service_account_id: ObjectId | None = None
     division_id: ObjectId | None = None

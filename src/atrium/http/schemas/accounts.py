@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from atrium.accounts.admin_views import created_key_view, member_view, org_view
+from atrium.accounts.principal import Role
 from atrium.http.schemas.common import Timestamp, View
 
 if TYPE_CHECKING:
@@ -14,8 +15,6 @@ if TYPE_CHECKING:
     from atrium.accounts.admin_base import Member
     from atrium.accounts.principal import Principal
     from atrium.store.models import Organization
-
-Role = Literal["owner", "admin", "member", "viewer"]
 
 
 class OrgView(View):

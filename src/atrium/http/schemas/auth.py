@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from atrium.http.schemas.accounts import Role
+from atrium.accounts.principal import Role
 from atrium.http.schemas.common import View
 
 if TYPE_CHECKING:

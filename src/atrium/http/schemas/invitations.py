@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from atrium.accounts.invitations import invitation_view
-from atrium.http.schemas.accounts import Role
+from atrium.accounts.principal import Role
 from atrium.http.schemas.common import Timestamp, View
 
 if TYPE_CHECKING:
