@@ -18,10 +18,13 @@ from atrium.accounts.login import SessionService
 from atrium.accounts.principal import Principal, Role
 from atrium.accounts.service import Accounts
 from atrium.container import Services
+from atrium.conversations.chat import ChatService
+from atrium.conversations.queries import QueryService
 from atrium.errors import Forbidden, NotReady, Unauthorized
 from atrium.gateway.service import Gateway
 from atrium.guard.budgets.admin import BudgetAdmin
 from atrium.guard.policy import Guard
+from atrium.http.settings import LimitSettings
 from atrium.jobs.queue import DatabaseJobQueue
 from atrium.knowledge.service import KnowledgeService
 from atrium.settings import Settings
@@ -61,6 +64,9 @@ KnowledgeDep = Annotated[KnowledgeService, _part(lambda services: services.knowl
 AccountsDep = Annotated[Accounts, _part(lambda services: services.accounts)]
 SessionsDep = Annotated[SessionService, _part(lambda services: services.sessions)]
 GatewayDep = Annotated[Gateway, _part(lambda services: services.gateway)]
+LimitsDep = Annotated[LimitSettings, _part(lambda services: services.settings.limits)]
+ChatDep = Annotated[ChatService, _part(lambda services: services.chat)]
+QueriesDep = Annotated[QueryService, _part(lambda services: services.queries)]
 MetricsDep = Annotated[Metrics, _part(lambda services: services.metrics)]
 JobsDep = Annotated[DatabaseJobQueue, _part(lambda services: services.jobs)]
 GuardDep = Annotated[Guard | None, _part(lambda services: services.guard)]  # None: the guard is not configured

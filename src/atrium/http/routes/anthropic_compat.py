@@ -32,7 +32,7 @@ from atrium.http.compat.streams import (
     unless_disconnected,
     usage_or_estimate,
 )
-from atrium.http.deps import LimitedPrincipalDep, ServicesDep
+from atrium.http.deps import GatewayDep, LimitedPrincipalDep, LimitsDep
 from atrium.http.schemas.anthropic import AnthropicMessage
 from atrium.http.schemas.errors import AnthropicErrorResponse, vendor_errors
 
@@ -50,10 +50,9 @@ MESSAGES_ENDPOINT = "/v1/messages"
           "Events (`message_start`, `content_block_*`, `message_delta`, `message_stop`).",
           "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
 async def messages(body: MessagesBody, request: Request, principal: LimitedPrincipalDep,
-                   services: ServicesDep) -> Response:
-    gateway = services.gateway
+                   gateway: GatewayDep, limits: LimitsDep) -> Response:
     context = call_context(principal, request, MESSAGES_ENDPOINT, cache=body.cache)
-    chat_request = to_chat_request(body, context, max_message_chars=services.settings.limits.max_message_chars)
+    chat_request = to_chat_request(body, context, max_message_chars=limits.max_message_chars)
     stream = await unless_disconnected(request.receive, start_chat(gateway, chat_request))
     if stream is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)

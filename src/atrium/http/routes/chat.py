@@ -22,7 +22,7 @@ from atrium.errors import (
     PayloadTooLarge,
     error_class,
 )
-from atrium.http.deps import LimitedPrincipalDep, ServicesDep
+from atrium.http.deps import ChatDep, LimitedPrincipalDep, LimitsDep
 from atrium.http.errors import error_body
 from atrium.http.schemas.chat import AskErrorResponse, AskResponse
 from atrium.http.schemas.errors import AUTHENTICATED, LIMITED, error_responses
@@ -68,11 +68,11 @@ _ASK_RESPONSES = {
 
 @router.post("/ask", response_model=None, responses=_ASK_RESPONSES)
 async def ask(body: AskBody, request: Request, principal: LimitedPrincipalDep,
-              services: ServicesDep) -> JSONResponse | EventSourceResponse:
-    message = checked_message(body.message, services.settings.limits.max_message_chars)
+              chat: ChatDep, limits: LimitsDep) -> JSONResponse | EventSourceResponse:
+    message = checked_message(body.message, limits.max_message_chars)
     collections = [check_collection(body.collection)] if body.collection else None
-    run = await services.chat.ask(principal, message, conversation_id=body.conversation_id,
-                                  collections=collections)
+    run = await chat.ask(principal, message, conversation_id=body.conversation_id,
+                         collections=collections)
     wants_sse = body.stream or "text/event-stream" in request.headers.get("accept", "")
     if wants_sse:
         return EventSourceResponse(_sse(run), ping=15)

@@ -40,7 +40,7 @@ from atrium.http.compat.streams import (
     unless_disconnected,
     usage_or_estimate,
 )
-from atrium.http.deps import LimitedPrincipalDep, PrincipalDep, ServicesDep
+from atrium.http.deps import GatewayDep, LimitedPrincipalDep, LimitsDep, PrincipalDep
 from atrium.http.schemas.errors import OpenAIErrorResponse, error_responses, vendor_errors
 from atrium.http.schemas.openai import ChatCompletion, EmbeddingList, ModelCard, ModelList
 
@@ -62,10 +62,9 @@ _CREATED = int(time.time())
           "content": {"text/event-stream": {"schema": {"type": "string"}}}},
     **_MODEL_CALL})
 async def chat_completions(body: ChatCompletionBody, request: Request, principal: LimitedPrincipalDep,
-                           services: ServicesDep) -> Response:
-    gateway = services.gateway
+                           gateway: GatewayDep, limits: LimitsDep) -> Response:
     context = call_context(principal, request, CHAT_ENDPOINT, cache=body.cache)
-    chat_request = to_chat_request(body, context, max_message_chars=services.settings.limits.max_message_chars)
+    chat_request = to_chat_request(body, context, max_message_chars=limits.max_message_chars)
 
     def estimate(text: str) -> Usage:
         return usage_or_estimate(None, chat_request, text, gateway.counter)
@@ -90,9 +89,9 @@ async def chat_completions(body: ChatCompletionBody, request: Request, principal
 
 
 @router.post("/embeddings", response_model=None, responses={200: {"model": EmbeddingList}, **_MODEL_CALL})
-async def embeddings(body: EmbeddingsBody, principal: LimitedPrincipalDep, services: ServicesDep) -> JSONResponse:
-    gateway = services.gateway
-    texts = embedding_texts(body, max_chars=services.settings.limits.max_message_chars)
+async def embeddings(body: EmbeddingsBody, principal: LimitedPrincipalDep, gateway: GatewayDep,
+                     limits: LimitsDep) -> JSONResponse:
+    texts = embedding_texts(body, max_chars=limits.max_message_chars)
     check_kind(gateway.catalogue, body.model, "embedding")
     context = CallContext(org_id=principal.org_id, user_id=principal.user_id, api_key_id=principal.api_key_id,
                           endpoint=EMBEDDINGS_ENDPOINT)
@@ -133,14 +132,14 @@ def visible_models(catalogue: Catalogue, org_id: str) -> list[dict[str, Any]]:
 
 # exclude_unset: a model card keeps exactly its keys (``alias_of`` only on an alias).
 @router.get("/models", response_model=ModelList, response_model_exclude_unset=True)
-async def list_models(principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
-    return {"object": "list", "data": visible_models(services.gateway.catalogue, principal.org_id)}
+async def list_models(principal: PrincipalDep, gateway: GatewayDep) -> dict[str, Any]:
+    return {"object": "list", "data": visible_models(gateway.catalogue, principal.org_id)}
 
 
 @router.get("/models/{model_id:path}", response_model=ModelCard, response_model_exclude_unset=True,
             responses=error_responses(404, model=OpenAIErrorResponse))
-async def get_model(model_id: str, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
-    for model in visible_models(services.gateway.catalogue, principal.org_id):
+async def get_model(model_id: str, principal: PrincipalDep, gateway: GatewayDep) -> dict[str, Any]:
+    for model in visible_models(gateway.catalogue, principal.org_id):
         if model["id"] == model_id:
             return model
     raise NotFound(f"No model or route named {model_id!r}; GET /v1/models lists what you may use.",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from atrium.http.schemas.common import Timestamp, TokenUsage, View
 from atrium.http.schemas.errors import ErrorResponse
+
+if TYPE_CHECKING:
+    from atrium.store.models import QueryRecord as QueryRow
 
 
 class Source(View):
@@ -58,3 +61,10 @@ class QueryRecord(View):
     error: dict[str, Any] | None
     created_at: Timestamp
     completed_at: Timestamp | None
+
+    @classmethod
+    def of(cls, record: QueryRow) -> QueryRecord:
+        return cls(id=record.id, status=record.status, question=record.question, answer=record.answer,
+                   sources=record.sources or [], model=record.model, usage=record.usage, error=record.error,
+                   created_at=record.created_at.isoformat(),
+                   completed_at=record.completed_at.isoformat() if record.completed_at else None)
