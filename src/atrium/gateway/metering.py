@@ -23,18 +23,9 @@ from datetime import UTC, datetime
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import insert
 
+from atrium.gateway import ports
 from atrium.gateway.catalogue import CatalogueEntry, price_of
-from atrium.gateway.ports import (
-    ChatEvent,
-    ChatModel,
-    ChatRequest,
-    Done,
-    ErrorEvent,
-    Start,
-    Token,
-    ToolCallDelta,
-    Usage,
-)
+from atrium.gateway.ports import ChatModel, ChatRequest, Usage
 from atrium.gateway.tokens import TokenCounter
 from atrium.gateway.wrapping import ChatModelWrapper
 from atrium.store.engine import Database
@@ -176,7 +167,7 @@ class MeteredChatModel(ChatModelWrapper):
         self._counter = counter
         self._observe = observe
 
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[ports.ChatEvent, None]:
         started = time.perf_counter()
         tally = CallTally()
         try:
@@ -223,21 +214,21 @@ class CallTally:
         self.outcome: str | None = None
         self.texts: list[str] = []
 
-    def see(self, event: ChatEvent) -> None:
+    def see(self, event: ports.ChatEvent) -> None:
         match event:
-            case Token(text=text):
+            case ports.Token(text=text):
                 self.texts.append(text)
-            case ToolCallDelta(name=name, arguments=arguments):
+            case ports.ToolCallDelta(name=name, arguments=arguments):
                 self.texts.append((name or "") + arguments)
-            case Start(model=model, provider=provider):
+            case ports.Start(model=model, provider=provider):
                 self.model, self.provider = model, provider
             case Usage():
                 self.usage = event
-            case Done(model=model, provider=provider, cached=cached):
+            case ports.Done(model=model, provider=provider, cached=cached):
                 # Start (from the router) names the catalogue entry, which is what prices are keyed by.
                 self.model, self.provider = self.model or model, self.provider or provider
                 self.outcome = "cache_hit" if cached else "ok"
-            case ErrorEvent(code=code, model=model, provider=provider):
+            case ports.ErrorEvent(code=code, model=model, provider=provider):
                 self.model = self.model or model or None
                 self.provider = self.provider or provider or None
                 self.outcome = code

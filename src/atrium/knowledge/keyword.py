@@ -39,14 +39,10 @@ class SqliteKeywordSearch:
             "SELECT c.id, bm25(chunks_fts) AS rank FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
             "WHERE chunks_fts MATCH :match AND c.org_id = :org"
         )
-        params: dict[str, object] = {"match": match, "org": tenant, "limit": limit}
-        statement = text(sql + _collection_filter(collections) + " ORDER BY rank LIMIT :limit")
-        if collections is not None:
-            statement = statement.bindparams(bindparam("collections", expanding=True))
-            params["collections"] = list(collections)
-        rows = await session.execute(statement, params)
+        rows = await _ranked(session, sql, " ORDER BY rank LIMIT :limit", collections,
+                             {"match": match, "org": tenant, "limit": limit})
         # bm25() is lower-is-better; flip it so every searcher returns higher-is-better.
-        return [(int(row[0]), -float(row[1])) for row in rows]
+        return [(chunk_id, -rank) for chunk_id, rank in rows]
 
 
 class PostgresKeywordSearch:
@@ -61,14 +57,18 @@ class PostgresKeywordSearch:
             "SELECT c.id, ts_rank_cd(c.tsv, q) AS rank FROM chunks c, "
             "to_tsquery('english', :tsquery) q WHERE c.tsv @@ q AND c.org_id = :org"
         )
-        params: dict[str, object] = {"tsquery": " | ".join(terms), "org": tenant, "limit": limit}
-        statement = text(sql + _collection_filter(collections) + " ORDER BY rank DESC, c.id LIMIT :limit")
-        if collections is not None:
-            statement = statement.bindparams(bindparam("collections", expanding=True))
-            params["collections"] = list(collections)
-        rows = await session.execute(statement, params)
-        return [(int(row[0]), float(row[1])) for row in rows]
+        return await _ranked(session, sql, " ORDER BY rank DESC, c.id LIMIT :limit", collections,
+                             {"tsquery": " | ".join(terms), "org": tenant, "limit": limit})
 
 
-def _collection_filter(collections: Sequence[str] | None) -> str:
-    return "" if collections is None else " AND c.collection IN :collections"
+async def _ranked(session: AsyncSession, sql: str, order: str, collections: Sequence[str] | None,
+                  params: dict[str, object]) -> list[tuple[int, float]]:
+    """The (chunk id, rank) rows of ``sql``, narrowed to ``collections`` (None: every collection) and
+    ordered by ``order``."""
+    if collections is None:
+        rows = await session.execute(text(sql + order), params)
+    else:
+        statement = text(sql + " AND c.collection IN :collections" + order)
+        statement = statement.bindparams(bindparam("collections", expanding=True))
+        rows = await session.execute(statement, {**params, "collections": list(collections)})
+    return [(int(row[0]), float(row[1])) for row in rows]

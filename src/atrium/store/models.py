@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -46,6 +46,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# The columns most tables share, declared once (SQLAlchemy's Annotated mapped_column).
+RowId = Annotated[str, mapped_column(String(32), primary_key=True, default=new_id)]
+OrgRef = Annotated[str, mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)]
+CreatedAt = Annotated[datetime, mapped_column(default=utcnow)]
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
@@ -53,9 +59,9 @@ class Base(DeclarativeBase):
 
 class Organization(Base):
     __tablename__ = "organizations"
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    id: Mapped[RowId]
     name: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
 
 
 class Division(Base):
@@ -63,10 +69,10 @@ class Division(Base):
 
     __tablename__ = "divisions"
     __table_args__ = (UniqueConstraint("org_id", "name", name="uq_divisions_org_name"),)
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    id: Mapped[RowId]
+    org_id: Mapped[OrgRef]
     name: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
 
 
 class User(Base):
@@ -74,15 +80,15 @@ class User(Base):
     ``org_id`` is the home organisation; ``memberships`` say where the user may act, and with what role."""
 
     __tablename__ = "users"
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    id: Mapped[RowId]
+    org_id: Mapped[OrgRef]
     email: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     role: Mapped[str] = mapped_column(String(20), default="member")
     password_hash: Mapped[str | None] = mapped_column(String(200), default=None)
     is_service: Mapped[bool] = mapped_column(default=False)
     disabled_at: Mapped[datetime | None] = mapped_column(default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
 
 
 class Membership(Base):
@@ -90,18 +96,18 @@ class Membership(Base):
 
     __tablename__ = "memberships"
     __table_args__ = (UniqueConstraint("user_id", "org_id", name="uq_memberships_user_org"),)
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    id: Mapped[RowId]
+    org_id: Mapped[OrgRef]
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     division_id: Mapped[str | None] = mapped_column(ForeignKey("divisions.id", ondelete="SET NULL"), default=None)
     role: Mapped[str] = mapped_column(String(20), default="member")
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
 
 
 class ApiKey(Base):
     __tablename__ = "api_keys"
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    id: Mapped[RowId]
+    org_id: Mapped[OrgRef]
     user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), default=None)
     division_id: Mapped[str | None] = mapped_column(ForeignKey("divisions.id", ondelete="SET NULL"), default=None)
     name: Mapped[str] = mapped_column(String(200), default="")
@@ -111,7 +117,7 @@ class ApiKey(Base):
     # The key's own limits (None: only the user and org limits apply).
     requests_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)
     tokens_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 
@@ -122,13 +128,13 @@ class RefreshToken(Base):
     (it was stolen). Only the SHA-256 of the token is stored."""
 
     __tablename__ = "refresh_tokens"
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    id: Mapped[RowId]
+    org_id: Mapped[OrgRef]
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     division_id: Mapped[str | None] = mapped_column(String(32), default=None)
     family_id: Mapped[str] = mapped_column(String(32), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
     expires_at: Mapped[datetime] = mapped_column()
     used_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -139,22 +145,22 @@ class Conversation(Base):
     is the owner's division when it was created (what a division admin may list and erase)."""
 
     __tablename__ = "conversations"
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    id: Mapped[RowId]
+    org_id: Mapped[OrgRef]
     user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None,
                                                 index=True)
     api_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
     division_id: Mapped[str | None] = mapped_column(String(32), default=None)
     title: Mapped[str] = mapped_column(String(200), default="")
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (Index("ix_messages_conversation_created", "conversation_id", "created_at"),)
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    id: Mapped[RowId]
+    org_id: Mapped[OrgRef]
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
     role: Mapped[str] = mapped_column(String(20))
     content: Mapped[str] = mapped_column(Text, default="")
@@ -164,7 +170,7 @@ class Message(Base):
     sources: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
     usage: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     error: Mapped[dict[str, Any] | None] = mapped_column(default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
 
 
 class Collection(Base):
@@ -176,15 +182,15 @@ class Collection(Base):
 
     __tablename__ = "collections"
     __table_args__ = (UniqueConstraint("org_id", "name", name="uq_collections_org_name"),)
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    id: Mapped[RowId]
+    org_id: Mapped[OrgRef]
     name: Mapped[str] = mapped_column(String(100))
     visibility: Mapped[str] = mapped_column(String(10), default="org")  # org, division, private
     writers: Mapped[str] = mapped_column(String(10), default="readers")  # owner, readers
     division_id: Mapped[str | None] = mapped_column(String(32), default=None)
     user_id: Mapped[str | None] = mapped_column(String(32), default=None)
     api_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
 
 
 class Document(Base):
@@ -192,7 +198,7 @@ class Document(Base):
 
     __tablename__ = "documents"
     __table_args__ = (Index("ix_documents_org_collection", "org_id", "collection"),)
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    id: Mapped[RowId]
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     collection: Mapped[str] = mapped_column(String(100))
     user_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
@@ -202,7 +208,7 @@ class Document(Base):
     content_hash: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(Integer, default=0)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
 
 
 class Chunk(Base):
@@ -234,8 +240,8 @@ class Job(Base):
 
     __tablename__ = "jobs"
     __table_args__ = (Index("ix_jobs_status_created", "status", "created_at"),)
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    id: Mapped[RowId]
+    org_id: Mapped[OrgRef]
     user_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
     api_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
     kind: Mapped[str] = mapped_column(String(50))
@@ -246,7 +252,7 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text, default=None)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -254,8 +260,8 @@ class QueryRecord(Base):
     """Private to its owner (``user_id``, or ``api_key_id`` for a key acting as no user)."""
 
     __tablename__ = "queries"
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    id: Mapped[RowId]
+    org_id: Mapped[OrgRef]
     user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None,
                                                 index=True)
     api_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
@@ -269,7 +275,7 @@ class QueryRecord(Base):
     model: Mapped[str | None] = mapped_column(String(200), default=None)
     usage: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     error: Mapped[dict[str, Any] | None] = mapped_column(default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
@@ -290,7 +296,7 @@ class UsageRecord(Base):
     outcome: Mapped[str] = mapped_column(String(50))
     # True when the provider reported no usage and the tokens were counted offline.
     estimated: Mapped[bool] = mapped_column(default=False)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
 
 
 class Budget(Base):
@@ -300,13 +306,13 @@ class Budget(Base):
     __tablename__ = "budgets"
     __table_args__ = (UniqueConstraint("org_id", "scope", "subject_id", "period",
                                        name="uq_budgets_org_scope_subject_period"),)
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    id: Mapped[RowId]
+    org_id: Mapped[OrgRef]
     scope: Mapped[str] = mapped_column(String(10))  # org, user, key
     subject_id: Mapped[str] = mapped_column(String(32))
     period: Mapped[str] = mapped_column(String(10))  # day, month, total
     limit_micro_usd: Mapped[int] = mapped_column(BigInteger)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -317,7 +323,7 @@ class BudgetSpend(Base):
     __tablename__ = "budget_spend"
     budget_id: Mapped[str] = mapped_column(ForeignKey("budgets.id", ondelete="CASCADE"), primary_key=True)
     window: Mapped[str] = mapped_column(String(16), primary_key=True)
-    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    org_id: Mapped[OrgRef]
     spent_micro_usd: Mapped[int] = mapped_column(BigInteger, default=0)
     reserved_micro_usd: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -331,11 +337,11 @@ class BudgetReservation(Base):
     __table_args__ = (Index("ix_budget_reservations_budget_expires", "budget_id", "expires_at"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     budget_id: Mapped[str] = mapped_column(ForeignKey("budgets.id", ondelete="CASCADE"), primary_key=True)
-    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    org_id: Mapped[OrgRef]
     window: Mapped[str] = mapped_column(String(16))
     amount_micro_usd: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[datetime] = mapped_column()
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
 
 
 class OrgPolicy(Base):
@@ -366,7 +372,7 @@ class AuditEvent(Base):
     details: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     ip: Mapped[str | None] = mapped_column(String(64), default=None)
     request_id: Mapped[str | None] = mapped_column(String(64), default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
 
 
 class Invitation(Base):
@@ -376,15 +382,15 @@ class Invitation(Base):
 
     __tablename__ = "invitations"
     __table_args__ = (Index("ix_invitations_email_status", "email", "status"),)
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    id: Mapped[RowId]
+    org_id: Mapped[OrgRef]
     email: Mapped[str] = mapped_column(String(320))
     role: Mapped[str] = mapped_column(String(20), default="member")
     division_id: Mapped[str | None] = mapped_column(ForeignKey("divisions.id", ondelete="CASCADE"), default=None)
     invited_by_user_id: Mapped[str | None] = mapped_column(String(32), default=None)
     invited_by_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
     status: Mapped[str] = mapped_column(String(20), default="pending")
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[CreatedAt]
     expires_at: Mapped[datetime] = mapped_column()
     answered_at: Mapped[datetime | None] = mapped_column(default=None)
 

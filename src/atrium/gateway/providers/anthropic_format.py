@@ -44,7 +44,8 @@ from typing import Any, Literal
 import httpx
 
 from atrium.errors import AppError, GatewayError, InvalidRequest, ModelUnavailable
-from atrium.gateway.ports import ChatEvent, ChatMessage, ChatRequest, Done, Token, ToolCallDelta, Usage
+from atrium.gateway import ports
+from atrium.gateway.ports import ChatMessage, ChatRequest, Usage
 from atrium.gateway.providers.base import (
     Provider,
     RemoteChatAdapter,
@@ -59,7 +60,7 @@ from atrium.gateway.providers.sse import ServerSentEvent
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"
 
-Piece = Token | ToolCallDelta
+Piece = ports.Token | ports.ToolCallDelta
 
 _PASSTHROUGH = frozenset({"top_p", "top_k", "metadata", "thinking", "service_tier"})
 _FINISH_REASONS = {
@@ -98,7 +99,7 @@ class AnthropicChatModel(RemoteChatAdapter):
         self._default_max_tokens = default_max_tokens
         self._closed = False
 
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[ports.ChatEvent, None]:
         """Stream tokens and tool-call pieces, then ``Usage``, then one ``Done``; or end with one
         ``ErrorEvent``."""
         provider = self._provider
@@ -117,7 +118,7 @@ class AnthropicChatModel(RemoteChatAdapter):
         completion = state.output_tokens if state.output_tokens is not None else state.pieces
         yield Usage(prompt_tokens=prompt, completion_tokens=completion)
         finish = _FINISH_REASONS.get(state.stop_reason or "end_turn", state.stop_reason or "stop")
-        yield Done(model=self.name, finish_reason=finish, provider=provider.name,
+        yield ports.Done(model=self.name, finish_reason=finish, provider=provider.name,
                    stop_sequence=state.stop_sequence if state.stop_reason == "stop_sequence" else None)
 
     def _headers(self) -> dict[str, str]:
@@ -209,7 +210,7 @@ class _StreamState:
     def _block(self, provider: Provider, index: int, block: dict[str, Any], *, streamed: bool) -> list[Piece]:
         if block.get("type") == "text":
             text = block.get("text")
-            return [Token(text)] if isinstance(text, str) and text else []
+            return [ports.Token(text)] if isinstance(text, str) and text else []
         if block.get("type") != "tool_use":
             return []  # thinking, server tools...: nothing the port carries
         call_id, name, tool_input = block.get("id"), block.get("name"), block.get("input")
@@ -218,7 +219,7 @@ class _StreamState:
         self.tool_index[index] = len(self.tool_index)
         # Streamed, ``input`` is ``{}`` and the arguments follow as ``input_json_delta``s.
         arguments = json.dumps(tool_input) if tool_input or not streamed else ""
-        return [ToolCallDelta(index=self.tool_index[index], id=call_id, name=name, arguments=arguments)]
+        return [ports.ToolCallDelta(index=self.tool_index[index], id=call_id, name=name, arguments=arguments)]
 
     def _delta(self, provider: Provider, index: int, delta: dict[str, Any]) -> list[Piece]:
         kind = delta.get("type")
@@ -226,12 +227,12 @@ class _StreamState:
             text = delta.get("text")
             if not isinstance(text, str):
                 raise _malformed(provider)
-            return [Token(text)] if text else []
+            return [ports.Token(text)] if text else []
         if kind == "input_json_delta":
             partial = delta.get("partial_json")
             if index not in self.tool_index or not isinstance(partial, str):
                 raise _malformed(provider)
-            return [ToolCallDelta(index=self.tool_index[index], arguments=partial)] if partial else []
+            return [ports.ToolCallDelta(index=self.tool_index[index], arguments=partial)] if partial else []
         return []  # thinking_delta, signature_delta, citations_delta
 
     def _usage(self, provider: Provider, usage: object) -> None:

@@ -49,15 +49,8 @@ from atrium.gateway.ports import (
     ToolCallDelta,
     Usage,
 )
-from atrium.gateway.providers.base import (
-    Provider,
-    RemoteChatAdapter,
-    approximate_prompt_tokens,
-    error_event,
-    open_stream,
-    plain_json,
-    upstream_error,
-)
+from atrium.gateway.providers import base as adapter_base
+from atrium.gateway.providers.base import RemoteChatAdapter, approximate_prompt_tokens, upstream_error
 
 __all__ = ["OpenAIChatModel", "PromptTokenCounter", "approximate_prompt_tokens", "openai_error"]
 
@@ -79,7 +72,7 @@ class OpenAIChatModel(RemoteChatAdapter):
 
     def __init__(
         self,
-        provider: Provider,
+        provider: adapter_base.Provider,
         client: httpx.AsyncClient,
         *,
         name: str | None = None,
@@ -101,7 +94,7 @@ class OpenAIChatModel(RemoteChatAdapter):
         provider = self._provider
         if self._closed:
             closed = ModelUnavailable(f"Model {self.name!r} is closed.")
-            yield error_event(closed, model=self.name, provider=provider.name)
+            yield adapter_base.error_event(closed, model=self.name, provider=provider.name)
             return
         counter = self._start_prompt_count(request)
         state = _StreamState()
@@ -112,7 +105,7 @@ class OpenAIChatModel(RemoteChatAdapter):
                     yield piece
             completed = True
         except AppError as exc:
-            yield error_event(exc, model=self.name, provider=provider.name)
+            yield adapter_base.error_event(exc, model=self.name, provider=provider.name)
             return
         finally:
             if counter is not None and (not completed or state.usage is not None):
@@ -138,9 +131,9 @@ class OpenAIChatModel(RemoteChatAdapter):
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "stop": list(request.stop) or None,
-            "tools": plain_json(request.tools) or None,
-            "tool_choice": plain_json(request.tool_choice) if request.tools else None,
-            "response_format": plain_json(request.response_format),
+            "tools": adapter_base.plain_json(request.tools) or None,
+            "tool_choice": adapter_base.plain_json(request.tool_choice) if request.tools else None,
+            "response_format": adapter_base.plain_json(request.response_format),
         }
         body.update({key: value for key, value in optional.items() if value is not None})
         return body
@@ -149,7 +142,7 @@ class OpenAIChatModel(RemoteChatAdapter):
         """Yield content and tool-call deltas; record finish reason and usage in ``state``; raise
         ``GatewayError``."""
         provider = self._provider
-        async with open_stream(self._client, provider, self._chat_url, body=self._body(request),
+        async with adapter_base.open_stream(self._client, provider, self._chat_url, body=self._body(request),
                                headers=self._headers, timeout=self._timeout, error=openai_error) as answer:
             if answer.whole is not None:  # one piece
                 for piece in _parse_completion(provider, answer.whole, state):
@@ -178,7 +171,7 @@ class _StreamState:
 
 
 def _message(message: ChatMessage) -> dict[str, Any]:
-    content = message.content if isinstance(message.content, str) else plain_json(message.content)
+    content = message.content if isinstance(message.content, str) else adapter_base.plain_json(message.content)
     out: dict[str, Any] = {"role": message.role, "content": content}
     if message.tool_calls:
         out["tool_calls"] = [
@@ -203,20 +196,20 @@ async def _prompt_tokens(request: ChatRequest, counter: asyncio.Task[int] | None
     return approximate_prompt_tokens(request)
 
 
-def _parse_chunk(provider: Provider, data: str, state: _StreamState) -> list[Piece]:
+def _parse_chunk(provider: adapter_base.Provider, data: str, state: _StreamState) -> list[Piece]:
     chunk = _json_object(provider, data, "stream chunk")
     if "error" in chunk:
         raise openai_error(provider, chunk, status=None)
     return _pieces_of(provider, chunk, "delta", state)
 
 
-def _parse_completion(provider: Provider, raw: bytes, state: _StreamState) -> list[Piece]:
+def _parse_completion(provider: adapter_base.Provider, raw: bytes, state: _StreamState) -> list[Piece]:
     pieces = _pieces_of(provider, _json_object(provider, raw, "response"), "message", state)
     state.deltas += len(pieces)
     return pieces
 
 
-def _json_object(provider: Provider, raw: str | bytes, what: str) -> dict[str, Any]:
+def _json_object(provider: adapter_base.Provider, raw: str | bytes, what: str) -> dict[str, Any]:
     try:
         payload = json.loads(raw)
     except ValueError:
@@ -226,7 +219,7 @@ def _json_object(provider: Provider, raw: str | bytes, what: str) -> dict[str, A
     return payload
 
 
-def _pieces_of(provider: Provider, payload: dict[str, Any], key: str, state: _StreamState) -> list[Piece]:
+def _pieces_of(provider: adapter_base.Provider, payload: dict[str, Any], key: str, state: _StreamState) -> list[Piece]:
     """The content and tool calls of the first choice's ``key`` ("delta" in a chunk, "message" in a
     completion); records the finish reason and usage on ``state``."""
     pieces: list[Piece] = []
@@ -244,7 +237,7 @@ def _pieces_of(provider: Provider, payload: dict[str, Any], key: str, state: _St
     return pieces
 
 
-def _tool_call_deltas(provider: Provider, calls: object) -> list[ToolCallDelta]:
+def _tool_call_deltas(provider: adapter_base.Provider, calls: object) -> list[ToolCallDelta]:
     if calls is None:
         return []
     if not isinstance(calls, list) or not all(isinstance(call, dict) for call in calls):
@@ -267,7 +260,7 @@ def _tool_call_deltas(provider: Provider, calls: object) -> list[ToolCallDelta]:
     return deltas
 
 
-def _choices(provider: Provider, payload: dict[str, Any]) -> list[dict[str, Any]]:
+def _choices(provider: adapter_base.Provider, payload: dict[str, Any]) -> list[dict[str, Any]]:
     """The first choice (index 0) of a chunk or completion; ``[]`` for usage-only chunks."""
     choices = payload.get("choices") or []
     if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
@@ -284,7 +277,7 @@ def _record_usage(payload: dict[str, Any], state: _StreamState) -> None:
 
 
 def openai_error(
-    provider: Provider, payload: dict[str, Any], *, status: int | None, retry_after: float | None = None
+    provider: adapter_base.Provider, payload: dict[str, Any], *, status: int | None, retry_after: float | None = None
 ) -> GatewayError:
     """Map an HTTP status and/or an OpenAI-style ``{"error": {...}}`` body to one of our errors."""
     error = payload.get("error")

@@ -100,16 +100,9 @@ def build_provider(
                     api_version=settings.api_version, **shape)  # fmt: skip
 
 
-def build_chat_adapter(
-    model_name: str,
-    model: ModelSettings,
-    provider_name: str,
-    provider: ProviderSettings,
-    client: httpx.AsyncClient,
-    *,
-    environ: Mapping[str, str],
-    local_factory: Callable[[str], ChatModel] | None = None,
-) -> ChatModel:
+def build_chat_adapter(model_name: str, model: ModelSettings, provider_name: str, provider: ProviderSettings,
+                       client: httpx.AsyncClient, *, environ: Mapping[str, str],
+                       local_factory: Callable[[str], ChatModel] | None = None) -> ChatModel:
     """The chat adapter of catalogue entry ``model_name`` (its ``name`` is ``model_name``, except for the
     local model, which is whatever ``local_factory`` builds)."""
     if model.kind != "chat":
@@ -118,15 +111,9 @@ def build_chat_adapter(
     return build(_Entry(model_name, model, provider_name, provider, client, environ, local_factory))
 
 
-def build_embedding_adapter(
-    model_name: str,
-    model: ModelSettings,
-    provider_name: str,
-    provider: ProviderSettings,
-    client: httpx.AsyncClient,
-    *,
-    environ: Mapping[str, str],
-) -> Embedder:
+def build_embedding_adapter(model_name: str, model: ModelSettings, provider_name: str,
+                            provider: ProviderSettings, client: httpx.AsyncClient, *,
+                            environ: Mapping[str, str]) -> Embedder:
     """The embeddings adapter of catalogue entry ``model_name``. ``dimensions`` comes from the entry, or
     from the known width of OpenAI's models; a shorter width than a ``text-embedding-3-*`` model's native
     one is requested from the upstream."""

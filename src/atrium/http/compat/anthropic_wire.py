@@ -18,19 +18,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from atrium.errors import AppError, GatewayError, InvalidRequest, PayloadTooLarge
-from atrium.gateway.ports import (
-    CallContext,
-    ChatEvent,
-    ChatMessage,
-    ChatRequest,
-    Content,
-    Done,
-    ErrorEvent,
-    Token,
-    ToolCall,
-    ToolCallDelta,
-    Usage,
-)
+from atrium.gateway import ports
+from atrium.gateway.ports import ChatMessage, ChatRequest, Usage
 from atrium.http.compat.bodies import MAX_MESSAGES, MAX_STOP, MAX_TOOLS, LenientBody
 from atrium.http.compat.streams import MAX_TOOL_DESCRIPTION, Answer, StopString, dumps, error_from_event
 from atrium.http.errors import anthropic_error_body
@@ -70,7 +59,7 @@ class MessagesBody(LenientBody):
     cache: bool | None = None  # Atrium's: false skips the response cache
 
 
-def to_chat_request(body: MessagesBody, context: CallContext, *, max_message_chars: int) -> ChatRequest:
+def to_chat_request(body: MessagesBody, context: ports.CallContext, *, max_message_chars: int) -> ChatRequest:
     """The gateway request for an Anthropic body; raises ``InvalidRequest``/``PayloadTooLarge``."""
     messages: list[ChatMessage] = []
     if body.system:
@@ -137,7 +126,7 @@ def _messages(where: str, message: AnthropicMessage) -> list[ChatMessage]:
     return out
 
 
-def _user_content(parts: list[dict[str, Any]]) -> Content:
+def _user_content(parts: list[dict[str, Any]]) -> ports.Content:
     if all(p["type"] == "text" for p in parts):
         return "\n".join(p["text"] for p in parts)
     return tuple(parts)
@@ -145,7 +134,7 @@ def _user_content(parts: list[dict[str, Any]]) -> Content:
 
 def _assistant(where: str, blocks: list[dict[str, Any]]) -> ChatMessage:
     texts: list[str] = []
-    calls: list[ToolCall] = []
+    calls: list[ports.ToolCall] = []
     for i, block in enumerate(blocks):
         kind = block.get("type")
         if kind == "text" and isinstance(block.get("text"), str):
@@ -154,7 +143,7 @@ def _assistant(where: str, blocks: list[dict[str, Any]]) -> ChatMessage:
             call_id, name = block.get("id"), block.get("name")
             if not isinstance(call_id, str) or not isinstance(name, str) or not call_id or not name:
                 raise InvalidRequest(f"{where}.content[{i}]: a tool_use block needs 'id' and 'name'.")
-            calls.append(ToolCall(id=call_id, name=name, arguments=dumps(block.get("input") or {})))
+            calls.append(ports.ToolCall(id=call_id, name=name, arguments=dumps(block.get("input") or {})))
         elif kind in ("thinking", "redacted_thinking"):
             continue  # the model's reasoning of an earlier turn: not replayed to other providers
         else:
@@ -251,7 +240,7 @@ def error_event(exc: AppError) -> str:
     return f"event: error\ndata: {dumps(body)}\n\n"
 
 
-async def message_events(events: AsyncIterator[ChatEvent], *, model: str,
+async def message_events(events: AsyncIterator[ports.ChatEvent], *, model: str,
                          estimate: Callable[[str], Usage]) -> AsyncGenerator[str, None]:
     """Messages SSE events for a stream that has begun (see the module docstring). ``estimate(text)``
     gives the usage when the provider sent none."""
@@ -263,20 +252,20 @@ async def message_events(events: AsyncIterator[ChatEvent], *, model: str,
     usage: Usage | None = None
     async for event in events:
         match event:
-            case Token(text=text) if text:
+            case ports.Token(text=text) if text:
                 texts.append(text)
                 for frame in blocks.text(text):
                     yield frame
-            case ToolCallDelta():
+            case ports.ToolCallDelta():
                 texts.append(event.arguments)
                 for frame in blocks.tool(event):
                     yield frame
             case Usage():
                 usage = event
-            case ErrorEvent():
+            case ports.ErrorEvent():
                 yield error_event(error_from_event(event))
                 return
-            case Done():
+            case ports.Done():
                 for frame in blocks.finish():
                     yield frame
                 usage = usage or estimate("".join(texts))
@@ -321,7 +310,7 @@ class _Blocks:
                                                      "delta": {"type": "text_delta", "text": text}}))
         return frames
 
-    def tool(self, delta: ToolCallDelta) -> list[str]:
+    def tool(self, delta: ports.ToolCallDelta) -> list[str]:
         self.had_tool_calls = True
         frames = []
         if self._open != ("tool", delta.index):

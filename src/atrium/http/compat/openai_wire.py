@@ -21,19 +21,8 @@ import numpy as np
 from pydantic import BaseModel, Field, field_validator
 
 from atrium.errors import AppError, GatewayError, InvalidRequest, PayloadTooLarge
-from atrium.gateway.ports import (
-    CallContext,
-    ChatEvent,
-    ChatMessage,
-    ChatRequest,
-    Content,
-    Done,
-    ErrorEvent,
-    Token,
-    ToolCall,
-    ToolCallDelta,
-    Usage,
-)
+from atrium.gateway import ports
+from atrium.gateway.ports import ChatMessage, ChatRequest, Usage
 from atrium.http.compat.bodies import MAX_MESSAGES, MAX_STOP, MAX_TOOLS, LenientBody
 from atrium.http.compat.streams import MAX_TOOL_DESCRIPTION, Answer, StopString, dumps, error_from_event, text_of_parts
 from atrium.http.errors import openai_error_body
@@ -122,7 +111,7 @@ class ChatCompletionBody(LenientBody):
     cache: bool | None = None  # Atrium's: false skips the response cache
 
 
-def to_chat_request(body: ChatCompletionBody, context: CallContext, *, max_message_chars: int) -> ChatRequest:
+def to_chat_request(body: ChatCompletionBody, context: ports.CallContext, *, max_message_chars: int) -> ChatRequest:
     """The gateway request for an OpenAI body; raises ``InvalidRequest``/``PayloadTooLarge``."""
     if body.n not in (None, 1):
         raise InvalidRequest("Only n=1 is supported.", code="unsupported_parameter")
@@ -160,7 +149,7 @@ def _message(index: int, message: ChatCompletionMessageParam, limit: int) -> Cha
         raise PayloadTooLarge(f"{where}.content is {len(text)} characters; the limit is {limit}.")
     if message.role == "tool" and not message.tool_call_id:
         raise InvalidRequest(f"{where}: a tool message needs 'tool_call_id'.")
-    calls = tuple(ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments)
+    calls = tuple(ports.ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments)
                   for c in message.tool_calls or ()) if message.role == "assistant" else ()
     if message.role != "assistant" and message.tool_calls:
         raise InvalidRequest(f"{where}: only assistant messages carry 'tool_calls'.")
@@ -171,7 +160,7 @@ def _message(index: int, message: ChatCompletionMessageParam, limit: int) -> Cha
                        name=message.name)
 
 
-def _content(where: str, message: ChatCompletionMessageParam) -> Content:
+def _content(where: str, message: ChatCompletionMessageParam) -> ports.Content:
     content = message.content
     if content is None:
         if message.role in ("assistant",):
@@ -244,7 +233,7 @@ def error_frame(exc: AppError) -> str:
 _TEXT_SLOT = "\x00atrium-text-slot\x00"
 
 
-async def completion_chunks(events: AsyncIterator[ChatEvent], *, model: str, include_usage: bool,
+async def completion_chunks(events: AsyncIterator[ports.ChatEvent], *, model: str, include_usage: bool,
                             estimate: Callable[[str], Usage]) -> AsyncGenerator[str, None]:
     """``chat.completion.chunk`` SSE frames for a stream that has begun (see the module docstring).
     ``estimate(text)`` gives the usage when the provider sent none."""
@@ -267,20 +256,20 @@ async def completion_chunks(events: AsyncIterator[ChatEvent], *, model: str, inc
     tool_calls = False
     async for event in events:
         match event:
-            case Token(text=text) if text:
+            case ports.Token(text=text) if text:
                 texts.append(text)
                 yield lead + head + dumps(text) + tail
                 lead = ""
-            case ToolCallDelta():
+            case ports.ToolCallDelta():
                 tool_calls = True
                 yield lead + chunk({"tool_calls": [_tool_call_delta(event)]})
                 lead = ""
             case Usage():
                 usage = event
-            case ErrorEvent():
+            case ports.ErrorEvent():
                 yield lead + error_frame(error_from_event(event))
                 return
-            case Done():
+            case ports.Done():
                 frames = [lead, chunk({}, finish_reason(event.finish_reason, tool_calls))]
                 if include_usage:
                     usage = usage or estimate("".join(texts))
@@ -291,7 +280,7 @@ async def completion_chunks(events: AsyncIterator[ChatEvent], *, model: str, inc
     yield lead + error_frame(GatewayError("The model ended its stream without a final event."))
 
 
-def _tool_call_delta(event: ToolCallDelta) -> dict[str, Any]:
+def _tool_call_delta(event: ports.ToolCallDelta) -> dict[str, Any]:
     delta: dict[str, Any] = {"index": event.index}
     function: dict[str, str] = {"arguments": event.arguments}
     if event.id is not None:

@@ -6,27 +6,23 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from atrium.http.schemas.common import Timestamp, TokenUsage, View
+from atrium.http.schemas.common import Passage, Timestamp, TokenUsage, View
 from atrium.http.schemas.errors import ErrorResponse
 
 if TYPE_CHECKING:
     from atrium.store.models import QueryRecord as QueryRow
 
 
-class Source(View):
+class Source(Passage):
     """A numbered source the answer was grounded on; ``cited`` when the answer relies on it."""
 
-    number: int
-    chunk_id: int
-    document_id: str
-    collection: str
-    source: str
-    title: str
-    heading: str
-    snippet: str
-    score: float
+    number: int = Field(description="The source's number, as the answer cites it (`[1]`).")
+    snippet: str = Field(description="The start of the passage.")
+    score: float = Field(description="The retrieval score the source was chosen with.")
     cited: bool = False
-    cited_by: Literal["model", "overlap"] | None = None
+    cited_by: Literal["model", "overlap"] | None = Field(
+        None, description="`model`: the answer names the source; `overlap`: the answer names none and most of "
+                          "its words are found in this source; null when not cited.")
 
 
 class AskResponse(View):

@@ -20,3 +20,14 @@ class TokenUsage(View):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+
+
+class Passage(View):
+    """Where a passage of the knowledge base comes from."""
+
+    chunk_id: int = Field(description="The chunk's id (stable until its document is re-ingested).")
+    document_id: str = Field(description="The document the chunk belongs to.")
+    collection: str = Field(description="The document's collection.")
+    source: str = Field(description="The document's source: its file name or URL.")
+    title: str = Field(description="The document's title.")
+    heading: str = Field(description="The heading path above the chunk (`A > B`), empty at the top level.")

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from atrium.http.schemas.common import View
+from pydantic import Field
+
+from atrium.http.schemas.common import Passage, View
 
 if TYPE_CHECKING:
     from atrium.knowledge.service import SearchHit as Hit
 
 
-class SearchHit(View):
-    chunk_id: int
-    document_id: str
-    collection: str
-    source: str
-    title: str
-    heading: str
-    text: str
-    score: float
+class SearchHit(Passage):
+    text: str = Field(description="The chunk's text, starting with its heading path line, if any.")
+    score: float = Field(description="The mode's relevance score: higher is better, comparable within one "
+                                     "answer only.")
 
     @classmethod
     def of(cls, hit: Hit) -> SearchHit:
