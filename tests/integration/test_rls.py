@@ -30,6 +30,8 @@ from atrium.store.migrate import MIGRATIONS_DIR, alembic_config
 from atrium.store.models import (
     TENANT_TABLES,
     ApiKey,
+    Artifact,
+    ArtifactVersion,
     AuditEvent,
     Budget,
     BudgetReservation,
@@ -99,7 +101,8 @@ async def _seed(owner: Database) -> None:
             conversation = Conversation(org_id=org, user_id=user.id, title=f"secret {tag}")
             document = Document(org_id=org, collection="docs", source=f"{tag}.md", content_hash=tag * 64)
             budget = Budget(org_id=org, scope="org", subject_id=org, period="month", limit_micro_usd=1_000_000)
-            session.add_all([conversation, document, budget])
+            artifact = Artifact(org_id=org, user_id=user.id, kind="markdown", title=f"secret {tag}")
+            session.add_all([conversation, document, budget, artifact])
             await session.flush()
             session.add_all([
                 Membership(org_id=org, user_id=user.id, division_id=division.id, role="owner"),
@@ -120,6 +123,8 @@ async def _seed(owner: Database) -> None:
                 AuditEvent(org_id=org, action="test.seed"),
                 Collection(org_id=org, name="docs"),
                 Invitation(org_id=org, email=f"guest@{tag}.example", expires_at=datetime.now(UTC) + timedelta(days=7)),
+                ArtifactVersion(artifact_id=artifact.id, number=1, org_id=org, title=f"secret {tag}",
+                                content={"text": f"secret {tag}"}),
             ])
         await session.flush()
         for number, org in enumerate((ORG_A, ORG_B), start=1):

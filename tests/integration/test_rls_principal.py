@@ -21,6 +21,8 @@ from atrium.accounts.principal import Principal, Role
 from atrium.container import migrate
 from atrium.store.engine import Database, build_engine
 from atrium.store.models import (
+    Artifact,
+    ArtifactVersion,
     Chunk,
     Collection,
     Conversation,
@@ -80,6 +82,8 @@ LABELS = {
     "collections": "SELECT name FROM collections",
     "documents": "SELECT source FROM documents",
     "chunks": "SELECT text FROM chunks",
+    "artifacts": "SELECT title FROM artifacts",
+    "artifact_versions": "SELECT title FROM artifact_versions",
 }
 
 
@@ -142,6 +146,14 @@ async def _seed(owner: Database) -> World:
             await session.flush()
             session.add(Chunk(org_id=ORG_A, document_id=document.id, collection=name, ordinal=0, text=name,
                               embedding=b"\0" * 32))
+            # An artifact shared like this collection (the same rules), with one version.
+            artifact = Artifact(org_id=ORG_A, kind="markdown", title=name, visibility=visibility,
+                                division_id=division_ids[division] if division else None,
+                                **world.owner_columns(owner_label))
+            session.add(artifact)
+            await session.flush()
+            session.add(ArtifactVersion(artifact_id=artifact.id, number=1, org_id=ORG_A, title=name,
+                                        content={"text": name}))
         # Tenant B: rows no principal of A may see, whatever the owner columns say.
         b_conversation = Conversation(org_id=ORG_B, user_id=users["member"], title="conv-b")
         session.add_all([b_conversation, Collection(org_id=ORG_B, name="org-docs", visibility="org")])
@@ -183,6 +195,8 @@ def _expected(name: str) -> dict[str, set[str]]:
         "collections": readable,
         "documents": readable,
         "chunks": readable,
+        "artifacts": readable,
+        "artifact_versions": readable,
     }
 
 
@@ -199,6 +213,7 @@ async def test_the_service_scope_sees_the_whole_tenant(world: World) -> None:
     assert seen["conversations"] == {f"conv-{owner}" for owner in OWNERS}
     assert seen["messages"] == {f"message-{owner}" for owner in OWNERS}
     assert seen["collections"] == seen["documents"] == seen["chunks"] == set(COLLECTIONS)
+    assert seen["artifacts"] == seen["artifact_versions"] == set(COLLECTIONS)
 
 
 async def test_a_principal_cannot_write_in_another_owners_name(world: World) -> None:
@@ -213,6 +228,9 @@ async def test_a_principal_cannot_write_in_another_owners_name(world: World) -> 
          f"VALUES ('forged3', '{ORG_A}', 'forged', 'private', 'owner', '{colleague}', now())"),
         ("INSERT INTO collections (id, org_id, name, visibility, writers, division_id, created_at) "
          f"VALUES ('forged4', '{ORG_A}', 'forged-d2', 'division', 'readers', '{world.divisions['D2']}', now())"),
+        ("INSERT INTO artifacts (id, org_id, user_id, visibility, kind, title, description, current_version, "
+         f"created_at, updated_at) VALUES ('forged5', '{ORG_A}', '{colleague}', 'private', 'markdown', 'forged', "
+         "'', 1, now(), now())"),
         # Taking over one's own conversation for someone else.
         f"UPDATE conversations SET user_id = '{colleague}'",
     ]
@@ -226,7 +244,8 @@ async def test_a_principal_changes_and_deletes_none_of_the_rows_it_cannot_see(wo
     member = principal_scope(world.principal("member"))
     async with world.app.scoped_session(member) as session:
         for table, visible in (("conversations", 1), ("messages", 1), ("queries", 1), ("jobs", 1),
-                               ("collections", 2), ("documents", 2), ("chunks", 2)):
+                               ("collections", 2), ("documents", 2), ("chunks", 2), ("artifacts", 2),
+                               ("artifact_versions", 2)):
             updated = await session.execute(text(f"UPDATE {table} SET org_id = org_id"))
             assert updated.rowcount == visible, table  # type: ignore[attr-defined]
         gone = await session.execute(text("DELETE FROM documents WHERE source = 'colleague-private'"))

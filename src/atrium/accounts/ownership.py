@@ -90,15 +90,21 @@ def admin_over_division(principal: Principal, division_id: str | None) -> bool:
 
 def readable_collections(principal: Principal) -> ColumnElement[bool]:
     """The collections ``principal`` may read (search, list documents, cite)."""
+    return visible_to(Collection, principal)
+
+
+def visible_to(model: Any, principal: Principal) -> ColumnElement[bool]:
+    """``model``'s rows ``principal`` may read, for a model with a collection's visibility columns
+    (``visibility``, ``division_id``, ``user_id``, ``api_key_id``): collections, artifacts."""
     division_rule: ColumnElement[bool]
     if org_admin(principal):
-        division_rule = Collection.visibility == "division"
+        division_rule = model.visibility == "division"
     elif principal.division_id is not None:
-        division_rule = and_(Collection.visibility == "division", Collection.division_id == principal.division_id)
+        division_rule = and_(model.visibility == "division", model.division_id == principal.division_id)
     else:
         division_rule = false()
-    return or_(Collection.visibility == "org", division_rule,
-               and_(Collection.visibility == "private", owned_by(Collection, principal)))
+    return or_(model.visibility == "org", division_rule,
+               and_(model.visibility == "private", owned_by(model, principal)))
 
 
 class CollectionAccess(Protocol):

@@ -279,6 +279,46 @@ class QueryRecord(Base):
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+class Artifact(Base):
+    """A typed document the caller keeps (markdown, code, checklist, table, JSON); its content lives in
+    ``artifact_versions``, ``current_version`` naming the latest. Owner and visibility as a collection's:
+    ``visibility`` ``org``, ``division`` (``division_id``) or ``private`` (its owner: ``user_id``, or
+    ``api_key_id`` for a key acting as no user). See ``atrium.conversations.artifacts``."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (Index("ix_artifacts_org_updated", "org_id", "updated_at"),)
+    id: Mapped[RowId]
+    org_id: Mapped[OrgRef]
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None,
+                                                index=True)
+    api_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    division_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    visibility: Mapped[str] = mapped_column(String(10), default="private")  # org, division, private
+    kind: Mapped[str] = mapped_column(String(20))  # markdown, code, checklist, table, json
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    current_version: Mapped[int] = mapped_column(Integer, default=1)
+    conversation_id: Mapped[str | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"),
+                                                        default=None, index=True)
+    created_at: Mapped[CreatedAt]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ArtifactVersion(Base):
+    """One version of an artifact, never changed once written: its title, description and content (a JSON
+    object whose shape depends on the artifact's kind), and who wrote it (a user id or a key id)."""
+
+    __tablename__ = "artifact_versions"
+    artifact_id: Mapped[str] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[OrgRef]
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    content: Mapped[dict[str, Any]] = mapped_column()
+    created_by: Mapped[str | None] = mapped_column(String(32), default=None)
+    created_at: Mapped[CreatedAt]
+
+
 class UsageRecord(Base):
     __tablename__ = "usage"
     __table_args__ = (Index("ix_usage_org_created", "org_id", "created_at"),)
@@ -399,4 +439,5 @@ class Invitation(Base):
 # on PostgreSQL.
 TENANT_TABLES = ("users", "divisions", "memberships", "api_keys", "refresh_tokens", "conversations", "messages",
                  "documents", "chunks", "jobs", "queries", "usage", "knowledge_revisions", "budgets",
-                 "budget_spend", "budget_reservations", "org_policies", "collections", "invitations")
+                 "budget_spend", "budget_reservations", "org_policies", "collections", "invitations", "artifacts",
+                 "artifact_versions")

@@ -28,6 +28,7 @@ Alembic (the pgvector tables, and the LangGraph checkpoint tables when they come
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -78,6 +79,7 @@ def _setting(name: str) -> str:
 SERVICE_SCOPE = f"{_setting(ROLE_SETTING)} = ''"
 OWNER_MATCH = (f"((user_id IS NOT NULL AND user_id = {_setting(USER_SETTING)}) "
                f"OR (user_id IS NULL AND api_key_id = {_setting(KEY_SETTING)}))")
+# Who may read a row with the collections' visibility columns (collections, artifacts).
 READABLE_COLLECTION = (
     f"(visibility = 'org' "
     f"OR (visibility = 'division' AND (division_id = {_setting(DIVISION_SETTING)} "
@@ -95,6 +97,8 @@ ACCESS_RULES: dict[str, str] = {
     "documents": ("EXISTS (SELECT 1 FROM collections c WHERE c.org_id = documents.org_id "
                   "AND c.name = documents.collection)"),
     "chunks": "EXISTS (SELECT 1 FROM collections c WHERE c.org_id = chunks.org_id AND c.name = chunks.collection)",
+    "artifacts": READABLE_COLLECTION,
+    "artifact_versions": "EXISTS (SELECT 1 FROM artifacts a WHERE a.id = artifact_versions.artifact_id)",
 }
 
 
@@ -111,17 +115,23 @@ def access_statements(table: str) -> list[str]:
 
 
 def enable_access_policies(connection: Connection) -> None:
-    """Put every table of ``ACCESS_RULES`` under its principal-access policy (PostgreSQL only)."""
+    """Put every table of ``ACCESS_RULES`` under its principal-access policy (PostgreSQL only). Tables a
+    migration has not created yet are skipped: the migration that creates one calls this again."""
     if connection.dialect.name == "postgresql":
-        for table in ACCESS_RULES:
+        for table in _existing(connection, ACCESS_RULES):
             for statement in access_statements(table):
                 connection.execute(text(statement))
 
 
 def disable_access_policies(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
-        for table in ACCESS_RULES:
+        for table in _existing(connection, ACCESS_RULES):
             connection.execute(text(f"DROP POLICY IF EXISTS {ACCESS_POLICY_NAME} ON {_identifier(table)}"))
+
+
+def _existing(connection: Connection, tables: Iterable[str]) -> list[str]:
+    return [table for table in tables
+            if connection.scalar(text("SELECT to_regclass(:name) IS NOT NULL"), {"name": _identifier(table)})]
 
 
 def no_rls_statements(table: str) -> list[str]:
