@@ -1,5 +1,5 @@
 """A user's data rights: export everything Atrium holds about them, and erase their account with everything
-they own (documents and their vectors included), audited.
+they own (documents, artifacts and their vectors included), audited.
 
 Both cross organisations (a user may belong to several), so they read and delete with explicit
 ``user_id`` filters in the system scope; erasing documents goes through ``KnowledgeService`` so the vector
@@ -21,6 +21,8 @@ from atrium.errors import Conflict, Forbidden, NotFound
 from atrium.knowledge.service import KnowledgeService
 from atrium.store.engine import Database
 from atrium.store.models import (
+    Artifact,
+    ArtifactVersion,
     Chunk,
     Collection,
     Conversation,
@@ -74,6 +76,14 @@ async def export(db: Database, principal: Principal) -> dict[str, Any]:
                     .order_by(Chunk.document_id, Chunk.ordinal)):
                 texts[document_id].append(text)
         collections = (await session.scalars(select(Collection).where(Collection.user_id == user_id))).all()
+        artifacts = (await session.scalars(select(Artifact).where(Artifact.user_id == user_id)
+                                           .order_by(Artifact.created_at))).all()
+        versions: dict[str, list[ArtifactVersion]] = defaultdict(list)
+        if artifacts:
+            for version in await session.scalars(
+                    select(ArtifactVersion).where(ArtifactVersion.artifact_id.in_([a.id for a in artifacts]))
+                    .order_by(ArtifactVersion.artifact_id, ArtifactVersion.number)):
+                versions[version.artifact_id].append(version)
         usage = (await session.execute(
             select(UsageRecord.org_id, UsageRecord.model, UsageRecord.endpoint, func.count(),
                    func.sum(UsageRecord.prompt_tokens), func.sum(UsageRecord.completion_tokens),
@@ -98,6 +108,12 @@ async def export(db: Database, principal: Principal) -> dict[str, Any]:
                       for d in documents],
         "collections": [{"org_id": c.org_id, "name": c.name, "visibility": c.visibility, "writers": c.writers}
                         for c in collections],
+        "artifacts": [
+            {"id": a.id, "org_id": a.org_id, "kind": a.kind, "visibility": a.visibility,
+             "conversation_id": a.conversation_id, "created_at": _iso(a.created_at),
+             "versions": [{"number": v.number, "title": v.title, "description": v.description, "content": v.content,
+                           "created_at": _iso(v.created_at)} for v in versions[a.id]]}
+            for a in artifacts],
         "usage": [{"org_id": org_id, "model": model, "endpoint": endpoint, "calls": int(calls),
                    "prompt_tokens": int(prompt or 0), "completion_tokens": int(completion or 0),
                    "cost_usd": float(cost or 0.0)}
@@ -143,6 +159,9 @@ async def erase(db: Database, knowledge: KnowledgeService, principal: Principal,
             await session.execute(delete(Message).where(Message.conversation_id.in_(conversation_ids)))
         counts["conversations"] = len(conversation_ids)
         await session.execute(delete(Conversation).where(Conversation.user_id == user_id))
+        # Their versions go with them (foreign key); their search index entries went with the documents.
+        counts["artifacts"] = (await session.execute(delete(Artifact).where(
+            Artifact.user_id == user_id))).rowcount  # type: ignore[attr-defined]
         counts["queries"] = (await session.execute(delete(QueryRecord).where(
             QueryRecord.user_id == user_id))).rowcount  # type: ignore[attr-defined]
         counts["jobs"] = (await session.execute(delete(Job).where(Job.user_id == user_id))).rowcount  # type: ignore[attr-defined]

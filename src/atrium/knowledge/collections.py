@@ -26,6 +26,10 @@ from atrium.accounts.principal import Principal
 from atrium.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from atrium.store.models import Collection, new_id, utcnow
 
+# Atrium's own collections (the artifacts' search index, ``atrium.conversations.artifacts.index``): no
+# caller may make one, so no caller can own one or read what Atrium keeps there.
+RESERVED_PREFIX = "atrium."
+
 
 async def readable_names(session: AsyncSession, principal: Principal) -> list[str]:
     rows = await session.scalars(select(Collection.name).where(Collection.org_id == principal.org_id,
@@ -90,6 +94,8 @@ async def create(session: AsyncSession, principal: Principal, name: str, *, visi
     else the organisation. Only a principal in a division can make a division collection (its own)."""
     if not principal.has_role("member"):
         raise Forbidden("This needs the member role.")
+    if name.startswith(RESERVED_PREFIX):
+        raise InvalidRequest(f"Collection names starting with {RESERVED_PREFIX!r} are reserved for Atrium.")
     visibility = visibility or ("division" if principal.division_id is not None else "org")
     check_settings(visibility, writers)
     if visibility == "division" and principal.division_id is None:

@@ -43,6 +43,7 @@ class DataExport(View):
     queries: list[dict[str, Any]]
     documents: list[dict[str, Any]] = Field(description="Each with its `text`.")
     collections: list[dict[str, Any]]
+    artifacts: list[dict[str, Any]] = Field([], description="Each with its `versions` (title, description, content).")
     usage: list[dict[str, Any]] = Field(description="Calls, tokens and cost per organisation, model and "
                                                     "endpoint.")
 
