@@ -22,6 +22,7 @@ from atrium.http.routes import (
     accounts,
     admin,
     anthropic_compat,
+    artifacts,
     auth,
     budgets,
     chat,
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
     for module in (openai_compat, anthropic_compat, health, metrics, chat, search, documents, collections, query,
                    conversations, me, admin, auth, accounts, invitations, budgets, policy, ws):
         app.include_router(module.router)
+    app.include_router(artifacts.router)
     app.include_router(conversations.admin_router)
     install_security_schemes(app)
     return app

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from atrium.accounts.authenticate import Authenticator, build_authenticator
 from atrium.accounts.login import SessionService, build_sessions
 from atrium.accounts.service import Accounts
+from atrium.conversations.artifacts.service import ArtifactService
 from atrium.conversations.chat import ChatService
 from atrium.conversations.queries import QueryService
 from atrium.conversations.runs import RunSupervisor
@@ -58,6 +59,7 @@ class Services:
     gateway: Gateway
     chat: ChatService
     queries: QueryService
+    artifacts: ArtifactService  # typed, versioned, searchable artifacts (conversations/artifacts/)
     jobs: DatabaseJobQueue
     runs: RunSupervisor
     http_client: httpx.AsyncClient
@@ -186,6 +188,9 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
                     gateway=gateway,
                     chat=ChatService(db, answerer, model, runs, settings.chat, directory, pipeline),
                     queries=QueryService(db, answerer, model, runs, settings.chat, directory, pipeline),
+                    artifacts=ArtifactService(knowledge, model, pipeline, top_k=settings.knowledge.top_k,
+                                              min_relevance=settings.knowledge.min_relevance,
+                                              temperature=settings.chat.temperature),
                     jobs=jobs, runs=runs, http_client=http_client, pubsub=pubsub, metrics=metrics,
                     authenticator=authenticator, sessions=sessions,
                     accounts=Accounts(db, authenticator, sessions.passwords, knowledge),

@@ -18,6 +18,7 @@ from atrium.accounts.login import SessionService
 from atrium.accounts.principal import Principal, Role
 from atrium.accounts.service import Accounts
 from atrium.container import Services
+from atrium.conversations.artifacts.service import ArtifactService
 from atrium.conversations.chat import ChatService
 from atrium.conversations.queries import QueryService
 from atrium.errors import Forbidden, NotReady, Unauthorized
@@ -67,6 +68,7 @@ GatewayDep = Annotated[Gateway, _part(lambda services: services.gateway)]
 LimitsDep = Annotated[LimitSettings, _part(lambda services: services.settings.limits)]
 ChatDep = Annotated[ChatService, _part(lambda services: services.chat)]
 QueriesDep = Annotated[QueryService, _part(lambda services: services.queries)]
+ArtifactsDep = Annotated[ArtifactService, _part(lambda services: services.artifacts)]
 MetricsDep = Annotated[Metrics, _part(lambda services: services.metrics)]
 JobsDep = Annotated[DatabaseJobQueue, _part(lambda services: services.jobs)]
 GuardDep = Annotated[Guard | None, _part(lambda services: services.guard)]  # None: the guard is not configured
