@@ -50,6 +50,7 @@ from atrium.accounts.admin import KeySpec, administer
 from atrium.accounts.principal import Principal
 from atrium.gateway.providers.fake import FakeChatModel
 from atrium.store.models import Collection, Conversation, Invitation, Membership, Message, Organization, User
+from tests.api.artifact_helpers import artifact_or_grounded
 from tests.api.authz_helpers import (
     BACKENDS,
     app_routes,
@@ -81,6 +82,8 @@ ORG_DOC = f"# Org handbook\n\nThe org handbook mentions the {ORG_WORD} of the wh
 D1_DOC = f"# Division handbook\n\nThe division handbook mentions the {D1_WORD} of division one.\n"
 PRIVATE_DOC = f"# Private handbook\n\nThe private handbook mentions the {PRIVATE_WORD} of the member.\n"
 QUESTION = "What does the handbook say?"
+ARTIFACT_WORD, ARTIFACT_TITLE = "matrixartifact", "Matrix {}"
+ARTIFACT_READERS = {"art_org": set(IN_A), "art_d1": D1_READERS, "art_private": {"member"}}
 POLICY = {"output": {"link_domains": ["matrix.example"]}}
 WS_STATUS = {"not_found": 404, "forbidden": 403, "unauthorized": 401, "invalid_request": 422, "conflict": 409,
              "rate_limited": 429, "budget_exceeded": 402}
@@ -151,6 +154,23 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "PATCH /api/v1/collections/{name} #private":                  (404, 404, 404, 200, 403, 404, 404, 404, 404, 401),
     "PATCH /api/v1/collections/{name} #org":                      (200, 200, 403, 200, 403, 403, 403, 403, 404, 401),
     "DELETE /api/v1/collections/{name}":                          (204, 204, 204, 404, 403, 204, 404, 404, 404, 401),
+    # Artifacts: shared like collections (private by default); only their owner or an admin over them changes them.
+    "POST /api/v1/artifacts/generate":                            (201, 201, 201, 201, 403, 201, 201, 201, 201, 401),
+    "POST /api/v1/artifacts":                                     (201, 201, 201, 201, 403, 201, 201, 201, 201, 401),
+    "POST /api/v1/artifacts #org":                                (201, 201, 201, 201, 403, 403, 403, 201, 201, 401),
+    "GET /api/v1/artifacts":                                       _SIGNED_IN,
+    "POST /api/v1/artifacts/search":                               _SIGNED_IN,
+    "GET /api/v1/artifacts/{artifact_id}":                         _D1_READ,
+    "GET /api/v1/artifacts/{artifact_id} #private":                _MEMBERS_OWN,
+    "GET /api/v1/artifacts/{artifact_id} #org":                   (200, 200, 200, 200, 200, 200, 200, 200, 404, 401),
+    "GET /api/v1/artifacts/{artifact_id}/versions":                _D1_READ,
+    "GET /api/v1/artifacts/{artifact_id}/versions/{number}":       _D1_READ,
+    "GET /api/v1/artifacts/{artifact_id}/versions/{number} #private": _MEMBERS_OWN,
+    "GET /api/v1/artifacts/{artifact_id}/export":                  _D1_READ,
+    "PATCH /api/v1/artifacts/{artifact_id}":                      (200, 200, 200, 404, 403, 200, 404, 404, 404, 401),
+    "PATCH /api/v1/artifacts/{artifact_id} #private":             (404, 404, 404, 200, 403, 404, 404, 404, 404, 401),
+    "PATCH /api/v1/artifacts/{artifact_id} #org":                 (200, 200, 403, 200, 403, 403, 403, 403, 404, 401),
+    "DELETE /api/v1/artifacts/{artifact_id}":                     (204, 204, 204, 404, 403, 204, 404, 404, 404, 401),
     # Account administration.
     "GET /api/v1/admin/org":                                       _ADMINS,
     "GET /api/v1/admin/orgs":                                     (200, 403, 403, 403, 403, 403, 403, 403, 403, 401),
@@ -484,6 +504,13 @@ async def _build(world: World) -> None:
     query = await member.post("/api/v1/query", json={"question": QUESTION})
     assert query.status_code == 201, query.text
     ids["query"] = query.json()["id"]
+    for who, name, visibility in (("member", "art_private", "private"), ("member", "art_org", "org"),
+                                  ("div_member", "art_d1", "division")):
+        made = await world.clients[who].post("/api/v1/artifacts", json={
+            "kind": "markdown", "title": ARTIFACT_TITLE.format(name), "visibility": visibility,
+            "content": {"text": f"The {ARTIFACT_WORD} of {name}."}})
+        assert made.status_code == 201, made.text
+        ids[name] = made.json()["id"]
     ids["d1_key"] = await world.key_of(ids["div_member"])
     for scope, subject, period, limit, name in (("org", None, "total", "1000", "budget_org"),
                                                 ("user", ids["div_member"], "month", "10", "budget_d1_user"),
@@ -510,7 +537,7 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         "providers": {"vault": {"kind": "fake", "fake_answer": "An answer of the vault model."}},
         "models": {"vault-model": {"provider": "vault", "model": "fake"}},
     }, auth={"login_attempts_per_minute_per_ip": 100_000, "access_token_ttl_s": 3600})
-    model = FakeChatModel()
+    model = FakeChatModel(answer=artifact_or_grounded)  # artifacts are generated as JSON, the rest as before
     app, lifespan = await start_app(settings, model)
     clients = {"owner": client_for(app, ADMIN_KEY), "anonymous": client_for(app, None)}
     world = World(backend=backend, running=RunningApp(app, clients["owner"], model), model=model,
@@ -853,6 +880,72 @@ async def _delete_collection(world: World, who: str, path: str) -> Answer:
     name = await world.d1_collection()
     answer = await world.ask(who, "DELETE", fill(path, name=name))
     assert await world.collection_exists(name) == (answer.status != 204)
+    return answer
+
+
+# Artifacts.
+async def _artifacts_readable(world: World, who: str, answer: Answer) -> None:
+    """Lists and searches hold the artifacts ``who`` may read, and no other."""
+    body = answer.body
+    found = ({hit["artifact"]["id"] for hit in body["results"]} if "results" in body
+             else {row["id"] for row in body["artifacts"]})
+    for name, readers in ARTIFACT_READERS.items():
+        assert (world.ids[name] in found) == (who in readers), (name, sorted(found))
+
+
+async def _artifact_is_callers(world: World, who: str, answer: Answer) -> None:
+    """A new artifact belongs to the caller, in the caller's organisation."""
+    body = answer.body
+    assert body["can_edit"] and body["version"] == 1, body
+    if who in USERS:
+        assert body["owner_user_id"] == world.ids[who], body
+    seen_by_a = await world.owner.get(f"/api/v1/artifacts/{body['id']}")
+    readable = who == "owner" or (who != "other" and body["visibility"] != "private")
+    assert seen_by_a.status_code == (200 if readable else 404), seen_by_a.text
+
+
+simple("POST /api/v1/artifacts/generate", json_body={"prompt": "A checklist for the matrix", "kind": "checklist"},
+       check=_artifact_is_callers)
+simple("POST /api/v1/artifacts", json_body=lambda world, who: {
+    "kind": "markdown", "title": world.unique(f"note-{who}"), "content": {"text": "A note."}},
+       check=_artifact_is_callers)
+simple("POST /api/v1/artifacts #org", json_body=lambda world, who: {
+    "kind": "table", "title": world.unique(f"table-{who}"), "visibility": "org",
+    "content": {"columns": ["a"], "rows": [[1]]}}, check=_artifact_is_callers)
+simple("GET /api/v1/artifacts", params={"limit": 200}, check=_artifacts_readable)
+simple("POST /api/v1/artifacts/search", json_body={"query": ARTIFACT_WORD, "mode": "keyword", "limit": 50},
+       check=_artifacts_readable)
+
+
+def _artifact(name: str) -> Callable[[World], dict[str, str]]:
+    return lambda world: {"artifact_id": world.ids[name], "number": "1"}
+
+
+for _line, _name in (("GET /api/v1/artifacts/{artifact_id}", "art_d1"),
+                     ("GET /api/v1/artifacts/{artifact_id} #private", "art_private"),
+                     ("GET /api/v1/artifacts/{artifact_id} #org", "art_org"),
+                     ("GET /api/v1/artifacts/{artifact_id}/versions", "art_d1"),
+                     ("GET /api/v1/artifacts/{artifact_id}/versions/{number}", "art_d1"),
+                     ("GET /api/v1/artifacts/{artifact_id}/versions/{number} #private", "art_private"),
+                     ("GET /api/v1/artifacts/{artifact_id}/export", "art_d1")):
+    simple(_line, ids=_artifact(_name))
+for _line, _name in (("PATCH /api/v1/artifacts/{artifact_id}", "art_d1"),
+                     ("PATCH /api/v1/artifacts/{artifact_id} #private", "art_private"),
+                     ("PATCH /api/v1/artifacts/{artifact_id} #org", "art_org")):
+    # A no-op: the title it has (no new version), so each principal finds the artifact as the last left it.
+    simple(_line, ids=_artifact(_name), json_body={"title": ARTIFACT_TITLE.format(_name)})
+
+
+@probe("DELETE /api/v1/artifacts/{artifact_id}")
+async def _delete_artifact(world: World, who: str, path: str) -> Answer:
+    made = await world.clients["div_member"].post("/api/v1/artifacts", json={
+        "kind": "markdown", "title": world.unique("doomed"), "content": {"text": "Soon gone."},
+        "visibility": "division"})
+    assert made.status_code == 201, made.text
+    artifact = made.json()["id"]
+    answer = await world.ask(who, "DELETE", fill(path, artifact_id=artifact))
+    still = await world.owner.get(f"/api/v1/artifacts/{artifact}")
+    assert still.status_code == (404 if answer.status == 204 else 200), still.text
     return answer
 
 

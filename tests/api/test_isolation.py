@@ -43,6 +43,7 @@ from atrium.store.models import (
     UsageRecord,
     User,
 )
+from tests.api.artifact_helpers import artifact_or_grounded
 from tests.api.authz_helpers import (
     BACKENDS,
     PUBLIC_ROUTES,
@@ -166,7 +167,7 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         "tenants": {ORG_B: {"allowed_models": ["fake", "hash-bow"]}},
     }}
     settings = await backend_settings(request, tmp_path_factory.mktemp(f"isolation-{backend}"), backend, **overrides)
-    model = FakeChatModel()
+    model = FakeChatModel(answer=artifact_or_grounded)
     app, lifespan = await start_app(settings, model)
     a = client_for(app, ADMIN_KEY)
     running = RunningApp(app, a, model)
@@ -185,12 +186,16 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         for name, visibility in ((A_SHELF, "private"), (A_LEDGER, "org")):
             made = await a.post("/api/v1/collections", json={"name": name, "visibility": visibility})
             assert made.status_code == 201, made.text
+        artifact = await a.post("/api/v1/artifacts", json={
+            "kind": "markdown", "title": "Alpha vault artifact", "visibility": "org",
+            "content": {"text": f"The vault code is {VAULT_CODE}."}, "conversation_id": ask["conversation_id"]})
+        assert artifact.status_code == 201, artifact.text
         login = (await a.post("/api/v1/auth/token", json={"email": ids["member_email"], "password": PASSWORD_A}))
         assert login.status_code == 200, login.text
         ids |= {"org": org_a, "job": job["id"], "document": job["result"]["documents"][0]["document_id"],
                 "conversation": ask["conversation_id"], "message": ask["message_id"],
                 "user_message": ask["user_message_id"], "query": query["id"], "shelf": A_SHELF,
-                "invitation": invitation.json()["id"], "guest": A_GUEST}
+                "invitation": invitation.json()["id"], "guest": A_GUEST, "artifact": artifact.json()["id"]}
         b_key, b_viewer_key, b_email = await _seed_b(db)
         b = client_for(app, b_key)
         b_job = await wait_job(b, (await upload(b, {"bravo.md": B_DOC}, "docs"))["job_id"])
@@ -768,6 +773,54 @@ async def _collection_by_name(world: World) -> None:
     not_found(await world.attack("DELETE", f"/api/v1/collections/{A_SHELF}"))
     assert await _a_collections(world) == before
     assert (await world.a.get(f"/api/v1/collections/{A_SHELF}")).status_code == 200
+
+
+# --- Artifacts -------------------------------------------------------------------------------------------------
+
+@attack(("GET", "/api/v1/artifacts/{artifact_id}"), ("GET", "/api/v1/artifacts/{artifact_id}/versions"),
+        ("GET", "/api/v1/artifacts/{artifact_id}/versions/{number}"), ("GET", "/api/v1/artifacts/{artifact_id}/export"),
+        ("PATCH", "/api/v1/artifacts/{artifact_id}"), ("DELETE", "/api/v1/artifacts/{artifact_id}"))
+async def _artifact_by_id(world: World) -> None:
+    path = f"/api/v1/artifacts/{world.ids['artifact']}"
+    for suffix in ("", "/versions", "/versions/1", "/export"):
+        not_found(await world.attack("GET", path + suffix))
+    not_found(await world.attack("PATCH", path, json={"title": "Taken over", "visibility": "private"}))
+    not_found(await world.attack("DELETE", path))
+    kept = await world.a.get(path)
+    assert kept.status_code == 200 and kept.json()["version"] == 1 and kept.json()["visibility"] == "org"
+
+
+@attack(("GET", "/api/v1/artifacts"), ("POST", "/api/v1/artifacts"), ("POST", "/api/v1/artifacts/generate"),
+        ("POST", "/api/v1/artifacts/search"))
+async def _artifact_list_create_search(world: World) -> None:
+    """B's artifacts land in B; B lists and finds only them, and cannot attach one to A's conversation or
+    ground one on A's collection."""
+    into_a = {"kind": "markdown", "title": "Bravo note", "content": {"text": "Bravo's vault code notes."},
+              "conversation_id": world.ids["conversation"]}
+    not_found(await world.attack("POST", "/api/v1/artifacts", json=into_a))
+    calls = len(world.model.requests)
+    not_found(await world.attack("POST", "/api/v1/artifacts/generate", json={  # the error names what B sent
+        "prompt": "The vault code", "kind": "markdown", "collection": A_SHELF}, allow={A_SHELF}))
+    not_found(await world.attack("POST", "/api/v1/artifacts/generate", json={
+        "prompt": "The vault code", "conversation_id": world.ids["conversation"]}))
+    assert len(world.model.requests) == calls
+    made = await world.attack("POST", "/api/v1/artifacts", json={**into_a, "conversation_id": None,
+                                                                  "visibility": "org"})
+    assert made.status_code == 201, made.text
+    generated = await world.attack("POST", "/api/v1/artifacts/generate", json={
+        "prompt": "What is the vault code?", "kind": "table", "visibility": "org"})
+    assert generated.status_code == 201, generated.text
+    mine = {made.json()["id"], generated.json()["id"]}
+    listed = await world.attack("GET", "/api/v1/artifacts", params={"limit": 200})
+    assert {row["id"] for row in listed.json()["artifacts"]} == mine
+    for mode in ("hybrid", "vector", "keyword"):
+        found = await world.attack("POST", "/api/v1/artifacts/search", json={"query": "vault code", "mode": mode})
+        assert found.status_code == 200, found.text
+        assert {hit["artifact"]["id"] for hit in found.json()["results"]} <= mine, mode
+    for artifact in mine:
+        not_found(await world.a.get(f"/api/v1/artifacts/{artifact}"))
+    a_found = await world.a.post("/api/v1/artifacts/search", json={"query": "vault code", "mode": "keyword"})
+    assert [hit["artifact"]["id"] for hit in a_found.json()["results"]] == [world.ids["artifact"]]
 
 
 async def _a_conversations(world: World) -> set[str]:

@@ -33,6 +33,7 @@ from schemathesis.specs.openapi.checks import (
 
 from atrium.app import create_app
 from atrium.gateway.providers.fake import FakeChatModel
+from tests.api.artifact_helpers import artifact_or_grounded
 from tests.conftest import ADMIN_KEY, make_settings
 
 MAX_EXAMPLES = 15
@@ -65,7 +66,7 @@ def seed(app: Any) -> None:
 def api_schema(tmp_path: Path) -> Iterator[Any]:
     """A fresh app per test: schemathesis runs its lifespan on its own event loop thread, and ends it after
     the test (with it the injected model, which is closed for good)."""
-    app = create_app(make_settings(tmp_path / "data"), chat_model=FakeChatModel())
+    app = create_app(make_settings(tmp_path / "data"), chat_model=FakeChatModel(answer=artifact_or_grounded))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     seed(app)
     yield schema
@@ -110,6 +111,11 @@ KNOWN_GOOD = [
     ("POST", "/api/v1/admin/invitations", {"email": "bob@example.com"}),
     ("GET", "/api/v1/admin/invitations", None),
     ("POST", "/api/v1/auth/token", {"email": "ada@example.com", "password": "correct horse 1"}),
+    ("POST", "/api/v1/artifacts", {"kind": "table", "title": "Stock", "content": {"columns": ["item", "qty"],
+                                                                                  "rows": [["pens", 2]]}}),
+    ("POST", "/api/v1/artifacts/generate", {"prompt": "A release checklist", "kind": "checklist"}),
+    ("GET", "/api/v1/artifacts", None),
+    ("POST", "/api/v1/artifacts/search", {"query": "release checklist"}),
     ("GET", "/v1/models", None),
     ("POST", "/v1/chat/completions", {"model": "fake", "messages": [{"role": "user", "content": "Hi"}]}),
     ("POST", "/v1/messages", {"model": "fake", "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]}),
