@@ -113,6 +113,7 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "GET /api/v1/conversations/{conversation_id}":                 _MEMBERS_OWN,
     "GET /api/v1/conversations/{conversation_id}/messages":        _MEMBERS_OWN,
     "DELETE /api/v1/conversations/{conversation_id}":             (404, 404, 404, 204, 403, 404, 404, 404, 404, 401),
+    "GET /api/v1/conversations/{conversation_id}/messages/{message_id}/stream": _MEMBERS_OWN,
     "POST /api/v1/chat/ask":                                       _MEMBERS_OWN,  # into the member's conversation
     "POST /api/v1/chat/ask #stream":                               _MEMBERS_OWN,  # the same, answered as SSE
     "POST /api/v1/chat/ask #plain":                                _SIGNED_IN,  # sources: readable documents only
@@ -481,6 +482,7 @@ async def _build(world: World) -> None:
         asked = await world.clients[who].post("/api/v1/chat/ask", json={"message": QUESTION})
         assert asked.status_code == 200, asked.text
         ids[name] = asked.json()["conversation_id"]
+        ids[name.replace("conv", "answer")] = asked.json()["message_id"]
     query = await member.post("/api/v1/query", json={"question": QUESTION})
     assert query.status_code == 201, query.text
     ids["query"] = query.json()["id"]
@@ -620,6 +622,14 @@ def _erase(owner: str, method: str) -> Call:
 
 probe("DELETE /api/v1/conversations/{conversation_id}", check=_gone_if_deleted, always=True)(
     _erase("member", "DELETE"))
+
+
+async def _replayed(world: World, who: str, answer: Answer) -> None:
+    assert "event: done" in answer.text and world.ids["answer_member"] in answer.text, answer.text[:300]
+
+
+simple("GET /api/v1/conversations/{conversation_id}/messages/{message_id}/stream", check=_replayed,
+       ids=lambda world: {"conversation_id": world.ids["conv_member"], "message_id": world.ids["answer_member"]})
 probe("DELETE /api/v1/admin/conversations/{conversation_id}", check=_gone_if_deleted, always=True)(
     _erase("div_member", "DELETE"))
 probe("DELETE /api/v1/admin/conversations/{conversation_id} #unscoped", check=_gone_if_deleted, always=True)(

@@ -252,6 +252,17 @@ async def _conversation_by_id(world: World) -> None:
     assert len(messages) == 2 and VAULT_CODE in messages[1]["content"]
 
 
+@attack(("GET", "/api/v1/conversations/{conversation_id}/messages/{message_id}/stream"))
+async def _conversation_replay(world: World) -> None:
+    """B cannot replay the stream of A's answer (the buffer holds it)."""
+    conversation = world.ids["conversation"]
+    messages = (await world.a.get(f"/api/v1/conversations/{conversation}/messages")).json()["messages"]
+    replay = f"/api/v1/conversations/{conversation}/messages/{messages[1]['id']}/stream"
+    not_found(await world.attack("GET", replay, headers={"Last-Event-ID": "0"}))
+    own = await world.a.get(replay)
+    assert own.status_code == 200 and VAULT_CODE in own.text  # A's own replay works (and holds the secret)
+
+
 @attack(("GET", "/api/v1/conversations"))
 async def _conversation_list(world: World) -> None:
     response = await world.attack("GET", "/api/v1/conversations", params={"limit": 200})

@@ -1,14 +1,15 @@
 """Conversations and messages in the database. A conversation is private to its owner (see
 ``atrium.accounts.ownership``): the caller-facing functions take the principal and answer ``NotFound`` for
-anyone else's; ``history`` and ``finish_message`` serve the answer run, which already holds the
-conversation, and take the tenant. Admins list and erase through ``atrium.conversations.admin``."""
+anyone else's; ``history`` and ``finish_message`` serve the answer run (and ``finish_message`` a reader
+that found the run abandoned), which already holds the conversation, and take the tenant. Admins list and
+erase through ``atrium.conversations.admin``."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.accounts.ownership import owned_by, owner_columns
@@ -77,13 +78,34 @@ async def history(session: AsyncSession, org_id: str, conversation_id: str,
     return [ChatMessage(row.role, row.content) for row in reversed(list(rows))]  # type: ignore[arg-type]
 
 
-async def finish_message(session: AsyncSession, org_id: str, message_id: str, **values: Any) -> None:
-    message = await session.scalar(select(Message).where(Message.org_id == org_id, Message.id == message_id))
-    if message is None:  # deleted with its conversation while the answer was generated
-        return
-    for key, value in values.items():
-        setattr(message, key, value)
+async def get_answer(session: AsyncSession, principal: Principal, conversation_id: str,
+                     message_id: str) -> Message:
+    """An assistant message of the caller's own conversation; ``NotFound`` otherwise."""
+    await get_conversation(session, principal, conversation_id)
+    row = await session.scalar(select(Message).where(
+        Message.org_id == principal.org_id, Message.conversation_id == conversation_id, Message.id == message_id,
+        Message.role == "assistant"))
+    if row is None:
+        raise NotFound("No such answer in this conversation.")
+    return row
+
+
+async def get_message(session: AsyncSession, org_id: str, message_id: str) -> Message | None:
+    return await session.scalar(select(Message).where(Message.org_id == org_id, Message.id == message_id))
+
+
+async def finish_message(session: AsyncSession, org_id: str, message_id: str, **values: Any) -> bool:
+    """Store the end of a ``pending`` answer (its text, status, sources...), once: an answer already
+    finished (e.g. failed by a reader that found its run abandoned), or deleted with its conversation, is
+    left alone (False)."""
+    done = await session.execute(update(Message).where(Message.org_id == org_id, Message.id == message_id,
+                                                       Message.status == "pending").values(**values))
+    if not done.rowcount:  # type: ignore[attr-defined]
+        return False
+    conversation_id = await session.scalar(select(Message.conversation_id).where(Message.org_id == org_id,
+                                                                                Message.id == message_id))
     conversation = await session.scalar(select(Conversation).where(Conversation.org_id == org_id,
-                                                                   Conversation.id == message.conversation_id))
+                                                                   Conversation.id == conversation_id))
     if conversation is not None:
         conversation.updated_at = datetime.now(UTC)
+    return True

@@ -1,14 +1,19 @@
 """The caller's own conversations and their messages; and, for admins, every conversation they administer
-(metadata only) with an audited erase. Another user's conversation is ``404`` here, for every role."""
+(metadata only) with an audited erase. Another user's conversation is ``404`` here, for every role.
+
+``GET /{conversation_id}/messages/{message_id}/stream`` resumes an answer's Server-Sent Events after the
+last event id the client saw (``Last-Event-ID``, or ``?last_event_id=``), see ``conversations/replay.py``."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
+from sse_starlette import EventSourceResponse
 
 from atrium.conversations import browse
-from atrium.http.deps import ClientIp, DatabaseDep, Offset, PrincipalDep, ResourceId, require_role
+from atrium.http.deps import ClientIp, DatabaseDep, Offset, PrincipalDep, ResourceId, StreamsDep, require_role
+from atrium.http.schemas.chat import AnswerStreamEvent
 from atrium.http.schemas.conversations import (
     AdminConversationList,
     AdminConversationView,
@@ -18,6 +23,7 @@ from atrium.http.schemas.conversations import (
     MessageView,
 )
 from atrium.http.schemas.errors import AUTHENTICATED, error_responses
+from atrium.http.sse import sse_frames
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"], responses=AUTHENTICATED)
 admin_router = APIRouter(prefix="/api/v1/admin/conversations", tags=["admin"],
@@ -49,6 +55,35 @@ async def list_messages(conversation_id: ResourceId, principal: PrincipalDep, db
                         offset: Offset = 0) -> MessageList:
     rows = await browse.list_messages(db, principal, conversation_id, limit=limit, offset=offset)
     return MessageList(messages=[MessageView.of(row) for row in rows])
+
+
+EventId = Annotated[int | None, Query(ge=0, le=10**15, description="The last event id the client saw "
+                                      "(`Last-Event-ID` wins when both are sent).")]
+EventIdHeader = Annotated[str | None, Header(alias="last-event-id", pattern=r"^[0-9]{1,15}$",
+                                             description="The last event id the client saw (an EventSource "
+                                                         "sends it when it reconnects).")]
+_STREAM_RESPONSES = {
+    200: {"description": "Server-Sent Events after the given id: the rest of the answer's `token`s, `sources`, "
+          "then `done` (its `answer` is the whole text) or a typed `error` (`producer_lost`: the server producing "
+          "the answer stopped, and the message is marked failed; `replay_gap`: those events are no longer "
+          "buffered; or the answer's own failure). A finished answer no longer buffered answers `sources` and "
+          "`done` (or its stored `error`) at once. The body is always `text/event-stream`; the schema describes "
+          "one event.", "model": AnswerStreamEvent,
+          "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/AnswerStreamEvent"}}}},
+    **_NOT_FOUND,
+}
+
+
+@router.get("/{conversation_id}/messages/{message_id}/stream", response_model=None,
+            responses=_STREAM_RESPONSES)
+async def resume_answer_stream(conversation_id: ResourceId, message_id: ResourceId, principal: PrincipalDep,
+                               streams: StreamsDep, last_event_id: EventId = None,
+                               last_event_header: EventIdHeader = None) -> EventSourceResponse:
+    """Resume an answer's stream (from `POST /api/v1/chat/ask`, or over `/ws`) after the last event the
+    client received; with no id, from its start. Generation never depends on a client being connected."""
+    after = int(last_event_header) if last_event_header is not None else last_event_id or 0
+    events = await streams.resume(principal, conversation_id, message_id, after=after)
+    return EventSourceResponse(sse_frames(events), ping=15)
 
 
 @admin_router.get("", response_model=AdminConversationList)
