@@ -113,6 +113,7 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "GET /api/v1/conversations/{conversation_id}":                 _MEMBERS_OWN,
     "GET /api/v1/conversations/{conversation_id}/messages":        _MEMBERS_OWN,
     "DELETE /api/v1/conversations/{conversation_id}":             (404, 404, 404, 204, 403, 404, 404, 404, 404, 401),
+    "PATCH /api/v1/conversations/{conversation_id}":              (404, 404, 404, 200, 403, 404, 404, 404, 404, 401),
     "GET /api/v1/conversations/{conversation_id}/messages/{message_id}/stream": _MEMBERS_OWN,
     "POST /api/v1/chat/ask":                                       _MEMBERS_OWN,  # into the member's conversation
     "POST /api/v1/chat/ask #stream":                               _MEMBERS_OWN,  # the same, answered as SSE
@@ -622,6 +623,16 @@ def _erase(owner: str, method: str) -> Call:
 
 probe("DELETE /api/v1/conversations/{conversation_id}", check=_gone_if_deleted, always=True)(
     _erase("member", "DELETE"))
+
+
+@probe("PATCH /api/v1/conversations/{conversation_id}")
+async def _rename(world: World, who: str, path: str) -> Answer:
+    conversation = await world.conversation("member")
+    answer = await world.ask(who, "PATCH", fill(path, conversation_id=conversation), json={"title": f"By {who}"})
+    async with world.db.system_session() as session:
+        title = (await session.get(Conversation, conversation)).title  # type: ignore[union-attr]
+    assert title == (f"By {who}" if answer.status == 200 else "Throwaway"), title
+    return answer
 
 
 async def _replayed(world: World, who: str, answer: Answer) -> None:

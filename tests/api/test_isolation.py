@@ -252,10 +252,14 @@ async def _conversation_by_id(world: World) -> None:
     assert len(messages) == 2 and VAULT_CODE in messages[1]["content"]
 
 
-@attack(("GET", "/api/v1/conversations/{conversation_id}/messages/{message_id}/stream"))
-async def _conversation_replay(world: World) -> None:
-    """B cannot replay the stream of A's answer (the buffer holds it)."""
+@attack(("PATCH", "/api/v1/conversations/{conversation_id}"),
+        ("GET", "/api/v1/conversations/{conversation_id}/messages/{message_id}/stream"))
+async def _conversation_rename_and_replay(world: World) -> None:
+    """B can neither rename A's conversation nor replay the stream of A's answer (the buffer holds it)."""
     conversation = world.ids["conversation"]
+    before = (await world.a.get(f"/api/v1/conversations/{conversation}")).json()["title"]
+    not_found(await world.attack("PATCH", f"/api/v1/conversations/{conversation}", json={"title": "Taken over"}))
+    assert (await world.a.get(f"/api/v1/conversations/{conversation}")).json()["title"] == before
     messages = (await world.a.get(f"/api/v1/conversations/{conversation}/messages")).json()["messages"]
     replay = f"/api/v1/conversations/{conversation}/messages/{messages[1]['id']}/stream"
     not_found(await world.attack("GET", replay, headers={"Last-Event-ID": "0"}))

@@ -9,12 +9,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.accounts.ownership import owned_by, owner_columns
 from atrium.accounts.principal import Principal
-from atrium.errors import NotFound
+from atrium.errors import InvalidRequest, NotFound
 from atrium.gateway.ports import ChatMessage
 from atrium.store.models import Conversation, Message
 
@@ -56,13 +56,26 @@ async def erase(session: AsyncSession, conversation: Conversation) -> None:
     await session.delete(conversation)
 
 
+async def rename_conversation(session: AsyncSession, principal: Principal, conversation_id: str,
+                              title: str) -> Conversation:
+    conversation = await get_conversation(session, principal, conversation_id)
+    conversation.title = title
+    conversation.updated_at = datetime.now(UTC)
+    return conversation
+
+
 async def list_messages(session: AsyncSession, principal: Principal, conversation_id: str, limit: int = 200,
-                        offset: int = 0) -> list[Message]:
+                        offset: int = 0, after: str | None = None) -> list[Message]:
+    """The conversation's messages, oldest first; ``after``: only those after that message (a cursor)."""
     await get_conversation(session, principal, conversation_id)
-    rows = await session.scalars(
-        select(Message).where(Message.org_id == principal.org_id, Message.conversation_id == conversation_id)
-        .order_by(Message.created_at, Message.id).limit(limit).offset(offset)
-    )
+    query = select(Message).where(Message.org_id == principal.org_id, Message.conversation_id == conversation_id)
+    if after is not None:
+        anchor = await session.scalar(query.where(Message.id == after))
+        if anchor is None:
+            raise InvalidRequest("cursor does not belong to this conversation.")
+        query = query.where(or_(Message.created_at > anchor.created_at,
+                                and_(Message.created_at == anchor.created_at, Message.id > anchor.id)))
+    rows = await session.scalars(query.order_by(Message.created_at, Message.id).limit(limit).offset(offset))
     return list(rows)
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
+from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
 
 from atrium.conversations import browse
+from atrium.errors import InvalidRequest
 from atrium.http.deps import ClientIp, DatabaseDep, Offset, PrincipalDep, ResourceId, StreamsDep, require_role
 from atrium.http.schemas.chat import AnswerStreamEvent
 from atrium.http.schemas.conversations import (
@@ -22,7 +24,7 @@ from atrium.http.schemas.conversations import (
     MessageList,
     MessageView,
 )
-from atrium.http.schemas.errors import AUTHENTICATED, error_responses
+from atrium.http.schemas.errors import AUTHENTICATED, BODY, error_responses
 from atrium.http.sse import sse_frames
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"], responses=AUTHENTICATED)
@@ -49,12 +51,34 @@ async def delete_conversation(conversation_id: ResourceId, principal: PrincipalD
     await browse.delete_conversation(db, principal, conversation_id)
 
 
+class ConversationChange(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"title": "Refund questions"}]})
+    title: str = Field(min_length=1, max_length=200)
+
+
+@router.patch("/{conversation_id}", dependencies=[require_role("member")], response_model=ConversationView,
+              responses={**BODY, **_NOT_FOUND})
+async def rename_conversation(conversation_id: ResourceId, body: ConversationChange, principal: PrincipalDep,
+                              db: DatabaseDep) -> ConversationView:
+    """Rename one's own conversation."""
+    title = " ".join(body.title.split())
+    if not title:
+        raise InvalidRequest("title must not be blank.")
+    return ConversationView.of(await browse.rename_conversation(db, principal, conversation_id, title))
+
+
 @router.get("/{conversation_id}/messages", response_model=MessageList, responses=_NOT_FOUND)
 async def list_messages(conversation_id: ResourceId, principal: PrincipalDep, db: DatabaseDep,
                         limit: Annotated[int, Query(ge=1, le=500)] = 200,
-                        offset: Offset = 0) -> MessageList:
-    rows = await browse.list_messages(db, principal, conversation_id, limit=limit, offset=offset)
-    return MessageList(messages=[MessageView.of(row) for row in rows])
+                        offset: Offset = 0,
+                        cursor: Annotated[str | None, Query(min_length=1, max_length=200, description=(
+                            "Where to go on from: the `next_cursor` of the page before (instead of `offset`)."
+                        ))] = None) -> MessageList:
+    """The conversation's messages, oldest first, a page at a time (`next_cursor` until the last page)."""
+    if cursor is not None and offset:
+        raise InvalidRequest("Send either cursor or offset, not both.")
+    page = await browse.list_messages(db, principal, conversation_id, limit=limit, offset=offset, cursor=cursor)
+    return MessageList(messages=[MessageView.of(row) for row in page.messages], next_cursor=page.next_cursor)
 
 
 EventId = Annotated[int | None, Query(ge=0, le=10**15, description="The last event id the client saw "
