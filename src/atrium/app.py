@@ -36,6 +36,7 @@ from atrium.http.routes import (
     policy,
     query,
     search,
+    sync,
     ws,
 )
 from atrium.settings import Settings
@@ -102,7 +103,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
     )
     # The model endpoints first: FastAPI tries routes in order, and these are the hot path.
     for module in (openai_compat, anthropic_compat, health, metrics, chat, search, documents, collections, query,
-                   conversations, me, admin, auth, accounts, invitations, budgets, policy, ws):
+                   conversations, sync, me, admin, auth, accounts, invitations, budgets, policy, ws):
         app.include_router(module.router)
     app.include_router(conversations.admin_router)
     install_security_schemes(app)

@@ -115,6 +115,7 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "DELETE /api/v1/conversations/{conversation_id}":             (404, 404, 404, 204, 403, 404, 404, 404, 404, 401),
     "PATCH /api/v1/conversations/{conversation_id}":              (404, 404, 404, 200, 403, 404, 404, 404, 404, 401),
     "GET /api/v1/conversations/{conversation_id}/messages/{message_id}/stream": _MEMBERS_OWN,
+    "GET /api/v1/sync":                                            _SIGNED_IN,  # changes of one's own only
     "POST /api/v1/chat/ask":                                       _MEMBERS_OWN,  # into the member's conversation
     "POST /api/v1/chat/ask #stream":                               _MEMBERS_OWN,  # the same, answered as SSE
     "POST /api/v1/chat/ask #plain":                                _SIGNED_IN,  # sources: readable documents only
@@ -639,6 +640,13 @@ async def _replayed(world: World, who: str, answer: Answer) -> None:
     assert "event: done" in answer.text and world.ids["answer_member"] in answer.text, answer.text[:300]
 
 
+async def _own_changes(world: World, who: str, answer: Answer) -> None:
+    synced = {change["conversation_id"] for change in answer.body["changes"]}
+    assert (world.ids["conv_member"] in synced) == (who == "member"), synced
+    assert (world.ids["conv_d1"] in synced) == (who == "div_member"), synced
+
+
+simple("GET /api/v1/sync", params={"limit": 1000}, check=_own_changes)
 simple("GET /api/v1/conversations/{conversation_id}/messages/{message_id}/stream", check=_replayed,
        ids=lambda world: {"conversation_id": world.ids["conv_member"], "message_id": world.ids["answer_member"]})
 probe("DELETE /api/v1/admin/conversations/{conversation_id}", check=_gone_if_deleted, always=True)(

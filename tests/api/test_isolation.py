@@ -267,6 +267,14 @@ async def _conversation_rename_and_replay(world: World) -> None:
     assert own.status_code == 200 and VAULT_CODE in own.text  # A's own replay works (and holds the secret)
 
 
+@attack(("GET", "/api/v1/sync"))
+async def _sync(world: World) -> None:
+    """B's changes only: none of A's conversations or messages, from the beginning."""
+    response = await world.attack("GET", "/api/v1/sync", params={"limit": 1000})
+    assert response.status_code == 200, response.text
+    assert world.ids["conversation"] not in {c["conversation_id"] for c in response.json()["changes"]}
+
+
 @attack(("GET", "/api/v1/conversations"))
 async def _conversation_list(world: World) -> None:
     response = await world.attack("GET", "/api/v1/conversations", params={"limit": 200})

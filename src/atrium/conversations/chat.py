@@ -16,6 +16,7 @@ from functools import partial
 
 from atrium.accounts.ownership import principal_session
 from atrium.accounts.principal import Principal
+from atrium.conversations import changes
 from atrium.conversations import repository as repo
 from atrium.conversations.generation import Outcome
 from atrium.conversations.grounded import GroundedUseCase
@@ -53,6 +54,9 @@ class ChatService(GroundedUseCase):
                                 content="", status="pending")
             session.add(assistant)
             await session.flush()
+            changes.record(session, conversation, "conversation", conversation.id, "upsert")
+            for row in (user_message, assistant):
+                changes.record(session, conversation, "message", row.id, "upsert")
             ids = (conversation.id, user_message.id, assistant.id)
         run = AnswerRun(journal=self.streams.journal(principal.org_id, ids[2]) if self.streams else None)
         run.emit("meta", conversation_id=ids[0], user_message_id=ids[1], message_id=ids[2])

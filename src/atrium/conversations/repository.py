@@ -1,8 +1,9 @@
 """Conversations and messages in the database. A conversation is private to its owner (see
 ``atrium.accounts.ownership``): the caller-facing functions take the principal and answer ``NotFound`` for
 anyone else's; ``history`` and ``finish_message`` serve the answer run (and ``finish_message`` a reader
-that found the run abandoned), which already holds the conversation, and take the tenant. Admins list and
-erase through ``atrium.conversations.admin``."""
+that found the run abandoned), which already holds the conversation, and take the tenant. Every change of
+a conversation or message is appended to the sync change log (``conversations/changes.py``) in the same
+transaction. Admins list and erase through ``atrium.conversations.admin``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.accounts.ownership import owned_by, owner_columns
 from atrium.accounts.principal import Principal
+from atrium.conversations import changes
 from atrium.errors import InvalidRequest, NotFound
 from atrium.gateway.ports import ChatMessage
 from atrium.store.models import Conversation, Message
@@ -51,6 +53,7 @@ async def delete_conversation(session: AsyncSession, principal: Principal, conve
 
 async def erase(session: AsyncSession, conversation: Conversation) -> None:
     """Delete ``conversation`` and its messages (whoever the caller checked it for)."""
+    changes.record(session, conversation, "conversation", conversation.id, "delete")
     await session.execute(delete(Message).where(Message.org_id == conversation.org_id,
                                                 Message.conversation_id == conversation.id))
     await session.delete(conversation)
@@ -61,6 +64,7 @@ async def rename_conversation(session: AsyncSession, principal: Principal, conve
     conversation = await get_conversation(session, principal, conversation_id)
     conversation.title = title
     conversation.updated_at = datetime.now(UTC)
+    changes.record(session, conversation, "conversation", conversation.id, "upsert")
     return conversation
 
 
@@ -121,4 +125,6 @@ async def finish_message(session: AsyncSession, org_id: str, message_id: str, **
                                                                    Conversation.id == conversation_id))
     if conversation is not None:
         conversation.updated_at = datetime.now(UTC)
+        changes.record(session, conversation, "message", message_id, "upsert")
+        changes.record(session, conversation, "conversation", conversation.id, "upsert")
     return True
