@@ -1,7 +1,8 @@
 """An answer run's journal: its events copied into the replay buffer (the ``StreamLog``), and its lease.
 
 The run emits events synchronously, token by token; the journal queues them and a pump task appends them
-in batches (one round trip for whatever accumulated), so the model's stream never waits on the log. The
+in batches (one round trip for whatever accumulated, at most one every ``batch_s``), so the model's stream
+never waits on the log and a fast stream costs a few appends a second, not one per token. The
 pump also renews the run's lease every ``heartbeat_s``, including while the model is silent, and drops it
 after the final event: a stream left without a final event and without a lease was abandoned.
 """
@@ -21,11 +22,13 @@ log = logging.getLogger(__name__)
 class RunJournal:
     """Copies one run's events into ``stream_log`` under ``stream`` and holds the run's lease there."""
 
-    def __init__(self, stream_log: StreamLog, stream: str, *, lease_s: float, heartbeat_s: float) -> None:
+    def __init__(self, stream_log: StreamLog, stream: str, *, lease_s: float, heartbeat_s: float,
+                 batch_s: float = 0.02) -> None:
         self.log = stream_log
         self.stream = stream
         self.lease_s = lease_s
         self.heartbeat_s = heartbeat_s
+        self.batch_s = batch_s
         self._pending: list[StreamEntry] = []
         self._wake = asyncio.Event()
         self._closing = False
@@ -79,6 +82,9 @@ class RunJournal:
             except Exception:
                 log.warning("the replay buffer failed for stream %s; retrying", self.stream, exc_info=True)
                 await asyncio.sleep(min(self.heartbeat_s, 1.0))
+                continue
+            if not self._ended and not self._closing:
+                await asyncio.sleep(self.batch_s)  # let the next tokens gather into one append
 
     async def _renew(self) -> None:
         self._renewed_at = asyncio.get_running_loop().time()
