@@ -193,7 +193,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     answerer = GroundedAnswerer(knowledge, top_k=settings.knowledge.top_k,
                                 min_relevance=settings.knowledge.min_relevance)
     runs = RunSupervisor()
-    streams = AnswerStreams(db, build_stream_log(settings, redis), settings.streams)
+    streams = AnswerStreams(db, build_stream_log(settings, redis), settings.streams, shared=redis is not None)
     chat = ChatService(db, answerer, model, runs, settings.chat, directory, pipeline)
     chat.streams = streams
     jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)})

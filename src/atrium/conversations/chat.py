@@ -10,6 +10,7 @@ resumes it (``conversations/replay.py``).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -18,12 +19,14 @@ from atrium.accounts.ownership import principal_session
 from atrium.accounts.principal import Principal
 from atrium.conversations import changes
 from atrium.conversations import repository as repo
-from atrium.conversations.generation import Outcome
+from atrium.conversations.generation import Outcome, error_of
 from atrium.conversations.grounded import GroundedUseCase
 from atrium.conversations.replay import AnswerStreams
 from atrium.conversations.runs import AnswerRun
 from atrium.gateway.ports import ChatMessage
 from atrium.store.models import Message
+
+log = logging.getLogger(__name__)
 
 ENDPOINT = "/api/v1/chat/ask"
 
@@ -85,6 +88,13 @@ class ChatService(GroundedUseCase):
             run.emit("error", code="interrupted", message="The server stopped before the answer ended.",
                      message_id=message_id, conversation_id=conversation_id)
             raise
+        except Exception as exc:  # before the answer began (the guard's admission...): still ended, and stored
+            log.exception("answer run failed before it began")
+            failed = Outcome(error=error_of(exc))
+            try:
+                await self._store(principal, message_id, failed)
+            finally:
+                run.emit("error", **(failed.error or {}), message_id=message_id, conversation_id=conversation_id)
         finally:
             if run.journal is not None:
                 await asyncio.shield(run.journal.close())

@@ -11,14 +11,24 @@ resumed stream ends with ``done`` or a typed ``error``:
 * the answer is still ``pending`` but its run's lease lapsed (the producing process died): the message is
   marked failed (``producer_lost``, keeping the text the buffer holds) and the reader gets that error;
 * events the buffer no longer holds were asked for (trimmed from a very long stream): ``replay_gap``.
+
+An answer whose run died while nobody was reading is failed the same way by ``keep_reaping`` (every
+``streams.lease_s``), so a client that only lists messages later never sees it ``pending`` for ever.
+A buffer in this process only (the embedded default) cannot tell another process's live run (``atrium ask``
+beside the server) from a dead one: there, an answer without events in this buffer is taken for abandoned
+only when it was asked before this process started.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from sqlalchemy import select
 
 from atrium.accounts.ownership import principal_session
 from atrium.accounts.principal import Principal
@@ -29,6 +39,8 @@ from atrium.conversations.runs import RunEvent
 from atrium.conversations.settings import StreamSettings
 from atrium.store.engine import Database
 from atrium.store.models import Message
+
+log = logging.getLogger(__name__)
 
 PRODUCER_LOST = {"code": "producer_lost",
                  "message": "The server producing this answer stopped before the answer ended."}
@@ -43,10 +55,12 @@ def stream_name(org_id: str, message_id: str) -> str:
 class AnswerStreams:
     """The replay buffer's use cases: a journal for each new answer run, and resuming a stream."""
 
-    def __init__(self, db: Database, stream_log: StreamLog, settings: StreamSettings) -> None:
+    def __init__(self, db: Database, stream_log: StreamLog, settings: StreamSettings, *, shared: bool) -> None:
         self.db = db
         self.log = stream_log
         self.settings = settings
+        self.shared = shared  # every process producing answers writes to this buffer (Redis)
+        self.started_at = datetime.now(UTC)
 
     def journal(self, org_id: str, message_id: str) -> RunJournal:
         return RunJournal(self.log, stream_name(org_id, message_id), lease_s=self.settings.lease_s,
@@ -93,6 +107,31 @@ class AnswerStreams:
                 yield event
             return
 
+    async def reap(self, *, limit: int = 100) -> int:
+        """Fail the ``pending`` answers whose runs are gone (no lease, no final event): how many."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.lease_s)
+        if not self.shared:
+            cutoff = min(cutoff, self.started_at)
+        async with self.db.system_session() as session:
+            rows = list(await session.scalars(select(Message).where(
+                Message.status == "pending", Message.role == "assistant", Message.created_at < cutoff)
+                .order_by(Message.created_at).limit(limit)))
+        failed = 0
+        for row in rows:
+            if not await self.log.alive(stream_name(row.org_id, row.id)):
+                failed += await self._abandon(row.org_id, row) is not None
+        return failed
+
+    async def keep_reaping(self) -> None:
+        """``reap`` every ``streams.lease_s`` until cancelled."""
+        while True:
+            await asyncio.sleep(self.settings.lease_s)
+            try:
+                if failed := await self.reap():
+                    log.warning("%d answers were left pending by runs that stopped; marked failed", failed)
+            except Exception:
+                log.warning("failing abandoned answers failed; trying again later", exc_info=True)
+
     async def _message(self, org_id: str, message_id: str) -> Message | None:
         async with self.db.tenant_session(org_id) as session:
             return await repo.get_message(session, org_id, message_id)
@@ -105,6 +144,8 @@ class AnswerStreams:
         entries = await self.log.read(stream, 0, limit=self.settings.max_events)
         if entries and entries[-1].final:
             return None
+        if not entries and not self.shared and _created(row) >= self.started_at:
+            return None  # maybe another process's run: this process's buffer cannot know, so keep waiting
         partial = "".join(str(entry.data.get("text", "")) for entry in entries if entry.event == "token")
         async with self.db.tenant_session(org_id) as session:
             marked = await repo.finish_message(session, org_id, row.id, status="error", content=partial,
@@ -134,6 +175,9 @@ def _ids(row: Message) -> dict[str, Any]:
     return {"message_id": row.id, "conversation_id": row.conversation_id}
 
 
+def _created(row: Message) -> datetime:
+    return row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)  # SQLite: naive UTC
+
+
 def _age_s(row: Message) -> float:
-    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
-    return (datetime.now(UTC) - created).total_seconds()
+    return (datetime.now(UTC) - _created(row)).total_seconds()

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -159,7 +160,10 @@ class Conversation(Base):
 
 class Message(Base):
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_conversation_created", "conversation_id", "created_at"),)
+    __table_args__ = (Index("ix_messages_conversation_created", "conversation_id", "created_at"),
+                      # the answers still being produced (what the abandoned-answer check scans)
+                      Index("ix_messages_pending", "created_at", sqlite_where=text("status = 'pending'"),
+                            postgresql_where=text("status = 'pending'")))
     id: Mapped[RowId]
     org_id: Mapped[OrgRef]
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))

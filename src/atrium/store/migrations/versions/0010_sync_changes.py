@@ -4,7 +4,8 @@ transaction (``GET /api/v1/sync``).
 * ``seq``: an increasing id; ``tx``: on PostgreSQL the writing transaction's id (``pg_current_xact_id()``,
   a server default), so a reader can leave out what still-running transactions may yet commit; 0 on
   SQLite, where writers take turns.
-* PostgreSQL: under ``tenant_isolation`` and the ``principal_access`` policy (a change is its
+* ``ix_messages_pending``: a partial index of the answers still ``pending`` (the abandoned-answer check).
+* PostgreSQL: ``changes`` under ``tenant_isolation`` and the ``principal_access`` policy (a change is its
   conversation owner's, ``atrium.store.tenancy.ACCESS_RULES``).
 
 Revision ID: 0010
@@ -50,9 +51,12 @@ def upgrade() -> None:
         batch.create_index("ix_changes_org_tx_seq", ["org_id", "tx", "seq"], unique=False)
     enable_rls(connection, "changes")
     enable_access_policies(connection, ("changes",))
+    op.create_index("ix_messages_pending", "messages", ["created_at"], sqlite_where=sa.text("status = 'pending'"),
+                    postgresql_where=sa.text("status = 'pending'"))
 
 
 def downgrade() -> None:
+    op.drop_index("ix_messages_pending", table_name="messages")
     connection = op.get_bind()
     disable_access_policies(connection, ("changes",))
     disable_rls(connection, "changes")
