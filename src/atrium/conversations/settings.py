@@ -13,11 +13,12 @@ class StreamSettings(BaseModel):
     older than ``lease_s`` was abandoned (its process died): a reader then gets a typed error
     (``producer_lost``) and the message is marked failed. Streams are kept ``ttl_s`` after their last
     event, at most ``max_events`` events each (the oldest trimmed); later, a resume answers from the
-    stored message."""
+    stored message. The buffer holds every recent answer's events (in memory without Redis): a short
+    ``ttl_s`` keeps it small."""
 
     heartbeat_s: float = Field(2.0, gt=0)
     lease_s: float = Field(10.0, gt=0)
-    ttl_s: float = Field(3600.0, gt=0)
+    ttl_s: float = Field(300.0, gt=0)
     max_events: int = Field(10_000, ge=100)
 
     @model_validator(mode="after")

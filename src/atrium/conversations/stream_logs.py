@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from atrium.conversations.ports import FINAL_EVENTS, StreamConflict, StreamEntry
 
 DEFAULT_MAX_LEN = 10_000
-DEFAULT_TTL_S = 3600.0
+DEFAULT_TTL_S = 300.0
 
 
 @dataclass(slots=True)
