@@ -36,6 +36,7 @@ from atrium.http.routes import (
     policy,
     query,
     search,
+    sync,
     ws,
 )
 from atrium.settings import Settings
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
                 asyncio.create_task(services.knowledge.keep_consistent(), name="index-upkeep"),
                 asyncio.create_task(_warm_up(services.gateway.chat), name="model-warm-up"),
                 asyncio.create_task(services.authenticator.listen_for_revocations(), name="auth-revocations"),
+                asyncio.create_task(services.streams.keep_reaping(), name="abandoned-answers"),
             ]
             if services.guard is not None:
                 background.append(asyncio.create_task(services.guard.policies.listen(), name="policy-changes"))
@@ -102,7 +104,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
     )
     # The model endpoints first: FastAPI tries routes in order, and these are the hot path.
     for module in (openai_compat, anthropic_compat, health, metrics, chat, search, documents, collections, query,
-                   conversations, me, admin, auth, accounts, invitations, budgets, policy, ws):
+                   conversations, sync, me, admin, auth, accounts, invitations, budgets, policy, ws):
         app.include_router(module.router)
     app.include_router(conversations.admin_router)
     install_security_schemes(app)

@@ -18,8 +18,11 @@ from atrium.accounts.authenticate import Authenticator, build_authenticator
 from atrium.accounts.login import SessionService, build_sessions
 from atrium.accounts.service import Accounts
 from atrium.conversations.chat import ChatService
+from atrium.conversations.ports import StreamLog
 from atrium.conversations.queries import QueryService
+from atrium.conversations.replay import AnswerStreams
 from atrium.conversations.runs import RunSupervisor
+from atrium.conversations.stream_logs import InProcessStreamLog, RedisStreamLog
 from atrium.gateway.http_client import upstream_http_client
 from atrium.gateway.ports import ChatModel, Embedder
 from atrium.gateway.service import Gateway, build_gateway
@@ -60,6 +63,7 @@ class Services:
     queries: QueryService
     jobs: DatabaseJobQueue
     runs: RunSupervisor
+    streams: AnswerStreams  # the replay buffer of answer streams (resume after a lost connection)
     http_client: httpx.AsyncClient
     pubsub: PubSub
     metrics: Metrics
@@ -100,6 +104,14 @@ def build_local_chat_model(settings: Settings, http_client: httpx.AsyncClient, *
     )
     return LocalChatModel(server, name=name, ready_timeout_s=config.startup_timeout_s,
                           request_timeout_s=config.request_timeout_s)
+
+
+def build_stream_log(settings: Settings, redis: Redis | None) -> StreamLog:
+    """Redis Streams when Redis is configured (every replica reads every answer's stream), else in memory."""
+    config = settings.streams
+    if redis is not None:
+        return RedisStreamLog(redis, max_len=config.max_events, ttl_s=config.ttl_s)
+    return InProcessStreamLog(max_len=config.max_events, ttl_s=config.ttl_s)
 
 
 def build_http_client(settings: Settings) -> httpx.AsyncClient:
@@ -181,12 +193,14 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     answerer = GroundedAnswerer(knowledge, top_k=settings.knowledge.top_k,
                                 min_relevance=settings.knowledge.min_relevance)
     runs = RunSupervisor()
+    streams = AnswerStreams(db, build_stream_log(settings, redis), settings.streams, shared=redis is not None)
+    chat = ChatService(db, answerer, model, runs, settings.chat, directory, pipeline)
+    chat.streams = streams
     jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)})
     return Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
-                    gateway=gateway,
-                    chat=ChatService(db, answerer, model, runs, settings.chat, directory, pipeline),
+                    gateway=gateway, chat=chat,
                     queries=QueryService(db, answerer, model, runs, settings.chat, directory, pipeline),
-                    jobs=jobs, runs=runs, http_client=http_client, pubsub=pubsub, metrics=metrics,
+                    jobs=jobs, runs=runs, streams=streams, http_client=http_client, pubsub=pubsub, metrics=metrics,
                     authenticator=authenticator, sessions=sessions,
                     accounts=Accounts(db, authenticator, sessions.passwords, knowledge),
                     rate_limiter=rate_limiter, budgets=budgets, redis=redis, guard=pipeline.guard)
@@ -204,6 +218,7 @@ async def close_services(services: Services, *, reconcile: bool = True) -> None:
     await services.knowledge.save_index(force=True)
     await services.gateway.aclose()
     await services.http_client.aclose()
+    await services.streams.log.aclose()
     if services.redis is not None:
         await services.redis.aclose()
     await services.pubsub.aclose()

@@ -113,6 +113,9 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "GET /api/v1/conversations/{conversation_id}":                 _MEMBERS_OWN,
     "GET /api/v1/conversations/{conversation_id}/messages":        _MEMBERS_OWN,
     "DELETE /api/v1/conversations/{conversation_id}":             (404, 404, 404, 204, 403, 404, 404, 404, 404, 401),
+    "PATCH /api/v1/conversations/{conversation_id}":              (404, 404, 404, 200, 403, 404, 404, 404, 404, 401),
+    "GET /api/v1/conversations/{conversation_id}/messages/{message_id}/stream": _MEMBERS_OWN,
+    "GET /api/v1/sync":                                            _SIGNED_IN,  # changes of one's own only
     "POST /api/v1/chat/ask":                                       _MEMBERS_OWN,  # into the member's conversation
     "POST /api/v1/chat/ask #stream":                               _MEMBERS_OWN,  # the same, answered as SSE
     "POST /api/v1/chat/ask #plain":                                _SIGNED_IN,  # sources: readable documents only
@@ -481,6 +484,7 @@ async def _build(world: World) -> None:
         asked = await world.clients[who].post("/api/v1/chat/ask", json={"message": QUESTION})
         assert asked.status_code == 200, asked.text
         ids[name] = asked.json()["conversation_id"]
+        ids[name.replace("conv", "answer")] = asked.json()["message_id"]
     query = await member.post("/api/v1/query", json={"question": QUESTION})
     assert query.status_code == 201, query.text
     ids["query"] = query.json()["id"]
@@ -620,6 +624,31 @@ def _erase(owner: str, method: str) -> Call:
 
 probe("DELETE /api/v1/conversations/{conversation_id}", check=_gone_if_deleted, always=True)(
     _erase("member", "DELETE"))
+
+
+@probe("PATCH /api/v1/conversations/{conversation_id}")
+async def _rename(world: World, who: str, path: str) -> Answer:
+    conversation = await world.conversation("member")
+    answer = await world.ask(who, "PATCH", fill(path, conversation_id=conversation), json={"title": f"By {who}"})
+    async with world.db.system_session() as session:
+        title = (await session.get(Conversation, conversation)).title  # type: ignore[union-attr]
+    assert title == (f"By {who}" if answer.status == 200 else "Throwaway"), title
+    return answer
+
+
+async def _replayed(world: World, who: str, answer: Answer) -> None:
+    assert "event: done" in answer.text and world.ids["answer_member"] in answer.text, answer.text[:300]
+
+
+async def _own_changes(world: World, who: str, answer: Answer) -> None:
+    synced = {change["conversation_id"] for change in answer.body["changes"]}
+    assert (world.ids["conv_member"] in synced) == (who == "member"), synced
+    assert (world.ids["conv_d1"] in synced) == (who == "div_member"), synced
+
+
+simple("GET /api/v1/sync", params={"limit": 1000}, check=_own_changes)
+simple("GET /api/v1/conversations/{conversation_id}/messages/{message_id}/stream", check=_replayed,
+       ids=lambda world: {"conversation_id": world.ids["conv_member"], "message_id": world.ids["answer_member"]})
 probe("DELETE /api/v1/admin/conversations/{conversation_id}", check=_gone_if_deleted, always=True)(
     _erase("div_member", "DELETE"))
 probe("DELETE /api/v1/admin/conversations/{conversation_id} #unscoped", check=_gone_if_deleted, always=True)(

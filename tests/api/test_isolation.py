@@ -252,6 +252,29 @@ async def _conversation_by_id(world: World) -> None:
     assert len(messages) == 2 and VAULT_CODE in messages[1]["content"]
 
 
+@attack(("PATCH", "/api/v1/conversations/{conversation_id}"),
+        ("GET", "/api/v1/conversations/{conversation_id}/messages/{message_id}/stream"))
+async def _conversation_rename_and_replay(world: World) -> None:
+    """B can neither rename A's conversation nor replay the stream of A's answer (the buffer holds it)."""
+    conversation = world.ids["conversation"]
+    before = (await world.a.get(f"/api/v1/conversations/{conversation}")).json()["title"]
+    not_found(await world.attack("PATCH", f"/api/v1/conversations/{conversation}", json={"title": "Taken over"}))
+    assert (await world.a.get(f"/api/v1/conversations/{conversation}")).json()["title"] == before
+    messages = (await world.a.get(f"/api/v1/conversations/{conversation}/messages")).json()["messages"]
+    replay = f"/api/v1/conversations/{conversation}/messages/{messages[1]['id']}/stream"
+    not_found(await world.attack("GET", replay, headers={"Last-Event-ID": "0"}))
+    own = await world.a.get(replay)
+    assert own.status_code == 200 and VAULT_CODE in own.text  # A's own replay works (and holds the secret)
+
+
+@attack(("GET", "/api/v1/sync"))
+async def _sync(world: World) -> None:
+    """B's changes only: none of A's conversations or messages, from the beginning."""
+    response = await world.attack("GET", "/api/v1/sync", params={"limit": 1000})
+    assert response.status_code == 200, response.text
+    assert world.ids["conversation"] not in {c["conversation_id"] for c in response.json()["changes"]}
+
+
 @attack(("GET", "/api/v1/conversations"))
 async def _conversation_list(world: World) -> None:
     response = await world.attack("GET", "/api/v1/conversations", params={"limit": 200})

@@ -94,6 +94,7 @@ KNOWN_GOOD = [
     ("GET", "/api/v1/documents", None),
     ("GET", "/api/v1/collections", None),
     ("GET", "/api/v1/conversations", None),
+    ("GET", "/api/v1/sync", None),
     ("GET", "/api/v1/admin/conversations", None),
     ("GET", "/api/v1/admin/org", None),
     ("GET", "/api/v1/admin/users", None),

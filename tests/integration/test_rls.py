@@ -34,6 +34,7 @@ from atrium.store.models import (
     Budget,
     BudgetReservation,
     BudgetSpend,
+    Change,
     Chunk,
     Collection,
     Conversation,
@@ -120,6 +121,8 @@ async def _seed(owner: Database) -> None:
                 AuditEvent(org_id=org, action="test.seed"),
                 Collection(org_id=org, name="docs"),
                 Invitation(org_id=org, email=f"guest@{tag}.example", expires_at=datetime.now(UTC) + timedelta(days=7)),
+                Change(org_id=org, user_id=user.id, entity="conversation", entity_id=conversation.id,
+                       conversation_id=conversation.id, op="upsert"),
             ])
         await session.flush()
         for number, org in enumerate((ORG_A, ORG_B), start=1):

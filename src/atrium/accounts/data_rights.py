@@ -21,6 +21,7 @@ from atrium.errors import Conflict, Forbidden, NotFound
 from atrium.knowledge.service import KnowledgeService
 from atrium.store.engine import Database
 from atrium.store.models import (
+    Change,
     Chunk,
     Collection,
     Conversation,
@@ -143,6 +144,7 @@ async def erase(db: Database, knowledge: KnowledgeService, principal: Principal,
             await session.execute(delete(Message).where(Message.conversation_id.in_(conversation_ids)))
         counts["conversations"] = len(conversation_ids)
         await session.execute(delete(Conversation).where(Conversation.user_id == user_id))
+        await session.execute(delete(Change).where(Change.user_id == user_id))  # the sync log of them too
         counts["queries"] = (await session.execute(delete(QueryRecord).where(
             QueryRecord.user_id == user_id))).rowcount  # type: ignore[attr-defined]
         counts["jobs"] = (await session.execute(delete(Job).where(Job.user_id == user_id))).rowcount  # type: ignore[attr-defined]

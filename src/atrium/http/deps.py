@@ -20,6 +20,7 @@ from atrium.accounts.service import Accounts
 from atrium.container import Services
 from atrium.conversations.chat import ChatService
 from atrium.conversations.queries import QueryService
+from atrium.conversations.replay import AnswerStreams
 from atrium.errors import Forbidden, NotReady, Unauthorized
 from atrium.gateway.service import Gateway
 from atrium.guard.budgets.admin import BudgetAdmin
@@ -67,6 +68,7 @@ GatewayDep = Annotated[Gateway, _part(lambda services: services.gateway)]
 LimitsDep = Annotated[LimitSettings, _part(lambda services: services.settings.limits)]
 ChatDep = Annotated[ChatService, _part(lambda services: services.chat)]
 QueriesDep = Annotated[QueryService, _part(lambda services: services.queries)]
+StreamsDep = Annotated[AnswerStreams, _part(lambda services: services.streams)]
 MetricsDep = Annotated[Metrics, _part(lambda services: services.metrics)]
 JobsDep = Annotated[DatabaseJobQueue, _part(lambda services: services.jobs)]
 GuardDep = Annotated[Guard | None, _part(lambda services: services.guard)]  # None: the guard is not configured

@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    FetchedValue,
     Float,
     ForeignKey,
     Index,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -158,7 +160,10 @@ class Conversation(Base):
 
 class Message(Base):
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_conversation_created", "conversation_id", "created_at"),)
+    __table_args__ = (Index("ix_messages_conversation_created", "conversation_id", "created_at"),
+                      # the answers still being produced (what the abandoned-answer check scans)
+                      Index("ix_messages_pending", "created_at", sqlite_where=text("status = 'pending'"),
+                            postgresql_where=text("status = 'pending'")))
     id: Mapped[RowId]
     org_id: Mapped[OrgRef]
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
@@ -170,6 +175,27 @@ class Message(Base):
     sources: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
     usage: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     error: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    created_at: Mapped[CreatedAt]
+
+
+class Change(Base):
+    """One change of a conversation or one of its messages (``op``: ``upsert`` or ``delete``), appended in
+    the transaction that made it, with the conversation's owner: what ``GET /api/v1/sync`` answers. Read in
+    the order (``tx``, ``seq``): on PostgreSQL ``tx`` is the writing transaction's id (a server default), so
+    a reader can leave out what transactions still running may yet commit; on SQLite, where writers take
+    turns, it is 0 and ``seq`` alone orders."""
+
+    __tablename__ = "changes"
+    __table_args__ = (Index("ix_changes_org_tx_seq", "org_id", "tx", "seq"),)
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    org_id: Mapped[OrgRef]
+    user_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    api_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    entity: Mapped[str] = mapped_column(String(20))  # conversation, message
+    entity_id: Mapped[str] = mapped_column(String(32))
+    conversation_id: Mapped[str] = mapped_column(String(32))
+    op: Mapped[str] = mapped_column(String(10))  # upsert, delete
+    tx: Mapped[int] = mapped_column(BigInteger, server_default=FetchedValue())
     created_at: Mapped[CreatedAt]
 
 
@@ -399,4 +425,4 @@ class Invitation(Base):
 # on PostgreSQL.
 TENANT_TABLES = ("users", "divisions", "memberships", "api_keys", "refresh_tokens", "conversations", "messages",
                  "documents", "chunks", "jobs", "queries", "usage", "knowledge_revisions", "budgets",
-                 "budget_spend", "budget_reservations", "org_policies", "collections", "invitations")
+                 "budget_spend", "budget_reservations", "org_policies", "collections", "invitations", "changes")

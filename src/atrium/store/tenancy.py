@@ -95,6 +95,7 @@ ACCESS_RULES: dict[str, str] = {
     "documents": ("EXISTS (SELECT 1 FROM collections c WHERE c.org_id = documents.org_id "
                   "AND c.name = documents.collection)"),
     "chunks": "EXISTS (SELECT 1 FROM collections c WHERE c.org_id = chunks.org_id AND c.name = chunks.collection)",
+    "changes": OWNER_MATCH,  # the sync change log: a change is its conversation owner's
 }
 
 
@@ -110,18 +111,27 @@ def access_statements(table: str) -> list[str]:
     ]
 
 
-def enable_access_policies(connection: Connection) -> None:
-    """Put every table of ``ACCESS_RULES`` under its principal-access policy (PostgreSQL only)."""
+def enable_access_policies(connection: Connection, tables: tuple[str, ...] | None = None) -> None:
+    """Put ``tables`` (default: every table of ``ACCESS_RULES``) under their principal-access policy
+    (PostgreSQL only). A table that does not exist yet is skipped: a migration run before the one that
+    creates it cannot apply its rule, and the creating migration calls this for it."""
     if connection.dialect.name == "postgresql":
-        for table in ACCESS_RULES:
-            for statement in access_statements(table):
-                connection.execute(text(statement))
+        for table in tables or tuple(ACCESS_RULES):
+            if _exists(connection, table):
+                for statement in access_statements(table):
+                    connection.execute(text(statement))
 
 
-def disable_access_policies(connection: Connection) -> None:
+def disable_access_policies(connection: Connection, tables: tuple[str, ...] | None = None) -> None:
     if connection.dialect.name == "postgresql":
-        for table in ACCESS_RULES:
-            connection.execute(text(f"DROP POLICY IF EXISTS {ACCESS_POLICY_NAME} ON {_identifier(table)}"))
+        for table in tables or tuple(ACCESS_RULES):
+            if _exists(connection, table):
+                connection.execute(text(f"DROP POLICY IF EXISTS {ACCESS_POLICY_NAME} ON {_identifier(table)}"))
+
+
+def _exists(connection: Connection, table: str) -> bool:
+    found = connection.execute(text("SELECT to_regclass(:name) IS NOT NULL"), {"name": _identifier(table)})
+    return found.scalar() is True
 
 
 def no_rls_statements(table: str) -> list[str]:
