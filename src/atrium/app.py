@@ -22,6 +22,7 @@ from atrium.http.routes import (
     accounts,
     admin,
     anthropic_compat,
+    assistants,
     auth,
     budgets,
     chat,
@@ -35,7 +36,9 @@ from atrium.http.routes import (
     openai_compat,
     policy,
     query,
+    runs,
     search,
+    threads,
     ws,
 )
 from atrium.settings import Settings
@@ -63,6 +66,8 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
             await _first_start(services)
             await services.knowledge.reconcile()
             await services.jobs.recover()
+            if services.db.is_sqlite:  # one process owns every run; in the scale profile others may be live
+                await services.agents.runs.recover()
             background = [
                 asyncio.create_task(services.jobs.work(), name="jobs"),
                 asyncio.create_task(services.knowledge.keep_consistent(), name="index-upkeep"),
@@ -102,7 +107,8 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
     )
     # The model endpoints first: FastAPI tries routes in order, and these are the hot path.
     for module in (openai_compat, anthropic_compat, health, metrics, chat, search, documents, collections, query,
-                   conversations, me, admin, auth, accounts, invitations, budgets, policy, ws):
+                   conversations, me, admin, auth, accounts, invitations, budgets, policy, ws, assistants, threads,
+                   runs):
         app.include_router(module.router)
     app.include_router(conversations.admin_router)
     install_security_schemes(app)
