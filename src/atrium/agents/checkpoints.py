@@ -137,7 +137,7 @@ class PostgresCheckpoints:
             async with owner._cursor() as cur:
                 for table in CHECKPOINT_TABLES:
                     for statement in checkpoint_rls_statements(table):
-                        await cur.execute(statement)  # type: ignore[arg-type]  # fixed text, no input
+                        await cur.execute(statement)
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             psycopg_url(app_url), min_size=1, max_size=max_size, open=False,
             kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})

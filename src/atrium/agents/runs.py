@@ -186,10 +186,9 @@ class AgentRuns:
         context = AgentContext(principal=run.principal, thread_id=run.thread_id, run_id=run.run_id)
         async with self.checkpoints.for_tenant(run.principal.org_id) as saver:
             graph = self.registry.compile(run.assistant, saver)
-            async for mode, chunk in graph.astream(
-                    request.payload(), config, stream_mode=graph_modes(request.stream_modes),  # type: ignore[arg-type]
-                    context=context, interrupt_before=request.interrupt_before,  # type: ignore[arg-type]
-                    interrupt_after=request.interrupt_after):  # type: ignore[arg-type]
+            async for mode, chunk in graph.astream(  # type: ignore[call-overload]  # modes and names checked at the edge
+                    request.payload(), config, stream_mode=graph_modes(request.stream_modes), context=context,
+                    interrupt_before=request.interrupt_before, interrupt_after=request.interrupt_after):
                 for event, data in translator.translate(mode, chunk):
                     run.feed.publish(event, data)
             for event, data in translator.finish():

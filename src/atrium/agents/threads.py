@@ -94,7 +94,7 @@ async def get_thread(db: Database, principal: Principal, thread_id: str) -> Agen
         return await readable_thread(session, principal, thread_id)
 
 
-def _metadata_filter(query: Select[tuple[AgentThread]], metadata: Mapping[str, Any]) -> Select[tuple[AgentThread]]:
+def _metadata_filter(query: Select[Any], metadata: Mapping[str, Any]) -> Select[Any]:
     for key, value in metadata.items():
         if not _FILTER_KEY.fullmatch(key):
             raise InvalidRequest("metadata filter keys are letters, digits, '_', '-' and '.' (at most 64).")

@@ -122,8 +122,8 @@ class ThreadView(View):
     @classmethod
     def of(cls, row: AgentThread) -> ThreadView:
         return cls(thread_id=row.id, created_at=row.created_at.isoformat(), updated_at=row.updated_at.isoformat(),
-                   metadata=row.meta, status=row.status, values=row.values, interrupts=row.interrupts or {},  # type: ignore[arg-type]
-                   visibility=row.visibility)  # type: ignore[arg-type]
+                   metadata=row.meta, status=row.status, values=row.values, interrupts=row.interrupts or {},
+                   visibility=row.visibility)
 
 
 class ThreadStateView(View):
@@ -210,12 +210,12 @@ class RunView(View):
     status: Literal["pending", "running", "success", "error", "interrupted", "cancelled"]
     metadata: dict[str, Any]
     multitask_strategy: Literal["reject", "interrupt", "rollback", "enqueue"]
-    kwargs: dict[str, Any]
+    run_kwargs: dict[str, Any] = Field(serialization_alias="kwargs", description="The run's request.")
     error: dict[str, Any] | None
 
     @classmethod
     def of(cls, row: AgentRun) -> RunView:
         return cls(run_id=row.id, thread_id=row.thread_id, assistant_id=row.assistant_id,
                    created_at=row.created_at.isoformat(), updated_at=row.updated_at.isoformat(),
-                   status=row.status, metadata=row.meta, multitask_strategy=row.multitask_strategy,  # type: ignore[arg-type]
-                   kwargs=row.kwargs, error=row.error)
+                   status=row.status, metadata=row.meta, multitask_strategy=row.multitask_strategy,
+                   run_kwargs=row.kwargs, error=row.error)
