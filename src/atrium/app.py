@@ -41,6 +41,7 @@ from atrium.http.routes import (
     threads,
     ws,
 )
+from atrium.http.schemas.agents import RunStreamEvent
 from atrium.settings import Settings
 from atrium.telemetry.logging import install_record_redaction, register_secrets, secrets_of
 
@@ -111,7 +112,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
                    runs):
         app.include_router(module.router)
     app.include_router(conversations.admin_router)
-    install_security_schemes(app)
+    install_security_schemes(app, extra_schemas=(RunStreamEvent,))
     return app
 
 

@@ -277,7 +277,7 @@ class AgentRuns:
         yield FeedEvent(max(after + 1, 0), "end", {"run_id": run_id, "status": run.status})
 
     async def cancel(self, principal: Principal, thread_id: str, run_id: str, *, wait: bool,
-                     action: str = "interrupt") -> None:
+                     action: str = "interrupt") -> AgentRun:
         """Cancel a pending or running run of the caller's own thread (``rollback``: and delete the run)."""
         async with principal_session(self.db, principal) as session:
             await writable_thread(session, principal, thread_id)
@@ -292,11 +292,12 @@ class AgentRuns:
         task = self._cancel_local(run_id)
         if (wait or action == "rollback") and task is not None:
             await asyncio.wait([task])
-        if action == "rollback":
-            async with self.db.tenant_session(principal.org_id) as session:
-                gone = await session.get(AgentRun, run_id)
-                if gone is not None:
-                    await session.delete(gone)
+        async with self.db.tenant_session(principal.org_id) as session:
+            now = await session.scalar(select(AgentRun).where(AgentRun.org_id == principal.org_id,
+                                                              AgentRun.id == run_id))
+            if action == "rollback" and now is not None:
+                await session.delete(now)
+        return now or row
 
     def _cancel_local(self, run_id: str) -> asyncio.Task[None] | None:
         active = self._active.get(run_id)

@@ -9,20 +9,20 @@ from fastapi import APIRouter, Path, Query
 
 from atrium.agents.streaming import jsonable
 from atrium.http.deps import AgentsDep, PrincipalDep
-from atrium.http.schemas.agents import AssistantSearch, AssistantView, GraphView
+from atrium.http.schemas.agents import AssistantList, AssistantSearch, AssistantView, GraphView
 from atrium.http.schemas.errors import AUTHENTICATED, BODY, error_responses
 
 router = APIRouter(prefix="/assistants", tags=["agents"], responses=AUTHENTICATED)
 AssistantId = Annotated[str, Path(min_length=1, max_length=100)]
 
 
-@router.post("/search", response_model=list[AssistantView], responses=BODY)
-async def search_assistants(body: AssistantSearch, principal: PrincipalDep, agents: AgentsDep) -> list[AssistantView]:
+@router.post("/search", response_model=AssistantList, responses=BODY)
+async def search_assistants(body: AssistantSearch, principal: PrincipalDep, agents: AgentsDep) -> AssistantList:
     found = [assistant for assistant in agents.registry.all()
              if (body.graph_id is None or assistant.graph_id == body.graph_id)
              and (body.name is None or body.name.lower() in (assistant.name or assistant.graph_id).lower())
              and all(assistant.metadata.get(key) == value for key, value in (body.metadata or {}).items())]
-    return [AssistantView.of(assistant) for assistant in found[body.offset:body.offset + body.limit]]
+    return AssistantList([AssistantView.of(assistant) for assistant in found[body.offset:body.offset + body.limit]])
 
 
 @router.get("/{assistant_id}", response_model=AssistantView, responses=error_responses(404))

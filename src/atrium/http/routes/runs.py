@@ -26,7 +26,7 @@ from atrium.agents.streaming import STREAM_MODES
 from atrium.agents.threads import get_thread
 from atrium.errors import AppError, InvalidRequest, error_for
 from atrium.http.deps import AgentsDep, LimitedPrincipalDep, Offset, PrincipalDep
-from atrium.http.schemas.agents import RunCreate, RunView
+from atrium.http.schemas.agents import RunCreate, RunList, RunOutput, RunView
 from atrium.http.schemas.errors import AUTHENTICATED, BODY, LIMITED, ErrorResponse, ResponseSpec, error_responses
 from atrium.store.models import AgentRun
 
@@ -39,10 +39,10 @@ _RUN_FAILED: ResponseSpec = {**error_responses(402, 502, 503, 504),
                              500: {"model": ErrorResponse, "description": "The run failed."}}
 _EVENTS: ResponseSpec = {200: {"description": "Server-Sent Events: `metadata`, the stream modes' events, "
                                               "`error` when the run failed, then `end`.",
-                               "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
-_OUTPUT: ResponseSpec = {200: {"description": "The thread's values when the run ended (`__interrupt__`: the "
-                                              "interrupts waiting for an answer).",
-                               "content": {"application/json": {"schema": {"type": "object"}}}}}
+                               "content": {"text/event-stream": {"schema": {
+                                   "$ref": "#/components/schemas/RunStreamEvent"}}}}}
+_OUTPUT: ResponseSpec = {200: {"model": RunOutput, "description": "The thread's values when the run ended "
+                               "(`__interrupt__`: the interrupts waiting for an answer)."}}
 
 
 def _request(body: RunCreate) -> RunRequest:
@@ -99,7 +99,8 @@ async def create_run(thread_id: ThreadIdPath, body: RunCreate, principal: Limite
     return RunView.of(run)
 
 
-@router.post("/stream", response_model=None, responses={**_STARTS, **BODY, **_EVENTS})
+@router.post("/stream", response_model=None, response_class=EventSourceResponse,
+             responses={**_STARTS, **BODY, **_EVENTS})
 async def stream_run(thread_id: ThreadIdPath, body: RunCreate, principal: LimitedPrincipalDep,
                      agents: AgentsDep) -> EventSourceResponse:
     """Start a run and stream its events."""
@@ -116,12 +117,12 @@ async def wait_run(thread_id: ThreadIdPath, body: RunCreate, principal: LimitedP
     return JSONResponse(await _output(agents, principal, finished), headers={"Content-Location": _location(run)})
 
 
-@router.get("", response_model=list[RunView], responses=_NOT_FOUND)
+@router.get("", response_model=RunList, responses=_NOT_FOUND)
 async def list_runs(thread_id: ThreadIdPath, principal: PrincipalDep, agents: AgentsDep,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 10, offset: Offset = 0,
-                    status: Annotated[str | None, Query(max_length=20)] = None) -> list[RunView]:
+                    status: Annotated[str | None, Query(max_length=20)] = None) -> RunList:
     rows = await agents.runs.list_runs(principal, thread_id, limit=limit, offset=offset, status=status)
-    return [RunView.of(row) for row in rows]
+    return RunList([RunView.of(row) for row in rows])
 
 
 @router.get("/{run_id}", response_model=RunView, responses=_NOT_FOUND)
@@ -129,15 +130,13 @@ async def get_run(thread_id: ThreadIdPath, run_id: RunIdPath, principal: Princip
     return RunView.of(await agents.runs.get(principal, thread_id, run_id))
 
 
-@router.post("/{run_id}/cancel", status_code=202, response_class=Response,
-             responses={202: {"description": "Cancelled (with `wait`: and ended)."},
-                        **error_responses(404, 409)})
+@router.post("/{run_id}/cancel", status_code=202, response_model=RunView, responses=error_responses(404, 409))
 async def cancel_run(thread_id: ThreadIdPath, run_id: RunIdPath, principal: PrincipalDep, agents: AgentsDep,
                      wait: Annotated[bool, Query()] = False,
-                     action: Annotated[str, Query(pattern="^(interrupt|rollback)$")] = "interrupt") -> Response:
-    """Cancel a pending or running run (``rollback``: and delete it)."""
-    await agents.runs.cancel(principal, thread_id, run_id, wait=wait, action=action)
-    return Response(status_code=202)
+                     action: Annotated[str, Query(pattern="^(interrupt|rollback)$")] = "interrupt") -> RunView:
+    """Cancel a pending or running run: the run as it stands then (with ``wait``: ended; with
+    ``rollback``: ended and deleted)."""
+    return RunView.of(await agents.runs.cancel(principal, thread_id, run_id, wait=wait, action=action))
 
 
 @router.get("/{run_id}/join", response_model=None, responses={**_NOT_FOUND, **_RUN_FAILED, **_OUTPUT})
@@ -148,7 +147,8 @@ async def join_run(thread_id: ThreadIdPath, run_id: RunIdPath, principal: Princi
     return JSONResponse(await _output(agents, principal, finished))
 
 
-@router.get("/{run_id}/stream", response_model=None, responses={**_NOT_FOUND, **_EVENTS})
+@router.get("/{run_id}/stream", response_model=None, response_class=EventSourceResponse,
+            responses={**_NOT_FOUND, **_EVENTS})
 async def join_stream(thread_id: ThreadIdPath, run_id: RunIdPath, principal: PrincipalDep, agents: AgentsDep,
                       stream_mode: Annotated[list[str] | None, Query(max_length=10)] = None,
                       cancel_on_disconnect: Annotated[bool, Query()] = False,

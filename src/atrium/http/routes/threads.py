@@ -19,8 +19,10 @@ from atrium.http.schemas.agents import (
     StateUpdate,
     StateUpdated,
     ThreadCreate,
+    ThreadList,
     ThreadPatch,
     ThreadSearch,
+    ThreadStateList,
     ThreadStateView,
     ThreadView,
 )
@@ -39,13 +41,13 @@ async def create_thread(body: ThreadCreate, principal: PrincipalDep, db: Databas
     return ThreadView.of(row)
 
 
-@router.post("/search", response_model=list[ThreadView], responses=BODY)
-async def search_threads(body: ThreadSearch, principal: PrincipalDep, db: DatabaseDep) -> list[ThreadView]:
+@router.post("/search", response_model=ThreadList, responses=BODY)
+async def search_threads(body: ThreadSearch, principal: PrincipalDep, db: DatabaseDep) -> ThreadList:
     """The threads the caller may read: its own and the organisation's visible ones."""
     rows = await threads.search_threads(db, principal, metadata=body.metadata, status=body.status, ids=body.ids,
                                         limit=body.limit, offset=body.offset, sort_by=body.sort_by,
                                         sort_order=body.sort_order)
-    return [ThreadView.of(row) for row in rows]
+    return ThreadList([ThreadView.of(row) for row in rows])
 
 
 @router.get("/{thread_id}", response_model=ThreadView, responses=_NOT_FOUND)
@@ -93,20 +95,20 @@ async def update_state(thread_id: ThreadIdPath, body: StateUpdate, principal: Pr
     return StateUpdated(**updated)
 
 
-@router.post("/{thread_id}/history", response_model=list[ThreadStateView], responses={**BODY, **_NOT_FOUND})
+@router.post("/{thread_id}/history", response_model=ThreadStateList, responses={**BODY, **_NOT_FOUND})
 async def post_history(thread_id: ThreadIdPath, body: HistoryQuery, principal: PrincipalDep,
-                       agents: AgentsDep) -> list[ThreadStateView]:
+                       agents: AgentsDep) -> ThreadStateList:
     """The thread's checkpoints, newest first (``before`` one, matching ``metadata``)."""
     states = await agents.states.history(principal, thread_id, limit=body.limit, before=body.before_id(),
                                          metadata=body.metadata,
                                          checkpoint_id=body.checkpoint.checkpoint_id if body.checkpoint else None)
-    return [ThreadStateView(**state) for state in states]
+    return ThreadStateList([ThreadStateView(**state) for state in states])
 
 
-@router.get("/{thread_id}/history", response_model=list[ThreadStateView], responses=_NOT_FOUND)
+@router.get("/{thread_id}/history", response_model=ThreadStateList, responses=_NOT_FOUND)
 async def get_history(thread_id: ThreadIdPath, principal: PrincipalDep, agents: AgentsDep,
                       limit: Annotated[int, Query(ge=1, le=1000)] = 10,
                       before: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
-                      ) -> list[ThreadStateView]:
+                      ) -> ThreadStateList:
     states = await agents.states.history(principal, thread_id, limit=limit, before=before)
-    return [ThreadStateView(**state) for state in states]
+    return ThreadStateList([ThreadStateView(**state) for state in states])

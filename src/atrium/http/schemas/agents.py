@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
 from atrium.agents.streaming import STREAM_MODES
 from atrium.http.schemas.common import Timestamp, View
@@ -74,6 +74,10 @@ class AssistantView(View):
                    created_at=created, updated_at=created)
 
 
+class AssistantList(RootModel[list[AssistantView]]):
+    """A JSON array of assistants."""
+
+
 class GraphView(View):
     nodes: list[dict[str, Any]]
     edges: list[dict[str, Any]]
@@ -126,6 +130,10 @@ class ThreadView(View):
                    visibility=row.visibility)
 
 
+class ThreadList(RootModel[list[ThreadView]]):
+    """A JSON array of threads."""
+
+
 class ThreadStateView(View):
     values: Any
     next: list[str]
@@ -135,6 +143,10 @@ class ThreadStateView(View):
     created_at: str | None
     checkpoint: dict[str, Any] | None
     parent_checkpoint: dict[str, Any] | None
+
+
+class ThreadStateList(RootModel[list[ThreadStateView]]):
+    """A JSON array of thread states (checkpoints), newest first."""
 
 
 class StateUpdate(Body):
@@ -219,3 +231,21 @@ class RunView(View):
                    created_at=row.created_at.isoformat(), updated_at=row.updated_at.isoformat(),
                    status=row.status, metadata=row.meta, multitask_strategy=row.multitask_strategy,
                    run_kwargs=row.kwargs, error=row.error)
+
+
+class RunList(RootModel[list[RunView]]):
+    """A JSON array of runs, newest first."""
+
+
+class RunOutput(RootModel[dict[str, Any]]):
+    """The thread's values when the run ended; ``__interrupt__``: the interrupts waiting for an answer."""
+
+
+class RunStreamEvent(View):
+    """One Server-Sent Event of a run (``id:``, ``event:``, ``data:`` lines on the wire): ``metadata``
+    (``{run_id, attempt}``), ``values``, ``updates``, ``custom``, ``messages/partial``..., ``error``
+    (``{error, message}``), ``end``."""
+
+    id: str
+    event: str
+    data: Any
