@@ -22,6 +22,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from pathlib import Path
 from typing import Any, Protocol
 
+import anyio
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
@@ -30,6 +31,7 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import make_url
 
 from atrium.settings import Settings
+from atrium.store.files import private_sqlite_file
 from atrium.store.scope import BYPASS_SETTING, TENANT_SETTING
 from atrium.store.tenancy import POLICY_NAME
 
@@ -65,6 +67,7 @@ class SqliteCheckpoints:
 
     @classmethod
     async def open(cls, path: Path) -> SqliteCheckpoints:
+        await anyio.to_thread.run_sync(private_sqlite_file, path)  # 0600 like Atrium's own database
         stack = AsyncExitStack()
         saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(path)))
         await saver.setup()
