@@ -6,12 +6,13 @@ state and history, a run from an earlier checkpoint, cancellation, and who may s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from blockbuster import BlockBuster
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import ConflictError, NotFoundError, PermissionDeniedError, UnprocessableEntityError
@@ -19,7 +20,8 @@ from langgraph_sdk.errors import ConflictError, NotFoundError, PermissionDeniedE
 from atrium.app import create_app
 from atrium.gateway.providers.fake import NO_ANSWER, FakeChatModel
 from atrium.settings import Settings
-from tests.conftest import ADMIN_KEY, LiveServer, free_port, make_settings
+from tests.api.authz_helpers import BACKENDS, backend_settings
+from tests.conftest import ADMIN_KEY, LiveServer, free_port
 from tests.tenancy_helpers import create_tenant
 
 
@@ -203,16 +205,56 @@ async def test_threads_are_their_owners_and_other_orgs_get_404(server: LiveServe
         await client.threads.get(private["thread_id"])
 
 
-async def test_interrupt_and_resume_across_a_restart(tmp_path: Path) -> None:
-    settings = await asyncio.to_thread(make_settings, tmp_path / "data")
+async def test_a_stream_left_by_its_client_runs_to_the_end(settings: Settings) -> None:
+    app = create_app(settings, chat_model=FakeChatModel(token_delay=0.05))
+    async with LiveServer(app, free_port()) as server, _client(server) as client:
+        thread = await client.threads.create()
+        run_id = None
+        async for part in client.runs.stream(thread["thread_id"], "echo", stream_mode="custom",
+                                             input={"messages": [{"role": "user", "content": "Hi"}]}):
+            if part.event == "metadata":
+                run_id = part.data["run_id"]
+            if part.event == "custom":
+                break  # hang up after the first token
+        assert run_id is not None
+        values = await client.runs.join(thread["thread_id"], run_id)
+        assert _messages(values)[-1]["content"] == NO_ANSWER
+        assert (await client.runs.get(thread["thread_id"], run_id))["status"] == "success"
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+async def any_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings on SQLite, or on PostgreSQL as a normal role under RLS (module-scoped: made before the
+    blocking-call guard starts, as the PostgreSQL server's start blocks)."""
+    backend: str = request.param
+    return await backend_settings(request, tmp_path_factory.mktemp(f"agents-{backend}") / "data", backend)
+
+
+@contextlib.asynccontextmanager
+async def _started(server: LiveServer, guard: BlockBuster) -> AsyncIterator[LiveServer]:
+    """``server`` running; its start-up outside the blocking-call guard (asyncpg looks for ~/.pgpass with
+    a blocking ``stat`` when the migration role's URL has no password)."""
+    guard.deactivate()
+    try:
+        await server.__aenter__()
+    finally:
+        guard.activate()
+    try:
+        yield server
+    finally:
+        await server.__aexit__()
+
+
+async def test_interrupt_and_resume_across_a_restart(any_backend: Settings, blockbuster: BlockBuster) -> None:
+    settings = any_backend
     first = LiveServer(create_app(settings, chat_model=FakeChatModel()), free_port())
-    async with first, _client(first) as client:
+    async with _started(first, blockbuster), _client(first) as client:
         thread = await client.threads.create()
         waiting = await client.runs.wait(thread["thread_id"], "interviewer",
                                          input={"messages": [{"role": "user", "content": "Hello"}]})
         assert waiting["__interrupt__"]
     second = LiveServer(create_app(settings, chat_model=FakeChatModel()), free_port())
-    async with second, _client(second) as client:
+    async with _started(second, blockbuster), _client(second) as client:
         assert (await client.threads.get(thread["thread_id"]))["status"] == "interrupted"
         done = await client.runs.wait(thread["thread_id"], "interviewer", command={"resume": "Grace"})
         assert _messages(done)[-1]["content"] == f"Grace: {NO_ANSWER}"
