@@ -148,6 +148,11 @@ async def test_cancel_a_running_run(settings: Settings) -> None:
 
 async def test_bodies_and_errors_are_typed(server: LiveServer, client: LangGraphClient) -> None:
     thread = await client.threads.create()
+    chosen = await client.threads.create(thread_id="7d1c7a52-0f4e-4bd7-9f0e-5b7f2c3e9a11", graph_id="echo")
+    assert chosen["thread_id"] == "7d1c7a52-0f4e-4bd7-9f0e-5b7f2c3e9a11" and chosen["metadata"]["graph_id"] == "echo"
+    assert (await client.threads.create(thread_id=chosen["thread_id"], if_exists="do_nothing")) == chosen
+    with pytest.raises(ConflictError):
+        await client.threads.create(thread_id=chosen["thread_id"])
     with pytest.raises(NotFoundError):
         await client.runs.create(thread["thread_id"], "no-such-graph", input={})
     with pytest.raises(UnprocessableEntityError):

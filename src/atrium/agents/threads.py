@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.accounts.ownership import is_owner, owned_by, owner_columns, principal_session
@@ -56,31 +57,30 @@ async def writable_thread(session: AsyncSession, principal: Principal, thread_id
     return row
 
 
-def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-    return dict(metadata or {})
-
-
 async def create_thread(db: Database, principal: Principal, *, thread_id: str | None,
                         metadata: Mapping[str, Any] | None, visibility: str = "private",
                         if_exists: str = "raise") -> AgentThread:
     """A new thread owned by ``principal``. A ``thread_id`` the caller chose that exists already: the
     caller's own thread with ``if_exists="do_nothing"``, else ``Conflict`` (thread ids are global: the
     checkpointer keys state by them)."""
-    async with principal_session(db, principal) as session:
-        if thread_id is not None:
+    if thread_id is not None:
+        async with principal_session(db, principal) as session:
             existing = await session.scalar(select(AgentThread).where(
                 AgentThread.org_id == principal.org_id, AgentThread.id == thread_id, readable_threads(principal)))
-            if existing is not None and if_exists == "do_nothing" and is_owner(existing, principal):
-                return existing
-            if existing is not None or await _id_taken(db, thread_id):
-                raise Conflict("A thread with this id exists already.")
-        row = AgentThread(org_id=principal.org_id, division_id=principal.division_id, visibility=visibility,
-                          meta=_check_metadata(metadata), status="idle", **owner_columns(principal))
-        if thread_id is not None:
-            row.id = thread_id
-        session.add(row)
-        await session.flush()
-        return row
+        if existing is not None and if_exists == "do_nothing" and is_owner(existing, principal):
+            return existing
+        if existing is not None or await _id_taken(db, thread_id):
+            raise Conflict("A thread with this id exists already.")
+    row = AgentThread(org_id=principal.org_id, division_id=principal.division_id, visibility=visibility,
+                      meta=dict(metadata or {}), status="idle", **owner_columns(principal))
+    if thread_id is not None:
+        row.id = thread_id
+    try:
+        async with principal_session(db, principal) as session:
+            session.add(row)
+    except IntegrityError as error:  # the same id, made at the same moment
+        raise Conflict("A thread with this id exists already.") from error
+    return row
 
 
 async def _id_taken(db: Database, thread_id: str) -> bool:

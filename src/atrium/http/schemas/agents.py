@@ -9,6 +9,7 @@ refused instead). What they hold is bounded: ids, lists, and the size of metadat
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
@@ -25,6 +26,11 @@ ThreadId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0
 CheckpointId = Annotated[str, Field(min_length=1, max_length=64)]
 StreamMode = Literal["values", "updates", "custom", "messages", "messages-tuple", "debug", "tasks", "checkpoints"]
 assert set(StreamMode.__args__) == set(STREAM_MODES)  # type: ignore[attr-defined]
+
+
+def _iso(moment: datetime) -> str:
+    """ISO 8601 with its offset (SQLite gives back naive UTC datetimes)."""
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).isoformat()
 
 
 def _bounded(value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -125,7 +131,7 @@ class ThreadView(View):
 
     @classmethod
     def of(cls, row: AgentThread) -> ThreadView:
-        return cls(thread_id=row.id, created_at=row.created_at.isoformat(), updated_at=row.updated_at.isoformat(),
+        return cls(thread_id=row.id, created_at=_iso(row.created_at), updated_at=_iso(row.updated_at),
                    metadata=row.meta, status=row.status, values=row.values, interrupts=row.interrupts or {},
                    visibility=row.visibility)
 
@@ -228,7 +234,7 @@ class RunView(View):
     @classmethod
     def of(cls, row: AgentRun) -> RunView:
         return cls(run_id=row.id, thread_id=row.thread_id, assistant_id=row.assistant_id,
-                   created_at=row.created_at.isoformat(), updated_at=row.updated_at.isoformat(),
+                   created_at=_iso(row.created_at), updated_at=_iso(row.updated_at),
                    status=row.status, metadata=row.meta, multitask_strategy=row.multitask_strategy,
                    run_kwargs=row.kwargs, error=row.error)
 
