@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
                 asyncio.create_task(services.knowledge.keep_consistent(), name="index-upkeep"),
                 asyncio.create_task(_warm_up(services.gateway.chat), name="model-warm-up"),
                 asyncio.create_task(services.authenticator.listen_for_revocations(), name="auth-revocations"),
+                asyncio.create_task(services.agents.runs.listen(), name="agent-run-cancels"),
             ]
             if services.guard is not None:
                 background.append(asyncio.create_task(services.guard.policies.listen(), name="policy-changes"))

@@ -184,7 +184,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
                                 min_relevance=settings.knowledge.min_relevance)
     runs = RunSupervisor()
     jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)})
-    agents = await build_agents(settings, db, model, runs)
+    agents = await build_agents(settings, db, model, runs, pubsub)
     return Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
                     gateway=gateway,
                     chat=ChatService(db, answerer, model, runs, settings.chat, directory, pipeline),

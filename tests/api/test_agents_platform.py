@@ -20,6 +20,7 @@ from langgraph_sdk.errors import ConflictError, NotFoundError, PermissionDeniedE
 from atrium.app import create_app
 from atrium.gateway.providers.fake import NO_ANSWER, FakeChatModel
 from atrium.settings import Settings
+from atrium.store.models import AgentRun, AgentThread
 from tests.api.authz_helpers import BACKENDS, backend_settings
 from tests.conftest import ADMIN_KEY, LiveServer, free_port
 from tests.tenancy_helpers import create_tenant
@@ -144,6 +145,20 @@ async def test_cancel_a_running_run(settings: Settings) -> None:
         again = await client.runs.create(tid, "echo", input={"messages": [{"role": "user", "content": "Next"}]},
                                          multitask_strategy="reject")
         await client.runs.cancel(tid, again["run_id"], wait=True)
+
+
+async def test_cancelling_a_run_no_process_runs_marks_it_cancelled(server: LiveServer,
+                                                                   client: LangGraphClient) -> None:
+    """A run left ``running`` by a process that died (another replica's, in the scale profile): the cancel
+    is announced, nobody answers, the row says ``cancelled``."""
+    thread = await client.threads.create()
+    async with server.services.db.system_session() as session:
+        orphan = AgentRun(org_id=(await session.get(AgentThread, thread["thread_id"])).org_id,
+                          thread_id=thread["thread_id"], assistant_id="echo", status="running")
+        session.add(orphan)
+    server.services.agents.runs.orphan_after_s = 0.2
+    await client.runs.cancel(thread["thread_id"], orphan.id)
+    assert (await client.runs.get(thread["thread_id"], orphan.id))["status"] == "cancelled"
 
 
 async def test_bodies_and_errors_are_typed(server: LiveServer, client: LangGraphClient) -> None:

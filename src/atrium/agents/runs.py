@@ -9,12 +9,15 @@ at shutdown. The execution streams the graph into the run's ``RunFeed`` (``atriu
 formats), and stores the outcome: the state in the checkpointer, the run's status (``success``,
 ``interrupted`` when the graph waits for input, ``error``, ``cancelled``) and the thread's (``idle``,
 ``interrupted``, ``error``) with a copy of its values. Joining a run started by another process (the scale
-profile) polls its row; its events are only in the process that runs it.
+profile) polls its row; its events are only in the process that runs it. Cancelling it is announced on the
+``PubSub`` (``agents.cancel``), which every process follows (``listen``); a run nobody answers for in a
+moment (its process died) is marked ``cancelled`` by the caller.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
@@ -42,10 +45,13 @@ from atrium.conversations.runs import RunSupervisor
 from atrium.errors import AppError, Conflict, NotFound
 from atrium.store.engine import Database
 from atrium.store.models import AgentRun, AgentThread
+from atrium.store.ports import PubSub, follow
 
 log = logging.getLogger(__name__)
 FINISHED_FEED_KEPT_S = 120.0  # how long a finished run's events stay joinable
 POLL_S = 0.25  # joining a run of another process: how often its row is read
+CANCEL_CHANNEL = "agents.cancel"
+ORPHAN_AFTER_S = 3.0  # a cancelled run of another process still running after this: nobody runs it
 
 
 @dataclass(slots=True)
@@ -92,12 +98,14 @@ class AgentRuns:
     """Starts, executes, cancels and joins runs (module doc)."""
 
     def __init__(self, db: Database, checkpoints: Checkpoints, registry: GraphRegistry,
-                 supervisor: RunSupervisor) -> None:
+                 supervisor: RunSupervisor, pubsub: PubSub | None = None) -> None:
         self.db = db
+        self.pubsub = pubsub
         self.checkpoints = checkpoints
         self.registry = registry
         self.supervisor = supervisor
         self.shutting_down = False
+        self.orphan_after_s = ORPHAN_AFTER_S
         self._active: dict[str, ActiveRun] = {}
         self._feeds: dict[str, RunFeed] = {}
 
@@ -287,10 +295,10 @@ class AgentRuns:
                 raise NotFound("No such run.")
             if row.status not in ACTIVE_RUN_STATUSES:
                 raise Conflict(f"The run has ended ({row.status}).")
-            if run_id not in self._active:  # another process's run, or one lost in a crash
-                row.status, row.error = "cancelled", {"code": "cancelled", "message": "The run was cancelled."}
         task = self._cancel_local(run_id)
-        if (wait or action == "rollback") and task is not None:
+        if task is None:
+            await self._cancel_elsewhere(principal.org_id, run_id)
+        elif wait or action == "rollback":
             await asyncio.wait([task])
         async with self.db.tenant_session(principal.org_id) as session:
             now = await session.scalar(select(AgentRun).where(AgentRun.org_id == principal.org_id,
@@ -298,6 +306,24 @@ class AgentRuns:
             if action == "rollback" and now is not None:
                 await session.delete(now)
         return now or row
+
+    async def _cancel_elsewhere(self, org_id: str, run_id: str) -> None:
+        """Ask the process running ``run_id`` to cancel it; if none has ended it in a moment, nobody runs it
+        (its process died): its row says ``cancelled``."""
+        if self.pubsub is not None:
+            await self.pubsub.publish(CANCEL_CHANNEL, run_id)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._finished(run_id, org_id), self.orphan_after_s)
+        async with self.db.tenant_session(org_id) as session:
+            await session.execute(update(AgentRun).where(
+                AgentRun.org_id == org_id, AgentRun.id == run_id, AgentRun.status.in_(ACTIVE_RUN_STATUSES))
+                .values(status="cancelled", error={"code": "cancelled", "message": "The run was cancelled."},
+                        updated_at=datetime.now(UTC)))
+
+    async def listen(self) -> None:
+        """Cancel this process's runs that another process was asked to cancel (until cancelled)."""
+        if self.pubsub is not None:
+            await follow(self.pubsub, CANCEL_CHANNEL, self.stop_local)
 
     def _cancel_local(self, run_id: str) -> asyncio.Task[None] | None:
         active = self._active.get(run_id)
@@ -310,8 +336,9 @@ class AgentRuns:
         """The runs of ``thread_id`` this process is executing."""
         return [run_id for run_id, run in self._active.items() if run.thread_id == thread_id]
 
-    def cancel_on_disconnect(self, run_id: str) -> None:
-        """The client of a stream with ``on_disconnect="cancel"`` left."""
+    def stop_local(self, run_id: str) -> None:
+        """Cancel ``run_id`` if this process runs it: its stream's client left (``on_disconnect:
+        "cancel"``), another process announced its cancellation, its thread was deleted."""
         self._cancel_local(run_id)
 
     async def recover(self) -> int:

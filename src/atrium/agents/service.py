@@ -15,6 +15,7 @@ from atrium.conversations.runs import RunSupervisor
 from atrium.gateway.ports import ChatModel
 from atrium.settings import Settings
 from atrium.store.engine import Database
+from atrium.store.ports import PubSub
 
 
 @dataclass
@@ -29,7 +30,7 @@ class Agents:
         """Delete the caller's thread: its runs are stopped, its rows and its checkpoints erased."""
         row = await delete_thread_row(self.db, principal, thread_id)
         for run_id in self.runs.local_runs_of(row.id):
-            self.runs.cancel_on_disconnect(run_id)
+            self.runs.stop_local(run_id)
         await self.checkpoints.delete_thread(principal.org_id, row.id)
 
     def stopping(self) -> None:
@@ -41,10 +42,10 @@ class Agents:
 
 
 async def build_agents(settings: Settings, db: Database, chat: ChatModel, supervisor: RunSupervisor,
-                       registry: GraphRegistry | None = None) -> Agents:
+                       pubsub: PubSub | None = None, registry: GraphRegistry | None = None) -> Agents:
     """The agents room; ``registry`` overrides the assistants Atrium ships (tests, embedding apps)."""
     checkpoints = await open_checkpoints(settings)
     registry = registry or default_registry(AgentDeps(chat=chat))
     return Agents(db=db, checkpoints=checkpoints, registry=registry,
                   states=ThreadStates(db, checkpoints, registry),
-                  runs=AgentRuns(db, checkpoints, registry, supervisor))
+                  runs=AgentRuns(db, checkpoints, registry, supervisor, pubsub))

@@ -66,7 +66,7 @@ async def _sse(agents: Agents, principal: Principal, thread_id: str, run_id: str
                    "id": str(item.id)}
     finally:
         if cancel_on_disconnect:  # a no-op once the run has ended
-            agents.runs.cancel_on_disconnect(run_id)
+            agents.runs.stop_local(run_id)
 
 
 def _stream_response(agents: Agents, principal: Principal, run: AgentRun, **options: Any) -> EventSourceResponse:
