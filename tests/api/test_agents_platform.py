@@ -225,6 +225,22 @@ async def test_threads_are_their_owners_and_other_orgs_get_404(server: LiveServe
         await client.threads.get(private["thread_id"])
 
 
+async def test_deleting_a_thread_erases_its_checkpoints(server: LiveServer, client: LangGraphClient) -> None:
+    thread = await client.threads.create()
+    tokens = [part.data async for part in client.runs.stream(
+        thread["thread_id"], "echo", input={"messages": [{"role": "user", "content": "Hi"}]},
+        stream_mode="messages-tuple") if part.event == "messages"]
+    assert "".join(chunk["content"] for chunk, _ in tokens) == NO_ANSWER
+    assert tokens[0][1]["langgraph_node"] == "answer"
+    config = {"configurable": {"thread_id": thread["thread_id"], "checkpoint_ns": ""}}
+    checkpoints = server.services.agents.checkpoints
+    async with checkpoints.for_tenant("any") as saver:
+        assert await saver.aget_tuple(config) is not None
+    await client.threads.delete(thread["thread_id"])
+    async with checkpoints.for_tenant("any") as saver:
+        assert await saver.aget_tuple(config) is None
+
+
 async def test_a_stream_left_by_its_client_runs_to_the_end(settings: Settings) -> None:
     app = create_app(settings, chat_model=FakeChatModel(token_delay=0.05))
     async with LiveServer(app, free_port()) as server, _client(server) as client:
