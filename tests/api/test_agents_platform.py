@@ -145,6 +145,13 @@ async def test_cancel_a_running_run(settings: Settings) -> None:
         again = await client.runs.create(tid, "echo", input={"messages": [{"role": "user", "content": "Next"}]},
                                          multitask_strategy="reject")
         await client.runs.cancel(tid, again["run_id"], wait=True)
+        # Deleting a thread mid-run stops the run before its checkpoints are erased.
+        await client.runs.create(tid, "echo", input={"messages": [{"role": "user", "content": "Last"}]})
+        await asyncio.sleep(0.5)
+        await client.threads.delete(tid)
+        await asyncio.sleep(0.5)
+        async with server.services.agents.checkpoints.for_tenant("any") as saver:
+            assert await saver.aget_tuple({"configurable": {"thread_id": tid, "checkpoint_ns": ""}}) is None
 
 
 async def test_cancelling_a_run_no_process_runs_marks_it_cancelled(server: LiveServer,

@@ -332,9 +332,12 @@ class AgentRuns:
         active.task.cancel()
         return active.task
 
-    def local_runs_of(self, thread_id: str) -> list[str]:
-        """The runs of ``thread_id`` this process is executing."""
-        return [run_id for run_id, run in self._active.items() if run.thread_id == thread_id]
+    async def stop_thread(self, thread_id: str, timeout: float = 5.0) -> None:
+        """Cancel the runs of ``thread_id`` this process executes, and wait for them to end."""
+        tasks = [task for run_id, run in list(self._active.items()) if run.thread_id == thread_id
+                 and (task := self._cancel_local(run_id)) is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
 
     def stop_local(self, run_id: str) -> None:
         """Cancel ``run_id`` if this process runs it: its stream's client left (``on_disconnect:

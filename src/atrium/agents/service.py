@@ -29,8 +29,7 @@ class Agents:
     async def delete_thread(self, principal: Principal, thread_id: str) -> None:
         """Delete the caller's thread: its runs are stopped, its rows and its checkpoints erased."""
         row = await delete_thread_row(self.db, principal, thread_id)
-        for run_id in self.runs.local_runs_of(row.id):
-            self.runs.stop_local(run_id)
+        await self.runs.stop_thread(row.id)  # before the erasure, so that no run writes a checkpoint after it
         await self.checkpoints.delete_thread(principal.org_id, row.id)
 
     def stopping(self) -> None:
