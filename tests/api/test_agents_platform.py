@@ -160,12 +160,18 @@ async def test_cancelling_a_run_no_process_runs_marks_it_cancelled(server: LiveS
     is announced, nobody answers, the row says ``cancelled``."""
     thread = await client.threads.create()
     async with server.services.db.system_session() as session:
-        orphan = AgentRun(org_id=(await session.get(AgentThread, thread["thread_id"])).org_id,
-                          thread_id=thread["thread_id"], assistant_id="echo", status="running")
+        row = await session.get(AgentThread, thread["thread_id"])
+        assert row is not None
+        row.status = "busy"
+        orphan = AgentRun(org_id=row.org_id, thread_id=thread["thread_id"], assistant_id="echo", status="running")
         session.add(orphan)
     server.services.agents.runs.orphan_after_s = 0.2
+    with pytest.raises(ConflictError):
+        await client.runs.create(thread["thread_id"], "echo", input={})
     await client.runs.cancel(thread["thread_id"], orphan.id)
     assert (await client.runs.get(thread["thread_id"], orphan.id))["status"] == "cancelled"
+    assert (await client.threads.get(thread["thread_id"]))["status"] == "idle"
+    await client.runs.wait(thread["thread_id"], "echo", input={"messages": [{"role": "user", "content": "Hi"}]})
 
 
 async def test_bodies_and_errors_are_typed(server: LiveServer, client: LangGraphClient) -> None:

@@ -315,10 +315,17 @@ class AgentRuns:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._finished(run_id, org_id), self.orphan_after_s)
         async with self.db.tenant_session(org_id) as session:
-            await session.execute(update(AgentRun).where(
-                AgentRun.org_id == org_id, AgentRun.id == run_id, AgentRun.status.in_(ACTIVE_RUN_STATUSES))
-                .values(status="cancelled", error={"code": "cancelled", "message": "The run was cancelled."},
-                        updated_at=datetime.now(UTC)))
+            orphan = await session.scalar(select(AgentRun).where(
+                AgentRun.org_id == org_id, AgentRun.id == run_id, AgentRun.status.in_(ACTIVE_RUN_STATUSES)))
+            if orphan is None:
+                return
+            orphan.status, orphan.updated_at = "cancelled", datetime.now(UTC)
+            orphan.error = {"code": "cancelled", "message": "The run was cancelled."}
+            await session.flush()
+            if not await active_runs(session, org_id, orphan.thread_id):
+                await session.execute(update(AgentThread).where(
+                    AgentThread.org_id == org_id, AgentThread.id == orphan.thread_id, AgentThread.status == "busy")
+                    .values(status="idle", updated_at=datetime.now(UTC)))
 
     async def listen(self) -> None:
         """Cancel this process's runs that another process was asked to cancel (until cancelled)."""
