@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from atrium.accounts.authenticate import Authenticator, build_authenticator
 from atrium.accounts.login import SessionService, build_sessions
 from atrium.accounts.service import Accounts
+from atrium.agents.service import Agents, build_agents
 from atrium.conversations.chat import ChatService
 from atrium.conversations.ports import StreamLog
 from atrium.conversations.queries import QueryService
@@ -73,6 +74,7 @@ class Services:
     rate_limiter: RequestRateLimiter
     budgets: BudgetGuard  # spending caps; the gateway reserves and settles through it (guard/budgets/spend.py)
     redis: Redis | None
+    agents: Agents  # the agents API: checkpointer, graph registry, thread states, runs
     guard: Guard | None = None  # guard policies (moderation, PII, injection, output links); routes/policy.py
 
 
@@ -197,18 +199,20 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     chat = ChatService(db, answerer, model, runs, settings.chat, directory, pipeline)
     chat.streams = streams
     jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)})
+    agents = await build_agents(settings, db, model, runs, pubsub)
     return Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
                     gateway=gateway, chat=chat,
                     queries=QueryService(db, answerer, model, runs, settings.chat, directory, pipeline),
                     jobs=jobs, runs=runs, streams=streams, http_client=http_client, pubsub=pubsub, metrics=metrics,
                     authenticator=authenticator, sessions=sessions,
                     accounts=Accounts(db, authenticator, sessions.passwords, knowledge),
-                    rate_limiter=rate_limiter, budgets=budgets, redis=redis, guard=pipeline.guard)
+                    rate_limiter=rate_limiter, budgets=budgets, redis=redis, agents=agents, guard=pipeline.guard)
 
 
 async def close_services(services: Services, *, reconcile: bool = True) -> None:
     """Finish answer runs, then make the saved index match the database (unless ``reconcile`` is off, as
     for ``atrium index check``, which must report the files as they are), then release everything."""
+    services.agents.stopping()
     await services.runs.drain(timeout=services.settings.server.shutdown_grace_s)
     if reconcile:
         try:
@@ -216,6 +220,7 @@ async def close_services(services: Services, *, reconcile: bool = True) -> None:
         except Exception:
             log.exception("final index reconciliation failed; the next start will repair it")
     await services.knowledge.save_index(force=True)
+    await services.agents.aclose()
     await services.gateway.aclose()
     await services.http_client.aclose()
     await services.streams.log.aclose()

@@ -421,8 +421,50 @@ class Invitation(Base):
     answered_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+
+class AgentThread(Base):
+    """A LangGraph thread (the agents API, ``/threads``): its state lives in the checkpointer under its id.
+    Owned like a conversation (``user_id``, or ``api_key_id`` for a key that acts as no user);
+    ``visibility`` ``private`` (its owner only) or ``org`` (readable by the organisation, written by its
+    owner). ``values`` and ``interrupts`` copy the state after the last run, for search and listing."""
+
+    __tablename__ = "agent_threads"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    org_id: Mapped[OrgRef]
+    user_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    api_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    division_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    visibility: Mapped[str] = mapped_column(String(10), default="private")  # private, org
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(20), default="idle")  # idle, busy, interrupted, error
+    values: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    interrupts: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[CreatedAt]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AgentRun(Base):
+    """One run of an assistant's graph on a thread. ``status``: pending, running, success, error,
+    interrupted (the graph waits for input), cancelled. Its output is the thread's state in the
+    checkpointer; ``error`` holds ``{code, message}`` of a failed run."""
+
+    __tablename__ = "agent_runs"
+    __table_args__ = (Index("ix_agent_runs_thread_created", "thread_id", "created_at"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    org_id: Mapped[OrgRef]
+    thread_id: Mapped[str] = mapped_column(ForeignKey("agent_threads.id", ondelete="CASCADE"))
+    assistant_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    multitask_strategy: Mapped[str] = mapped_column(String(20), default="reject")
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    kwargs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[CreatedAt]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
 # Tables holding one tenant's data (``org_id``): scoped in every repository, and under Row-Level Security
 # on PostgreSQL.
 TENANT_TABLES = ("users", "divisions", "memberships", "api_keys", "refresh_tokens", "conversations", "messages",
                  "documents", "chunks", "jobs", "queries", "usage", "knowledge_revisions", "budgets",
-                 "budget_spend", "budget_reservations", "org_policies", "collections", "invitations", "changes")
+                 "budget_spend", "budget_reservations", "org_policies", "collections", "invitations", "changes",
+                 "agent_threads", "agent_runs")

@@ -9,7 +9,7 @@ transaction (``GET /api/v1/sync``).
   conversation owner's, ``atrium.store.tenancy.ACCESS_RULES``).
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-05 16:30:00
 """
 
@@ -18,10 +18,16 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from atrium.store.tenancy import disable_access_policies, disable_rls, enable_access_policies, enable_rls
+from atrium.store.tenancy import (
+    ACCESS_RULES,
+    disable_access_policies,
+    disable_rls,
+    enable_access_policies,
+    enable_rls,
+)
 
 revision = "0010"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
@@ -50,7 +56,7 @@ def upgrade() -> None:
         batch.create_index(batch.f("ix_changes_org_id"), ["org_id"], unique=False)
         batch.create_index("ix_changes_org_tx_seq", ["org_id", "tx", "seq"], unique=False)
     enable_rls(connection, "changes")
-    enable_access_policies(connection, ("changes",))
+    enable_access_policies(connection, {"changes": ACCESS_RULES["changes"]})
     op.create_index("ix_messages_pending", "messages", ["created_at"], sqlite_where=sa.text("status = 'pending'"),
                     postgresql_where=sa.text("status = 'pending'"))
 
@@ -58,6 +64,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_messages_pending", table_name="messages")
     connection = op.get_bind()
-    disable_access_policies(connection, ("changes",))
+    disable_access_policies(connection, {"changes": ACCESS_RULES["changes"]})
     disable_rls(connection, "changes")
     op.drop_table("changes")
