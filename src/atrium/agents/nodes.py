@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
@@ -58,7 +58,7 @@ CHITCHAT_PROMPT = ("You are Atrium, a friendly assistant for a team's documents.
 REFINE_NOTE = ("\nYour previous answer had sentences the sources do not support: {problem}. Answer again using "
                "only the sources, citing [n] after each sentence, or say that you don't know.")
 
-Node = Callable[["AssistantNodes", AssistantState, RunnableConfig], Awaitable[dict[str, Any]]]
+Node = TypeVar("Node", bound=Callable[..., Awaitable[dict[str, Any]]])
 
 
 def principal_of(config: RunnableConfig) -> Principal:
@@ -87,7 +87,7 @@ def step(name: str, *, starts_turn: bool = False) -> Callable[[Node], Node]:
             finally:
                 get_stream_writer()({"type": "step", "node": name, "status": status,
                                      "ms": round((time.perf_counter() - started) * 1000, 3)})
-        return run
+        return cast(Node, run)
     return wrap
 
 

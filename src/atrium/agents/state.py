@@ -30,7 +30,7 @@ def keep_recent(left: Sequence[Mapping[str, Any]] | None,
     """The messages channel's reducer: append, normalise to ``{"role", "content"}`` (the LangGraph SDK's
     ``{"type": "human", ...}`` is accepted too) and keep the last ``MAX_MESSAGES``, each clipped."""
     new = [right] if isinstance(right, Mapping) else list(right or ())
-    merged = [*(left or ()), *(plain_message(message) for message in new)]
+    merged = [plain_message(message) for message in (*(left or ()), *new)]
     return [message for message in merged if message["content"]][-MAX_MESSAGES:]
 
 
