@@ -29,6 +29,11 @@ _ARTIFACT = re.compile(rf"\b{_MAKE}\b.{{0,60}}\b{_THING}s?\b|\b(as|in(to)?) (a )
                        re.IGNORECASE)
 _VAGUE = re.compile(r"^\s*(and|so|but)?\s*(what about|how about)?\s*(it|this|that|them|those|these|the thing|"
                     r"help|more|why|how|what)?\s*\??\s*$", re.IGNORECASE)
+# Asking for a tool's action (a project record, an artifact by id) is a question for the answer node and its
+# tools, not a request to write an artifact: small models tend to classify "create a project" as one.
+_TOOL_ACTION = re.compile(r"\b(create|start|open|add|set up)\s+(a\s+|an\s+|the\s+|new\s+)*project\b"
+                          r"(?!\s+(plan|document|doc|report|template|checklist|brief|table))"
+                          r"|\b(read|show|open|summari[sz]e)\b.{0,30}\bart_\w+", re.IGNORECASE)
 _WORD = re.compile(r"\w+")
 
 CLASSIFY_PROMPT = (
@@ -46,6 +51,8 @@ def rule_intent(message: str, *, has_sources: bool) -> Intent | None:
     """The intent when a rule is sure of it, else None (the model decides)."""
     if _GREETING.match(message):
         return "chitchat"
+    if _TOOL_ACTION.search(message):
+        return "qa"
     if _ARTIFACT.search(message):
         return "artifact"
     words = _WORD.findall(message)

@@ -166,6 +166,9 @@ def test_the_intent_parser_is_strict_and_the_rules_cheap() -> None:
     assert rule_intent("Generate JSON for the fee plans", has_sources=False) == "artifact"
     assert rule_intent("How long do refunds take?", has_sources=True) == "qa"
     assert rule_intent("How long do refunds take?", has_sources=False) is None
+    assert rule_intent("Create a project called Falcon", has_sources=False) == "qa"  # a tool's action
+    assert rule_intent("Create a project plan document for Falcon", has_sources=False) == "artifact"
+    assert rule_intent("Show me what art_12 says", has_sources=False) == "qa"
 
 
 def test_the_artifact_parser_checks_content_against_its_kind() -> None:
