@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from blockbuster import BlockBuster
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from atrium.agents.artifacts import parse_artifact
@@ -23,8 +24,8 @@ def tasks(model: FakeChatModel) -> list[str]:
 
 
 async def test_a_question_is_answered_with_a_cited_source_and_every_step_streams(
-        world: World, saver: AsyncSqliteSaver) -> None:
-    model = FakeChatModel()
+        world: World, saver: AsyncSqliteSaver, blockbuster: BlockBuster) -> None:
+    model = FakeChatModel()  # and nothing blocks the event loop on the way (blockbuster)
     result = await turn(assistant(world, model, saver), REFUNDS)
     state = result.state
     assert state["intent"] == "qa" and state["intent_by"] == "rule"
