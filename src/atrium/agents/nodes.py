@@ -50,8 +50,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENDPOINT = "/threads/runs"
-CLARIFY_PROMPT = ("The user's message is unclear. Ask them exactly one short question that would let you "
-                  "help. Reply with the question only.")
+CLARIFY_PROMPT = ("The user's last message is too vague to act on. Ask them exactly one short question about what "
+                  "they want to know or have written, in the context of the conversation. Reply with the question "
+                  "only.\nExample: Message: and the other one?\nQuestion: Which document or topic do you mean?")
 DEFAULT_CLARIFICATION = "Could you say a little more about what you need?"
 CHITCHAT_PROMPT = ("You are Atrium, a friendly assistant for a team's documents. Reply to the user in one or two "
                    "short sentences. Do not state facts; offer to answer questions about their documents.")
@@ -260,7 +261,7 @@ class AssistantNodes:
     @step("clarify")
     async def clarify(self, state: AssistantState, config: RunnableConfig) -> dict[str, Any]:
         messages = (ChatMessage("system", CLARIFY_PROMPT), *self._history_messages(state),
-                    ChatMessage("user", state.get("question", "")))
+                    ChatMessage("user", f"Message: {state.get('question', '')}\nQuestion:"))
         request = self._request(principal_of(config), config, messages, task="chat", max_tokens=60, stream=False)
         reply = await call_model(self.deps.model, request, sanitizer=await self._sanitizer(config))
         question = one_question(reply.text) or DEFAULT_CLARIFICATION
