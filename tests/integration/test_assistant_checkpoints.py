@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from atrium.agents.factory import open_checkpointer
 from atrium.agents.state import MAX_MESSAGES
 from atrium.gateway.providers.fake import FakeChatModel
 from tests.agent_helpers import MEMBER, assistant, knowledge_world, sqlite_saver, turn
@@ -65,3 +67,16 @@ async def test_checkpoint_bytes_per_turn_are_bounded(tmp_path: Path) -> None:
     full = MAX_MESSAGES // 2
     assert max(added[full + 1:]) <= 1.1 * added[full], added
     assert len(result.state["messages"]) == MAX_MESSAGES and result.state["passages"] == []
+
+
+@pytest.mark.integration
+async def test_a_thread_goes_on_after_a_restart_on_postgres(tmp_path: Path, postgres_url: str) -> None:
+    """The scale profile's saver, opened as ``agents.factory`` opens it from the application's URL."""
+    async with knowledge_world(tmp_path) as world:
+        async with open_checkpointer(postgres_url, tmp_path) as saver:
+            first = await turn(assistant(world, FakeChatModel(), saver), QUESTIONS[0], thread="kept")
+        async with open_checkpointer(postgres_url, tmp_path) as saver:
+            second = await turn(assistant(world, FakeChatModel(), saver), QUESTIONS[1], thread="kept")
+    assert type(saver).__name__ == "AsyncPostgresSaver"
+    assert [m["content"] for m in second.state["messages"]][:2] == [QUESTIONS[0], first.state["answer"]]
+    assert not (tmp_path / "checkpoints.sqlite").exists()
