@@ -323,8 +323,13 @@ class AssistantNodes:
                                                    strict=False))
 
     def _history(self, state: AssistantState) -> list[dict[str, str]]:
-        """The conversation before this turn's question (the last message is the question itself)."""
-        return list(state.get("messages") or ())[:-1][-self.settings.history_messages:]
+        """The answered exchanges before this turn's question (the last message is the question itself).
+        A question left without an answer (refused by the guard, failed) never re-enters a prompt."""
+        earlier = list(state.get("messages") or ())[:-1]
+        kept = [message for i, message in enumerate(earlier)
+                if message["role"] == "assistant"
+                or (i + 1 < len(earlier) and earlier[i + 1]["role"] == "assistant")]
+        return kept[-self.settings.history_messages:]
 
     def _history_messages(self, state: AssistantState) -> tuple[ChatMessage, ...]:
         return tuple(ChatMessage("assistant" if m["role"] == "assistant" else "user", m["content"])
