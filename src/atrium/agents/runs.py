@@ -32,8 +32,8 @@ from atrium.accounts.principal import Principal
 from atrium.agents.checkpoints import Checkpoints
 from atrium.agents.feed import FeedEvent, RunFeed
 from atrium.agents.registry import AgentContext, Assistant, GraphRegistry
-from atrium.agents.state import interrupts_by_task
 from atrium.agents.streaming import StreamTranslator, graph_modes, jsonable
+from atrium.agents.thread_states import interrupts_by_task
 from atrium.agents.threads import (
     ACTIVE_RUN_STATUSES,
     active_runs,

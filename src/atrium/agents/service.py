@@ -9,7 +9,7 @@ from atrium.accounts.principal import Principal
 from atrium.agents.checkpoints import Checkpoints, open_checkpoints
 from atrium.agents.registry import AgentDeps, GraphRegistry, default_registry
 from atrium.agents.runs import AgentRuns
-from atrium.agents.state import ThreadStates
+from atrium.agents.thread_states import ThreadStates
 from atrium.agents.threads import delete_thread_row
 from atrium.conversations.runs import RunSupervisor
 from atrium.gateway.ports import ChatModel
