@@ -23,6 +23,7 @@ from atrium.http.routes import (
     admin,
     anthropic_compat,
     artifacts,
+    assistants,
     auth,
     budgets,
     chat,
@@ -36,9 +37,13 @@ from atrium.http.routes import (
     openai_compat,
     policy,
     query,
+    runs,
     search,
+    sync,
+    threads,
     ws,
 )
+from atrium.http.schemas.agents import RunStreamEvent
 from atrium.settings import Settings
 from atrium.telemetry.logging import install_record_redaction, register_secrets, secrets_of
 
@@ -64,11 +69,15 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
             await _first_start(services)
             await services.knowledge.reconcile()
             await services.jobs.recover()
+            if services.db.is_sqlite:  # one process owns every run; in the scale profile others may be live
+                await services.agents.runs.recover()
             background = [
                 asyncio.create_task(services.jobs.work(), name="jobs"),
                 asyncio.create_task(services.knowledge.keep_consistent(), name="index-upkeep"),
                 asyncio.create_task(_warm_up(services.gateway.chat), name="model-warm-up"),
                 asyncio.create_task(services.authenticator.listen_for_revocations(), name="auth-revocations"),
+                asyncio.create_task(services.streams.keep_reaping(), name="abandoned-answers"),
+                asyncio.create_task(services.agents.runs.listen(), name="agent-run-cancels"),
             ]
             if services.guard is not None:
                 background.append(asyncio.create_task(services.guard.policies.listen(), name="policy-changes"))
@@ -103,11 +112,12 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
     )
     # The model endpoints first: FastAPI tries routes in order, and these are the hot path.
     for module in (openai_compat, anthropic_compat, health, metrics, chat, search, documents, collections, query,
-                   conversations, me, admin, auth, accounts, invitations, budgets, policy, ws):
+                   conversations, sync, me, admin, auth, accounts, invitations, budgets, policy, ws, assistants,
+                   threads, runs):
         app.include_router(module.router)
     app.include_router(artifacts.router)
     app.include_router(conversations.admin_router)
-    install_security_schemes(app)
+    install_security_schemes(app, extra_schemas=(RunStreamEvent,))
     return app
 
 

@@ -17,10 +17,14 @@ from redis.asyncio import Redis
 from atrium.accounts.authenticate import Authenticator, build_authenticator
 from atrium.accounts.login import SessionService, build_sessions
 from atrium.accounts.service import Accounts
+from atrium.agents.service import Agents, build_agents
 from atrium.conversations.artifacts.service import ArtifactService
 from atrium.conversations.chat import ChatService
+from atrium.conversations.ports import StreamLog
 from atrium.conversations.queries import QueryService
+from atrium.conversations.replay import AnswerStreams
 from atrium.conversations.runs import RunSupervisor
+from atrium.conversations.stream_logs import InProcessStreamLog, RedisStreamLog
 from atrium.gateway.http_client import upstream_http_client
 from atrium.gateway.ports import ChatModel, Embedder
 from atrium.gateway.service import Gateway, build_gateway
@@ -62,6 +66,7 @@ class Services:
     artifacts: ArtifactService  # typed, versioned, searchable artifacts (conversations/artifacts/)
     jobs: DatabaseJobQueue
     runs: RunSupervisor
+    streams: AnswerStreams  # the replay buffer of answer streams (resume after a lost connection)
     http_client: httpx.AsyncClient
     pubsub: PubSub
     metrics: Metrics
@@ -71,6 +76,7 @@ class Services:
     rate_limiter: RequestRateLimiter
     budgets: BudgetGuard  # spending caps; the gateway reserves and settles through it (guard/budgets/spend.py)
     redis: Redis | None
+    agents: Agents  # the agents API: checkpointer, graph registry, thread states, runs
     guard: Guard | None = None  # guard policies (moderation, PII, injection, output links); routes/policy.py
 
 
@@ -102,6 +108,14 @@ def build_local_chat_model(settings: Settings, http_client: httpx.AsyncClient, *
     )
     return LocalChatModel(server, name=name, ready_timeout_s=config.startup_timeout_s,
                           request_timeout_s=config.request_timeout_s)
+
+
+def build_stream_log(settings: Settings, redis: Redis | None) -> StreamLog:
+    """Redis Streams when Redis is configured (every replica reads every answer's stream), else in memory."""
+    config = settings.streams
+    if redis is not None:
+        return RedisStreamLog(redis, max_len=config.max_events, ttl_s=config.ttl_s)
+    return InProcessStreamLog(max_len=config.max_events, ttl_s=config.ttl_s)
 
 
 def build_http_client(settings: Settings) -> httpx.AsyncClient:
@@ -183,23 +197,27 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     answerer = GroundedAnswerer(knowledge, top_k=settings.knowledge.top_k,
                                 min_relevance=settings.knowledge.min_relevance)
     runs = RunSupervisor()
+    streams = AnswerStreams(db, build_stream_log(settings, redis), settings.streams, shared=redis is not None)
+    chat = ChatService(db, answerer, model, runs, settings.chat, directory, pipeline)
+    chat.streams = streams
     jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)})
+    agents = await build_agents(settings, db, model, runs, pubsub)
     return Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
-                    gateway=gateway,
-                    chat=ChatService(db, answerer, model, runs, settings.chat, directory, pipeline),
+                    gateway=gateway, chat=chat,
                     queries=QueryService(db, answerer, model, runs, settings.chat, directory, pipeline),
                     artifacts=ArtifactService(knowledge, model, pipeline, top_k=settings.knowledge.top_k,
                                               min_relevance=settings.knowledge.min_relevance,
                                               temperature=settings.chat.temperature),
-                    jobs=jobs, runs=runs, http_client=http_client, pubsub=pubsub, metrics=metrics,
+                    jobs=jobs, runs=runs, streams=streams, http_client=http_client, pubsub=pubsub, metrics=metrics,
                     authenticator=authenticator, sessions=sessions,
                     accounts=Accounts(db, authenticator, sessions.passwords, knowledge),
-                    rate_limiter=rate_limiter, budgets=budgets, redis=redis, guard=pipeline.guard)
+                    rate_limiter=rate_limiter, budgets=budgets, redis=redis, agents=agents, guard=pipeline.guard)
 
 
 async def close_services(services: Services, *, reconcile: bool = True) -> None:
     """Finish answer runs, then make the saved index match the database (unless ``reconcile`` is off, as
     for ``atrium index check``, which must report the files as they are), then release everything."""
+    services.agents.stopping()
     await services.runs.drain(timeout=services.settings.server.shutdown_grace_s)
     if reconcile:
         try:
@@ -207,8 +225,10 @@ async def close_services(services: Services, *, reconcile: bool = True) -> None:
         except Exception:
             log.exception("final index reconciliation failed; the next start will repair it")
     await services.knowledge.save_index(force=True)
+    await services.agents.aclose()
     await services.gateway.aclose()
     await services.http_client.aclose()
+    await services.streams.log.aclose()
     if services.redis is not None:
         await services.redis.aclose()
     await services.pubsub.aclose()

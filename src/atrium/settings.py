@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 
 from atrium.accounts.settings import AuthSettings, ExternalClaimSettings, ExternalIdpSettings, JwtAlgorithm
+from atrium.conversations.settings import StreamSettings
 from atrium.gateway.settings import (
     LEGACY_CHAT_KEYS,
     BreakerSettings,
@@ -72,7 +73,8 @@ __all__ = [
     "InjectionPolicySettings", "JwtAlgorithm", "KnowledgeSettings", "LimitSettings", "LocalModelName",
     "ModelSettings", "ModerationPolicySettings", "ModerationProviderSettings", "OutputPolicySettings", "PiiAction",
     "PiiKind", "PiiPolicySettings", "ProviderKind", "ProviderSettings", "RateLimitSettings", "RetrySettings",
-    "RouteSettings", "RouteStrategy", "ServerSettings", "Settings", "TenantPolicySettings", "masked_dump",
+    "RouteSettings", "RouteStrategy", "ServerSettings", "Settings", "StreamSettings", "TenantPolicySettings",
+    "masked_dump",
     "unknown_env_vars",
 ]
 
@@ -104,6 +106,7 @@ class Settings(BaseSettings):
     budgets: BudgetSettings = BudgetSettings()
     guard: GuardSettings = GuardSettings()
     database: DatabaseSettings = DatabaseSettings()
+    streams: StreamSettings = StreamSettings()
 
     @model_validator(mode="wrap")
     @classmethod

@@ -116,6 +116,9 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "GET /api/v1/conversations/{conversation_id}":                 _MEMBERS_OWN,
     "GET /api/v1/conversations/{conversation_id}/messages":        _MEMBERS_OWN,
     "DELETE /api/v1/conversations/{conversation_id}":             (404, 404, 404, 204, 403, 404, 404, 404, 404, 401),
+    "PATCH /api/v1/conversations/{conversation_id}":              (404, 404, 404, 200, 403, 404, 404, 404, 404, 401),
+    "GET /api/v1/conversations/{conversation_id}/messages/{message_id}/stream": _MEMBERS_OWN,
+    "GET /api/v1/sync":                                            _SIGNED_IN,  # changes of one's own only
     "POST /api/v1/chat/ask":                                       _MEMBERS_OWN,  # into the member's conversation
     "POST /api/v1/chat/ask #stream":                               _MEMBERS_OWN,  # the same, answered as SSE
     "POST /api/v1/chat/ask #plain":                                _SIGNED_IN,  # sources: readable documents only
@@ -231,6 +234,34 @@ MATRIX: dict[str, tuple[int, ...]] = {
     # A user's own data: a user's credential (erasure: its login, not a key).
     "GET /api/v1/me/export":                                      (200, 200, 200, 200, 200, 200, 200, 403, 200, 401),
     "DELETE /api/v1/me":                                          (403, 200, 200, 200, 200, 200, 200, 403, 200, 401),
+    # The agents API (LangGraph platform shape): assistants for every caller; the member's threads are its
+    # own (private) or readable by A (org-visible: only the owner writes, 403 for other readers).
+    "GET /assistants/{assistant_id}":                              _SIGNED_IN,
+    "POST /assistants/search":                                     _SIGNED_IN,
+    "GET /assistants/{assistant_id}/graph":                        _SIGNED_IN,
+    "POST /threads":                                               _SIGNED_IN,
+    "POST /threads/search":                                        _SIGNED_IN,
+    "GET /threads/{thread_id}":                                    _MEMBERS_OWN,
+    "GET /threads/{thread_id} #org":                              (200, 200, 200, 200, 200, 200, 200, 200, 404, 401),
+    "PATCH /threads/{thread_id}":                                  _MEMBERS_OWN,
+    "PATCH /threads/{thread_id} #org":                            (403, 403, 403, 200, 403, 403, 403, 403, 404, 401),
+    "DELETE /threads/{thread_id}":                                (404, 404, 404, 204, 404, 404, 404, 404, 404, 401),
+    "GET /threads/{thread_id}/state":                              _MEMBERS_OWN,
+    "GET /threads/{thread_id}/state #org":                        (200, 200, 200, 200, 200, 200, 200, 200, 404, 401),
+    "POST /threads/{thread_id}/state":                             _MEMBERS_OWN,
+    "GET /threads/{thread_id}/state/{checkpoint_id}":              _MEMBERS_OWN,
+    "GET /threads/{thread_id}/history":                            _MEMBERS_OWN,
+    "POST /threads/{thread_id}/history":                           _MEMBERS_OWN,
+    "POST /threads/{thread_id}/runs":                              _MEMBERS_OWN,
+    "POST /threads/{thread_id}/runs #org":                        (403, 403, 403, 200, 403, 403, 403, 403, 404, 401),
+    "POST /threads/{thread_id}/runs/stream":                       _MEMBERS_OWN,
+    "POST /threads/{thread_id}/runs/wait":                         _MEMBERS_OWN,
+    "GET /threads/{thread_id}/runs":                               _MEMBERS_OWN,
+    "GET /threads/{thread_id}/runs/{run_id}":                      _MEMBERS_OWN,
+    "GET /threads/{thread_id}/runs/{run_id} #org":                (200, 200, 200, 200, 200, 200, 200, 200, 404, 401),
+    "POST /threads/{thread_id}/runs/{run_id}/cancel":             (404, 404, 404, 409, 404, 404, 404, 404, 404, 401),
+    "GET /threads/{thread_id}/runs/{run_id}/join":                 _MEMBERS_OWN,
+    "GET /threads/{thread_id}/runs/{run_id}/stream":               _MEMBERS_OWN,
 }
 
 
@@ -501,6 +532,7 @@ async def _build(world: World) -> None:
         asked = await world.clients[who].post("/api/v1/chat/ask", json={"message": QUESTION})
         assert asked.status_code == 200, asked.text
         ids[name] = asked.json()["conversation_id"]
+        ids[name.replace("conv", "answer")] = asked.json()["message_id"]
     query = await member.post("/api/v1/query", json={"question": QUESTION})
     assert query.status_code == 201, query.text
     ids["query"] = query.json()["id"]
@@ -526,6 +558,7 @@ async def _build(world: World) -> None:
         "scope": "org", "period": "total", "limit_usd": "1000"})
     assert made.status_code == 201, made.text
     assert (await owner.put("/api/v1/admin/policy", json=POLICY)).status_code == 200
+    await _agent_threads(world)
     world.secrets = ({value for name, value in ids.items() if name != "org"} | set().union(*world.docs.values())
                      | {ORG_WORD, D1_WORD, PRIVATE_WORD, "Division D1", "Division D2"})
 
@@ -647,6 +680,31 @@ def _erase(owner: str, method: str) -> Call:
 
 probe("DELETE /api/v1/conversations/{conversation_id}", check=_gone_if_deleted, always=True)(
     _erase("member", "DELETE"))
+
+
+@probe("PATCH /api/v1/conversations/{conversation_id}")
+async def _rename(world: World, who: str, path: str) -> Answer:
+    conversation = await world.conversation("member")
+    answer = await world.ask(who, "PATCH", fill(path, conversation_id=conversation), json={"title": f"By {who}"})
+    async with world.db.system_session() as session:
+        title = (await session.get(Conversation, conversation)).title  # type: ignore[union-attr]
+    assert title == (f"By {who}" if answer.status == 200 else "Throwaway"), title
+    return answer
+
+
+async def _replayed(world: World, who: str, answer: Answer) -> None:
+    assert "event: done" in answer.text and world.ids["answer_member"] in answer.text, answer.text[:300]
+
+
+async def _own_changes(world: World, who: str, answer: Answer) -> None:
+    synced = {change["conversation_id"] for change in answer.body["changes"]}
+    assert (world.ids["conv_member"] in synced) == (who == "member"), synced
+    assert (world.ids["conv_d1"] in synced) == (who == "div_member"), synced
+
+
+simple("GET /api/v1/sync", params={"limit": 1000}, check=_own_changes)
+simple("GET /api/v1/conversations/{conversation_id}/messages/{message_id}/stream", check=_replayed,
+       ids=lambda world: {"conversation_id": world.ids["conv_member"], "message_id": world.ids["answer_member"]})
 probe("DELETE /api/v1/admin/conversations/{conversation_id}", check=_gone_if_deleted, always=True)(
     _erase("div_member", "DELETE"))
 probe("DELETE /api/v1/admin/conversations/{conversation_id} #unscoped", check=_gone_if_deleted, always=True)(
@@ -1239,6 +1297,104 @@ async def _erase_me(world: World, who: str, path: str) -> Answer:
     if answer.status == 200:
         assert (await client.get("/api/v1/conversations")).status_code == 401  # the account is gone
         assert await world.message_count(world.ids["conv_member"]) >= 2  # and nobody else's data
+    return answer
+
+
+# The agents API.
+ECHO = {"assistant_id": "echo", "input": {"messages": [{"role": "user", "content": "Hello"}]}}
+
+
+async def _agent_threads(world: World) -> None:
+    """The member's private thread (one finished run) and its organisation-visible one (one finished run)."""
+    member = world.clients["member"]
+    for name, visibility in (("thread_member", "private"), ("thread_org", "org")):
+        made = await member.post("/threads", json={"visibility": visibility, "metadata": {"owner": "member"}})
+        assert made.status_code == 200, made.text
+        world.ids[name] = made.json()["thread_id"]
+        waited = await member.post(f"/threads/{world.ids[name]}/runs/wait", json=ECHO)
+        assert waited.status_code == 200, waited.text
+        runs = await member.get(f"/threads/{world.ids[name]}/runs")
+        world.ids[name.replace("thread", "run")] = runs.json()[0]["run_id"]
+    state = await member.get(f"/threads/{world.ids['thread_member']}/state")
+    world.ids["checkpoint_member"] = state.json()["checkpoint"]["checkpoint_id"]
+
+
+def _thread(name: str) -> Callable[[World], dict[str, str]]:
+    return lambda world: {"thread_id": world.ids[name], "run_id": world.ids[name.replace("thread", "run")],
+                          "checkpoint_id": world.ids["checkpoint_member"], "assistant_id": "echo"}
+
+
+simple("GET /assistants/{assistant_id}", ids=lambda world: {"assistant_id": "echo"})
+simple("POST /assistants/search", json_body={"limit": 10})
+simple("GET /assistants/{assistant_id}/graph", ids=lambda world: {"assistant_id": "interviewer"})
+simple("POST /threads", json_body={"metadata": {"made_by": "matrix"}})
+
+
+async def _threads_searched(world: World, who: str, answer: Answer) -> None:
+    found = {thread["thread_id"] for thread in answer.body}
+    assert (world.ids["thread_member"] in found) == (who == "member"), found
+    assert (world.ids["thread_org"] in found) == (who in IN_A), found
+
+
+simple("POST /threads/search", json_body={"limit": 1000}, check=_threads_searched)
+simple("GET /threads/{thread_id}", ids=_thread("thread_member"))
+simple("GET /threads/{thread_id} #org", ids=_thread("thread_org"))
+simple("PATCH /threads/{thread_id}", ids=_thread("thread_member"), json_body={"metadata": {"owner": "member"}})
+simple("PATCH /threads/{thread_id} #org", ids=_thread("thread_org"), json_body={"metadata": {"owner": "member"}})
+simple("GET /threads/{thread_id}/state", ids=_thread("thread_member"))
+simple("GET /threads/{thread_id}/state #org", ids=_thread("thread_org"))
+simple("POST /threads/{thread_id}/state", ids=_thread("thread_member"), json_body={"values": {"name": "Mia"}})
+simple("GET /threads/{thread_id}/state/{checkpoint_id}", ids=_thread("thread_member"))
+simple("GET /threads/{thread_id}/history", ids=_thread("thread_member"))
+simple("POST /threads/{thread_id}/history", ids=_thread("thread_member"), json_body={"limit": 5})
+simple("GET /threads/{thread_id}/runs", ids=_thread("thread_member"))
+simple("GET /threads/{thread_id}/runs/{run_id}", ids=_thread("thread_member"))
+simple("GET /threads/{thread_id}/runs/{run_id} #org", ids=_thread("thread_org"))
+simple("POST /threads/{thread_id}/runs/{run_id}/cancel", ids=_thread("thread_member"))
+simple("GET /threads/{thread_id}/runs/{run_id}/join", ids=_thread("thread_member"))
+simple("GET /threads/{thread_id}/runs/{run_id}/stream", ids=_thread("thread_member"))
+
+
+async def _members_thread(world: World, visibility: str = "private") -> str:
+    made = await world.clients["member"].post("/threads", json={"visibility": visibility})
+    assert made.status_code == 200, made.text
+    return str(made.json()["thread_id"])
+
+
+async def _thread_count(world: World, thread_id: str) -> int:
+    answer = await world.clients["member"].get(f"/threads/{thread_id}/runs")
+    return len(answer.json())
+
+
+def _run_on_fresh_thread(visibility: str = "private") -> Call:
+    """A new thread of the member's per request (a run in progress would make the next one a 409)."""
+    async def call(world: World, who: str, path: str) -> Answer:
+        thread_id = await _members_thread(world, visibility)
+        answer = await world.ask(who, "POST", fill(path, thread_id=thread_id), json=ECHO)
+        if answer.status == 200 and "stream" in path:
+            assert "event: end" in answer.text, answer.text
+        answer.values["runs"] = await _thread_count(world, thread_id)
+        return answer
+
+    return call
+
+
+async def _ran_only_if_allowed(world: World, who: str, answer: Answer) -> None:
+    assert answer.values["runs"] == (1 if answer.status == 200 else 0)
+
+
+for _line in ("POST /threads/{thread_id}/runs", "POST /threads/{thread_id}/runs/stream",
+              "POST /threads/{thread_id}/runs/wait"):
+    probe(_line, check=_ran_only_if_allowed, always=True)(_run_on_fresh_thread())
+probe("POST /threads/{thread_id}/runs #org", check=_ran_only_if_allowed, always=True)(_run_on_fresh_thread("org"))
+
+
+@probe("DELETE /threads/{thread_id}")
+async def _delete_thread(world: World, who: str, path: str) -> Answer:
+    thread_id = await _members_thread(world)
+    answer = await world.ask(who, "DELETE", fill(path, thread_id=thread_id))
+    still = await world.clients["member"].get(f"/threads/{thread_id}")
+    assert still.status_code == (404 if answer.status == 204 else 200), still.text
     return answer
 
 

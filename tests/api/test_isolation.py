@@ -196,6 +196,7 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
                 "conversation": ask["conversation_id"], "message": ask["message_id"],
                 "user_message": ask["user_message_id"], "query": query["id"], "shelf": A_SHELF,
                 "invitation": invitation.json()["id"], "guest": A_GUEST, "artifact": artifact.json()["id"]}
+        ids |= await _seed_agents(a)
         b_key, b_viewer_key, b_email = await _seed_b(db)
         b = client_for(app, b_key)
         b_job = await wait_job(b, (await upload(b, {"bravo.md": B_DOC}, "docs"))["job_id"])
@@ -255,6 +256,29 @@ async def _conversation_by_id(world: World) -> None:
         not_found(await world.attack(method, path))
     messages = (await world.a.get(f"/api/v1/conversations/{conversation}/messages")).json()["messages"]
     assert len(messages) == 2 and VAULT_CODE in messages[1]["content"]
+
+
+@attack(("PATCH", "/api/v1/conversations/{conversation_id}"),
+        ("GET", "/api/v1/conversations/{conversation_id}/messages/{message_id}/stream"))
+async def _conversation_rename_and_replay(world: World) -> None:
+    """B can neither rename A's conversation nor replay the stream of A's answer (the buffer holds it)."""
+    conversation = world.ids["conversation"]
+    before = (await world.a.get(f"/api/v1/conversations/{conversation}")).json()["title"]
+    not_found(await world.attack("PATCH", f"/api/v1/conversations/{conversation}", json={"title": "Taken over"}))
+    assert (await world.a.get(f"/api/v1/conversations/{conversation}")).json()["title"] == before
+    messages = (await world.a.get(f"/api/v1/conversations/{conversation}/messages")).json()["messages"]
+    replay = f"/api/v1/conversations/{conversation}/messages/{messages[1]['id']}/stream"
+    not_found(await world.attack("GET", replay, headers={"Last-Event-ID": "0"}))
+    own = await world.a.get(replay)
+    assert own.status_code == 200 and VAULT_CODE in own.text  # A's own replay works (and holds the secret)
+
+
+@attack(("GET", "/api/v1/sync"))
+async def _sync(world: World) -> None:
+    """B's changes only: none of A's conversations or messages, from the beginning."""
+    response = await world.attack("GET", "/api/v1/sync", params={"limit": 1000})
+    assert response.status_code == 200, response.text
+    assert world.ids["conversation"] not in {c["conversation_id"] for c in response.json()["changes"]}
 
 
 @attack(("GET", "/api/v1/conversations"))
@@ -871,6 +895,62 @@ async def _data_rights(world: World) -> None:
              await _a_member(world, world.ids["member"]))
     assert after == before
     assert (await world.a.get(f"/api/v1/documents/{world.ids['document']}")).status_code == 200
+
+
+# --- The agents API ------------------------------------------------------------------------------------------
+
+AGENT_SECRET = "alpha-agent-secret-word"
+
+
+async def _seed_agents(a: httpx.AsyncClient) -> dict[str, str]:
+    """A's organisation-visible thread with a finished run (its state holds a secret word)."""
+    made = await a.post("/threads", json={"visibility": "org", "metadata": {"secret": AGENT_SECRET}})
+    assert made.status_code == 200, made.text
+    thread = made.json()["thread_id"]
+    waited = await a.post(f"/threads/{thread}/runs/wait", json={
+        "assistant_id": "echo", "input": {"messages": [{"role": "user", "content": AGENT_SECRET}]}})
+    assert waited.status_code == 200, waited.text
+    run = (await a.get(f"/threads/{thread}/runs")).json()[0]["run_id"]
+    checkpoint = (await a.get(f"/threads/{thread}/state")).json()["checkpoint"]["checkpoint_id"]
+    return {"agent_thread": thread, "agent_run": run, "agent_checkpoint": checkpoint, "agent_word": AGENT_SECRET}
+
+
+_THREAD_ROUTES = (("GET", "/threads/{thread_id}"), ("PATCH", "/threads/{thread_id}"),
+                  ("DELETE", "/threads/{thread_id}"), ("GET", "/threads/{thread_id}/state"),
+                  ("POST", "/threads/{thread_id}/state"), ("GET", "/threads/{thread_id}/state/{checkpoint_id}"),
+                  ("GET", "/threads/{thread_id}/history"), ("POST", "/threads/{thread_id}/history"),
+                  ("POST", "/threads/{thread_id}/runs"), ("POST", "/threads/{thread_id}/runs/stream"),
+                  ("POST", "/threads/{thread_id}/runs/wait"), ("GET", "/threads/{thread_id}/runs"),
+                  ("GET", "/threads/{thread_id}/runs/{run_id}"), ("POST", "/threads/{thread_id}/runs/{run_id}/cancel"),
+                  ("GET", "/threads/{thread_id}/runs/{run_id}/join"),
+                  ("GET", "/threads/{thread_id}/runs/{run_id}/stream"))
+_BODIES = {"PATCH": {"metadata": {"taken": "by b"}}, "POST": {"assistant_id": "echo", "values": {"name": "B"},
+                                                             "input": {"messages": [{"role": "user", "content": "B"}]}}}
+
+
+@attack(*_THREAD_ROUTES, ("POST", "/threads"), ("POST", "/threads/search"), ("GET", "/assistants/{assistant_id}"),
+        ("POST", "/assistants/search"), ("GET", "/assistants/{assistant_id}/graph"))
+async def _agent_threads(world: World) -> None:
+    """B reaches none of A's threads (even organisation-visible ones), runs or checkpoints: 404 everywhere,
+    nothing of A's in a search, and A's thread unchanged."""
+    ids = world.ids
+    before = (await world.a.get(f"/threads/{ids['agent_thread']}/state")).json()
+    for method, path in _THREAD_ROUTES:
+        target = path.format(thread_id=ids["agent_thread"], run_id=ids["agent_run"],
+                             checkpoint_id=ids["agent_checkpoint"])
+        kwargs = {"json": _BODIES[method]} if method in _BODIES and not path.endswith("/cancel") else {}
+        not_found(await world.attack(method, target, **kwargs))
+    searched = await world.attack("POST", "/threads/search", json={"limit": 1000})
+    assert searched.status_code == 200 and searched.json() == [], searched.text
+    mine = await world.attack("POST", "/threads", json={"metadata": {"secret": "b's own"}})
+    assert mine.status_code == 200, mine.text
+    for method, path in (("GET", "/assistants/echo"), ("POST", "/assistants/search"),
+                         ("GET", "/assistants/echo/graph")):
+        answer = await world.attack(method, path, json={} if method == "POST" else None)
+        assert answer.status_code == 200, answer.text
+    after = (await world.a.get(f"/threads/{ids['agent_thread']}/state")).json()
+    metadata = (await world.a.get(f"/threads/{ids['agent_thread']}")).json()["metadata"]
+    assert after == before and metadata["secret"] == AGENT_SECRET and "taken" not in metadata
 
 
 # Last, so that every case above is registered when the parameters are collected. A case covering

@@ -95,6 +95,7 @@ KNOWN_GOOD = [
     ("GET", "/api/v1/documents", None),
     ("GET", "/api/v1/collections", None),
     ("GET", "/api/v1/conversations", None),
+    ("GET", "/api/v1/sync", None),
     ("GET", "/api/v1/admin/conversations", None),
     ("GET", "/api/v1/admin/org", None),
     ("GET", "/api/v1/admin/users", None),
@@ -120,6 +121,9 @@ KNOWN_GOOD = [
     ("POST", "/v1/chat/completions", {"model": "fake", "messages": [{"role": "user", "content": "Hi"}]}),
     ("POST", "/v1/messages", {"model": "fake", "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]}),
     ("POST", "/v1/embeddings", {"model": "(the embedder)", "input": ["refunds", "gift cards"]}),
+    ("POST", "/assistants/search", {"graph_id": "echo"}),
+    ("POST", "/threads", {"metadata": {"topic": "refunds"}}),
+    ("POST", "/threads/search", {"metadata": {"topic": "refunds"}, "limit": 5}),
     ("GET", "/health", None),
     ("GET", "/ready", None),
 ]

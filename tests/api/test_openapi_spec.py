@@ -55,7 +55,9 @@ def authenticated(route: APIRoute) -> bool:
 
 
 def schema_name(response: dict[str, Any]) -> str | None:
-    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    """The model of a response: its JSON body's, else (a stream that never answers JSON) its events'."""
+    content = response.get("content", {})
+    schema = content.get("application/json", content.get("text/event-stream", {})).get("schema", {})
     ref = schema.get("$ref", "")
     return ref.rsplit("/", 1)[-1] or None
 

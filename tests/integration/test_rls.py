@@ -29,6 +29,8 @@ from atrium.store.engine import Database, build_engine
 from atrium.store.migrate import MIGRATIONS_DIR, alembic_config
 from atrium.store.models import (
     TENANT_TABLES,
+    AgentRun,
+    AgentThread,
     ApiKey,
     Artifact,
     ArtifactVersion,
@@ -36,6 +38,7 @@ from atrium.store.models import (
     Budget,
     BudgetReservation,
     BudgetSpend,
+    Change,
     Chunk,
     Collection,
     Conversation,
@@ -125,7 +128,12 @@ async def _seed(owner: Database) -> None:
                 Invitation(org_id=org, email=f"guest@{tag}.example", expires_at=datetime.now(UTC) + timedelta(days=7)),
                 ArtifactVersion(artifact_id=artifact.id, number=1, org_id=org, title=f"secret {tag}",
                                 content={"text": f"secret {tag}"}),
+                Change(org_id=org, user_id=user.id, entity="conversation", entity_id=conversation.id,
+                       conversation_id=conversation.id, op="upsert"),
+                AgentThread(id=f"thread-{tag}", org_id=org, user_id=user.id, meta={"secret": tag}),
             ])
+            await session.flush()
+            session.add(AgentRun(org_id=org, thread_id=f"thread-{tag}", assistant_id="echo"))
         await session.flush()
         for number, org in enumerate((ORG_A, ORG_B), start=1):
             await session.execute(text(
@@ -384,3 +392,33 @@ async def test_the_documented_setup_with_a_non_superuser_owner(tmp_path: Path, p
         "def upgrade():\n    assert op.get_bind().scalar(text('SELECT count(*) FROM chunks')) > 0\n")
     config.set_main_option("script_location", str(scripts))
     await anyio.to_thread.run_sync(command.upgrade, config, "probe")
+
+
+async def test_checkpoints_are_under_rls_through_their_thread(world: World) -> None:
+    """The LangGraph checkpoint tables (no tenant column) follow their thread's organisation: a saver lent
+    for B neither reads, lists, overwrites nor deletes A's checkpoints, nor writes into A's thread."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    from atrium.agents.checkpoints import CHECKPOINT_TABLES, PostgresCheckpoints
+
+    checkpoints = await PostgresCheckpoints.open(world.app_url, world.owner_url, max_size=2)
+    try:
+        config = {"configurable": {"thread_id": "thread-a", "checkpoint_ns": ""}}
+        async with checkpoints.for_tenant(ORG_A) as saver:
+            await saver.aput(config, empty_checkpoint(), {"source": "input", "step": -1}, {})
+            assert await saver.aget_tuple(config) is not None
+        async with checkpoints.for_tenant(ORG_B) as saver:
+            assert await saver.aget_tuple(config) is None
+            assert [item async for item in saver.alist(config)] == []
+            with pytest.raises(Exception, match="row-level security"):
+                await saver.aput(config, empty_checkpoint(), {"source": "input", "step": -1}, {})
+        await checkpoints.delete_thread(ORG_B, "thread-a")
+        async with checkpoints.for_tenant(ORG_A) as saver:
+            assert await saver.aget_tuple(config) is not None
+        async with world.owner.system_session() as session:
+            for table in CHECKPOINT_TABLES:
+                forced = await session.scalar(text(
+                    f"SELECT relrowsecurity AND relforcerowsecurity FROM pg_class WHERE relname = '{table}'"))
+                assert forced, table
+    finally:
+        await checkpoints.aclose()

@@ -23,6 +23,7 @@ from atrium.store.engine import Database
 from atrium.store.models import (
     Artifact,
     ArtifactVersion,
+    Change,
     Chunk,
     Collection,
     Conversation,
@@ -162,6 +163,7 @@ async def erase(db: Database, knowledge: KnowledgeService, principal: Principal,
         # Their versions go with them (foreign key); their search index entries went with the documents.
         counts["artifacts"] = (await session.execute(delete(Artifact).where(
             Artifact.user_id == user_id))).rowcount  # type: ignore[attr-defined]
+        await session.execute(delete(Change).where(Change.user_id == user_id))  # the sync log of them too
         counts["queries"] = (await session.execute(delete(QueryRecord).where(
             QueryRecord.user_id == user_id))).rowcount  # type: ignore[attr-defined]
         counts["jobs"] = (await session.execute(delete(Job).where(Job.user_id == user_id))).rowcount  # type: ignore[attr-defined]

@@ -2,28 +2,38 @@
 
 Order of work: the user message is committed before anything else happens; an assistant message row is
 committed as ``pending``; the answer is produced by a detached run that fills that row when it ends (also
-on error, disconnect, or shutdown, where it keeps the partial text with status ``error``).
+on error, disconnect, or shutdown, where it keeps the partial text with status ``error``). With the
+replay buffer (``streams``), every event of the run is also journaled, so a client that lost the stream
+resumes it (``conversations/replay.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import partial
 
 from atrium.accounts.ownership import principal_session
 from atrium.accounts.principal import Principal
+from atrium.conversations import changes
 from atrium.conversations import repository as repo
-from atrium.conversations.generation import Outcome
+from atrium.conversations.generation import Outcome, error_of
 from atrium.conversations.grounded import GroundedUseCase
+from atrium.conversations.replay import AnswerStreams
 from atrium.conversations.runs import AnswerRun
 from atrium.gateway.ports import ChatMessage
 from atrium.store.models import Message
+
+log = logging.getLogger(__name__)
 
 ENDPOINT = "/api/v1/chat/ask"
 
 
 class ChatService(GroundedUseCase):
+    streams: AnswerStreams | None = None  # the replay buffer; None: the events reach the first reader only
+
     async def ask(self, principal: Principal, message: str, *, conversation_id: str | None,
                   collections: Sequence[str] | None, endpoint: str = ENDPOINT) -> AnswerRun:
         """Store the question, start the answer run, and return its event feed at once. ``endpoint`` is
@@ -47,9 +57,14 @@ class ChatService(GroundedUseCase):
                                 content="", status="pending")
             session.add(assistant)
             await session.flush()
+            changes.record(session, conversation, "conversation", conversation.id, "upsert")
+            for row in (user_message, assistant):
+                changes.record(session, conversation, "message", row.id, "upsert")
             ids = (conversation.id, user_message.id, assistant.id)
-        run = AnswerRun()
+        run = AnswerRun(journal=self.streams.journal(principal.org_id, ids[2]) if self.streams else None)
         run.emit("meta", conversation_id=ids[0], user_message_id=ids[1], message_id=ids[2])
+        if run.journal is not None:
+            await run.journal.open()
         self.runs.spawn(self._answer(principal, run, message, *ids, collections, endpoint))
         return run
 
@@ -60,14 +75,29 @@ class ChatService(GroundedUseCase):
             async with self.db.tenant_session(principal.org_id) as session:
                 return await repo.history(session, principal.org_id, conversation_id, user_message_id)
 
-        outcome = await self._produce(principal, run, question, collections, endpoint=endpoint, history=history,
-                                      store=partial(self._store, principal, message_id))
-        run.emit("sources", sources=outcome.source_dicts())
-        if outcome.error:
-            run.emit("error", **outcome.error, message_id=message_id, conversation_id=conversation_id)
-        else:
-            run.emit("done", message_id=message_id, conversation_id=conversation_id, model=outcome.model,
-                     usage=outcome.usage, answer=outcome.text)
+        try:
+            outcome = await self._produce(principal, run, question, collections, endpoint=endpoint,
+                                          history=history, store=partial(self._store, principal, message_id))
+            run.emit("sources", sources=outcome.source_dicts())
+            if outcome.error:
+                run.emit("error", **outcome.error, message_id=message_id, conversation_id=conversation_id)
+            else:
+                run.emit("done", message_id=message_id, conversation_id=conversation_id, model=outcome.model,
+                         usage=outcome.usage, answer=outcome.text)
+        except asyncio.CancelledError:  # shutdown: the partial answer was stored as interrupted
+            run.emit("error", code="interrupted", message="The server stopped before the answer ended.",
+                     message_id=message_id, conversation_id=conversation_id)
+            raise
+        except Exception as exc:  # before the answer began (the guard's admission...): still ended, and stored
+            log.exception("answer run failed before it began")
+            failed = Outcome(error=error_of(exc))
+            try:
+                await self._store(principal, message_id, failed)
+            finally:
+                run.emit("error", **(failed.error or {}), message_id=message_id, conversation_id=conversation_id)
+        finally:
+            if run.journal is not None:
+                await asyncio.shield(run.journal.close())
 
     async def _store(self, principal: Principal, message_id: str, outcome: Outcome) -> None:
         async with self.db.tenant_session(principal.org_id) as session:

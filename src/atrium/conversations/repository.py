@@ -1,19 +1,22 @@
 """Conversations and messages in the database. A conversation is private to its owner (see
 ``atrium.accounts.ownership``): the caller-facing functions take the principal and answer ``NotFound`` for
-anyone else's; ``history`` and ``finish_message`` serve the answer run, which already holds the
-conversation, and take the tenant. Admins list and erase through ``atrium.conversations.admin``."""
+anyone else's; ``history`` and ``finish_message`` serve the answer run (and ``finish_message`` a reader
+that found the run abandoned), which already holds the conversation, and take the tenant. Every change of
+a conversation or message is appended to the sync change log (``conversations/changes.py``) in the same
+transaction. Admins list and erase through ``atrium.conversations.admin``."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.accounts.ownership import owned_by, owner_columns
 from atrium.accounts.principal import Principal
-from atrium.errors import NotFound
+from atrium.conversations import changes
+from atrium.errors import InvalidRequest, NotFound
 from atrium.gateway.ports import ChatMessage
 from atrium.store.models import Conversation, Message
 
@@ -50,18 +53,33 @@ async def delete_conversation(session: AsyncSession, principal: Principal, conve
 
 async def erase(session: AsyncSession, conversation: Conversation) -> None:
     """Delete ``conversation`` and its messages (whoever the caller checked it for)."""
+    changes.record(session, conversation, "conversation", conversation.id, "delete")
     await session.execute(delete(Message).where(Message.org_id == conversation.org_id,
                                                 Message.conversation_id == conversation.id))
     await session.delete(conversation)
 
 
+async def rename_conversation(session: AsyncSession, principal: Principal, conversation_id: str,
+                              title: str) -> Conversation:
+    conversation = await get_conversation(session, principal, conversation_id)
+    conversation.title = title
+    conversation.updated_at = datetime.now(UTC)
+    changes.record(session, conversation, "conversation", conversation.id, "upsert")
+    return conversation
+
+
 async def list_messages(session: AsyncSession, principal: Principal, conversation_id: str, limit: int = 200,
-                        offset: int = 0) -> list[Message]:
+                        offset: int = 0, after: str | None = None) -> list[Message]:
+    """The conversation's messages, oldest first; ``after``: only those after that message (a cursor)."""
     await get_conversation(session, principal, conversation_id)
-    rows = await session.scalars(
-        select(Message).where(Message.org_id == principal.org_id, Message.conversation_id == conversation_id)
-        .order_by(Message.created_at, Message.id).limit(limit).offset(offset)
-    )
+    query = select(Message).where(Message.org_id == principal.org_id, Message.conversation_id == conversation_id)
+    if after is not None:
+        anchor = await session.scalar(query.where(Message.id == after))
+        if anchor is None:
+            raise InvalidRequest("cursor does not belong to this conversation.")
+        query = query.where(or_(Message.created_at > anchor.created_at,
+                                and_(Message.created_at == anchor.created_at, Message.id > anchor.id)))
+    rows = await session.scalars(query.order_by(Message.created_at, Message.id).limit(limit).offset(offset))
     return list(rows)
 
 
@@ -77,13 +95,36 @@ async def history(session: AsyncSession, org_id: str, conversation_id: str,
     return [ChatMessage(row.role, row.content) for row in reversed(list(rows))]  # type: ignore[arg-type]
 
 
-async def finish_message(session: AsyncSession, org_id: str, message_id: str, **values: Any) -> None:
-    message = await session.scalar(select(Message).where(Message.org_id == org_id, Message.id == message_id))
-    if message is None:  # deleted with its conversation while the answer was generated
-        return
-    for key, value in values.items():
-        setattr(message, key, value)
+async def get_answer(session: AsyncSession, principal: Principal, conversation_id: str,
+                     message_id: str) -> Message:
+    """An assistant message of the caller's own conversation; ``NotFound`` otherwise."""
+    await get_conversation(session, principal, conversation_id)
+    row = await session.scalar(select(Message).where(
+        Message.org_id == principal.org_id, Message.conversation_id == conversation_id, Message.id == message_id,
+        Message.role == "assistant"))
+    if row is None:
+        raise NotFound("No such answer in this conversation.")
+    return row
+
+
+async def get_message(session: AsyncSession, org_id: str, message_id: str) -> Message | None:
+    return await session.scalar(select(Message).where(Message.org_id == org_id, Message.id == message_id))
+
+
+async def finish_message(session: AsyncSession, org_id: str, message_id: str, **values: Any) -> bool:
+    """Store the end of a ``pending`` answer (its text, status, sources...), once: an answer already
+    finished (e.g. failed by a reader that found its run abandoned), or deleted with its conversation, is
+    left alone (False)."""
+    done = await session.execute(update(Message).where(Message.org_id == org_id, Message.id == message_id,
+                                                       Message.status == "pending").values(**values))
+    if not done.rowcount:  # type: ignore[attr-defined]
+        return False
+    conversation_id = await session.scalar(select(Message.conversation_id).where(Message.org_id == org_id,
+                                                                                Message.id == message_id))
     conversation = await session.scalar(select(Conversation).where(Conversation.org_id == org_id,
-                                                                   Conversation.id == message.conversation_id))
+                                                                   Conversation.id == conversation_id))
     if conversation is not None:
         conversation.updated_at = datetime.now(UTC)
+        changes.record(session, conversation, "message", message_id, "upsert")
+        changes.record(session, conversation, "conversation", conversation.id, "upsert")
+    return True

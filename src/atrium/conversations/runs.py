@@ -2,7 +2,9 @@
 
 A run produces events into its own queue and stores its result itself; the client only reads the queue.
 So a client that disconnects loses nothing: the run finishes and the answer is stored. The app drains
-unfinished runs on shutdown.
+unfinished runs on shutdown. Each event is numbered (``seq``, from 1: the SSE ``id``); a run with a
+journal (``conversations/journal.py``) also copies its events into the replay buffer, where a client that
+lost the stream reads the rest.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from atrium.conversations.journal import RunJournal
 
 log = logging.getLogger(__name__)
 
@@ -20,17 +25,25 @@ log = logging.getLogger(__name__)
 class RunEvent:
     event: str  # meta | token | sources | done | error
     data: dict[str, Any]
+    seq: int = 0  # its place in the run's stream, from 1 (the SSE id)
 
 
 @dataclass(slots=True)
 class AnswerRun:
-    """A detached producer's event feed. ``events()`` ends after the ``done`` or ``error`` event."""
+    """A detached producer's event feed. ``events()`` ends after the ``done`` or ``error`` event;
+    ``journal``, when set, gets a copy of every event for the replay buffer."""
 
     queue: asyncio.Queue[RunEvent] = field(default_factory=asyncio.Queue)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    journal: RunJournal | None = None
+    last_seq: int = 0
 
     def emit(self, event: str, **data: Any) -> None:
-        self.queue.put_nowait(RunEvent(event, data))
+        self.last_seq += 1
+        item = RunEvent(event, data, self.last_seq)
+        self.queue.put_nowait(item)
+        if self.journal is not None:
+            self.journal.push(item)
 
     async def events(self) -> AsyncIterator[RunEvent]:
         while True:

@@ -10,12 +10,10 @@ that needs tools, JSON mode or vision skips models that declare capabilities wit
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from atrium.errors import AppError, Forbidden, InvalidRequest, NotFound
-from atrium.gateway.ports import ChatRequest
+from atrium.errors import Forbidden, InvalidRequest, NotFound
 from atrium.gateway.pricing import Price, default_price
 from atrium.gateway.settings import GatewaySettings, ModelSettings, ProviderSettings, RouteStrategy
 
@@ -151,22 +149,3 @@ def catalogue_entries(settings: GatewaySettings) -> list[CatalogueEntry]:
 def price_of(entries: Mapping[str, CatalogueEntry], model: str) -> Price:
     entry = entries.get(model)
     return entry.price if entry is not None else default_price(model)
-
-
-def with_route(request: ChatRequest, route: Route | None) -> ChatRequest:
-    """``request`` carrying ``route`` (``None``: resolve it again where it is needed)."""
-    return dataclasses.replace(request, route=route)
-
-
-def carried_route(request: ChatRequest,
-                  resolve: Callable[[ChatRequest], Route]) -> tuple[ChatRequest, Route | None]:
-    """The request's carried route, else ``resolve(request)`` and the request carrying it; ``None`` when
-    the request cannot be routed (unknown or forbidden model: the router answers with that error)."""
-    route = request.route
-    if route is not None:
-        return request, route
-    try:
-        route = resolve(request)
-    except AppError:
-        return request, None
-    return with_route(request, route), route

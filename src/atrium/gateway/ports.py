@@ -13,12 +13,15 @@ Redis (``cache_stores.py``, ``breaker_stores.py``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+
+from atrium.errors import AppError
 
 if TYPE_CHECKING:
     from atrium.gateway.catalogue import Route
@@ -266,3 +269,22 @@ class BreakerStore(Protocol):
     async def reset(self, name: str) -> None:
         """Back to closed with no failures."""
         ...
+
+
+def with_route(request: ChatRequest, route: Route | None) -> ChatRequest:
+    """``request`` carrying ``route`` (``None``: resolve it again where it is needed)."""
+    return dataclasses.replace(request, route=route)
+
+
+def carried_route(request: ChatRequest,
+                  resolve: Callable[[ChatRequest], Route]) -> tuple[ChatRequest, Route | None]:
+    """The request's carried route, else ``resolve(request)`` and the request carrying it; ``None`` when
+    the request cannot be routed (unknown or forbidden model: the router answers with that error)."""
+    route = request.route
+    if route is not None:
+        return request, route
+    try:
+        route = resolve(request)
+    except AppError:
+        return request, None
+    return with_route(request, route), route

@@ -35,7 +35,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, Literal
 
 from atrium.errors import ContentBlocked
-from atrium.gateway.catalogue import Route, carried_route
+from atrium.gateway.catalogue import Route
 from atrium.gateway.ports import (
     ChatEvent,
     ChatMessage,
@@ -46,6 +46,7 @@ from atrium.gateway.ports import (
     Token,
     ToolCallDelta,
     Usage,
+    carried_route,
 )
 from atrium.gateway.wrapping import ChatModelWrapper
 from atrium.guard.moderation import ModerationUnavailable

@@ -17,10 +17,12 @@ from atrium.accounts.bootstrap import anonymous_member
 from atrium.accounts.login import SessionService
 from atrium.accounts.principal import Principal, Role
 from atrium.accounts.service import Accounts
+from atrium.agents.service import Agents
 from atrium.container import Services
 from atrium.conversations.artifacts.service import ArtifactService
 from atrium.conversations.chat import ChatService
 from atrium.conversations.queries import QueryService
+from atrium.conversations.replay import AnswerStreams
 from atrium.errors import Forbidden, NotReady, Unauthorized
 from atrium.gateway.service import Gateway
 from atrium.guard.budgets.admin import BudgetAdmin
@@ -69,8 +71,10 @@ LimitsDep = Annotated[LimitSettings, _part(lambda services: services.settings.li
 ChatDep = Annotated[ChatService, _part(lambda services: services.chat)]
 QueriesDep = Annotated[QueryService, _part(lambda services: services.queries)]
 ArtifactsDep = Annotated[ArtifactService, _part(lambda services: services.artifacts)]
+StreamsDep = Annotated[AnswerStreams, _part(lambda services: services.streams)]
 MetricsDep = Annotated[Metrics, _part(lambda services: services.metrics)]
 JobsDep = Annotated[DatabaseJobQueue, _part(lambda services: services.jobs)]
+AgentsDep = Annotated[Agents, _part(lambda services: services.agents)]
 GuardDep = Annotated[Guard | None, _part(lambda services: services.guard)]  # None: the guard is not configured
 # A use case of the budgets guard, made per request (no I/O).
 BudgetAdminDep = Annotated[BudgetAdmin, _part(lambda services: BudgetAdmin(services.db, services.budgets))]

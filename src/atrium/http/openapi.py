@@ -9,12 +9,13 @@ metrics, the login and token routes) list none.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
+from pydantic import BaseModel
 
 from atrium.http.deps import get_principal, limit_rate
 
@@ -33,8 +34,10 @@ EITHER_SCHEME: list[dict[str, list[str]]] = [{BEARER: []}, {API_KEY: []}]
 _AUTHENTICATING = (get_principal, limit_rate)
 
 
-def install_security_schemes(app: FastAPI) -> None:
-    """Make ``app.openapi()`` declare the security schemes and apply them to the authenticated routes."""
+def install_security_schemes(app: FastAPI, extra_schemas: Sequence[type[BaseModel]] = ()) -> None:
+    """Make ``app.openapi()`` declare the security schemes and apply them to the authenticated routes.
+    ``extra_schemas``: models that only non-JSON answers refer to (``#/components/schemas/<name>``, e.g. the
+    events of a Server-Sent Events stream), which FastAPI would not list by itself."""
     generate: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -42,6 +45,9 @@ def install_security_schemes(app: FastAPI) -> None:
         components = spec.setdefault("components", {})
         if "securitySchemes" not in components:
             components["securitySchemes"] = SECURITY_SCHEMES
+            schemas = components.setdefault("schemas", {})
+            for model in extra_schemas:
+                schemas.setdefault(model.__name__, model.model_json_schema(ref_template="#/components/schemas/{model}"))
             for path, method in authenticated_operations(app):
                 operation = spec["paths"].get(path, {}).get(method)
                 if operation is not None:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    FetchedValue,
     Float,
     ForeignKey,
     Index,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -158,7 +160,10 @@ class Conversation(Base):
 
 class Message(Base):
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_conversation_created", "conversation_id", "created_at"),)
+    __table_args__ = (Index("ix_messages_conversation_created", "conversation_id", "created_at"),
+                      # the answers still being produced (what the abandoned-answer check scans)
+                      Index("ix_messages_pending", "created_at", sqlite_where=text("status = 'pending'"),
+                            postgresql_where=text("status = 'pending'")))
     id: Mapped[RowId]
     org_id: Mapped[OrgRef]
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
@@ -170,6 +175,27 @@ class Message(Base):
     sources: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
     usage: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     error: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    created_at: Mapped[CreatedAt]
+
+
+class Change(Base):
+    """One change of a conversation or one of its messages (``op``: ``upsert`` or ``delete``), appended in
+    the transaction that made it, with the conversation's owner: what ``GET /api/v1/sync`` answers. Read in
+    the order (``tx``, ``seq``): on PostgreSQL ``tx`` is the writing transaction's id (a server default), so
+    a reader can leave out what transactions still running may yet commit; on SQLite, where writers take
+    turns, it is 0 and ``seq`` alone orders."""
+
+    __tablename__ = "changes"
+    __table_args__ = (Index("ix_changes_org_tx_seq", "org_id", "tx", "seq"),)
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    org_id: Mapped[OrgRef]
+    user_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    api_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    entity: Mapped[str] = mapped_column(String(20))  # conversation, message
+    entity_id: Mapped[str] = mapped_column(String(32))
+    conversation_id: Mapped[str] = mapped_column(String(32))
+    op: Mapped[str] = mapped_column(String(10))  # upsert, delete
+    tx: Mapped[int] = mapped_column(BigInteger, server_default=FetchedValue())
     created_at: Mapped[CreatedAt]
 
 
@@ -435,9 +461,50 @@ class Invitation(Base):
     answered_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+
+class AgentThread(Base):
+    """A LangGraph thread (the agents API, ``/threads``): its state lives in the checkpointer under its id.
+    Owned like a conversation (``user_id``, or ``api_key_id`` for a key that acts as no user);
+    ``visibility`` ``private`` (its owner only) or ``org`` (readable by the organisation, written by its
+    owner). ``values`` and ``interrupts`` copy the state after the last run, for search and listing."""
+
+    __tablename__ = "agent_threads"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    org_id: Mapped[OrgRef]
+    user_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    api_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    division_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    visibility: Mapped[str] = mapped_column(String(10), default="private")  # private, org
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(20), default="idle")  # idle, busy, interrupted, error
+    values: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    interrupts: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[CreatedAt]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AgentRun(Base):
+    """One run of an assistant's graph on a thread. ``status``: pending, running, success, error,
+    interrupted (the graph waits for input), cancelled. Its output is the thread's state in the
+    checkpointer; ``error`` holds ``{code, message}`` of a failed run."""
+
+    __tablename__ = "agent_runs"
+    __table_args__ = (Index("ix_agent_runs_thread_created", "thread_id", "created_at"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    org_id: Mapped[OrgRef]
+    thread_id: Mapped[str] = mapped_column(ForeignKey("agent_threads.id", ondelete="CASCADE"))
+    assistant_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    multitask_strategy: Mapped[str] = mapped_column(String(20), default="reject")
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    kwargs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[CreatedAt]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
 # Tables holding one tenant's data (``org_id``): scoped in every repository, and under Row-Level Security
 # on PostgreSQL.
 TENANT_TABLES = ("users", "divisions", "memberships", "api_keys", "refresh_tokens", "conversations", "messages",
                  "documents", "chunks", "jobs", "queries", "usage", "knowledge_revisions", "budgets",
                  "budget_spend", "budget_reservations", "org_policies", "collections", "invitations", "artifacts",
-                 "artifact_versions")
+                 "artifact_versions", "changes", "agent_threads", "agent_runs")

@@ -21,14 +21,14 @@ refuses with ``database.require_rls``). See docs/tenancy.md.
 Rule for new tables: a table holding a tenant's rows gets an ``org_id`` column and, in the migration that
 creates it, ``enable_rls(op.get_bind(), "<table>")``. ``tests/integration/test_rls.py`` fails for any
 table with an ``org_id`` (or ``tenant``) column that lacks it. The same holds for tables created outside
-Alembic (the pgvector tables, and the LangGraph checkpoint tables when they come: their setup must call
-``rls_statements`` for each table, with the column holding the tenant).
+Alembic (the pgvector tables: their setup calls ``rls_statements``; the LangGraph checkpoint tables, which
+hold no tenant column: ``atrium.agents.checkpoints`` puts them under a policy through their thread's row in
+``agent_threads``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -99,14 +99,24 @@ ACCESS_RULES: dict[str, str] = {
     "chunks": "EXISTS (SELECT 1 FROM collections c WHERE c.org_id = chunks.org_id AND c.name = chunks.collection)",
     "artifacts": READABLE_COLLECTION,
     "artifact_versions": "EXISTS (SELECT 1 FROM artifacts a WHERE a.id = artifact_versions.artifact_id)",
+    "changes": OWNER_MATCH,  # the sync change log: a change is its conversation owner's
 }
 
 
-def access_statements(table: str) -> list[str]:
+# The agents API's tables (migration 0008): a thread is its owner's, or readable by the organisation
+# (``visibility = 'org'``); a run is visible when its thread is.
+AGENT_ACCESS_RULES: dict[str, str] = {
+    "agent_threads": f"(visibility = 'org' OR {OWNER_MATCH})",
+    "agent_runs": "EXISTS (SELECT 1 FROM agent_threads t WHERE t.id = agent_runs.thread_id)",
+}
+
+
+def access_statements(table: str, rule: str | None = None) -> list[str]:
     """The principal-access policy of ``table`` (idempotent): in a principal's scope only the rows the
-    rules of ``atrium.accounts.ownership`` allow; in the service and system scopes, the tenant's rows."""
+    rules of ``atrium.accounts.ownership`` allow; in the service and system scopes, the tenant's rows.
+    ``rule``: the table's condition (default: its entry in ``ACCESS_RULES``)."""
     name = _identifier(table)
-    condition = f"{SERVICE_SCOPE} OR {ACCESS_RULES[table]}"
+    condition = f"{SERVICE_SCOPE} OR {rule or ACCESS_RULES[table]}"
     return [
         f"DROP POLICY IF EXISTS {ACCESS_POLICY_NAME} ON {name}",
         f"CREATE POLICY {ACCESS_POLICY_NAME} ON {name} AS RESTRICTIVE FOR ALL USING ({condition}) "
@@ -114,24 +124,27 @@ def access_statements(table: str) -> list[str]:
     ]
 
 
-def enable_access_policies(connection: Connection) -> None:
-    """Put every table of ``ACCESS_RULES`` under its principal-access policy (PostgreSQL only). Tables a
-    migration has not created yet are skipped: the migration that creates one calls this again."""
+def enable_access_policies(connection: Connection, rules: dict[str, str] | None = None) -> None:
+    """Put every table of ``rules`` (default ``ACCESS_RULES``) under its principal-access policy
+    (PostgreSQL only). A table that does not exist yet is skipped: a migration run before the one that
+    creates it cannot apply its rule, and the creating migration calls this for it."""
     if connection.dialect.name == "postgresql":
-        for table in _existing(connection, ACCESS_RULES):
-            for statement in access_statements(table):
-                connection.execute(text(statement))
+        for table, rule in (rules or ACCESS_RULES).items():
+            if _exists(connection, table):
+                for statement in access_statements(table, rule):
+                    connection.execute(text(statement))
 
 
-def disable_access_policies(connection: Connection) -> None:
+def disable_access_policies(connection: Connection, rules: dict[str, str] | None = None) -> None:
     if connection.dialect.name == "postgresql":
-        for table in _existing(connection, ACCESS_RULES):
-            connection.execute(text(f"DROP POLICY IF EXISTS {ACCESS_POLICY_NAME} ON {_identifier(table)}"))
+        for table in rules or ACCESS_RULES:
+            if _exists(connection, table):
+                connection.execute(text(f"DROP POLICY IF EXISTS {ACCESS_POLICY_NAME} ON {_identifier(table)}"))
 
 
-def _existing(connection: Connection, tables: Iterable[str]) -> list[str]:
-    return [table for table in tables
-            if connection.scalar(text("SELECT to_regclass(:name) IS NOT NULL"), {"name": _identifier(table)})]
+def _exists(connection: Connection, table: str) -> bool:
+    found = connection.execute(text("SELECT to_regclass(:name) IS NOT NULL"), {"name": _identifier(table)})
+    return found.scalar() is True
 
 
 def no_rls_statements(table: str) -> list[str]:

@@ -242,7 +242,7 @@ async def test_a_call_resolves_its_route_once_and_every_layer_reuses_it(running:
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The guard, the budget and the router share one resolution: at the front when the caller resolved
     it (``start_chat``), else in the outermost layer that needs it."""
-    from atrium.gateway.catalogue import with_route
+    from atrium.gateway.ports import with_route
 
     org = await org_of(running)
     await budget(running, org, 10_000_000)

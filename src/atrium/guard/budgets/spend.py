@@ -29,13 +29,14 @@ from typing import Any, Protocol
 
 import anyio
 
-from atrium.gateway.catalogue import CatalogueEntry, Route, carried_route, price_of
+from atrium.gateway.catalogue import CatalogueEntry, Route, price_of
 from atrium.gateway.metering import CallTally
 from atrium.gateway.ports import (
     CallContext,
     ChatEvent,
     ChatModel,
     ChatRequest,
+    carried_route,
 )
 from atrium.gateway.pricing import Price
 from atrium.gateway.tokens import TokenCounter

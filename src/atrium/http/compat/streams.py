@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from atrium.accounts.principal import Principal
 from atrium.errors import AppError, GatewayError, InvalidRequest, error_for
-from atrium.gateway.catalogue import Catalogue, with_route
+from atrium.gateway.catalogue import Catalogue
 from atrium.gateway.ports import (
     CallContext,
     ChatEvent,
@@ -37,6 +37,7 @@ from atrium.gateway.ports import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    with_route,
 )
 from atrium.gateway.streams import open_events
 from atrium.gateway.tokens import TokenCounter

@@ -1,10 +1,10 @@
 """``POST /api/v1/chat/ask``: a grounded answer as JSON, or as SSE (``meta``, ``token``, ``sources``,
-``done`` | ``error``) when ``stream`` is true or the client accepts ``text/event-stream``."""
+``done`` | ``error``) when ``stream`` is true or the client accepts ``text/event-stream``. Every event has an
+``id``: a client that lost the stream resumes after it at
+``GET /api/v1/conversations/{conversation_id}/messages/{message_id}/stream`` (``Last-Event-ID``)."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -26,6 +26,7 @@ from atrium.http.deps import ChatDep, LimitedPrincipalDep, LimitsDep
 from atrium.http.errors import error_body
 from atrium.http.schemas.chat import AskErrorResponse, AskResponse
 from atrium.http.schemas.errors import AUTHENTICATED, LIMITED, error_responses
+from atrium.http.sse import sse_frames
 from atrium.knowledge.service import check_collection
 
 # 404: no such conversation or collection (or none the caller may read).
@@ -60,7 +61,8 @@ def checked_message(message: str, limit: int) -> str:
 # Documented, not validated: the answer is built by hand (this is the hot path).
 _ASK_RESPONSES = {
     200: {"model": AskResponse, "description": "The answer; with `stream: true` or `Accept: text/event-stream`, "
-          "Server-Sent Events `meta`, `token`..., `sources`, then `done` or `error`.",
+          "Server-Sent Events `meta`, `token`..., `sources`, then `done` or `error`, each with an `id` (resume "
+          "after it at `GET /api/v1/conversations/{conversation_id}/messages/{message_id}/stream`).",
           "content": {"text/event-stream": {"schema": {"type": "string"}}}},
     **error_responses(400, 502, 503, 504, model=AskErrorResponse),
 }
@@ -75,14 +77,9 @@ async def ask(body: AskBody, request: Request, principal: LimitedPrincipalDep,
                          collections=collections)
     wants_sse = body.stream or "text/event-stream" in request.headers.get("accept", "")
     if wants_sse:
-        return EventSourceResponse(_sse(run), ping=15)
+        # If the client goes away the frames stop; the run does not, and stores the answer.
+        return EventSourceResponse(sse_frames(run.events()), ping=15)
     return await _collect(run)
-
-
-async def _sse(run: AnswerRun) -> AsyncIterator[dict[str, str]]:
-    # If the client goes away this generator stops; the run does not, and stores the answer.
-    async for item in run.events():
-        yield {"event": item.event, "data": json.dumps(item.data, ensure_ascii=False)}
 
 
 async def _collect(run: AnswerRun) -> JSONResponse:

@@ -1,14 +1,21 @@
 """The caller's own conversations and their messages; and, for admins, every conversation they administer
-(metadata only) with an audited erase. Another user's conversation is ``404`` here, for every role."""
+(metadata only) with an audited erase. Another user's conversation is ``404`` here, for every role.
+
+``GET /{conversation_id}/messages/{message_id}/stream`` resumes an answer's Server-Sent Events after the
+last event id the client saw (``Last-Event-ID``, or ``?last_event_id=``), see ``conversations/replay.py``."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse
 
 from atrium.conversations import browse
-from atrium.http.deps import ClientIp, DatabaseDep, Offset, PrincipalDep, ResourceId, require_role
+from atrium.errors import InvalidRequest
+from atrium.http.deps import ClientIp, DatabaseDep, Offset, PrincipalDep, ResourceId, StreamsDep, require_role
+from atrium.http.schemas.chat import AnswerStreamEvent
 from atrium.http.schemas.conversations import (
     AdminConversationList,
     AdminConversationView,
@@ -17,7 +24,8 @@ from atrium.http.schemas.conversations import (
     MessageList,
     MessageView,
 )
-from atrium.http.schemas.errors import AUTHENTICATED, error_responses
+from atrium.http.schemas.errors import AUTHENTICATED, BODY, error_responses
+from atrium.http.sse import sse_frames
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"], responses=AUTHENTICATED)
 admin_router = APIRouter(prefix="/api/v1/admin/conversations", tags=["admin"],
@@ -43,12 +51,63 @@ async def delete_conversation(conversation_id: ResourceId, principal: PrincipalD
     await browse.delete_conversation(db, principal, conversation_id)
 
 
+class ConversationChange(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"title": "Refund questions"}]})
+    title: str = Field(min_length=1, max_length=200)
+
+
+@router.patch("/{conversation_id}", dependencies=[require_role("member")], response_model=ConversationView,
+              responses={**BODY, **_NOT_FOUND})
+async def rename_conversation(conversation_id: ResourceId, body: ConversationChange, principal: PrincipalDep,
+                              db: DatabaseDep) -> ConversationView:
+    """Rename one's own conversation."""
+    title = " ".join(body.title.split())
+    if not title:
+        raise InvalidRequest("title must not be blank.")
+    return ConversationView.of(await browse.rename_conversation(db, principal, conversation_id, title))
+
+
 @router.get("/{conversation_id}/messages", response_model=MessageList, responses=_NOT_FOUND)
 async def list_messages(conversation_id: ResourceId, principal: PrincipalDep, db: DatabaseDep,
                         limit: Annotated[int, Query(ge=1, le=500)] = 200,
-                        offset: Offset = 0) -> MessageList:
-    rows = await browse.list_messages(db, principal, conversation_id, limit=limit, offset=offset)
-    return MessageList(messages=[MessageView.of(row) for row in rows])
+                        offset: Offset = 0,
+                        cursor: Annotated[str | None, Query(min_length=1, max_length=200, description=(
+                            "Where to go on from: the `next_cursor` of the page before (instead of `offset`)."
+                        ))] = None) -> MessageList:
+    """The conversation's messages, oldest first, a page at a time (`next_cursor` until the last page)."""
+    if cursor is not None and offset:
+        raise InvalidRequest("Send either cursor or offset, not both.")
+    page = await browse.list_messages(db, principal, conversation_id, limit=limit, offset=offset, cursor=cursor)
+    return MessageList(messages=[MessageView.of(row) for row in page.messages], next_cursor=page.next_cursor)
+
+
+EventId = Annotated[int | None, Query(ge=0, le=10**15, description="The last event id the client saw "
+                                      "(`Last-Event-ID` wins when both are sent).")]
+EventIdHeader = Annotated[str | None, Header(alias="last-event-id", pattern=r"^[0-9]{1,15}$",
+                                             description="The last event id the client saw (an EventSource "
+                                                         "sends it when it reconnects).")]
+_STREAM_RESPONSES = {
+    200: {"description": "Server-Sent Events after the given id: the rest of the answer's `token`s, `sources`, "
+          "then `done` (its `answer` is the whole text) or a typed `error` (`producer_lost`: the server producing "
+          "the answer stopped, and the message is marked failed; `replay_gap`: those events are no longer "
+          "buffered; or the answer's own failure). A finished answer no longer buffered answers `sources` and "
+          "`done` (or its stored `error`) at once. The body is always `text/event-stream`; the schema describes "
+          "one event.", "model": AnswerStreamEvent,
+          "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/AnswerStreamEvent"}}}},
+    **_NOT_FOUND,
+}
+
+
+@router.get("/{conversation_id}/messages/{message_id}/stream", response_model=None,
+            responses=_STREAM_RESPONSES)
+async def resume_answer_stream(conversation_id: ResourceId, message_id: ResourceId, principal: PrincipalDep,
+                               streams: StreamsDep, last_event_id: EventId = None,
+                               last_event_header: EventIdHeader = None) -> EventSourceResponse:
+    """Resume an answer's stream (from `POST /api/v1/chat/ask`, or over `/ws`) after the last event the
+    client received; with no id, from its start. Generation never depends on a client being connected."""
+    after = int(last_event_header) if last_event_header is not None else last_event_id or 0
+    events = await streams.resume(principal, conversation_id, message_id, after=after)
+    return EventSourceResponse(sse_frames(events), ping=15)
 
 
 @admin_router.get("", response_model=AdminConversationList)

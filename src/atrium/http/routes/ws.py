@@ -9,7 +9,9 @@ replay are later message types of the same envelope.
 * **Envelope**: JSON text messages ``{"type": ..., "id": ...}``; every server event echoes the ``id`` of
   the client message it answers. Client types: ``chat``, ``ping``. Server types: ``ready`` (once, after
   auth), ``start``, ``token``, ``sources``, ``done`` (the SSE events of ``/api/v1/chat/ask``, same payloads,
-  from the same ``AnswerRun``), ``error`` (``{"code", "message", "request_id"}`` as over HTTP) and ``pong``.
+  from the same ``AnswerRun``; ``seq`` is the SSE event id, so a client that lost the socket resumes the
+  answer at ``GET /api/v1/conversations/{id}/messages/{message_id}/stream`` with ``Last-Event-ID: <seq>``),
+  ``error`` (``{"code", "message", "request_id"}`` as over HTTP) and ``pong``.
 * **Limits**: every message counts against ``rate_limits.ws_messages_per_minute``; a chat also counts as a
   request (requests and tokens per minute, as ``POST /api/v1/chat/ask`` does) and passes the budget check.
   A refusal is an ``error`` event and the socket stays open; so does a malformed or oversize message,
@@ -293,5 +295,5 @@ def _event(item: RunEvent, message_id: str) -> dict[str, Any]:
     if item.event == "error":
         data = dict(item.data)
         body = error_body(str(data.pop("code", "internal_error")), str(data.pop("message", "The answer failed.")))
-        return {"type": "error", "id": message_id, **body, **data}
-    return {"type": _RUN_EVENTS.get(item.event, item.event), "id": message_id, **item.data}
+        return {"type": "error", "id": message_id, "seq": item.seq, **body, **data}
+    return {"type": _RUN_EVENTS.get(item.event, item.event), "id": message_id, "seq": item.seq, **item.data}

@@ -37,6 +37,18 @@ class AskResponse(View):
     usage: TokenUsage
 
 
+class AnswerStreamEvent(View):
+    """One Server-Sent Event of an answer's stream, as its frame's fields (`id:`, `event:`, `data:`)."""
+
+    id: int = Field(description="Its place in the answer's stream, from 1; send the last one received as "
+                                "`Last-Event-ID` to resume.")
+    event: Literal["meta", "token", "sources", "done", "error"]
+    data: dict[str, Any] = Field(description="JSON: `meta` {conversation_id, user_message_id, message_id}; "
+                                             "`token` {text}; `sources` {sources}; `done` {message_id, "
+                                             "conversation_id, model, usage, answer}; `error` {code, message, "
+                                             "message_id, conversation_id}.")
+
+
 class AskErrorResponse(ErrorResponse):
     """A failed answer (the model timed out or failed, a guard blocked it, a budget ran out): the error, with
     the conversation and the text generated before the failure."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import Field
+
 from atrium.http.schemas.common import Timestamp, View
 
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ class MessageView(View):
 
 class MessageList(View):
     messages: list[MessageView]
+    next_cursor: str | None = Field(None, description="Send it as `cursor` for the next page; null on the last.")
 
 
 class AdminConversationView(View):

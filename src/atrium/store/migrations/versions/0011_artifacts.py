@@ -8,8 +8,8 @@
   (``atrium.store.tenancy.ACCESS_RULES``): an artifact as readable as a collection with its visibility, a
   version when its artifact is.
 
-Revision ID: 0009
-Revises: 0007
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-05 16:30:00
 """
 
@@ -20,8 +20,8 @@ from alembic import op
 
 from atrium.store.tenancy import disable_rls, enable_access_policies, enable_rls
 
-revision = "0009"
-down_revision = "0007"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

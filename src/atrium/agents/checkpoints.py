@@ -1,0 +1,166 @@
+"""Where a thread's graph state lives: LangGraph's own checkpointers, opened once at start-up.
+
+``Checkpoints`` is the port: ``for_tenant(org_id)`` lends a LangGraph ``BaseCheckpointSaver`` for work on
+behalf of one organisation (a run, a state read), ``delete_thread`` erases a thread's checkpoints, and
+``aclose`` releases the connections. Two adapters:
+
+* ``SqliteCheckpoints`` (embedded default): one ``AsyncSqliteSaver`` on ``<data_dir>/checkpoints.db``,
+  shared by every run (threads are scoped by the ``agent_threads`` rows the routes check first).
+* ``PostgresCheckpoints`` (scale profile): ``AsyncPostgresSaver`` over a psycopg pool. ``setup()`` runs as
+  the migration (owner) role, which also puts the checkpoint tables under Row-Level Security through
+  their thread: a checkpoint row is visible only when its ``thread_id`` names an ``agent_threads`` row of
+  the organisation in ``app.current_org_id`` (the thread table's own policy decides). Each saver lent by
+  ``for_tenant`` sets that organisation on every connection it takes from the pool, so a run of one
+  organisation cannot read or write another's checkpoints even by naming its thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy.engine import make_url
+
+from atrium.settings import Settings
+from atrium.store.files import private_sqlite_file
+from atrium.store.scope import BYPASS_SETTING, TENANT_SETTING
+from atrium.store.tenancy import POLICY_NAME
+
+log = logging.getLogger(__name__)
+
+# The tables ``AsyncPostgresSaver.setup()`` makes that hold a thread's data (``checkpoint_migrations``
+# holds only the schema version).
+CHECKPOINT_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
+_SET_TENANT = f"SELECT set_config('{TENANT_SETTING}', %s, false)"
+
+
+class Checkpoints(Protocol):
+    """The checkpointer port: a LangGraph saver for one organisation's work, thread erasure, closing."""
+
+    def for_tenant(self, org_id: str) -> AbstractAsyncContextManager[BaseCheckpointSaver[Any]]:
+        """A saver that reads and writes ``org_id``'s threads (enforced by the database on PostgreSQL)."""
+        ...
+
+    async def delete_thread(self, org_id: str, thread_id: str) -> None:
+        """Erase every checkpoint of ``thread_id``."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class SqliteCheckpoints:
+    """The embedded default: one ``AsyncSqliteSaver`` (its own aiosqlite connection) on a file in the data
+    dir, beside Atrium's database rather than in it, so long graph writes never hold its write lock."""
+
+    def __init__(self, saver: AsyncSqliteSaver, stack: AsyncExitStack) -> None:
+        self.saver = saver
+        self._stack = stack
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteCheckpoints:
+        await anyio.to_thread.run_sync(private_sqlite_file, path)  # 0600 like Atrium's own database
+        stack = AsyncExitStack()
+        saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(path)))
+        await saver.setup()
+        return cls(saver, stack)
+
+    @asynccontextmanager
+    async def for_tenant(self, org_id: str) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+        yield self.saver
+
+    async def delete_thread(self, org_id: str, thread_id: str) -> None:
+        await self.saver.adelete_thread(thread_id)
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+
+
+class TenantPostgresSaver(AsyncPostgresSaver):
+    """An ``AsyncPostgresSaver`` over the shared pool that sets its organisation on each connection it
+    takes (``app.current_org_id``, which the checkpoint tables' policy reads). Cheap to make: one per run
+    or state read."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], org_id: str) -> None:
+        super().__init__(pool)
+        self._pool = pool
+        self._org_id = org_id
+
+    @asynccontextmanager
+    async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[Any]:
+        # The library's own ``_cursor`` minus its single-connection modes, plus the tenant setting.
+        async with self._pool.connection() as conn:
+            await conn.execute(_SET_TENANT, (self._org_id,))
+            if pipeline and self.supports_pipeline:
+                async with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    yield cur
+            elif pipeline:
+                async with conn.transaction(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    yield cur
+            else:
+                async with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    yield cur
+
+
+def checkpoint_rls_statements(table: str) -> list[str]:
+    """Row-Level Security on a checkpoint table through its thread (idempotent; run as the owner)."""
+    condition = (f"EXISTS (SELECT 1 FROM agent_threads t WHERE t.id = {table}.thread_id) "
+                 f"OR current_setting('{BYPASS_SETTING}', true) = 'on'")
+    return [
+        f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+        f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
+        f"DROP POLICY IF EXISTS {POLICY_NAME} ON {table}",
+        f"CREATE POLICY {POLICY_NAME} ON {table} AS PERMISSIVE FOR ALL USING ({condition}) WITH CHECK ({condition})",
+    ]
+
+
+def psycopg_url(sqlalchemy_url: str) -> str:
+    """A SQLAlchemy URL (``postgresql+asyncpg://...``) as libpq/psycopg takes it."""
+    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class PostgresCheckpoints:
+    """The scale profile: ``AsyncPostgresSaver`` on the shared PostgreSQL, tables under RLS (module doc)."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, app_url: str, owner_url: str, *, max_size: int = 10) -> PostgresCheckpoints:
+        async with AsyncPostgresSaver.from_conn_string(psycopg_url(owner_url)) as owner:
+            await owner.setup()
+            async with owner._cursor() as cur:
+                for table in CHECKPOINT_TABLES:
+                    for statement in checkpoint_rls_statements(table):
+                        await cur.execute(statement)
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            psycopg_url(app_url), min_size=1, max_size=max_size, open=False,
+            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
+        await pool.open(wait=True)
+        return cls(pool)
+
+    @asynccontextmanager
+    async def for_tenant(self, org_id: str) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+        yield TenantPostgresSaver(self._pool, org_id)
+
+    async def delete_thread(self, org_id: str, thread_id: str) -> None:
+        await TenantPostgresSaver(self._pool, org_id).adelete_thread(thread_id)
+
+    async def aclose(self) -> None:
+        await self._pool.close()
+
+
+async def open_checkpoints(settings: Settings) -> Checkpoints:
+    """The checkpointer the settings call for: SQLite in the data dir, or PostgreSQL when Atrium's database
+    is PostgreSQL. Called once by the container; closed with ``aclose``."""
+    if settings.is_sqlite:
+        return await SqliteCheckpoints.open(settings.data_dir / "checkpoints.db")
+    return await PostgresCheckpoints.open(settings.resolved_database_url, settings.resolved_migration_database_url)
