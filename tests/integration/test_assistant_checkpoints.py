@@ -7,9 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from atrium.agents.factory import open_checkpointer
+from atrium.agents.checkpoints import psycopg_url
 from atrium.agents.state import MAX_MESSAGES
 from atrium.gateway.providers.fake import FakeChatModel
 from tests.agent_helpers import MEMBER, assistant, knowledge_world, sqlite_saver, turn
@@ -71,11 +72,12 @@ async def test_checkpoint_bytes_per_turn_are_bounded(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 async def test_a_thread_goes_on_after_a_restart_on_postgres(tmp_path: Path, postgres_url: str) -> None:
-    """The scale profile's saver, opened as ``agents.factory`` opens it from the application's URL."""
+    """LangGraph's PostgreSQL saver (the scale profile's), opened afresh for the second turn."""
     async with knowledge_world(tmp_path) as world:
-        async with open_checkpointer(postgres_url, tmp_path) as saver:
+        async with AsyncPostgresSaver.from_conn_string(psycopg_url(postgres_url)) as saver:
+            await saver.setup()
             first = await turn(assistant(world, FakeChatModel(), saver), QUESTIONS[0], thread="kept")
-        async with open_checkpointer(postgres_url, tmp_path) as saver:
+        async with AsyncPostgresSaver.from_conn_string(psycopg_url(postgres_url)) as saver:
             second = await turn(assistant(world, FakeChatModel(), saver), QUESTIONS[1], thread="kept")
     assert type(saver).__name__ == "AsyncPostgresSaver"
     assert [m["content"] for m in second.state["messages"]][:2] == [QUESTIONS[0], first.state["answer"]]

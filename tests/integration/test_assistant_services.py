@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from atrium.agents.factory import CHECKPOINT_FILE, assistant_deps, open_checkpointer
+from atrium.agents.factory import assistant_deps
 from atrium.agents.graph import build_assistant_graph
 from atrium.agents.memory import InMemoryArtifactSink, InMemoryProjectRecords
 from atrium.gateway.providers.fake import FakeChatModel
@@ -29,7 +29,7 @@ async def test_the_assistant_over_the_running_services_calls_the_model_through_t
         deps = assistant_deps(services, InMemoryArtifactSink(), InMemoryProjectRecords())
         assert deps.model is services.gateway.chat and deps.guard is services.chat.guard
         assert deps.settings.native_tools is False  # the fake declares no tool calling
-        async with open_checkpointer(settings.resolved_database_url, settings.data_dir) as saver:
+        async with services.agents.checkpoints.for_tenant(principal.org_id) as saver:
             graph = build_assistant_graph(deps, saver)
             result = await turn(graph, "How long do refunds take?", principal=principal, thread="wired")
         await services.gateway.recorder.flush()
@@ -41,4 +41,4 @@ async def test_the_assistant_over_the_running_services_calls_the_model_through_t
     assert request.route is not None and request.context.endpoint == "/threads/runs"
     assert request.guarded == frozenset({"input", "context"})
     assert endpoints == ["/threads/runs"]
-    assert (settings.data_dir / CHECKPOINT_FILE).stat().st_size > 0
+    assert (settings.data_dir / "checkpoints.db").stat().st_size > 0

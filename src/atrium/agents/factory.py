@@ -1,15 +1,9 @@
-"""Wiring the assistant into a running Atrium: its collaborators from the built services, and the
-checkpointer for the profile (SQLite in the embedded default, PostgreSQL in the scale profile)."""
+"""Wiring the assistant into a running Atrium: its collaborators from the built services. Its checkpointer
+is the app's (``agents.checkpoints``: ``services.agents.checkpoints.for_tenant(org_id)``)."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from sqlalchemy.engine import make_url
+from typing import TYPE_CHECKING
 
 from atrium.agents.graph import AssistantDeps, AssistantSettings
 from atrium.agents.ports import ArtifactSink, ProjectRecords
@@ -17,9 +11,6 @@ from atrium.gateway.catalogue import Catalogue
 
 if TYPE_CHECKING:
     from atrium.container import Services
-
-CHECKPOINT_FILE = "checkpoints.sqlite"
-
 
 def assistant_deps(services: Services, artifacts: ArtifactSink, projects: ProjectRecords) -> AssistantDeps:
     """The assistant over the same retrieval, guard pipeline and gateway stack as ``/api/v1/chat/ask``."""
@@ -35,24 +26,3 @@ def calls_tools(catalogue: Catalogue, model: str = "") -> bool:
     declare nothing, the bundled local one and the fake among them, get the JSON stand-in."""
     entry = catalogue.entry(model or catalogue.default)
     return entry is not None and "tools" in entry.capabilities
-
-
-@contextlib.asynccontextmanager
-async def open_checkpointer(database_url: str, data_dir: Path) -> AsyncIterator[BaseCheckpointSaver[Any]]:
-    """LangGraph's own saver for the profile, set up and closed with the block: on SQLite a file of its
-    own beside the database (its writer never waits behind the application's), on PostgreSQL the same
-    database."""
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite":
-        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
-        async with AsyncSqliteSaver.from_conn_string(str(data_dir / CHECKPOINT_FILE)) as saver:
-            await saver.setup()
-            yield saver
-        return
-    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-
-    plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    async with AsyncPostgresSaver.from_conn_string(plain) as saver:
-        await saver.setup()
-        yield saver
