@@ -52,6 +52,12 @@ def utcnow() -> datetime:
 RowId = Annotated[str, mapped_column(String(32), primary_key=True, default=new_id)]
 OrgRef = Annotated[str, mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)]
 CreatedAt = Annotated[datetime, mapped_column(default=utcnow)]
+# An owned object's owner: its user (kept, as null, when the user goes), or the key acting as no user, and
+# the owner's division when it was made.
+OwnerUser = Annotated[str | None, mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None,
+                                                index=True)]
+OwnerKey = Annotated[str | None, mapped_column(String(32), default=None)]
+OwnerDivision = Annotated[str | None, mapped_column(String(32), default=None)]
 
 
 class Base(DeclarativeBase):
@@ -149,10 +155,9 @@ class Conversation(Base):
     __tablename__ = "conversations"
     id: Mapped[RowId]
     org_id: Mapped[OrgRef]
-    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None,
-                                                index=True)
-    api_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
-    division_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    user_id: Mapped[OwnerUser]
+    api_key_id: Mapped[OwnerKey]
+    division_id: Mapped[OwnerDivision]
     title: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[CreatedAt]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -190,7 +195,7 @@ class Change(Base):
     seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     org_id: Mapped[OrgRef]
     user_id: Mapped[str | None] = mapped_column(String(32), default=None)
-    api_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    api_key_id: Mapped[OwnerKey]
     entity: Mapped[str] = mapped_column(String(20))  # conversation, message
     entity_id: Mapped[str] = mapped_column(String(32))
     conversation_id: Mapped[str] = mapped_column(String(32))
@@ -213,9 +218,9 @@ class Collection(Base):
     name: Mapped[str] = mapped_column(String(100))
     visibility: Mapped[str] = mapped_column(String(10), default="org")  # org, division, private
     writers: Mapped[str] = mapped_column(String(10), default="readers")  # owner, readers
-    division_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    division_id: Mapped[OwnerDivision]
     user_id: Mapped[str | None] = mapped_column(String(32), default=None)
-    api_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    api_key_id: Mapped[OwnerKey]
     created_at: Mapped[CreatedAt]
 
 
@@ -228,7 +233,7 @@ class Document(Base):
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     collection: Mapped[str] = mapped_column(String(100))
     user_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
-    api_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    api_key_id: Mapped[OwnerKey]
     source: Mapped[str] = mapped_column(String(1000))
     title: Mapped[str] = mapped_column(String(500), default="")
     content_hash: Mapped[str] = mapped_column(String(64))
@@ -269,7 +274,7 @@ class Job(Base):
     id: Mapped[RowId]
     org_id: Mapped[OrgRef]
     user_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
-    api_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    api_key_id: Mapped[OwnerKey]
     kind: Mapped[str] = mapped_column(String(50))
     # queued, running, succeeded, failed
     status: Mapped[str] = mapped_column(String(20), default="queued")
@@ -288,10 +293,9 @@ class QueryRecord(Base):
     __tablename__ = "queries"
     id: Mapped[RowId]
     org_id: Mapped[OrgRef]
-    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None,
-                                                index=True)
-    api_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
-    division_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    user_id: Mapped[OwnerUser]
+    api_key_id: Mapped[OwnerKey]
+    division_id: Mapped[OwnerDivision]
     question: Mapped[str] = mapped_column(Text)
     collection: Mapped[str | None] = mapped_column(String(100), default=None)
     # pending, complete, error
@@ -315,10 +319,9 @@ class Artifact(Base):
     __table_args__ = (Index("ix_artifacts_org_updated", "org_id", "updated_at"),)
     id: Mapped[RowId]
     org_id: Mapped[OrgRef]
-    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None,
-                                                index=True)
-    api_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
-    division_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    user_id: Mapped[OwnerUser]
+    api_key_id: Mapped[OwnerKey]
+    division_id: Mapped[OwnerDivision]
     visibility: Mapped[str] = mapped_column(String(10), default="private")  # org, division, private
     kind: Mapped[str] = mapped_column(String(20))  # markdown, code, checklist, table, json
     title: Mapped[str] = mapped_column(String(200))
@@ -472,8 +475,8 @@ class AgentThread(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
     org_id: Mapped[OrgRef]
     user_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
-    api_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
-    division_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    api_key_id: Mapped[OwnerKey]
+    division_id: Mapped[OwnerDivision]
     visibility: Mapped[str] = mapped_column(String(10), default="private")  # private, org
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     status: Mapped[str] = mapped_column(String(20), default="idle")  # idle, busy, interrupted, error
