@@ -143,8 +143,9 @@ def may_write_collection(collection: Collection, principal: Principal) -> bool:
     return collection.writers == "readers"
 
 
-def may_manage_collection(collection: Collection, principal: Principal) -> bool:
-    """Change visibility or writers, delete the collection: its owner or admins over it."""
+def may_manage_collection(collection: CollectionAccess, principal: Principal) -> bool:
+    """Change visibility or writers, delete the collection: its owner or admins over it. Artifacts, shared
+    as collections are, are edited, shared and deleted under the same rule."""
     if not may_read_collection(collection, principal) or not principal.has_role("member"):
         return False
     if is_owner(collection, principal):

@@ -24,10 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.accounts.ownership import (
     VISIBILITIES,
-    admin_over_division,
     is_owner,
+    may_manage_collection,
     may_read_collection,
-    org_admin,
     owner_columns,
     visible_to,
 )
@@ -35,18 +34,6 @@ from atrium.accounts.principal import Principal
 from atrium.conversations.artifacts.content import Draft
 from atrium.errors import Forbidden, InvalidRequest, NotFound
 from atrium.store.models import Artifact, ArtifactVersion, new_id
-
-
-def may_change(artifact: Artifact, principal: Principal) -> bool:
-    if not principal.has_role("member") or not may_read_collection(artifact, principal):
-        return False
-    if is_owner(artifact, principal):
-        return True
-    if artifact.visibility == "org":
-        return org_admin(principal)
-    if artifact.visibility == "division":
-        return admin_over_division(principal, artifact.division_id)
-    return False
 
 
 def check_visibility(principal: Principal, visibility: str, *, division_id: str | None) -> None:
@@ -73,7 +60,7 @@ async def get_readable(session: AsyncSession, principal: Principal, artifact_id:
 
 async def get_changeable(session: AsyncSession, principal: Principal, artifact_id: str) -> Artifact:
     artifact = await get_readable(session, principal, artifact_id)
-    if not may_change(artifact, principal):
+    if not may_manage_collection(artifact, principal):
         raise Forbidden("Only the artifact's owner or an admin over it may change it.")
     return artifact
 

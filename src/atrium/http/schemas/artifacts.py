@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, RootModel
 
-from atrium.conversations.artifacts.repository import may_change
+from atrium.accounts.ownership import may_manage_collection
 from atrium.http.schemas.common import Timestamp, View
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def _summary(row: Artifact, principal: Principal) -> dict[str, Any]:
     return {"id": row.id, "kind": row.kind, "title": row.title, "description": row.description,
             "visibility": row.visibility, "version": row.current_version, "conversation_id": row.conversation_id,
             "owner_user_id": row.user_id, "division_id": row.division_id, "created_at": row.created_at.isoformat(),
-            "updated_at": row.updated_at.isoformat(), "can_edit": may_change(row, principal)}
+            "updated_at": row.updated_at.isoformat(), "can_edit": may_manage_collection(row, principal)}
 
 
 class ArtifactView(ArtifactSummary):
