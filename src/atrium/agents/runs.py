@@ -26,6 +26,7 @@ from typing import Any
 
 from langgraph.types import Command
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.accounts.ownership import principal_session
 from atrium.accounts.principal import Principal
@@ -234,11 +235,7 @@ class AgentRuns:
     async def get(self, principal: Principal, thread_id: str, run_id: str) -> AgentRun:
         async with principal_session(self.db, principal) as session:
             await readable_thread(session, principal, thread_id)
-            row = await session.scalar(select(AgentRun).where(
-                AgentRun.org_id == principal.org_id, AgentRun.thread_id == thread_id, AgentRun.id == run_id))
-        if row is None:
-            raise NotFound("No such run.")
-        return row
+            return await _run_of(session, principal.org_id, thread_id, run_id)
 
     async def list_runs(self, principal: Principal, thread_id: str, *, limit: int, offset: int,
                    status: str | None = None) -> list[AgentRun]:
@@ -289,10 +286,7 @@ class AgentRuns:
         """Cancel a pending or running run of the caller's own thread (``rollback``: and delete the run)."""
         async with principal_session(self.db, principal) as session:
             await writable_thread(session, principal, thread_id)
-            row = await session.scalar(select(AgentRun).where(
-                AgentRun.org_id == principal.org_id, AgentRun.thread_id == thread_id, AgentRun.id == run_id))
-            if row is None:
-                raise NotFound("No such run.")
+            row = await _run_of(session, principal.org_id, thread_id, run_id)
             if row.status not in ACTIVE_RUN_STATUSES:
                 raise Conflict(f"The run has ended ({row.status}).")
         task = self._cancel_local(run_id)
@@ -362,3 +356,12 @@ class AgentRuns:
                 row.error = {"code": "interrupted", "message": "The server stopped during the run."}
             await session.execute(update(AgentThread).where(AgentThread.status == "busy").values(status="idle"))
         return len(rows)
+
+
+async def _run_of(session: AsyncSession, org_id: str, thread_id: str, run_id: str) -> AgentRun:
+    """The thread's run ``run_id``; ``NotFound`` when it has none of that id."""
+    row = await session.scalar(select(AgentRun).where(
+        AgentRun.org_id == org_id, AgentRun.thread_id == thread_id, AgentRun.id == run_id))
+    if row is None:
+        raise NotFound("No such run.")
+    return row
