@@ -33,7 +33,7 @@ from sqlalchemy.engine import make_url
 from atrium.settings import Settings
 from atrium.store.files import private_sqlite_file
 from atrium.store.scope import BYPASS_SETTING, TENANT_SETTING
-from atrium.store.tenancy import POLICY_NAME
+from atrium.store.tenancy import forced_policy_statements
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +114,7 @@ def checkpoint_rls_statements(table: str) -> list[str]:
     """Row-Level Security on a checkpoint table through its thread (idempotent; run as the owner)."""
     condition = (f"EXISTS (SELECT 1 FROM agent_threads t WHERE t.id = {table}.thread_id) "
                  f"OR current_setting('{BYPASS_SETTING}', true) = 'on'")
-    return [
-        f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
-        f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
-        f"DROP POLICY IF EXISTS {POLICY_NAME} ON {table}",
-        f"CREATE POLICY {POLICY_NAME} ON {table} AS PERMISSIVE FOR ALL USING ({condition}) WITH CHECK ({condition})",
-    ]
+    return forced_policy_statements(table, condition)
 
 
 def psycopg_url(sqlalchemy_url: str) -> str:

@@ -62,7 +62,12 @@ def _policy_condition(column: str) -> str:
 def rls_statements(table: str, column: str = "org_id") -> list[str]:
     """PostgreSQL statements putting ``table`` under tenant isolation on ``column`` (idempotent). Run them
     as the table's owner."""
-    condition = _policy_condition(_identifier(column))
+    return forced_policy_statements(table, _policy_condition(_identifier(column)))
+
+
+def forced_policy_statements(table: str, condition: str) -> list[str]:
+    """``table`` under row security (forced, so its owner too) with the one policy ``condition``
+    (idempotent; run as the table's owner)."""
     name = _identifier(table)
     return [
         f"ALTER TABLE {name} ENABLE ROW LEVEL SECURITY",
