@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -27,7 +27,7 @@ from atrium.conversations.grounded import GroundedUseCase
 from atrium.conversations.replay import AnswerStreams
 from atrium.conversations.runs import AnswerRun
 from atrium.gateway.ports import ChatMessage
-from atrium.store.models import Message
+from atrium.store.models import Message, new_id
 
 if TYPE_CHECKING:
     from atrium.agents.chat_turns import ChatAssistant
@@ -50,22 +50,25 @@ class ChatService(GroundedUseCase):
         (``NotFound`` otherwise, before anything is stored). ``steps``: the run also emits a ``step``
         event per node of the assistant graph."""
         collections = await self.directory.searchable(principal, collections)
+        # One round trip for the writes: ids and times are set here, so nothing is flushed before the commit
+        # (the answer row is a microsecond younger than the question, which keeps their order).
+        now = datetime.now(UTC)
         async with principal_session(self.db, principal) as session:
             if conversation_id is None:
                 conversation = repo.new_conversation(principal, message[:80])
+                conversation.id, conversation.created_at, conversation.updated_at = new_id(), now, now
                 session.add(conversation)
-                await session.flush()
+                past: Sequence[ChatMessage] = ()  # a new conversation has no history to read
             else:
                 conversation = await repo.get_conversation(session, principal, conversation_id)
-                conversation.updated_at = datetime.now(UTC)
-            user_message = Message(org_id=principal.org_id, conversation_id=conversation.id, role="user",
-                                   content=message)
-            session.add(user_message)
-            await session.flush()
-            assistant = Message(org_id=principal.org_id, conversation_id=conversation.id, role="assistant",
-                                content="", status="pending")
-            session.add(assistant)
-            await session.flush()
+                conversation.updated_at = now
+                past = await repo.history(session, principal.org_id, conversation.id)
+            user_message = Message(id=new_id(), org_id=principal.org_id, conversation_id=conversation.id,
+                                   role="user", content=message, created_at=now)
+            assistant = Message(id=new_id(), org_id=principal.org_id, conversation_id=conversation.id,
+                                role="assistant", content="", status="pending",
+                                created_at=now + timedelta(microseconds=1))
+            session.add_all((user_message, assistant))
             changes.record(session, conversation, "conversation", conversation.id, "upsert")
             for row in (user_message, assistant):
                 changes.record(session, conversation, "message", row.id, "upsert")
@@ -74,15 +77,14 @@ class ChatService(GroundedUseCase):
         run.emit("meta", conversation_id=ids[0], user_message_id=ids[1], message_id=ids[2])
         if run.journal is not None:
             await run.journal.open()
-        self.runs.spawn(self._answer(principal, run, message, *ids, collections, endpoint, steps))
+        self.runs.spawn(self._answer(principal, run, message, *ids, collections, past, endpoint, steps))
         return run
 
     async def _answer(self, principal: Principal, run: AnswerRun, question: str, conversation_id: str,
                       user_message_id: str, message_id: str, collections: Sequence[str],
-                      endpoint: str = ENDPOINT, steps: bool = False) -> None:
-        async def history() -> Sequence[ChatMessage]:
-            async with self.db.tenant_session(principal.org_id) as session:
-                return await repo.history(session, principal.org_id, conversation_id, user_message_id)
+                      past: Sequence[ChatMessage], endpoint: str = ENDPOINT, steps: bool = False) -> None:
+        async def history() -> Sequence[ChatMessage]:  # read with the question (the same turns as before it)
+            return past
 
         try:
             store = partial(self._store, principal, message_id)
