@@ -120,7 +120,8 @@ def build_stream_log(settings: Settings, redis: Redis | None) -> StreamLog:
 
 
 def build_http_client(settings: Settings) -> httpx.AsyncClient:
-    return upstream_http_client(httpx.Timeout(settings.chat.request_timeout_s, connect=10.0))
+    return upstream_http_client(httpx.Timeout(settings.chat.request_timeout_s, connect=10.0),
+                                max_connections=settings.gateway.max_connections)
 
 
 def build_index(settings: Settings, dimensions: int) -> VectorIndex:
