@@ -92,6 +92,7 @@ async def test_a_withdrawn_draft_is_discarded_and_the_refined_answer_stored(sett
             stored = await session.get(Message, done["message_id"])
         assert stored is not None and stored.content == second and stored.status == "complete"
         # both model calls of the turn are counted in its usage
+        assert isinstance(running.model, FakeChatModel)
         qa_calls = [r for r in running.model.requests if r.context.task == "qa"]
         assert len(qa_calls) == 2
         assert done["usage"]["completion_tokens"] == len(first.split()) + len(second.split())

@@ -25,8 +25,9 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 
 from atrium.accounts.principal import Principal
@@ -122,13 +123,14 @@ class ChatAssistant:
         reset = _TALLY.set(tally)
         try:
             past = await history()
-            inputs = {"messages": [*({"role": m.role, "content": m.text} for m in past),
+            inputs: dict[str, Any] = {"messages": [*({"role": m.role, "content": m.text} for m in past),
                                    {"role": "user", "content": question}],
                       "collections": list(collections)}
-            config = {"configurable": {"principal": principal, "endpoint": endpoint,
-                                       "searchable": Searchable(tuple(collections))}}
+            config: RunnableConfig = {"configurable": {"principal": principal, "endpoint": endpoint,
+                                                       "searchable": Searchable(tuple(collections))}}
             final: dict[str, Any] = {}
-            async for mode, chunk in graph.astream(inputs, config, stream_mode=["custom", "values"]):
+            async for mode, data in graph.astream(inputs, config, stream_mode=["custom", "values"]):
+                chunk = cast(dict[str, Any], data)
                 if mode == "values":
                     final = chunk
                     continue
