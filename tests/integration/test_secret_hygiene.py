@@ -17,11 +17,11 @@ application role with a password (migrations as the owner); Redis through an ACL
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,10 @@ import redis
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from atrium.agents.chat_turns import ChatAssistant
 from atrium.app import create_app
 from atrium.store.engine import temporary_database
+from atrium.telemetry.tracing import RecordingTracer
 from tests.conftest import LiveServer, free_port, make_settings
 from tests.fault_upstream import FaultUpstream
 from tests.postgres_fixtures import PostgresServer
@@ -228,7 +230,12 @@ async def test_no_secret_is_found_in_logs_database_audit_or_errors(
         async with LiveServer(app, free_port()) as server, \
                 httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"},
                                   timeout=30) as http:
+            chat = server.services.chat  # the assistant graph's node spans, recorded in memory
+            tracer = RecordingTracer()
+            chat.assistant = ChatAssistant(replace(chat.assistant.deps, tracer=tracer))
             errors = await run_flows(http, secrets)
+            asked = await http.post("/api/v1/chat/ask", json={"message": "What are the quarterly figures?"})
+            assert asked.status_code == 200, asked.text
             async with server.services.db.tenant_session("x") as session:  # the app's own connection
                 assert await session.scalar(text("SELECT current_user")) == role
             clients = await asyncio.to_thread(lambda: redis.Redis(unix_socket_path=redis_server).client_list())
@@ -247,6 +254,7 @@ async def test_no_secret_is_found_in_logs_database_audit_or_errors(
         **logs,
         "error bodies": "\n".join(f"{r.status_code} {dict(r.headers)} {r.text}" for r in errors),
         **{f"table {name}": "\n".join(values) for name, values in tables.items()},
+        "spans": "\n".join(f"{span.name} {span.attributes} {span.status} {span.description}" for span in tracer.spans),
     }
     assert len(every_log.records) > 100 and "uvicorn.access" in sinks["log records"]
     assert "crashed holding" in sinks["caplog text"]  # the crash was logged, with its traceback
@@ -254,8 +262,7 @@ async def test_no_secret_is_found_in_logs_database_audit_or_errors(
     assert DOCUMENT_MARKER in "\n".join(tables["chunks"])  # the document was really ingested
     assert leaks_in(secrets, sinks) == set()
     assert leaks_in({**stored, "document text": DOCUMENT_MARKER}, logs) == set()
-    # Atrium has no tracing yet. When it gets some, export spans to memory here and add them to the sinks.
-    assert importlib.util.find_spec("atrium.telemetry.tracing") is None
+    assert "assistant.answer" in sinks["spans"]  # the spans were recorded (and are among the sinks above)
 
 
 @pytest.mark.integration

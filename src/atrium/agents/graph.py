@@ -37,6 +37,7 @@ from atrium.agents.state import AssistantState
 from atrium.gateway.ports import ChatModel
 from atrium.guard.pipeline import GuardPipeline
 from atrium.knowledge.answering import GroundedAnswerer
+from atrium.telemetry.tracing import NOOP_TRACER, Tracer
 
 ASSISTANT_ID = "assistant"
 
@@ -59,7 +60,8 @@ class AssistantSettings:
 class AssistantDeps:
     """What the graph works with, injected once. ``answerer`` brings retrieval (its knowledge service,
     ``top_k`` and relevance bar); ``model`` is the gateway's chat stack (``Gateway.chat``), the one path
-    to a model; ``guard`` the pipeline the use cases apply (None: no guard stages)."""
+    to a model; ``guard`` the pipeline the use cases apply (None: no guard stages); ``tracer`` traces each node
+    (an OpenTelemetry tracer fits the port)."""
 
     answerer: GroundedAnswerer
     model: ChatModel
@@ -67,6 +69,7 @@ class AssistantDeps:
     projects: ProjectRecords
     guard: GuardPipeline | None = None
     settings: AssistantSettings = field(default_factory=AssistantSettings)
+    tracer: Tracer = NOOP_TRACER  # each node is the span ``assistant.<node>`` (telemetry/tracing.py)
 
 
 def build_assistant_graph(deps: AssistantDeps,

@@ -58,7 +58,9 @@ def rule_intent(message: str, *, has_sources: bool) -> Intent | None:
     words = _WORD.findall(message)
     if not words or (_VAGUE.match(message) and not has_sources):
         return "clarify"
-    if message.rstrip().endswith("?") and has_sources and len(words) >= 3:
+    # A question with relevant sources is one to answer from them; a short one too ("refunds?"), unless
+    # it is vague ("why?"), which the model decides.
+    if message.rstrip().endswith("?") and has_sources and (len(words) >= 3 or not _VAGUE.match(message)):
         return "qa"
     return None
 

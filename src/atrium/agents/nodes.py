@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from langchain_core.runnables import RunnableConfig
@@ -62,6 +62,15 @@ REFINE_NOTE = ("\nYour previous answer had sentences the sources do not support:
 Node = TypeVar("Node", bound=Callable[..., Awaitable[dict[str, Any]]])
 
 
+@dataclass(frozen=True, slots=True)
+class Searchable:
+    """The collections a caller's use case has already resolved for its principal
+    (``CollectionDirectory.searchable``), passed as ``configurable.searchable`` so ``retrieve`` does not
+    resolve them again. An object, not a list: a client's JSON config cannot forge it."""
+
+    names: tuple[str, ...]
+
+
 def principal_of(config: RunnableConfig) -> Principal:
     """The caller, passed per run in ``config["configurable"]["principal"]`` (never stored in state)."""
     principal = (config.get("configurable") or {}).get("principal")
@@ -71,23 +80,30 @@ def principal_of(config: RunnableConfig) -> Principal:
 
 
 def step(name: str, *, starts_turn: bool = False) -> Callable[[Node], Node]:
-    """Times a node and reports it as a ``step`` event; a refused or failed step ends the turn with its
-    error in the state (``error``), which the routing sends to ``finish``. A failed first step still
-    clears the last turn's results (``starts_turn``)."""
+    """Times a node, traces it as the span ``assistant.<name>`` (``AssistantDeps.tracer``) and reports it as
+    a ``step`` event (node, status, ms); a refused or failed step ends the turn with its error in the state
+    (``error``), which the routing sends to ``finish``. A failed first step still clears the last turn's
+    results (``starts_turn``)."""
+    span_name = f"assistant.{name}"
 
     def wrap(node: Node) -> Node:
         @functools.wraps(node)
         async def run(self: AssistantNodes, state: AssistantState, config: RunnableConfig) -> dict[str, Any]:
-            started, status = time.perf_counter(), "ok"
-            try:
-                return await node(self, state, config)
-            except AppError as exc:
-                status = "error"
-                log.info("assistant step %s ended with %s", name, exc.code)
-                return {**(turn_reset() if starts_turn else {}), "error": {"code": exc.code, "message": exc.message}}
-            finally:
-                get_stream_writer()({"type": "step", "node": name, "status": status,
-                                     "ms": round((time.perf_counter() - started) * 1000, 3)})
+            started, status = time.perf_counter(), "error"
+            with self.deps.tracer.start_as_current_span(span_name, attributes={"atrium.node": name}) as span:
+                try:
+                    update = await node(self, state, config)
+                    status = "ok"
+                    return update
+                except AppError as exc:
+                    log.info("assistant step %s ended with %s", name, exc.code)
+                    span.set_attribute("atrium.error_code", exc.code)
+                    return {**(turn_reset() if starts_turn else {}),
+                            "error": {"code": exc.code, "message": exc.message}}
+                finally:
+                    span.set_status(status)
+                    get_stream_writer()({"type": "step", "node": name, "status": status,
+                                         "ms": round((time.perf_counter() - started) * 1000, 3)})
         return cast(Node, run)
     return wrap
 
@@ -108,7 +124,9 @@ class AssistantNodes:
             question = await guard.question(question)
         update["question"] = question
         answerer = self.deps.answerer
-        names = await answerer.knowledge.directory.searchable(principal, state.get("collections"))
+        resolved = (config.get("configurable") or {}).get("searchable")
+        names = list(resolved.names) if isinstance(resolved, Searchable) else \
+            await answerer.knowledge.directory.searchable(principal, state.get("collections"))
         hits = await answerer.knowledge.search(principal.org_id, question, mode="hybrid", limit=answerer.top_k,
                                                collections=names) if question.strip() else []
         chosen = relevant(hits, answerer.min_relevance)

@@ -4,7 +4,9 @@ Order of work: the user message is committed before anything else happens; an as
 committed as ``pending``; the answer is produced by a detached run that fills that row when it ends (also
 on error, disconnect, or shutdown, where it keeps the partial text with status ``error``). With the
 replay buffer (``streams``), every event of the run is also journaled, so a client that lost the stream
-resumes it (``conversations/replay.py``).
+resumes it (``conversations/replay.py``). With ``assistant`` set (the app sets it), the answer is one turn
+of the assistant graph (``agents/chat_turns.py``: retrieval, intent, the answer with citations or an
+artifact or a clarifying question, validation); without it, the grounded answer of ``GroundedUseCase``.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import TYPE_CHECKING
 
 from atrium.accounts.ownership import principal_session
 from atrium.accounts.principal import Principal
@@ -24,7 +27,10 @@ from atrium.conversations.grounded import GroundedUseCase
 from atrium.conversations.replay import AnswerStreams
 from atrium.conversations.runs import AnswerRun
 from atrium.gateway.ports import ChatMessage
-from atrium.store.models import Message
+from atrium.store.models import Message, new_id
+
+if TYPE_CHECKING:
+    from atrium.agents.chat_turns import ChatAssistant
 
 log = logging.getLogger(__name__)
 
@@ -33,30 +39,36 @@ ENDPOINT = "/api/v1/chat/ask"
 
 class ChatService(GroundedUseCase):
     streams: AnswerStreams | None = None  # the replay buffer; None: the events reach the first reader only
+    assistant: ChatAssistant | None = None  # the assistant graph that answers; None: the plain grounded answer
 
     async def ask(self, principal: Principal, message: str, *, conversation_id: str | None,
-                  collections: Sequence[str] | None, endpoint: str = ENDPOINT) -> AnswerRun:
+                  collections: Sequence[str] | None, endpoint: str = ENDPOINT,
+                  steps: bool = False) -> AnswerRun:
         """Store the question, start the answer run, and return its event feed at once. ``endpoint`` is
         the entry point the model calls are metered under (``/api/v1/chat/ask``, ``/ws``). Only the
         caller's own conversation can be continued, and only collections it may read are searched
-        (``NotFound`` otherwise, before anything is stored)."""
+        (``NotFound`` otherwise, before anything is stored). ``steps``: the run also emits a ``step``
+        event per node of the assistant graph."""
         collections = await self.directory.searchable(principal, collections)
+        # One round trip for the writes: ids and times are set here, so nothing is flushed before the commit
+        # (the answer row is a microsecond younger than the question, which keeps their order).
+        now = datetime.now(UTC)
         async with principal_session(self.db, principal) as session:
             if conversation_id is None:
                 conversation = repo.new_conversation(principal, message[:80])
+                conversation.id, conversation.created_at, conversation.updated_at = new_id(), now, now
                 session.add(conversation)
-                await session.flush()
+                past: Sequence[ChatMessage] = ()  # a new conversation has no history to read
             else:
                 conversation = await repo.get_conversation(session, principal, conversation_id)
-                conversation.updated_at = datetime.now(UTC)
-            user_message = Message(org_id=principal.org_id, conversation_id=conversation.id, role="user",
-                                   content=message)
-            session.add(user_message)
-            await session.flush()
-            assistant = Message(org_id=principal.org_id, conversation_id=conversation.id, role="assistant",
-                                content="", status="pending")
-            session.add(assistant)
-            await session.flush()
+                conversation.updated_at = now
+                past = await repo.history(session, principal.org_id, conversation.id)
+            user_message = Message(id=new_id(), org_id=principal.org_id, conversation_id=conversation.id,
+                                   role="user", content=message, created_at=now)
+            assistant = Message(id=new_id(), org_id=principal.org_id, conversation_id=conversation.id,
+                                role="assistant", content="", status="pending",
+                                created_at=now + timedelta(microseconds=1))
+            session.add_all((user_message, assistant))
             changes.record(session, conversation, "conversation", conversation.id, "upsert")
             for row in (user_message, assistant):
                 changes.record(session, conversation, "message", row.id, "upsert")
@@ -65,25 +77,31 @@ class ChatService(GroundedUseCase):
         run.emit("meta", conversation_id=ids[0], user_message_id=ids[1], message_id=ids[2])
         if run.journal is not None:
             await run.journal.open()
-        self.runs.spawn(self._answer(principal, run, message, *ids, collections, endpoint))
+        self.runs.spawn(self._answer(principal, run, message, *ids, collections, past, endpoint, steps))
         return run
 
     async def _answer(self, principal: Principal, run: AnswerRun, question: str, conversation_id: str,
-                      user_message_id: str, message_id: str, collections: Sequence[str] | None,
-                      endpoint: str = ENDPOINT) -> None:
-        async def history() -> Sequence[ChatMessage]:
-            async with self.db.tenant_session(principal.org_id) as session:
-                return await repo.history(session, principal.org_id, conversation_id, user_message_id)
+                      user_message_id: str, message_id: str, collections: Sequence[str],
+                      past: Sequence[ChatMessage], endpoint: str = ENDPOINT, steps: bool = False) -> None:
+        async def history() -> Sequence[ChatMessage]:  # read with the question (the same turns as before it)
+            return past
 
         try:
-            outcome = await self._produce(principal, run, question, collections, endpoint=endpoint,
-                                          history=history, store=partial(self._store, principal, message_id))
+            store = partial(self._store, principal, message_id)
+            if self.assistant is not None:
+                outcome = await self.assistant.answer(principal, run, question, model=self.model, history=history,
+                                                      collections=collections, endpoint=endpoint, steps=steps,
+                                                      store=store)
+            else:
+                outcome = await self._produce(principal, run, question, collections, endpoint=endpoint,
+                                              history=history, store=store)
             run.emit("sources", sources=outcome.source_dicts())
             if outcome.error:
                 run.emit("error", **outcome.error, message_id=message_id, conversation_id=conversation_id)
             else:
                 run.emit("done", message_id=message_id, conversation_id=conversation_id, model=outcome.model,
-                         usage=outcome.usage, answer=outcome.text)
+                         usage=outcome.usage, answer=outcome.text,
+                         **({"artifacts": outcome.artifacts} if outcome.artifacts else {}))
         except asyncio.CancelledError:  # shutdown: the partial answer was stored as interrupted
             run.emit("error", code="interrupted", message="The server stopped before the answer ended.",
                      message_id=message_id, conversation_id=conversation_id)

@@ -28,6 +28,7 @@ class Outcome:
     sources: list[Source] = field(default_factory=list)
     error: dict[str, Any] | None = None
     latency_ms: float = 0.0
+    artifacts: list[dict[str, Any]] = field(default_factory=list)  # {id, kind, title, description} made by the turn
 
     @property
     def status(self) -> str:

@@ -84,12 +84,14 @@ async def list_messages(session: AsyncSession, principal: Principal, conversatio
 
 
 async def history(session: AsyncSession, org_id: str, conversation_id: str,
-                  before_message_id: str) -> list[ChatMessage]:
-    """The last complete turns before ``before_message_id``, oldest first, as model messages."""
+                  before_message_id: str | None = None) -> list[ChatMessage]:
+    """The last complete turns (before ``before_message_id``, when given), oldest first, as model messages."""
+    where = [Message.org_id == org_id, Message.conversation_id == conversation_id, Message.status == "complete",
+             Message.role.in_(("user", "assistant"))]
+    if before_message_id is not None:
+        where.append(Message.id != before_message_id)
     rows = await session.scalars(
-        select(Message).where(Message.org_id == org_id, Message.conversation_id == conversation_id,
-                              Message.status == "complete", Message.id != before_message_id,
-                              Message.role.in_(("user", "assistant")))
+        select(Message).where(*where)
         .order_by(Message.created_at.desc(), Message.id.desc()).limit(HISTORY_MESSAGES)
     )
     return [ChatMessage(row.role, row.content) for row in reversed(list(rows))]  # type: ignore[arg-type]

@@ -129,6 +129,9 @@ class GatewaySettings(BaseModel):
     cache: CacheSettings = CacheSettings()
     attempt_timeout_s: float = Field(30.0, gt=0)  # one attempt, until its first token
     total_timeout_s: float = Field(300.0, gt=0)  # the whole call, every attempt and the stream included
+    # Upstream connections this process holds at most (every provider together); a call beyond them waits
+    # for one, within attempt_timeout_s. Each open stream holds one for its whole length.
+    max_connections: int = Field(4096, ge=1, le=65536)
     _implied_models: frozenset[str] = PrivateAttr(frozenset())
 
     @model_validator(mode="after")

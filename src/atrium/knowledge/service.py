@@ -199,19 +199,20 @@ class KnowledgeService:
             query_vector = await self.embedder.embed([query])
             hits = await self.index.search(tenant, collections, query_vector[0], depth)
             vector_scores = {hit.id: hit.score for hit in hits}
-        if mode in ("keyword", "hybrid"):
-            async with self.db.tenant_session(tenant) as session:
-                keyword_hits = await self.keyword.search(session, tenant, collections, query, depth)
-            keyword_ranked = [chunk_id for chunk_id, _ in keyword_hits]
-            keyword_scores = dict(keyword_hits)
-        if mode == "vector":
-            ranked = sorted(vector_scores.items(), key=lambda item: -item[1])[:limit]
-        elif mode == "keyword":
-            ranked = [(chunk_id, keyword_scores[chunk_id]) for chunk_id in keyword_ranked[:limit]]
-        else:
-            ranked = reciprocal_rank_fusion([list(vector_scores), keyword_ranked], k=self.settings.rrf_k,
-                                            limit=limit)
+        # One session (one connection, one transaction) for the keyword ranking and the chunks' rows; none is
+        # held while the question is embedded.
         async with self.db.tenant_session(tenant) as session:
+            if mode in ("keyword", "hybrid"):
+                keyword_hits = await self.keyword.search(session, tenant, collections, query, depth)
+                keyword_ranked = [chunk_id for chunk_id, _ in keyword_hits]
+                keyword_scores = dict(keyword_hits)
+            if mode == "vector":
+                ranked = sorted(vector_scores.items(), key=lambda item: -item[1])[:limit]
+            elif mode == "keyword":
+                ranked = [(chunk_id, keyword_scores[chunk_id]) for chunk_id in keyword_ranked[:limit]]
+            else:
+                ranked = reciprocal_rank_fusion([list(vector_scores), keyword_ranked], k=self.settings.rrf_k,
+                                                limit=limit)
             views = await repo.chunk_views(session, tenant, [chunk_id for chunk_id, _ in ranked])
         # A chunk deleted since the index answered is dropped rather than shown.
         return [SearchHit(views[chunk_id], score, vector_scores.get(chunk_id))

@@ -1,5 +1,7 @@
 """``POST /api/v1/chat/ask``: a grounded answer as JSON, or as SSE (``meta``, ``token``, ``sources``,
-``done`` | ``error``) when ``stream`` is true or the client accepts ``text/event-stream``. Every event has an
+``done`` | ``error``; ``discard`` when validation withdraws a draft, ``step`` per graph node with ``steps``)
+when ``stream`` is true or the client accepts ``text/event-stream``. The answer is one turn of the assistant
+graph (``agents/chat_turns.py``). Every event has an
 ``id``: a client that lost the stream resumes after it at
 ``GET /api/v1/conversations/{conversation_id}/messages/{message_id}/stream`` (``Last-Event-ID``)."""
 
@@ -48,6 +50,8 @@ class AskBody(BaseModel):
     conversation_id: str | None = Field(None, min_length=1, max_length=64)
     collection: str | None = Field(None, min_length=1, max_length=100)
     stream: bool = False
+    steps: bool = Field(False, description="Also stream a `step` event (`node`, `status`, `ms`) per node of the "
+                                           "assistant graph.")
 
 
 def checked_message(message: str, limit: int) -> str:
@@ -62,7 +66,9 @@ def checked_message(message: str, limit: int) -> str:
 _ASK_RESPONSES = {
     200: {"model": AskResponse, "description": "The answer; with `stream: true` or `Accept: text/event-stream`, "
           "Server-Sent Events `meta`, `token`..., `sources`, then `done` or `error`, each with an `id` (resume "
-          "after it at `GET /api/v1/conversations/{conversation_id}/messages/{message_id}/stream`).",
+          "after it at `GET /api/v1/conversations/{conversation_id}/messages/{message_id}/stream`). A `discard` "
+          "event means validation withdrew the text streamed so far (clear it; the replacement follows); with "
+          "`steps: true`, a `step` event (`node`, `status`, `ms`) ends each node of the assistant graph.",
           "content": {"text/event-stream": {"schema": {"type": "string"}}}},
     **error_responses(400, 502, 503, 504, model=AskErrorResponse),
 }
@@ -74,7 +80,7 @@ async def ask(body: AskBody, request: Request, principal: LimitedPrincipalDep,
     message = checked_message(body.message, limits.max_message_chars)
     collections = [check_collection(body.collection)] if body.collection else None
     run = await chat.ask(principal, message, conversation_id=body.conversation_id,
-                         collections=collections)
+                         collections=collections, steps=body.steps)
     wants_sse = body.stream or "text/event-stream" in request.headers.get("accept", "")
     if wants_sse:
         # If the client goes away the frames stop; the run does not, and stores the answer.
@@ -91,6 +97,8 @@ async def _collect(run: AnswerRun) -> JSONResponse:
             meta = item.data
         elif item.event == "token":
             parts.append(item.data["text"])
+        elif item.event == "discard":  # validation withdrew the draft streamed so far
+            parts.clear()
         elif item.event == "sources":
             sources = item.data["sources"]
         elif item.event == "error":
@@ -101,7 +109,7 @@ async def _collect(run: AnswerRun) -> JSONResponse:
                                 status_code=status)
         elif item.event == "done":
             return JSONResponse({
-                "answer": item.data["answer"], "sources": sources, "artifacts": [],
+                "answer": item.data["answer"], "sources": sources, "artifacts": item.data.get("artifacts", []),
                 "conversation_id": item.data["conversation_id"], "message_id": item.data["message_id"],
                 "user_message_id": meta.get("user_message_id"), "model": item.data["model"],
                 "usage": item.data["usage"],

@@ -8,7 +8,8 @@ replay are later message types of the same envelope.
   cannot read the status of a refused handshake; nothing it sends is ever read.
 * **Envelope**: JSON text messages ``{"type": ..., "id": ...}``; every server event echoes the ``id`` of
   the client message it answers. Client types: ``chat``, ``ping``. Server types: ``ready`` (once, after
-  auth), ``start``, ``token``, ``sources``, ``done`` (the SSE events of ``/api/v1/chat/ask``, same payloads,
+  auth), ``start``, ``token``, ``discard``, ``step`` (with ``steps: true``), ``sources``, ``done`` (the SSE
+  events of ``/api/v1/chat/ask``, same payloads,
   from the same ``AnswerRun``; ``seq`` is the SSE event id, so a client that lost the socket resumes the
   answer at ``GET /api/v1/conversations/{id}/messages/{message_id}/stream`` with ``Last-Event-ID: <seq>``),
   ``error`` (``{"code", "message", "request_id"}`` as over HTTP) and ``pong``.
@@ -66,6 +67,7 @@ class ChatIn(BaseModel):
     message: str = Field(min_length=1)
     conversation_id: str | None = Field(None, min_length=1, max_length=64)
     collection: str | None = Field(None, min_length=1, max_length=100)
+    steps: bool = False  # also a ``step`` event per node of the assistant graph
 
 
 class PingIn(BaseModel):
@@ -243,7 +245,7 @@ class Connection:
             # closes while it is being stored.
             run = await asyncio.shield(self.services.chat.ask(
                 principal, message, conversation_id=request.conversation_id, collections=collections,
-                endpoint=ENDPOINT))
+                endpoint=ENDPOINT, steps=request.steps))
         except AppError as exc:  # not_found for a conversation not of this tenant, refused by a guard...
             await self._quietly(self.send_error(exc, request.id))
             return

@@ -28,7 +28,8 @@ class Source(Passage):
 class AskResponse(View):
     answer: str
     sources: list[Source]
-    artifacts: list[dict[str, Any]] = Field(description="Always empty for now.")
+    artifacts: list[dict[str, Any]] = Field(description="The artifacts the turn made (`id`, `kind`, `title`, "
+                                                       "`description`): one when the message asked for one.")
     conversation_id: str
     message_id: str
     user_message_id: str | None
