@@ -17,6 +17,11 @@ from redis.asyncio import Redis
 from atrium.accounts.authenticate import Authenticator, build_authenticator
 from atrium.accounts.login import SessionService, build_sessions
 from atrium.accounts.service import Accounts
+from atrium.agents.artifact_store import StoreArtifactSink
+from atrium.agents.factory import build_assistant_deps
+from atrium.agents.memory import InMemoryProjectRecords
+from atrium.agents.ports import ProjectRecords
+from atrium.agents.registry import ASSISTANT_DEPS, AgentDeps
 from atrium.agents.service import Agents, build_agents
 from atrium.conversations.artifacts.service import ArtifactService
 from atrium.conversations.chat import ChatService
@@ -156,8 +161,10 @@ async def migrate(settings: Settings) -> None:
             await grant_app_role(owner, app_role)
 
 
-async def build_services(settings: Settings, *, chat_model: ChatModel | None = None) -> Services:
-    """Everything but background loops; the caller starts those (server) or runs jobs inline (CLI)."""
+async def build_services(settings: Settings, *, chat_model: ChatModel | None = None,
+                         projects: ProjectRecords | None = None) -> Services:
+    """Everything but background loops; the caller starts those (server) or runs jobs inline (CLI).
+    ``projects``: where the assistant's ``create_project`` tool makes records (default: in memory)."""
     await anyio.to_thread.run_sync(secure_data_dir, settings)  # 0700, the database 0600
     db = Database(await anyio.to_thread.run_sync(build_engine, settings.resolved_database_url))
     embedder = await anyio.to_thread.run_sync(build_embedder, settings)
@@ -201,13 +208,17 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     chat = ChatService(db, answerer, model, runs, settings.chat, directory, pipeline)
     chat.streams = streams
     jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)})
-    agents = await build_agents(settings, db, model, runs, pubsub)
+    artifacts = ArtifactService(knowledge, model, pipeline, top_k=settings.knowledge.top_k,
+                                min_relevance=settings.knowledge.min_relevance, temperature=settings.chat.temperature)
+    assistant = build_assistant_deps(settings, chat, gateway, StoreArtifactSink(artifacts),
+                                     projects or InMemoryProjectRecords())
+    agents = await build_agents(settings, db, model, runs, pubsub,
+                                deps=AgentDeps(chat=model, extra={ASSISTANT_DEPS: assistant}))
+    agents.erase_products = lambda org_id, thread_id: artifacts.erase_made_by(org_id, agent_thread_id=thread_id)
     return Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
                     gateway=gateway, chat=chat,
                     queries=QueryService(db, answerer, model, runs, settings.chat, directory, pipeline),
-                    artifacts=ArtifactService(knowledge, model, pipeline, top_k=settings.knowledge.top_k,
-                                              min_relevance=settings.knowledge.min_relevance,
-                                              temperature=settings.chat.temperature),
+                    artifacts=artifacts,
                     jobs=jobs, runs=runs, streams=streams, http_client=http_client, pubsub=pubsub, metrics=metrics,
                     authenticator=authenticator, sessions=sessions,
                     accounts=Accounts(db, authenticator, sessions.passwords, knowledge),

@@ -29,7 +29,7 @@ from atrium.store.ports import PubSub
 log = logging.getLogger(__name__)
 
 # Erases what a thread produced outside its checkpoints (its artifacts): ``(org_id, thread_id)``.
-ProductEraser = Callable[[str, str], Awaitable[None]]
+ProductEraser = Callable[[str, str], Awaitable[object]]
 
 
 @dataclass
