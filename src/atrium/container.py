@@ -25,6 +25,7 @@ from atrium.agents.registry import ASSISTANT_DEPS, AgentDeps
 from atrium.agents.service import Agents, build_agents
 from atrium.conversations.artifacts.service import ArtifactService
 from atrium.conversations.chat import ChatService
+from atrium.conversations.erasure import ConversationErasure
 from atrium.conversations.ports import StreamLog
 from atrium.conversations.queries import QueryService
 from atrium.conversations.replay import AnswerStreams
@@ -82,6 +83,7 @@ class Services:
     budgets: BudgetGuard  # spending caps; the gateway reserves and settles through it (guard/budgets/spend.py)
     redis: Redis | None
     agents: Agents  # the agents API: checkpointer, graph registry, thread states, runs
+    erasure: ConversationErasure  # deleting a conversation erases its messages, artifacts, streams, threads
     guard: Guard | None = None  # guard policies (moderation, PII, injection, output links); routes/policy.py
 
 
@@ -222,7 +224,8 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
                     jobs=jobs, runs=runs, streams=streams, http_client=http_client, pubsub=pubsub, metrics=metrics,
                     authenticator=authenticator, sessions=sessions,
                     accounts=Accounts(db, authenticator, sessions.passwords, knowledge),
-                    rate_limiter=rate_limiter, budgets=budgets, redis=redis, agents=agents, guard=pipeline.guard)
+                    rate_limiter=rate_limiter, budgets=budgets, redis=redis, agents=agents, guard=pipeline.guard,
+                    erasure=ConversationErasure(db, artifacts.index, streams.log, agents.erase_conversation_threads))
 
 
 async def close_services(services: Services, *, reconcile: bool = True) -> None:

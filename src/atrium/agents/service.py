@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 
 from atrium.accounts.principal import Principal
 from atrium.agents.checkpoints import Checkpoints, open_checkpoints
@@ -58,6 +58,16 @@ class Agents:
             return False
         await self._erase_after_row(org_id, thread_id)
         return True
+
+    async def erase_conversation_threads(self, org_id: str, conversation_id: str) -> int:
+        """Erase the threads tied to a conversation being deleted: the thread whose id is the
+        conversation's, and those whose metadata names it (``{"conversation_id": ...}``)."""
+        async with self.db.tenant_session(org_id) as session:
+            ids = list(await session.scalars(select(AgentThread.id).where(
+                AgentThread.org_id == org_id,
+                or_(AgentThread.id == conversation_id,
+                    AgentThread.meta["conversation_id"].as_string() == conversation_id))))
+        return sum([await self.erase_thread(org_id, thread_id) for thread_id in ids])
 
     async def _erase_after_row(self, org_id: str, thread_id: str) -> None:
         # The row is gone, so no run can start on the thread; the running ones stop before the erasure, so
