@@ -68,8 +68,9 @@ def store_content(draft: ArtifactDraft) -> dict[str, Any]:
 def stored(record: ArtifactRecord) -> StoredArtifact:
     artifact, version = record.artifact, record.version
     content = version.content
+    text = body_text(artifact.kind, content).replace("\r\n", "\n")  # CSV's line ends as the graph writes them
     return StoredArtifact(id=artifact.id, org_id=artifact.org_id, kind=artifact.kind,  # type: ignore[arg-type]
                           title=version.title, description=version.description,
-                          content=body_text(artifact.kind, content).rstrip("\n"),
+                          content=text.rstrip("\n"),
                           language=content.get("language") if artifact.kind == "code" else None,
                           user_id=artifact.user_id, api_key_id=artifact.api_key_id, version=version.number)

@@ -15,8 +15,9 @@ behalf of one organisation (a run, a state read), ``delete_thread`` erases a thr
   ``for_tenant`` sets that organisation on every connection it takes from the pool, so a run of one
   organisation cannot read or write another's checkpoints even by naming its thread. Erasing a thread
   runs after its ``agent_threads`` row is gone (so no run can start on it meanwhile), when the policy no
-  longer shows its rows: it deletes them by thread id in a transaction that bypasses RLS, which is safe
-  because thread ids are global (``threads.create_thread``) and the caller checked the row was the org's.
+  longer shows its rows: it deletes them by thread id in a transaction that bypasses RLS, unless a thread
+  row of that id belongs to another organisation (thread ids are global, ``threads.create_thread``; the
+  caller checked the deleted row was its organisation's).
 """
 
 from __future__ import annotations
@@ -164,6 +165,10 @@ class PostgresCheckpoints:
     async def delete_thread(self, org_id: str, thread_id: str) -> None:
         async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             await cur.execute(_BYPASS_IN_TRANSACTION)  # transaction-local: the pooled connection keeps nothing
+            await cur.execute("SELECT org_id FROM agent_threads WHERE id = %s FOR UPDATE", (thread_id,))
+            owner = await cur.fetchone()
+            if owner is not None and owner["org_id"] != org_id:  # another organisation's live thread: not ours to erase
+                return
             for table in CHECKPOINT_TABLES:
                 await cur.execute(f"DELETE FROM {table} WHERE thread_id = %s", (thread_id,))
 
