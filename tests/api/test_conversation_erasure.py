@@ -20,7 +20,16 @@ from atrium.conversations.artifacts.index import COLLECTION
 from atrium.conversations.replay import stream_name
 from atrium.gateway.providers.fake import FakeChatModel
 from atrium.settings import Settings
-from atrium.store.models import AgentRun, AgentThread, Artifact, ArtifactVersion, Change, Document, Message
+from atrium.store.models import (
+    AgentRun,
+    AgentThread,
+    Artifact,
+    ArtifactVersion,
+    Change,
+    Chunk,
+    Document,
+    Message,
+)
 from tests.agent_tables import checkpoint_rows
 from tests.api.authz_helpers import BACKENDS, backend_settings
 from tests.conftest import ADMIN_KEY, LiveServer, free_port
@@ -67,7 +76,8 @@ async def _filled_conversation(server: LiveServer, http: httpx.AsyncClient) -> d
     stream = stream_name(principal.org_id, asked["message_id"])
     assert await server.services.streams.log.read(stream)
     assert await checkpoint_rows(server.services.settings, "checkpoints", thread["thread_id"])
-    return {"cid": cid, "artifact": artifact["id"], "thread": thread["thread_id"], "stream": stream}
+    return {"cid": cid, "artifact": artifact["id"], "thread": thread["thread_id"], "stream": stream,
+            "org": principal.org_id}
 
 
 async def _left(server: LiveServer, held: dict[str, Any]) -> dict[str, Any]:
@@ -81,9 +91,11 @@ async def _left(server: LiveServer, held: dict[str, Any]) -> dict[str, Any]:
             "artifacts": await count(Artifact, Artifact.id == held["artifact"]),
             "versions": await count(ArtifactVersion, ArtifactVersion.artifact_id == held["artifact"]),
             "indexed": await count(Document, Document.collection == COLLECTION, Document.source == held["artifact"]),
+            "chunks": await count(Chunk, Chunk.collection == COLLECTION),
             "threads": await count(AgentThread, AgentThread.id == held["thread"]),
             "runs": await count(AgentRun, AgentRun.thread_id == held["thread"]),
         }
+    left["vectors"] = len(await server.services.index.ids(held["org"], COLLECTION))
     left["stream"] = await server.services.streams.log.read(held["stream"])
     settings = server.services.settings
     left["checkpoints"] = [row for kind in ("checkpoints", "writes", "blobs")
@@ -92,6 +104,7 @@ async def _left(server: LiveServer, held: dict[str, Any]) -> dict[str, Any]:
 
 
 NOTHING = {"messages": 0, "changes": [("conversation", "delete")], "artifacts": 0, "versions": 0, "indexed": 0,
+           "chunks": 0, "vectors": 0,
            "threads": 0, "runs": 0, "stream": [], "checkpoints": []}
 
 
@@ -100,6 +113,7 @@ async def test_deleting_a_conversation_erases_what_it_holds(any_backend: Setting
         held = await _filled_conversation(server, http)
         before = await _left(server, held)
         assert before["messages"] == 2 and before["versions"] == 2 and before["indexed"] == 1
+        assert before["chunks"] >= 1 and before["vectors"] == before["chunks"]
         assert (await http.delete(f"/api/v1/conversations/{held['cid']}")).status_code == 204
         assert await _left(server, held) == NOTHING
         synced = (await http.get("/api/v1/sync")).json()["changes"]
