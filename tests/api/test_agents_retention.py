@@ -5,14 +5,17 @@ and the TTL sweep erases idle threads only."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from blockbuster import BlockBuster
 from langgraph_sdk import get_client
+from langgraph_sdk.errors import NotFoundError
 from sqlalchemy import func, select
 
 from atrium.app import create_app
@@ -21,7 +24,7 @@ from atrium.settings import Settings
 from atrium.store.models import AgentRun, AgentThread
 from tests.agent_tables import checkpoint_rows
 from tests.api.authz_helpers import BACKENDS, backend_settings
-from tests.conftest import ADMIN_KEY, LiveServer, free_port
+from tests.conftest import ADMIN_KEY, LiveServer, free_port, make_settings
 
 KEEP = 3
 
@@ -106,3 +109,19 @@ async def test_the_ttl_sweep_erases_idle_threads_only(any_backend: Settings, blo
                 if t["thread_id"] in (old, fresh)] == [fresh]
         assert await checkpoint_rows(any_backend, "checkpoints", old) == []
         assert await checkpoint_rows(any_backend, "checkpoints", fresh)
+
+
+async def test_the_server_sweeps_on_its_own_and_stops_at_once(tmp_path: Path, blockbuster: BlockBuster) -> None:
+    settings = await asyncio.to_thread(make_settings, tmp_path / "data",
+                                       agents={"thread_ttl": 0.5, "sweep_interval_s": 0.1})
+    async with _served(settings, blockbuster) as server, get_client(url=server.url, api_key=ADMIN_KEY) as client:
+        tid = (await client.threads.create())["thread_id"]
+        await client.runs.wait(tid, "echo", input=_say("soon gone"))
+        for _ in range(50):
+            if not await checkpoint_rows(settings, "checkpoints", tid):
+                break
+            await asyncio.sleep(0.1)
+        with pytest.raises(NotFoundError):
+            await client.threads.get(tid)
+        stopping = asyncio.get_running_loop().time()
+    assert asyncio.get_running_loop().time() - stopping < 5  # the sweep task does not hold up shutdown
