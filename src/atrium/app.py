@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
                 asyncio.create_task(services.authenticator.listen_for_revocations(), name="auth-revocations"),
                 asyncio.create_task(services.streams.keep_reaping(), name="abandoned-answers"),
                 asyncio.create_task(services.agents.runs.listen(), name="agent-run-cancels"),
+                asyncio.create_task(services.agents.keep_sweeping(), name="agent-thread-retention"),
             ]
             if services.guard is not None:
                 background.append(asyncio.create_task(services.guard.policies.listen(), name="policy-changes"))

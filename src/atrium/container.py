@@ -17,10 +17,16 @@ from redis.asyncio import Redis
 from atrium.accounts.authenticate import Authenticator, build_authenticator
 from atrium.accounts.login import SessionService, build_sessions
 from atrium.accounts.service import Accounts
-from atrium.agents.chat_turns import chat_assistant
+from atrium.agents.artifact_store import StoreArtifactSink
+from atrium.agents.chat_turns import ChatAssistant
+from atrium.agents.factory import build_assistant_deps
+from atrium.agents.memory import InMemoryProjectRecords
+from atrium.agents.ports import ProjectRecords
+from atrium.agents.registry import ASSISTANT_DEPS, AgentDeps
 from atrium.agents.service import Agents, build_agents
 from atrium.conversations.artifacts.service import ArtifactService
 from atrium.conversations.chat import ChatService
+from atrium.conversations.erasure import ConversationErasure
 from atrium.conversations.ports import StreamLog
 from atrium.conversations.queries import QueryService
 from atrium.conversations.replay import AnswerStreams
@@ -78,6 +84,7 @@ class Services:
     budgets: BudgetGuard  # spending caps; the gateway reserves and settles through it (guard/budgets/spend.py)
     redis: Redis | None
     agents: Agents  # the agents API: checkpointer, graph registry, thread states, runs
+    erasure: ConversationErasure  # deleting a conversation erases its messages, artifacts, streams, threads
     guard: Guard | None = None  # guard policies (moderation, PII, injection, output links); routes/policy.py
 
 
@@ -158,8 +165,10 @@ async def migrate(settings: Settings) -> None:
             await grant_app_role(owner, app_role)
 
 
-async def build_services(settings: Settings, *, chat_model: ChatModel | None = None) -> Services:
-    """Everything but background loops; the caller starts those (server) or runs jobs inline (CLI)."""
+async def build_services(settings: Settings, *, chat_model: ChatModel | None = None,
+                         projects: ProjectRecords | None = None) -> Services:
+    """Everything but background loops; the caller starts those (server) or runs jobs inline (CLI).
+    ``projects``: where the assistant's ``create_project`` tool makes records (default: in memory)."""
     await anyio.to_thread.run_sync(secure_data_dir, settings)  # 0700, the database 0600
     db = Database(await anyio.to_thread.run_sync(build_engine, settings.resolved_database_url))
     embedder = await anyio.to_thread.run_sync(build_embedder, settings)
@@ -203,19 +212,23 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     chat = ChatService(db, answerer, model, runs, settings.chat, directory, pipeline)
     chat.streams = streams
     jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)})
-    agents = await build_agents(settings, db, model, runs, pubsub)
+    artifacts = ArtifactService(knowledge, model, pipeline, top_k=settings.knowledge.top_k,
+                                min_relevance=settings.knowledge.min_relevance, temperature=settings.chat.temperature)
+    assistant = build_assistant_deps(settings, chat, gateway, StoreArtifactSink(artifacts),
+                                     projects or InMemoryProjectRecords())
+    agents = await build_agents(settings, db, model, runs, pubsub,
+                                deps=AgentDeps(chat=model, extra={ASSISTANT_DEPS: assistant}))
+    agents.erase_products = lambda org_id, thread_id: artifacts.erase_made_by(org_id, agent_thread_id=thread_id)
     services = Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
-                        gateway=gateway, chat=chat,
-                        queries=QueryService(db, answerer, model, runs, settings.chat, directory, pipeline),
-                        artifacts=ArtifactService(knowledge, model, pipeline, top_k=settings.knowledge.top_k,
-                                                  min_relevance=settings.knowledge.min_relevance,
-                                                  temperature=settings.chat.temperature),
-                        jobs=jobs, runs=runs, streams=streams, http_client=http_client, pubsub=pubsub, metrics=metrics,
-                        authenticator=authenticator, sessions=sessions,
-                        accounts=Accounts(db, authenticator, sessions.passwords, knowledge),
-                        rate_limiter=rate_limiter, budgets=budgets, redis=redis, agents=agents,
-                        guard=pipeline.guard)
-    chat.assistant = chat_assistant(services)  # /api/v1/chat/ask answers through the assistant graph
+                    gateway=gateway, chat=chat,
+                    queries=QueryService(db, answerer, model, runs, settings.chat, directory, pipeline),
+                    artifacts=artifacts,
+                    jobs=jobs, runs=runs, streams=streams, http_client=http_client, pubsub=pubsub, metrics=metrics,
+                    authenticator=authenticator, sessions=sessions,
+                    accounts=Accounts(db, authenticator, sessions.passwords, knowledge),
+                    rate_limiter=rate_limiter, budgets=budgets, redis=redis, agents=agents, guard=pipeline.guard,
+                    erasure=ConversationErasure(db, artifacts.index, streams.log, agents.erase_conversation_threads))
+    chat.assistant = ChatAssistant(assistant)  # /api/v1/chat/ask answers through the same assistant graph
     return services
 
 

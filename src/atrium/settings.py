@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 
 from atrium.accounts.settings import AuthSettings, ExternalClaimSettings, ExternalIdpSettings, JwtAlgorithm
+from atrium.agents.settings import AgentSettings
 from atrium.conversations.settings import StreamSettings
 from atrium.gateway.settings import (
     LEGACY_CHAT_KEYS,
@@ -67,7 +68,8 @@ from atrium.knowledge.settings import EmbeddingSettings, KnowledgeSettings
 from atrium.store.settings import DatabaseSettings
 
 __all__ = [
-    "PII_KINDS", "AuthSettings", "BreakerSettings", "BudgetSettings", "CacheSettings", "Capability", "ChatSettings",
+    "PII_KINDS", "AgentSettings", "AuthSettings", "BreakerSettings", "BudgetSettings", "CacheSettings", "Capability",
+    "ChatSettings",
     "DatabaseSettings", "DeprecatedSettingWarning", "EmbeddingSettings", "ExternalClaimSettings",
     "ExternalIdpSettings", "GatewaySettings", "GuardPolicySettings", "GuardSettings", "InjectionAction",
     "InjectionPolicySettings", "JwtAlgorithm", "KnowledgeSettings", "LimitSettings", "LocalModelName",
@@ -107,6 +109,7 @@ class Settings(BaseSettings):
     guard: GuardSettings = GuardSettings()
     database: DatabaseSettings = DatabaseSettings()
     streams: StreamSettings = StreamSettings()
+    agents: AgentSettings = AgentSettings()
 
     @model_validator(mode="wrap")
     @classmethod

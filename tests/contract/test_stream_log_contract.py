@@ -164,3 +164,21 @@ async def test_every_process_sharing_the_backend_sees_the_same_streams(backend: 
         await reader.append("shared", tokens(2, 2))
     await producer.aclose()
     await reader.aclose()
+
+
+async def test_a_forgotten_stream_reads_empty_and_loses_its_lease(backend: Backend) -> None:
+    writer, reader = backend.make(), backend.make()
+    try:
+        await writer.append("gone", tokens(1, 3))
+        await writer.renew("gone", 30.0)
+        await writer.append("kept", tokens(1, 1))
+        await writer.forget("gone")
+        await writer.forget("never-made")
+        other = reader if backend.shared else writer
+        assert await other.read("gone") == [] and not await other.alive("gone")
+        assert len(await other.read("kept")) == 1
+        await writer.append("gone", tokens(1, 1))  # a new stream of the same name starts from 1 again
+        assert [entry.seq for entry in await other.read("gone")] == [1]
+    finally:
+        await writer.aclose()
+        await reader.aclose()

@@ -31,11 +31,8 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 
 from atrium.accounts.principal import Principal
-from atrium.agents.factory import assistant_deps
 from atrium.agents.graph import AssistantDeps, build_assistant_graph
-from atrium.agents.memory import InMemoryArtifactSink, InMemoryProjectRecords
 from atrium.agents.nodes import Searchable
-from atrium.agents.ports import ArtifactSink, ProjectRecords
 from atrium.agents.state import sources_of
 from atrium.conversations.generation import Outcome, error_of
 from atrium.conversations.runs import AnswerRun
@@ -43,7 +40,7 @@ from atrium.errors import AppError
 from atrium.gateway.ports import ChatEvent, ChatMessage, ChatModel, ChatRequest, Token, Usage
 
 if TYPE_CHECKING:
-    from atrium.container import Services
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -166,11 +163,3 @@ class ChatAssistant:
         await store(outcome)
         return outcome
 
-
-def chat_assistant(services: Services, artifacts: ArtifactSink | None = None,
-                   projects: ProjectRecords | None = None) -> ChatAssistant:
-    """The chat use case's assistant over the app's retrieval, guard pipeline and gateway stack. Artifacts
-    and projects go to the given ports; without them, to in-memory adapters (``agents/memory.py``: the
-    turn still answers, but what it makes lasts as long as the process)."""
-    return ChatAssistant(assistant_deps(services, artifacts or InMemoryArtifactSink(),
-                                        projects or InMemoryProjectRecords()))

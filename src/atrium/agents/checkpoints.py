@@ -4,6 +4,8 @@
 behalf of one organisation (a run, a state read), ``delete_thread`` erases a thread's checkpoints, and
 ``aclose`` releases the connections. Two adapters:
 
+``prune`` keeps a thread's newest checkpoints (``agents/retention.py``).
+
 * ``SqliteCheckpoints`` (embedded default): one ``AsyncSqliteSaver`` on ``<data_dir>/checkpoints.db``,
   shared by every run (threads are scoped by the ``agent_threads`` rows the routes check first).
 * ``PostgresCheckpoints`` (scale profile): ``AsyncPostgresSaver`` over a psycopg pool. ``setup()`` runs as
@@ -11,7 +13,11 @@ behalf of one organisation (a run, a state read), ``delete_thread`` erases a thr
   their thread: a checkpoint row is visible only when its ``thread_id`` names an ``agent_threads`` row of
   the organisation in ``app.current_org_id`` (the thread table's own policy decides). Each saver lent by
   ``for_tenant`` sets that organisation on every connection it takes from the pool, so a run of one
-  organisation cannot read or write another's checkpoints even by naming its thread.
+  organisation cannot read or write another's checkpoints even by naming its thread. Erasing a thread
+  runs after its ``agent_threads`` row is gone (so no run can start on it meanwhile), when the policy no
+  longer shows its rows: it deletes them by thread id in a transaction that bypasses RLS, unless a thread
+  row of that id belongs to another organisation (thread ids are global, ``threads.create_thread``; the
+  caller checked the deleted row was its organisation's).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.engine import make_url
 
+from atrium.agents.retention import prune_postgres, prune_sqlite
 from atrium.settings import Settings
 from atrium.store.files import private_sqlite_file
 from atrium.store.scope import BYPASS_SETTING, TENANT_SETTING
@@ -41,6 +48,7 @@ log = logging.getLogger(__name__)
 # holds only the schema version).
 CHECKPOINT_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 _SET_TENANT = f"SELECT set_config('{TENANT_SETTING}', %s, false)"
+_BYPASS_IN_TRANSACTION = f"SELECT set_config('{BYPASS_SETTING}', 'on', true)"
 
 
 class Checkpoints(Protocol):
@@ -51,7 +59,12 @@ class Checkpoints(Protocol):
         ...
 
     async def delete_thread(self, org_id: str, thread_id: str) -> None:
-        """Erase every checkpoint of ``thread_id``."""
+        """Erase every checkpoint of ``thread_id`` (its writes and blobs too), whether or not its thread row
+        still exists."""
+        ...
+
+    async def prune(self, org_id: str, thread_id: str, keep: int) -> int:
+        """Keep ``thread_id``'s newest ``keep`` (>= 1) checkpoints per namespace; how many were erased."""
         ...
 
     async def aclose(self) -> None: ...
@@ -79,6 +92,9 @@ class SqliteCheckpoints:
 
     async def delete_thread(self, org_id: str, thread_id: str) -> None:
         await self.saver.adelete_thread(thread_id)
+
+    async def prune(self, org_id: str, thread_id: str, keep: int) -> int:
+        return await prune_sqlite(self.saver, thread_id, keep)
 
     async def aclose(self) -> None:
         await self._stack.aclose()
@@ -147,7 +163,19 @@ class PostgresCheckpoints:
         yield TenantPostgresSaver(self._pool, org_id)
 
     async def delete_thread(self, org_id: str, thread_id: str) -> None:
-        await TenantPostgresSaver(self._pool, org_id).adelete_thread(thread_id)
+        async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.execute(_BYPASS_IN_TRANSACTION)  # transaction-local: the pooled connection keeps nothing
+            await cur.execute("SELECT org_id FROM agent_threads WHERE id = %s FOR UPDATE", (thread_id,))
+            owner = await cur.fetchone()
+            if owner is not None and owner["org_id"] != org_id:  # another organisation's live thread: not ours to erase
+                return
+            for table in CHECKPOINT_TABLES:
+                await cur.execute(f"DELETE FROM {table} WHERE thread_id = %s", (thread_id,))
+
+    async def prune(self, org_id: str, thread_id: str, keep: int) -> int:
+        async with self._pool.connection() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(_SET_TENANT, (org_id,))
+            return await prune_postgres(cur, thread_id, keep)
 
     async def aclose(self) -> None:
         await self._pool.close()

@@ -1,5 +1,6 @@
 """Wiring the assistant into a running Atrium: its collaborators from the built services. Its checkpointer
-is the app's (``agents.checkpoints``: ``services.agents.checkpoints.for_tenant(org_id)``)."""
+is the app's (``agents.checkpoints``: ``services.agents.checkpoints.for_tenant(org_id)``); the container
+registers it as the ``assistant`` graph of the agents API (``registry.default_registry``)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,23 @@ from atrium.gateway.catalogue import Catalogue
 
 if TYPE_CHECKING:
     from atrium.container import Services
+    from atrium.conversations.chat import ChatService
+    from atrium.gateway.service import Gateway
+    from atrium.settings import Settings
+
 
 def assistant_deps(services: Services, artifacts: ArtifactSink, projects: ProjectRecords) -> AssistantDeps:
     """The assistant over the same retrieval, guard pipeline and gateway stack as ``/api/v1/chat/ask``."""
-    chat, settings = services.chat, services.settings
+    return build_assistant_deps(services.settings, services.chat, services.gateway, artifacts, projects)
+
+
+def build_assistant_deps(settings: Settings, chat: ChatService, gateway: Gateway, artifacts: ArtifactSink,
+                         projects: ProjectRecords) -> AssistantDeps:
+    """The same, from the parts (the container builds it before ``Services`` exists)."""
     return AssistantDeps(
-        answerer=chat.answerer, model=services.gateway.chat, artifacts=artifacts, projects=projects, guard=chat.guard,
+        answerer=chat.answerer, model=gateway.chat, artifacts=artifacts, projects=projects, guard=chat.guard,
         settings=AssistantSettings(max_tokens=settings.chat.max_tokens, temperature=settings.chat.temperature,
-                                   native_tools=calls_tools(services.gateway.catalogue)))
+                                   native_tools=calls_tools(gateway.catalogue)))
 
 
 def calls_tools(catalogue: Catalogue, model: str = "") -> bool:

@@ -20,7 +20,8 @@ class InMemoryArtifactSink:
     artifacts: dict[str, StoredArtifact] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
-    async def save(self, principal: Principal, draft: ArtifactDraft) -> StoredArtifact:
+    async def save(self, principal: Principal, draft: ArtifactDraft, *,
+                   thread_id: str | None = None) -> StoredArtifact:
         artifact = StoredArtifact(id=f"art_{next(self._ids)}", org_id=principal.org_id, kind=draft.kind,
                                   title=draft.title, description=draft.description, content=draft.content,
                                   language=draft.language, user_id=principal.user_id,

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
+from langgraph.runtime import get_runtime
 
 from atrium.accounts.principal import Principal
 from atrium.agents import artifacts as artifact_rules
@@ -72,8 +73,11 @@ class Searchable:
 
 
 def principal_of(config: RunnableConfig) -> Principal:
-    """The caller, passed per run in ``config["configurable"]["principal"]`` (never stored in state)."""
+    """The caller, never stored in state: the run context's (``AgentContext.principal``, as the agents API
+    runs a graph), or ``config["configurable"]["principal"]`` (a direct ``astream``)."""
     principal = (config.get("configurable") or {}).get("principal")
+    if principal is None:
+        principal = getattr(get_runtime().context, "principal", None)
     if not isinstance(principal, Principal):
         raise Unauthorized("An assistant run needs the caller's principal in its config.")
     return principal
@@ -268,7 +272,8 @@ class AssistantNodes:
             sanitizer = output_stage(await self._admit(principal))
             draft = artifact_rules.ArtifactDraft(draft.kind, draft.title, draft.description,
                                                  sanitizer.feed(draft.content) + sanitizer.finish())
-        stored = await self.deps.artifacts.save(principal, draft)
+        thread_id = (config.get("configurable") or {}).get("thread_id")
+        stored = await self.deps.artifacts.save(principal, draft, thread_id=str(thread_id) if thread_id else None)
         answer = f"I made the {stored.kind} artifact \"{stored.title}\" ({stored.id})."
         self._emit_token("artifact", answer, 1)
         return {"artifact": {"id": stored.id, "kind": stored.kind, "title": stored.title,

@@ -2,7 +2,8 @@
 
 ``ArtifactSink``: the graph saves a typed artifact (markdown, code, checklist, table, JSON) on behalf of a
 principal and reads one back for the ``read_artifact`` tool. The artifact store proper (versions,
-embeddings, sharing) implements it; ``memory.InMemoryArtifactSink`` is the adapter for tests and demos.
+embeddings, sharing) implements it (``artifact_store.StoreArtifactSink``); ``memory.InMemoryArtifactSink``
+is the adapter for tests and demos.
 
 ``ProjectRecords``: the ``create_project`` tool's store. ``memory.InMemoryProjectRecords`` likewise.
 
@@ -62,8 +63,10 @@ class ProjectRecord:
 class ArtifactSink(Protocol):
     """Stores the artifacts the assistant generates and reads them back, on behalf of a principal."""
 
-    async def save(self, principal: Principal, draft: ArtifactDraft) -> StoredArtifact:
-        """Store ``draft`` as a new artifact owned by ``principal``."""
+    async def save(self, principal: Principal, draft: ArtifactDraft, *,
+                   thread_id: str | None = None) -> StoredArtifact:
+        """Store ``draft`` as a new artifact owned by ``principal``; ``thread_id``: the agent thread whose
+        run made it (the artifact is erased with that thread)."""
         ...
 
     async def read(self, principal: Principal, artifact_id: str) -> StoredArtifact | None:

@@ -104,11 +104,25 @@ class GraphRegistry:
         return assistant.factory(self.deps, checkpointer)
 
 
+ASSISTANT_DEPS = "assistant"  # the key of ``AgentDeps.extra`` holding the assistant's ``AssistantDeps``
+
+
+def _assistant_graph(deps: AgentDeps, checkpointer: BaseCheckpointSaver[Any]) -> Pregel[Any, Any, Any, Any]:
+    from atrium.agents.graph import build_assistant_graph
+
+    return build_assistant_graph(deps.extra[ASSISTANT_DEPS], checkpointer)
+
+
 def default_registry(deps: AgentDeps) -> GraphRegistry:
-    """The assistants Atrium ships; the assistant graph (``assistant``) joins here when it lands."""
+    """The assistants Atrium ships: ``assistant`` (when ``deps.extra`` carries its ``AssistantDeps``, as
+    the container's do), ``echo`` and ``interviewer``."""
     from atrium.agents.graphs.echo import build_echo_graph, build_interviewer_graph
 
-    return GraphRegistry(deps, [
+    assistant = ([Assistant("assistant", _assistant_graph, name="Assistant",
+                            description="Grounded answers with citations, typed artifacts, one clarifying "
+                                        "question, or small talk; tools run as the caller.")]
+                 if ASSISTANT_DEPS in deps.extra else [])
+    return GraphRegistry(deps, [*assistant,
         Assistant("echo", build_echo_graph, name="Echo",
                   description="Answers the last message through the model gateway, streaming its tokens."),
         Assistant("interviewer", build_interviewer_graph, name="Interviewer",

@@ -107,6 +107,7 @@ class AgentRuns:
         self.supervisor = supervisor
         self.shutting_down = False
         self.orphan_after_s = ORPHAN_AFTER_S
+        self.keep_checkpoints = 0  # retention: a thread's newest checkpoints kept after each run (0: all)
         self._active: dict[str, ActiveRun] = {}
         self._feeds: dict[str, RunFeed] = {}
 
@@ -155,6 +156,7 @@ class AgentRuns:
             run.feed.publish("metadata", {"run_id": run.run_id, "attempt": 1})
             snapshot = await self._stream(run)
             values, interrupts = jsonable(snapshot.values), interrupts_by_task(snapshot)
+            await self._prune(run)
             if snapshot.interrupts or snapshot.next:
                 status = thread_status = "interrupted"
         except asyncio.CancelledError:
@@ -203,6 +205,16 @@ class AgentRuns:
             for event, data in translator.finish():
                 run.feed.publish(event, data)
             return await graph.aget_state({"configurable": {"thread_id": run.thread_id, "checkpoint_ns": ""}})
+
+    async def _prune(self, run: ActiveRun) -> None:
+        """Retention, while the thread is still busy (no other run writes its checkpoints): a failure is
+        logged, the run's outcome stands, and the next run prunes again."""
+        if self.keep_checkpoints <= 0:
+            return
+        try:
+            await self.checkpoints.prune(run.principal.org_id, run.thread_id, self.keep_checkpoints)
+        except Exception:
+            log.exception("thread %s: old checkpoints could not be pruned", run.thread_id)
 
     async def _wait_for(self, run: ActiveRun) -> None:
         for other in run.waits_for:

@@ -34,7 +34,8 @@ async def list_all(session: AsyncSession, principal: Principal, *, user_id: str 
     return list(rows)
 
 
-async def erase(session: AsyncSession, principal: Principal, conversation_id: str, *, ip: str | None) -> None:
+async def erase(session: AsyncSession, principal: Principal, conversation_id: str, *,
+                ip: str | None) -> list[str]:
     """Erase another user's conversation (or one's own), with an audit row naming its owner."""
     conversation = await session.scalar(
         select(Conversation).where(*_administered(principal), Conversation.id == conversation_id))  # type: ignore[arg-type]
@@ -44,4 +45,4 @@ async def erase(session: AsyncSession, principal: Principal, conversation_id: st
                  target_type="conversation", target_id=conversation.id,
                  details={"owner_user_id": conversation.user_id, "owner_key_id": conversation.api_key_id,
                           "via": principal.via}, ip=ip)
-    await repo.erase(session, conversation)
+    return await repo.erase(session, conversation)

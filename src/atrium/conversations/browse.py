@@ -1,6 +1,6 @@
-"""Reading and deleting conversations outside an answer run: the caller's own (another user's is
-``NotFound``, for every role), and, for admins, every conversation they administer (metadata only) with an
-audited erase. Each use case is one transaction and returns the rows it read."""
+"""Reading conversations outside an answer run: the caller's own (another user's is ``NotFound``, for every
+role), and, for admins, every conversation they administer (metadata only). Deleting one is
+``conversations/erasure.py``. Each use case is one transaction and returns the rows it read."""
 
 from __future__ import annotations
 
@@ -23,11 +23,6 @@ async def list_conversations(db: Database, principal: Principal, *, limit: int, 
 async def get_conversation(db: Database, principal: Principal, conversation_id: str) -> Conversation:
     async with principal_session(db, principal) as session:
         return await repo.get_conversation(session, principal, conversation_id)
-
-
-async def delete_conversation(db: Database, principal: Principal, conversation_id: str) -> None:
-    async with principal_session(db, principal) as session:
-        await repo.delete_conversation(session, principal, conversation_id)
 
 
 async def rename_conversation(db: Database, principal: Principal, conversation_id: str, title: str) -> Conversation:
@@ -57,8 +52,3 @@ async def administered(db: Database, principal: Principal, *, user_id: str | Non
     async with db.tenant_session(principal.org_id) as session:
         return await admin.list_all(session, principal, user_id=user_id, limit=limit, offset=offset)
 
-
-async def erase(db: Database, principal: Principal, conversation_id: str, *, ip: str | None) -> None:
-    """Erase a conversation the admin administers, with its messages; audited (``conversation.erase``)."""
-    async with db.tenant_session(principal.org_id) as session:
-        await admin.erase(session, principal, conversation_id, ip=ip)

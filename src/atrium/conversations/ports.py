@@ -55,6 +55,8 @@ class StreamLog(Protocol):
       sequence numbers.
     * ``renew`` (re)takes the producer's lease for ``ttl_s`` seconds; ``alive`` says whether it still holds;
       ``release`` drops it (the stream ended).
+    * ``forget`` erases a stream, its entries and its lease (its conversation was deleted); a stream that
+      does not exist is no error.
     """
 
     async def append(self, stream: str, entries: Sequence[StreamEntry]) -> None: ...
@@ -67,5 +69,7 @@ class StreamLog(Protocol):
     async def alive(self, stream: str) -> bool: ...
 
     async def release(self, stream: str) -> None: ...
+
+    async def forget(self, stream: str) -> None: ...
 
     async def aclose(self) -> None: ...

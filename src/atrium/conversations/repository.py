@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.accounts.ownership import owned_by, owner_columns
@@ -18,7 +18,7 @@ from atrium.accounts.principal import Principal
 from atrium.conversations import changes
 from atrium.errors import InvalidRequest, NotFound
 from atrium.gateway.ports import ChatMessage
-from atrium.store.models import Conversation, Message
+from atrium.store.models import Change, Conversation, Message
 
 HISTORY_MESSAGES = 6
 
@@ -46,17 +46,28 @@ async def list_conversations(session: AsyncSession, principal: Principal, limit:
     return list(rows)
 
 
-async def delete_conversation(session: AsyncSession, principal: Principal, conversation_id: str) -> None:
+async def delete_conversation(session: AsyncSession, principal: Principal, conversation_id: str) -> list[str]:
     conversation = await get_conversation(session, principal, conversation_id)
-    await erase(session, conversation)
+    return await erase(session, conversation)
 
 
-async def erase(session: AsyncSession, conversation: Conversation) -> None:
-    """Delete ``conversation`` and its messages (whoever the caller checked it for)."""
+async def erase(session: AsyncSession, conversation: Conversation) -> list[str]:
+    """Delete ``conversation``, its messages and its earlier change-log entries (whoever the caller checked
+    it for); one ``delete`` change stays, the tombstone that tells sync clients. The messages' ids."""
+    org_id = conversation.org_id
+    message_ids = list(await session.scalars(select(Message.id).where(Message.org_id == org_id,
+                                                                      Message.conversation_id == conversation.id)))
+    # The tombstone first, so its ``seq`` is above every cursor handed out (SQLite would reuse the numbers
+    # of deleted rows at the top), then every earlier entry of the conversation.
     changes.record(session, conversation, "conversation", conversation.id, "delete")
-    await session.execute(delete(Message).where(Message.org_id == conversation.org_id,
-                                                Message.conversation_id == conversation.id))
+    await session.flush()
+    tombstone = await session.scalar(select(func.max(Change.seq)).where(Change.org_id == org_id,
+                                                                        Change.conversation_id == conversation.id))
+    await session.execute(delete(Change).where(Change.org_id == org_id, Change.conversation_id == conversation.id,
+                                               Change.seq < tombstone))
+    await session.execute(delete(Message).where(Message.org_id == org_id, Message.conversation_id == conversation.id))
     await session.delete(conversation)
+    return message_ids
 
 
 async def rename_conversation(session: AsyncSession, principal: Principal, conversation_id: str,

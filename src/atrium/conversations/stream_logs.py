@@ -94,6 +94,10 @@ class InProcessStreamLog:
     async def release(self, stream: str) -> None:
         self._leases.pop(stream, None)
 
+    async def forget(self, stream: str) -> None:
+        self._streams.pop(stream, None)
+        self._leases.pop(stream, None)
+
     async def aclose(self) -> None:
         self._streams.clear()
         self._leases.clear()
@@ -199,6 +203,9 @@ class RedisStreamLog:
 
     async def release(self, stream: str) -> None:
         await self.client.delete(self._lease(stream))
+
+    async def forget(self, stream: str) -> None:
+        await self.client.delete(self._stream(stream), self._lease(stream))
 
     async def aclose(self) -> None:
         """Nothing of its own to close: the client belongs to the container."""

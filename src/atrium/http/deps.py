@@ -21,6 +21,7 @@ from atrium.agents.service import Agents
 from atrium.container import Services
 from atrium.conversations.artifacts.service import ArtifactService
 from atrium.conversations.chat import ChatService
+from atrium.conversations.erasure import ConversationErasure
 from atrium.conversations.queries import QueryService
 from atrium.conversations.replay import AnswerStreams
 from atrium.errors import Forbidden, NotReady, Unauthorized
@@ -75,6 +76,7 @@ StreamsDep = Annotated[AnswerStreams, _part(lambda services: services.streams)]
 MetricsDep = Annotated[Metrics, _part(lambda services: services.metrics)]
 JobsDep = Annotated[DatabaseJobQueue, _part(lambda services: services.jobs)]
 AgentsDep = Annotated[Agents, _part(lambda services: services.agents)]
+ErasureDep = Annotated[ConversationErasure, _part(lambda services: services.erasure)]
 GuardDep = Annotated[Guard | None, _part(lambda services: services.guard)]  # None: the guard is not configured
 # A use case of the budgets guard, made per request (no I/O).
 BudgetAdminDep = Annotated[BudgetAdmin, _part(lambda services: BudgetAdmin(services.db, services.budgets))]

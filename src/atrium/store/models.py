@@ -329,6 +329,7 @@ class Artifact(Base):
     current_version: Mapped[int] = mapped_column(Integer, default=1)
     conversation_id: Mapped[str | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"),
                                                         default=None, index=True)
+    agent_thread_id: Mapped[str | None] = mapped_column(String(64), default=None, index=True)  # made by a run
     created_at: Mapped[CreatedAt]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -89,14 +89,15 @@ async def readable_among(session: AsyncSession, principal: Principal, ids: Seque
 
 
 async def create(session: AsyncSession, principal: Principal, kind: str, draft: Draft, *, visibility: str,
-                 conversation_id: str | None) -> tuple[Artifact, ArtifactVersion]:
+                 conversation_id: str | None, agent_thread_id: str | None = None) -> tuple[Artifact, ArtifactVersion]:
     if not principal.has_role("member"):
         raise Forbidden("This needs the member role.")
     check_visibility(principal, visibility, division_id=principal.division_id)
     now = datetime.now(UTC)
     artifact = Artifact(id=new_id(), org_id=principal.org_id, division_id=principal.division_id,
                         visibility=visibility, kind=kind, title=draft.title, description=draft.description,
-                        current_version=1, conversation_id=conversation_id, created_at=now, updated_at=now,
+                        current_version=1, conversation_id=conversation_id, agent_thread_id=agent_thread_id,
+                        created_at=now, updated_at=now,
                         **owner_columns(principal))
     session.add(artifact)
     await session.flush()
@@ -155,6 +156,22 @@ async def list_versions(session: AsyncSession, artifact: Artifact, *, limit: int
                                                                ArtifactVersion.artifact_id == artifact.id)
                                  .order_by(ArtifactVersion.number.desc()).limit(limit).offset(offset))
     return list(rows)
+
+
+async def delete_made_by(session: AsyncSession, org_id: str, *, conversation_id: str | None = None,
+                         agent_thread_id: str | None = None) -> list[str]:
+    """Delete every artifact of ``org_id`` made in the conversation or by the agent thread (whoever owns
+    it: the caller erases what that conversation or thread produced), every version too; their ids."""
+    if conversation_id is None and agent_thread_id is None:
+        return []
+    made_by = (Artifact.conversation_id == conversation_id) if conversation_id is not None else (
+        Artifact.agent_thread_id == agent_thread_id)
+    ids = list(await session.scalars(select(Artifact.id).where(Artifact.org_id == org_id, made_by)))
+    if ids:
+        await session.execute(sa_delete(ArtifactVersion).where(ArtifactVersion.org_id == org_id,
+                                                               ArtifactVersion.artifact_id.in_(ids)))
+        await session.execute(sa_delete(Artifact).where(Artifact.org_id == org_id, Artifact.id.in_(ids)))
+    return ids
 
 
 async def delete(session: AsyncSession, artifact: Artifact) -> None:

@@ -82,10 +82,13 @@ class ArtifactService:
     # -- writing -------------------------------------------------------------------------------------------
 
     async def create(self, principal: Principal, *, kind: str, title: str, description: str, content: Any,
-                     visibility: str | None = None, conversation_id: str | None = None) -> ArtifactRecord:
-        """A new artifact of the caller's, version 1 holding ``content`` (checked against ``kind``)."""
+                     visibility: str | None = None, conversation_id: str | None = None,
+                     agent_thread_id: str | None = None) -> ArtifactRecord:
+        """A new artifact of the caller's, version 1 holding ``content`` (checked against ``kind``);
+        ``agent_thread_id``: the agent thread whose run made it (erased with the thread)."""
         checked = draft(check_kind(kind), title, description, content)
-        return await self._store_new(principal, kind, checked, visibility or DEFAULT_VISIBILITY, conversation_id)
+        return await self._store_new(principal, kind, checked, visibility or DEFAULT_VISIBILITY, conversation_id,
+                                     agent_thread_id)
 
     async def generate(self, principal: Principal, prompt: str, *, kind: str | None = None,
                        conversation_id: str | None = None, collection: str | None = None,
@@ -125,12 +128,12 @@ class ArtifactService:
         return await self._store_new(principal, generated.kind, checked, visibility, conversation_id)
 
     async def _store_new(self, principal: Principal, kind: str, checked: Draft, visibility: str,
-                         conversation_id: str | None) -> ArtifactRecord:
+                         conversation_id: str | None, agent_thread_id: str | None = None) -> ArtifactRecord:
         async with principal_session(self.db, principal) as session:
             if conversation_id is not None:  # only into the caller's own conversation
                 await conversations_repo.get_conversation(session, principal, conversation_id)
             artifact, version = await repo.create(session, principal, kind, checked, visibility=visibility,
-                                                  conversation_id=conversation_id)
+                                                  conversation_id=conversation_id, agent_thread_id=agent_thread_id)
         await self._index(artifact, version)
         return ArtifactRecord(artifact, version)
 
@@ -161,6 +164,17 @@ class ArtifactService:
             artifact = await repo.get_changeable(session, principal, artifact_id)
             await repo.delete(session, artifact)
         await self.index.remove(principal.org_id, artifact_id)
+
+    async def erase_made_by(self, org_id: str, *, conversation_id: str | None = None,
+                            agent_thread_id: str | None = None) -> int:
+        """Erase what a conversation or an agent thread produced (the caller is erasing it): its artifacts,
+        every version, and their text and vectors in the search index; how many artifacts."""
+        async with self.db.tenant_session(org_id) as session:
+            ids = await repo.delete_made_by(session, org_id, conversation_id=conversation_id,
+                                            agent_thread_id=agent_thread_id)
+        for artifact_id in ids:
+            await self.index.remove(org_id, artifact_id)
+        return len(ids)
 
     async def _index(self, artifact: Artifact, version: ArtifactVersion) -> None:
         """Index the current version. The artifact is stored whatever happens here: a failure is logged and

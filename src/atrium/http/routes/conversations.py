@@ -14,7 +14,16 @@ from sse_starlette import EventSourceResponse
 
 from atrium.conversations import browse
 from atrium.errors import InvalidRequest
-from atrium.http.deps import ClientIp, DatabaseDep, Offset, PrincipalDep, ResourceId, StreamsDep, require_role
+from atrium.http.deps import (
+    ClientIp,
+    DatabaseDep,
+    ErasureDep,
+    Offset,
+    PrincipalDep,
+    ResourceId,
+    StreamsDep,
+    require_role,
+)
 from atrium.http.schemas.chat import AnswerStreamEvent
 from atrium.http.schemas.conversations import (
     AdminConversationList,
@@ -47,8 +56,9 @@ async def get_conversation(conversation_id: ResourceId, principal: PrincipalDep,
 
 
 @router.delete("/{conversation_id}", status_code=204, dependencies=[require_role("member")], responses=_NOT_FOUND)
-async def delete_conversation(conversation_id: ResourceId, principal: PrincipalDep, db: DatabaseDep) -> None:
-    await browse.delete_conversation(db, principal, conversation_id)
+async def delete_conversation(conversation_id: ResourceId, principal: PrincipalDep, erasure: ErasureDep) -> None:
+    """Delete the conversation with its messages, artifacts, answer streams and agent threads."""
+    await erasure.delete(principal, conversation_id)
 
 
 class ConversationChange(BaseModel):
@@ -122,7 +132,7 @@ async def admin_list_conversations(principal: PrincipalDep, db: DatabaseDep,
 
 
 @admin_router.delete("/{conversation_id}", status_code=204, responses=_NOT_FOUND)
-async def admin_erase_conversation(conversation_id: ResourceId, principal: PrincipalDep, db: DatabaseDep,
+async def admin_erase_conversation(conversation_id: ResourceId, principal: PrincipalDep, erasure: ErasureDep,
                                    ip: ClientIp) -> None:
-    """Erase any conversation the admin administers, with its messages; audited (``conversation.erase``)."""
-    await browse.erase(db, principal, conversation_id, ip=ip)
+    """Erase any conversation the admin administers, with everything it holds; audited (``conversation.erase``)."""
+    await erasure.erase(principal, conversation_id, ip=ip)
