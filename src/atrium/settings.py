@@ -64,6 +64,7 @@ from atrium.guard.settings import (
 )
 from atrium.http.settings import LimitSettings, ServerSettings
 from atrium.knowledge.settings import EmbeddingSettings, KnowledgeSettings
+from atrium.realtime.settings import RealtimeSettings
 from atrium.store.settings import DatabaseSettings
 
 __all__ = [
@@ -72,8 +73,9 @@ __all__ = [
     "ExternalIdpSettings", "GatewaySettings", "GuardPolicySettings", "GuardSettings", "InjectionAction",
     "InjectionPolicySettings", "JwtAlgorithm", "KnowledgeSettings", "LimitSettings", "LocalModelName",
     "ModelSettings", "ModerationPolicySettings", "ModerationProviderSettings", "OutputPolicySettings", "PiiAction",
-    "PiiKind", "PiiPolicySettings", "ProviderKind", "ProviderSettings", "RateLimitSettings", "RetrySettings",
-    "RouteSettings", "RouteStrategy", "ServerSettings", "Settings", "StreamSettings", "TenantPolicySettings",
+    "PiiKind", "PiiPolicySettings", "ProviderKind", "ProviderSettings", "RateLimitSettings", "RealtimeSettings",
+    "RetrySettings", "RouteSettings", "RouteStrategy", "ServerSettings", "Settings", "StreamSettings",
+    "TenantPolicySettings",
     "masked_dump",
     "unknown_env_vars",
 ]
@@ -107,6 +109,7 @@ class Settings(BaseSettings):
     guard: GuardSettings = GuardSettings()
     database: DatabaseSettings = DatabaseSettings()
     streams: StreamSettings = StreamSettings()
+    realtime: RealtimeSettings = RealtimeSettings()
 
     @model_validator(mode="wrap")
     @classmethod

@@ -13,9 +13,10 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from dataclasses import replace
 from functools import partial
 
-from atrium.accounts.ownership import principal_session
+from atrium.accounts.ownership import owner_of, principal_session
 from atrium.accounts.principal import Principal
 from atrium.conversations import changes
 from atrium.conversations import repository as repo
@@ -24,6 +25,8 @@ from atrium.conversations.grounded import GroundedUseCase
 from atrium.conversations.replay import AnswerStreams
 from atrium.conversations.runs import AnswerRun
 from atrium.gateway.ports import ChatMessage
+from atrium.realtime.ports import Audience, Event, EventPublisher, publish_quietly
+from atrium.realtime.publish import message_event
 from atrium.store.models import Message
 
 log = logging.getLogger(__name__)
@@ -33,13 +36,15 @@ ENDPOINT = "/api/v1/chat/ask"
 
 class ChatService(GroundedUseCase):
     streams: AnswerStreams | None = None  # the replay buffer; None: the events reach the first reader only
-
+    events: EventPublisher | None = None  # realtime ``message`` events to the conversation's owner
     async def ask(self, principal: Principal, message: str, *, conversation_id: str | None,
-                  collections: Sequence[str] | None, endpoint: str = ENDPOINT) -> AnswerRun:
+                  collections: Sequence[str] | None, endpoint: str = ENDPOINT,
+                  socket_id: str | None = None) -> AnswerRun:
         """Store the question, start the answer run, and return its event feed at once. ``endpoint`` is
         the entry point the model calls are metered under (``/api/v1/chat/ask``, ``/ws``). Only the
         caller's own conversation can be continued, and only collections it may read are searched
-        (``NotFound`` otherwise, before anything is stored)."""
+        (``NotFound`` otherwise, before anything is stored). The ``message`` events go to the owner's
+        sockets but ``socket_id``'s, the one asking (it has the answer's own events)."""
         collections = await self.directory.searchable(principal, collections)
         async with principal_session(self.db, principal) as session:
             if conversation_id is None:
@@ -61,23 +66,29 @@ class ChatService(GroundedUseCase):
             for row in (user_message, assistant):
                 changes.record(session, conversation, "message", row.id, "upsert")
             ids = (conversation.id, user_message.id, assistant.id)
+            stored = [replace(message_event(principal.org_id, conversation, row), skip=socket_id)
+                      for row in (user_message, assistant)]
+        for event in stored:
+            await publish_quietly(self.events, event)
         run = AnswerRun(journal=self.streams.journal(principal.org_id, ids[2]) if self.streams else None)
         run.emit("meta", conversation_id=ids[0], user_message_id=ids[1], message_id=ids[2])
         if run.journal is not None:
             await run.journal.open()
-        self.runs.spawn(self._answer(principal, run, message, *ids, collections, endpoint))
+        self.runs.spawn(self._answer(principal, run, message, *ids, collections, endpoint, socket_id))
         return run
 
     async def _answer(self, principal: Principal, run: AnswerRun, question: str, conversation_id: str,
                       user_message_id: str, message_id: str, collections: Sequence[str] | None,
-                      endpoint: str = ENDPOINT) -> None:
+                      endpoint: str = ENDPOINT, socket_id: str | None = None) -> None:
         async def history() -> Sequence[ChatMessage]:
             async with self.db.tenant_session(principal.org_id) as session:
                 return await repo.history(session, principal.org_id, conversation_id, user_message_id)
 
         try:
             outcome = await self._produce(principal, run, question, collections, endpoint=endpoint,
-                                          history=history, store=partial(self._store, principal, message_id))
+                                          history=history, store=partial(self._store, principal, message_id,
+                                                                      conversation_id=conversation_id,
+                                                                      socket_id=socket_id))
             run.emit("sources", sources=outcome.source_dicts())
             if outcome.error:
                 run.emit("error", **outcome.error, message_id=message_id, conversation_id=conversation_id)
@@ -92,15 +103,22 @@ class ChatService(GroundedUseCase):
             log.exception("answer run failed before it began")
             failed = Outcome(error=error_of(exc))
             try:
-                await self._store(principal, message_id, failed)
+                await self._store(principal, message_id, failed, conversation_id=conversation_id,
+                                  socket_id=socket_id)
             finally:
                 run.emit("error", **(failed.error or {}), message_id=message_id, conversation_id=conversation_id)
         finally:
             if run.journal is not None:
                 await asyncio.shield(run.journal.close())
 
-    async def _store(self, principal: Principal, message_id: str, outcome: Outcome) -> None:
+    async def _store(self, principal: Principal, message_id: str, outcome: Outcome, *,
+                     conversation_id: str, socket_id: str | None = None) -> None:
         async with self.db.tenant_session(principal.org_id) as session:
-            await repo.finish_message(session, principal.org_id, message_id, content=outcome.text,
-                                      status=outcome.status, model=outcome.model,
-                                      sources=outcome.source_dicts(), usage=outcome.usage, error=outcome.error)
+            finished = await repo.finish_message(
+                session, principal.org_id, message_id, content=outcome.text, status=outcome.status,
+                model=outcome.model, sources=outcome.source_dicts(), usage=outcome.usage, error=outcome.error)
+        if finished:  # the conversation is the caller's own (only those can be continued)
+            await publish_quietly(self.events, Event(principal.org_id, "message", {
+                "conversation_id": conversation_id,
+                "message": {"id": message_id, "role": "assistant", "status": outcome.status,
+                            "content": outcome.text}}, Audience.owner(owner_of(principal)), skip=socket_id))
