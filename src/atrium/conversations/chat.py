@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from dataclasses import replace
+from datetime import UTC, datetime
 from functools import partial
 
 from atrium.accounts.ownership import owner_of, principal_session
