@@ -36,7 +36,7 @@ async def colleague(server: LiveServer, client: httpx.AsyncClient, name: str = "
         session.add(user)
         await session.flush()
         session.add(Membership(org_id=org_id, user_id=user.id, role="member"))
-        _, raw = await create_key(session, org_id=org_id, user_id=user.id, role="member",  # type: ignore[arg-type]
+        _, raw = await create_key(session, org_id=org_id, user_id=user.id, role="member",
                                   name=f"{name} key")
     return user.id, raw
 
@@ -181,7 +181,7 @@ async def test_job_progress_events_reach_the_documents_owner(tmp_path: Path) -> 
             await ready(mine)
             await ready(bea)
             job_id = (await upload(client, {"new.md": "Shipping takes five days. " * 40}))["job_id"]
-            seen = []
+            seen: list[dict[str, Any]] = []
             while not seen or seen[-1]["status"] not in ("succeeded", "failed"):
                 event = await next_of(mine, "job")
                 assert event["job"]["id"] == job_id and event["job"]["kind"] == "ingest"
