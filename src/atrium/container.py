@@ -184,7 +184,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     rate_limiter = RequestRateLimiter(settings.rate_limits,
                                       build_storage(redis_url, timeout_s=settings.rate_limits.storage_timeout_s),
                                       metrics=metrics)
-    hub = Hub(pubsub, settings.realtime)
+    hub = Hub(pubsub, settings.realtime, metrics=metrics)
     budgets = BudgetGuard(db, settings.budgets, pubsub=pubsub)
     spend = SpendControl(counter=counter, budgets=budgets, tokens=rate_limiter,
                          prompt_margin=settings.budgets.prompt_margin)

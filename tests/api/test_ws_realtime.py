@@ -266,6 +266,9 @@ async def test_a_client_that_never_reads_does_not_hold_up_the_others(tmp_path: P
                         break
                     await asyncio.sleep(0.05)
                 assert server.services.realtime.sockets(org_id) == 2
+                metrics = server.services.metrics.render().decode()
+                assert 'atrium_ws_closed_total{reason="slow"} 1.0' in metrics
+                assert 'atrium_ws_events_total{outcome="dropped"}' in metrics and "atrium_ws_sockets 2.0" in metrics
                 await one.send(json.dumps({"type": "ping", "id": "p"}))
                 await next_of(one, "pong", id="p")
         finally:
@@ -307,6 +310,7 @@ async def test_the_heartbeat_closes_a_silent_socket_and_keeps_an_answering_one(t
                 while True:
                     await receive(silent)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4408
+            assert 'atrium_ws_closed_total{reason="heartbeat"} 1.0' in server.services.metrics.render().decode()
             assert not answering.done()  # the answering socket is still open
             assert server.services.realtime.sockets() == 1
         finally:

@@ -38,6 +38,7 @@ CLOSE_SLOW = 4008  # the outbox overflowed: the client does not read its events
 CLOSE_HEARTBEAT = 4408  # nothing from the client for heartbeat_s + heartbeat_timeout_s
 CLOSE_UNAUTHORIZED = 4401
 _ABORT_WAIT_S = 1.0
+_REASONS = {CLOSE_SLOW: "slow", CLOSE_HEARTBEAT: "heartbeat", CLOSE_UNAUTHORIZED: "unauthorized"}
 _GONE = (WebSocketDisconnect, WebSocketDisconnected, OSError, RuntimeError)
 
 
@@ -169,6 +170,7 @@ class SocketBase:
     async def abort(self, code: int, reason: str, *, flush: bool = False) -> None:
         """Close now, whatever the writer is doing (it may be stuck on a client that does not read);
         ``flush``: give it a moment to send what is queued first."""
+        self.services.metrics.ws_closed.labels(_REASONS.get(code, str(code))).inc()
         if self._writer is not None and not self._writer.done():
             if flush:
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError, *_GONE):

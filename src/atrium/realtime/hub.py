@@ -37,6 +37,7 @@ from atrium.realtime.ports import Audience, Event
 from atrium.realtime.publish import CHANNEL, PubSubPublisher, decode
 from atrium.realtime.settings import RealtimeSettings
 from atrium.store.ports import PubSub, follow
+from atrium.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ class Member:
 class Hub:
     """See the module docstring."""
 
-    def __init__(self, pubsub: PubSub, settings: RealtimeSettings, *, beat_s: float | None = None) -> None:
+    def __init__(self, pubsub: PubSub, settings: RealtimeSettings, *, beat_s: float | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.pubsub = pubsub
         self.settings = settings
         self.publisher = PubSubPublisher(pubsub)
@@ -77,7 +79,9 @@ class Hub:
         self._names: dict[tuple[str, str], str] = {}
         self._remote: dict[tuple[str, str], dict[str, float]] = {}  # (org, presence id) -> origin -> expiry
         self._tasks: list[asyncio.Task[None]] = []
-        self.delivered = 0  # events offered to sockets (dropped ones included)
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.ws_sockets.set_function(self.sockets)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -152,14 +156,18 @@ class Hub:
             return 0
         text = json.dumps({"type": event.type, "id": None, **event.data, "ts": event.ts},
                           ensure_ascii=False, separators=(",", ":"))
-        count = 0
+        count = dropped = 0
         for member in list(members.values()):
             if member.socket_id == event.skip or (event.topic is not None and event.topic not in member.topics):
                 continue
             if may_read_collection(event.audience, member.principal):
-                member.outbox.offer(text)
                 count += 1
-        self.delivered += count
+                if not member.outbox.offer(text):
+                    dropped += 1
+        if self.metrics is not None and count:
+            self.metrics.ws_events.labels("delivered").inc(count - dropped)
+            if dropped:
+                self.metrics.ws_events.labels("dropped").inc(dropped)
         return count
 
     def _on_message(self, text: str) -> None:
