@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
             await _first_start(services)
             await services.knowledge.reconcile()
             await services.jobs.recover()
+            await services.realtime.start()
             if services.db.is_sqlite:  # one process owns every run; in the scale profile others may be live
                 await services.agents.runs.recover()
             background = [

@@ -48,6 +48,8 @@ from atrium.knowledge.ingest import upload_job_handler
 from atrium.knowledge.keyword import PostgresKeywordSearch, SqliteKeywordSearch
 from atrium.knowledge.ports import KeywordSearch, VectorIndex
 from atrium.knowledge.service import KnowledgeService
+from atrium.realtime.hub import Hub
+from atrium.realtime.ports import EventPublisher
 from atrium.settings import Settings
 from atrium.store.engine import Database, build_engine, temporary_database
 from atrium.store.files import secure_data_dir
@@ -85,6 +87,8 @@ class Services:
     redis: Redis | None
     agents: Agents  # the agents API: checkpointer, graph registry, thread states, runs
     erasure: ConversationErasure  # deleting a conversation erases its messages, artifacts, streams, threads
+    realtime: Hub  # this process's WebSockets per organisation, presence, delivery (atrium.realtime)
+    events: EventPublisher  # realtime events to every replica's sockets (through the PubSub port)
     guard: Guard | None = None  # guard policies (moderation, PII, injection, output links); routes/policy.py
 
 
@@ -191,6 +195,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     rate_limiter = RequestRateLimiter(settings.rate_limits,
                                       build_storage(redis_url, timeout_s=settings.rate_limits.storage_timeout_s),
                                       metrics=metrics)
+    hub = Hub(pubsub, settings.realtime, metrics=metrics)
     budgets = BudgetGuard(db, settings.budgets, pubsub=pubsub)
     spend = SpendControl(counter=counter, budgets=budgets, tokens=rate_limiter,
                          prompt_margin=settings.budgets.prompt_margin)
@@ -211,23 +216,28 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     streams = AnswerStreams(db, build_stream_log(settings, redis), settings.streams, shared=redis is not None)
     chat = ChatService(db, answerer, model, runs, settings.chat, directory, pipeline)
     chat.streams = streams
-    jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)})
+    chat.events = hub.publisher
+    jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)},
+                            events=hub.publisher)
     artifacts = ArtifactService(knowledge, model, pipeline, top_k=settings.knowledge.top_k,
-                                min_relevance=settings.knowledge.min_relevance, temperature=settings.chat.temperature)
+                                min_relevance=settings.knowledge.min_relevance, temperature=settings.chat.temperature,
+                                events=hub.publisher)
     assistant = build_assistant_deps(settings, chat, gateway, StoreArtifactSink(artifacts),
                                      projects or InMemoryProjectRecords())
     agents = await build_agents(settings, db, model, runs, pubsub,
                                 deps=AgentDeps(chat=model, extra={ASSISTANT_DEPS: assistant}))
     agents.erase_products = lambda org_id, thread_id: artifacts.erase_made_by(org_id, agent_thread_id=thread_id)
     services = Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
-                    gateway=gateway, chat=chat,
-                    queries=QueryService(db, answerer, model, runs, settings.chat, directory, pipeline),
-                    artifacts=artifacts,
-                    jobs=jobs, runs=runs, streams=streams, http_client=http_client, pubsub=pubsub, metrics=metrics,
-                    authenticator=authenticator, sessions=sessions,
-                    accounts=Accounts(db, authenticator, sessions.passwords, knowledge),
-                    rate_limiter=rate_limiter, budgets=budgets, redis=redis, agents=agents, guard=pipeline.guard,
-                    erasure=ConversationErasure(db, artifacts.index, streams.log, agents.erase_conversation_threads))
+                        gateway=gateway, chat=chat,
+                        queries=QueryService(db, answerer, model, runs, settings.chat, directory, pipeline),
+                        artifacts=artifacts,
+                        jobs=jobs, runs=runs, streams=streams, http_client=http_client, pubsub=pubsub, metrics=metrics,
+                        authenticator=authenticator, sessions=sessions,
+                        accounts=Accounts(db, authenticator, sessions.passwords, knowledge),
+                        rate_limiter=rate_limiter, budgets=budgets, redis=redis, agents=agents, guard=pipeline.guard,
+                        erasure=ConversationErasure(db, artifacts.index, streams.log,
+                                                    agents.erase_conversation_threads),
+                        realtime=hub, events=hub.publisher)
     chat.assistant = ChatAssistant(assistant)  # /api/v1/chat/ask answers through the same assistant graph
     return services
 
@@ -236,6 +246,7 @@ async def close_services(services: Services, *, reconcile: bool = True) -> None:
     """Finish answer runs, then make the saved index match the database (unless ``reconcile`` is off, as
     for ``atrium index check``, which must report the files as they are), then release everything."""
     services.agents.stopping()
+    await services.realtime.aclose()
     await services.runs.drain(timeout=services.settings.server.shutdown_grace_s)
     if reconcile:
         try:

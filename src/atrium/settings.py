@@ -65,6 +65,7 @@ from atrium.guard.settings import (
 )
 from atrium.http.settings import LimitSettings, ServerSettings
 from atrium.knowledge.settings import EmbeddingSettings, KnowledgeSettings
+from atrium.realtime.settings import RealtimeSettings
 from atrium.store.settings import DatabaseSettings
 
 __all__ = [
@@ -74,8 +75,9 @@ __all__ = [
     "ExternalIdpSettings", "GatewaySettings", "GuardPolicySettings", "GuardSettings", "InjectionAction",
     "InjectionPolicySettings", "JwtAlgorithm", "KnowledgeSettings", "LimitSettings", "LocalModelName",
     "ModelSettings", "ModerationPolicySettings", "ModerationProviderSettings", "OutputPolicySettings", "PiiAction",
-    "PiiKind", "PiiPolicySettings", "ProviderKind", "ProviderSettings", "RateLimitSettings", "RetrySettings",
-    "RouteSettings", "RouteStrategy", "ServerSettings", "Settings", "StreamSettings", "TenantPolicySettings",
+    "PiiKind", "PiiPolicySettings", "ProviderKind", "ProviderSettings", "RateLimitSettings", "RealtimeSettings",
+    "RetrySettings", "RouteSettings", "RouteStrategy", "ServerSettings", "Settings", "StreamSettings",
+    "TenantPolicySettings",
     "masked_dump",
     "unknown_env_vars",
 ]
@@ -110,6 +112,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     streams: StreamSettings = StreamSettings()
     agents: AgentSettings = AgentSettings()
+    realtime: RealtimeSettings = RealtimeSettings()
 
     @model_validator(mode="wrap")
     @classmethod

@@ -18,6 +18,8 @@ from sqlalchemy import select, update
 from atrium.accounts.ownership import Owner
 from atrium.errors import AppError, NotFound
 from atrium.jobs.ports import Handler
+from atrium.realtime.ports import EventPublisher, publish_quietly
+from atrium.realtime.publish import job_event
 from atrium.store.engine import Database
 from atrium.store.models import Job
 
@@ -28,8 +30,9 @@ class DatabaseJobQueue:
     """Jobs in the ``jobs`` table, run one at a time by ``work()`` in this process."""
 
     def __init__(self, db: Database, handlers: dict[str, Handler], *, max_attempts: int = 3,
-                 poll_interval_s: float = 1.0) -> None:
+                 poll_interval_s: float = 1.0, events: EventPublisher | None = None) -> None:
         self.db = db
+        self.events = events  # realtime ``job`` events (progress, the end) to the job's owner
         self.handlers = handlers
         self.max_attempts = max_attempts
         self.poll_interval_s = poll_interval_s
@@ -133,3 +136,5 @@ class DatabaseJobQueue:
         async with self.db.tenant_session(job.org_id) as session:
             await session.execute(update(Job).where(Job.org_id == job.org_id, Job.id == job.id)
                                   .values(updated_at=datetime.now(UTC), **values))
+        await publish_quietly(self.events, job_event(job, status=values.get("status", "running"),
+                                                     progress=values.get("progress"), error=values.get("error")))

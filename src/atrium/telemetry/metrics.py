@@ -37,6 +37,13 @@ class Metrics:
         self.rate_limited = Counter(
             "atrium_rate_limited", "Requests refused by Atrium's own rate limits.", ["scope"],
             registry=self.registry)
+        self.ws_sockets = Gauge("atrium_ws_sockets", "Open WS /ws sockets in this process.", registry=self.registry)
+        self.ws_events = Counter(
+            "atrium_ws_events", "Broadcast events offered to sockets: delivered (queued) or dropped (queue full).",
+            ["outcome"], registry=self.registry)
+        self.ws_closed = Counter(
+            "atrium_ws_closed", "Sockets the server closed: slow (4008), heartbeat (4408), unauthorized (4401).",
+            ["reason"], registry=self.registry)
 
     def observe_call(self, *, model: str, provider: str, outcome: str, prompt_tokens: int,
                      completion_tokens: int, cost_usd: float, seconds: float) -> None:

@@ -30,6 +30,8 @@ from atrium.guard.pipeline import GuardPipeline
 from atrium.guard.sanitize import MarkdownSanitizer
 from atrium.knowledge.answering import relevant
 from atrium.knowledge.service import KnowledgeService, SearchHit, SearchMode, check_collection
+from atrium.realtime.ports import EventPublisher, publish_quietly
+from atrium.realtime.publish import artifact_event
 from atrium.store.models import Artifact, ArtifactVersion
 
 log = logging.getLogger(__name__)
@@ -70,8 +72,9 @@ class ArtifactService:
 
     def __init__(self, knowledge: KnowledgeService, model: ChatModel, guard: GuardPipeline | None = None, *,
                  top_k: int = 5, min_relevance: float = 0.0, temperature: float = 0.2,
-                 max_tokens: int = GENERATION_MAX_TOKENS) -> None:
+                 max_tokens: int = GENERATION_MAX_TOKENS, events: EventPublisher | None = None) -> None:
         self.db = knowledge.db
+        self.events = events  # realtime ``artifact`` events, to those who may read the artifact
         self.knowledge = knowledge
         self.index = ArtifactIndex(knowledge)
         self.writer = ArtifactWriter(model, max_tokens=max_tokens, temperature=temperature)
@@ -135,6 +138,8 @@ class ArtifactService:
             artifact, version = await repo.create(session, principal, kind, checked, visibility=visibility,
                                                   conversation_id=conversation_id, agent_thread_id=agent_thread_id)
         await self._index(artifact, version)
+        await publish_quietly(self.events, artifact_event("created", artifact, version=version.number,
+                                                          title=version.title))
         return ArtifactRecord(artifact, version)
 
     async def edit(self, principal: Principal, artifact_id: str, *, title: str | None = None,
@@ -156,6 +161,9 @@ class ArtifactService:
                 repo.change_visibility(artifact, principal, visibility)
         if version is not current:
             await self._index(artifact, version)
+        if version is not current or visibility is not None:
+            await publish_quietly(self.events, artifact_event("updated", artifact, version=version.number,
+                                                              title=version.title))
         return ArtifactRecord(artifact, version)
 
     async def delete(self, principal: Principal, artifact_id: str) -> None:
@@ -163,7 +171,9 @@ class ArtifactService:
         async with principal_session(self.db, principal) as session:
             artifact = await repo.get_changeable(session, principal, artifact_id)
             await repo.delete(session, artifact)
+            deleted = artifact_event("deleted", artifact)  # to those who could read it
         await self.index.remove(principal.org_id, artifact_id)
+        await publish_quietly(self.events, deleted)
 
     async def erase_made_by(self, org_id: str, *, conversation_id: str | None = None,
                             agent_thread_id: str | None = None) -> int:

@@ -1,27 +1,28 @@
-"""``WS /ws``: the realtime channel. For now it carries chat; typing, artifact progress, presence and
-replay are later message types of the same envelope.
+"""``WS /ws``: the realtime channel: chat over the socket, and the organisation's events (messages,
+artifacts, jobs, typing, presence, flow prompts) for whoever may read their object (``atrium.realtime``).
 
 * **Auth** is resolved before the socket is accepted, from ``Authorization: Bearer <credential>`` (or
   ``X-API-Key``), else the subprotocol pair ``["atrium.bearer", "<credential>"]`` (browsers cannot set
   headers on a WebSocket), else ``?access_token=``. A refused caller is accepted only to be closed at once
-  with ``4000 + the HTTP status`` (4401 unauthorized, 4429 rate limited, 4503 starting), because a browser
-  cannot read the status of a refused handshake; nothing it sends is ever read.
-* **Envelope**: JSON text messages ``{"type": ..., "id": ...}``; every server event echoes the ``id`` of
-  the client message it answers. Client types: ``chat``, ``ping``. Server types: ``ready`` (once, after
-  auth), ``start``, ``token``, ``discard``, ``step`` (with ``steps: true``), ``sources``, ``done`` (the SSE
-  events of ``/api/v1/chat/ask``, same payloads,
-  from the same ``AnswerRun``; ``seq`` is the SSE event id, so a client that lost the socket resumes the
-  answer at ``GET /api/v1/conversations/{id}/messages/{message_id}/stream`` with ``Last-Event-ID: <seq>``),
-  ``error`` (``{"code", "message", "request_id"}`` as over HTTP) and ``pong``.
+  with ``4000 + the HTTP status`` (4401 unauthorized, 4429 rate limited or too many sockets, 4503
+  starting), because a browser cannot read the status of a refused handshake; nothing it sends is read.
+* **Envelope**: JSON text messages ``{"type": ..., "id": ...}``; every reply echoes the ``id`` of the
+  client message it answers (broadcast events have ``"id": null`` and ``ts``, when they were published).
+  Client types: the table ``MESSAGES`` (``chat``, ``ping``, ``pong``, ``typing``, ``presence``,
+  ``subscribe``, ``unsubscribe``). A chat's events: ``start``, ``token``, ``discard``, ``step`` (with
+  ``steps: true``), ``sources``, ``done`` (the SSE events of ``/api/v1/chat/ask``, same payloads, from the
+  same ``AnswerRun``; ``seq`` is the SSE event id, so a client that lost the socket resumes at
+  ``GET /api/v1/conversations/{id}/messages/{message_id}/stream`` with ``Last-Event-ID: <seq>``). Errors:
+  ``error`` (``{"code", "message", "request_id"}`` as over HTTP).
 * **Limits**: every message counts against ``rate_limits.ws_messages_per_minute``; a chat also counts as a
   request (requests and tokens per minute, as ``POST /api/v1/chat/ask`` does) and passes the budget check.
   A refusal is an ``error`` event and the socket stays open; so does a malformed or oversize message,
-  except one over 16 times ``limits.max_ws_message_bytes``, which closes the socket with 1009.
-* **One chat at a time** per socket (another one meanwhile is refused as ``busy``): a client wanting
-  parallel answers opens more sockets. The answer is a detached run (``conversations/runs.py``): a socket
-  that closes mid-answer stops the forwarding only, and the answer is still stored whole.
-* The credential is checked again before every chat, so a revoked key or an expired token ends the
-  socket (an ``unauthorized`` error, then close 4401) instead of keeping it alive.
+  except one over 16 times ``limits.max_ws_message_bytes``, which closes the socket with 1009. Sockets per
+  user and per organisation, and threads followed per socket: ``realtime.*``.
+* **One chat at a time** per socket (another one meanwhile is refused as ``busy``). The answer is a
+  detached run (``conversations/runs.py``): a socket that closes mid-answer stops the forwarding only.
+* The credential is checked again before every chat and at every heartbeat, so a revoked key or an
+  expired token ends the socket (an ``unauthorized`` error, then close 4401).
 """
 
 from __future__ import annotations
@@ -30,23 +31,27 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
-from collections.abc import Sequence
-from typing import Any, Literal, NoReturn
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal
 
 from fastapi import APIRouter, WebSocket
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected
 
 from atrium.accounts.principal import Principal
+from atrium.agents.threads import get_thread
 from atrium.container import Services
+from atrium.conversations.browse import get_conversation
 from atrium.conversations.runs import RunEvent
-from atrium.errors import AppError, InvalidRequest, NotReady, PayloadTooLarge, RateLimited, Unauthorized
+from atrium.errors import AppError, InvalidRequest, NotReady, PayloadTooLarge, Unauthorized
 from atrium.http.deps import principal_for
 from atrium.http.errors import error_body
 from atrium.http.routes.chat import checked_message
+from atrium.http.ws_connection import CLOSE_TOO_BIG, SocketBase, close_reason
 from atrium.knowledge.service import check_collection
-from atrium.telemetry.logging import redact, request_id_var
+from atrium.realtime.ports import Audience, Event
+from atrium.realtime.presence import presence_of
+from atrium.telemetry.logging import request_id_var
 
 log = logging.getLogger(__name__)
 
@@ -55,33 +60,63 @@ router = APIRouter(tags=["realtime"])
 ENDPOINT = "/ws"  # what the model calls of a chat over the socket are metered under
 PROTOCOL = "atrium.bearer"  # the subprotocol that carries a credential: ["atrium.bearer", "<credential>"]
 HARD_CAP_FACTOR = 16  # a message this many times over the limit closes the socket
-CLOSE_TOO_BIG = 1009
 _ID_MAX = 128
+_OBJECT_ID = Field(None, min_length=1, max_length=64)
 _RUN_EVENTS = {"meta": "start", "token": "token", "sources": "sources", "done": "done"}
 
 
-class ChatIn(BaseModel):
+class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    id: str | None = Field(None, min_length=1, max_length=_ID_MAX)
+
+
+class ChatIn(_In):
     type: Literal["chat"]
     id: str = Field(min_length=1, max_length=_ID_MAX)
     message: str = Field(min_length=1)
-    conversation_id: str | None = Field(None, min_length=1, max_length=64)
+    conversation_id: str | None = _OBJECT_ID
     collection: str | None = Field(None, min_length=1, max_length=100)
     steps: bool = False  # also a ``step`` event per node of the assistant graph
 
 
-class PingIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PingIn(_In):
     type: Literal["ping"]
-    id: str | None = Field(None, min_length=1, max_length=_ID_MAX)
 
 
-_MESSAGES: dict[str, type[BaseModel]] = {"chat": ChatIn, "ping": PingIn}
-_FIELDS = frozenset(name for model in _MESSAGES.values() for name in model.model_fields)
+class PongIn(_In):  # the answer to the server's heartbeat ``ping``
+    type: Literal["pong"]
 
 
-class _Closed(Exception):
-    """The server closed the socket (the reason was already sent): stop serving it."""
+class TypingIn(_In):
+    """Typing in a conversation (to the owner's other sockets) or an agent thread (to its subscribers
+    who may read it); exactly one of the two."""
+
+    type: Literal["typing"]
+    conversation_id: str | None = _OBJECT_ID
+    thread_id: str | None = _OBJECT_ID
+    state: Literal["start", "stop"] = "start"
+
+
+class PresenceIn(_In):  # who of the organisation is online
+    type: Literal["presence"]
+
+
+class SubscribeIn(_In):  # follow an agent thread's events (its typing)
+    type: Literal["subscribe", "unsubscribe"]
+    thread_id: str = Field(min_length=1, max_length=64)
+
+
+# The client message types and their models; ``RealtimeSocket.handlers`` maps the same names to handlers.
+MESSAGES: dict[str, type[BaseModel]] = {
+    "chat": ChatIn,
+    "ping": PingIn,
+    "pong": PongIn,
+    "typing": TypingIn,
+    "presence": PresenceIn,
+    "subscribe": SubscribeIn,
+    "unsubscribe": SubscribeIn,
+}
+_FIELDS = frozenset(name for model in MESSAGES.values() for name in model.model_fields)
 
 
 def credential_of(websocket: WebSocket) -> str:
@@ -109,76 +144,52 @@ async def realtime(websocket: WebSocket) -> None:
         credential = credential_of(websocket)
         principal = await principal_for(services, credential)
         await services.rate_limiter.admit(principal)  # opening a socket is a request
+        presence_id, name = await presence_of(services.db, principal)
+        socket = RealtimeSocket(websocket, services, principal, credential)
+        socket.member = services.realtime.join(principal, presence_id, name, socket.outbox)  # TooManySockets
     except AppError as exc:
         await _refuse(websocket, subprotocol, exc)
         return
-    await websocket.accept(subprotocol=subprotocol)
-    await Connection(websocket, services, principal, credential).serve()
+    try:
+        await websocket.accept(subprotocol=subprotocol)
+    except BaseException:
+        services.realtime.leave(socket.member)
+        raise
+    await socket.serve({"type": "ready", "id": None, "request_id": request_id_var.get(), "limits": {
+        "max_message_bytes": socket.limit, "max_message_chars": services.settings.limits.max_message_chars,
+        "max_subscriptions": services.settings.realtime.max_subscriptions,
+        "heartbeat_s": services.settings.realtime.heartbeat_s}, "you": {"id": presence_id, "name": name}})
 
 
 async def _refuse(websocket: WebSocket, subprotocol: str | None, exc: AppError) -> None:
     with contextlib.suppress(WebSocketDisconnect, WebSocketDisconnected, OSError):
         await websocket.accept(subprotocol=subprotocol)
-        await websocket.close(4000 + exc.status_code, _reason(exc.message))
+        await websocket.close(4000 + exc.status_code, close_reason(exc.message))
 
 
-def _reason(message: str) -> str:
-    """A close reason: at most 123 bytes of UTF-8 (the protocol's limit), never a secret."""
-    return redact(message).encode()[:123].decode(errors="ignore")
-
-
-class Connection:
-    """One accepted socket: reads messages, answers them, forwards the current chat's events."""
+class RealtimeSocket(SocketBase):
+    """One accepted socket: reads messages, answers them (``handlers``), forwards the current chat's events."""
 
     def __init__(self, websocket: WebSocket, services: Services, principal: Principal, credential: str) -> None:
-        self.websocket = websocket
-        self.services = services
-        self.principal = principal
-        self.credential = credential
+        super().__init__(websocket, services, principal, credential)
         self.limit = services.settings.limits.max_ws_message_bytes
-        self._send_lock = asyncio.Lock()  # the reader and the chat forwarder both send
         self._chat: asyncio.Task[None] | None = None
+        self.handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
+            "chat": self.start_chat,
+            "ping": self.pong,
+            "pong": self.heard,
+            "typing": self.typing,
+            "presence": self.presence,
+            "subscribe": self.subscribe,
+            "unsubscribe": self.unsubscribe,
+        }
 
-    async def serve(self) -> None:
-        try:
-            await self.send({"type": "ready", "id": None, "request_id": request_id_var.get(), "limits": {
-                "max_message_bytes": self.limit,
-                "max_message_chars": self.services.settings.limits.max_message_chars}})
-            while True:
-                message = await self.websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                try:
-                    await self.handle(message.get("text"), message.get("bytes"))
-                except (_Closed, WebSocketDisconnect, WebSocketDisconnected):
-                    raise
-                except Exception:  # e.g. the database failing a check: this message fails, not the socket
-                    log.exception("WebSocket message failed")
-                    await self.send_error(AppError("Internal error."), None)
-        except (_Closed, WebSocketDisconnect, WebSocketDisconnected):
-            return
-        finally:
-            # Stops the forwarding only: the answer run is detached and stores the answer itself.
-            if self._chat is not None and not self._chat.done():
-                self._chat.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._chat
-
-    async def send(self, event: dict[str, Any]) -> None:
-        async with self._send_lock:
-            await self.websocket.send_text(json.dumps(event, ensure_ascii=False))
-
-    async def send_error(self, exc: AppError, message_id: str | None, **extra: Any) -> None:
-        error: dict[str, Any] = dict(error_body(exc.code, exc.message)["error"])
-        if isinstance(exc, RateLimited) and exc.retry_after is not None:
-            error["retry_after"] = max(1, math.ceil(exc.retry_after))
-        await self.send({"type": "error", "id": message_id, "error": error, **extra})
-
-    async def close(self, code: int, reason: str) -> NoReturn:
-        with contextlib.suppress(WebSocketDisconnect, WebSocketDisconnected, OSError):
-            async with self._send_lock:
-                await self.websocket.close(code, _reason(reason))
-        raise _Closed
+    async def on_end(self) -> None:
+        # Stops the forwarding only: the answer run is detached and stores the answer itself.
+        if self._chat is not None and not self._chat.done():
+            self._chat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._chat
 
     async def handle(self, text: str | None, data: bytes | None) -> None:
         size = len(text.encode()) if text is not None else len(data or b"")
@@ -202,14 +213,62 @@ class Connection:
             return
         message_id = _id_of(raw)
         try:
-            incoming = _parse(raw)
+            kind, incoming = _parse(raw)
         except InvalidRequest as exc:
             await self.send_error(exc, message_id)
             return
-        if isinstance(incoming, PingIn):
-            await self.send({"type": "pong", "id": incoming.id})
-        elif isinstance(incoming, ChatIn):
-            await self.start_chat(incoming)
+        try:
+            await self.handlers[kind](incoming)
+        except AppError as exc:  # not_found for an object the caller may not read...
+            await self.send_error(exc, message_id)
+
+    # -- handlers (one per client message type) --------------------------------------------------------------
+
+    async def pong(self, request: PingIn) -> None:
+        await self.send({"type": "pong", "id": request.id})
+
+    async def heard(self, request: PongIn) -> None:
+        """The heartbeat's answer: hearing it (``last_heard``) is all it does."""
+
+    async def presence(self, request: PresenceIn) -> None:
+        await self.send({"type": "presence", "id": request.id, "event": "list",
+                         "users": self.services.realtime.online(self.principal.org_id)})
+
+    async def typing(self, request: TypingIn) -> None:
+        if (request.conversation_id is None) == (request.thread_id is None):
+            raise InvalidRequest("Send exactly one of conversation_id and thread_id.")
+        assert self.member is not None
+        about: dict[str, Any]
+        topic = None
+        if request.conversation_id is not None:  # private to its owner: the owner's other sockets
+            row: Any = await get_conversation(self.services.db, self.principal, request.conversation_id)
+            about = {"conversation_id": row.id}
+        else:
+            row = await get_thread(self.services.db, self.principal, str(request.thread_id))
+            about, topic = {"thread_id": row.id}, f"thread:{row.id}"
+        await self.services.events.publish(Event(
+            self.principal.org_id, "typing",
+            {**about, "state": request.state, "user": {"id": self.member.presence_id, "name": self.member.name}},
+            Audience.of(row), topic=topic, skip=self.member.socket_id))
+
+    async def subscribe(self, request: SubscribeIn) -> None:
+        assert self.member is not None
+        topic = f"thread:{request.thread_id}"
+        if request.type == "subscribe" and topic not in self.member.topics:
+            limit = self.services.settings.realtime.max_subscriptions
+            if len(self.member.topics) >= limit:
+                raise InvalidRequest(f"A socket follows at most {limit} threads; unsubscribe from one first.",
+                                     code="too_many_subscriptions")
+            await get_thread(self.services.db, self.principal, request.thread_id)  # NotFound unless readable
+            self.member.topics.add(topic)
+        elif request.type == "unsubscribe":
+            self.member.topics.discard(topic)
+        await self.send({"type": f"{request.type}d", "id": request.id, "thread_id": request.thread_id})
+
+    async def unsubscribe(self, request: SubscribeIn) -> None:
+        await self.subscribe(request)
+
+    # -- chat --------------------------------------------------------------------------------------------------
 
     async def start_chat(self, request: ChatIn) -> None:
         if self._chat is not None and not self._chat.done():
@@ -217,7 +276,7 @@ class Connection:
                                            "error event, or open another socket.", code="busy"), request.id)
             return
         try:
-            principal = await self._reauthenticate()
+            principal = await self.reauthenticate()
             message = checked_message(request.message, self.services.settings.limits.max_message_chars)
             collections = [check_collection(request.collection)] if request.collection else None
             # The same admission as POST /api/v1/chat/ask: the message limit alone would let a socket
@@ -232,12 +291,6 @@ class Connection:
             return
         self._chat = asyncio.create_task(self._answer(request, principal, message, collections))
 
-    async def _reauthenticate(self) -> Principal:
-        if self.principal.via == "anonymous":
-            return self.principal
-        self.principal = await principal_for(self.services, self.credential)
-        return self.principal
-
     async def _answer(self, request: ChatIn, principal: Principal, message: str,
                       collections: list[str] | None) -> None:
         try:
@@ -245,24 +298,17 @@ class Connection:
             # closes while it is being stored.
             run = await asyncio.shield(self.services.chat.ask(
                 principal, message, conversation_id=request.conversation_id, collections=collections,
-                endpoint=ENDPOINT, steps=request.steps))
+                endpoint=ENDPOINT, steps=request.steps,
+                socket_id=self.member.socket_id if self.member is not None else None))
         except AppError as exc:  # not_found for a conversation not of this tenant, refused by a guard...
-            await self._quietly(self.send_error(exc, request.id))
+            await self.send_error(exc, request.id)
             return
         except Exception:
             log.exception("chat over the WebSocket failed to start")
-            await self._quietly(self.send_error(AppError("Internal error."), request.id))
+            await self.send_error(AppError("Internal error."), request.id)
             return
-        async for item in run.events():
-            if not await self._quietly(self.send(_event(item, request.id))):
-                return  # the client left; the run goes on and stores the answer
-
-    async def _quietly(self, sending: Any) -> bool:
-        try:
-            await sending
-        except (WebSocketDisconnect, WebSocketDisconnected, OSError):
-            return False
-        return True
+        async for item in run.events():  # the socket's own events: waits for room in its outbox
+            await self.send(_event(item, request.id))
 
 
 def _id_of(raw: object) -> str | None:
@@ -271,15 +317,15 @@ def _id_of(raw: object) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= _ID_MAX else None
 
 
-def _parse(raw: object) -> BaseModel:
+def _parse(raw: object) -> tuple[str, BaseModel]:
     if not isinstance(raw, dict):
         raise InvalidRequest("A message is a JSON object with a 'type'.")
     kind = raw.get("type")
-    model = _MESSAGES.get(kind) if isinstance(kind, str) else None
-    if model is None:
-        raise InvalidRequest(f"Unknown message type; expected one of: {', '.join(_MESSAGES)}.")
+    model = MESSAGES.get(kind) if isinstance(kind, str) else None
+    if model is None or not isinstance(kind, str):
+        raise InvalidRequest(f"Unknown message type; expected one of: {', '.join(MESSAGES)}.")
     try:
-        return model.model_validate(raw)
+        return kind, model.model_validate(raw)
     except ValidationError as exc:
         # Where and what, never pydantic's echo of the input; a key the client chose is shown only when it
         # is one of the envelope's own fields.
