@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from atrium.accounts.authenticate import Authenticator, build_authenticator
 from atrium.accounts.login import SessionService, build_sessions
 from atrium.accounts.service import Accounts
+from atrium.agents.projects import SqlProjectRecords
 from atrium.agents.service import Agents, build_agents
 from atrium.conversations.artifacts.service import ArtifactService
 from atrium.conversations.chat import ChatService
@@ -201,7 +202,9 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     chat = ChatService(db, answerer, model, runs, settings.chat, directory, pipeline)
     chat.streams = streams
     jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)})
-    agents = await build_agents(settings, db, model, runs, pubsub)
+    accounts = Accounts(db, authenticator, sessions.passwords, knowledge)
+    agents = await build_agents(settings, db, model, runs, pubsub,
+                                extra={"accounts": accounts, "projects": SqlProjectRecords(db)})
     return Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
                     gateway=gateway, chat=chat,
                     queries=QueryService(db, answerer, model, runs, settings.chat, directory, pipeline),
@@ -210,7 +213,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
                                               temperature=settings.chat.temperature),
                     jobs=jobs, runs=runs, streams=streams, http_client=http_client, pubsub=pubsub, metrics=metrics,
                     authenticator=authenticator, sessions=sessions,
-                    accounts=Accounts(db, authenticator, sessions.passwords, knowledge),
+                    accounts=accounts,
                     rate_limiter=rate_limiter, budgets=budgets, redis=redis, agents=agents, guard=pipeline.guard)
 
 

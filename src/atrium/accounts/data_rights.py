@@ -93,7 +93,8 @@ async def export(db: Database, principal: Principal) -> dict[str, Any]:
             .group_by(UsageRecord.org_id, UsageRecord.model, UsageRecord.endpoint))).all()
     return {
         "format": EXPORT_FORMAT,
-        "user": {"id": user.id, "email": user.email, "name": user.name, "home_org_id": user.org_id,
+        "user": {"id": user.id, "email": user.email, "name": user.name, "username": user.username,
+                 "interests": user.interests, "home_org_id": user.org_id,
                  "is_service": user.is_service, "created_at": _iso(user.created_at)},
         "memberships": [{"org_id": m.org_id, "role": m.role, "division_id": m.division_id,
                          "created_at": _iso(m.created_at)} for m in memberships],

@@ -105,10 +105,18 @@ class GraphRegistry:
 
 
 def default_registry(deps: AgentDeps) -> GraphRegistry:
-    """The assistants Atrium ships; the assistant graph (``assistant``) joins here when it lands."""
+    """The assistants Atrium ships; the assistant graph (``assistant``) joins here when it lands. Of the
+    guided flows, ``project`` is served here too (``onboarding`` only through ``/api/v1/flows``: a
+    password answered through ``/threads/.../runs`` would be kept in clear in the run and the checkpoint
+    writes, which the flows service prevents by hashing it before the graph sees it)."""
+    from atrium.agents.flows.engine import compile_flow
+    from atrium.agents.flows.project import project_flow
     from atrium.agents.graphs.echo import build_echo_graph, build_interviewer_graph
 
+    project = project_flow()
     return GraphRegistry(deps, [
+        Assistant("project", lambda deps, saver: compile_flow(project, deps, saver), name="Create a project",
+                  description=project.description, metadata={"flow": "project"}),
         Assistant("echo", build_echo_graph, name="Echo",
                   description="Answers the last message through the model gateway, streaming its tokens."),
         Assistant("interviewer", build_interviewer_graph, name="Interviewer",

@@ -4,9 +4,12 @@ runs, and the few use cases that span them (deleting a thread erases its runs an
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from atrium.accounts.principal import Principal
 from atrium.agents.checkpoints import Checkpoints, open_checkpoints
+from atrium.agents.flows import shipped_flows
+from atrium.agents.flows.service import FlowService, FlowWaitingHook, no_notification
 from atrium.agents.registry import AgentDeps, GraphRegistry, default_registry
 from atrium.agents.runs import AgentRuns
 from atrium.agents.thread_states import ThreadStates
@@ -25,6 +28,7 @@ class Agents:
     registry: GraphRegistry
     states: ThreadStates
     runs: AgentRuns
+    flows: FlowService | None = None  # guided flows (agents/flows/), when their services were given
 
     async def delete_thread(self, principal: Principal, thread_id: str) -> None:
         """Delete the caller's thread: its runs are stopped, its rows and its checkpoints erased."""
@@ -41,10 +45,19 @@ class Agents:
 
 
 async def build_agents(settings: Settings, db: Database, chat: ChatModel, supervisor: RunSupervisor,
-                       pubsub: PubSub | None = None, registry: GraphRegistry | None = None) -> Agents:
-    """The agents room; ``registry`` overrides the assistants Atrium ships (tests, embedding apps)."""
+                       pubsub: PubSub | None = None, registry: GraphRegistry | None = None, *,
+                       extra: dict[str, Any] | None = None,
+                       on_flow_waiting: FlowWaitingHook = no_notification) -> Agents:
+    """The agents room; ``registry`` overrides the assistants Atrium ships (tests, embedding apps).
+    ``extra``: services graphs call by name (``accounts``, ``projects``); with ``accounts`` the guided
+    flows are served (``on_flow_waiting``: called when a flow waits for its starter's answer)."""
     checkpoints = await open_checkpoints(settings)
-    registry = registry or default_registry(AgentDeps(chat=chat))
+    deps = AgentDeps(chat=chat, extra=dict(extra or {}))
+    registry = registry or default_registry(deps)
+    flows = None
+    if "accounts" in deps.extra:
+        flows = FlowService(db, checkpoints, deps, shipped_flows(), deps.extra["accounts"].passwords,
+                            on_waiting=on_flow_waiting)
     return Agents(db=db, checkpoints=checkpoints, registry=registry,
                   states=ThreadStates(db, checkpoints, registry),
-                  runs=AgentRuns(db, checkpoints, registry, supervisor, pubsub))
+                  runs=AgentRuns(db, checkpoints, registry, supervisor, pubsub), flows=flows)
