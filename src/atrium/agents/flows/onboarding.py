@@ -59,15 +59,16 @@ async def _username_free(value: Any, env: FlowEnv) -> str | None:
 
 
 def handle(raw: str) -> str | None:
-    """``raw`` as a username (lowercase, spaces as dots, other characters dropped), or None."""
-    value = _NOT_HANDLE.sub("", re.sub(r"\s+", ".", raw.strip().lower().lstrip("@"))).strip("._-")[:30]
+    """``raw`` as a username (lowercased, without a leading ``@``) if it is a valid one, else None: a
+    sentence of the model is not turned into a username."""
+    value = raw.strip().lower().lstrip("@")
     return value if re.fullmatch(USERNAME_PATTERN, value) else None
 
 
 def fallback_usernames(email: str, interests: list[str]) -> list[str]:
     """Deterministic candidates: the email's local part in a few shapes, with an interest, then numbered."""
-    local = email.split("@", 1)[0]
-    base = handle(local) or "member"
+    local = email.split("@", 1)[0].lower()
+    base = handle(_NOT_HANDLE.sub("", local).strip("._-")[:24]) or "member"
     plain = base.replace(".", "").replace("_", "").replace("-", "") or base
     found = [base, plain, base.replace(".", "_")]
     found += [f"{plain}.{interest}" for interest in interests[:2]]
