@@ -43,6 +43,7 @@ from atrium.conversations.runs import RunEvent
 from atrium.errors import AppError, InvalidRequest, NotReady, PayloadTooLarge, RateLimited, Unauthorized
 from atrium.http.deps import principal_for
 from atrium.http.errors import error_body
+from atrium.http.realtime_flows import handle_flow_message, is_flow_message
 from atrium.http.routes.chat import checked_message
 from atrium.knowledge.service import check_collection
 from atrium.telemetry.logging import redact, request_id_var
@@ -199,6 +200,9 @@ class Connection:
             await self.send_error(InvalidRequest("The message is not valid JSON."), None)
             return
         message_id = _id_of(raw)
+        if is_flow_message(raw):  # flow.start / flow.answer / flow.cancel: atrium.http.realtime_flows
+            await handle_flow_message(self, raw, message_id, self._reauthenticate)
+            return
         try:
             incoming = _parse(raw)
         except InvalidRequest as exc:
