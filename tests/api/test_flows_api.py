@@ -34,7 +34,7 @@ def _as(app: RunningApp, key: str) -> httpx.AsyncClient:
 async def _answer(client: httpx.AsyncClient, flow_id: str, answer: Any, status: int = 200) -> dict[str, Any]:
     response = await client.post(f"/api/v1/flows/{flow_id}/answer", json={"answer": answer})
     assert response.status_code == status, response.text
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 async def _project(client: httpx.AsyncClient, title: str, visibility: str) -> dict[str, Any]:

@@ -185,8 +185,10 @@ class AccountAdmin(InvitationAdmin, KeyAdmin):
         if await self.session.scalar(select(User.id).where(User.email == email)):
             raise Conflict("This email is already taken by an account. To give its user a role here, invite "
                            "the email: POST /api/v1/admin/invitations.")
+        if password:
+            password_hash = await self.passwords.hash(password)
         user = User(id=new_id(), org_id=org_id, email=email, name=name, role=role, username=username,
-                    interests=interests, password_hash=await self.passwords.hash(password) if password else password_hash)
+                    interests=interests, password_hash=password_hash)
         membership = Membership(org_id=org_id, user_id=user.id, division_id=division_id, role=role)
         self.session.add(user)
         await self._flush_unique("This email is already taken by an account.")

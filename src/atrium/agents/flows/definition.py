@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from atrium.accounts.principal import Role
+
 if TYPE_CHECKING:
     from atrium.accounts.principal import Principal
     from atrium.agents.registry import AgentDeps
@@ -116,7 +118,7 @@ class FlowDefinition:
     title: str
     description: str
     steps: tuple[Step, ...]
-    min_role: str = "member"  # the role a caller needs to start it
+    min_role: Role = "member"  # the role a caller needs to start it
     erase_on_finish: bool = False  # erase its checkpoints once it ended (its state held secrets' hashes)
     secret_steps: tuple[str, ...] = field(default=())  # answers never shown back (password hashes)
 
@@ -186,7 +188,7 @@ def validate(step: FieldStep, answer: Any) -> Any:
         return parse_yes_no(answer)
     if step.kind == "multi_choice":
         return _multi(step, answer)
-    if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) and answer is not None:
+    if isinstance(answer, bool) or (not isinstance(answer, (str, int, float)) and answer is not None):
         raise Invalid("The answer must be text.")
     text = "" if answer is None else str(answer).strip()
     if len(text) > MAX_TEXT_ANSWER:

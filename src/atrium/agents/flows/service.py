@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command, StateSnapshot
 from sqlalchemy import or_, update
 
@@ -145,7 +146,7 @@ class FlowService:
     # -- running ---------------------------------------------------------------------------------------
 
     @staticmethod
-    def _config(flow_id: str) -> dict[str, Any]:
+    def _config(flow_id: str) -> RunnableConfig:
         return {"configurable": {"thread_id": flow_id, "checkpoint_ns": ""}}
 
     async def _advance(self, principal: Principal, flow_id: str, definition: FlowDefinition, answer: Any, *,

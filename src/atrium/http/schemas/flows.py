@@ -39,9 +39,9 @@ class FlowPromptView(View):
     error: str | None = None
     index: int = Field(description="This prompt's place among the flow's prompts (from 1).")
     total: int
-    choices: list[ChoiceView] = []
+    choices: list[ChoiceView] = Field(default_factory=list)
     suggestions: list[str] = Field([], description="Values proposed for this step (the model's, checked).")
-    constraints: dict[str, Any] = {}
+    constraints: dict[str, Any] = Field(default_factory=dict)
     summary: str | None = Field(None, description="A confirmation's summary of what was answered.")
     help: str | None = None
 
@@ -64,7 +64,7 @@ class FlowStateView(View):
 
     @classmethod
     def of(cls, view: FlowView) -> FlowStateView:
-        return cls(id=view.id, flow=view.flow, status=view.status,  # type: ignore[arg-type]
+        return cls(id=view.id, flow=view.flow, status=view.status,
                    prompt=FlowPromptView.model_validate(view.prompt) if view.prompt else None,
                    result=view.result, error=FlowErrorView.model_validate(view.error) if view.error else None,
                    values=view.values, created_at=view.created_at, updated_at=view.updated_at)
@@ -74,8 +74,8 @@ class FlowStepView(View):
     id: str
     kind: str
     question: str
-    choices: list[ChoiceView] = []
-    constraints: dict[str, Any] = {}
+    choices: list[ChoiceView] = Field(default_factory=list)
+    constraints: dict[str, Any] = Field(default_factory=dict)
 
 
 class FlowDefinitionView(View):
