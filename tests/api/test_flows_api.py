@@ -4,16 +4,20 @@ LangGraph platform API."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+from blockbuster import BlockBuster
 
 from atrium.gateway.providers.fake import FakeChatModel
 from atrium.settings import Settings
-from tests.conftest import ADMIN_KEY, RunningApp, run_app
+from tests.api.authz_helpers import BACKENDS, backend_settings
+from tests.conftest import ADMIN_KEY, RunningApp, run_app, start_app
 
 PASSWORD = "correct-horse-battery-staple-42"
 
@@ -173,11 +177,38 @@ async def test_cancel_and_only_the_starter_sees_a_flow(running: RunningApp) -> N
         assert (await cy.post(f"/api/v1/flows/{flow['id']}/answer", json={"answer": "x" * 5000})).status_code == 422
 
 
-async def test_a_flow_goes_on_after_a_restart(settings: Settings) -> None:
-    async with run_app(settings) as app:
+@pytest.fixture(scope="module", params=BACKENDS)
+async def any_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings on SQLite, or on PostgreSQL as a normal role under RLS (module-scoped: made before the
+    blocking-call guard starts, as the PostgreSQL server's start blocks)."""
+    backend: str = request.param
+    return await backend_settings(request, tmp_path_factory.mktemp(f"flows-{backend}") / "data", backend)
+
+
+@contextlib.asynccontextmanager
+async def _started(settings: Settings, guard: BlockBuster) -> AsyncIterator[RunningApp]:
+    """The app, its start-up outside the blocking-call guard (asyncpg looks for ~/.pgpass with a blocking
+    ``stat`` when the migration role's URL has no password)."""
+    guard.deactivate()
+    try:
+        app, lifespan = await start_app(settings, FakeChatModel())
+    finally:
+        guard.activate()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://atrium.test",
+                                     headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as client:
+            yield RunningApp(app, client)
+    finally:
+        await lifespan.__aexit__(None, None, None)
+
+
+async def test_a_flow_goes_on_after_a_restart(any_backend: Settings, blockbuster: BlockBuster) -> None:
+    """Started, the app stopped, a new app on the same data (SQLite file or PostgreSQL): it continues."""
+    settings = any_backend
+    async with _started(settings, blockbuster) as app:
         flow = (await app.client.post("/api/v1/flows/project")).json()
         await _answer(app.client, flow["id"], "Kestrel")
-    async with run_app(settings) as app:
+    async with _started(settings, blockbuster) as app:
         state = (await app.client.get(f"/api/v1/flows/{flow['id']}")).json()
         assert state["prompt"]["step"] == "description" and state["values"] == {"title": "Kestrel"}
         await _answer(app.client, flow["id"], "An offsite event for the team.")
@@ -185,6 +216,8 @@ async def test_a_flow_goes_on_after_a_restart(settings: Settings) -> None:
         await _answer(app.client, flow["id"], "public")
         done = await _answer(app.client, flow["id"], "yes")
         assert done["status"] == "done" and done["result"]["title"] == "Kestrel"
+        project = await app.client.get(f"/api/v1/projects/{done['result']['project_id']}")
+        assert project.status_code == 200 and project.json()["visibility"] == "org", project.text
 
 
 async def test_the_project_flow_through_the_platform_api(running: RunningApp) -> None:
