@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,11 @@ import anyio
 import httpx
 import pytest
 from blockbuster import BlockBuster
+from sqlalchemy import update
 
 from atrium.gateway.providers.fake import FakeChatModel
 from atrium.settings import Settings
+from atrium.store.models import AgentThread
 from tests.api.authz_helpers import BACKENDS, backend_settings
 from tests.conftest import ADMIN_KEY, RunningApp, run_app, start_app
 
@@ -163,6 +166,15 @@ async def test_cancel_and_only_the_starter_sees_a_flow(running: RunningApp) -> N
             assert (await other.post(f"/api/v1/flows/{flow['id']}/answer", json={"answer": "x"})).status_code == 404
             assert (await other.post(f"/api/v1/flows/{flow['id']}/cancel")).status_code == 404
         assert (await cy.get(f"/api/v1/flows/{flow['id']}")).json()["prompt"]["step"] == "description"
+        # One answer at a time: a flow claimed by another answer is a 409 (a claim older than 5 minutes,
+        # left by a process that died, is taken over).
+        async with running.services.db.system_session() as session:
+            await session.execute(update(AgentThread).where(AgentThread.id == flow["id"]).values(status="busy"))
+        assert (await _answer(cy, flow["id"], "Owls", status=409))["error"]["code"] == "conflict"
+        async with running.services.db.system_session() as session:
+            await session.execute(update(AgentThread).where(AgentThread.id == flow["id"]).values(
+                updated_at=datetime.now(UTC) - timedelta(minutes=6)))
+        assert (await _answer(cy, flow["id"], "About owls."))["prompt"]["step"] == "kind"
         cancelled = await cy.post(f"/api/v1/flows/{flow['id']}/cancel")
         assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
         assert (await cy.post(f"/api/v1/flows/{flow['id']}/cancel")).json()["status"] == "cancelled"
@@ -172,8 +184,9 @@ async def test_cancel_and_only_the_starter_sees_a_flow(running: RunningApp) -> N
             assert await saver.aget_tuple({"configurable": {"thread_id": flow["id"], "checkpoint_ns": ""}}) is None
         assert (await cy.post("/api/v1/flows/nothing")).status_code == 404
         assert (await cy.get("/api/v1/flows/not-a-flow")).status_code == 404
-        bad = await cy.post(f"/api/v1/flows/{flow['id']}/answer", json={"answer": {"nested": 1}})
+        bad = await cy.post(f"/api/v1/flows/{flow['id']}/answer", json={"answer": {"nested": "hunter22"}})
         assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
+        assert "hunter22" not in bad.text  # an answer may be a password: never echoed
         assert (await cy.post(f"/api/v1/flows/{flow['id']}/answer", json={"answer": "x" * 5000})).status_code == 422
 
 
