@@ -154,6 +154,12 @@ async def test_onboarding_creates_an_account_and_never_keeps_the_password(runnin
     username = await _answer(admin, again["id"], ["ai"])
     assert "ada.lovelace" not in username["prompt"]["suggestions"] and len(username["prompt"]["suggestions"]) == 3
     assert "taken" in (await _answer(admin, again["id"], "ada.lovelace"))["prompt"]["error"]
+    async with _as(running, login.json()["access_token"]) as ada:  # the new member makes a project, then leaves
+        made = (await _project(ada, "Ada's notes", "public"))["result"]
+        assert (await admin.get(f"/api/v1/projects/{made['project_id']}")).status_code == 200
+        erased = await ada.delete("/api/v1/me")
+        assert erased.status_code == 200 and erased.json()["erased"]["projects"] == 1, erased.text
+    assert (await admin.get(f"/api/v1/projects/{made['project_id']}")).status_code == 404
 
 
 async def test_cancel_and_only_the_starter_sees_a_flow(running: RunningApp) -> None:

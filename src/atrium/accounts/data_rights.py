@@ -31,6 +31,7 @@ from atrium.store.models import (
     Job,
     Membership,
     Message,
+    Project,
     QueryRecord,
     UsageRecord,
     User,
@@ -164,6 +165,8 @@ async def erase(db: Database, knowledge: KnowledgeService, principal: Principal,
         # Their versions go with them (foreign key); their search index entries went with the documents.
         counts["artifacts"] = (await session.execute(delete(Artifact).where(
             Artifact.user_id == user_id))).rowcount  # type: ignore[attr-defined]
+        counts["projects"] = (await session.execute(delete(Project).where(
+            Project.user_id == user_id))).rowcount  # type: ignore[attr-defined]
         await session.execute(delete(Change).where(Change.user_id == user_id))  # the sync log of them too
         counts["queries"] = (await session.execute(delete(QueryRecord).where(
             QueryRecord.user_id == user_id))).rowcount  # type: ignore[attr-defined]
