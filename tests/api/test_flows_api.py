@@ -16,6 +16,7 @@ import pytest
 from blockbuster import BlockBuster
 from sqlalchemy import update
 
+from atrium.agents.flows.service import FlowWaiting
 from atrium.gateway.providers.fake import FakeChatModel
 from atrium.settings import Settings
 from atrium.store.models import AgentThread
@@ -97,11 +98,20 @@ async def test_the_project_flow_creates_a_record_its_org_or_owner_reads(running:
 async def test_suggestions_come_from_the_model_when_it_answers_usefully(settings: Settings) -> None:
     model = FakeChatModel(answer=lambda request: 'Here: {"suggestions": ["Research", "nonsense", "event"]}')
     async with run_app(settings, model) as app:
+        waiting: list[FlowWaiting] = []
+
+        async def record(event: FlowWaiting) -> None:  # where notifications connect
+            waiting.append(event)
+
+        app.services.agents.flows.on_waiting = record
         flow = (await app.client.post("/api/v1/flows/project")).json()
         await _answer(app.client, flow["id"], "Survey")
         kind = await _answer(app.client, flow["id"], "We ask people things.")
         assert kind["prompt"]["suggestions"] == ["research", "event", "other"]
         assert "Choose among" in model.requests[-1].messages[-1].text
+        assert [(event.flow_id, event.flow, event.prompt["step"]) for event in waiting] == [
+            (flow["id"], "project", "title"), (flow["id"], "project", "description"), (flow["id"], "project", "kind")]
+        assert waiting[0].org_id and waiting[0].user_id is not None
 
 
 async def _raw_bytes(data_dir: Path) -> bytes:
