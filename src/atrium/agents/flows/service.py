@@ -36,7 +36,7 @@ from atrium.agents.registry import AgentContext, AgentDeps
 from atrium.agents.streaming import jsonable
 from atrium.agents.thread_states import interrupts_by_task
 from atrium.agents.threads import create_thread, readable_thread
-from atrium.errors import Conflict, Forbidden, NotFound
+from atrium.errors import AppError, Conflict, Forbidden, NotFound
 from atrium.store.engine import Database
 from atrium.store.models import AgentThread
 
@@ -114,7 +114,12 @@ class FlowService:
         row = await create_thread(self.db, principal, thread_id=None, visibility="private", metadata={
             "graph_id": name, "flow": name, "flow_status": "waiting"})
         await self._set_busy(principal, row.id)
-        snapshot = await self._advance(principal, row.id, definition, {"values": {}}, first=True)
+        try:
+            snapshot = await self._advance(principal, row.id, definition, {"values": {}}, first=True)
+        except AppError as failure:  # e.g. the model failing a first step's suggestions: nothing to resume
+            await self._store(principal, row.id, status="error", meta={
+                "flow_status": "failed", "flow_error": {"code": failure.code, "message": failure.message}})
+            raise
         return await self._settle(principal, row.id, definition, snapshot)
 
     async def get(self, principal: Principal, flow_id: str) -> FlowView:
