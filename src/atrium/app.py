@@ -30,12 +30,14 @@ from atrium.http.routes import (
     collections,
     conversations,
     documents,
+    flows,
     health,
     invitations,
     me,
     metrics,
     openai_compat,
     policy,
+    projects,
     query,
     runs,
     search,
@@ -115,7 +117,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
     # The model endpoints first: FastAPI tries routes in order, and these are the hot path.
     for module in (openai_compat, anthropic_compat, health, metrics, chat, search, documents, collections, query,
                    conversations, sync, me, admin, auth, accounts, invitations, budgets, policy, ws, assistants,
-                   threads, runs):
+                   threads, runs, flows, projects):
         app.include_router(module.router)
     app.include_router(artifacts.router)
     app.include_router(conversations.admin_router)

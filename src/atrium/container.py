@@ -20,8 +20,8 @@ from atrium.accounts.service import Accounts
 from atrium.agents.artifact_store import StoreArtifactSink
 from atrium.agents.chat_turns import ChatAssistant
 from atrium.agents.factory import build_assistant_deps
-from atrium.agents.memory import InMemoryProjectRecords
 from atrium.agents.ports import ProjectRecords
+from atrium.agents.projects import SqlProjectRecords
 from atrium.agents.registry import ASSISTANT_DEPS, AgentDeps
 from atrium.agents.service import Agents, build_agents
 from atrium.conversations.artifacts.service import ArtifactService
@@ -172,7 +172,8 @@ async def migrate(settings: Settings) -> None:
 async def build_services(settings: Settings, *, chat_model: ChatModel | None = None,
                          projects: ProjectRecords | None = None) -> Services:
     """Everything but background loops; the caller starts those (server) or runs jobs inline (CLI).
-    ``projects``: where the assistant's ``create_project`` tool makes records (default: in memory)."""
+    ``projects``: where the assistant's ``create_project`` tool and the ``project`` flow make records
+    (default: the ``projects`` table)."""
     await anyio.to_thread.run_sync(secure_data_dir, settings)  # 0700, the database 0600
     db = Database(await anyio.to_thread.run_sync(build_engine, settings.resolved_database_url))
     embedder = await anyio.to_thread.run_sync(build_embedder, settings)
@@ -222,18 +223,18 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     artifacts = ArtifactService(knowledge, model, pipeline, top_k=settings.knowledge.top_k,
                                 min_relevance=settings.knowledge.min_relevance, temperature=settings.chat.temperature,
                                 events=hub.publisher)
-    assistant = build_assistant_deps(settings, chat, gateway, StoreArtifactSink(artifacts),
-                                     projects or InMemoryProjectRecords())
-    agents = await build_agents(settings, db, model, runs, pubsub,
-                                deps=AgentDeps(chat=model, extra={ASSISTANT_DEPS: assistant}))
+    accounts = Accounts(db, authenticator, sessions.passwords, knowledge)
+    projects = projects or SqlProjectRecords(db)
+    assistant = build_assistant_deps(settings, chat, gateway, StoreArtifactSink(artifacts), projects)
+    agents = await build_agents(settings, db, model, runs, pubsub, deps=AgentDeps(chat=model, extra={
+        ASSISTANT_DEPS: assistant, "accounts": accounts, "projects": projects}))
     agents.erase_products = lambda org_id, thread_id: artifacts.erase_made_by(org_id, agent_thread_id=thread_id)
     services = Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
                         gateway=gateway, chat=chat,
                         queries=QueryService(db, answerer, model, runs, settings.chat, directory, pipeline),
                         artifacts=artifacts,
                         jobs=jobs, runs=runs, streams=streams, http_client=http_client, pubsub=pubsub, metrics=metrics,
-                        authenticator=authenticator, sessions=sessions,
-                        accounts=Accounts(db, authenticator, sessions.passwords, knowledge),
+                        authenticator=authenticator, sessions=sessions, accounts=accounts,
                         rate_limiter=rate_limiter, budgets=budgets, redis=redis, agents=agents, guard=pipeline.guard,
                         erasure=ConversationErasure(db, artifacts.index, streams.log,
                                                     agents.erase_conversation_threads),

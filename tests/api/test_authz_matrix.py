@@ -262,6 +262,18 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "POST /threads/{thread_id}/runs/{run_id}/cancel":             (404, 404, 404, 409, 404, 404, 404, 404, 404, 401),
     "GET /threads/{thread_id}/runs/{run_id}/join":                 _MEMBERS_OWN,
     "GET /threads/{thread_id}/runs/{run_id}/stream":               _MEMBERS_OWN,
+    # Guided flows: private to their starter (admins included: 404); project needs a member, onboarding an
+    # admin (it creates an account in the admin's organisation).
+    "GET /api/v1/flows":                                           _SIGNED_IN,
+    "POST /api/v1/flows/{flow_name}":                             (201, 201, 201, 201, 403, 201, 201, 201, 201, 401),
+    "POST /api/v1/flows/{flow_name} #onboarding":                 (201, 201, 201, 403, 403, 403, 403, 403, 201, 401),
+    "GET /api/v1/flows/{flow_id}":                                 _MEMBERS_OWN,
+    "POST /api/v1/flows/{flow_id}/answer":                         _MEMBERS_OWN,
+    "POST /api/v1/flows/{flow_id}/cancel":                         _MEMBERS_OWN,
+    # Project records: org-visible ones for the organisation, private ones for their owner.
+    "GET /api/v1/projects":                                        _SIGNED_IN,
+    "GET /api/v1/projects/{project_id}":                           _MEMBERS_OWN,
+    "GET /api/v1/projects/{project_id} #org":                     (200, 200, 200, 200, 200, 200, 200, 200, 404, 401),
 }
 
 
@@ -559,6 +571,7 @@ async def _build(world: World) -> None:
     assert made.status_code == 201, made.text
     assert (await owner.put("/api/v1/admin/policy", json=POLICY)).status_code == 200
     await _agent_threads(world)
+    await _flows_and_projects(world)
     world.secrets = ({value for name, value in ids.items() if name != "org"} | set().union(*world.docs.values())
                      | {ORG_WORD, D1_WORD, PRIVATE_WORD, "Division D1", "Division D2"})
 
@@ -1396,6 +1409,63 @@ async def _delete_thread(world: World, who: str, path: str) -> Answer:
     still = await world.clients["member"].get(f"/threads/{thread_id}")
     assert still.status_code == (404 if answer.status == 204 else 200), still.text
     return answer
+
+
+# Guided flows and project records.
+async def _member_flow(world: World, *, finish: str | None = None) -> str:
+    """A new project flow of the member's, waiting for its title (``finish``: run to the end with this
+    visibility, and return the project's id)."""
+    member = world.clients["member"]
+    made = await member.post("/api/v1/flows/project")
+    assert made.status_code == 201, made.text
+    flow_id = str(made.json()["id"])
+    if finish is None:
+        return flow_id
+    for answer in (f"Project {finish}", f"The {finish} plan of the member.", "other", finish, "yes"):
+        answered = await member.post(f"/api/v1/flows/{flow_id}/answer", json={"answer": answer})
+        assert answered.status_code == 200, answered.text
+    assert answered.json()["status"] == "done", answered.text
+    return str(answered.json()["result"]["project_id"])
+
+
+async def _flows_and_projects(world: World) -> None:
+    world.ids["flow_member"] = await _member_flow(world)
+    world.ids["project_private"] = await _member_flow(world, finish="private")
+    world.ids["project_org"] = await _member_flow(world, finish="public")
+
+
+async def _projects_listed(world: World, who: str, answer: Answer) -> None:
+    listed = {project["id"] for project in answer.body["projects"]}
+    assert (world.ids["project_private"] in listed) == (who == "member"), listed
+    assert (world.ids["project_org"] in listed) == (who in IN_A), listed
+
+
+simple("GET /api/v1/flows")
+simple("POST /api/v1/flows/{flow_name}", ids=lambda world: {"flow_name": "project"})
+simple("POST /api/v1/flows/{flow_name} #onboarding", ids=lambda world: {"flow_name": "onboarding"})
+simple("GET /api/v1/flows/{flow_id}", ids=lambda world: {"flow_id": world.ids["flow_member"]})
+simple("GET /api/v1/projects", params={"limit": 200}, check=_projects_listed)
+simple("GET /api/v1/projects/{project_id}", ids=lambda world: {"project_id": world.ids["project_private"]})
+simple("GET /api/v1/projects/{project_id} #org", ids=lambda world: {"project_id": world.ids["project_org"]})
+
+
+def _on_fresh_flow(body: dict[str, Any] | None) -> Call:
+    """A new flow of the member's per request; after a refusal it still waits for its title, untouched."""
+    async def call(world: World, who: str, path: str) -> Answer:
+        flow_id = await _member_flow(world)
+        answer = await world.ask(who, "POST", fill(path, flow_id=flow_id), **({"json": body} if body else {}))
+        state = (await world.clients["member"].get(f"/api/v1/flows/{flow_id}")).json()
+        if answer.status >= 400:
+            assert state["status"] == "waiting" and state["prompt"]["step"] == "title", state
+        else:
+            assert state["status"] == "cancelled" or state["prompt"]["step"] == "description", state
+        return answer
+
+    return call
+
+
+probe("POST /api/v1/flows/{flow_id}/answer")(_on_fresh_flow({"answer": "Mine now"}))
+probe("POST /api/v1/flows/{flow_id}/cancel")(_on_fresh_flow(None))
 
 
 # --- The tests -----------------------------------------------------------------------------------------------

@@ -197,6 +197,7 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
                 "user_message": ask["user_message_id"], "query": query["id"], "shelf": A_SHELF,
                 "invitation": invitation.json()["id"], "guest": A_GUEST, "artifact": artifact.json()["id"]}
         ids |= await _seed_agents(a)
+        ids |= await _seed_flows(a)
         b_key, b_viewer_key, b_email = await _seed_b(db)
         b = client_for(app, b_key)
         b_job = await wait_job(b, (await upload(b, {"bravo.md": B_DOC}, "docs"))["job_id"])
@@ -951,6 +952,56 @@ async def _agent_threads(world: World) -> None:
     after = (await world.a.get(f"/threads/{ids['agent_thread']}/state")).json()
     metadata = (await world.a.get(f"/threads/{ids['agent_thread']}")).json()["metadata"]
     assert after == before and metadata["secret"] == AGENT_SECRET and "taken" not in metadata
+
+
+# --- Guided flows and project records --------------------------------------------------------------------
+
+FLOW_SECRET = "Alpha flow secret title"
+PROJECT_SECRET = "Alpha public project"
+
+
+async def _seed_flows(a: httpx.AsyncClient) -> dict[str, str]:
+    """A's project flow waiting for its description (its title a secret), and A's org-visible project."""
+    ids: dict[str, str] = {}
+    for name, answers in (("flow", [FLOW_SECRET]),
+                          ("project", [PROJECT_SECRET, "Alpha's plans.", "other", "public", "yes"])):
+        made = await a.post("/api/v1/flows/project")
+        assert made.status_code == 201, made.text
+        ids[f"a_{name}"] = made.json()["id"]
+        for answer in answers:
+            answered = await a.post(f"/api/v1/flows/{ids[f'a_{name}']}/answer", json={"answer": answer})
+            assert answered.status_code == 200, answered.text
+    ids["a_project"] = answered.json()["result"]["project_id"]
+    ids["flow_word"], ids["project_word"] = FLOW_SECRET, PROJECT_SECRET
+    return ids
+
+
+@attack(("GET", "/api/v1/flows"), ("POST", "/api/v1/flows/{flow_name}"), ("GET", "/api/v1/flows/{flow_id}"),
+        ("POST", "/api/v1/flows/{flow_id}/answer"), ("POST", "/api/v1/flows/{flow_id}/cancel"),
+        ("GET", "/api/v1/projects"), ("GET", "/api/v1/projects/{project_id}"))
+async def _flows_and_projects(world: World) -> None:
+    """B reaches none of A's flows (404: read, answer, cancel) nor projects (even org-visible ones); its own
+    flow and project are B's; A's flow is untouched."""
+    ids = world.ids
+    flow = ids["a_flow"]
+    before = (await world.a.get(f"/api/v1/flows/{flow}")).json()
+    not_found(await world.attack("GET", f"/api/v1/flows/{flow}"))
+    not_found(await world.attack("POST", f"/api/v1/flows/{flow}/answer", json={"answer": "B's description"}))
+    not_found(await world.attack("POST", f"/api/v1/flows/{flow}/cancel"))
+    not_found(await world.attack("GET", f"/api/v1/projects/{ids['a_project']}"))
+    assert (await world.attack("GET", "/api/v1/flows")).status_code == 200
+    mine = await world.attack("POST", "/api/v1/flows/project")
+    assert mine.status_code == 201, mine.text
+    for answer in ("Bravo project", "B's plans.", "other", "public", "yes"):
+        answered = await world.attack("POST", f"/api/v1/flows/{mine.json()['id']}/answer", json={"answer": answer})
+        assert answered.status_code == 200, answered.text
+    b_project = answered.json()["result"]["project_id"]
+    listed = await world.attack("GET", "/api/v1/projects", params={"limit": 200})
+    assert [p["id"] for p in listed.json()["projects"]] == [b_project], listed.text
+    assert ids["a_project"] in {p["id"] for p in (await world.a.get("/api/v1/projects")).json()["projects"]}
+    not_found(await world.a.get(f"/api/v1/projects/{b_project}"))
+    after = (await world.a.get(f"/api/v1/flows/{flow}")).json()
+    assert after == before and after["prompt"]["step"] == "description" and after["values"]["title"] == FLOW_SECRET
 
 
 # Last, so that every case above is registered when the parameters are collected. A case covering

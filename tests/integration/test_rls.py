@@ -51,6 +51,7 @@ from atrium.store.models import (
     Message,
     Organization,
     OrgPolicy,
+    Project,
     QueryRecord,
     RefreshToken,
     UsageRecord,
@@ -131,6 +132,7 @@ async def _seed(owner: Database) -> None:
                 Change(org_id=org, user_id=user.id, entity="conversation", entity_id=conversation.id,
                        conversation_id=conversation.id, op="upsert"),
                 AgentThread(id=f"thread-{tag}", org_id=org, user_id=user.id, meta={"secret": tag}),
+                Project(org_id=org, user_id=user.id, visibility="org", title=f"secret {tag}", description=""),
             ])
             await session.flush()
             session.add(AgentRun(org_id=org, thread_id=f"thread-{tag}", assistant_id="echo"))

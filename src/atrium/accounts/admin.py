@@ -169,7 +169,9 @@ class AccountAdmin(InvitationAdmin, KeyAdmin):
     # -- users and memberships -----------------------------------------------------------------------
 
     async def create_user(self, org_id: str, *, email: str, name: str, role: Role, password: str | None = None,
-                          division_id: str | None = None) -> Member:
+                          division_id: str | None = None, password_hash: str | None = None,
+                          username: str | None = None, interests: list[str] | None = None) -> Member:
+        """A new account (``password``, or its ``password_hash`` when the caller hashed it already)."""
         self._tenant(org_id)
         email = normalize_email(email)
         if email.endswith("@" + SERVICE_EMAIL_DOMAIN):
@@ -183,8 +185,10 @@ class AccountAdmin(InvitationAdmin, KeyAdmin):
         if await self.session.scalar(select(User.id).where(User.email == email)):
             raise Conflict("This email is already taken by an account. To give its user a role here, invite "
                            "the email: POST /api/v1/admin/invitations.")
-        user = User(id=new_id(), org_id=org_id, email=email, name=name, role=role,
-                    password_hash=await self.passwords.hash(password) if password else None)
+        if password:
+            password_hash = await self.passwords.hash(password)
+        user = User(id=new_id(), org_id=org_id, email=email, name=name, role=role, username=username,
+                    interests=interests, password_hash=password_hash)
         membership = Membership(org_id=org_id, user_id=user.id, division_id=division_id, role=role)
         self.session.add(user)
         await self._flush_unique("This email is already taken by an account.")

@@ -31,6 +31,7 @@ from atrium.store.models import (
     Job,
     Membership,
     Message,
+    Project,
     QueryRecord,
     UsageRecord,
     User,
@@ -93,7 +94,8 @@ async def export(db: Database, principal: Principal) -> dict[str, Any]:
             .group_by(UsageRecord.org_id, UsageRecord.model, UsageRecord.endpoint))).all()
     return {
         "format": EXPORT_FORMAT,
-        "user": {"id": user.id, "email": user.email, "name": user.name, "home_org_id": user.org_id,
+        "user": {"id": user.id, "email": user.email, "name": user.name, "username": user.username,
+                 "interests": user.interests, "home_org_id": user.org_id,
                  "is_service": user.is_service, "created_at": _iso(user.created_at)},
         "memberships": [{"org_id": m.org_id, "role": m.role, "division_id": m.division_id,
                          "created_at": _iso(m.created_at)} for m in memberships],
@@ -163,6 +165,8 @@ async def erase(db: Database, knowledge: KnowledgeService, principal: Principal,
         # Their versions go with them (foreign key); their search index entries went with the documents.
         counts["artifacts"] = (await session.execute(delete(Artifact).where(
             Artifact.user_id == user_id))).rowcount  # type: ignore[attr-defined]
+        counts["projects"] = (await session.execute(delete(Project).where(
+            Project.user_id == user_id))).rowcount  # type: ignore[attr-defined]
         await session.execute(delete(Change).where(Change.user_id == user_id))  # the sync log of them too
         counts["queries"] = (await session.execute(delete(QueryRecord).where(
             QueryRecord.user_id == user_id))).rowcount  # type: ignore[attr-defined]

@@ -15,6 +15,17 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 MAX_PASSWORD_CHARS = 1024
+MIN_PASSWORD_CHARS = 8
+
+
+def password_problem(password: str) -> str | None:
+    """What makes ``password`` unacceptable under the password policy (the one the account routes and
+    the CLI apply: 8 to 1,024 characters), or None."""
+    if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
+        return f"A password has {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters."
+    if not password.strip():
+        return "A password cannot be only spaces."
+    return None
 
 
 class Passwords:

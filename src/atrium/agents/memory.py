@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from atrium.accounts.principal import Principal
-from atrium.agents.ports import ArtifactDraft, ProjectRecord, StoredArtifact
+from atrium.agents.ports import ArtifactDraft, ProjectRecord, ProjectVisibility, StoredArtifact
 from atrium.errors import Forbidden, InvalidRequest
 
 MAX_PROJECT_TITLE = 100
@@ -45,13 +45,15 @@ class InMemoryProjectRecords:
     projects: dict[str, ProjectRecord] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
-    async def create(self, principal: Principal, title: str, description: str) -> ProjectRecord:
+    async def create(self, principal: Principal, title: str, description: str, *, kind: str = "other",
+                     visibility: ProjectVisibility = "private") -> ProjectRecord:
         if not principal.has_role("member"):
             raise Forbidden("Viewers may not create projects.")
         title = title.strip()
         if not title or len(title) > MAX_PROJECT_TITLE:
             raise InvalidRequest(f"A project title has 1 to {MAX_PROJECT_TITLE} characters.")
         record = ProjectRecord(id=f"prj_{next(self._ids)}", org_id=principal.org_id, title=title,
-                               description=description.strip(), user_id=principal.user_id)
+                               description=description.strip(), user_id=principal.user_id, kind=kind,
+                               visibility=visibility)
         self.projects[record.id] = record
         return record

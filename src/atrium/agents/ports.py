@@ -5,7 +5,8 @@ principal and reads one back for the ``read_artifact`` tool. The artifact store 
 embeddings, sharing) implements it (``artifact_store.StoreArtifactSink``); ``memory.InMemoryArtifactSink``
 is the adapter for tests and demos.
 
-``ProjectRecords``: the ``create_project`` tool's store. ``memory.InMemoryProjectRecords`` likewise.
+``ProjectRecords``: the ``create_project`` tool's and the ``project`` flow's store; ``agents.projects``
+holds the real one (the ``projects`` table), ``memory.InMemoryProjectRecords`` the one for tests.
 
 Both decide who may do what from the principal they are given, as repositories do: a caller never gets
 more through a tool than it would get through the API.
@@ -14,6 +15,7 @@ more through a tool than it would get through the API.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal, Protocol
 
 from atrium.accounts.principal import Principal
@@ -51,6 +53,10 @@ class StoredArtifact:
     version: int = 1
 
 
+ProjectVisibility = Literal["org", "private"]
+PROJECT_KINDS: tuple[str, ...] = ("software", "research", "marketing", "design", "event", "operations", "other")
+
+
 @dataclass(frozen=True, slots=True)
 class ProjectRecord:
     id: str
@@ -58,6 +64,10 @@ class ProjectRecord:
     title: str
     description: str
     user_id: str | None = None
+    kind: str = "other"
+    visibility: ProjectVisibility = "private"
+    api_key_id: str | None = None
+    created_at: datetime | None = None
 
 
 class ArtifactSink(Protocol):
@@ -78,7 +88,9 @@ class ArtifactSink(Protocol):
 class ProjectRecords(Protocol):
     """Creates project records on behalf of a principal."""
 
-    async def create(self, principal: Principal, title: str, description: str) -> ProjectRecord:
-        """Create a project; raises ``atrium.errors.Forbidden`` when ``principal`` may not create one and
-        ``InvalidRequest`` for a bad title."""
+    async def create(self, principal: Principal, title: str, description: str, *, kind: str = "other",
+                     visibility: ProjectVisibility = "private") -> ProjectRecord:
+        """Create a project owned by ``principal`` (``kind`` one of ``PROJECT_KINDS``); raises
+        ``atrium.errors.Forbidden`` when ``principal`` may not create one and ``InvalidRequest`` for a bad
+        title (1 to 100 characters) or kind."""
         ...

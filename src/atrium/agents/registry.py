@@ -115,14 +115,23 @@ def _assistant_graph(deps: AgentDeps, checkpointer: BaseCheckpointSaver[Any]) ->
 
 def default_registry(deps: AgentDeps) -> GraphRegistry:
     """The assistants Atrium ships: ``assistant`` (when ``deps.extra`` carries its ``AssistantDeps``, as
-    the container's do), ``echo`` and ``interviewer``."""
+    the container's do), the ``project`` guided flow, ``echo`` and ``interviewer``. The ``onboarding``
+    flow is served only through ``/api/v1/flows``: a password answered through ``/threads/.../runs`` would
+    be kept in clear in the run and the checkpoint writes, which the flows service prevents by hashing it
+    before the graph sees it."""
+    from atrium.agents.flows.engine import compile_flow
+    from atrium.agents.flows.project import project_flow
     from atrium.agents.graphs.echo import build_echo_graph, build_interviewer_graph
 
     assistant = ([Assistant("assistant", _assistant_graph, name="Assistant",
                             description="Grounded answers with citations, typed artifacts, one clarifying "
                                         "question, or small talk; tools run as the caller.")]
                  if ASSISTANT_DEPS in deps.extra else [])
-    return GraphRegistry(deps, [*assistant,
+    project = project_flow()
+    return GraphRegistry(deps, [
+        *assistant,
+        Assistant("project", lambda deps, saver: compile_flow(project, deps, saver), name="Create a project",
+                  description=project.description, metadata={"flow": "project"}),
         Assistant("echo", build_echo_graph, name="Echo",
                   description="Answers the last message through the model gateway, streaming its tokens."),
         Assistant("interviewer", build_interviewer_graph, name="Interviewer",

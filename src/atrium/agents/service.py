@@ -14,6 +14,8 @@ from sqlalchemy import delete, or_, select
 
 from atrium.accounts.principal import Principal
 from atrium.agents.checkpoints import Checkpoints, open_checkpoints
+from atrium.agents.flows import shipped_flows
+from atrium.agents.flows.service import FlowService, FlowWaitingHook, no_notification
 from atrium.agents.registry import AgentDeps, GraphRegistry, default_registry
 from atrium.agents.runs import AgentRuns
 from atrium.agents.settings import AgentSettings
@@ -41,6 +43,7 @@ class Agents:
     runs: AgentRuns
     settings: AgentSettings = field(default_factory=AgentSettings)
     erase_products: ProductEraser | None = None  # set by the container once the artifact store exists
+    flows: FlowService | None = None  # guided flows (agents/flows/), when their services were given
 
     async def delete_thread(self, principal: Principal, thread_id: str) -> None:
         """Delete the caller's thread: its runs are stopped, its rows, checkpoints and products erased."""
@@ -121,11 +124,20 @@ class Agents:
 
 async def build_agents(settings: Settings, db: Database, chat: ChatModel, supervisor: RunSupervisor,
                        pubsub: PubSub | None = None, registry: GraphRegistry | None = None,
-                       deps: AgentDeps | None = None) -> Agents:
-    """The agents room; ``registry`` overrides the assistants Atrium ships (tests, embedding apps)."""
+                       deps: AgentDeps | None = None, *,
+                       on_flow_waiting: FlowWaitingHook = no_notification) -> Agents:
+    """The agents room; ``registry`` overrides the assistants Atrium ships (tests, embedding apps).
+    ``deps.extra``: services graphs call by name (the assistant's ``AssistantDeps``, ``accounts``,
+    ``projects``); with ``accounts`` the guided flows are served (``on_flow_waiting``: called when a flow
+    waits for its starter's answer)."""
     checkpoints = await open_checkpoints(settings)
-    registry = registry or default_registry(deps or AgentDeps(chat=chat))
+    deps = deps or AgentDeps(chat=chat)
+    registry = registry or default_registry(deps)
     runs = AgentRuns(db, checkpoints, registry, supervisor, pubsub)
     runs.keep_checkpoints = settings.agents.checkpoints_keep_last
+    flows = None
+    if "accounts" in deps.extra:
+        flows = FlowService(db, checkpoints, deps, shipped_flows(), deps.extra["accounts"].passwords,
+                            on_waiting=on_flow_waiting)
     return Agents(db=db, checkpoints=checkpoints, registry=registry, states=ThreadStates(db, checkpoints, registry),
-                  runs=runs, settings=settings.agents)
+                  runs=runs, settings=settings.agents, flows=flows)

@@ -17,6 +17,8 @@ from atrium.accounts.bootstrap import anonymous_member
 from atrium.accounts.login import SessionService
 from atrium.accounts.principal import Principal, Role
 from atrium.accounts.service import Accounts
+from atrium.agents.flows.service import FlowService
+from atrium.agents.projects import SqlProjectRecords
 from atrium.agents.service import Agents
 from atrium.container import Services
 from atrium.conversations.artifacts.service import ArtifactService
@@ -77,6 +79,17 @@ MetricsDep = Annotated[Metrics, _part(lambda services: services.metrics)]
 JobsDep = Annotated[DatabaseJobQueue, _part(lambda services: services.jobs)]
 AgentsDep = Annotated[Agents, _part(lambda services: services.agents)]
 ErasureDep = Annotated[ConversationErasure, _part(lambda services: services.erasure)]
+ProjectsDep = Annotated[SqlProjectRecords, _part(lambda services: SqlProjectRecords(services.db))]
+
+
+async def _flows(request: Request) -> FlowService:
+    flows = services_of(request).agents.flows
+    if flows is None:
+        raise NotReady("Guided flows are not configured.")
+    return flows
+
+
+FlowsDep = Annotated[FlowService, Depends(_flows)]
 GuardDep = Annotated[Guard | None, _part(lambda services: services.guard)]  # None: the guard is not configured
 # A use case of the budgets guard, made per request (no I/O).
 BudgetAdminDep = Annotated[BudgetAdmin, _part(lambda services: BudgetAdmin(services.db, services.budgets))]

@@ -94,6 +94,9 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     role: Mapped[str] = mapped_column(String(20), default="member")
     password_hash: Mapped[str | None] = mapped_column(String(200), default=None)
+    # A handle chosen at onboarding (``agents/flows``), unique across the platform; None for older accounts.
+    username: Mapped[str | None] = mapped_column(String(40), unique=True, default=None)
+    interests: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     is_service: Mapped[bool] = mapped_column(default=False)
     disabled_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[CreatedAt]
@@ -334,6 +337,25 @@ class Artifact(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Project(Base):
+    """A project record (made by the ``project`` guided flow or the assistant's ``create_project`` tool).
+    Owner and visibility as an artifact's: ``org`` (the organisation reads it) or ``private`` (its owner:
+    ``user_id``, or ``api_key_id`` for a key acting as no user). See ``atrium.agents.projects``."""
+
+    __tablename__ = "projects"
+    __table_args__ = (Index("ix_projects_org_created", "org_id", "created_at"),)
+    id: Mapped[RowId]
+    org_id: Mapped[OrgRef]
+    user_id: Mapped[OwnerUser]
+    api_key_id: Mapped[OwnerKey]
+    division_id: Mapped[OwnerDivision]
+    visibility: Mapped[str] = mapped_column(String(10), default="private")  # org, private
+    title: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[str] = mapped_column(String(30), default="other")
+    created_at: Mapped[CreatedAt]
+
+
 class ArtifactVersion(Base):
     """One version of an artifact, never changed once written: its title, description and content (a JSON
     object whose shape depends on the artifact's kind), and who wrote it (a user id or a key id)."""
@@ -511,4 +533,4 @@ class AgentRun(Base):
 TENANT_TABLES = ("users", "divisions", "memberships", "api_keys", "refresh_tokens", "conversations", "messages",
                  "documents", "chunks", "jobs", "queries", "usage", "knowledge_revisions", "budgets",
                  "budget_spend", "budget_reservations", "org_policies", "collections", "invitations", "artifacts",
-                 "artifact_versions", "changes", "agent_threads", "agent_runs")
+                 "artifact_versions", "changes", "agent_threads", "agent_runs", "projects")

@@ -9,8 +9,8 @@ artifacts, jobs, typing, presence, flow prompts) for whoever may read their obje
 * **Envelope**: JSON text messages ``{"type": ..., "id": ...}``; every reply echoes the ``id`` of the
   client message it answers (broadcast events have ``"id": null`` and ``ts``, when they were published).
   Client types: the table ``MESSAGES`` (``chat``, ``ping``, ``pong``, ``typing``, ``presence``,
-  ``subscribe``, ``unsubscribe``). A chat's events: ``start``, ``token``, ``discard``, ``step`` (with
-  ``steps: true``), ``sources``, ``done`` (the SSE events of ``/api/v1/chat/ask``, same payloads, from the
+  ``subscribe``, ``unsubscribe``, ``flow.start``, ``flow.answer``, ``flow.cancel``). A chat's events:
+  ``start``, ``token``, ``discard``, ``step`` (with ``steps: true``), ``sources``, ``done`` (the SSE events of ``/api/v1/chat/ask``, same payloads, from the
   same ``AnswerRun``; ``seq`` is the SSE event id, so a client that lost the socket resumes at
   ``GET /api/v1/conversations/{id}/messages/{message_id}/stream`` with ``Last-Event-ID: <seq>``). Errors:
   ``error`` (``{"code", "message", "request_id"}`` as over HTTP).
@@ -32,6 +32,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, Literal
 
 from fastapi import APIRouter, WebSocket
@@ -46,6 +47,7 @@ from atrium.conversations.runs import RunEvent
 from atrium.errors import AppError, InvalidRequest, NotReady, PayloadTooLarge, Unauthorized
 from atrium.http.deps import principal_for
 from atrium.http.errors import error_body
+from atrium.http.realtime_flows import FLOW_MESSAGES, handle_flow_message
 from atrium.http.routes.chat import checked_message
 from atrium.http.ws_connection import CLOSE_TOO_BIG, SocketBase, close_reason
 from atrium.knowledge.service import check_collection
@@ -115,6 +117,7 @@ MESSAGES: dict[str, type[BaseModel]] = {
     "presence": PresenceIn,
     "subscribe": SubscribeIn,
     "unsubscribe": SubscribeIn,
+    **FLOW_MESSAGES,  # flow.start, flow.answer, flow.cancel: atrium.http.realtime_flows
 }
 _FIELDS = frozenset(name for model in MESSAGES.values() for name in model.model_fields)
 
@@ -182,6 +185,7 @@ class RealtimeSocket(SocketBase):
             "presence": self.presence,
             "subscribe": self.subscribe,
             "unsubscribe": self.unsubscribe,
+            **dict.fromkeys(FLOW_MESSAGES, partial(handle_flow_message, self)),
         }
 
     async def on_end(self) -> None:
