@@ -41,6 +41,8 @@ from atrium.knowledge.ingest import upload_job_handler
 from atrium.knowledge.keyword import PostgresKeywordSearch, SqliteKeywordSearch
 from atrium.knowledge.ports import KeywordSearch, VectorIndex
 from atrium.knowledge.service import KnowledgeService
+from atrium.notifications.service import NotificationService
+from atrium.notifications.wiring import build_notifications
 from atrium.settings import Settings
 from atrium.store.engine import Database, build_engine, temporary_database
 from atrium.store.files import secure_data_dir
@@ -77,6 +79,7 @@ class Services:
     budgets: BudgetGuard  # spending caps; the gateway reserves and settles through it (guard/budgets/spend.py)
     redis: Redis | None
     agents: Agents  # the agents API: checkpointer, graph registry, thread states, runs
+    notifications: NotificationService  # push to users' devices; hooks: job_finished, flow_waiting
     guard: Guard | None = None  # guard policies (moderation, PII, injection, output links); routes/policy.py
 
 
@@ -200,7 +203,10 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     streams = AnswerStreams(db, build_stream_log(settings, redis), settings.streams, shared=redis is not None)
     chat = ChatService(db, answerer, model, runs, settings.chat, directory, pipeline)
     chat.streams = streams
-    jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)})
+    notifications = await build_notifications(settings.notifications, data_dir=settings.data_dir, db=db,
+                                              http_client=http_client)
+    jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)},
+                            on_finished=notifications.job_finished)
     agents = await build_agents(settings, db, model, runs, pubsub)
     return Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
                     gateway=gateway, chat=chat,
@@ -211,7 +217,8 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
                     jobs=jobs, runs=runs, streams=streams, http_client=http_client, pubsub=pubsub, metrics=metrics,
                     authenticator=authenticator, sessions=sessions,
                     accounts=Accounts(db, authenticator, sessions.passwords, knowledge),
-                    rate_limiter=rate_limiter, budgets=budgets, redis=redis, agents=agents, guard=pipeline.guard)
+                    rate_limiter=rate_limiter, budgets=budgets, redis=redis, agents=agents,
+                    notifications=notifications, guard=pipeline.guard)
 
 
 async def close_services(services: Services, *, reconcile: bool = True) -> None:
@@ -226,6 +233,7 @@ async def close_services(services: Services, *, reconcile: bool = True) -> None:
             log.exception("final index reconciliation failed; the next start will repair it")
     await services.knowledge.save_index(force=True)
     await services.agents.aclose()
+    await services.notifications.close()  # sends in progress use the HTTP client
     await services.gateway.aclose()
     await services.http_client.aclose()
     await services.streams.log.aclose()

@@ -64,6 +64,7 @@ from atrium.guard.settings import (
 )
 from atrium.http.settings import LimitSettings, ServerSettings
 from atrium.knowledge.settings import EmbeddingSettings, KnowledgeSettings
+from atrium.notifications.settings import NotificationSettings
 from atrium.store.settings import DatabaseSettings
 
 __all__ = [
@@ -71,7 +72,8 @@ __all__ = [
     "DatabaseSettings", "DeprecatedSettingWarning", "EmbeddingSettings", "ExternalClaimSettings",
     "ExternalIdpSettings", "GatewaySettings", "GuardPolicySettings", "GuardSettings", "InjectionAction",
     "InjectionPolicySettings", "JwtAlgorithm", "KnowledgeSettings", "LimitSettings", "LocalModelName",
-    "ModelSettings", "ModerationPolicySettings", "ModerationProviderSettings", "OutputPolicySettings", "PiiAction",
+    "ModelSettings", "ModerationPolicySettings", "ModerationProviderSettings", "NotificationSettings",
+    "OutputPolicySettings", "PiiAction",
     "PiiKind", "PiiPolicySettings", "ProviderKind", "ProviderSettings", "RateLimitSettings", "RetrySettings",
     "RouteSettings", "RouteStrategy", "ServerSettings", "Settings", "StreamSettings", "TenantPolicySettings",
     "masked_dump",
@@ -107,6 +109,7 @@ class Settings(BaseSettings):
     guard: GuardSettings = GuardSettings()
     database: DatabaseSettings = DatabaseSettings()
     streams: StreamSettings = StreamSettings()
+    notifications: NotificationSettings = NotificationSettings()
 
     @model_validator(mode="wrap")
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,13 +24,18 @@ from atrium.store.models import Job
 
 log = logging.getLogger(__name__)
 
+# Called with a job that just ended (``status`` succeeded or failed); it must return at once (schedule any
+# I/O) and its failure never changes the job (notifications: ``NotificationService.job_finished``).
+FinishedHook = Callable[[Job], object]
+
 
 class DatabaseJobQueue:
     """Jobs in the ``jobs`` table, run one at a time by ``work()`` in this process."""
 
     def __init__(self, db: Database, handlers: dict[str, Handler], *, max_attempts: int = 3,
-                 poll_interval_s: float = 1.0) -> None:
+                 poll_interval_s: float = 1.0, on_finished: FinishedHook | None = None) -> None:
         self.db = db
+        self.on_finished = on_finished
         self.handlers = handlers
         self.max_attempts = max_attempts
         self.poll_interval_s = poll_interval_s
@@ -121,13 +127,24 @@ class DatabaseJobQueue:
             await asyncio.shield(self._update(job, status="queued"))
             raise
         except AppError as exc:
-            await self._update(job, status="failed", error=exc.message)
+            await self._finish(job, status="failed", error=exc.message)
             return
         except Exception:
             log.exception("job %s (%s) failed", job.id, job.kind)
-            await self._update(job, status="failed", error="internal error")
+            await self._finish(job, status="failed", error="internal error")
             return
-        await self._update(job, status="succeeded", result=result, progress=1.0)
+        await self._finish(job, status="succeeded", result=result, progress=1.0)
+
+    async def _finish(self, job: Job, **values: Any) -> None:
+        await self._update(job, **values)
+        if self.on_finished is None:
+            return
+        for name, value in values.items():
+            setattr(job, name, value)
+        try:
+            self.on_finished(job)
+        except Exception:
+            log.exception("job %s (%s): the finished hook failed", job.id, job.kind)
 
     async def _update(self, job: Job, **values: Any) -> None:
         async with self.db.tenant_session(job.org_id) as session:

@@ -105,6 +105,7 @@ ACCESS_RULES: dict[str, str] = {
     "artifacts": READABLE_COLLECTION,
     "artifact_versions": "EXISTS (SELECT 1 FROM artifacts a WHERE a.id = artifact_versions.artifact_id)",
     "changes": OWNER_MATCH,  # the sync change log: a change is its conversation owner's
+    "notification_devices": OWNER_MATCH,  # a device receives its owner's notifications only
 }
 
 
