@@ -44,7 +44,7 @@ class Retrier:
         self.attempts = attempts
         self.max_retry_after_s = max_retry_after_s
         self._sleep = sleep
-        self._backoff = wait_exponential_jitter(initial=initial_s, max=max(initial_s, 8.0), jitter=initial_s)
+        self._backoff = wait_exponential_jitter(multiplier=initial_s, max=max(initial_s, 8.0), jitter=initial_s)
 
     def _should_retry(self, outcome: Outcome) -> bool:
         if not outcome.retryable:
