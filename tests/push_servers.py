@@ -264,3 +264,15 @@ class FcmService(_Server):
             return web.json_response(self.error(404, "NOT_FOUND", "UNREGISTERED"), status=404)
         self.messages.append(FcmMessage(token, message))
         return web.json_response({"name": f"projects/{self.PROJECT}/messages/{len(self.messages)}"})
+
+
+def browser_subscription(endpoint: str) -> dict[str, Any]:
+    """A subscription's JSON with real keys, for an endpoint no service answers (registration only)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return {"kind": "webpush", "endpoint": endpoint, "keys": {"p256dh": b64url(public), "auth": b64url(os.urandom(16))}}
+
+
+# Notifications on, for the authorization and isolation worlds: endpoints on loopback accepted, no retries.
+NOTIFICATIONS_FOR_TESTS = {"enabled": True, "allow_http_endpoints": True, "allow_private_endpoints": True,
+                           "max_attempts": 1, "request_timeout_s": 2.0}
