@@ -23,7 +23,7 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import http_ece
 import jwt
@@ -76,7 +76,7 @@ class _Server:
         self.problems.append(reason)
         return web.json_response({"error": reason}, status=status)
 
-    async def __aenter__(self) -> _Server:
+    async def __aenter__(self) -> Self:
         self.runner = web.AppRunner(self.app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()

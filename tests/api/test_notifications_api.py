@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from sqlalchemy import select
 
 from atrium.accounts.principal import Principal

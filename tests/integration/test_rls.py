@@ -49,6 +49,7 @@ from atrium.store.models import (
     KnowledgeRevision,
     Membership,
     Message,
+    NotificationDevice,
     Organization,
     OrgPolicy,
     QueryRecord,
@@ -131,6 +132,8 @@ async def _seed(owner: Database) -> None:
                 Change(org_id=org, user_id=user.id, entity="conversation", entity_id=conversation.id,
                        conversation_id=conversation.id, op="upsert"),
                 AgentThread(id=f"thread-{tag}", org_id=org, user_id=user.id, meta={"secret": tag}),
+                NotificationDevice(org_id=org, user_id=user.id, kind="fcm", endpoint=f"secret-token-{tag}",
+                                   endpoint_hash=tag * 8),
             ])
             await session.flush()
             session.add(AgentRun(org_id=org, thread_id=f"thread-{tag}", assistant_id="echo"))
