@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from atrium.accounts.principal import Principal
 from atrium.settings import Settings
-from atrium.store.models import User
+from atrium.store.models import NotificationDevice, User
 from tests.api.helpers import upload, wait_job
 from tests.conftest import RunningApp, make_settings, run_app
 from tests.push_servers import FcmService, WebPushService
@@ -225,3 +225,20 @@ async def test_vapid_private_key_stays_in_the_data_dir(tmp_path: Path, fcm_servi
     assert mode & 0o777 == 0o600 and body[:40] not in caplog.text and "generated a VAPID key pair" in caplog.text
     async with run_app(settings) as running:
         assert (await running.client.get("/api/v1/notifications/vapid-public-key")).json()["public_key"] == first
+
+
+async def test_a_users_devices_are_in_their_export_and_go_with_their_erasure(
+        running: RunningApp, push: WebPushService) -> None:
+    alice = await member_client(running, "alice@example.com")
+    try:
+        made = await alice.post("/api/v1/notifications/devices", json={"kind": "webpush", **push.subscribe().as_json(),
+                                                                       "label": "Phone"})
+        assert made.status_code == 201
+        export = (await alice.get("/api/v1/me/export")).json()
+        assert [(d["id"], d["label"]) for d in export["notification_devices"]] == [(made.json()["id"], "Phone")]
+        erased = await alice.delete("/api/v1/me")
+        assert erased.status_code == 200 and erased.json()["erased"]["notification_devices"] == 1, erased.text
+        async with running.services.db.system_session() as session:
+            assert await session.get(NotificationDevice, made.json()["id"]) is None
+    finally:
+        await alice.aclose()
