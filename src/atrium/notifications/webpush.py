@@ -22,7 +22,7 @@ import http_ece
 import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from py_vapid import Vapid02
+from py_vapid import Vapid02, VapidException
 
 from atrium.errors import InvalidRequest
 from atrium.notifications.delivery import EndpointPolicy, Retrier, retry_after_s
@@ -50,7 +50,9 @@ class VapidKeys:
     origin). The private key is never logged nor served."""
 
     def __init__(self, private_key: ec.EllipticCurvePrivateKey, subject: str) -> None:
-        self._vapid = Vapid02(private_key)
+        # "no-strict": any mailto: or https: subject (RFC 8292; checked by the settings), not only py_vapid's
+        # narrower pattern (an https URL with a path, say).
+        self._vapid = Vapid02(private_key, conf={"no-strict": True})
         self.subject = subject
         public = private_key.public_key().public_bytes(serialization.Encoding.X962,
                                                        serialization.PublicFormat.UncompressedPoint)
@@ -135,11 +137,14 @@ class WebPushNotifier:
             await self._policy.check(device.endpoint)
         except InvalidRequest as exc:
             return Outcome("rejected", detail=exc.message)
-        body = encrypt(plaintext, device.p256dh, device.auth)
+        try:
+            body = encrypt(plaintext, device.p256dh, device.auth)
+            authorization = self.keys.authorization(device.endpoint)
+        except (ValueError, VapidException, http_ece.ECEException) as exc:  # keys that are not a P-256 point, an unusable audience
+            return Outcome("rejected", detail=f"cannot encrypt or sign ({type(exc).__name__})")
         headers = {"TTL": str(self._ttl_s if notification.ttl_s is None else notification.ttl_s),
                    "Urgency": notification.urgency, "Content-Encoding": "aes128gcm",
-                   "Content-Type": "application/octet-stream",
-                   "Authorization": self.keys.authorization(device.endpoint)}
+                   "Content-Type": "application/octet-stream", "Authorization": authorization}
         return await self._retrier.run(lambda: self._post(device.endpoint, body, headers))
 
     async def _post(self, endpoint: str, body: bytes, headers: dict[str, str]) -> Outcome:
