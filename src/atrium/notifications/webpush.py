@@ -140,7 +140,7 @@ class WebPushNotifier:
         try:
             body = encrypt(plaintext, device.p256dh, device.auth)
             authorization = self.keys.authorization(device.endpoint)
-        except (ValueError, VapidException, http_ece.ECEException) as exc:  # keys that are not a P-256 point, an unusable audience
+        except (ValueError, VapidException, http_ece.ECEException) as exc:  # not a P-256 point, a bad audience
             return Outcome("rejected", detail=f"cannot encrypt or sign ({type(exc).__name__})")
         headers = {"TTL": str(self._ttl_s if notification.ttl_s is None else notification.ttl_s),
                    "Urgency": notification.urgency, "Content-Encoding": "aes128gcm",
