@@ -242,3 +242,15 @@ async def test_a_users_devices_are_in_their_export_and_go_with_their_erasure(
             assert await session.get(NotificationDevice, made.json()["id"]) is None
     finally:
         await alice.aclose()
+
+
+async def test_past_the_device_limit_the_oldest_goes(tmp_path: Path, fcm_service: FcmService) -> None:
+    async with run_app(await settings_for(tmp_path, fcm_service, max_devices_per_owner=2)) as running:
+        made = []
+        for _ in range(3):
+            answer = await running.client.post("/api/v1/notifications/devices",
+                                               json={"kind": "fcm", "token": fcm_service.register()})
+            assert answer.status_code == 201
+            made.append(answer.json()["id"])
+        listed = [d["id"] for d in (await running.client.get("/api/v1/notifications/devices")).json()["devices"]]
+        assert listed == made[1:]
