@@ -35,6 +35,7 @@ from atrium.http.routes import (
     invitations,
     me,
     metrics,
+    notifications,
     openai_compat,
     policy,
     projects,
@@ -117,7 +118,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
     # The model endpoints first: FastAPI tries routes in order, and these are the hot path.
     for module in (openai_compat, anthropic_compat, health, metrics, chat, search, documents, collections, query,
                    conversations, sync, me, admin, auth, accounts, invitations, budgets, policy, ws, assistants,
-                   threads, runs, flows, projects):
+                   threads, runs, flows, projects, notifications):
         app.include_router(module.router)
     app.include_router(artifacts.router)
     app.include_router(conversations.admin_router)

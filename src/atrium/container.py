@@ -16,10 +16,12 @@ from redis.asyncio import Redis
 
 from atrium.accounts.authenticate import Authenticator, build_authenticator
 from atrium.accounts.login import SessionService, build_sessions
+from atrium.accounts.ownership import Owner
 from atrium.accounts.service import Accounts
 from atrium.agents.artifact_store import StoreArtifactSink
 from atrium.agents.chat_turns import ChatAssistant
 from atrium.agents.factory import build_assistant_deps
+from atrium.agents.flows.service import FlowWaiting
 from atrium.agents.ports import ProjectRecords
 from atrium.agents.projects import SqlProjectRecords
 from atrium.agents.registry import ASSISTANT_DEPS, AgentDeps
@@ -48,8 +50,11 @@ from atrium.knowledge.ingest import upload_job_handler
 from atrium.knowledge.keyword import PostgresKeywordSearch, SqliteKeywordSearch
 from atrium.knowledge.ports import KeywordSearch, VectorIndex
 from atrium.knowledge.service import KnowledgeService
+from atrium.notifications.service import NotificationService
+from atrium.notifications.wiring import build_notifications
 from atrium.realtime.hub import Hub
-from atrium.realtime.ports import EventPublisher
+from atrium.realtime.ports import EventPublisher, publish_quietly
+from atrium.realtime.publish import flow_prompt, job_watcher
 from atrium.settings import Settings
 from atrium.store.engine import Database, build_engine, temporary_database
 from atrium.store.files import secure_data_dir
@@ -89,6 +94,7 @@ class Services:
     erasure: ConversationErasure  # deleting a conversation erases its messages, artifacts, streams, threads
     realtime: Hub  # this process's WebSockets per organisation, presence, delivery (atrium.realtime)
     events: EventPublisher  # realtime events to every replica's sockets (through the PubSub port)
+    notifications: NotificationService  # push to users' devices; told of jobs and waiting flows
     guard: Guard | None = None  # guard policies (moderation, PII, injection, output links); routes/policy.py
 
 
@@ -218,8 +224,17 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     chat = ChatService(db, answerer, model, runs, settings.chat, directory, pipeline)
     chat.streams = streams
     chat.events = hub.publisher
+    notifications = await build_notifications(settings.notifications, data_dir=settings.data_dir, db=db,
+                                              http_client=http_client)
     jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)},
-                            events=hub.publisher)
+                            watchers=(job_watcher(hub.publisher), notifications.job_changed))
+
+    async def flow_waiting(waiting: FlowWaiting) -> None:  # a flow waits: its owner's sockets, then devices
+        owner = Owner(waiting.user_id, waiting.api_key_id)
+        await publish_quietly(hub.publisher, flow_prompt(waiting.org_id, owner, flow_id=waiting.flow_id,
+                                                         flow=waiting.flow, prompt=waiting.prompt))
+        notifications.flow_waiting(waiting.org_id, owner, waiting.flow_id, str(waiting.prompt.get("question", "")))
+
     artifacts = ArtifactService(knowledge, model, pipeline, top_k=settings.knowledge.top_k,
                                 min_relevance=settings.knowledge.min_relevance, temperature=settings.chat.temperature,
                                 events=hub.publisher)
@@ -227,7 +242,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     projects = projects or SqlProjectRecords(db)
     assistant = build_assistant_deps(settings, chat, gateway, StoreArtifactSink(artifacts), projects)
     agents = await build_agents(settings, db, model, runs, pubsub, deps=AgentDeps(chat=model, extra={
-        ASSISTANT_DEPS: assistant, "accounts": accounts, "projects": projects}))
+        ASSISTANT_DEPS: assistant, "accounts": accounts, "projects": projects}), on_flow_waiting=flow_waiting)
     agents.erase_products = lambda org_id, thread_id: artifacts.erase_made_by(org_id, agent_thread_id=thread_id)
     services = Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
                         gateway=gateway, chat=chat,
@@ -238,7 +253,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
                         rate_limiter=rate_limiter, budgets=budgets, redis=redis, agents=agents, guard=pipeline.guard,
                         erasure=ConversationErasure(db, artifacts.index, streams.log,
                                                     agents.erase_conversation_threads),
-                        realtime=hub, events=hub.publisher)
+                        realtime=hub, events=hub.publisher, notifications=notifications)
     chat.assistant = ChatAssistant(assistant)  # /api/v1/chat/ask answers through the same assistant graph
     return services
 
@@ -256,6 +271,7 @@ async def close_services(services: Services, *, reconcile: bool = True) -> None:
             log.exception("final index reconciliation failed; the next start will repair it")
     await services.knowledge.save_index(force=True)
     await services.agents.aclose()
+    await services.notifications.close()  # sends in progress use the HTTP client
     await services.gateway.aclose()
     await services.http_client.aclose()
     await services.streams.log.aclose()

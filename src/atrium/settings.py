@@ -65,6 +65,7 @@ from atrium.guard.settings import (
 )
 from atrium.http.settings import LimitSettings, ServerSettings
 from atrium.knowledge.settings import EmbeddingSettings, KnowledgeSettings
+from atrium.notifications.settings import NotificationSettings
 from atrium.realtime.settings import RealtimeSettings
 from atrium.store.settings import DatabaseSettings
 
@@ -74,10 +75,10 @@ __all__ = [
     "DatabaseSettings", "DeprecatedSettingWarning", "EmbeddingSettings", "ExternalClaimSettings",
     "ExternalIdpSettings", "GatewaySettings", "GuardPolicySettings", "GuardSettings", "InjectionAction",
     "InjectionPolicySettings", "JwtAlgorithm", "KnowledgeSettings", "LimitSettings", "LocalModelName",
-    "ModelSettings", "ModerationPolicySettings", "ModerationProviderSettings", "OutputPolicySettings", "PiiAction",
-    "PiiKind", "PiiPolicySettings", "ProviderKind", "ProviderSettings", "RateLimitSettings", "RealtimeSettings",
-    "RetrySettings", "RouteSettings", "RouteStrategy", "ServerSettings", "Settings", "StreamSettings",
-    "TenantPolicySettings",
+    "ModelSettings", "ModerationPolicySettings", "ModerationProviderSettings", "NotificationSettings",
+    "OutputPolicySettings", "PiiAction", "PiiKind", "PiiPolicySettings", "ProviderKind", "ProviderSettings",
+    "RateLimitSettings", "RealtimeSettings", "RetrySettings", "RouteSettings", "RouteStrategy", "ServerSettings",
+    "Settings", "StreamSettings", "TenantPolicySettings",
     "masked_dump",
     "unknown_env_vars",
 ]
@@ -113,6 +114,7 @@ class Settings(BaseSettings):
     streams: StreamSettings = StreamSettings()
     agents: AgentSettings = AgentSettings()
     realtime: RealtimeSettings = RealtimeSettings()
+    notifications: NotificationSettings = NotificationSettings()
 
     @model_validator(mode="wrap")
     @classmethod

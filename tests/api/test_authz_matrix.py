@@ -49,7 +49,16 @@ from websockets.exceptions import ConnectionClosed
 from atrium.accounts.admin import KeySpec, administer
 from atrium.accounts.principal import Principal
 from atrium.gateway.providers.fake import FakeChatModel
-from atrium.store.models import Collection, Conversation, Invitation, Membership, Message, Organization, User
+from atrium.store.models import (
+    Collection,
+    Conversation,
+    Invitation,
+    Membership,
+    Message,
+    NotificationDevice,
+    Organization,
+    User,
+)
 from tests.api.artifact_helpers import artifact_or_grounded
 from tests.api.authz_helpers import (
     BACKENDS,
@@ -61,6 +70,7 @@ from tests.api.authz_helpers import (
 )
 from tests.api.helpers import upload, wait_job
 from tests.conftest import ADMIN_KEY, LiveServer, RunningApp, free_port, start_app
+from tests.push_servers import NOTIFICATIONS_FOR_TESTS, browser_subscription
 from tests.tenancy_helpers import create_tenant
 
 # The matrix's columns, and the order principals ask in (least powerful first, the owner last).
@@ -274,6 +284,11 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "GET /api/v1/projects":                                        _SIGNED_IN,
     "GET /api/v1/projects/{project_id}":                           _MEMBERS_OWN,
     "GET /api/v1/projects/{project_id} #org":                     (200, 200, 200, 200, 200, 200, 200, 200, 404, 401),
+    # Notification devices: each principal's own (the member's device: 404 to everyone else, admins too).
+    "POST /api/v1/notifications/devices":                         (201, 201, 201, 201, 201, 201, 201, 201, 201, 401),
+    "GET /api/v1/notifications/devices":                           _SIGNED_IN,
+    "DELETE /api/v1/notifications/devices/{device_id}":           (404, 404, 404, 204, 404, 404, 404, 404, 404, 401),
+    "GET /api/v1/notifications/vapid-public-key":                  _SIGNED_IN,
 }
 
 
@@ -418,6 +433,18 @@ class World:
             "scope": "key", "subject_id": await self.key_of(user), "period": "month", "limit_usd": "5"})
         assert made.status_code == 201, made.text
         return str(made.json()["id"])
+
+    async def device(self, owner: str) -> str:
+        """A new Web Push device of ``owner`` (registered by ``owner`` itself)."""
+        made = await self.clients[owner].post("/api/v1/notifications/devices", json=browser_subscription(
+            f"http://127.0.0.1:9/push/{self.unique(owner)}"))
+        assert made.status_code == 201, made.text
+        return str(made.json()["id"])
+
+    async def device_owners(self) -> dict[str, str | None]:
+        async with self.db.system_session() as session:
+            rows = await session.execute(select(NotificationDevice.id, NotificationDevice.user_id))
+            return {row.id: row.user_id for row in rows}
 
     async def d1_collection(self) -> str:
         name = self.unique("tmp-d1")
@@ -572,6 +599,7 @@ async def _build(world: World) -> None:
     assert (await owner.put("/api/v1/admin/policy", json=POLICY)).status_code == 200
     await _agent_threads(world)
     await _flows_and_projects(world)
+    ids["device_member"] = await world.device("member")
     world.secrets = ({value for name, value in ids.items() if name != "org"} | set().union(*world.docs.values())
                      | {ORG_WORD, D1_WORD, PRIVATE_WORD, "Division D1", "Division D2"})
 
@@ -582,7 +610,8 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     settings = await backend_settings(request, tmp_path_factory.mktemp(f"authz-{backend}"), backend, gateway={
         "providers": {"vault": {"kind": "fake", "fake_answer": "An answer of the vault model."}},
         "models": {"vault-model": {"provider": "vault", "model": "fake"}},
-    }, auth={"login_attempts_per_minute_per_ip": 100_000, "access_token_ttl_s": 3600})
+    }, auth={"login_attempts_per_minute_per_ip": 100_000, "access_token_ttl_s": 3600},
+        notifications=NOTIFICATIONS_FOR_TESTS)
     model = FakeChatModel(answer=artifact_or_grounded)  # artifacts are generated as JSON, the rest as before
     app, lifespan = await start_app(settings, model)
     clients = {"owner": client_for(app, ADMIN_KEY), "anonymous": client_for(app, None)}
@@ -1469,6 +1498,44 @@ probe("POST /api/v1/flows/{flow_id}/cancel")(_on_fresh_flow(None))
 
 
 # --- The tests -----------------------------------------------------------------------------------------------
+
+# Notification devices.
+@probe("POST /api/v1/notifications/devices")
+async def _register_device(world: World, who: str, path: str) -> Answer:
+    answer = await world.ask(who, "POST", path, json=browser_subscription(
+        f"http://127.0.0.1:9/push/{world.unique(who)}"))
+    if answer.status == 201:  # the caller's own device, in its own organisation
+        async with world.db.system_session() as session:
+            row = await session.get(NotificationDevice, answer.body["id"])
+        assert row is not None and row.org_id == own_org(world, who)
+        if who == "key":  # a key acting as no user owns its devices itself
+            assert row.user_id is None and row.api_key_id == world.ids["key"]
+        elif who != "other":
+            assert row.user_id == world.ids[who]
+    return answer
+
+
+async def _own_devices(world: World, who: str, answer: Answer) -> None:
+    listed = {device["id"] for device in answer.body["devices"]}
+    assert (world.ids["device_member"] in listed) == (who == "member"), listed
+    owners = await world.device_owners()
+    if who in USERS or who == "owner":
+        assert {owners[device_id] for device_id in listed} <= {world.ids[who]}
+    elif who == "key":
+        assert {owners[device_id] for device_id in listed} <= {None}
+
+
+simple("GET /api/v1/notifications/devices", check=_own_devices)
+simple("GET /api/v1/notifications/vapid-public-key")
+
+
+@probe("DELETE /api/v1/notifications/devices/{device_id}", always=True, check=None)
+async def _remove_device(world: World, who: str, path: str) -> Answer:
+    device = await world.device("member")
+    answer = await world.ask(who, "DELETE", fill(path, device_id=device))
+    assert (device in await world.device_owners()) == (answer.status != 204)
+    return answer
+
 
 def test_every_route_has_a_matrix_row(tmp_path: Path) -> None:
     routes = app_routes(tmp_path)

@@ -70,3 +70,27 @@ async def test_a_project_flow_over_the_socket(tmp_path: Path) -> None:
             denied = await _send(other, {"type": "flow.start", "id": "o1", "flow": "onboarding"})
             assert denied["type"] == "error" and denied["error"]["code"] == "forbidden"
             assert (await _send(ws, {"type": "ping", "id": "p"}))["type"] == "pong"  # the socket lives on
+
+
+async def test_a_waiting_flow_reaches_its_starters_sockets_only(tmp_path: Path) -> None:
+    """A flow started over REST waits for an answer: its starter's open socket hears ``flow.prompt``
+    (a broadcast, ``"id": null``); another member's socket does not."""
+    settings = await asyncio.to_thread(make_settings, tmp_path / "data")
+    async with LiveServer(create_app(settings, chat_model=FakeChatModel()), free_port()) as server:
+        member = await _member_key(server)
+        async with connect(f"{server.ws_url}/ws", additional_headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+                           open_timeout=10) as ws, \
+                connect(f"{server.ws_url}/ws", additional_headers={"Authorization": f"Bearer {member}"},
+                        open_timeout=10) as other, \
+                httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as http:
+            assert json.loads(await ws.recv())["type"] == "ready"
+            assert json.loads(await other.recv())["type"] == "ready"
+            started = await http.post("/api/v1/flows/project")
+            assert started.status_code == 201, started.text
+            while (event := json.loads(await asyncio.wait_for(ws.recv(), 15)))["type"] != "flow.prompt":
+                assert event["id"] is None, event
+            assert event["flow_id"] == started.json()["id"] and event["prompt"]["step"] == "title", event
+            assert event["id"] is None and event["flow"] == "project"
+            await other.send(json.dumps({"type": "ping", "id": "p"}))  # what was sent to it before is here now
+            while (heard := json.loads(await asyncio.wait_for(other.recv(), 15)))["type"] != "pong":
+                assert heard["type"] != "flow.prompt", heard

@@ -55,6 +55,7 @@ from tests.api.authz_helpers import (
 )
 from tests.api.helpers import upload, wait_job
 from tests.conftest import ADMIN_KEY, LiveServer, RunningApp, free_port, start_app
+from tests.push_servers import NOTIFICATIONS_FOR_TESTS, browser_subscription
 from tests.tenancy_helpers import create_tenant
 
 ORG_B = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0"
@@ -68,6 +69,7 @@ B_DOC = "# Bravo handbook\n\nThe bravo vault code lives with the bravo desk, nex
 PASSWORD_A, PASSWORD_B = "alpha-password-1", "bravo-password-1"
 A_POLICY_DOMAIN = "alpha-secret-domain.example"
 A_POLICY = {"output": {"link_domains": [A_POLICY_DOMAIN]}}
+A_PUSH_ENDPOINT = "http://127.0.0.1:9/push/alpha-secret-subscription"
 
 EXEMPT = PUBLIC_ROUTES  # no tenant data to attack
 
@@ -165,7 +167,7 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         "providers": {"vault": {"kind": "fake", "fake_answer": "An answer of the restricted model."}},
         "models": {"restricted": {"provider": "vault", "model": "fake"}},
         "tenants": {ORG_B: {"allowed_models": ["fake", "hash-bow"]}},
-    }}
+    }, "notifications": NOTIFICATIONS_FOR_TESTS}
     settings = await backend_settings(request, tmp_path_factory.mktemp(f"isolation-{backend}"), backend, **overrides)
     model = FakeChatModel(answer=artifact_or_grounded)
     app, lifespan = await start_app(settings, model)
@@ -198,6 +200,9 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
                 "invitation": invitation.json()["id"], "guest": A_GUEST, "artifact": artifact.json()["id"]}
         ids |= await _seed_agents(a)
         ids |= await _seed_flows(a)
+        device = await a.post("/api/v1/notifications/devices", json=browser_subscription(A_PUSH_ENDPOINT))
+        assert device.status_code == 201, device.text
+        ids |= {"device": device.json()["id"], "device_endpoint": A_PUSH_ENDPOINT}
         b_key, b_viewer_key, b_email = await _seed_b(db)
         b = client_for(app, b_key)
         b_job = await wait_job(b, (await upload(b, {"bravo.md": B_DOC}, "docs"))["job_id"])
@@ -1002,6 +1007,21 @@ async def _flows_and_projects(world: World) -> None:
     not_found(await world.a.get(f"/api/v1/projects/{b_project}"))
     after = (await world.a.get(f"/api/v1/flows/{flow}")).json()
     assert after == before and after["prompt"]["step"] == "description" and after["values"]["title"] == FLOW_SECRET
+@attack(("POST", "/api/v1/notifications/devices"), ("GET", "/api/v1/notifications/devices"),
+        ("DELETE", "/api/v1/notifications/devices/{device_id}"), ("GET", "/api/v1/notifications/vapid-public-key"))
+async def _notification_devices(world: World) -> None:
+    """B neither sees nor removes A's device, and registering A's very endpoint gives B a device of its
+    own (A's stays A's)."""
+    device = world.ids["device"]
+    not_found(await world.attack("DELETE", f"/api/v1/notifications/devices/{device}"))
+    listed = await world.attack("GET", "/api/v1/notifications/devices")
+    assert listed.status_code == 200 and device not in {d["id"] for d in listed.json()["devices"]}
+    taken = await world.attack("POST", "/api/v1/notifications/devices", json=browser_subscription(A_PUSH_ENDPOINT))
+    assert taken.status_code == 201 and taken.json()["id"] != device, taken.text
+    key = await world.attack("GET", "/api/v1/notifications/vapid-public-key")
+    assert key.status_code == 200
+    mine = (await world.a.get("/api/v1/notifications/devices")).json()["devices"]
+    assert [d["id"] for d in mine] == [device]
 
 
 # Last, so that every case above is registered when the parameters are collected. A case covering

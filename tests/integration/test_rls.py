@@ -49,6 +49,7 @@ from atrium.store.models import (
     KnowledgeRevision,
     Membership,
     Message,
+    NotificationDevice,
     Organization,
     OrgPolicy,
     Project,
@@ -133,6 +134,8 @@ async def _seed(owner: Database) -> None:
                        conversation_id=conversation.id, op="upsert"),
                 AgentThread(id=f"thread-{tag}", org_id=org, user_id=user.id, meta={"secret": tag}),
                 Project(org_id=org, user_id=user.id, visibility="org", title=f"secret {tag}", description=""),
+                NotificationDevice(org_id=org, user_id=user.id, kind="fcm", endpoint=f"secret-token-{tag}",
+                                   endpoint_hash=tag * 8),
             ])
             await session.flush()
             session.add(AgentRun(org_id=org, thread_id=f"thread-{tag}", assistant_id="echo"))

@@ -51,6 +51,31 @@ async def test_job_runs_and_reports_progress_and_result(db: Database) -> None:
     assert seen == [0.5]
 
 
+async def test_watchers_hear_each_change_and_a_failing_one_changes_nothing(db: Database) -> None:
+    heard: list[tuple[str, float | None, str | None]] = []
+
+    async def handler(job: Job, progress: ProgressFn) -> dict[str, Any]:
+        await progress(0.25)
+        if job.payload["fail"]:
+            raise InvalidRequest("bad file")
+        return {}
+
+    async def watcher(job: Job) -> None:
+        heard.append((job.status, job.progress, job.error))
+
+    async def broken(job: Job) -> None:
+        raise RuntimeError("watcher down")
+
+    queue = DatabaseJobQueue(db, {"work": handler}, watchers=(broken, watcher))
+    ok = await queue.enqueue("org-a", "work", {"fail": False}, owner=OWNER)
+    bad = await queue.enqueue("org-a", "work", {"fail": True}, owner=OWNER)
+    await work_until_idle(queue)
+    assert heard == [("running", 0.25, None), ("succeeded", 1.0, None),
+                     ("running", 0.25, None), ("failed", 0.25, "bad file")]
+    assert (await queue.get("org-a", ok, owner=OWNER)).status == "succeeded"
+    assert (await queue.get("org-a", bad, owner=OWNER)).status == "failed"
+
+
 async def test_failures_are_recorded_without_internal_details(db: Database) -> None:
     async def bad_input(job: Job, progress: ProgressFn) -> dict[str, Any]:
         raise InvalidRequest("notes.txt is not UTF-8 text")

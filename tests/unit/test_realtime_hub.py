@@ -72,7 +72,7 @@ async def test_the_hub_delivers_by_audience_topic_and_organisation() -> None:
     ann_member.topics.add("thread:t")  # type: ignore[attr-defined]
     assert hub.deliver(Event("org1", "x", {}, Audience.org(), topic="thread:t")) == 1
     assert hub.deliver(Event("org1", "x", {}, Audience.org(), skip=ann_member.socket_id)) == 1  # type: ignore[attr-defined]
-    prompt = flow_prompt("org1", Owner("bob", None), thread_id="t", flow="onboarding", step="email", prompt="Email?")
+    prompt = flow_prompt("org1", Owner("bob", None), flow_id="f", flow="project", prompt={"question": "Title?"})
     assert hub.deliver(prompt) == 1
     assert hub.deliver(Event("org3", "x", {}, Audience.org())) == 0
 

@@ -31,6 +31,7 @@ from atrium.store.models import (
     Job,
     Membership,
     Message,
+    NotificationDevice,
     Project,
     QueryRecord,
     UsageRecord,
@@ -86,6 +87,8 @@ async def export(db: Database, principal: Principal) -> dict[str, Any]:
                     select(ArtifactVersion).where(ArtifactVersion.artifact_id.in_([a.id for a in artifacts]))
                     .order_by(ArtifactVersion.artifact_id, ArtifactVersion.number)):
                 versions[version.artifact_id].append(version)
+        devices = (await session.scalars(select(NotificationDevice).where(NotificationDevice.user_id == user_id)
+                                         .order_by(NotificationDevice.created_at))).all()
         usage = (await session.execute(
             select(UsageRecord.org_id, UsageRecord.model, UsageRecord.endpoint, func.count(),
                    func.sum(UsageRecord.prompt_tokens), func.sum(UsageRecord.completion_tokens),
@@ -117,6 +120,8 @@ async def export(db: Database, principal: Principal) -> dict[str, Any]:
              "versions": [{"number": v.number, "title": v.title, "description": v.description, "content": v.content,
                            "created_at": _iso(v.created_at)} for v in versions[a.id]]}
             for a in artifacts],
+        "notification_devices": [{"id": d.id, "org_id": d.org_id, "kind": d.kind, "label": d.label,
+                                  "created_at": _iso(d.created_at)} for d in devices],
         "usage": [{"org_id": org_id, "model": model, "endpoint": endpoint, "calls": int(calls),
                    "prompt_tokens": int(prompt or 0), "completion_tokens": int(completion or 0),
                    "cost_usd": float(cost or 0.0)}
@@ -171,6 +176,8 @@ async def erase(db: Database, knowledge: KnowledgeService, principal: Principal,
         counts["queries"] = (await session.execute(delete(QueryRecord).where(
             QueryRecord.user_id == user_id))).rowcount  # type: ignore[attr-defined]
         counts["jobs"] = (await session.execute(delete(Job).where(Job.user_id == user_id))).rowcount  # type: ignore[attr-defined]
+        counts["notification_devices"] = (await session.execute(delete(NotificationDevice).where(
+            NotificationDevice.user_id == user_id))).rowcount  # type: ignore[attr-defined]
         counts["usage_rows_anonymised"] = (await session.execute(update(UsageRecord).where(
             UsageRecord.user_id == user_id).values(user_id=None))).rowcount  # type: ignore[attr-defined]
         await record(session, "user.erase", actor=principal, org_id=home_org, target_type="user",

@@ -33,6 +33,7 @@ from atrium.guard.policy import Guard
 from atrium.http.settings import LimitSettings
 from atrium.jobs.queue import DatabaseJobQueue
 from atrium.knowledge.service import KnowledgeService
+from atrium.notifications.service import NotificationService
 from atrium.settings import Settings
 from atrium.store.engine import Database
 from atrium.telemetry.metrics import Metrics
@@ -90,6 +91,7 @@ async def _flows(request: Request) -> FlowService:
 
 
 FlowsDep = Annotated[FlowService, Depends(_flows)]
+NotificationServiceDep = Annotated[NotificationService, _part(lambda services: services.notifications)]
 GuardDep = Annotated[Guard | None, _part(lambda services: services.guard)]  # None: the guard is not configured
 # A use case of the budgets guard, made per request (no I/O).
 BudgetAdminDep = Annotated[BudgetAdmin, _part(lambda services: BudgetAdmin(services.db, services.budgets))]

@@ -10,6 +10,10 @@ from atrium.store.models import Job
 
 ProgressFn = Callable[[float], Awaitable[None]]
 Handler = Callable[[Job, ProgressFn], Awaitable[dict[str, Any]]]
+# Told of each stored change of a job (running, progress, its end, back to queued), ``job`` carrying the new
+# values. A watcher must return quickly (it schedules slow I/O) and its failure never changes the job:
+# the realtime ``job`` event (``realtime/publish.py``) and the push when it ends (``notifications``).
+JobWatcher = Callable[[Job], Awaitable[None]]
 
 
 class JobQueue(Protocol):

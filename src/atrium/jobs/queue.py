@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,22 +18,19 @@ from sqlalchemy import select, update
 
 from atrium.accounts.ownership import Owner
 from atrium.errors import AppError, NotFound
-from atrium.jobs.ports import Handler
-from atrium.realtime.ports import EventPublisher, publish_quietly
-from atrium.realtime.publish import job_event
+from atrium.jobs.ports import Handler, JobWatcher
 from atrium.store.engine import Database
 from atrium.store.models import Job
 
 log = logging.getLogger(__name__)
 
-
 class DatabaseJobQueue:
     """Jobs in the ``jobs`` table, run one at a time by ``work()`` in this process."""
 
     def __init__(self, db: Database, handlers: dict[str, Handler], *, max_attempts: int = 3,
-                 poll_interval_s: float = 1.0, events: EventPublisher | None = None) -> None:
+                 poll_interval_s: float = 1.0, watchers: Sequence[JobWatcher] = ()) -> None:
         self.db = db
-        self.events = events  # realtime ``job`` events (progress, the end) to the job's owner
+        self.watchers = tuple(watchers)  # told of each change of a job (jobs/ports.py: JobWatcher)
         self.handlers = handlers
         self.max_attempts = max_attempts
         self.poll_interval_s = poll_interval_s
@@ -136,5 +134,10 @@ class DatabaseJobQueue:
         async with self.db.tenant_session(job.org_id) as session:
             await session.execute(update(Job).where(Job.org_id == job.org_id, Job.id == job.id)
                                   .values(updated_at=datetime.now(UTC), **values))
-        await publish_quietly(self.events, job_event(job, status=values.get("status", "running"),
-                                                     progress=values.get("progress"), error=values.get("error")))
+        for name, value in values.items():
+            setattr(job, name, value)
+        for watcher in self.watchers:
+            try:
+                await watcher(job)
+            except Exception:
+                log.exception("job %s (%s): a watcher failed", job.id, job.kind)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from atrium.accounts.ownership import Owner
-from atrium.realtime.ports import Audience, Event
+from atrium.realtime.ports import Audience, Event, EventPublisher, publish_quietly
 from atrium.store.ports import PubSub
 
 CHANNEL = "realtime"
@@ -71,9 +72,16 @@ def job_event(job: Any, *, status: str, progress: float | None, error: str | Non
                                              "progress": progress, "error": error}}, Audience.of(job))
 
 
-def flow_prompt(org_id: str, owner: Owner, *, thread_id: str, flow: str, step: str, prompt: str,
-                fields: dict[str, Any] | None = None) -> Event:
+def flow_prompt(org_id: str, owner: Owner, *, flow_id: str, flow: str, prompt: dict[str, Any]) -> Event:
     """A guided flow waits for its user's answer (``flow.answer`` over the socket or REST): to the flow's
-    owner only. The guided-flow code publishes it with ``publish_quietly``."""
-    return Event(org_id, "flow.prompt", {"thread_id": thread_id, "flow": flow, "step": step, "prompt": prompt,
-                                         "fields": fields or {}}, Audience.owner(owner))
+    owner only, with the prompt as the flow's own ``flow.prompt`` reply carries it."""
+    return Event(org_id, "flow.prompt", {"flow_id": flow_id, "flow": flow, "prompt": prompt}, Audience.owner(owner))
+
+
+def job_watcher(events: EventPublisher) -> Callable[[Any], Awaitable[None]]:
+    """The job queue's watcher (``jobs/ports.py``) that publishes each change of a job as a ``job`` event."""
+
+    async def publish(job: Any) -> None:
+        await publish_quietly(events, job_event(job, status=job.status, progress=job.progress, error=job.error))
+
+    return publish

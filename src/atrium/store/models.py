@@ -528,9 +528,34 @@ class AgentRun(Base):
     created_at: Mapped[CreatedAt]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+
+class NotificationDevice(Base):
+    """A device its owner (``user_id``, or ``api_key_id`` for a key acting as no user) receives push
+    notifications on: a Web Push subscription (``endpoint``, ``p256dh``, ``auth``) or an FCM registration
+    token (in ``endpoint``). ``endpoint_hash`` (sha256) finds a re-registered device. See
+    ``atrium.notifications``."""
+
+    __tablename__ = "notification_devices"
+    __table_args__ = (Index("ix_notification_devices_org_hash", "org_id", "endpoint_hash"),)
+    id: Mapped[RowId]
+    org_id: Mapped[OrgRef]
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), default=None,
+                                                index=True)
+    api_key_id: Mapped[OwnerKey]
+    kind: Mapped[str] = mapped_column(String(10))  # webpush, fcm
+    endpoint: Mapped[str] = mapped_column(Text)
+    endpoint_hash: Mapped[str] = mapped_column(String(64))
+    p256dh: Mapped[str | None] = mapped_column(String(100), default=None)
+    auth: Mapped[str | None] = mapped_column(String(40), default=None)
+    label: Mapped[str | None] = mapped_column(String(100), default=None)
+    created_at: Mapped[CreatedAt]
+    last_delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 # Tables holding one tenant's data (``org_id``): scoped in every repository, and under Row-Level Security
 # on PostgreSQL.
 TENANT_TABLES = ("users", "divisions", "memberships", "api_keys", "refresh_tokens", "conversations", "messages",
                  "documents", "chunks", "jobs", "queries", "usage", "knowledge_revisions", "budgets",
                  "budget_spend", "budget_reservations", "org_policies", "collections", "invitations", "artifacts",
-                 "artifact_versions", "changes", "agent_threads", "agent_runs", "projects")
+                 "artifact_versions", "changes", "agent_threads", "agent_runs", "projects",
+                 "notification_devices")

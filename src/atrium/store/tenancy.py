@@ -106,6 +106,7 @@ ACCESS_RULES: dict[str, str] = {
     "artifact_versions": "EXISTS (SELECT 1 FROM artifacts a WHERE a.id = artifact_versions.artifact_id)",
     "changes": OWNER_MATCH,  # the sync change log: a change is its conversation owner's
     "projects": READABLE_COLLECTION,  # org or private, as an artifact (agents/projects.py)
+    "notification_devices": OWNER_MATCH,  # a device receives its owner's notifications only
 }
 
 

@@ -10,10 +10,10 @@ artifacts, jobs, typing, presence, flow prompts) for whoever may read their obje
   client message it answers (broadcast events have ``"id": null`` and ``ts``, when they were published).
   Client types: the table ``MESSAGES`` (``chat``, ``ping``, ``pong``, ``typing``, ``presence``,
   ``subscribe``, ``unsubscribe``, ``flow.start``, ``flow.answer``, ``flow.cancel``). A chat's events:
-  ``start``, ``token``, ``discard``, ``step`` (with ``steps: true``), ``sources``, ``done`` (the SSE events of ``/api/v1/chat/ask``, same payloads, from the
-  same ``AnswerRun``; ``seq`` is the SSE event id, so a client that lost the socket resumes at
-  ``GET /api/v1/conversations/{id}/messages/{message_id}/stream`` with ``Last-Event-ID: <seq>``). Errors:
-  ``error`` (``{"code", "message", "request_id"}`` as over HTTP).
+  ``start``, ``token``, ``discard``, ``step`` (with ``steps: true``), ``sources``, ``done`` (the SSE events
+  of ``/api/v1/chat/ask``, same payloads, from the same ``AnswerRun``; ``seq`` is the SSE event id, so a
+  client that lost the socket resumes at ``GET /api/v1/conversations/{id}/messages/{message_id}/stream``
+  with ``Last-Event-ID: <seq>``). Errors: ``error`` (``{"code", "message", "request_id"}`` as over HTTP).
 * **Limits**: every message counts against ``rate_limits.ws_messages_per_minute``; a chat also counts as a
   request (requests and tokens per minute, as ``POST /api/v1/chat/ask`` does) and passes the budget check.
   A refusal is an ``error`` event and the socket stays open; so does a malformed or oversize message,

@@ -44,6 +44,8 @@ class DataExport(View):
     documents: list[dict[str, Any]] = Field(description="Each with its `text`.")
     collections: list[dict[str, Any]]
     artifacts: list[dict[str, Any]] = Field([], description="Each with its `versions` (title, description, content).")
+    notification_devices: list[dict[str, Any]] = Field([], description="Devices registered for notifications "
+                                                                       "(kind, label; not their endpoints).")
     usage: list[dict[str, Any]] = Field(description="Calls, tokens and cost per organisation, model and "
                                                     "endpoint.")
 
