@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 import anyio
 import httpx
@@ -181,7 +182,8 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     ``projects``: where the assistant's ``create_project`` tool and the ``project`` flow make records
     (default: the ``projects`` table)."""
     await anyio.to_thread.run_sync(secure_data_dir, settings)  # 0700, the database 0600
-    db = Database(await anyio.to_thread.run_sync(build_engine, settings.resolved_database_url))
+    db = Database(await anyio.to_thread.run_sync(partial(build_engine, settings.resolved_database_url,
+                                                         pool_timeout_s=settings.database.pool_timeout_s)))
     embedder = await anyio.to_thread.run_sync(build_embedder, settings)
     index = await build_vector_index(settings, db, embedder.dimensions)
     await verify_isolation(db, require=settings.database.require_rls)

@@ -14,6 +14,7 @@ that travels as a code (a stream's ``ErrorEvent.code``, a failed answer run) com
     ├── NotFound (404 not_found)
     ├── Conflict (409 conflict)
     ├── NotReady (503 not_ready)
+    │   └── Overloaded (503 overloaded)
     ├── RateLimited (429 rate_limited)
     ├── BudgetExceeded (402 budget_exceeded)
     ├── ContentBlocked (400 content_blocked)
@@ -74,6 +75,17 @@ class Conflict(AppError):
 class NotReady(AppError):
     status_code = 503
     code = "not_ready"
+
+
+class Overloaded(NotReady):
+    """The server has more work than it can take now (its database connections are all busy past their
+    wait): nothing of the request was done; retry after ``RETRY_AFTER_S``."""
+
+    code = "overloaded"
+    RETRY_AFTER_S = 2
+
+    def __init__(self, message: str = "The server is overloaded; retry in a few seconds.") -> None:
+        super().__init__(message)
 
 
 class RateLimited(AppError):
@@ -161,6 +173,7 @@ _BY_CODE: dict[str, type[AppError]] = {
     "unsupported_capability": InvalidRequest,
     "content_blocked": ContentBlocked,
     "budget_exceeded": BudgetExceeded,
+    "overloaded": Overloaded,
 }
 
 

@@ -22,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from atrium.errors import AppError, GatewayError, RateLimited
+from atrium.errors import AppError, GatewayError, Overloaded, RateLimited
 from atrium.telemetry.logging import redact, request_id_var
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,8 @@ def error_headers(exc: AppError) -> dict[str, str] | None:
         retry_after = exc.retry_after
     elif isinstance(exc, GatewayError):
         retry_after = exc.retry_after
+    elif isinstance(exc, Overloaded):
+        retry_after = exc.RETRY_AFTER_S
     if retry_after is not None and not any(name.lower() == "retry-after" for name in headers):
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return headers or None

@@ -8,21 +8,25 @@ from typing import Any
 
 import anyio
 from sqlalchemy import event
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from atrium.errors import Overloaded
 from atrium.store.scope import Scope, ScopedSession, bind_scope
 
 
-def build_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+def build_engine(url: str, *, echo: bool = False, pool_timeout_s: float = 30.0) -> AsyncEngine:
     """An async engine; SQLite gets WAL, foreign keys and a busy timeout so the API, the CLI and the
     worker can share one file. Its errors and logs never quote a statement's parameters (password and key
-    hashes, document text): ``hide_parameters``."""
+    hashes, document text): ``hide_parameters``. ``pool_timeout_s``: the wait for a free connection (then
+    ``Overloaded``, a typed 503, from ``Database``'s sessions)."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, hide_parameters=True, connect_args={"timeout": 30})
+        engine = create_async_engine(url, echo=echo, hide_parameters=True, connect_args={"timeout": 30},
+                                     pool_timeout=pool_timeout_s)
         event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         return engine
     return create_async_engine(url, echo=echo, hide_parameters=True, pool_size=10, max_overflow=20,
-                               pool_pre_ping=True)
+                               pool_pre_ping=True, pool_timeout=pool_timeout_s)
 
 
 def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -61,10 +65,13 @@ class Database:
 
     @asynccontextmanager
     async def _scoped(self, scope: Scope) -> AsyncIterator[AsyncSession]:
-        async with self._sessions() as session:
-            bind_scope(session, scope)
-            async with session.begin():
-                yield session
+        try:
+            async with self._sessions() as session:
+                bind_scope(session, scope)
+                async with session.begin():
+                    yield session
+        except PoolTimeout as exc:  # every connection stayed busy past the pool's wait: a typed 503
+            raise Overloaded() from exc
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class DatabaseSettings(BaseModel):
@@ -12,3 +12,6 @@ class DatabaseSettings(BaseModel):
     a refusal to start with ``require_rls``."""
 
     require_rls: bool = False
+    # How long a request waits for a free database connection before it is refused with a typed 503
+    # ``overloaded`` (and ``Retry-After``): past it, the server has more work than it can take.
+    pool_timeout_s: float = Field(30.0, gt=0, le=300)
