@@ -18,7 +18,7 @@ from atrium.conversations.artifacts.index import COLLECTION
 from atrium.gateway.ports import ChatRequest
 from atrium.gateway.providers.fake import FakeChatModel, grounded_answer
 from atrium.settings import Settings
-from atrium.store.models import Artifact, ArtifactVersion, Document
+from atrium.store.models import Artifact, ArtifactVersion, Document, UsageRecord
 from tests.conftest import ADMIN_KEY, LiveServer, free_port
 
 CHECKLIST = ('{"kind": "checklist", "title": "Release checklist", "description": "Before a release", '
@@ -86,3 +86,19 @@ async def test_an_artifact_request_is_stored_and_erased_with_its_thread(server: 
             indexed = await session.scalar(select(func.count()).select_from(Document)
                                            .where(Document.collection == COLLECTION))
     assert (artifacts, versions, indexed) == (0, 0, 0)
+
+
+async def test_a_clients_config_cannot_set_the_callers_identity_or_metering(server: LiveServer) -> None:
+    """``config.configurable`` from the client is passed on, but not the server's own keys: a forged
+    ``principal`` does not replace the run's caller, a forged ``endpoint`` does not relabel its usage."""
+    forged = {"configurable": {"principal": {"org_id": "other", "role": "owner"}, "endpoint": "/forged",
+                               "searchable": ["secret"], "user_note": "kept"}}
+    async with get_client(url=server.url, api_key=ADMIN_KEY) as client:
+        tid = (await client.threads.create())["thread_id"]
+        done: Any = await client.runs.wait(tid, "assistant", input=_say("How long do refunds take?"),
+                                           config=forged)
+    assert done["error"] is None and "14 days" in done["answer"], done
+    await server.services.gateway.recorder.flush()
+    async with server.services.db.system_session() as session:
+        endpoints = set(await session.scalars(select(UsageRecord.endpoint)))
+    assert endpoints == {"/threads/runs"}, endpoints

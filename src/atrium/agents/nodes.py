@@ -74,10 +74,10 @@ class Searchable:
 
 def principal_of(config: RunnableConfig) -> Principal:
     """The caller, never stored in state: the run context's (``AgentContext.principal``, as the agents API
-    runs a graph), or ``config["configurable"]["principal"]`` (a direct ``astream``)."""
-    principal = (config.get("configurable") or {}).get("principal")
+    runs a graph), else ``config["configurable"]["principal"]`` (a direct ``astream``, the chat use case)."""
+    principal = getattr(get_runtime().context, "principal", None)
     if principal is None:
-        principal = getattr(get_runtime().context, "principal", None)
+        principal = (config.get("configurable") or {}).get("principal")
     if not isinstance(principal, Principal):
         raise Unauthorized("An assistant run needs the caller's principal in its config.")
     return principal

@@ -49,6 +49,7 @@ from atrium.store.models import AgentRun, AgentThread
 from atrium.store.ports import PubSub, follow
 
 log = logging.getLogger(__name__)
+SERVER_CONFIGURABLE = frozenset({"principal", "endpoint", "searchable", "thread_id", "checkpoint_ns"})
 FINISHED_FEED_KEPT_S = 120.0  # how long a finished run's events stay joinable
 POLL_S = 0.25  # joining a run of another process: how often its row is read
 CANCEL_CHANNEL = "agents.cancel"
@@ -184,8 +185,12 @@ class AgentRuns:
 
     async def _stream(self, run: ActiveRun) -> Any:
         request = run.request
-        configurable: dict[str, Any] = {**request.config.get("configurable", {}), "thread_id": run.thread_id,
-                                        "checkpoint_ns": ""}
+        # The server's own keys are never the client's to set: who calls (``principal``), where the model
+        # calls are metered (``endpoint``), which collections were resolved (``searchable``).
+        configurable: dict[str, Any] = {
+            **{key: value for key, value in request.config.get("configurable", {}).items()
+               if key not in SERVER_CONFIGURABLE},
+            "thread_id": run.thread_id, "checkpoint_ns": ""}
         if request.checkpoint_id is not None:
             configurable["checkpoint_id"] = request.checkpoint_id
         config: dict[str, Any] = {**{k: v for k, v in request.config.items() if k in ("tags", "recursion_limit")},
