@@ -246,6 +246,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     agents = await build_agents(settings, db, model, runs, pubsub, deps=AgentDeps(chat=model, extra={
         ASSISTANT_DEPS: assistant, "accounts": accounts, "projects": projects}), on_flow_waiting=flow_waiting)
     agents.erase_products = lambda org_id, thread_id: artifacts.erase_made_by(org_id, agent_thread_id=thread_id)
+    accounts.erase_thread = agents.erase_thread  # erasing an account erases its agent threads whole
     services = Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
                         gateway=gateway, chat=chat,
                         queries=QueryService(db, answerer, model, runs, settings.chat, directory, pipeline),

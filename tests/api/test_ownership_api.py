@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from atrium.accounts.api_keys import create_key
-from atrium.store.models import Chunk, Conversation, Document, Message, QueryRecord, UsageRecord, User
+from atrium.store.models import AgentThread, Chunk, Conversation, Document, Message, QueryRecord, UsageRecord, User
 from tests.api.auth_helpers import admin_org, audit_rows, bearer, login
 from tests.api.helpers import upload, wait_job
 from tests.conftest import RunningApp, run_app
@@ -262,6 +262,13 @@ async def test_a_user_exports_and_erases_their_data(org: Org) -> None:
     queued = await upload(org.alice, {"cats.md": "# Cats\n\nMittens likes tuna and naps at noon.\n"},
                           collection="alice-cats")
     await wait_job(org.alice, queued["job_id"])
+    thread = (await org.alice.post("/threads", json={})).json()["thread_id"]
+    ran = await org.alice.post(f"/threads/{thread}/runs/wait", json={
+        "assistant_id": "echo", "input": {"messages": [{"role": "user", "content": "Mittens says hi"}]}})
+    assert ran.status_code == 200, ran.text
+    checkpoint = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+    async with org.app.services.agents.checkpoints.for_tenant("any") as saver:
+        assert await saver.aget_tuple(checkpoint) is not None
     exported = await org.alice.get("/api/v1/me/export")
     assert exported.status_code == 200
     body = exported.json()
@@ -278,9 +285,12 @@ async def test_a_user_exports_and_erases_their_data(org: Org) -> None:
     erased = await org.alice.delete("/api/v1/me")
     assert erased.status_code == 200, erased.text
     assert erased.json()["erased"]["documents"] == 1 and erased.json()["erased"]["conversations"] == 1
+    assert erased.json()["erased"]["agent_threads"] == 1
+    async with org.app.services.agents.checkpoints.for_tenant("any") as saver:  # the thread's state went too
+        assert await saver.aget_tuple(checkpoint) is None
     async with org.app.services.db.system_session() as session:
         assert await session.get(User, org.ids["alice"]) is None
-        for model in (Conversation, QueryRecord, Document):
+        for model in (Conversation, QueryRecord, Document, AgentThread):
             assert not (await session.scalars(select(model.id).where(model.user_id == org.ids["alice"]))).all()
         assert not (await session.scalars(select(Chunk.id).where(Chunk.id.in_(chunk_ids)))).all()
         assert not (await session.scalars(select(UsageRecord.id).where(

@@ -10,6 +10,7 @@ removes the user from them (``user_id`` set to NULL).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,8 @@ from atrium.errors import Conflict, Forbidden, NotFound
 from atrium.knowledge.service import KnowledgeService
 from atrium.store.engine import Database
 from atrium.store.models import (
+    AgentRun,
+    AgentThread,
     Artifact,
     ArtifactVersion,
     Change,
@@ -39,6 +42,9 @@ from atrium.store.models import (
 )
 
 EXPORT_FORMAT = "atrium.export.v1"
+
+# Erases one agent thread whole (runs, checkpoints, what it made): ``(org_id, thread_id)``; the agents room's.
+ThreadEraser = Callable[[str, str], Awaitable[object]]
 
 
 def _user_of(principal: Principal) -> str:
@@ -130,10 +136,11 @@ async def export(db: Database, principal: Principal) -> dict[str, Any]:
 
 
 async def erase(db: Database, knowledge: KnowledgeService, principal: Principal, *,
-                ip: str | None = None) -> dict[str, int]:
+                ip: str | None = None, erase_thread: ThreadEraser | None = None) -> dict[str, int]:
     """Erase the caller's account and everything it owns, in every organisation. Refused (``409``) while
     the user is the last active owner of an organisation. Returns what was erased, also in the audit row
-    (written in the home organisation, so the trail outlives the account)."""
+    (written in the home organisation, so the trail outlives the account). ``erase_thread``: how an agent
+    thread goes with its checkpoints (without it, only its rows go)."""
     user_id = _user_of(principal)
     if principal.via == "api_key":
         raise Forbidden("Erasing an account needs the user's own login (an access token), not an API key.")
@@ -154,7 +161,12 @@ async def erase(db: Database, knowledge: KnowledgeService, principal: Principal,
                                                    .distinct())).all())
         owned_collections = (await session.execute(select(Collection.org_id, Collection.name).where(
             Collection.user_id == user_id))).all()
-    counts = {"documents": 0, "collections": len(owned_collections)}
+        threads = (await session.execute(select(AgentThread.org_id, AgentThread.id).where(
+            AgentThread.user_id == user_id))).all()
+    counts = {"documents": 0, "collections": len(owned_collections), "agent_threads": len(threads)}
+    if erase_thread is not None:  # checkpoints, runs and what each thread made, before the account goes
+        for org_id, thread_id in threads:
+            await erase_thread(org_id, thread_id)
     # Documents first, through the knowledge service, so their vectors go too.
     for org_id, name in owned_collections:
         counts["documents"] += await knowledge.delete_documents(org_id, collection=name, drop_collection=True)
@@ -170,6 +182,10 @@ async def erase(db: Database, knowledge: KnowledgeService, principal: Principal,
         # Their versions go with them (foreign key); their search index entries went with the documents.
         counts["artifacts"] = (await session.execute(delete(Artifact).where(
             Artifact.user_id == user_id))).rowcount  # type: ignore[attr-defined]
+        thread_ids = [thread_id for _, thread_id in threads]
+        if thread_ids:  # what an eraser left (none given), and a thread made since
+            await session.execute(delete(AgentRun).where(AgentRun.thread_id.in_(thread_ids)))
+        await session.execute(delete(AgentThread).where(AgentThread.user_id == user_id))
         counts["projects"] = (await session.execute(delete(Project).where(
             Project.user_id == user_id))).rowcount  # type: ignore[attr-defined]
         await session.execute(delete(Change).where(Change.user_id == user_id))  # the sync log of them too

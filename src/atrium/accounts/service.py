@@ -25,6 +25,7 @@ class Accounts:
         self.authenticator = authenticator
         self.passwords = passwords
         self.knowledge = knowledge
+        self.erase_thread: data_rights.ThreadEraser | None = None  # set by the container once agents exist
 
     def administer(self, actor: Principal, *, ip: str | None = None) -> AbstractAsyncContextManager[AccountAdmin]:
         """``actor``'s ``AccountAdmin`` in a new transaction (see ``atrium.accounts.admin.administer``)."""
@@ -44,7 +45,7 @@ class Accounts:
 
     async def erase(self, principal: Principal, *, ip: str | None = None) -> dict[str, int]:
         """Erase the caller's account and everything it owns; every replica drops the user at once."""
-        erased = await data_rights.erase(self.db, self.knowledge, principal, ip=ip)
+        erased = await data_rights.erase(self.db, self.knowledge, principal, ip=ip, erase_thread=self.erase_thread)
         assert principal.user_id is not None
         await self.authenticator.announce_user_disabled(principal.user_id)
         return erased
