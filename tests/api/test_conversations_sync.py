@@ -3,10 +3,12 @@ of one's conversations and messages since a cursor."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 from tests.api.helpers import ingest
-from tests.conftest import RunningApp
+from tests.conftest import RunningApp, make_settings, run_app
 
 
 async def _conversation(running: RunningApp, turns: int) -> dict[str, Any]:
@@ -112,3 +114,19 @@ async def test_sync_pages_with_has_more(running: RunningApp) -> None:
             break
     assert pages >= 3
     assert len(set(seen)) == 5  # one conversation, four messages
+
+
+async def test_sync_and_resumed_streams_count_against_requests_per_minute(tmp_path: Path) -> None:
+    """A client polling the sync feed or re-opening an answer's stream in a loop is held to its requests
+    per minute like any request (a typed 429 with Retry-After), though neither spends model capacity."""
+    settings = await asyncio.to_thread(make_settings, tmp_path / "data",
+                                       rate_limits={"key_requests_per_minute": 3})
+    async with run_app(settings) as app:
+        asked = (await app.client.post("/api/v1/chat/ask", json={"message": "Hi", "stream": False})).json()
+        stream = f"/api/v1/conversations/{asked['conversation_id']}/messages/{asked['message_id']}/stream"
+        assert (await app.client.get("/api/v1/sync")).status_code == 200
+        assert (await app.client.get(stream)).status_code == 200
+        refused = await app.client.get("/api/v1/sync")
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited", refused.text
+        assert int(refused.headers["retry-after"]) >= 1
+        assert (await app.client.get(stream)).status_code == 429

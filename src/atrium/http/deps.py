@@ -147,6 +147,20 @@ async def limit_rate(request: Request) -> Principal:
 LimitedPrincipalDep = Annotated[Principal, Depends(limit_rate)]
 
 
+async def count_request(request: Request) -> Principal:
+    """The caller, after counting this request against its requests per minute (429 when over), with no
+    budget check: for reads that hold a connection or scan a log (a resumed answer stream, a joined run,
+    the sync feed), which a client may repeat in a loop but which spend no model capacity."""
+    principal = await get_principal(request)
+    headers = await services_of(request).rate_limiter.admit(principal)
+    if headers:
+        request.state.response_headers = headers
+    return principal
+
+
+CountedPrincipalDep = Annotated[Principal, Depends(count_request)]
+
+
 async def client_ip(request: Request) -> str | None:
     """The peer address of the request (what audit rows record)."""
     return request.client.host if request.client is not None else None

@@ -16,6 +16,7 @@ from atrium.conversations import browse
 from atrium.errors import InvalidRequest
 from atrium.http.deps import (
     ClientIp,
+    CountedPrincipalDep,
     DatabaseDep,
     ErasureDep,
     Offset,
@@ -33,7 +34,7 @@ from atrium.http.schemas.conversations import (
     MessageList,
     MessageView,
 )
-from atrium.http.schemas.errors import AUTHENTICATED, BODY, error_responses
+from atrium.http.schemas.errors import AUTHENTICATED, BODY, COUNTED, error_responses
 from atrium.http.sse import sse_frames
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"], responses=AUTHENTICATED)
@@ -105,12 +106,13 @@ _STREAM_RESPONSES = {
           "one event.", "model": AnswerStreamEvent,
           "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/AnswerStreamEvent"}}}},
     **_NOT_FOUND,
+    **COUNTED,
 }
 
 
 @router.get("/{conversation_id}/messages/{message_id}/stream", response_model=None,
             responses=_STREAM_RESPONSES)
-async def resume_answer_stream(conversation_id: ResourceId, message_id: ResourceId, principal: PrincipalDep,
+async def resume_answer_stream(conversation_id: ResourceId, message_id: ResourceId, principal: CountedPrincipalDep,
                                streams: StreamsDep, last_event_id: EventId = None,
                                last_event_header: EventIdHeader = None) -> EventSourceResponse:
     """Resume an answer's stream (from `POST /api/v1/chat/ask`, or over `/ws`) after the last event the

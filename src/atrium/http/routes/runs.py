@@ -25,9 +25,17 @@ from atrium.agents.service import Agents
 from atrium.agents.streaming import STREAM_MODES
 from atrium.agents.threads import get_thread
 from atrium.errors import AppError, InvalidRequest, error_for
-from atrium.http.deps import AgentsDep, LimitedPrincipalDep, Offset, PrincipalDep
+from atrium.http.deps import AgentsDep, CountedPrincipalDep, LimitedPrincipalDep, Offset, PrincipalDep
 from atrium.http.schemas.agents import RunCreate, RunList, RunOutput, RunView
-from atrium.http.schemas.errors import AUTHENTICATED, BODY, LIMITED, ErrorResponse, ResponseSpec, error_responses
+from atrium.http.schemas.errors import (
+    AUTHENTICATED,
+    BODY,
+    COUNTED,
+    LIMITED,
+    ErrorResponse,
+    ResponseSpec,
+    error_responses,
+)
 from atrium.store.models import AgentRun
 
 router = APIRouter(prefix="/threads/{thread_id}/runs", tags=["agents"], responses=AUTHENTICATED)
@@ -139,8 +147,9 @@ async def cancel_run(thread_id: ThreadIdPath, run_id: RunIdPath, principal: Prin
     return RunView.of(await agents.runs.cancel(principal, thread_id, run_id, wait=wait, action=action))
 
 
-@router.get("/{run_id}/join", response_model=None, responses={**_NOT_FOUND, **_RUN_FAILED, **_OUTPUT})
-async def join_run(thread_id: ThreadIdPath, run_id: RunIdPath, principal: PrincipalDep,
+@router.get("/{run_id}/join", response_model=None,
+            responses={**_NOT_FOUND, **_RUN_FAILED, **_OUTPUT, **COUNTED})
+async def join_run(thread_id: ThreadIdPath, run_id: RunIdPath, principal: CountedPrincipalDep,
                    agents: AgentsDep) -> JSONResponse:
     """Wait for the run to end; the thread's values (as ``wait`` answers)."""
     finished = await agents.runs.join(principal, thread_id, run_id)
@@ -148,8 +157,9 @@ async def join_run(thread_id: ThreadIdPath, run_id: RunIdPath, principal: Princi
 
 
 @router.get("/{run_id}/stream", response_model=None, response_class=EventSourceResponse,
-            responses={**_NOT_FOUND, **_EVENTS})
-async def join_stream(thread_id: ThreadIdPath, run_id: RunIdPath, principal: PrincipalDep, agents: AgentsDep,
+            responses={**_NOT_FOUND, **_EVENTS, **COUNTED})
+async def join_stream(thread_id: ThreadIdPath, run_id: RunIdPath, principal: CountedPrincipalDep,
+                      agents: AgentsDep,
                       stream_mode: Annotated[list[str] | None, Query(max_length=10)] = None,
                       cancel_on_disconnect: Annotated[bool, Query()] = False,
                       last_event_id: Annotated[str | None, Header(max_length=20)] = None) -> EventSourceResponse:

@@ -8,15 +8,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from atrium.conversations import changes
-from atrium.http.deps import DatabaseDep, PrincipalDep
-from atrium.http.schemas.errors import AUTHENTICATED
+from atrium.http.deps import CountedPrincipalDep, DatabaseDep
+from atrium.http.schemas.errors import AUTHENTICATED, COUNTED
 from atrium.http.schemas.sync import SyncResponse
 
 router = APIRouter(prefix="/api/v1/sync", tags=["conversations"], responses=AUTHENTICATED)
 
 
-@router.get("", response_model=SyncResponse)
-async def sync(principal: PrincipalDep, db: DatabaseDep,
+@router.get("", response_model=SyncResponse, responses=COUNTED)
+async def sync(principal: CountedPrincipalDep, db: DatabaseDep,
                cursor: Annotated[str | None, Query(min_length=1, max_length=200, description=(
                    "The `next_cursor` of the last sync; none: from the beginning."))] = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 500) -> SyncResponse:

@@ -85,6 +85,8 @@ AUTHENTICATED = error_responses(401, 403, 422, 503)
 BODY = error_responses(400, 413)
 # Routes that spend model or compute capacity (``LimitedPrincipalDep``): rate limits and budgets too.
 LIMITED = error_responses(400, 402, 413, 429)
+# Reads a client may repeat in a loop (``CountedPrincipalDep``): counted against requests per minute.
+COUNTED = error_responses(429)
 # A model call: the guard or the context length (400) and the upstream's failures.
 MODEL_CALL = error_responses(400, 502, 503, 504)
 
