@@ -13,8 +13,8 @@ HTTP: ``not_found`` for a flow that is not the caller's, ``conflict`` for one th
 
 The same use cases as ``/api/v1/flows`` (``FlowService``), the same rules: the credential is checked again
 before each message; ``flow.start`` and ``flow.answer`` may call the model, so they are admitted like a
-request (rate limits, budgets). A message is handled before the socket's next one is read (a flow step
-is short: a validation, at most one model call for suggestions).
+request (rate limits, budgets). The socket answers a flow message beside its reader (``routes/ws.py``:
+up to 4 at once), so a step that calls the model does not hold up its pongs, typing or a chat.
 """
 
 from __future__ import annotations

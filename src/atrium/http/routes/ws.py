@@ -32,7 +32,6 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
 from typing import Any, Literal
 
 from fastapi import APIRouter, WebSocket
@@ -49,7 +48,7 @@ from atrium.http.deps import principal_for
 from atrium.http.errors import error_body
 from atrium.http.realtime_flows import FLOW_MESSAGES, handle_flow_message
 from atrium.http.routes.chat import checked_message
-from atrium.http.ws_connection import CLOSE_TOO_BIG, SocketBase, close_reason
+from atrium.http.ws_connection import CLOSE_TOO_BIG, Closed, SocketBase, close_reason
 from atrium.knowledge.service import check_collection
 from atrium.realtime.ports import Audience, Event
 from atrium.realtime.presence import presence_of
@@ -63,6 +62,8 @@ ENDPOINT = "/ws"  # what the model calls of a chat over the socket are metered u
 PROTOCOL = "atrium.bearer"  # the subprotocol that carries a credential: ["atrium.bearer", "<credential>"]
 HARD_CAP_FACTOR = 16  # a message this many times over the limit closes the socket
 _ID_MAX = 128
+MAX_FLOW_MESSAGES = 4  # flow messages being answered at once on one socket
+FLOW_GRACE_S = 30.0  # how long a closing socket lets its flow answers finish (they are stored either way)
 _OBJECT_ID = Field(None, min_length=1, max_length=64)
 _RUN_EVENTS = {"meta": "start", "token": "token", "sources": "sources", "done": "done"}
 
@@ -177,6 +178,7 @@ class RealtimeSocket(SocketBase):
         super().__init__(websocket, services, principal, credential)
         self.limit = services.settings.limits.max_ws_message_bytes
         self._chat: asyncio.Task[None] | None = None
+        self._flows: set[asyncio.Task[None]] = set()
         self.handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
             "chat": self.start_chat,
             "ping": self.pong,
@@ -185,7 +187,7 @@ class RealtimeSocket(SocketBase):
             "presence": self.presence,
             "subscribe": self.subscribe,
             "unsubscribe": self.unsubscribe,
-            **dict.fromkeys(FLOW_MESSAGES, partial(handle_flow_message, self)),
+            **dict.fromkeys(FLOW_MESSAGES, self.flow),
         }
 
     async def on_end(self) -> None:
@@ -194,6 +196,8 @@ class RealtimeSocket(SocketBase):
             self._chat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._chat
+        if self._flows:  # an answer being handled finishes (the flow's state is stored), unheard
+            await asyncio.wait(set(self._flows), timeout=FLOW_GRACE_S)
 
     async def handle(self, text: str | None, data: bytes | None) -> None:
         size = len(text.encode()) if text is not None else len(data or b"")
@@ -271,6 +275,20 @@ class RealtimeSocket(SocketBase):
 
     async def unsubscribe(self, request: SubscribeIn) -> None:
         await self.subscribe(request)
+
+    async def flow(self, request: BaseModel) -> None:
+        """``flow.start``, ``flow.answer``, ``flow.cancel`` (``http/realtime_flows.py``), answered beside the
+        reader: a step may call the model, and meanwhile the socket keeps reading (pongs, typing, a chat)."""
+        if len(self._flows) >= MAX_FLOW_MESSAGES:
+            raise AppError(f"At most {MAX_FLOW_MESSAGES} flow messages are answered at once on a socket; wait for "
+                           "an answer.", code="busy")
+        task = asyncio.create_task(self._flow(request))
+        self._flows.add(task)
+        task.add_done_callback(self._flows.discard)
+
+    async def _flow(self, request: Any) -> None:
+        with contextlib.suppress(Closed):  # the credential was revoked: the socket is closing
+            await handle_flow_message(self, request)
 
     # -- chat --------------------------------------------------------------------------------------------------
 
