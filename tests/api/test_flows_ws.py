@@ -100,18 +100,19 @@ async def test_a_slow_flow_step_does_not_hold_up_the_socket(tmp_path: Path) -> N
     """The type step's suggestions come from a slow model: while that answer is being made, a ping sent
     after it is answered first, and the flow's prompt still arrives."""
     settings = await asyncio.to_thread(make_settings, tmp_path / "data")
-    async with LiveServer(create_app(settings, chat_model=FakeChatModel(token_delay=0.1)), free_port()) as server:
-        async with connect(f"{server.ws_url}/ws", additional_headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-                           open_timeout=10) as ws:
-            assert json.loads(await ws.recv())["type"] == "ready"
-            flow_id = (await _send(ws, {"type": "flow.start", "id": "s", "flow": "project"}))["flow_id"]
-            await _send(ws, {"type": "flow.answer", "id": "t", "flow_id": flow_id, "answer": "Ibis"})
-            await ws.send(json.dumps({"type": "flow.answer", "id": "d", "flow_id": flow_id,
-                                      "answer": "A research study of wetlands."}))
-            await ws.send(json.dumps({"type": "ping", "id": "p"}))
-            order = []
-            while len(order) < 2:
-                event = json.loads(await asyncio.wait_for(ws.recv(), 30))
-                if event["id"] is not None:
-                    order.append((event["id"], event["type"]))
-            assert order == [("p", "pong"), ("d", "flow.prompt")], order
+    app = create_app(settings, chat_model=FakeChatModel(token_delay=0.1))
+    async with LiveServer(app, free_port()) as server, \
+            connect(f"{server.ws_url}/ws", additional_headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+                    open_timeout=10) as ws:
+        assert json.loads(await ws.recv())["type"] == "ready"
+        flow_id = (await _send(ws, {"type": "flow.start", "id": "s", "flow": "project"}))["flow_id"]
+        await _send(ws, {"type": "flow.answer", "id": "t", "flow_id": flow_id, "answer": "Ibis"})
+        await ws.send(json.dumps({"type": "flow.answer", "id": "d", "flow_id": flow_id,
+                                  "answer": "A research study of wetlands."}))
+        await ws.send(json.dumps({"type": "ping", "id": "p"}))
+        order = []
+        while len(order) < 2:
+            event = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if event["id"] is not None:
+                order.append((event["id"], event["type"]))
+        assert order == [("p", "pong"), ("d", "flow.prompt")], order
