@@ -34,7 +34,7 @@ from typing import Any
 
 from atrium.accounts.bootstrap import ensure_admin
 from atrium.agents.checkpoints import psycopg_url
-from atrium.agents.registry import AgentContext
+from atrium.agents.context import AgentContext
 from atrium.agents.threads import create_thread
 from atrium.container import Services, build_services, close_services, migrate
 from atrium.gateway.providers.fake import FakeChatModel

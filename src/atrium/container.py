@@ -21,11 +21,12 @@ from atrium.accounts.ownership import Owner
 from atrium.accounts.service import Accounts
 from atrium.agents.artifact_store import StoreArtifactSink
 from atrium.agents.chat_turns import ChatAssistant
+from atrium.agents.context import AgentDeps
 from atrium.agents.factory import build_assistant_deps
 from atrium.agents.flows.service import FlowWaiting
 from atrium.agents.ports import ProjectRecords
 from atrium.agents.projects import SqlProjectRecords
-from atrium.agents.registry import ASSISTANT_DEPS, AgentDeps
+from atrium.agents.registry import ASSISTANT_DEPS
 from atrium.agents.service import Agents, build_agents
 from atrium.conversations.artifacts.service import ArtifactService
 from atrium.conversations.chat import ChatService

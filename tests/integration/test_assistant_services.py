@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from atrium.agents.factory import assistant_deps
+from atrium.agents.factory import build_assistant_deps
 from atrium.agents.graph import build_assistant_graph
 from atrium.agents.memory import InMemoryArtifactSink, InMemoryProjectRecords
 from atrium.gateway.providers.fake import FakeChatModel
@@ -26,7 +26,8 @@ async def test_the_assistant_over_the_running_services_calls_the_model_through_t
         principal = await services.authenticator.authenticate(ADMIN_KEY)
         await services.knowledge.ingest_text(principal.org_id, "docs", "refunds.md",
                                              "# Refunds\n\nRefunds take up to 14 days.", title="Refunds")
-        deps = assistant_deps(services, InMemoryArtifactSink(), InMemoryProjectRecords())
+        deps = build_assistant_deps(services.settings, services.chat, services.gateway, InMemoryArtifactSink(),
+                                    InMemoryProjectRecords())
         assert deps.model is services.gateway.chat and deps.guard is services.chat.guard
         assert deps.settings.native_tools is False  # the fake declares no tool calling
         async with services.agents.checkpoints.for_tenant(principal.org_id) as saver:

@@ -1,6 +1,7 @@
-"""Wiring the assistant into a running Atrium: its collaborators from the built services. Its checkpointer
-is the app's (``agents.checkpoints``: ``services.agents.checkpoints.for_tenant(org_id)``); the container
-registers it as the ``assistant`` graph of the agents API (``registry.default_registry``)."""
+"""Wiring the assistant into a running Atrium: its collaborators from the parts the container builds (the
+chat use case's retrieval and guard pipeline, the gateway's stack). Its checkpointer is the app's
+(``agents.checkpoints``); the container registers it as the ``assistant`` graph of the agents API
+(``registry.default_registry``) and gives the same deps to ``/api/v1/chat/ask``."""
 
 from __future__ import annotations
 
@@ -11,20 +12,14 @@ from atrium.agents.ports import ArtifactSink, ProjectRecords
 from atrium.gateway.catalogue import Catalogue
 
 if TYPE_CHECKING:
-    from atrium.container import Services
     from atrium.conversations.chat import ChatService
     from atrium.gateway.service import Gateway
     from atrium.settings import Settings
 
 
-def assistant_deps(services: Services, artifacts: ArtifactSink, projects: ProjectRecords) -> AssistantDeps:
-    """The assistant over the same retrieval, guard pipeline and gateway stack as ``/api/v1/chat/ask``."""
-    return build_assistant_deps(services.settings, services.chat, services.gateway, artifacts, projects)
-
-
 def build_assistant_deps(settings: Settings, chat: ChatService, gateway: Gateway, artifacts: ArtifactSink,
                          projects: ProjectRecords) -> AssistantDeps:
-    """The same, from the parts (the container builds it before ``Services`` exists)."""
+    """The assistant's deps over the same retrieval, guard pipeline and gateway stack as ``/api/v1/chat/ask``."""
     return AssistantDeps(
         answerer=chat.answerer, model=gateway.chat, artifacts=artifacts, projects=projects, guard=chat.guard,
         settings=AssistantSettings(max_tokens=settings.chat.max_tokens, temperature=settings.chat.temperature,

@@ -15,39 +15,17 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.pregel import Pregel
 
+from atrium.agents.context import AgentDeps
 from atrium.errors import NotFound
-
-if TYPE_CHECKING:
-    from atrium.accounts.principal import Principal
-    from atrium.gateway.ports import ChatModel
 
 # The namespace the LangGraph platform derives its default assistants' ids in (uuid5 of the graph id).
 _ASSISTANT_NAMESPACE = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
 _REGISTERED_AT = datetime(2026, 12, 1, tzinfo=UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class AgentDeps:
-    """What graphs may call: built once by the container. ``chat`` is the gateway's stack (guard, budget,
-    metering, routing...), so a node's model call is metered and limited like any other."""
-
-    chat: ChatModel
-    extra: dict[str, Any] = field(default_factory=dict)  # further services a graph needs (by name)
-
-
-@dataclass(frozen=True, slots=True)
-class AgentContext:
-    """Who a run acts for and where: LangGraph's run context (``context=`` of ``astream``), available to
-    nodes as ``runtime.context``. Not checkpointed."""
-
-    principal: Principal
-    thread_id: str
-    run_id: str
 
 
 GraphFactory = Callable[[AgentDeps, BaseCheckpointSaver[Any]], Pregel[Any, Any, Any, Any]]

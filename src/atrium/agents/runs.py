@@ -31,8 +31,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from atrium.accounts.ownership import principal_session
 from atrium.accounts.principal import Principal
 from atrium.agents.checkpoints import Checkpoints
+from atrium.agents.context import AgentContext
 from atrium.agents.feed import FeedEvent, RunFeed
-from atrium.agents.registry import AgentContext, Assistant, GraphRegistry
+from atrium.agents.registry import Assistant, GraphRegistry
 from atrium.agents.streaming import StreamTranslator, graph_modes, jsonable
 from atrium.agents.thread_states import interrupts_by_task
 from atrium.agents.threads import (

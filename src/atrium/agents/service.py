@@ -14,9 +14,10 @@ from sqlalchemy import delete, or_, select
 
 from atrium.accounts.principal import Principal
 from atrium.agents.checkpoints import Checkpoints, open_checkpoints
+from atrium.agents.context import AgentDeps
 from atrium.agents.flows import shipped_flows
 from atrium.agents.flows.service import FlowService, FlowWaitingHook, no_notification
-from atrium.agents.registry import AgentDeps, GraphRegistry, default_registry
+from atrium.agents.registry import GraphRegistry, default_registry
 from atrium.agents.runs import AgentRuns
 from atrium.agents.settings import AgentSettings
 from atrium.agents.thread_states import ThreadStates

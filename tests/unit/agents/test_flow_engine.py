@@ -11,6 +11,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
 from atrium.accounts.principal import Principal
+from atrium.agents.context import AgentContext, AgentDeps
 from atrium.agents.flows.definition import (
     ActionStep,
     Choice,
@@ -25,7 +26,6 @@ from atrium.agents.flows.definition import (
 from atrium.agents.flows.engine import compile_flow
 from atrium.agents.flows.project import keyword_kinds, kind_of
 from atrium.agents.flows.suggest import candidates, suggestions
-from atrium.agents.registry import AgentContext, AgentDeps
 from atrium.gateway.providers.fake import FakeChatModel
 
 PRINCIPAL = Principal("org-a", "u-1", "member")

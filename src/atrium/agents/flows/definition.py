@@ -26,7 +26,7 @@ from atrium.accounts.principal import Role
 
 if TYPE_CHECKING:
     from atrium.accounts.principal import Principal
-    from atrium.agents.registry import AgentDeps
+    from atrium.agents.context import AgentDeps
 
 FieldKind = Literal["text", "email", "choice", "multi_choice", "boolean", "password"]
 PromptKind = Literal["text", "email", "choice", "multi_choice", "boolean", "password", "confirm"]

@@ -26,6 +26,7 @@ from langgraph.pregel import Pregel
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
+from atrium.agents.context import AgentContext, AgentDeps
 from atrium.agents.flows.definition import (
     ActionStep,
     ConfirmStep,
@@ -38,7 +39,6 @@ from atrium.agents.flows.definition import (
     prompt_payload,
     validate,
 )
-from atrium.agents.registry import AgentContext, AgentDeps
 from atrium.errors import AppError
 
 PASSWORD_HASH = "password_hash"

@@ -30,9 +30,9 @@ from atrium.accounts.ownership import is_owner, principal_session
 from atrium.accounts.passwords import Passwords, password_problem
 from atrium.accounts.principal import Principal
 from atrium.agents.checkpoints import Checkpoints
+from atrium.agents.context import AgentContext, AgentDeps
 from atrium.agents.flows.definition import FlowDefinition
 from atrium.agents.flows.engine import PASSWORD_HASH, PASSWORD_REJECTED, compile_flow
-from atrium.agents.registry import AgentContext, AgentDeps
 from atrium.agents.streaming import jsonable
 from atrium.agents.thread_states import interrupts_by_task
 from atrium.agents.threads import create_thread, readable_thread

@@ -20,7 +20,7 @@ from langgraph.pregel import Pregel
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from atrium.agents.registry import AgentContext, AgentDeps
+from atrium.agents.context import AgentContext, AgentDeps
 from atrium.agents.streaming import MessageToken, ai_message
 from atrium.errors import error_for
 from atrium.gateway.ports import CallContext, ChatMessage, ChatRequest, ErrorEvent, MessageRole, Token
