@@ -21,8 +21,10 @@ def build_engine(url: str, *, echo: bool = False, pool_timeout_s: float = 30.0) 
     hashes, document text): ``hide_parameters``. ``pool_timeout_s``: the wait for a free connection (then
     ``Overloaded``, a typed 503, from ``Database``'s sessions)."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, hide_parameters=True, connect_args={"timeout": 30},
-                                     pool_timeout=pool_timeout_s)
+        # An in-memory database has one connection (StaticPool), which takes no wait.
+        in_memory = ":memory:" in url or "mode=memory" in url or url.rstrip("/").endswith("sqlite+aiosqlite:")
+        pooled: dict[str, Any] = {} if in_memory else {"pool_timeout": pool_timeout_s}
+        engine = create_async_engine(url, echo=echo, hide_parameters=True, connect_args={"timeout": 30}, **pooled)
         event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         return engine
     return create_async_engine(url, echo=echo, hide_parameters=True, pool_size=10, max_overflow=20,
