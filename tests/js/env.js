@@ -1,0 +1,10 @@
+// The only two things a client of Atrium's agents API is given: its URL and an Atrium key.
+export const apiUrl = process.env.ATRIUM_URL;
+export const apiKey = process.env.ATRIUM_KEY;
+if (!apiUrl || !apiKey) {
+  throw new Error("Set ATRIUM_URL and ATRIUM_KEY (tests/contract/test_langgraph_js_sdk.py does).");
+}
+// What the fake chat model answers without documents (atrium.gateway.providers.fake.NO_ANSWER).
+export const NO_ANSWER = "I don't know based on the provided documents.";
+// A prompt no earlier run sent: the gateway's answer cache would otherwise give back a whole answer at once.
+export const fresh = (text) => `${text} (${crypto.randomUUID().slice(0, 8)})`;
