@@ -3,6 +3,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { act, cleanup, renderHook, waitFor } from "@testing-library/react";
 import { useStream } from "@langchain/langgraph-sdk/react";
+import { Client } from "@langchain/langgraph-sdk";
 import { NO_ANSWER, apiKey, apiUrl } from "./env.js";
 
 afterEach(cleanup);
@@ -31,6 +32,7 @@ describe("useStream against Atrium", () => {
       apiUrl, apiKey, assistantId: "interviewer",
       onThreadId: (id) => { threadId = id; },
     }));
+    expect(result.current.messages).toEqual([]); // read as a component renders it: streams values and messages
 
     await act(async () => {
       await result.current.submit({ messages: [{ type: "human", content: "Hello" }] });
@@ -49,5 +51,31 @@ describe("useStream against Atrium", () => {
     expect(result.current.values.name).toBe("Ada");
     expect(result.current.messages.at(-1)).toMatchObject({ type: "ai", content: `Ada: ${NO_ANSWER}` });
     expect(result.current.messages.map((m) => m.content)).toEqual(["Hello", `Ada: ${NO_ANSWER}`]);
+  });
+
+  it("gives the interrupt to a hook that reads nothing else (no stream mode asked for)", async () => {
+    // A question form: it never reads messages or values, so the hook asks for no stream mode at all; the
+    // interrupt must still come (the platform sends it as a values event whatever the modes).
+    let threadId;
+    const { result } = renderHook(() => useStream({
+      apiUrl, apiKey, assistantId: "interviewer",
+      onThreadId: (id) => { threadId = id; },
+    }));
+    await act(async () => {
+      await result.current.submit({ messages: [{ type: "human", content: "Hello" }] });
+    });
+    await waitFor(() => expect(result.current.isLoading).toBe(false), settled);
+    expect(result.current.error).toBeUndefined();
+    expect(result.current.interrupt?.value).toEqual({ question: "What is your name?" });
+
+    await act(async () => {
+      await result.current.submit(undefined, { command: { resume: "Grace" } });
+    });
+    await waitFor(() => expect(result.current.isLoading).toBe(false), settled);
+    expect(result.current.error).toBeUndefined();
+    const state = await new Client({ apiUrl, apiKey }).threads.getState(threadId);
+    expect(state.next).toEqual([]);
+    expect(state.values.name).toBe("Grace");
+    expect(state.values.messages.at(-1).content).toBe(`Grace: ${NO_ANSWER}`);
   });
 });
