@@ -12,19 +12,23 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any, cast
 
+import httpx
 import pytest
 
 from atrium.app import create_app
 from atrium.gateway.providers.fake import FakeChatModel
 from atrium.settings import Settings
+from tests.api.auth_helpers import add_user
 from tests.conftest import ADMIN_KEY, LiveServer, free_port
 
 pytestmark = pytest.mark.integration
 
 JS_DIR = Path(__file__).resolve().parent.parent / "js"
 RUN_TIMEOUT_S = 300
-MIN_TESTS = 10  # client.test.js and react.test.js: none skipped, none missing
+MIN_TESTS = 11  # client.test.js and react.test.js: none skipped, none missing
+USER_EMAIL, USER_PASSWORD = "js-user@example.com", "correct horse battery staple"
 
 
 async def _run(*command: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -50,6 +54,15 @@ async def _installed(npm: str) -> None:
         pytest.fail(f"npm ci in {JS_DIR} failed:\n{output}")
 
 
+async def _access_token(server: LiveServer) -> str:
+    """A member's access token, as a browser app holds one after its user signed in."""
+    await add_user(cast(Any, server), USER_EMAIL, USER_PASSWORD)
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        answer = await http.post("/api/v1/auth/token", json={"email": USER_EMAIL, "password": USER_PASSWORD})
+    answer.raise_for_status()
+    return str(answer.json()["access_token"])
+
+
 async def test_the_js_sdk_and_use_stream_work_against_atrium(settings: Settings) -> None:
     node, npm, npx = shutil.which("node"), shutil.which("npm"), shutil.which("npx")
     if node is None or npm is None or npx is None:
@@ -59,9 +72,10 @@ async def test_the_js_sdk_and_use_stream_work_against_atrium(settings: Settings)
     # Tokens a few milliseconds apart: the suite cancels a run while it streams.
     app = create_app(settings, chat_model=FakeChatModel(token_delay=0.01))
     async with LiveServer(app, free_port()) as server:
-        env = {**os.environ, "ATRIUM_URL": server.url, "ATRIUM_KEY": ADMIN_KEY, "CI": "1", "NO_COLOR": "1",
-               "FORCE_COLOR": "0"}
-        env.pop("LANGGRAPH_API_KEY", None)  # the SDK's fallback key: the suite passes Atrium's explicitly
+        env = {**os.environ, "ATRIUM_URL": server.url, "ATRIUM_KEY": ADMIN_KEY,
+               "ATRIUM_USER_TOKEN": await _access_token(server), "CI": "1", "NO_COLOR": "1", "FORCE_COLOR": "0"}
+        for fallback in ("LANGGRAPH_API_KEY", "LANGSMITH_API_KEY", "LANGCHAIN_API_KEY"):
+            env.pop(fallback, None)  # the SDK's fallback keys: the suite gives Atrium's credentials itself
         code, output = await _run(npx, "--no-install", "vitest", "run", env=env)
     assert code == 0, f"vitest failed in {JS_DIR}:\n{output}"
     summary = re.search(r"Tests\s+(\d+) passed \((\d+)\)", output)

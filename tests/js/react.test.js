@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { act, cleanup, renderHook, waitFor } from "@testing-library/react";
 import { useStream } from "@langchain/langgraph-sdk/react";
 import { Client } from "@langchain/langgraph-sdk";
-import { NO_ANSWER, apiKey, apiUrl } from "./env.js";
+import { NO_ANSWER, apiKey, apiUrl, userToken } from "./env.js";
 
 afterEach(cleanup);
 
@@ -77,5 +77,25 @@ describe("useStream against Atrium", () => {
     expect(state.next).toEqual([]);
     expect(state.values.name).toBe("Grace");
     expect(state.values.messages.at(-1).content).toBe(`Grace: ${NO_ANSWER}`);
+  });
+
+  it("runs as the signed-in user with an access token instead of a key", async () => {
+    let threadId;
+    const { result } = renderHook(() => useStream({
+      apiUrl, assistantId: "echo",
+      defaultHeaders: { Authorization: `Bearer ${userToken}` },
+      onThreadId: (id) => { threadId = id; },
+    }));
+    expect(result.current.messages).toEqual([]);
+    await act(async () => {
+      await result.current.submit({ messages: [{ type: "human", content: "hi" }] });
+    });
+    await waitFor(() => expect(result.current.isLoading).toBe(false), settled);
+    expect(result.current.error).toBeUndefined();
+    expect(result.current.messages.map((m) => m.content)).toEqual(["hi", NO_ANSWER]);
+    // The thread is the user's and private: the admin's key does not see it, the user's token does.
+    const asUser = new Client({ apiUrl, defaultHeaders: { Authorization: `Bearer ${userToken}` } });
+    expect((await asUser.threads.get(threadId)).status).toBe("idle");
+    await expect(new Client({ apiUrl, apiKey }).threads.get(threadId)).rejects.toMatchObject({ status: 404 });
   });
 });
