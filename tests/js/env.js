@@ -1,4 +1,4 @@
-// The only two things a client of Atrium's agents API is given: its URL and an Atrium key.
+// What a client of Atrium's agents API is given: its URL and an Atrium key (or, in a browser, a user's token).
 export const apiUrl = process.env.ATRIUM_URL;
 export const apiKey = process.env.ATRIUM_KEY;
 // A member's access token (POST /api/v1/auth/token), as a browser app holds one: sent as a Bearer header.
