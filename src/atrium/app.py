@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from atrium.accounts.bootstrap import ensure_admin
 from atrium.container import Services, build_services, close_services, migrate
@@ -115,6 +116,12 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
         limit_for=lambda path: limits.max_upload_bytes if path.startswith("/api/v1/documents")
         else limits.max_request_bytes,
     )
+    if settings.server.cors_origins:  # outermost: preflights are answered before the edge's work
+        # Exposed: the run a start made (Content-Location, read by the LangGraph SDKs), the request id, and
+        # when to retry.
+        app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins, allow_headers=["*"],
+                           allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"], max_age=600,
+                           expose_headers=["Content-Location", "Location", "Retry-After", "X-Request-ID"])
     # The model endpoints first: FastAPI tries routes in order, and these are the hot path.
     for module in (openai_compat, anthropic_compat, health, metrics, chat, search, documents, collections, query,
                    conversations, sync, me, admin, auth, accounts, invitations, budgets, policy, ws, assistants,

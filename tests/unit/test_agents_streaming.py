@@ -45,7 +45,19 @@ def test_tokens_become_message_and_custom_events() -> None:
     assert second[-1] == ("messages/partial", [second[-1][1][0]]) and second[-1][1][0]["content"] == "Hello world"
     assert translator.translate("updates", {"answer": {}}) == []  # not asked for
     assert translator.finish()[0][1][0]["content"] == "Hello world"
-    assert graph_modes(["messages"]) == ["custom"] and graph_modes([]) == ["values"]
+    assert graph_modes(["messages"]) == ["custom", "updates"] and graph_modes([]) == ["updates"]
+    assert graph_modes(["updates", "values"]) == ["values", "updates"]
+
+
+def test_an_interrupt_comes_as_values_when_updates_were_not_asked_for() -> None:
+    """As the platform streams it (``useStream`` reads the interrupt from a ``values`` event)."""
+    pending = {"__interrupt__": (Interrupt(value={"question": "Name?"}, id="i1"),)}
+    expected = {"__interrupt__": [{"value": {"question": "Name?"}, "id": "i1"}]}
+    assert StreamTranslator(["messages-tuple"]).translate("updates", pending) == [("values", expected)]
+    assert StreamTranslator([]).translate("updates", pending) == [("values", expected)]
+    assert StreamTranslator(["values"]).translate("updates", {"ask_name": {"name": "Ada"}}) == []
+    assert StreamTranslator(["values"]).translate("updates", {"__interrupt__": ()}) == []  # a breakpoint
+    assert StreamTranslator(["updates"]).translate("updates", pending) == [("updates", expected)]
 
 
 def test_interrupts_and_objects_become_json() -> None:

@@ -1,7 +1,8 @@
 """A run's LangGraph stream in the platform API's event format (what ``langgraph-sdk`` reads).
 
 Events: ``metadata`` (``{run_id, attempt}``), then per requested stream mode ``values``, ``updates``,
-``custom``, ``debug``, ``tasks``, ``checkpoints`` as LangGraph produces them, and for the message modes:
+``custom``, ``debug``, ``tasks``, ``checkpoints`` as LangGraph produces them (without ``updates``, an
+interrupt still comes, as a ``values`` event ``{"__interrupt__": [...]}``), and for the message modes:
 ``messages`` -> ``messages/metadata`` then ``messages/partial`` (the AI message so far) and, at the end,
 ``messages/complete``; ``messages-tuple`` -> ``messages`` (``[chunk, metadata]``). Then ``error``
 (``{error: code, message}``) if the run failed, and ``end``.
@@ -44,12 +45,15 @@ def emit_token(message_id: str, text: str, node: str = "") -> None:
 
 
 def graph_modes(requested: Iterable[str]) -> list[str]:
-    """The LangGraph stream modes a run needs for the modes a client asked for."""
+    """The LangGraph stream modes a run needs for the modes a client asked for: always ``updates``, where
+    LangGraph reports an interrupt (see ``StreamTranslator.translate``)."""
     asked = set(requested)
     modes = [mode for mode in _GRAPH_MODES if mode in asked]
     if asked & set(_MESSAGE_MODES) and "custom" not in modes:
         modes.append("custom")
-    return modes or ["values"]
+    if "updates" not in modes:
+        modes.append("updates")
+    return modes
 
 
 def ai_message(message_id: str, text: str) -> dict[str, Any]:
@@ -68,6 +72,12 @@ class StreamTranslator:
     def translate(self, mode: str, chunk: Any) -> list[tuple[str, Any]]:
         if mode == "custom" and isinstance(chunk, MessageToken):
             return self._token(chunk)
+        if mode == "updates" and "updates" not in self.requested:
+            # As the platform does: an interrupt reaches the client as a ``values`` event
+            # ``{"__interrupt__": [...]}`` whatever the modes asked for (``useStream`` reads it there).
+            if isinstance(chunk, dict) and chunk.get("__interrupt__"):
+                return [("values", jsonable(chunk))]
+            return []
         if mode not in self.requested:
             return []
         return [(mode, jsonable(chunk))]

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, field_validator
@@ -22,8 +23,11 @@ class ServerSettings(BaseModel):
     # ("10.0.0.0/8"), "*" for any peer. Empty: the client is the TCP peer, whatever the headers say (the
     # per-IP login throttle and the audit trail's IP depend on it).
     forwarded_allow_ips: Annotated[list[str], NoDecode] = []  # in the environment: comma-separated
+    # Web origins whose pages may call the API from the browser (CORS), "https://app.example.com", or "*".
+    # Empty: no CORS headers at all, so only servers and same-origin pages call Atrium.
+    cors_origins: Annotated[list[str], NoDecode] = []  # in the environment: comma-separated
 
-    @field_validator("forwarded_allow_ips", mode="before")
+    @field_validator("forwarded_allow_ips", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
@@ -38,6 +42,16 @@ class ServerSettings(BaseModel):
                 except ValueError:
                     raise ValueError(f"server.forwarded_allow_ips: {item!r} is not an IP address, network "
                                      "(host bits zero) or '*'") from None
+        return value
+
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if item != "*" and not re.fullmatch(r"https?://[^/\s]+", item):
+                raise ValueError(f"server.cors_origins: {item!r} is not an origin (scheme://host[:port], no "
+                                 "path) or '*'")
         return value
 
 
