@@ -126,10 +126,12 @@ class ChatAssistant:
             config: RunnableConfig = {"configurable": {"principal": principal, "endpoint": endpoint,
                                                        "searchable": Searchable(tuple(collections))}}
             final: dict[str, Any] = {}
-            async for mode, data in graph.astream(inputs, config, stream_mode=["custom", "values"]):
+            async for mode, data in graph.astream(inputs, config, stream_mode=["custom", "updates"]):
                 chunk = cast(dict[str, Any], data)
-                if mode == "values":
-                    final = chunk
+                if mode == "updates":  # {node: its update}: the outcome's channels have no reducer
+                    for update in chunk.values():
+                        if isinstance(update, dict):
+                            final.update(update)
                     continue
                 kind = chunk.get("type")
                 if kind == "token":

@@ -24,12 +24,15 @@ A step that is refused (a guard, a budget, a collection the caller may not read)
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
 
 from atrium.agents.nodes import AssistantNodes
 from atrium.agents.ports import ArtifactSink, ProjectRecords
@@ -74,50 +77,64 @@ class AssistantDeps:
 
 def build_assistant_graph(deps: AssistantDeps,
                           checkpointer: BaseCheckpointSaver[Any] | None) -> CompiledStateGraph[Any]:
-    """The compiled assistant graph over ``deps``, its threads kept by ``checkpointer``."""
+    """The compiled assistant graph over ``deps``, its threads kept by ``checkpointer``.
+
+    A node that branches routes itself: it returns ``Command(update, goto)``, its route read off the state
+    with its update applied (``_routed``). The same routes as conditional edges cost a traced runnable
+    (callback runs, tasks) per super-step; the graph, its updates and its checkpoints are the same."""
     nodes = AssistantNodes(deps)
     graph: StateGraph[Any] = StateGraph(AssistantState)
-    graph.add_node("retrieve", nodes.retrieve)
-    graph.add_node("classify", nodes.classify)
-    graph.add_node("answer", nodes.answer)
-    graph.add_node("tools", nodes.tools)
-    graph.add_node("validate", nodes.validate)
+    graph.add_node("retrieve", _routed(nodes.retrieve, _unless_failed("classify")), destinations=("classify", "finish"))
+    graph.add_node("classify", _routed(nodes.classify, _by_intent),
+                   destinations=("answer", "artifact", "clarify", "chitchat", "finish"))
+    graph.add_node("answer", _routed(nodes.answer, _after_answer), destinations=("tools", "validate", "finish"))
+    graph.add_node("tools", _routed(nodes.tools, _unless_failed("answer")), destinations=("answer", "finish"))
+    graph.add_node("validate", _routed(nodes.validate, _after_validate), destinations=("answer", "finish"))
     graph.add_node("artifact", nodes.artifact)
     graph.add_node("clarify", nodes.clarify)
     graph.add_node("chitchat", nodes.chitchat)
     graph.add_node("finish", nodes.finish)
     graph.add_edge(START, "retrieve")
-    graph.add_conditional_edges("retrieve", _unless_failed("classify"), ["classify", "finish"])
-    graph.add_conditional_edges("classify", _by_intent, ["answer", "artifact", "clarify", "chitchat", "finish"])
-    graph.add_conditional_edges("answer", _after_answer, ["tools", "validate", "finish"])
-    graph.add_conditional_edges("tools", _unless_failed("answer"), ["answer", "finish"])
-    graph.add_conditional_edges("validate", _after_validate, ["answer", "finish"])
     for node in ("artifact", "clarify", "chitchat"):
         graph.add_edge(node, "finish")
     graph.add_edge("finish", END)
     return graph.compile(checkpointer=checkpointer, name=ASSISTANT_ID)
 
 
-def _unless_failed(target: str) -> Any:
-    def route(state: AssistantState) -> str:
+Route = Callable[[Mapping[str, Any]], str]
+
+
+def _routed(node: Callable[[AssistantState, RunnableConfig], Awaitable[dict[str, Any]]], route: Route,
+            ) -> Callable[[AssistantState, RunnableConfig], Awaitable[Command[str]]]:
+    """``node`` followed by its ``route``, which reads the state as the node's update leaves it (the routed
+    channels are plain values: no reducer to apply)."""
+    async def run(state: AssistantState, config: RunnableConfig) -> Command[str]:
+        update = await node(state, config)
+        return Command(update=update, goto=route({**state, **update}))
+    run.__name__ = getattr(node, "__name__", "node")
+    return run
+
+
+def _unless_failed(target: str) -> Route:
+    def route(state: Mapping[str, Any]) -> str:
         return "finish" if state.get("error") else target
     return route
 
 
-def _by_intent(state: AssistantState) -> str:
+def _by_intent(state: Mapping[str, Any]) -> str:
     if state.get("error"):
         return "finish"
     return {"qa": "answer", "artifact": "artifact", "clarify": "clarify", "chitchat": "chitchat"}.get(
         state.get("intent", "qa"), "answer")
 
 
-def _after_answer(state: AssistantState) -> str:
+def _after_answer(state: Mapping[str, Any]) -> str:
     if state.get("error"):
         return "finish"
     return "tools" if state.get("tool_calls") else "validate"
 
 
-def _after_validate(state: AssistantState) -> str:
+def _after_validate(state: Mapping[str, Any]) -> str:
     if state.get("error") or state.get("answer"):
         return "finish"
     return "answer"  # refused once: refine
