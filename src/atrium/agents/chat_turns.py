@@ -32,7 +32,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from atrium.accounts.principal import Principal
 from atrium.agents.graph import AssistantDeps, build_assistant_graph
-from atrium.agents.nodes import Searchable
+from atrium.agents.nodes import EventSink, Searchable
 from atrium.agents.state import sources_of
 from atrium.conversations.generation import Outcome, error_of
 from atrium.conversations.runs import AnswerRun
@@ -117,6 +117,18 @@ class ChatAssistant:
         tally = _Tally()
         outcome = Outcome(usage=tally.usage)
         parts: list[str] = []
+
+        def relay(event: dict[str, Any]) -> None:  # each custom event of the graph, as the node writes it
+            kind = event.get("type")
+            if kind == "token":
+                parts.append(event["text"])
+                run.emit("token", text=event["text"])
+            elif kind == "discard":
+                parts.clear()
+                run.emit("discard", node=event.get("node"))
+            elif kind == "step" and steps:
+                run.emit("step", node=event["node"], status=event["status"], ms=event["ms"])
+
         reset = _TALLY.set(tally)
         try:
             past = await history()
@@ -124,26 +136,15 @@ class ChatAssistant:
                                    {"role": "user", "content": question}],
                       "collections": list(collections)}
             config: RunnableConfig = {"configurable": {"principal": principal, "endpoint": endpoint,
-                                                       "searchable": Searchable(tuple(collections))}}
+                                                       "searchable": Searchable(tuple(collections)),
+                                                       "events": EventSink(relay)}}
             final: dict[str, Any] = {}
-            async for mode, data in graph.astream(inputs, config, stream_mode=["custom", "updates"]):
-                chunk = cast(dict[str, Any], data)
-                if mode == "updates":  # {node: its update}: the outcome's channels have no reducer
-                    for update in chunk.values():
-                        if isinstance(update, dict):
-                            final.update(update)
-                    continue
-                kind = chunk.get("type")
-                if kind == "token":
-                    parts.append(chunk["text"])
-                    outcome.text = "".join(parts)
-                    run.emit("token", text=chunk["text"])
-                elif kind == "discard":
-                    parts.clear()
-                    outcome.text = ""
-                    run.emit("discard", node=chunk.get("node"))
-                elif kind == "step" and steps:
-                    run.emit("step", node=chunk["node"], status=chunk["status"], ms=chunk["ms"])
+            # The custom events reach ``relay`` directly; the stream carries each node's update only
+            # ({node: update}; the outcome's channels have no reducer, so the last write is the value).
+            async for chunk in graph.astream(inputs, config, stream_mode="updates"):
+                for update in cast(dict[str, Any], chunk).values():
+                    if isinstance(update, dict):
+                        final.update(update)
             outcome.text = "".join(parts)
             outcome.sources = sources_of(final)
             outcome.model = final.get("model")
@@ -151,14 +152,17 @@ class ChatAssistant:
             if final.get("artifact"):
                 outcome.artifacts = [dict(final["artifact"])]
         except asyncio.CancelledError:
+            outcome.text = "".join(parts)
             outcome.error = {"code": "interrupted", "message": "The server stopped before the answer ended."}
             await asyncio.shield(store(outcome))
             raise
         except AppError as exc:
+            outcome.text = "".join(parts)
             log.info("answer run ended with %s", exc.code)
             outcome.error = error_of(exc)
         except Exception as exc:  # the run must always end with a stored answer and a final event
             log.exception("answer run failed")
+            outcome.text = "".join(parts)
             outcome.error = error_of(exc)
         finally:
             _TALLY.reset(reset)
