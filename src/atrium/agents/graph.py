@@ -105,7 +105,7 @@ Route = Callable[[Mapping[str, Any]], str]
 
 
 def _routed(node: Callable[[AssistantState, RunnableConfig], Awaitable[dict[str, Any]]], route: Route,
-            ) -> Callable[[AssistantState, RunnableConfig], Awaitable[Command[str]]]:
+            ) -> Callable[..., Awaitable[Command[str]]]:
     """``node`` followed by its ``route``, which reads the state as the node's update leaves it (the routed
     channels are plain values: no reducer to apply)."""
     async def run(state: AssistantState, config: RunnableConfig) -> Command[str]:
