@@ -31,7 +31,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 
 from atrium.accounts.principal import Principal
-from atrium.agents.graph import AssistantDeps, build_assistant_graph
+from atrium.agents.graph import AssistantDeps, build_turn_graph
 from atrium.agents.nodes import EventSink, Searchable
 from atrium.agents.state import sources_of
 from atrium.conversations.generation import Outcome, error_of
@@ -103,7 +103,7 @@ class ChatAssistant:
 
     def graph(self, model: ChatModel) -> CompiledStateGraph[Any]:
         if self._compiled is None or self._compiled[0] is not model:
-            graph = build_assistant_graph(replace(self.deps, model=TalliedModel(model)), None)
+            graph = build_turn_graph(replace(self.deps, model=TalliedModel(model)))
             self._compiled = (model, graph)
         return self._compiled[1]
 
