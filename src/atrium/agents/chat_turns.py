@@ -4,7 +4,7 @@
 model call, the ``pending`` answer row, the detached ``AnswerRun`` and its journal, one stored outcome);
 ``ChatAssistant.answer`` only produces that outcome, by one run of the assistant graph (retrieve ->
 classify -> answer | artifact | clarify | chitchat -> validate -> finish) and translates the graph's
-custom stream into the run's events:
+custom events into the run's events:
 
 * ``token`` -> ``token`` (``{"text"}``, as before);
 * ``discard`` (validation withdrew a streamed draft; its replacement streams next) -> ``discard``: a client
@@ -13,9 +13,14 @@ custom stream into the run's events:
 * ``step`` -> ``step`` (``{"node", "status", "ms"}``) only when the caller asked (``steps: true``).
 
 The conversation store is the graph's state here: the graph is compiled once, without a checkpointer, and
-each turn starts from the stored history (the one query the use case made before as well). The usage of a
-turn is the sum over its model calls (classification, answer, refinement), read off the gateway's events as
-they pass (``TalliedModel``), so an answer cut short is still counted.
+each turn starts from the stored history (the one query the use case made before as well). With no
+checkpoint to keep between its nodes, the chat runs the graph's one-step form (``build_turn_graph``: the
+same nodes along the same routes, each still a ``step`` and a span), and the nodes hand their custom events
+to the run directly (``EventSink``) rather than through LangGraph's output stream: the graph's per-step
+machinery had made an answer cost ~16% more server CPU than the grounded answer before it
+(docs/benchmarks.md). The usage of a turn is the sum over its model calls (classification, answer,
+refinement), read off the gateway's events as they pass (``TalliedModel``), so an answer cut short is
+still counted.
 """
 
 from __future__ import annotations
