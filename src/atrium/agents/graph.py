@@ -19,7 +19,8 @@ Run it with the caller in the config, and stream ``custom`` for steps and tokens
         ...
 
 A step that is refused (a guard, a budget, a collection the caller may not read) ends the turn at
-``finish`` with ``error`` set in the state.
+``finish`` with ``error`` set in the state. ``build_turn_graph`` is the same graph in one super-step, for a
+caller that keeps no checkpoint between nodes (the chat use case, ``chat_turns.py``).
 """
 
 from __future__ import annotations
@@ -122,8 +123,8 @@ def build_turn_graph(deps: AssistantDeps) -> CompiledStateGraph[Any]:
     Its one node, ``turn``, runs the assistant graph's nodes along the same routes, each node on the state
     the ones before it left (the ``messages`` reducer applied), and writes what they wrote. Every node
     still reports its ``step`` event and its span: only the super-steps between them are gone, whose
-    bookkeeping (tasks, callback runs, an in-memory checkpoint each) cost more CPU than a chat turn's
-    rule-classified question and validation."""
+    bookkeeping (tasks, callback runs, an in-memory checkpoint each) was most of the CPU the graph added
+    to a chat answer (docs/benchmarks.md, issue 13)."""
     topology = _topology(AssistantNodes(deps))
 
     async def turn(state: AssistantState, config: RunnableConfig) -> dict[str, Any]:
