@@ -1,7 +1,8 @@
 """The assistant graph's nodes. Each calls the use-case layer (retrieval, tools) and the gateway's one
 model call only, and reports itself as a ``step`` event on LangGraph's custom stream; answer tokens go to
 that stream too (``{"type": "token", ...}``), and a draft that validation refuses is withdrawn with
-``{"type": "discard"}`` before its replacement streams.
+``{"type": "discard"}`` before its replacement streams. A caller that only relays these events passes an
+``EventSink`` (``configurable.events``) and gets each at once, not through the graph's output stream.
 
 The guard pipeline runs once per turn, stage by stage, as in ``GroundedUseCase``: *input* on the user's
 message and *context* on the retrieved chunks (``retrieve``), *context* on what a tool reads (``tools``),
