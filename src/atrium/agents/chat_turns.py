@@ -4,7 +4,7 @@
 model call, the ``pending`` answer row, the detached ``AnswerRun`` and its journal, one stored outcome);
 ``ChatAssistant.answer`` only produces that outcome, by one run of the assistant graph (retrieve ->
 classify -> answer | artifact | clarify | chitchat -> validate -> finish) and translates the graph's
-custom stream into the run's events:
+custom events into the run's events:
 
 * ``token`` -> ``token`` (``{"text"}``, as before);
 * ``discard`` (validation withdrew a streamed draft; its replacement streams next) -> ``discard``: a client
@@ -13,9 +13,14 @@ custom stream into the run's events:
 * ``step`` -> ``step`` (``{"node", "status", "ms"}``) only when the caller asked (``steps: true``).
 
 The conversation store is the graph's state here: the graph is compiled once, without a checkpointer, and
-each turn starts from the stored history (the one query the use case made before as well). The usage of a
-turn is the sum over its model calls (classification, answer, refinement), read off the gateway's events as
-they pass (``TalliedModel``), so an answer cut short is still counted.
+each turn starts from the stored history (the one query the use case made before as well). With no
+checkpoint to keep between its nodes, the chat runs the graph's one-step form (``build_turn_graph``: the
+same nodes along the same routes, each still a ``step`` and a span), and the nodes hand their custom events
+to the run directly (``EventSink``) rather than through LangGraph's output stream: the graph's per-step
+machinery had made an answer cost ~16% more server CPU than the grounded answer before it
+(docs/benchmarks.md). The usage of a turn is the sum over its model calls (classification, answer,
+refinement), read off the gateway's events as they pass (``TalliedModel``), so an answer cut short is
+still counted.
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 
 from atrium.accounts.principal import Principal
-from atrium.agents.graph import AssistantDeps, build_assistant_graph
-from atrium.agents.nodes import Searchable
+from atrium.agents.graph import AssistantDeps, build_turn_graph
+from atrium.agents.nodes import EventSink, Searchable
 from atrium.agents.state import sources_of
 from atrium.conversations.generation import Outcome, error_of
 from atrium.conversations.runs import AnswerRun
@@ -103,7 +108,7 @@ class ChatAssistant:
 
     def graph(self, model: ChatModel) -> CompiledStateGraph[Any]:
         if self._compiled is None or self._compiled[0] is not model:
-            graph = build_assistant_graph(replace(self.deps, model=TalliedModel(model)), None)
+            graph = build_turn_graph(replace(self.deps, model=TalliedModel(model)))
             self._compiled = (model, graph)
         return self._compiled[1]
 
@@ -117,6 +122,18 @@ class ChatAssistant:
         tally = _Tally()
         outcome = Outcome(usage=tally.usage)
         parts: list[str] = []
+
+        def relay(event: dict[str, Any]) -> None:  # each custom event of the graph, as the node writes it
+            kind = event.get("type")
+            if kind == "token":
+                parts.append(event["text"])
+                run.emit("token", text=event["text"])
+            elif kind == "discard":
+                parts.clear()
+                run.emit("discard", node=event.get("node"))
+            elif kind == "step" and steps:
+                run.emit("step", node=event["node"], status=event["status"], ms=event["ms"])
+
         reset = _TALLY.set(tally)
         try:
             past = await history()
@@ -124,24 +141,15 @@ class ChatAssistant:
                                    {"role": "user", "content": question}],
                       "collections": list(collections)}
             config: RunnableConfig = {"configurable": {"principal": principal, "endpoint": endpoint,
-                                                       "searchable": Searchable(tuple(collections))}}
+                                                       "searchable": Searchable(tuple(collections)),
+                                                       "events": EventSink(relay)}}
             final: dict[str, Any] = {}
-            async for mode, data in graph.astream(inputs, config, stream_mode=["custom", "values"]):
-                chunk = cast(dict[str, Any], data)
-                if mode == "values":
-                    final = chunk
-                    continue
-                kind = chunk.get("type")
-                if kind == "token":
-                    parts.append(chunk["text"])
-                    outcome.text = "".join(parts)
-                    run.emit("token", text=chunk["text"])
-                elif kind == "discard":
-                    parts.clear()
-                    outcome.text = ""
-                    run.emit("discard", node=chunk.get("node"))
-                elif kind == "step" and steps:
-                    run.emit("step", node=chunk["node"], status=chunk["status"], ms=chunk["ms"])
+            # The custom events reach ``relay`` directly; the stream carries each node's update only
+            # ({node: update}; the outcome's channels have no reducer, so the last write is the value).
+            async for chunk in graph.astream(inputs, config, stream_mode="updates"):
+                for update in cast(dict[str, Any], chunk).values():
+                    if isinstance(update, dict):
+                        final.update(update)
             outcome.text = "".join(parts)
             outcome.sources = sources_of(final)
             outcome.model = final.get("model")
@@ -149,14 +157,17 @@ class ChatAssistant:
             if final.get("artifact"):
                 outcome.artifacts = [dict(final["artifact"])]
         except asyncio.CancelledError:
+            outcome.text = "".join(parts)
             outcome.error = {"code": "interrupted", "message": "The server stopped before the answer ended."}
             await asyncio.shield(store(outcome))
             raise
         except AppError as exc:
+            outcome.text = "".join(parts)
             log.info("answer run ended with %s", exc.code)
             outcome.error = error_of(exc)
         except Exception as exc:  # the run must always end with a stored answer and a final event
             log.exception("answer run failed")
+            outcome.text = "".join(parts)
             outcome.error = error_of(exc)
         finally:
             _TALLY.reset(reset)

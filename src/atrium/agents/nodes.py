@@ -1,7 +1,8 @@
 """The assistant graph's nodes. Each calls the use-case layer (retrieval, tools) and the gateway's one
 model call only, and reports itself as a ``step`` event on LangGraph's custom stream; answer tokens go to
 that stream too (``{"type": "token", ...}``), and a draft that validation refuses is withdrawn with
-``{"type": "discard"}`` before its replacement streams.
+``{"type": "discard"}`` before its replacement streams. A caller that only relays these events passes an
+``EventSink`` (``configurable.events``) and gets each at once, not through the graph's output stream.
 
 The guard pipeline runs once per turn, stage by stage, as in ``GroundedUseCase``: *input* on the user's
 message and *context* on the retrieved chunks (``retrieve``), *context* on what a tool reads (``tools``),
@@ -72,6 +73,21 @@ class Searchable:
     names: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class EventSink:
+    """Where a run's custom events go instead of LangGraph's ``custom`` stream, as ``configurable.events``:
+    a caller that only relays them (the chat use case) takes each at once, without a trip through the
+    graph's output stream. An object, not a callable: a client's JSON config cannot forge it."""
+
+    emit: Callable[[dict[str, Any]], None]
+
+
+def writer_of(config: RunnableConfig) -> Callable[[dict[str, Any]], None]:
+    """The custom-event writer of the run: its ``EventSink``, else LangGraph's stream writer."""
+    sink = (config.get("configurable") or {}).get("events")
+    return sink.emit if isinstance(sink, EventSink) else get_stream_writer()
+
+
 def principal_of(config: RunnableConfig) -> Principal:
     """The caller, never stored in state: the run context's (``AgentContext.principal``, as the agents API
     runs a graph), else ``config["configurable"]["principal"]`` (a direct ``astream``, the chat use case)."""
@@ -106,7 +122,7 @@ def step(name: str, *, starts_turn: bool = False) -> Callable[[Node], Node]:
                             "error": {"code": exc.code, "message": exc.message}}
                 finally:
                     span.set_status(status)
-                    get_stream_writer()({"type": "step", "node": name, "status": status,
+                    writer_of(config)({"type": "step", "node": name, "status": status,
                                          "ms": round((time.perf_counter() - started) * 1000, 3)})
         return cast(Node, run)
     return wrap
@@ -177,7 +193,7 @@ class AssistantNodes:
         offer_tools = native and rounds < self.settings.max_tool_rounds and (
             bool(state.get("sources")) or wants_tool(question))
         if not state.get("sources") and not offer_tools:
-            self._emit_token("answer", NO_ANSWER, attempt + 1)
+            self._emit_token(config, "answer", NO_ANSWER, attempt + 1)
             return {"draft": NO_ANSWER, "attempt": attempt + 1}
         guard = await self._admit(principal)
         sanitizer = output_stage(guard)
@@ -185,17 +201,17 @@ class AssistantNodes:
                                 tools=TOOL_SPECS if offer_tools else ())
         try:
             reply = await call_model(self.deps.model, request, sanitizer=sanitizer,
-                                     on_text=lambda text: self._emit_token("answer", text, attempt + 1))
+                                     on_text=lambda text: self._emit_token(config, "answer", text, attempt + 1))
         except AppError as exc:
             if not (offer_tools and exc.code == "unsupported_capability"):
                 raise
             # The route's models declare no tool calling after all: answer from the sources alone.
             request = replace(request, tools=(), tool_choice=None, route=None)
             reply = await call_model(self.deps.model, request, sanitizer=output_stage(guard),
-                                     on_text=lambda text: self._emit_token("answer", text, attempt + 1))
+                                     on_text=lambda text: self._emit_token(config, "answer", text, attempt + 1))
         if reply.tool_calls and offer_tools:
             if reply.text:
-                get_stream_writer()({"type": "discard", "node": "answer", "attempt": attempt + 1})
+                writer_of(config)({"type": "discard", "node": "answer", "attempt": attempt + 1})
             return {"tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in reply.tool_calls],
                     "model": reply.model}
         return {"draft": reply.text, "attempt": attempt + 1, "model": reply.model}
@@ -238,11 +254,10 @@ class AssistantNodes:
         verdict = check_claims(draft, sources, state.get("passages") or [])
         if verdict.backed:
             return {"answer": draft, "sources": [source.to_dict() for source in verdict.cited], "problem": ""}
-        writer = get_stream_writer()
-        writer({"type": "discard", "node": "validate", "attempt": state.get("attempt", 0)})
+        writer_of(config)({"type": "discard", "node": "validate", "attempt": state.get("attempt", 0)})
         if state.get("attempt", 0) < 2:
             return {"problem": "; ".join(f'"{clip(sentence, 160)}"' for sentence in verdict.unbacked[:3])}
-        self._emit_token("validate", NO_ANSWER, state.get("attempt", 0))
+        self._emit_token(config, "validate", NO_ANSWER, state.get("attempt", 0))
         return {"answer": NO_ANSWER, "problem": "",
                 "sources": [{**source.to_dict(), "cited": False, "cited_by": None} for source in sources]}
 
@@ -275,7 +290,7 @@ class AssistantNodes:
         thread_id = (config.get("configurable") or {}).get("thread_id")
         stored = await self.deps.artifacts.save(principal, draft, thread_id=str(thread_id) if thread_id else None)
         answer = f"I made the {stored.kind} artifact \"{stored.title}\" ({stored.id})."
-        self._emit_token("artifact", answer, 1)
+        self._emit_token(config, "artifact", answer, 1)
         return {"artifact": {"id": stored.id, "kind": stored.kind, "title": stored.title,
                              "description": clip(stored.description, 300)},
                 "answer": answer, "model": reply.model, "draft": ""}
@@ -288,7 +303,7 @@ class AssistantNodes:
         request = self._request(principal_of(config), config, messages, task="chat", max_tokens=60, stream=False)
         reply = await call_model(self.deps.model, request, sanitizer=await self._sanitizer(config))
         question = one_question(reply.text) or DEFAULT_CLARIFICATION
-        self._emit_token("clarify", question, 1)
+        self._emit_token(config, "clarify", question, 1)
         return {"answer": question, "model": reply.model}
 
     @step("chitchat")
@@ -297,7 +312,7 @@ class AssistantNodes:
                     ChatMessage("user", state.get("question", "")))
         request = self._request(principal_of(config), config, messages, task="chat", max_tokens=80)
         reply = await call_model(self.deps.model, request, sanitizer=await self._sanitizer(config),
-                                 on_text=lambda text: self._emit_token("chitchat", text, 1))
+                                 on_text=lambda text: self._emit_token(config, "chitchat", text, 1))
         return {"answer": reply.text.strip(), "model": reply.model}
 
     # -- finish -----------------------------------------------------------------------------------------
@@ -359,8 +374,8 @@ class AssistantNodes:
                      for m in self._history(state))
 
     @staticmethod
-    def _emit_token(node: str, text: str, attempt: int) -> None:
-        get_stream_writer()({"type": "token", "node": node, "text": text, "attempt": attempt})
+    def _emit_token(config: RunnableConfig, node: str, text: str, attempt: int) -> None:
+        writer_of(config)({"type": "token", "node": node, "text": text, "attempt": attempt})
 
 
 def output_stage(guard: Admitted | None) -> MarkdownSanitizer:
