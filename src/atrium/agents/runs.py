@@ -50,7 +50,7 @@ from atrium.store.models import AgentRun, AgentThread
 from atrium.store.ports import PubSub, follow
 
 log = logging.getLogger(__name__)
-SERVER_CONFIGURABLE = frozenset({"principal", "endpoint", "searchable", "thread_id", "checkpoint_ns"})
+SERVER_CONFIGURABLE = frozenset({"principal", "endpoint", "searchable", "events", "thread_id", "checkpoint_ns"})
 FINISHED_FEED_KEPT_S = 120.0  # how long a finished run's events stay joinable
 POLL_S = 0.25  # joining a run of another process: how often its row is read
 CANCEL_CHANNEL = "agents.cancel"
@@ -187,7 +187,7 @@ class AgentRuns:
     async def _stream(self, run: ActiveRun) -> Any:
         request = run.request
         # The server's own keys are never the client's to set: who calls (``principal``), where the model
-        # calls are metered (``endpoint``), which collections were resolved (``searchable``).
+        # calls are metered (``endpoint``), which collections were resolved (``searchable``), where events go.
         configurable: dict[str, Any] = {
             **{key: value for key, value in request.config.get("configurable", {}).items()
                if key not in SERVER_CONFIGURABLE},
