@@ -17,7 +17,8 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from sqlalchemy import insert
 
 from atrium.accounts.principal import Principal
-from atrium.agents.graph import AssistantDeps, AssistantSettings, build_assistant_graph
+from atrium.agents.context import AssistantDeps, AssistantSettings
+from atrium.agents.graph import build_assistant_graph
 from atrium.agents.memory import InMemoryArtifactSink, InMemoryProjectRecords
 from atrium.gateway.ports import ChatEvent, ChatModel, ChatRequest, Done, ToolCallDelta, Usage
 from atrium.gateway.providers.fake import FakeChatModel, grounded_answer

@@ -36,7 +36,8 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 
 from atrium.accounts.principal import Principal
-from atrium.agents.graph import AssistantDeps, build_turn_graph
+from atrium.agents.context import AssistantDeps
+from atrium.agents.graph import build_turn_graph
 from atrium.agents.nodes import EventSink, Searchable
 from atrium.agents.state import sources_of
 from atrium.conversations.generation import Outcome, error_of

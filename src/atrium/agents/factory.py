@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from atrium.agents.graph import AssistantDeps, AssistantSettings
+from atrium.agents.context import AssistantDeps, AssistantSettings
 from atrium.agents.ports import ArtifactSink, ProjectRecords
 from atrium.gateway.catalogue import Catalogue
 

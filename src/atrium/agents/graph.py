@@ -26,7 +26,6 @@ caller that keeps no checkpoint between nodes (the chat use case, ``chat_turns.p
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
@@ -36,45 +35,11 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
+from atrium.agents.context import AssistantDeps
 from atrium.agents.nodes import AssistantNodes
-from atrium.agents.ports import ArtifactSink, ProjectRecords
 from atrium.agents.state import AssistantState, keep_recent
-from atrium.gateway.ports import ChatModel
-from atrium.guard.pipeline import GuardPipeline
-from atrium.knowledge.answering import GroundedAnswerer
-from atrium.telemetry.tracing import NOOP_TRACER, Tracer
 
 ASSISTANT_ID = "assistant"
-
-
-@dataclass(frozen=True, slots=True)
-class AssistantSettings:
-    """``native_tools``: the model takes OpenAI-format tools (else a JSON planning call stands in);
-    ``max_tool_rounds``: tool calls per turn before the model must answer; ``history_messages``: earlier
-    messages sent with a prompt."""
-
-    max_tokens: int = 384
-    temperature: float = 0.1
-    artifact_max_tokens: int = 1024
-    native_tools: bool = False
-    max_tool_rounds: int = 2
-    history_messages: int = 6
-
-
-@dataclass(frozen=True, slots=True)
-class AssistantDeps:
-    """What the graph works with, injected once. ``answerer`` brings retrieval (its knowledge service,
-    ``top_k`` and relevance bar); ``model`` is the gateway's chat stack (``Gateway.chat``), the one path
-    to a model; ``guard`` the pipeline the use cases apply (None: no guard stages); ``tracer`` traces each node
-    (an OpenTelemetry tracer fits the port)."""
-
-    answerer: GroundedAnswerer
-    model: ChatModel
-    artifacts: ArtifactSink
-    projects: ProjectRecords
-    guard: GuardPipeline | None = None
-    settings: AssistantSettings = field(default_factory=AssistantSettings)
-    tracer: Tracer = NOOP_TRACER  # each node is the span ``assistant.<node>`` (telemetry/tracing.py)
 
 
 NodeFn = Callable[..., Awaitable[dict[str, Any]]]  # (state, config) -> update

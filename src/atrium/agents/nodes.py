@@ -46,7 +46,7 @@ from atrium.guard.sanitize import MarkdownSanitizer
 from atrium.knowledge.answering import NO_ANSWER, SYSTEM_PROMPT, relevant
 
 if TYPE_CHECKING:
-    from atrium.agents.graph import AssistantDeps
+    from atrium.agents.context import AssistantDeps
     from atrium.guard.pipeline import Admitted
 
 log = logging.getLogger(__name__)

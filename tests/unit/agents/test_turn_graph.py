@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from atrium.accounts.principal import Principal
-from atrium.agents.graph import AssistantDeps, AssistantSettings, build_assistant_graph, build_turn_graph
+from atrium.agents.context import AssistantDeps, AssistantSettings
+from atrium.agents.graph import build_assistant_graph, build_turn_graph
 from atrium.agents.memory import InMemoryArtifactSink, InMemoryProjectRecords
 from atrium.gateway.ports import ChatModel, ChatRequest
 from atrium.gateway.providers.fake import FakeChatModel, grounded_answer
