@@ -13,8 +13,7 @@ import asyncio
 import contextlib
 import logging
 
-from atrium.conversations.ports import StreamConflict, StreamEntry, StreamLog
-from atrium.conversations.runs import RunEvent
+from atrium.conversations.ports import RunEvent, StreamConflict, StreamEntry, StreamLog
 
 log = logging.getLogger(__name__)
 

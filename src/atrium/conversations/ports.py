@@ -20,6 +20,15 @@ from typing import Any, Protocol
 FINAL_EVENTS = frozenset({"done", "error"})
 
 
+@dataclass(slots=True)
+class RunEvent:
+    """One event of an answer run as it is produced (``conversations/runs.py``); ``seq`` numbers it."""
+
+    event: str  # meta | token | sources | done | error
+    data: dict[str, Any]
+    seq: int = 0  # its place in the run's stream, from 1 (the SSE id)
+
+
 @dataclass(frozen=True, slots=True)
 class StreamEntry:
     """One event of a stream: its sequence number (from 1, increasing by one), name and JSON payload."""

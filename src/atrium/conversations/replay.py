@@ -34,8 +34,7 @@ from atrium.accounts.ownership import principal_session
 from atrium.accounts.principal import Principal
 from atrium.conversations import repository as repo
 from atrium.conversations.journal import RunJournal
-from atrium.conversations.ports import StreamConflict, StreamEntry, StreamLog
-from atrium.conversations.runs import RunEvent
+from atrium.conversations.ports import RunEvent, StreamConflict, StreamEntry, StreamLog
 from atrium.conversations.settings import StreamSettings
 from atrium.store.engine import Database
 from atrium.store.models import Message

@@ -15,17 +15,12 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from atrium.conversations.ports import RunEvent
+
 if TYPE_CHECKING:
     from atrium.conversations.journal import RunJournal
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class RunEvent:
-    event: str  # meta | token | sources | done | error
-    data: dict[str, Any]
-    seq: int = 0  # its place in the run's stream, from 1 (the SSE id)
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from atrium.conversations.runs import RunEvent
+from atrium.conversations.ports import RunEvent
 
 
 async def sse_frames(events: AsyncIterator[RunEvent]) -> AsyncIterator[dict[str, str]]:

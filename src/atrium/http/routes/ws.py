@@ -42,7 +42,7 @@ from atrium.accounts.principal import Principal
 from atrium.agents.threads import get_thread
 from atrium.container import Services
 from atrium.conversations.browse import get_conversation
-from atrium.conversations.runs import RunEvent
+from atrium.conversations.ports import RunEvent
 from atrium.errors import AppError, InvalidRequest, NotReady, PayloadTooLarge, Unauthorized
 from atrium.http.deps import principal_for
 from atrium.http.errors import error_body
