@@ -38,6 +38,7 @@ class FlowSocket(Protocol):
     services: Services
 
     async def reauthenticate(self) -> Principal: ...
+    async def admit_model_call(self, principal: Principal) -> None: ...
     async def send(self, event: dict[str, Any]) -> None: ...
     async def send_error(self, exc: AppError, message_id: str | None, **extra: Any) -> None: ...
     async def close(self, code: int, reason: str) -> NoReturn: ...
@@ -90,10 +91,10 @@ async def handle_flow_message(socket: FlowSocket, message: FlowStartIn | FlowAns
         if flows is None:
             raise NotReady("Guided flows are not configured.")
         if isinstance(message, FlowStartIn):
-            await _admit(socket.services, principal)
+            await socket.admit_model_call(principal)
             view = await flows.start(principal, message.flow)
         elif isinstance(message, FlowAnswerIn):
-            await _admit(socket.services, principal)
+            await socket.admit_model_call(principal)
             view = await flows.answer(principal, message.flow_id, message.answer)
         else:
             view = await flows.cancel(principal, message.flow_id)
@@ -105,8 +106,3 @@ async def handle_flow_message(socket: FlowSocket, message: FlowStartIn | FlowAns
         return
     await socket.send(flow_event(view, message.id))
 
-
-async def _admit(services: Services, principal: Principal) -> None:
-    """As a request that may call the model: rate limits (requests and tokens per minute) and budgets."""
-    await services.rate_limiter.admit(principal)
-    await services.budgets.check(principal.org_id, principal.user_id, principal.api_key_id)

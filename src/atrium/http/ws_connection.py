@@ -136,6 +136,13 @@ class SocketBase:
             beats += 1
             self.outbox.offer(json.dumps({"type": "ping", "id": f"hb-{beats}"}))
 
+    async def admit_model_call(self, principal: Principal) -> None:
+        """The admission of an HTTP request that may call the model (``POST /api/v1/chat/ask``): rate limits
+        (requests and tokens per minute) and budgets; the message limit alone would let a socket spend model
+        capacity past them."""
+        await self.services.rate_limiter.admit(principal)
+        await self.services.budgets.check(principal.org_id, principal.user_id, principal.api_key_id)
+
     async def reauthenticate(self) -> Principal:
         """The credential checked again (a revoked key or an expired token raises ``Unauthorized``)."""
         if self.principal.via != "anonymous":

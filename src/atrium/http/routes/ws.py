@@ -301,10 +301,7 @@ class RealtimeSocket(SocketBase):
             principal = await self.reauthenticate()
             message = checked_message(request.message, self.services.settings.limits.max_message_chars)
             collections = [check_collection(request.collection)] if request.collection else None
-            # The same admission as POST /api/v1/chat/ask: the message limit alone would let a socket
-            # spend model capacity past the request and token windows.
-            await self.services.rate_limiter.admit(principal)
-            await self.services.budgets.check(principal.org_id, principal.user_id, principal.api_key_id)
+            await self.admit_model_call(principal)
         except Unauthorized as exc:
             await self.send_error(exc, request.id)
             await self.close(4401, exc.message)
