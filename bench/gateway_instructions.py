@@ -14,7 +14,7 @@ fast call takes. ``hnswlib`` is replaced by a stub (Valgrind cannot decode its A
 never search). Needs ``valgrind`` on PATH.
 
     .venv/bin/python bench/gateway_instructions.py --before-src ../atrium-before/src --after-src src \\
-        [--requests 600] [--concurrency 50] [--rounds 2]
+        [--requests 500] [--concurrency 50] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -110,9 +110,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before-src", type=Path, help="source tree (its src/) of the 'before' side")
     parser.add_argument("--after-src", type=Path, help="source tree of the 'after' side")
-    parser.add_argument("--requests", type=int, default=600, help="counted requests per side and round")
+    parser.add_argument("--requests", type=int, default=500, help="counted requests per side and round")
     parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1, help="each round ~1.5 min on 2 cores")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     args = parser.parse_args()
