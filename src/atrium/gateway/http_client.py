@@ -20,7 +20,8 @@ import contextlib
 import json
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, NoReturn, Protocol
 
 import aiohttp
 import httpx
@@ -69,25 +70,64 @@ class StreamedResponse(Protocol):
     async def aread(self) -> bytes: ...
 
 
-@contextlib.asynccontextmanager
-async def post_for_stream(client: httpx.AsyncClient, url: str, *, json_body: Any, headers: Mapping[str, str],
-                          timeout: httpx.Timeout | None) -> AsyncIterator[StreamedResponse]:
-    """POST ``json_body`` to ``url``; the response is open (its body unread) inside the block and released
-    after it (to the pool when the body was read to its end). Raises httpx's exceptions."""
-    if not isinstance(client, UpstreamClient) or not client.direct:
-        async with client.stream("POST", url, json=json_body, headers=headers,
-                                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT) as response:
-            yield response
-        return
-    content = json.dumps(json_body, ensure_ascii=False, separators=(",", ":")).encode()
-    bounds = timeout if timeout is not None else client.timeout
-    with _translated():
-        async with client.session().post(
-            url, data=content, headers={"content-type": "application/json", **headers},
-            timeout=aiohttp.ClientTimeout(sock_connect=bounds.connect, sock_read=bounds.read, connect=bounds.pool),
-            allow_redirects=False,
-        ) as response:
-            yield _AiohttpResponse(response)
+def post_for_stream(client: httpx.AsyncClient, url: str, *, json_body: Any, headers: Mapping[str, str],
+                    timeout: httpx.Timeout | None) -> PostForStream:
+    """POST ``json_body`` to ``url``; the response is open (its body unread) inside the ``async with`` block
+    and released after it (to the pool when the body was read to its end). Raises httpx's exceptions."""
+    return PostForStream(client, url, json_body, headers, timeout)
+
+
+class PostForStream:
+    """What :func:`post_for_stream` returns: an async context manager written as a class (every model call
+    opens one; an ``@asynccontextmanager`` costs a generator and its helper object per call)."""
+
+    __slots__ = ("_client", "_direct", "_headers", "_inner", "_json_body", "_timeout", "_url")
+
+    def __init__(self, client: httpx.AsyncClient, url: str, json_body: Any, headers: Mapping[str, str],
+                 timeout: httpx.Timeout | None) -> None:
+        self._client, self._url, self._json_body = client, url, json_body
+        self._headers, self._timeout = headers, timeout
+        self._direct = isinstance(client, UpstreamClient) and client.direct
+        self._inner: contextlib.AbstractAsyncContextManager[Any] | None = None
+
+    async def __aenter__(self) -> StreamedResponse:
+        client, timeout = self._client, self._timeout
+        if not self._direct:
+            self._inner = client.stream("POST", self._url, json=self._json_body, headers=self._headers,
+                                        timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+            response: httpx.Response = await self._inner.__aenter__()
+            return response
+        assert isinstance(client, UpstreamClient)
+        content = json.dumps(self._json_body, ensure_ascii=False, separators=(",", ":")).encode()
+        bounds = timeout if timeout is not None else client.timeout
+        try:
+            self._inner = inner = client.session().post(
+                self._url, data=content, headers={"content-type": "application/json", **self._headers},
+                timeout=aiohttp.ClientTimeout(sock_connect=bounds.connect, sock_read=bounds.read,
+                                              connect=bounds.pool),
+                allow_redirects=False,
+            )
+            return _AiohttpResponse(await inner.__aenter__())
+        except Exception as exc:
+            _raise_translated(exc)
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        inner = self._inner
+        if inner is None:
+            return
+        self._inner = None
+        if not self._direct:
+            await inner.__aexit__(exc_type, exc, traceback)
+            return
+        try:
+            await inner.__aexit__(exc_type, exc, traceback)
+        except Exception as error:
+            _raise_translated(error)
+        if isinstance(exc, Exception):  # what the block raised, as httpx's exception when it is aiohttp's
+            mapped = _httpx_error(exc)
+            if mapped is not None:
+                raise mapped from exc
 
 
 class _AiohttpResponse:
@@ -127,15 +167,19 @@ def _httpx_error(exc: BaseException) -> httpx.TransportError | None:
     return None
 
 
+def _raise_translated(exc: Exception) -> NoReturn:
+    mapped = _httpx_error(exc)
+    if mapped is None:
+        raise exc
+    raise mapped from exc
+
+
 @contextlib.contextmanager
 def _translated() -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        mapped = _httpx_error(exc)
-        if mapped is None:
-            raise
-        raise mapped from exc
+        _raise_translated(exc)
 
 
 class _NoCookies(httpx.Cookies):

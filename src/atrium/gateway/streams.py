@@ -14,8 +14,9 @@ the compatible APIs' endpoints all start a stream this way.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Generator
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
@@ -44,11 +45,25 @@ class ChatStream:
     async def __aenter__(self) -> ChatStream:
         return self
 
-    async def __aexit__(self, *_exc: object) -> None:
-        await aclose_stream(self.events)
+    def __aexit__(self, *_exc: object) -> Awaitable[None]:
+        # The stream's own ``aclose()`` awaitable, not a coroutine around it: one frame less per layer.
+        aclose = getattr(self.events, "aclose", None)
+        return aclose() if aclose is not None else _NOTHING
 
-    async def aclose(self) -> None:
-        await aclose_stream(self.events)
+    def aclose(self) -> Awaitable[None]:
+        return self.__aexit__()
+
+
+class _Nothing:
+    """An awaitable that is done at once (what closing a stream without ``aclose`` awaits)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return iter(())  # type: ignore[return-value]  # an empty iterator: the await returns None at once
+
+
+_NOTHING = _Nothing()
 
 
 async def aclose_stream(events: AsyncIterator[ChatEvent]) -> None:

@@ -89,10 +89,11 @@ class GuardedChatModel(ChatModelWrapper):
         # sources) are not applied again; the PII policy always applies to the assembled prompt.
         checked = request.guarded
         slots = [_texts(message) for message in request.messages]
+        flat = given = [text for texts in slots for text in texts]
         if "input" not in checked or "context" not in checked:
             slots = [self._injection(message.role, texts, policy, context.org_id, checked)
                      for message, texts in zip(request.messages, slots, strict=True)]
-        flat = [text for texts in slots for text in texts]
+            flat = [text for texts in slots for text in texts]
         moderated = "input" not in checked
         ask_provider = moderated and self._guard.asks_provider(policy)
         redaction: Redaction | None = None
@@ -110,6 +111,8 @@ class GuardedChatModel(ChatModelWrapper):
             await self._guard.moderate(policy, flat, org_id=context.org_id, for_provider=for_provider)
         if redaction is not None and for_provider is not None:
             flat = for_provider
+        if flat == given:  # no text rewritten (the usual case): the request as it came
+            return request, redaction
         rebuilt = _unflatten(flat, [len(texts) for texts in slots])
         messages = tuple(_with_texts(message, texts) for message, texts in zip(request.messages, rebuilt, strict=True))
         if messages != request.messages:

@@ -17,9 +17,9 @@ import json
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from types import MappingProxyType, TracebackType
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
@@ -33,7 +33,7 @@ from atrium.errors import (
     ModelUnavailable,
     UpstreamRateLimited,
 )
-from atrium.gateway.http_client import StreamedResponse, post_for_stream
+from atrium.gateway.http_client import PostForStream, StreamedResponse, post_for_stream
 from atrium.gateway.ports import ChatRequest, ErrorEvent
 from atrium.gateway.providers.sse import ServerSentEvent, server_sent_events
 from atrium.telemetry.credentials import BEARER, CREDENTIAL_PATTERN, KEY_LIKE, SECRET_NAME
@@ -205,25 +205,59 @@ class UpstreamAnswer:
     events: AsyncIterator[ServerSentEvent]
 
 
-@contextlib.asynccontextmanager
-async def open_stream(client: httpx.AsyncClient, provider: Provider, url: str, *, body: dict[str, Any],
-                      headers: Mapping[str, str], timeout: httpx.Timeout | None,
-                      error: ErrorMapping) -> AsyncIterator[UpstreamAnswer]:
-    """POST ``body`` to ``url``; inside the block the answer is open. An error status raises ``error``'s
-    reading of it; a broken connection, then or while the block reads, raises :func:`transport_error`'s.
-    Leaving the block early after reading every event puts the connection back in the pool."""
-    try:
-        async with post_for_stream(client, url, json_body=body, headers=headers, timeout=timeout) as response:
-            if response.status_code >= 400:
-                raise error(provider, await read_error_body(response), status=response.status_code,
-                            retry_after=retry_after_seconds(response.headers))
-            if response.headers.get("content-type", "").startswith("application/json"):
-                yield UpstreamAnswer(await response.aread(), _NO_EVENTS)
-                return
-            async with contextlib.aclosing(server_sent_events(response.aiter_bytes())) as events:
-                yield UpstreamAnswer(None, events)
-    except httpx.HTTPError as exc:
-        raise transport_error(provider, exc) from exc
+def open_stream(client: httpx.AsyncClient, provider: Provider, url: str, *, body: dict[str, Any],
+                headers: Mapping[str, str], timeout: httpx.Timeout | None, error: ErrorMapping) -> UpstreamCall:
+    """POST ``body`` to ``url``; inside the ``async with`` block the answer is open. An error status raises
+    ``error``'s reading of it; a broken connection, then or while the block reads, raises
+    :func:`transport_error`'s. Leaving the block early after reading every event puts the connection back
+    in the pool."""
+    return UpstreamCall(post_for_stream(client, url, json_body=body, headers=headers, timeout=timeout),
+                        provider, error)
+
+
+class UpstreamCall:
+    """What :func:`open_stream` returns: an async context manager written as a class (every model call
+    opens one; an ``@asynccontextmanager`` costs a generator and its helper object per call)."""
+
+    __slots__ = ("_error", "_events", "_post", "_provider")
+
+    def __init__(self, post: PostForStream, provider: Provider, error: ErrorMapping) -> None:
+        self._post, self._provider, self._error = post, provider, error
+        self._events: AsyncGenerator[ServerSentEvent, None] | None = None
+
+    async def __aenter__(self) -> UpstreamAnswer:
+        post = self._post
+        try:
+            response = await post.__aenter__()
+            try:
+                if response.status_code >= 400:
+                    raise self._error(self._provider, await read_error_body(response), status=response.status_code,
+                                      retry_after=retry_after_seconds(response.headers))
+                if response.headers.get("content-type", "").startswith("application/json"):
+                    return UpstreamAnswer(await response.aread(), _NO_EVENTS)
+                self._events = server_sent_events(response.aiter_bytes())
+                return UpstreamAnswer(None, self._events)
+            except BaseException as exc:
+                await post.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
+        except httpx.HTTPError as exc:
+            raise transport_error(self._provider, exc) from exc
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        events, self._events = self._events, None
+        try:
+            try:
+                if events is not None:
+                    await events.aclose()
+            except BaseException as closing:
+                await self._post.__aexit__(type(closing), closing, closing.__traceback__)
+                raise
+            await self._post.__aexit__(exc_type, exc, traceback)
+        except httpx.HTTPError as failure:
+            raise transport_error(self._provider, failure) from failure
+        if isinstance(exc, httpx.HTTPError):  # the block's own reading broke off
+            raise transport_error(self._provider, exc) from exc
 
 
 class _NoEvents:
