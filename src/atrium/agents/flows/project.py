@@ -9,19 +9,14 @@ organisation sees it; private: only its owner) -> confirmation -> the record is 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from atrium.agents.flows.definition import (
-    ActionStep,
-    Choice,
-    ConfirmStep,
-    FieldStep,
-    FlowDefinition,
-    FlowEnv,
-    SuggestionStep,
-)
+from atrium.agents.flows.definition import ActionStep, Choice, ConfirmStep, FieldStep, FlowDefinition, SuggestionStep
 from atrium.agents.flows.suggest import suggestions
 from atrium.agents.ports import PROJECT_KINDS, ProjectRecords
+
+if TYPE_CHECKING:
+    from atrium.agents.flows.definition import FlowEnv
 
 # Words that point at a kind, for the deterministic fallback (first match in the description wins).
 _KEYWORDS: dict[str, tuple[str, ...]] = {

@@ -7,55 +7,16 @@ package registers every table on ``Base.metadata`` (what Alembic and the tests r
 
 from __future__ import annotations
 
-from atrium.store.models.accounts import (
-    ApiKey,
-    AuditEvent,
-    Division,
-    Invitation,
-    Membership,
-    NotificationDevice,
-    Organization,
-    OrgPolicy,
-    RefreshToken,
-    User,
-)
-from atrium.store.models.agents import (
-    AgentRun,
-    AgentThread,
-)
-from atrium.store.models.base import (
-    NAMING,
-    Base,
-    BigId,
-    CreatedAt,
-    OrgRef,
-    OwnerDivision,
-    OwnerKey,
-    OwnerUser,
-    RowId,
-    new_id,
-    utcnow,
-)
-from atrium.store.models.content import (
-    Artifact,
-    ArtifactVersion,
-    Change,
-    Chunk,
-    Collection,
-    Conversation,
-    Document,
-    Job,
-    KnowledgeRevision,
-    Message,
-    Project,
-    QueryRecord,
-)
-from atrium.store.models.metering import (
-    Budget,
-    BudgetReservation,
-    BudgetSpend,
-    UsageRecord,
-)
+# ruff: noqa: I001  (the re-exports wrapped, not one name a line)
+
+from atrium.store.models.accounts import (ApiKey, AuditEvent, Division, Invitation, Membership, NotificationDevice,
+                                          Organization, OrgPolicy, RefreshToken, User)
+from atrium.store.models.agents import AgentRun, AgentThread
+from atrium.store.models.base import (NAMING, Base, BigId, CreatedAt, OrgRef, OwnerDivision, OwnerKey, OwnerUser, RowId,
+                                      new_id, utcnow)
+from atrium.store.models.content import (Artifact, ArtifactVersion, Change, Chunk, Collection, Conversation, Document,
+                                         Job, KnowledgeRevision, Message, Project, QueryRecord)
+from atrium.store.models.metering import Budget, BudgetReservation, BudgetSpend, UsageRecord
 
 # Tables holding one tenant's data (``org_id``): scoped in every repository, and under Row-Level Security
 # on PostgreSQL.
