@@ -34,7 +34,7 @@ from atrium.knowledge.vector.common import (
     check_query,
     normalise_rows,
 )
-from atrium.store.files import PRIVATE_FILE, private_dir
+from atrium.store.files import PRIVATE_FILE, private_dir, write_private
 
 logger = logging.getLogger(__name__)
 
@@ -328,6 +328,7 @@ class HnswVectorIndex:
             if not shard.dirty:
                 return
             try:
+                write_private(index_tmp, b"")  # 0600 from its creation: hnswlib writes into the file as it is
                 shard.index.save_index(str(index_tmp))
                 _fsync(index_tmp)
                 deleted = set(shard.index.get_ids_list()) - shard.live
@@ -337,10 +338,9 @@ class HnswVectorIndex:
                     "count": len(shard.live), "deleted": sorted(deleted),
                     "index_file": _fingerprint(index_tmp),
                 }
-                sidecar_tmp.write_text(json.dumps(sidecar, separators=(",", ":")), encoding="utf-8")
+                write_private(sidecar_tmp, json.dumps(sidecar, separators=(",", ":")).encode())
                 _fsync(sidecar_tmp)
-                for written in (index_tmp, sidecar_tmp):
-                    os.chmod(written, PRIVATE_FILE)
+                os.chmod(index_tmp, PRIVATE_FILE)  # whatever the library did to the mode
                 os.replace(index_tmp, index_path)
                 os.replace(sidecar_tmp, sidecar_path)
                 _fsync_directory(folder)
