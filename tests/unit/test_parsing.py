@@ -60,7 +60,7 @@ def test_binary_or_undecodable_input_is_refused(data: bytes) -> None:
 
 
 def test_unsupported_suffix_is_refused() -> None:
-    with pytest.raises(InvalidRequest, match="unsupported file type '.pptx'") as caught:
+    with pytest.raises(InvalidRequest, match=r"unsupported file type '\.pptx'") as caught:
         parse_document("slides.pptx", b"PK\x03\x04")
     assert caught.value.code == "unsupported_file_type"
     with pytest.raises(InvalidRequest):
