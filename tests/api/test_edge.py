@@ -106,9 +106,9 @@ async def test_path_ids_offsets_and_vendor_fields_are_bounded(running: RunningAp
 
 async def test_upload_rejects_unsupported_and_binary_files(running: RunningApp) -> None:
     exe = await running.client.post("/api/v1/documents", files=[("files", ("tool.exe", b"MZ\x00\x00", "x/y"))])
-    assert_typed_error(exe, 422, "invalid_request")
+    assert_typed_error(exe, 422, "unsupported_file_type")
     binary = await running.client.post("/api/v1/documents",
                                        files=[("files", ("notes.txt", bytes(range(256)) * 4, "text/plain"))])
-    assert_typed_error(binary, 422, "invalid_request")
+    assert_typed_error(binary, 422, "unreadable_file")
     leftovers = await anyio.to_thread.run_sync(lambda: list(running.services.settings.uploads_dir.glob("*/*")))
     assert leftovers == [], "refused uploads must leave no files behind"

@@ -214,3 +214,31 @@ def test_code_blocks_split_at_lines() -> None:
     for chunk in chunks:
         for line in body(chunk).split("\n"):
             assert re.fullmatch(r"```(python)?|value_\d+ = compute\(\d+\)", line), line
+
+
+def test_a_long_text_without_whitespace_is_cut_hard_at_the_character_bound() -> None:
+    """A 2 MB run with no whitespace is one word (one token) to a word counter; the character bound still
+    cuts it, and every character is kept in order."""
+    text = "".join(chr(ord("a") + i % 26) for i in range(2_000_000))
+    chunks = chunk_text(text, words, max_tokens=200, overlap_tokens=32, max_chars=3000)
+    assert len(chunks) >= 2_000_000 // 3000
+    assert max(len(chunk.text) for chunk in chunks) <= 3000
+    assert "".join(chunk.text for chunk in chunks) == text
+
+
+def test_the_character_bound_counts_the_heading_and_the_overlap() -> None:
+    text = "# " + "Heading " * 40 + "\n\n" + " ".join(f"w{i:06d}" for i in range(5000))
+    chunks = chunk_text(text, words, max_tokens=2000, overlap_tokens=100, max_chars=500)
+    assert len(chunks) > 1
+    assert all(len(chunk.text) <= 500 for chunk in chunks)
+    # The 320-character heading is shortened to a quarter of the bound in the chunk text.
+    assert all(chunk.text.startswith("Heading") for chunk in chunks)
+    assert all(len(chunk.text.split("\n\n")[0]) <= 125 for chunk in chunks)
+    # The overlap is carried: the second chunk starts with the tail of the first.
+    first, second = (chunk.text.split("\n\n", 1)[1] for chunk in chunks[:2])
+    assert second.split()[0] in first
+
+
+def test_max_chars_below_the_minimum_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_chars"):
+        chunk_text("text", words, max_chars=10)

@@ -56,12 +56,13 @@ def test_unicode_text_is_kept() -> None:
 def test_binary_or_undecodable_input_is_refused(data: bytes) -> None:
     with pytest.raises(InvalidRequest) as caught:
         parse_document("upload.txt", data)
-    assert "UTF-8" in caught.value.message
+    assert "UTF-8" in caught.value.message and caught.value.code == "unreadable_file"
 
 
 def test_unsupported_suffix_is_refused() -> None:
-    with pytest.raises(InvalidRequest, match="Unsupported"):
-        parse_document("slides.pdf", b"%PDF-1.7")
+    with pytest.raises(InvalidRequest, match=r"unsupported file type '\.pptx'") as caught:
+        parse_document("slides.pptx", b"PK\x03\x04")
+    assert caught.value.code == "unsupported_file_type"
     with pytest.raises(InvalidRequest):
         parse_document("no_suffix", b"text")
 

@@ -5,7 +5,8 @@ into chunks of at most ``max_tokens`` tokens, counted with the embedding model's
 never mixes two sections; its text starts with the section's heading path (``Install > From source``) so
 the embedding and the keyword index both see where it came from. A section too long for one chunk is cut at
 paragraph, then sentence, then line, then word boundaries; each further chunk of the same section starts
-with the tail (``overlap_tokens``) of the one before.
+with the tail (``overlap_tokens``) of the one before. A chunk is also bounded in characters (``max_chars``):
+text with no boundary at all (a long run without whitespace) is cut hard at that length.
 """
 
 from __future__ import annotations
@@ -56,21 +57,25 @@ _Unit = tuple[str, str]
 
 
 def chunk_text(text: str, count_tokens: TokenCounter, *, max_tokens: int = 256, overlap_tokens: int = 32,
-               markdown: bool = True) -> list[Chunk]:
-    """Cut ``text`` into chunks of at most ``max_tokens`` tokens (heading line included).
+               markdown: bool = True, max_chars: int = 3000) -> list[Chunk]:
+    """Cut ``text`` into chunks of at most ``max_tokens`` tokens and ``max_chars`` characters (heading line
+    included).
 
     ``markdown=False`` treats ``#`` lines as ordinary text (for ``.txt`` files). Only a single word longer
     than a whole chunk is cut mid-word.
     """
     if max_tokens < 8:
         raise ValueError("max_tokens must be at least 8")
+    if max_chars < 64:
+        raise ValueError("max_chars must be at least 64")
     if not 0 <= overlap_tokens <= max_tokens // 2:
         raise ValueError("overlap_tokens must be between 0 and max_tokens // 2")
     chunks: list[Chunk] = []
     for section in split_sections(text, markdown=markdown):
         heading_path = HEADING_SEPARATOR.join(section.headings)
-        prefix = _heading_prefix(section.headings, count_tokens, max_tokens // 4)
-        for body in _pack_section(section.body, prefix, count_tokens, max_tokens, overlap_tokens, markdown):
+        prefix = _heading_prefix(section.headings, count_tokens, max_tokens // 4, max_chars // 4)
+        budget = _Budget(max_tokens, max_chars)
+        for body in _pack_section(section.body, prefix, count_tokens, budget, overlap_tokens, markdown):
             full_text = prefix + body
             chunks.append(Chunk(ordinal=len(chunks), heading_path=heading_path, text=full_text,
                                 token_count=count_tokens(full_text)))
@@ -130,26 +135,40 @@ def _blocks(body: str, markdown: bool) -> list[_Block]:
     return blocks
 
 
-def _heading_prefix(headings: tuple[str, ...], count: TokenCounter, budget: int) -> str:
-    """The heading path line (plus a blank line) that opens every chunk, shortened to ``budget`` tokens."""
+def _heading_prefix(headings: tuple[str, ...], count: TokenCounter, budget: int, char_budget: int) -> str:
+    """The heading path line (plus a blank line) that opens every chunk, shortened to ``budget`` tokens and
+    ``char_budget`` characters."""
     if not headings:
         return ""
     for path in (HEADING_SEPARATOR.join(headings), headings[-1]):
-        if count(path) <= budget:
+        if count(path) <= budget and len(path) <= char_budget:
             return path + "\n\n"
-    return _head(headings[-1], budget, count) + "\n\n"
+    return _head(headings[-1][:char_budget], budget, count) + "\n\n"
 
 
-def _pack_section(body: str, prefix: str, count: TokenCounter, max_tokens: int, overlap_tokens: int,
+@dataclass(frozen=True, slots=True)
+class _Budget:
+    """The size bounds of one chunk."""
+
+    tokens: int
+    chars: int
+
+
+def _pack_section(body: str, prefix: str, count: TokenCounter, budget: _Budget, overlap_tokens: int,
                   markdown: bool) -> list[str]:
     """Greedy packing of a section's units into chunk bodies, each carrying the previous one's tail."""
+    max_chars = budget.chars - len(prefix)
+    # Overlap in characters, in proportion to the token overlap.
+    overlap_chars = budget.chars * overlap_tokens // budget.tokens
 
+    # The length is checked first: it is free, and it keeps huge texts away from the tokenizer.
     def fits(candidate: str) -> bool:
-        return count(prefix + candidate) <= max_tokens
+        return len(candidate) <= max_chars and count(prefix + candidate) <= budget.tokens
 
     # Units leave room for the overlap so that a chunk's carried tail is rarely dropped.
     def fits_unit(candidate: str) -> bool:
-        return count(prefix + candidate) <= max_tokens - overlap_tokens
+        return (len(candidate) <= max_chars - overlap_chars
+                and count(prefix + candidate) <= budget.tokens - overlap_tokens)
 
     units: list[_Unit] = []
     for block in _blocks(body, markdown):
@@ -166,7 +185,7 @@ def _pack_section(body: str, prefix: str, count: TokenCounter, max_tokens: int, 
             current = candidate
             continue
         bodies.append(current)
-        tail = _tail(current, overlap_tokens, count) if overlap_tokens else ""
+        tail = _tail(current, overlap_tokens, overlap_chars, count) if overlap_tokens else ""
         with_tail = f"{tail}{joiner}{unit}"
         current = with_tail if tail and fits(with_tail) else unit
     if current:
@@ -217,26 +236,28 @@ def _words_fit(text: str, spans: list[tuple[int, int]], start: int,
     return lambda n: fits(text[spans[start][0]:spans[start + n - 1][1]])
 
 
-def _prefix_fits(text: str, fits: Callable[[str], bool]) -> Callable[[int], bool]:
-    """Whether the first ``n`` characters of ``text`` fit."""
-    return lambda n: fits(text[:n])
-
-
 def _hard_cut(word: str, fits: Callable[[str], bool]) -> list[str]:
     """Cut an unbreakable word into the longest fitting character runs (at least one character each)."""
     pieces: list[str] = []
-    rest = word
-    while rest:
-        size = max(1, _longest(len(rest), _prefix_fits(rest, fits)))
-        pieces.append(rest[:size])
-        rest = rest[size:]
+    start = 0
+    while start < len(word):
+        size = max(1, _longest(len(word) - start, _slice_fits(word, start, fits)))
+        pieces.append(word[start:start + size])
+        start += size
     return pieces
 
 
-def _tail(text: str, budget: int, count: TokenCounter) -> str:
-    """The longest run of whole words at the end of ``text`` within ``budget`` tokens."""
+def _slice_fits(text: str, start: int, fits: Callable[[str], bool]) -> Callable[[int], bool]:
+    """Whether the ``n`` characters of ``text`` from ``start`` on fit."""
+    return lambda n: fits(text[start:start + n])
+
+
+def _tail(text: str, budget: int, char_budget: int, count: TokenCounter) -> str:
+    """The longest run of whole words at the end of ``text`` within ``budget`` tokens and ``char_budget``
+    characters."""
     starts = [match.start() for match in _WORD.finditer(text)]
-    taken = _longest(len(starts), lambda n: count(text[starts[-n]:]) <= budget)
+    taken = _longest(len(starts), lambda n: len(text) - starts[-n] <= char_budget
+                     and count(text[starts[-n]:]) <= budget)
     if not taken:
         return ""
     tail = text[starts[-taken]:]

@@ -21,7 +21,7 @@ from atrium.errors import InvalidRequest, NotFound, PayloadTooLarge
 from atrium.jobs.queue import DatabaseJobQueue
 from atrium.knowledge import collections as collections_repo
 from atrium.knowledge import repository as repo
-from atrium.knowledge.parsing import is_supported, parse_document
+from atrium.knowledge.parsing import is_supported, parse_document, unsupported
 from atrium.knowledge.service import KnowledgeService, check_collection
 from atrium.store.files import private_dir, write_private
 from atrium.store.models import Document, Job
@@ -68,12 +68,13 @@ async def upload(knowledge: KnowledgeService, jobs: DatabaseJobQueue, principal:
         for number, incoming in enumerate(files):
             name = Path(incoming.filename or "").name
             if not name or not is_supported(name):
-                raise InvalidRequest(f"{name or '(unnamed file)'}: unsupported file type (use .txt or .md).")
+                raise unsupported(name or "(unnamed file)")
             stored_as = f"{number:03d}-{_UNSAFE.sub('_', name)[:100]}"
             data = await incoming.read()
             if len(data) > max_bytes:
                 raise PayloadTooLarge(f"{name} is larger than {max_bytes} bytes.")
-            parse_document(name, data)  # refuse undecodable input now, not later in the job
+            # Refuse unreadable input now, not later in the job (off the event loop: a PDF takes a while).
+            await anyio.to_thread.run_sync(parse_document, name, data)
             await anyio.to_thread.run_sync(write_private, folder / stored_as, data)
             stored.append({"stored_as": stored_as, "source": name})
         job_id = await jobs.enqueue(principal.org_id, "ingest",

@@ -17,7 +17,7 @@ import anyio
 
 from atrium.errors import AppError, InvalidRequest
 from atrium.jobs.ports import ProgressFn
-from atrium.knowledge.parsing import is_supported, parse_document
+from atrium.knowledge.parsing import is_supported, parse_document, unsupported
 from atrium.knowledge.service import IngestResult, KnowledgeService
 from atrium.store.models import Job
 
@@ -52,7 +52,7 @@ def discover(paths: Iterable[Path]) -> list[tuple[Path, str]]:
                     found.setdefault(path.relative_to(root).as_posix(), path)
         elif root.is_file():
             if not is_supported(root.name):
-                raise InvalidRequest(f"{root.name}: unsupported file type (use .txt or .md)")
+                raise unsupported(root.name)
             found.setdefault(root.name, root)
         else:
             raise InvalidRequest(f"{root}: no such file or directory")
@@ -67,7 +67,7 @@ async def ingest_files(service: KnowledgeService, tenant: str, collection: str,
         result: IngestResult | None = None
         try:
             data = await anyio.Path(path).read_bytes()
-            parsed = parse_document(path.name, data)
+            parsed = await anyio.to_thread.run_sync(parse_document, path.name, data)
             result = await service.ingest_text(tenant, collection, source, parsed.text, parsed.title,
                                                  markdown=parsed.is_markdown, user_id=user_id,
                                                  api_key_id=api_key_id)

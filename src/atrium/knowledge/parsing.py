@@ -1,7 +1,11 @@
-"""Turn uploaded plain-text and Markdown bytes into text and a title guess.
+"""Turn uploaded bytes into text and a title guess: plain text and Markdown here, HTML, PDF, DOCX and CSV
+through ``atrium.knowledge.formats`` (each as Markdown the heading-aware chunker understands).
 
-Only UTF-8 text is accepted: binary or undecodable input is refused with ``InvalidRequest`` rather than
-indexed as garbage.
+The type comes from the file name's suffix and must agree with the content (a PDF starts with ``%PDF-``,
+a DOCX is a zip holding ``word/document.xml``, text formats are UTF-8 without binary bytes). Errors are
+``InvalidRequest`` with a code a client can act on: ``unsupported_file_type`` (the suffix), ``unreadable_file``
+(damaged, encrypted, binary or not what the suffix says), or ``PayloadTooLarge`` (too much extracted text,
+too many pages or rows).
 """
 
 from __future__ import annotations
@@ -11,10 +15,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from atrium.errors import InvalidRequest
+from atrium.errors import InvalidRequest, PayloadTooLarge
+from atrium.knowledge import formats
 
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown"})
-SUPPORTED_SUFFIXES = frozenset({".txt", ".text", *MARKDOWN_SUFFIXES})
+TEXT_SUFFIXES = frozenset({".txt", ".text"})
+HTML_SUFFIXES = frozenset({".html", ".htm"})
+CSV_SUFFIXES = frozenset({".csv", ".tsv"})
+SUPPORTED_SUFFIXES = frozenset({*TEXT_SUFFIXES, *MARKDOWN_SUFFIXES, *HTML_SUFFIXES, *CSV_SUFFIXES, ".pdf", ".docx"})
+UNSUPPORTED = "unsupported_file_type"
+# The most text one file may yield (a small PDF or zip can hold far more text than its size suggests).
+MAX_TEXT_CHARS = 20_000_000
 
 # Control characters other than tab, newline, carriage return and form feed.
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
@@ -37,33 +48,61 @@ def is_supported(filename: str) -> bool:
     return PurePath(filename).suffix.lower() in SUPPORTED_SUFFIXES
 
 
-def parse_document(filename: str, data: bytes) -> ParsedDocument:
-    """Decode ``data`` (the bytes of ``filename``) as UTF-8 text and guess a title.
+def unsupported(filename: str) -> InvalidRequest:
+    suffix = PurePath(filename).suffix.lower()
+    supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
+    return InvalidRequest(f"{filename}: unsupported file type {suffix or '(none)'!r}; supported: {supported}.",
+                          code=UNSUPPORTED)
 
-    Raises ``InvalidRequest`` for an unsupported suffix, binary content or bytes that are not UTF-8.
+
+def parse_document(filename: str, data: bytes) -> ParsedDocument:
+    """Parse ``data`` (the bytes of ``filename``) by its suffix and guess a title.
+
+    Raises ``InvalidRequest`` (``unsupported_file_type``, ``unreadable_file``) or ``PayloadTooLarge``.
     """
     suffix = PurePath(filename).suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
-        supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
-        raise InvalidRequest(f"Unsupported file type {suffix or '(none)'!r}; supported: {supported}.")
+        raise unsupported(filename)
+    if suffix not in (".pdf", ".docx") and data.startswith((b"%PDF-", b"PK\x03\x04")):
+        kind = "a PDF" if data.startswith(b"%PDF-") else "a zip archive"
+        raise formats.unreadable(f"{filename} is {kind}, not {suffix} text; name it by its type.")
+    if suffix in TEXT_SUFFIXES or suffix in MARKDOWN_SUFFIXES:
+        text = decode_text(data)
+        is_markdown = suffix in MARKDOWN_SUFFIXES
+        title = (markdown_title(text) if is_markdown else None) or _filename_title(filename)
+        return ParsedDocument(text=text, title=title, is_markdown=is_markdown)
+    extracted = _extract(suffix, data)
+    if len(extracted.text) > MAX_TEXT_CHARS:
+        raise PayloadTooLarge(f"{filename} holds more than {MAX_TEXT_CHARS} characters of text.")
+    title = extracted.title or markdown_title(extracted.text) or _filename_title(filename)
+    if suffix == ".pdf" and title.startswith("Page ") and not extracted.title:
+        title = _filename_title(filename)
+    return ParsedDocument(text=extracted.text, title=title, is_markdown=True)
+
+
+def _extract(suffix: str, data: bytes) -> formats.Extracted:
+    if suffix == ".pdf":
+        return formats.parse_pdf(data)
+    if suffix == ".docx":
+        return formats.parse_docx(data)
     text = decode_text(data)
-    is_markdown = suffix in MARKDOWN_SUFFIXES
-    title = (markdown_title(text) if is_markdown else None) or _filename_title(filename)
-    return ParsedDocument(text=text, title=title, is_markdown=is_markdown)
+    if suffix in HTML_SUFFIXES:
+        return formats.parse_html(text)
+    return formats.parse_csv(text, "\t" if suffix == ".tsv" else None)
 
 
 def decode_text(data: bytes) -> str:
     """Decode UTF-8 bytes (an optional BOM is dropped) and normalise newlines; refuse binary input."""
     if b"\x00" in data:
-        raise InvalidRequest("The file looks binary (it contains NUL bytes); upload UTF-8 text.")
+        raise formats.unreadable("The file looks binary (it contains NUL bytes); upload UTF-8 text.")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InvalidRequest(
+        raise formats.unreadable(
             f"The file is not valid UTF-8 text (bad byte at offset {exc.start}); upload UTF-8 text."
         ) from exc
     if text and len(_CONTROL_CHARS.findall(text)) > _MAX_CONTROL_RATIO * len(text):
-        raise InvalidRequest("The file looks binary (too many control characters); upload UTF-8 text.")
+        raise formats.unreadable("The file looks binary (too many control characters); upload UTF-8 text.")
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 

@@ -104,7 +104,8 @@ class KnowledgeService:
                 return IngestResult(existing.id, source, existing.chunk_count, "unchanged")
         pieces = await anyio.to_thread.run_sync(
             lambda: chunk_text(text, self.embedder.count_tokens, max_tokens=self.settings.chunk_tokens,
-                                   overlap_tokens=self.settings.chunk_overlap, markdown=markdown)
+                                   overlap_tokens=self.settings.chunk_overlap, markdown=markdown,
+                                   max_chars=self.settings.max_chunk_chars)
         )
         vectors = await self.embedder.embed([piece.text for piece in pieces]) if pieces else None
         removed: list[int] = []

@@ -21,6 +21,8 @@ class EmbeddingSettings(BaseModel):
 class KnowledgeSettings(BaseModel):
     chunk_tokens: int = Field(200, ge=32, le=2048)
     chunk_overlap: int = Field(32, ge=0, le=512)
+    # Also a bound in characters: text with no boundary (no whitespace) is cut hard at this length.
+    max_chunk_chars: int = Field(3000, ge=256, le=100_000)
     top_k: int = Field(5, ge=1, le=50)
     candidates: int = Field(30, ge=1, le=500)
     rrf_k: int = Field(60, ge=1)

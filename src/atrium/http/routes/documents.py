@@ -18,7 +18,7 @@ _NOT_FOUND = error_responses(404)
 @router.post("/documents", status_code=202, dependencies=[require_role("member")], response_model=UploadAccepted,
              responses=error_responses(400, 404, 413))  # 400: a body that is not valid multipart
 async def upload(principal: PrincipalDep, knowledge: KnowledgeDep, jobs: JobsDep, settings: SettingsDep,
-                 files: Annotated[list[UploadFile], File(description=".txt or .md files")],
+                 files: Annotated[list[UploadFile], File(description="Text, Markdown, HTML, PDF, DOCX or CSV files")],
                  collection: Annotated[str, Form(max_length=100)] = "default") -> UploadAccepted:
     """Save the files, queue their ingestion, and answer at once with the job to poll."""
     accepted = await documents.upload(knowledge, jobs, principal, files, collection, uploads_dir=settings.uploads_dir,
