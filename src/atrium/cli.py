@@ -105,7 +105,8 @@ def migrate_command() -> None:
 
 
 @app.command()
-def ingest(paths: Annotated[list[Path], typer.Argument(help="Files or directories (.txt, .md, .html, .pdf, .docx, .csv).")],
+def ingest(paths: Annotated[list[Path], typer.Argument(
+               help="Files or directories (.txt, .md, .html, .pdf, .docx, .csv).")],
            collection: Annotated[str, typer.Option(help="Collection to add the documents to.")] = "default",
            org: Annotated[str | None, typer.Option(help="Organisation id (default: the first).")] = None) -> None:
     """Ingest local files into a collection, with a progress bar."""
