@@ -1,9 +1,9 @@
 """One contract for the JobQueue port and its worker, over the job table on SQLite and on PostgreSQL (pgserver).
 
 What is checked: a queued job is durable and private to its tenant and owner; the worker runs it once,
-records progress, result or a safe error; jobs left running by a dead process are taken up again; two
-workers on one database never run a job twice; shutdown lets the job in progress finish, and a cancelled
-job goes back to the queue."""
+records progress, result or a safe error (an unexpected one retried, then given up); jobs left running by a
+dead process are taken up again; two workers on one database never run a job twice; shutdown lets the job in
+progress finish, and a job whose worker is cancelled goes back to the queue."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from atrium.accounts.ownership import Owner
 from atrium.errors import AppError, InvalidRequest, NotFound
 from atrium.jobs.ports import Handler, JobQueue, ProgressFn
 from atrium.jobs.queue import DatabaseJobQueue
+from atrium.jobs.settings import JobSettings
 from atrium.store.engine import Database, build_engine
 from atrium.store.migrate import upgrade
 from atrium.store.models import Job, Organization
@@ -44,7 +45,8 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
 
 def queue_of(db: Database, *, poll_interval_s: float = 0.01, max_attempts: int = 3,
              **handlers: Handler) -> DatabaseJobQueue:
-    return DatabaseJobQueue(db, handlers, poll_interval_s=poll_interval_s, max_attempts=max_attempts)
+    return DatabaseJobQueue(db, handlers, poll_interval_s=poll_interval_s, max_attempts=max_attempts,
+                            settings=JobSettings(lease_s=5, heartbeat_s=1, backoff_base_s=0.01))
 
 
 async def echo(job: Job, progress: ProgressFn) -> dict[str, Any]:
@@ -104,8 +106,9 @@ async def test_a_failed_job_keeps_a_safe_error(db: Database) -> None:
     await work_until_idle(queue)
     refused_job = await queue.get("org-1", refused_id, owner=ALICE)
     broken_job = await queue.get("org-1", broken_id, owner=ALICE)
-    assert (refused_job.status, refused_job.error) == ("failed", "report.pdf has no text")
-    assert (broken_job.status, broken_job.error) == ("failed", "internal error")
+    assert (refused_job.status, refused_job.error, refused_job.attempts) == ("failed", "report.pdf has no text", 1)
+    assert (broken_job.status, broken_job.error, broken_job.attempts) == (
+        "failed", "internal error; gave up after 3 attempts", 3)
 
 
 async def test_jobs_a_dead_process_left_running_are_taken_up_again(db: Database) -> None:

@@ -110,11 +110,12 @@ class DatabaseJobQueue:
             cancelled = await session.execute(
                 update(Job).where(Job.org_id == tenant, Job.id == job_id, Job.status == "queued")
                 .values(status="cancelled", cancel_requested=True, updated_at=_now()))
-            if cancelled.rowcount != 1:  # type: ignore[attr-defined]
+            was_queued = cancelled.rowcount == 1  # type: ignore[attr-defined]
+            if not was_queued:
                 await session.execute(update(Job).where(Job.org_id == tenant, Job.id == job_id,
                                                         Job.status == "running").values(cancel_requested=True))
         job = await self.get(tenant, job_id, owner=owner)
-        if job.status == "cancelled":
+        if was_queued:
             await self._tell(job)
         elif job.status == "running" and (handler := self._running.get(job_id)) is not None:
             handler.cancel()  # ours: stop it now (``_run`` records it cancelled)
