@@ -3,12 +3,14 @@
 What is checked: a queued job is durable and private to its tenant and owner; the worker runs it once,
 records progress, result or a safe error (an unexpected one retried, then given up); jobs left running by a
 dead process are taken up again; two workers on one database never run a job twice; shutdown lets the job in
-progress finish, and a job whose worker is cancelled goes back to the queue."""
+progress finish, and a job whose worker is cancelled goes back to the queue; only an expired lease is taken
+back; an idempotency key queues once per organisation; a queued job can be cancelled."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +188,25 @@ async def test_a_job_cancelled_midway_goes_back_to_the_queue(db: Database) -> No
         await worker
     job = await queue.get("org-1", job_id, owner=ALICE)
     assert (job.status, job.attempts) == ("queued", 1)
+
+
+async def test_only_an_expired_lease_is_taken_back_and_a_key_queues_once(db: Database) -> None:
+    queue, other = queue_of(db, echo=echo), queue_of(db, echo=echo)  # two processes on one database
+    dead = await queue.enqueue("org-1", "echo", {}, owner=ALICE)
+    live = await queue.enqueue("org-1", "echo", {}, owner=ALICE)
+    now = datetime.now(UTC)
+    async with db.system_session() as session:
+        await session.execute(update(Job).where(Job.id == dead).values(
+            status="running", attempts=1, lease_owner="gone", lease_expires_at=now - timedelta(seconds=1)))
+        await session.execute(update(Job).where(Job.id == live).values(
+            status="running", attempts=1, lease_owner="alive", lease_expires_at=now + timedelta(minutes=5)))
+    assert await other.recover() == 1
+    assert (await queue.get("org-1", dead, owner=ALICE)).status == "queued"
+    assert (await queue.get("org-1", live, owner=ALICE)).lease_owner == "alive"
+
+    keyed = await asyncio.gather(*(q.enqueue("org-2", "echo", {}, owner=ALICE, idempotency_key="k-1")
+                                   for q in (queue, other, queue)))
+    assert len(set(keyed)) == 1
+    assert await queue.enqueue("org-1", "echo", {}, owner=ALICE, idempotency_key="k-1") != keyed[0]
+    cancelled = await other.cancel("org-2", keyed[0], owner=ALICE)
+    assert (cancelled.status, (await queue.get("org-2", keyed[0], owner=ALICE)).status) == ("cancelled", "cancelled")
