@@ -200,8 +200,14 @@ async def test_only_an_expired_lease_is_taken_back_and_a_key_queues_once(db: Dat
             status="running", attempts=1, lease_owner="gone", lease_expires_at=now - timedelta(seconds=1)))
         await session.execute(update(Job).where(Job.id == live).values(
             status="running", attempts=1, lease_owner="alive", lease_expires_at=now + timedelta(minutes=5)))
-    assert await other.recover() == 1
+    abandoned = await queue.enqueue("org-1", "echo", {}, owner=ALICE)  # cancelled while its dead worker held it
+    async with db.system_session() as session:
+        await session.execute(update(Job).where(Job.id == abandoned).values(
+            status="running", attempts=1, lease_owner="gone", lease_expires_at=now - timedelta(seconds=1)))
+    assert (await other.cancel("org-1", abandoned, owner=ALICE)).status == "running"  # asked, not yet done
+    assert await other.recover() == 2
     assert (await queue.get("org-1", dead, owner=ALICE)).status == "queued"
+    assert (await queue.get("org-1", abandoned, owner=ALICE)).status == "cancelled"
     assert (await queue.get("org-1", live, owner=ALICE)).lease_owner == "alive"
 
     keyed = await asyncio.gather(*(q.enqueue("org-2", "echo", {}, owner=ALICE, idempotency_key="k-1")
