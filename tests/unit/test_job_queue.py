@@ -166,10 +166,10 @@ async def test_a_live_lease_is_renewed_and_never_taken_by_another_process(db: Da
 
     async def long(job: Job, progress: ProgressFn) -> dict[str, Any]:
         runs.append(job.id)
-        await asyncio.sleep(1.2)  # well past lease_s: only the heartbeat keeps the job held
+        await asyncio.sleep(2.5)  # well past lease_s: only the heartbeat keeps the job held
         return {}
 
-    short = JobSettings(lease_s=0.4, heartbeat_s=0.1, poll_interval_s=0.02)
+    short = JobSettings(lease_s=1.0, heartbeat_s=0.1, poll_interval_s=0.02)
     first = DatabaseJobQueue(db, {"long": long}, settings=short)
     second = DatabaseJobQueue(db, {"long": long}, settings=short)
     job_id = await first.enqueue("org-a", "long", {}, owner=OWNER)
