@@ -230,7 +230,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     notifications = await build_notifications(settings.notifications, data_dir=settings.data_dir, db=db,
                                               http_client=http_client)
     jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)},
-                            watchers=(job_watcher(hub.publisher), notifications.job_changed))
+                            settings=settings.jobs, watchers=(job_watcher(hub.publisher), notifications.job_changed))
 
     async def flow_waiting(waiting: FlowWaiting) -> None:  # a flow waits: its owner's sockets, then devices
         owner = Owner(waiting.user_id, waiting.api_key_id)

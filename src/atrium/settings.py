@@ -64,6 +64,7 @@ from atrium.guard.settings import (
     RateLimitSettings,
 )
 from atrium.http.settings import LimitSettings, ServerSettings
+from atrium.jobs.settings import JobSettings
 from atrium.knowledge.settings import EmbeddingSettings, KnowledgeSettings
 from atrium.notifications.settings import NotificationSettings
 from atrium.realtime.settings import RealtimeSettings
@@ -74,7 +75,7 @@ __all__ = [
     "ChatSettings",
     "DatabaseSettings", "DeprecatedSettingWarning", "EmbeddingSettings", "ExternalClaimSettings",
     "ExternalIdpSettings", "GatewaySettings", "GuardPolicySettings", "GuardSettings", "InjectionAction",
-    "InjectionPolicySettings", "JwtAlgorithm", "KnowledgeSettings", "LimitSettings", "LocalModelName",
+    "InjectionPolicySettings", "JobSettings", "JwtAlgorithm", "KnowledgeSettings", "LimitSettings", "LocalModelName",
     "ModelSettings", "ModerationPolicySettings", "ModerationProviderSettings", "NotificationSettings",
     "OutputPolicySettings", "PiiAction", "PiiKind", "PiiPolicySettings", "ProviderKind", "ProviderSettings",
     "RateLimitSettings", "RealtimeSettings", "RetrySettings", "RouteSettings", "RouteStrategy", "ServerSettings",
@@ -115,6 +116,7 @@ class Settings(BaseSettings):
     agents: AgentSettings = AgentSettings()
     realtime: RealtimeSettings = RealtimeSettings()
     notifications: NotificationSettings = NotificationSettings()
+    jobs: JobSettings = JobSettings()
 
     @model_validator(mode="wrap")
     @classmethod

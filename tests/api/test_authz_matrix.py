@@ -152,6 +152,7 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "POST /api/v1/documents":                                     (202, 202, 202, 409, 403, 202, 409, 409, 202, 401),
     "POST /api/v1/documents #private":                            (409, 409, 409, 202, 403, 409, 409, 409, 202, 401),
     "GET /api/v1/jobs/{job_id}":                                   _MEMBERS_OWN,
+    "POST /api/v1/jobs/{job_id}/cancel":                           _MEMBERS_OWN,  # an ended job: left as it is
     "POST /api/v1/search/semantic":                                _SIGNED_IN,
     "POST /api/v1/search/semantic #vector":                        _SIGNED_IN,
     "POST /api/v1/search/semantic #d1":                            _D1_READ,
@@ -913,6 +914,14 @@ async def _uploaded(world: World, who: str, answer: Answer) -> None:
 probe("POST /api/v1/documents", check=_uploaded)(_upload_into("d1-docs"))
 probe("POST /api/v1/documents #private", check=_uploaded)(_upload_into("m-private"))
 simple("GET /api/v1/jobs/{job_id}", ids=lambda world: {"job_id": world.ids["job"]})
+
+
+async def _job_left_as_it_was(world: World, who: str, answer: Answer) -> None:
+    assert (answer.body["id"], answer.body["status"]) == (world.ids["job"], "succeeded")
+
+
+simple("POST /api/v1/jobs/{job_id}/cancel", ids=lambda world: {"job_id": world.ids["job"]},
+       check=_job_left_as_it_was)
 
 
 async def _search_readable(world: World, who: str, answer: Answer) -> None:

@@ -395,6 +395,12 @@ async def _job_by_id(world: World) -> None:
     not_found(await world.attack("GET", f"/api/v1/jobs/{world.ids['job']}"))
 
 
+@attack(("POST", "/api/v1/jobs/{job_id}/cancel"))
+async def _job_cancel(world: World) -> None:
+    not_found(await world.attack("POST", f"/api/v1/jobs/{world.ids['job']}/cancel"))
+    assert (await world.a.get(f"/api/v1/jobs/{world.ids['job']}")).json()["status"] == "succeeded"
+
+
 @attack(("POST", "/api/v1/search/semantic"))
 async def _search(world: World) -> None:
     for mode in ("hybrid", "vector", "keyword"):

@@ -1,14 +1,16 @@
 """One contract for the JobQueue port and its worker, over the job table on SQLite and on PostgreSQL (pgserver).
 
 What is checked: a queued job is durable and private to its tenant and owner; the worker runs it once,
-records progress, result or a safe error; jobs left running by a dead process are taken up again; two
-workers on one database never run a job twice; shutdown lets the job in progress finish, and a cancelled
-job goes back to the queue."""
+records progress, result or a safe error (an unexpected one retried, then given up); jobs left running by a
+dead process are taken up again; two workers on one database never run a job twice; shutdown lets the job in
+progress finish, and a job whose worker is cancelled goes back to the queue; only an expired lease is taken
+back; an idempotency key queues once per organisation; a queued job can be cancelled."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from atrium.accounts.ownership import Owner
 from atrium.errors import AppError, InvalidRequest, NotFound
 from atrium.jobs.ports import Handler, JobQueue, ProgressFn
 from atrium.jobs.queue import DatabaseJobQueue
+from atrium.jobs.settings import JobSettings
 from atrium.store.engine import Database, build_engine
 from atrium.store.migrate import upgrade
 from atrium.store.models import Job, Organization
@@ -44,7 +47,8 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
 
 def queue_of(db: Database, *, poll_interval_s: float = 0.01, max_attempts: int = 3,
              **handlers: Handler) -> DatabaseJobQueue:
-    return DatabaseJobQueue(db, handlers, poll_interval_s=poll_interval_s, max_attempts=max_attempts)
+    return DatabaseJobQueue(db, handlers, poll_interval_s=poll_interval_s, max_attempts=max_attempts,
+                            settings=JobSettings(lease_s=5, heartbeat_s=1, backoff_base_s=0.01))
 
 
 async def echo(job: Job, progress: ProgressFn) -> dict[str, Any]:
@@ -104,8 +108,9 @@ async def test_a_failed_job_keeps_a_safe_error(db: Database) -> None:
     await work_until_idle(queue)
     refused_job = await queue.get("org-1", refused_id, owner=ALICE)
     broken_job = await queue.get("org-1", broken_id, owner=ALICE)
-    assert (refused_job.status, refused_job.error) == ("failed", "report.pdf has no text")
-    assert (broken_job.status, broken_job.error) == ("failed", "internal error")
+    assert (refused_job.status, refused_job.error, refused_job.attempts) == ("failed", "report.pdf has no text", 1)
+    assert (broken_job.status, broken_job.error, broken_job.attempts) == (
+        "failed", "internal error; gave up after 3 attempts", 3)
 
 
 async def test_jobs_a_dead_process_left_running_are_taken_up_again(db: Database) -> None:
@@ -183,3 +188,31 @@ async def test_a_job_cancelled_midway_goes_back_to_the_queue(db: Database) -> No
         await worker
     job = await queue.get("org-1", job_id, owner=ALICE)
     assert (job.status, job.attempts) == ("queued", 1)
+
+
+async def test_only_an_expired_lease_is_taken_back_and_a_key_queues_once(db: Database) -> None:
+    queue, other = queue_of(db, echo=echo), queue_of(db, echo=echo)  # two processes on one database
+    dead = await queue.enqueue("org-1", "echo", {}, owner=ALICE)
+    live = await queue.enqueue("org-1", "echo", {}, owner=ALICE)
+    now = datetime.now(UTC)
+    async with db.system_session() as session:
+        await session.execute(update(Job).where(Job.id == dead).values(
+            status="running", attempts=1, lease_owner="gone", lease_expires_at=now - timedelta(seconds=1)))
+        await session.execute(update(Job).where(Job.id == live).values(
+            status="running", attempts=1, lease_owner="alive", lease_expires_at=now + timedelta(minutes=5)))
+    abandoned = await queue.enqueue("org-1", "echo", {}, owner=ALICE)  # cancelled while its dead worker held it
+    async with db.system_session() as session:
+        await session.execute(update(Job).where(Job.id == abandoned).values(
+            status="running", attempts=1, lease_owner="gone", lease_expires_at=now - timedelta(seconds=1)))
+    assert (await other.cancel("org-1", abandoned, owner=ALICE)).status == "running"  # asked, not yet done
+    assert await other.recover() == 2
+    assert (await queue.get("org-1", dead, owner=ALICE)).status == "queued"
+    assert (await queue.get("org-1", abandoned, owner=ALICE)).status == "cancelled"
+    assert (await queue.get("org-1", live, owner=ALICE)).lease_owner == "alive"
+
+    keyed = await asyncio.gather(*(q.enqueue("org-2", "echo", {}, owner=ALICE, idempotency_key="k-1")
+                                   for q in (queue, other, queue)))
+    assert len(set(keyed)) == 1
+    assert await queue.enqueue("org-1", "echo", {}, owner=ALICE, idempotency_key="k-1") != keyed[0]
+    cancelled = await other.cancel("org-2", keyed[0], owner=ALICE)
+    assert (cancelled.status, (await queue.get("org-2", keyed[0], owner=ALICE)).status) == ("cancelled", "cancelled")

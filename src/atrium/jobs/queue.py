@@ -1,8 +1,14 @@
 """The JobQueue backend (port: ``jobs/ports.py``): a durable job table worked by an in-process worker.
 
-A job is committed before it is announced, so a crash loses none: at start-up, jobs left ``running`` by a
-dead process go back to ``queued`` (up to ``max_attempts``) and run again. Handlers must be idempotent
-(ingestion is: a document whose content is unchanged is skipped).
+A job is committed before it is announced, so a crash loses none. A worker that claims a job holds it by a
+lease (``lease_owner``: this queue's worker id, one per process; ``lease_expires_at``) that a heartbeat task
+beside the handler renews every ``heartbeat_s``. Only a ``running`` job whose lease has expired (its process
+died or hung) is taken back, by ``recover()`` at start-up and while the worker idles: a job held by a live
+process is never taken by another. Every write of a running job's state is conditional on still holding it.
+
+An unexpected failure is retried after an exponential backoff (``run_after``) up to ``max_attempts`` runs,
+then the job fails for good ("gave up after N attempts"); a typed ``AppError`` (bad input) fails at once.
+Handlers must be idempotent (ingestion is: a document whose content is unchanged is skipped).
 """
 
 from __future__ import annotations
@@ -10,45 +16,83 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from atrium.accounts.ownership import Owner
-from atrium.errors import AppError, NotFound
-from atrium.jobs.ports import Handler, JobWatcher
+from atrium.errors import AppError, InvalidRequest, NotFound
+from atrium.jobs.ports import Handler, JobStopped, JobWatcher
+from atrium.jobs.settings import JobSettings
 from atrium.store.engine import Database
 from atrium.store.models import Job
 
 log = logging.getLogger(__name__)
 
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def worker_id() -> str:
+    """A name for this worker, unique among live processes: host, pid and a random part."""
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
 class DatabaseJobQueue:
     """Jobs in the ``jobs`` table, run one at a time by ``work()`` in this process."""
 
-    def __init__(self, db: Database, handlers: dict[str, Handler], *, max_attempts: int = 3,
-                 poll_interval_s: float = 1.0, watchers: Sequence[JobWatcher] = ()) -> None:
+    def __init__(self, db: Database, handlers: dict[str, Handler], *, settings: JobSettings | None = None,
+                 max_attempts: int | None = None, poll_interval_s: float | None = None,
+                 watchers: Sequence[JobWatcher] = ()) -> None:
         self.db = db
         self.watchers = tuple(watchers)  # told of each change of a job (jobs/ports.py: JobWatcher)
         self.handlers = handlers
-        self.max_attempts = max_attempts
-        self.poll_interval_s = poll_interval_s
+        self.settings = settings or JobSettings()
+        self.max_attempts = max_attempts or self.settings.max_attempts
+        self.poll_interval_s = poll_interval_s or self.settings.poll_interval_s
+        self.worker_id = worker_id()
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._running: dict[str, asyncio.Task[dict[str, Any]]] = {}  # job id -> its handler, in this process
+        self._last_recover = 0.0
 
-    async def enqueue(self, tenant: str, kind: str, payload: dict[str, Any], *, owner: Owner) -> str:
+    async def enqueue(self, tenant: str, kind: str, payload: dict[str, Any], *, owner: Owner,
+                      idempotency_key: str | None = None) -> str:
         if kind not in self.handlers:
             raise AppError(f"unknown job kind {kind!r}")
-        async with self.db.tenant_session(tenant) as session:
-            job = Job(org_id=tenant, kind=kind, payload=payload, **owner.columns())
-            session.add(job)
-            await session.flush()
-            job_id = job.id
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+            raise InvalidRequest(f"An idempotency key has 1 to {MAX_IDEMPOTENCY_KEY} characters.")
+        if idempotency_key is not None and (existing := await self._by_key(tenant, idempotency_key)):
+            return existing
+        try:
+            async with self.db.tenant_session(tenant) as session:
+                job = Job(org_id=tenant, kind=kind, payload=payload, idempotency_key=idempotency_key,
+                          **owner.columns())
+                session.add(job)
+                await session.flush()
+                job_id = job.id
+        except IntegrityError:
+            # Another caller queued the same key at the same moment: theirs is the job.
+            if idempotency_key is None or (existing := await self._by_key(tenant, idempotency_key)) is None:
+                raise
+            return existing
         self._wakeup.set()
         return job_id
+
+    async def _by_key(self, tenant: str, key: str) -> str | None:
+        async with self.db.tenant_session(tenant) as session:
+            return await session.scalar(select(Job.id).where(Job.org_id == tenant, Job.idempotency_key == key))
 
     async def get(self, tenant: str, job_id: str, *, owner: Owner) -> Job:
         async with self.db.tenant_session(tenant) as session:
@@ -58,23 +102,67 @@ class DatabaseJobQueue:
             raise NotFound("No such job.")
         return job
 
+    async def cancel(self, tenant: str, job_id: str, *, owner: Owner) -> Job:
+        """Cancel a queued job at once; ask a running one to stop (its worker sees the request at the next
+        progress step or heartbeat, or at once when it runs in this process). An ended job is left as is."""
+        job = await self.get(tenant, job_id, owner=owner)
+        async with self.db.tenant_session(tenant) as session:
+            cancelled = await session.execute(
+                update(Job).where(Job.org_id == tenant, Job.id == job_id, Job.status == "queued")
+                .values(status="cancelled", cancel_requested=True, updated_at=_now()))
+            was_queued = cancelled.rowcount == 1  # type: ignore[attr-defined]
+            if not was_queued:
+                await session.execute(update(Job).where(Job.org_id == tenant, Job.id == job_id,
+                                                        Job.status == "running").values(cancel_requested=True))
+        job = await self.get(tenant, job_id, owner=owner)
+        if was_queued:
+            await self._tell(job)
+        elif job.status == "running" and (handler := self._running.get(job_id)) is not None:
+            handler.cancel()  # ours: stop it now (``_run`` records it cancelled)
+        return job
+
     async def recover(self) -> int:
-        """Requeue jobs a dead process left running; fail those out of attempts (every tenant's)."""
+        """Take back ``running`` jobs whose lease expired (their process died or hung; every tenant's): back to
+        the queue, cancelled if that was asked, failed when out of attempts. A live lease is never touched."""
+        now = _now()
         async with self.db.system_session() as session:
-            stale = list(await session.scalars(select(Job).where(Job.status == "running")))
-            for job in stale:
-                if job.attempts >= self.max_attempts:
-                    job.status, job.error = "failed", "gave up after repeated interruptions"
-                else:
-                    job.status = "queued"
-                job.updated_at = datetime.now(UTC)
-        return len(stale)
+            stale = list(await session.scalars(select(Job).where(
+                Job.status == "running", or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now))))
+            session.expunge_all()
+        taken = 0
+        for job in stale:
+            if job.cancel_requested:
+                values: dict[str, Any] = {"status": "cancelled"}
+            elif job.attempts >= self.max_attempts:
+                values = {"status": "failed",
+                          "error": f"gave up after {job.attempts} attempts (repeated interruptions)"}
+            else:
+                values = {"status": "queued", "run_after": None}
+            async with self.db.system_session() as session:
+                held = (Job.lease_owner.is_(None) if job.lease_owner is None
+                        else Job.lease_owner == job.lease_owner)
+                done = await session.execute(
+                    update(Job).where(Job.id == job.id, Job.status == "running", held,
+                                      or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now))
+                    .values(lease_owner=None, lease_expires_at=None, updated_at=_now(), **values))
+            if done.rowcount == 1:  # type: ignore[attr-defined]
+                taken += 1
+                for name, value in values.items():
+                    setattr(job, name, value)
+                await self._tell(job)
+        if taken:
+            log.info("took back %d job(s) whose worker's lease expired", taken)
+        return taken
 
     async def work(self) -> None:
-        """Run queued jobs until ``stop`` (or cancellation)."""
+        """Run queued jobs until ``stop`` (or cancellation); while idle, take back jobs with expired leases."""
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             job = await self._claim()
             if job is None:
+                if loop.time() - self._last_recover >= self.settings.heartbeat_s:
+                    self._last_recover = loop.time()
+                    await self.recover()
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_interval_s)
@@ -98,44 +186,132 @@ class DatabaseJobQueue:
 
     async def _claim(self) -> Job | None:
         # The queue is shared by every tenant: claiming is a system task; the job then runs in its tenant's scope.
-        async with self.db.system_session() as session:
-            candidate = await session.scalar(
-                select(Job.id).where(Job.status == "queued").order_by(Job.created_at).limit(1)
-            )
-            if candidate is None:
-                return None
-            claimed = await session.execute(
-                update(Job).where(Job.id == candidate, Job.status == "queued")
-                .values(status="running", attempts=Job.attempts + 1, updated_at=datetime.now(UTC))
-            )
-            if claimed.rowcount != 1:  # type: ignore[attr-defined]
-                return None  # another worker took it
-            return await session.get(Job, candidate)
+        while True:
+            now = _now()
+            async with self.db.system_session() as session:
+                found = (await session.execute(
+                    select(Job.id, Job.cancel_requested)
+                    .where(Job.status == "queued", or_(Job.run_after.is_(None), Job.run_after <= now))
+                    .order_by(Job.created_at).limit(1)
+                )).first()
+                if found is None:
+                    return None
+                candidate, cancel_requested = found
+                if cancel_requested:  # cancelled while it ran, then sent back to the queue: it ends here
+                    done = await session.execute(
+                        update(Job).where(Job.id == candidate, Job.status == "queued")
+                        .values(status="cancelled", updated_at=now, run_after=None))
+                    job = await session.get(Job, candidate) if done.rowcount == 1 else None  # type: ignore[attr-defined]
+                else:
+                    claimed = await session.execute(
+                        update(Job).where(Job.id == candidate, Job.status == "queued")
+                        .values(status="running", attempts=Job.attempts + 1, updated_at=now,
+                                lease_owner=self.worker_id, run_after=None,
+                                lease_expires_at=now + timedelta(seconds=self.settings.lease_s)))
+                    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                        return None  # another worker took it
+                    return await session.get(Job, candidate)
+            if job is not None:
+                await self._tell(job)
 
     async def _run(self, job: Job) -> None:
+        stopped: list[str] = []  # why the handler was cancelled by us: "cancelled" or "lease lost"
+
         async def progress(fraction: float) -> None:
-            await self._update(job, progress=max(0.0, min(1.0, fraction)))
+            if not await self._update(job, progress=max(0.0, min(1.0, fraction))):
+                raise JobStopped("lease lost")
+            if await self._cancel_requested(job):
+                raise JobStopped("cancelled")
 
+        async def call() -> dict[str, Any]:
+            return await self.handlers[job.kind](job, progress)
+
+        handler = asyncio.create_task(call(), name=f"job-{job.id}")
+        beat = asyncio.create_task(self._heartbeat(job, handler, stopped), name=f"job-{job.id}-heartbeat")
+        self._running[job.id] = handler
         try:
-            result = await self.handlers[job.kind](job, progress)
+            result = await handler
         except asyncio.CancelledError:
-            await asyncio.shield(self._update(job, status="queued"))
-            raise
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # the worker itself is cancelled: back to the queue
+                await asyncio.shield(self._update(job, status="queued", lease_owner=None, lease_expires_at=None))
+                raise
+            await self._stopped(job, stopped[0] if stopped else "cancelled")
+        except JobStopped as exc:
+            await self._stopped(job, str(exc))
         except AppError as exc:
-            await self._update(job, status="failed", error=exc.message)
-            return
+            await self._update(job, status="failed", error=exc.message, lease_owner=None, lease_expires_at=None)
         except Exception:
-            log.exception("job %s (%s) failed", job.id, job.kind)
-            await self._update(job, status="failed", error="internal error")
-            return
-        await self._update(job, status="succeeded", result=result, progress=1.0)
+            log.exception("job %s (%s) failed (attempt %d)", job.id, job.kind, job.attempts)
+            await self._failed(job)
+        else:
+            await self._update(job, status="succeeded", result=result, progress=1.0, lease_owner=None,
+                               lease_expires_at=None)
+        finally:
+            self._running.pop(job.id, None)
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
 
-    async def _update(self, job: Job, **values: Any) -> None:
+    async def _stopped(self, job: Job, why: str) -> None:
+        if why == "lease lost":
+            log.warning("job %s (%s): this worker lost its lease; another takes it up", job.id, job.kind)
+            return
+        await self._update(job, status="cancelled", lease_owner=None, lease_expires_at=None)
+
+    async def _failed(self, job: Job) -> None:
+        """An unexpected failure: retry after a backoff, or, out of attempts, fail for good (dead-letter)."""
+        if await self._cancel_requested(job):
+            await self._stopped(job, "cancelled")
+        elif job.attempts >= self.max_attempts:
+            await self._update(job, status="failed", lease_owner=None, lease_expires_at=None,
+                               error=f"internal error; gave up after {job.attempts} attempts")
+        else:
+            delay = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** (job.attempts - 1))
+            await self._update(job, status="queued", error="internal error; to be retried", lease_owner=None,
+                               lease_expires_at=None, run_after=_now() + timedelta(seconds=delay))
+
+    async def _heartbeat(self, job: Job, handler: asyncio.Task[Any], stopped: list[str]) -> None:
+        """Beside the handler: renew the lease every ``heartbeat_s``; stop the handler if the lease was lost
+        or the job was cancelled."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            try:
+                async with self.db.tenant_session(job.org_id) as session:
+                    renewed = await session.execute(
+                        update(Job).where(Job.org_id == job.org_id, Job.id == job.id, Job.status == "running",
+                                          Job.lease_owner == self.worker_id)
+                        .values(lease_expires_at=_now() + timedelta(seconds=self.settings.lease_s)))
+                held = renewed.rowcount == 1  # type: ignore[attr-defined]
+                cancel = held and await self._cancel_requested(job)
+            except Exception:
+                log.exception("job %s: the lease could not be renewed; trying again", job.id)
+                continue
+            if not held or cancel:
+                stopped.append("cancelled" if held else "lease lost")
+                handler.cancel()
+                return
+
+    async def _cancel_requested(self, job: Job) -> bool:
         async with self.db.tenant_session(job.org_id) as session:
-            await session.execute(update(Job).where(Job.org_id == job.org_id, Job.id == job.id)
-                                  .values(updated_at=datetime.now(UTC), **values))
+            return bool(await session.scalar(select(Job.cancel_requested)
+                                             .where(Job.org_id == job.org_id, Job.id == job.id)))
+
+    async def _update(self, job: Job, **values: Any) -> bool:
+        """Store ``values`` if this worker still holds ``job``, then tell the watchers; False if it does not."""
+        async with self.db.tenant_session(job.org_id) as session:
+            done = await session.execute(
+                update(Job).where(and_(Job.org_id == job.org_id, Job.id == job.id, Job.status == "running",
+                                       Job.lease_owner == self.worker_id))
+                .values(updated_at=_now(), **values))
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            return False
         for name, value in values.items():
             setattr(job, name, value)
+        await self._tell(job)
+        return True
+
+    async def _tell(self, job: Job) -> None:
         for watcher in self.watchers:
             try:
                 await watcher(job)

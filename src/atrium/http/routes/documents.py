@@ -1,4 +1,4 @@
-"""Documents: upload (ingested by a background job), list, get, delete; and job status."""
+"""Documents: upload (ingested by a background job), list, get, delete; and job status and cancellation."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 
+from atrium.accounts.ownership import owner_of
 from atrium.http.deps import JobsDep, KnowledgeDep, Offset, PrincipalDep, ResourceId, SettingsDep, require_role
 from atrium.http.schemas.documents import DocumentList, DocumentView, JobView, UploadAccepted
 from atrium.http.schemas.errors import AUTHENTICATED, error_responses
@@ -52,3 +53,10 @@ async def delete_document(document_id: ResourceId, principal: PrincipalDep, know
 async def get_job(job_id: ResourceId, principal: PrincipalDep, jobs: JobsDep) -> JobView:
     """A job the caller queued; anyone else's is ``404``."""
     return JobView.of(await documents.get_job(jobs, principal, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobView, responses=_NOT_FOUND)
+async def cancel_job(job_id: ResourceId, principal: PrincipalDep, jobs: JobsDep) -> JobView:
+    """Cancel a job the caller queued: a queued one at once, a running one at its next step (poll it until
+    ``cancelled``); one that ended is left as it is. Anyone else's is ``404``."""
+    return JobView.of(await jobs.cancel(principal.org_id, job_id, owner=owner_of(principal)))

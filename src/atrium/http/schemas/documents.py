@@ -48,7 +48,7 @@ class DocumentList(View):
 class JobView(View):
     id: str
     kind: str
-    status: Literal["queued", "running", "succeeded", "failed"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     progress: float
     result: dict[str, Any] | None
     error: str | None

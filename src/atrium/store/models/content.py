@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     FetchedValue,
     Float,
     ForeignKey,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -145,16 +147,19 @@ class KnowledgeRevision(Base):
 
 
 class Job(Base):
-    """Private to who queued it (``user_id``, or ``api_key_id`` for a key acting as no user)."""
+    """Private to who queued it (``user_id``, or ``api_key_id`` for a key acting as no user). A running job is
+    held by one worker (``lease_owner``) until ``lease_expires_at``, renewed while it runs; a job waiting for
+    a retry is not taken before ``run_after``; ``idempotency_key`` is unique per organisation."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_created", "status", "created_at"),)
+    __table_args__ = (Index("ix_jobs_status_created", "status", "created_at"),
+                      Index("uq_jobs_org_idempotency_key", "org_id", "idempotency_key", unique=True))
     id: Mapped[RowId]
     org_id: Mapped[OrgRef]
     user_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
     api_key_id: Mapped[OwnerKey]
     kind: Mapped[str] = mapped_column(String(50))
-    # queued, running, succeeded, failed
+    # queued, running, succeeded, failed, cancelled
     status: Mapped[str] = mapped_column(String(20), default="queued")
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     result: Mapped[dict[str, Any] | None] = mapped_column(default=None)
@@ -163,6 +168,11 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[CreatedAt]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    run_after: Mapped[datetime | None] = mapped_column(default=None)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
 
 
 class QueryRecord(Base):
