@@ -35,7 +35,6 @@ if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
 import retrieval_quality as rq  # noqa: E402
-
 from atrium.knowledge.fusion import FusionMethod, fuse  # noqa: E402
 
 WEIGHTS = [round(0.05 * i, 2) for i in range(0, 21)]
@@ -116,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     questions: list[dict] = []
     for source in sources:
         questions.extend(rq.load_dataset(args.cache_dir / source.name)[0])
-    admin_key = "atr_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(40))
+    # A reused data dir already has its admin: give its key (``atrium keys create``) in BENCH_API_KEY.
+    admin_key = os.environ.get("BENCH_API_KEY") or "atr_" + "".join(
+        secrets.choice(string.ascii_letters + string.digits) for _ in range(40))
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ATRIUM_")},
         "ATRIUM_DATA_DIR": str(args.data_dir),

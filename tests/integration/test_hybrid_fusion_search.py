@@ -36,7 +36,7 @@ DOCS = {
 @contextlib.asynccontextmanager
 async def knowledge(directory: Path, settings: KnowledgeSettings) -> AsyncIterator[KnowledgeService]:
     """A fresh knowledge base in ``directory`` (the HNSW index lives in memory) holding ``DOCS``."""
-    directory.mkdir(parents=True, exist_ok=True)
+    await anyio.Path(directory).mkdir(parents=True, exist_ok=True)
     url = f"sqlite+aiosqlite:///{directory / 'atrium.db'}"
     await anyio.to_thread.run_sync(upgrade, url)
     db = Database(build_engine(url))
@@ -91,6 +91,6 @@ async def test_the_weight_decides_which_ranking_leads(tmp_path: Path) -> None:
 def test_fusion_settings_are_validated() -> None:
     assert KnowledgeSettings(fusion="weighted_rrf", vector_weight=0.9).fusion == "weighted_rrf"
     with pytest.raises(ValueError):
-        KnowledgeSettings(fusion="max")  # type: ignore[arg-type]
+        KnowledgeSettings(fusion="max")
     with pytest.raises(ValueError):
         KnowledgeSettings(vector_weight=1.2)
