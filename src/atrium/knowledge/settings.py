@@ -28,8 +28,8 @@ class KnowledgeSettings(BaseModel):
     rrf_k: int = Field(60, ge=1)
     # How hybrid search merges the vector and keyword rankings (knowledge/fusion.py); the default and its
     # weight are the best on the dev sets (docs/benchmarks.md, issue 14).
-    fusion: FusionMethod = "convex"
-    vector_weight: float = Field(0.7, ge=0.0, le=1.0)
+    fusion: FusionMethod = "weighted_rrf"
+    vector_weight: float = Field(0.85, ge=0.0, le=1.0)
     demo_collection: bool = True
     # auto: pgvector when the database is PostgreSQL, the embedded HNSW index otherwise
     vector_backend: Literal["auto", "hnsw", "pgvector"] = "auto"
