@@ -9,6 +9,8 @@ Usage::
 
     python bench/retrieval_quality.py --out results.json              # Django FAQ (built if needed)
     python bench/retrieval_quality.py --sources all --out results.json  # + SQLAlchemy, Scrapy, Celery
+    ATRIUM_KNOWLEDGE__FUSION=rrf BENCH_API_KEY=... python bench/retrieval_quality.py --data-dir DIR ...
+        # an already ingested data dir, searched with another hybrid fusion (docs/benchmarks.md, issue 14)
 
 Datasets come from bench/retrieval_eval/build_dataset.py (see there for what the questions are). Each
 project is ingested into its own collection, named after it, and its questions are searched there;
