@@ -9,6 +9,8 @@ Usage::
 
     python bench/retrieval_quality.py --out results.json              # Django FAQ (built if needed)
     python bench/retrieval_quality.py --sources all --out results.json  # + SQLAlchemy, Scrapy, Celery
+    ATRIUM_KNOWLEDGE__FUSION=rrf BENCH_API_KEY=... python bench/retrieval_quality.py --data-dir DIR ...
+        # an already ingested data dir, searched with another hybrid fusion (docs/benchmarks.md, issue 14)
 
 Datasets come from bench/retrieval_eval/build_dataset.py (see there for what the questions are). Each
 project is ingested into its own collection, named after it, and its questions are searched there;
@@ -79,6 +81,7 @@ def summarize(ranks: list[int | None], latencies_ms: list[float], distinct_count
     n = len(ranks)
     return {
         "questions": n,
+        "recall_at_1": sum(r == 1 for r in ranks) / n,
         "recall_at_5": sum(r is not None and r <= 5 for r in ranks) / n,
         "recall_at_10": sum(r is not None and r <= 10 for r in ranks) / n,
         "mrr_at_10": sum(1 / r for r in ranks if r is not None and r <= 10) / n,
@@ -224,18 +227,19 @@ def markdown(summary: dict, by_project: dict, per_question: list[dict], manifest
     n = len(per_question)
     datasets = "; ".join(
         f"{name}: {m['questions']} questions, {m['corpus_files']} pages ({m['corpus_bytes'] / 1e6:.2f} MB), "
-        f"{ingest[name]['chunks']} chunks"
+        f"{ingest[name]['chunks'] if name in ingest else '?'} chunks"
         for name, m in manifests.items()
     )
     lines = [
         f"FAQ questions with their own gold pages ({datasets}); each project in its own collection.",
         "",
-        "| mode | R@5 | MRR@10 | R@10 | mean latency (ms) | p50 latency (ms) | distinct docs in top 10 |",
-        "|---|---|---|---|---|---|---|",
+        "| mode | R@1 | R@5 | MRR@10 | R@10 | mean latency (ms) | p50 latency (ms) | distinct docs in top 10 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for mode, s in summary.items():
         lines.append(
-            f"| {mode} | {s['recall_at_5']:.3f} | {s['mrr_at_10']:.3f} | {s['recall_at_10']:.3f} | "
+            f"| {mode} | {s['recall_at_1']:.3f} | {s['recall_at_5']:.3f} | {s['mrr_at_10']:.3f} | "
+            f"{s['recall_at_10']:.3f} | "
             f"{s['latency_ms_mean']:.1f} | {s['latency_ms_p50']:.1f} | {s['distinct_docs_mean']:.1f} |"
         )
     if len(by_project) > 1:
@@ -269,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-timeout", type=float, default=600)
     parser.add_argument("--out", type=Path, default=None, help="write results as JSON here")
     parser.add_argument("--keep-data", action="store_true", help="keep the temporary data dir")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="an existing data dir with every project already ingested into its collection: "
+                             "no ingestion, kept afterwards (e.g. to compare knowledge.fusion settings)")
     args = parser.parse_args(argv)
 
     build_dataset = build_dataset_module()
@@ -287,8 +294,11 @@ def main(argv: list[str] | None = None) -> int:
         questions.extend(source_questions)
     modes = [m.strip() for m in args.modes.split(",")]
 
-    data_dir = Path(tempfile.mkdtemp(prefix="atrium-retrieval-eval-"))
-    admin_key = "atr_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(40))
+    reuse = args.data_dir is not None
+    data_dir = args.data_dir.resolve() if reuse else Path(tempfile.mkdtemp(prefix="atrium-retrieval-eval-"))
+    # A reused data dir already has its admin: give its key (``atrium keys create``) in BENCH_API_KEY.
+    admin_key = os.environ.get("BENCH_API_KEY") or "atr_" + "".join(
+        secrets.choice(string.ascii_letters + string.digits) for _ in range(40))
     env = {
         # A stray ATRIUM_* setting in the caller's shell must not change what is measured.
         **{k: v for k, v in os.environ.items() if not k.startswith("ATRIUM_")},
@@ -296,10 +306,13 @@ def main(argv: list[str] | None = None) -> int:
         "ATRIUM_BOOTSTRAP_ADMIN_KEY": admin_key,
         "ATRIUM_CHAT__PROVIDER": "fake",
         "ATRIUM_KNOWLEDGE__DEMO_COLLECTION": "false",
+        # Hybrid's fusion may be chosen from the caller's shell (ATRIUM_* is otherwise dropped above).
+        **{k: v for k, v in os.environ.items()
+           if k in ("ATRIUM_KNOWLEDGE__FUSION", "ATRIUM_KNOWLEDGE__VECTOR_WEIGHT", "ATRIUM_KNOWLEDGE__RRF_K")},
     }
     server = None
     try:
-        ingest = {
+        ingest = {} if reuse else {
             source.name: run_ingest(args.atrium, cache_dir / source.name / "corpus", source.name, env)
             for source in sources
         }
@@ -313,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if server is not None:
             stop_server(server)
-        if args.keep_data:
+        if args.keep_data or reuse:
             print(f"data dir kept: {data_dir}")
         else:
             shutil.rmtree(data_dir, ignore_errors=True)
@@ -328,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": " ".join(["python", *sys.argv]),
             "datasets": manifests,
             "limit": args.limit,
+            "fusion": {k: v for k, v in env.items() if k.startswith("ATRIUM_KNOWLEDGE__")},
             "ingest": ingest,
             "summary": summary,
             "by_project": by_project,

@@ -351,9 +351,11 @@ def fetch_sdist(source: Source, sdist_dir: Path) -> Path:
         print(f"sdist: cached {sdist}")
         return sdist
     sdist_dir.mkdir(parents=True, exist_ok=True)
+    # ``--no-binary <name>``, not ``:all:``: the sdist's build dependencies (Cython for SQLAlchemy) may come as
+    # wheels, rather than be compiled from source just to read the sdist's metadata.
     command = [
         *_pip_command(),
-        *("download", "--no-deps", "--no-binary", ":all:", source.requirement, "-d", str(sdist_dir)),
+        *("download", "--no-deps", "--no-binary", source.name, source.requirement, "-d", str(sdist_dir)),
     ]
     print("sdist: downloading with", " ".join(command))
     subprocess.run(command, check=True)

@@ -28,7 +28,7 @@ from atrium.knowledge import repository as repo
 from atrium.knowledge.chunking import chunk_text
 from atrium.knowledge.collections import ensure as ensure_collection
 from atrium.knowledge.directory import CollectionDirectory
-from atrium.knowledge.fusion import reciprocal_rank_fusion
+from atrium.knowledge.fusion import fuse
 from atrium.knowledge.ports import KeywordSearch, VectorIndex
 from atrium.knowledge.settings import KnowledgeSettings
 from atrium.store.engine import Database
@@ -187,7 +187,8 @@ class KnowledgeService:
 
     async def search(self, tenant: str, query: str, *, mode: SearchMode = "hybrid", limit: int = 5,
                      collections: Sequence[str] | None = None) -> list[SearchHit]:
-        """The best ``limit`` chunks for ``query``. Hybrid fuses the vector and keyword rankings (RRF)."""
+        """The best ``limit`` chunks for ``query``. Hybrid fuses the vector and keyword rankings with
+        ``knowledge.fusion`` (weighted by ``knowledge.vector_weight``)."""
         if collections is not None:
             if not collections:
                 return []
@@ -195,7 +196,7 @@ class KnowledgeService:
                 check_collection(name)
         depth = max(limit, self.settings.candidates)
         vector_scores: dict[int, float] = {}
-        keyword_ranked: list[int] = []
+        keyword_hits: list[tuple[int, float]] = []
         if mode in ("vector", "hybrid"):
             query_vector = await self.embedder.embed([query])
             hits = await self.index.search(tenant, collections, query_vector[0], depth)
@@ -205,15 +206,14 @@ class KnowledgeService:
         async with self.db.tenant_session(tenant) as session:
             if mode in ("keyword", "hybrid"):
                 keyword_hits = await self.keyword.search(session, tenant, collections, query, depth)
-                keyword_ranked = [chunk_id for chunk_id, _ in keyword_hits]
-                keyword_scores = dict(keyword_hits)
+            vector_ranked = sorted(vector_scores.items(), key=lambda item: -item[1])
             if mode == "vector":
-                ranked = sorted(vector_scores.items(), key=lambda item: -item[1])[:limit]
+                ranked = vector_ranked[:limit]
             elif mode == "keyword":
-                ranked = [(chunk_id, keyword_scores[chunk_id]) for chunk_id in keyword_ranked[:limit]]
+                ranked = keyword_hits[:limit]
             else:
-                ranked = reciprocal_rank_fusion([list(vector_scores), keyword_ranked], k=self.settings.rrf_k,
-                                                limit=limit)
+                ranked = fuse(vector_ranked, keyword_hits, method=self.settings.fusion,
+                              vector_weight=self.settings.vector_weight, k=self.settings.rrf_k, limit=limit)
             views = await repo.chunk_views(session, tenant, [chunk_id for chunk_id, _ in ranked])
         # A chunk deleted since the index answered is dropped rather than shown.
         return [SearchHit(views[chunk_id], score, vector_scores.get(chunk_id))

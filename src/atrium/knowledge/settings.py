@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from atrium.knowledge.fusion import FusionMethod
+
 
 class EmbeddingSettings(BaseModel):
     provider: Literal["onnx", "hash"] = "onnx"
@@ -26,6 +28,10 @@ class KnowledgeSettings(BaseModel):
     top_k: int = Field(5, ge=1, le=50)
     candidates: int = Field(30, ge=1, le=500)
     rrf_k: int = Field(60, ge=1)
+    # How hybrid search merges the vector and keyword rankings (knowledge/fusion.py); the default and its
+    # weight are the best on the dev sets (docs/benchmarks.md, issue 14).
+    fusion: FusionMethod = "weighted_rrf"
+    vector_weight: float = Field(0.85, ge=0.0, le=1.0)
     demo_collection: bool = True
     # auto: pgvector when the database is PostgreSQL, the embedded HNSW index otherwise
     vector_backend: Literal["auto", "hnsw", "pgvector"] = "auto"
