@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 from sqlalchemy import select
 
@@ -86,3 +88,33 @@ async def test_other_tenants_see_nothing(running: RunningApp) -> None:
     assert (await running.client.get(f"/api/v1/documents/{doc_id}")).status_code == 200
     async with running.services.db.system_session() as session:
         assert len((await session.scalars(select(Organization))).all()) == 2
+
+
+async def test_an_upload_retried_with_its_idempotency_key_is_ingested_once(running: RunningApp) -> None:
+    """A client that lost the 202 sends the upload again with the same ``Idempotency-Key``: it gets the first
+    upload's job, nothing more is saved or queued, one document results. The same key from another caller
+    of the organisation is that caller's own upload."""
+    client = running.client
+    body = [("files", ("plans.md", b"# Plans\n\nProject Heron ships in May.", "text/plain"))]
+    first = await client.post("/api/v1/documents", data={"collection": "docs"}, files=body,
+                              headers={"Idempotency-Key": "upload-7"})
+    again = await client.post("/api/v1/documents", data={"collection": "docs"}, files=body,
+                              headers={"Idempotency-Key": "upload-7"})
+    assert first.status_code == again.status_code == 202, again.text
+    assert again.json() == first.json() and first.json()["files"] == ["plans.md"]
+    uploads = running.services.settings.uploads_dir
+    folders = await asyncio.to_thread(lambda: [path for path in uploads.iterdir() if path.is_dir()])
+    assert len(folders) <= 1  # the retry saved nothing (the job may already have removed the first)
+    await wait_job(client, first.json()["job_id"])
+    assert [d["source"] for d in (await client.get("/api/v1/documents")).json()["documents"]] == ["plans.md"]
+    async with running.services.db.system_session() as session:
+        org_id = await session.scalar(select(Organization.id))
+        assert org_id is not None
+        _, raw = await create_key(session, org_id=org_id, user_id=None, role="member", name="service")
+    async with httpx.AsyncClient(transport=client._transport, base_url="http://atrium.test",
+                                 headers={"Authorization": f"Bearer {raw}"}) as service:
+        theirs = await service.post("/api/v1/documents", data={"collection": "service-docs"}, files=body,
+                                    headers={"Idempotency-Key": "upload-7"})
+        assert theirs.status_code == 202 and theirs.json()["job_id"] != first.json()["job_id"], theirs.text
+    bad = await client.post("/api/v1/documents", files=body, headers={"Idempotency-Key": "k" * 101})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"

@@ -90,6 +90,10 @@ class DatabaseJobQueue:
         self._wakeup.set()
         return job_id
 
+    async def find_by_key(self, tenant: str, key: str) -> str | None:
+        """The job queued in ``tenant`` under idempotency ``key``, if any."""
+        return await self._by_key(tenant, key)
+
     async def _by_key(self, tenant: str, key: str) -> str | None:
         async with self.db.tenant_session(tenant) as session:
             return await session.scalar(select(Job.id).where(Job.org_id == tenant, Job.idempotency_key == key))

@@ -49,11 +49,15 @@ class Upload:
 
 async def upload(knowledge: KnowledgeService, jobs: DatabaseJobQueue, principal: Principal,
                  files: Sequence[IncomingFile], collection: str, *, uploads_dir: Path, max_files: int,
-                 max_bytes: int) -> Upload:
+                 max_bytes: int, idempotency_key: str | None = None) -> Upload:
     """Save the files (at most ``max_files``, each supported, decodable and at most ``max_bytes`` long) in a
     new folder of ``uploads_dir`` and queue their ingestion into ``collection`` (one the caller may write,
-    or a new one of its own)."""
+    or a new one of its own). With ``idempotency_key``, an upload the same caller already made under that key
+    is answered with its job, and nothing is saved or queued again (a client retrying after a lost answer)."""
     check_collection(collection)
+    key = f"upload:{owner_key(principal)}:{idempotency_key}" if idempotency_key is not None else None
+    if key is not None and (existing := await jobs.find_by_key(principal.org_id, key)) is not None:
+        return await _upload_of(jobs, principal, existing)
     async with principal_session(knowledge.db, principal) as session:
         await collections_repo.for_upload(session, principal, collection)
     if not files:
@@ -79,11 +83,31 @@ async def upload(knowledge: KnowledgeService, jobs: DatabaseJobQueue, principal:
             stored.append({"stored_as": stored_as, "source": name})
         job_id = await jobs.enqueue(principal.org_id, "ingest",
                                     {"collection": collection, "folder": folder_name, "files": stored},
-                                    owner=owner_of(principal))
+                                    owner=owner_of(principal), idempotency_key=key)
     except BaseException:
         await anyio.to_thread.run_sync(lambda: shutil.rmtree(folder, ignore_errors=True))
         raise
+    if key is not None:  # a retry with the same key that raced this one may have queued first: its job
+        job = await jobs.get(principal.org_id, job_id, owner=owner_of(principal))
+        if job.payload["folder"] != folder_name:
+            await anyio.to_thread.run_sync(lambda: shutil.rmtree(folder, ignore_errors=True))
+            return _upload_from(job)
     return Upload(job_id=job_id, collection=collection, sources=[item["source"] for item in stored])
+
+
+def owner_key(principal: Principal) -> str:
+    """Who an idempotency key belongs to: the same key from another user or key is another upload."""
+    owner = owner_of(principal)
+    return f"u:{owner.user_id}" if owner.user_id is not None else f"k:{owner.api_key_id}"
+
+
+async def _upload_of(jobs: DatabaseJobQueue, principal: Principal, job_id: str) -> Upload:
+    return _upload_from(await jobs.get(principal.org_id, job_id, owner=owner_of(principal)))
+
+
+def _upload_from(job: Job) -> Upload:
+    return Upload(job_id=job.id, collection=str(job.payload["collection"]),
+                  sources=[str(item["source"]) for item in job.payload["files"]])
 
 
 async def list_documents(knowledge: KnowledgeService, principal: Principal, *, collection: str | None, limit: int,

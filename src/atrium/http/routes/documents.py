@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Header, Query, UploadFile
 
 from atrium.accounts.ownership import owner_of
 from atrium.http.deps import JobsDep, KnowledgeDep, Offset, PrincipalDep, ResourceId, SettingsDep, require_role
@@ -20,11 +20,14 @@ _NOT_FOUND = error_responses(404)
              responses=error_responses(400, 404, 413))  # 400: a body that is not valid multipart
 async def upload(principal: PrincipalDep, knowledge: KnowledgeDep, jobs: JobsDep, settings: SettingsDep,
                  files: Annotated[list[UploadFile], File(description="Text, Markdown, HTML, PDF, DOCX or CSV files")],
-                 collection: Annotated[str, Form(max_length=100)] = "default") -> UploadAccepted:
+                 collection: Annotated[str, Form(max_length=100)] = "default",
+                 idempotency_key: Annotated[str | None, Header(min_length=1, max_length=100, description=(
+                     "Sent again with a retried upload: the first upload's job is answered, nothing is "
+                     "ingested twice (per caller)."))] = None) -> UploadAccepted:
     """Save the files, queue their ingestion, and answer at once with the job to poll."""
     accepted = await documents.upload(knowledge, jobs, principal, files, collection, uploads_dir=settings.uploads_dir,
                                       max_files=settings.limits.max_files_per_upload,
-                                      max_bytes=settings.limits.max_upload_bytes)
+                                      max_bytes=settings.limits.max_upload_bytes, idempotency_key=idempotency_key)
     return UploadAccepted.of(accepted)
 
 
