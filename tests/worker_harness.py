@@ -71,11 +71,12 @@ class Profile:
         return Settings(**values)
 
 
-def start_worker(profile: Profile, name: str) -> subprocess.Popen[bytes]:
+def start_worker(profile: Profile, name: str, *, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """``atrium worker`` in a new process; its output goes to ``<data dir>/<name>.log``."""
-    log = (profile.data_dir / f"{name}.log").open("ab")
-    return subprocess.Popen([sys.executable, "-c", "from atrium.cli import main; main()", "worker"],
-                            env=profile.env(), stdout=log, stderr=subprocess.STDOUT)
+    profile.data_dir.mkdir(parents=True, exist_ok=True)
+    with (profile.data_dir / f"{name}.log").open("ab") as log:
+        return subprocess.Popen([sys.executable, "-c", "from atrium.cli import main; main()", "worker"],
+                                env={**profile.env(), **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT)
 
 
 async def wait_ready(profile: Profile, name: str, *, timeout_s: float = 60.0) -> None:
