@@ -106,12 +106,12 @@ class _Retries(BaseRetryStrategy):
 
     def get_retry_decision(self, *, exception: BaseException, job: engine_jobs.Job) -> RetryDecision | None:
         if isinstance(exception, RetryLater):
-            return RetryDecision(retry_in={"seconds": exception.delay_s})
+            return RetryDecision(retry_at=_now() + timedelta(seconds=exception.delay_s))
         if isinstance(exception, asyncio.CancelledError):
-            return RetryDecision(retry_in={"seconds": 0})
+            return RetryDecision(retry_at=_now())
         if isinstance(exception, JobFailed | engine_errors.JobAborted) or job.attempts >= self.limit:
             return None
-        return RetryDecision(retry_in={"seconds": min(self.max_s, self.base_s * 2 ** job.attempts)})
+        return RetryDecision(retry_at=_now() + timedelta(seconds=min(self.max_s, self.base_s * 2 ** job.attempts)))
 
 
 class ProcrastinateJobQueue(DatabaseJobQueue):
