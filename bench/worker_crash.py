@@ -3,7 +3,7 @@
 Scenarios (``tests/worker_harness.py``, the same code the tests in ``tests/integration/test_job_workers.py`` run):
 
 * ``kill -9``: one ingestion job of ``--files`` markdown files (each a few chunks) is queued through the service;
-  an ``atrium worker`` process starts it; once its progress passes 5% the process gets SIGKILL; a second
+  an ``atrium worker`` process starts it; once its progress passes 30% (`--kill-at`) the process gets SIGKILL; a second
   worker process is started and must finish the job (after the dead one's lease expires: ``jobs.lease_s`` = 3 s,
   heartbeat 0.5 s here). Reported: progress at the kill, attempts, seconds from the kill to the job's end
   (second worker's start-up included), chunks stored against the chunker's own count per file, duplicates.
@@ -40,7 +40,7 @@ from tests.tenancy_helpers import database_with_app_role
 from tests.worker_harness import Profile, crash_scenario, two_workers_scenario
 
 
-async def run(profiles: list[str], files: int, jobs: int, base: Path) -> list[dict[str, Any]]:
+async def run(profiles: list[str], files: int, jobs: int, kill_at: float, base: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     server = None
     try:
@@ -57,7 +57,7 @@ async def run(profiles: list[str], files: int, jobs: int, base: Path) -> list[di
                         server = PostgresServer(raw, parse_qs(urlparse(raw.get_uri()).query)["host"][0])
                     urls = await database_with_app_role(server)
                     profile = Profile("procrastinate", data_dir, urls.app_url, urls.owner_url)
-                row = (await crash_scenario(profile, files=files) if scenario == "crash"
+                row = (await crash_scenario(profile, files=files, kill_at=kill_at) if scenario == "crash"
                        else await two_workers_scenario(profile, jobs=jobs))
                 print(json.dumps(row), flush=True)
                 rows.append(row)
@@ -86,9 +86,10 @@ def main() -> None:
                         choices=["embedded", "procrastinate"])
     parser.add_argument("--files", type=int, default=120, help="files in the job that is killed")
     parser.add_argument("--jobs", type=int, default=12, help="jobs for the two workers")
+    parser.add_argument("--kill-at", type=float, default=0.3, help="job progress at which the worker is killed")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="atrium-worker-crash-") as base:
-        rows = asyncio.run(run(args.profiles, args.files, args.jobs, Path(base)))
+        rows = asyncio.run(run(args.profiles, args.files, args.jobs, args.kill_at, Path(base)))
     print(table(rows))
 
 

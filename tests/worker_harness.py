@@ -220,16 +220,16 @@ class Verdict:
                 "latency_max_s": round(max(lat), 2) if lat else None}
 
 
-async def crash_scenario(profile: Profile, *, files: int = 120, paragraphs: int = 4,
+async def crash_scenario(profile: Profile, *, files: int = 120, paragraphs: int = 4, kill_at: float = 0.3,
                          timeout_s: float = 90.0) -> dict[str, Any]:
-    """One big ingestion; ``kill -9`` its worker once it has done part of it; a second worker finishes it."""
+    """One big ingestion; ``kill -9`` its worker once it has done ``kill_at`` of it; a second worker finishes it."""
     async with Harness(profile) as harness:
         first = start_worker(profile, "crash-first")
         second: subprocess.Popen[bytes] | None = None
         try:
             await wait_ready(profile, "crash-first")
             job_id = await harness.enqueue(corpus(0, files, paragraphs))
-            await harness.wait_for([job_id], lambda job: job.status == "running" and job.progress > 0.05,
+            await harness.wait_for([job_id], lambda job: job.status == "running" and job.progress >= kill_at,
                                    timeout_s=timeout_s)
             first.send_signal(signal.SIGKILL)
             first.wait()
