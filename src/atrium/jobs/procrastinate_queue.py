@@ -125,16 +125,20 @@ class ProcrastinateJobQueue(DatabaseJobQueue):
         self.task = self.app.task(name=TASK, queue=QUEUE, pass_context=True, retry=retries)(self._run_job)
         self._worker: Worker | None = None
         self._opened = False
+        self._opening = asyncio.Lock()
 
     async def open(self) -> None:
-        if not self._opened:
-            await self.app.open_async()
-            self._opened = True
+        """Open procrastinate's connection pool (once; on first use, so a process that never queues opens none)."""
+        async with self._opening:
+            if not self._opened:
+                await self.app.open_async()
+                self._opened = True
 
     async def aclose(self) -> None:
-        if self._opened:
-            await self.app.close_async()
-            self._opened = False
+        async with self._opening:
+            if self._opened:
+                await self.app.close_async()
+                self._opened = False
 
     async def _insert(self, tenant: str, kind: str, payload: dict[str, Any], *, owner: Owner,
                       idempotency_key: str | None) -> tuple[str, bool]:
