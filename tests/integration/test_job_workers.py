@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from atrium.jobs.procrastinate_queue import QUEUE, ProcrastinateJobQueue
+from atrium.jobs.queue import DatabaseJobQueue
+from atrium.store.models import Job
 from tests.api.helpers import DOCS, upload, wait_job
 from tests.conftest import ADMIN_KEY, make_settings, start_app
 from tests.postgres_fixtures import PostgresServer
@@ -141,3 +145,24 @@ async def test_the_api_runs_jobs_itself_when_told_to(scale: Profile) -> None:
             assert job["status"] == "succeeded", job
     finally:
         await lifespan.__aexit__(None, None, None)
+
+
+async def test_a_row_never_handed_to_procrastinate_is_deferred_by_the_sweep(scale: Profile) -> None:
+    scale.data_dir.mkdir(parents=True, exist_ok=True)
+    async with Harness(scale) as harness:
+        queue = harness.svc.jobs
+        assert isinstance(queue, ProcrastinateJobQueue)
+        # The process died between the row's commit and the dispatch: only the row exists.
+        job_id, created = await DatabaseJobQueue._insert(queue, ORG, "ingest", {}, owner=OWNER, idempotency_key=None)
+        assert created
+        await queue.open()
+        assert list(await queue.app.job_manager.list_jobs_async(queue=QUEUE, lock=job_id)) == []
+        await queue.recover()  # too recent: an enqueue may still be on its way
+        assert list(await queue.app.job_manager.list_jobs_async(queue=QUEUE, lock=job_id)) == []
+        async with harness.svc.db.system_session() as session:
+            await session.execute(update(Job).where(Job.id == job_id)
+                                  .values(updated_at=datetime.now(UTC) - timedelta(seconds=10)))
+        assert await queue.recover() == 1
+        dispatched = list(await queue.app.job_manager.list_jobs_async(queue=QUEUE, lock=job_id))
+        assert [str(job.status) for job in dispatched] == ["todo"]
+        assert await queue.recover() == 0  # once is enough
