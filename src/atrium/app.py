@@ -74,6 +74,8 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
             await services.knowledge.reconcile()
             if services.jobs.run_in_process:  # the scale profile leaves jobs to ``atrium worker`` processes
                 await services.jobs.recover()
+            else:
+                log.warning("this process runs no background job (jobs.run_in_api is off): run `atrium worker`")
             await services.realtime.start()
             if services.db.is_sqlite:  # one process owns every run; in the scale profile others may be live
                 await services.agents.runs.recover()
