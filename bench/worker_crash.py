@@ -19,6 +19,7 @@ Usage::
 
     python bench/worker_crash.py                      # both profiles, both scenarios (about 1.5 minutes)
     python bench/worker_crash.py --profiles embedded --files 200 --jobs 20
+    python bench/worker_crash.py --profiles procrastinate --concurrency 3 --jobs 16
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from tests.postgres_fixtures import PostgresServer
 from tests.tenancy_helpers import database_with_app_role
-from tests.worker_harness import Profile, crash_scenario, two_workers_scenario
+from tests.worker_harness import JOB_ENV, Profile, crash_scenario, two_workers_scenario
 
 
 async def run(profiles: list[str], files: int, jobs: int, kill_at: float, base: Path) -> list[dict[str, Any]]:
@@ -86,8 +87,10 @@ def main() -> None:
                         choices=["embedded", "procrastinate"])
     parser.add_argument("--files", type=int, default=120, help="files in the job that is killed")
     parser.add_argument("--jobs", type=int, default=12, help="jobs for the two workers")
+    parser.add_argument("--concurrency", type=int, default=1, help="jobs.concurrency of each worker (procrastinate)")
     parser.add_argument("--kill-at", type=float, default=0.3, help="job progress at which the worker is killed")
     args = parser.parse_args()
+    JOB_ENV["ATRIUM_JOBS__CONCURRENCY"] = str(args.concurrency)
     with tempfile.TemporaryDirectory(prefix="atrium-worker-crash-") as base:
         rows = asyncio.run(run(args.profiles, args.files, args.jobs, args.kill_at, Path(base)))
     print(table(rows))
