@@ -10,7 +10,8 @@ States, both ways:
 * queued <-> ``todo`` (a retry waiting for its backoff: ``todo`` with a later ``scheduled_at``);
 * running <-> ``doing``: the run first claims the row (``lease_owner``, ``attempts + 1``) as the embedded
   worker does; it keeps the lease renewed and the handler's writes stay conditional on holding it;
-* succeeded <-> ``succeeded``; cancelled <-> ``aborted`` (or ``cancelled`` when it never started);
+* succeeded <-> ``succeeded`` (then deleted from procrastinate's table: the row is the record);
+  cancelled <-> ``aborted`` (or ``cancelled`` when it never started);
 * failed for good <-> ``failed`` (procrastinate's dead-letter: it keeps the job, it is not retried);
 * a job whose process died: procrastinate's worker heartbeat goes stale; every worker's sweep (``recover``)
   sends such ``doing`` jobs back to ``todo`` (procrastinate's stalled-jobs retry) and the next run claims the
@@ -228,6 +229,7 @@ class ProcrastinateJobQueue(DatabaseJobQueue):
         await self.open()
         self._worker = Worker(self.app, queues=[QUEUE], name=self.worker_id, concurrency=self.settings.concurrency,
                               install_signal_handlers=False, listen_notify=True,
+                              delete_jobs="successful",  # the ``jobs`` row is the record; failed ones stay
                               fetch_job_polling_interval=self.poll_interval_s,
                               abort_job_polling_interval=self.settings.heartbeat_s,
                               update_heartbeat_interval=self.settings.heartbeat_s,
