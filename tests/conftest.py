@@ -50,6 +50,9 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "embedding": {"provider": "hash"},
         "knowledge": {"demo_collection": False, "reconcile_interval_s": 0.2, "index_save_interval_s": 0,
                       "min_relevance": 0.05},
+        # The app under test runs its jobs itself on PostgreSQL too (procrastinate's worker in the API process);
+        # tests/integration/test_job_workers.py runs ``atrium worker`` processes instead.
+        "jobs": {"run_in_api": True},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(values.get(key), dict):

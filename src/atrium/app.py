@@ -72,12 +72,14 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
         try:
             await _first_start(services)
             await services.knowledge.reconcile()
-            await services.jobs.recover()
+            if services.jobs.run_in_process:  # the scale profile leaves jobs to ``atrium worker`` processes
+                await services.jobs.recover()
+            else:
+                log.warning("this process runs no background job (jobs.run_in_api is off): run `atrium worker`")
             await services.realtime.start()
             if services.db.is_sqlite:  # one process owns every run; in the scale profile others may be live
                 await services.agents.runs.recover()
             background = [
-                asyncio.create_task(services.jobs.work(), name="jobs"),
                 asyncio.create_task(services.knowledge.keep_consistent(), name="index-upkeep"),
                 asyncio.create_task(_warm_up(services.gateway.chat), name="model-warm-up"),
                 asyncio.create_task(services.authenticator.listen_for_revocations(), name="auth-revocations"),
@@ -85,6 +87,8 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
                 asyncio.create_task(services.agents.runs.listen(), name="agent-run-cancels"),
                 asyncio.create_task(services.agents.keep_sweeping(), name="agent-thread-retention"),
             ]
+            if services.jobs.run_in_process:
+                background.append(asyncio.create_task(services.jobs.work(), name="jobs"))
             if services.guard is not None:
                 background.append(asyncio.create_task(services.guard.policies.listen(), name="policy-changes"))
             app.state.ready = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -68,10 +69,13 @@ def serve(host: Annotated[str | None, typer.Option(help="Interface to bind.")] =
 
 
 @app.command()
-def worker() -> None:
-    """Run background jobs (ingestion) in this process until SIGTERM or Ctrl-C, which let the running job
-    finish first (up to server.shutdown_grace_s)."""
+def worker(concurrency: Annotated[int | None, typer.Option(
+        min=1, max=64, help="Jobs run at once (procrastinate engine; default jobs.concurrency).")] = None) -> None:
+    """Run background jobs (ingestion) in this process, no HTTP, until SIGTERM or Ctrl-C, which let the
+    running job finish first (up to server.shutdown_grace_s; then it goes back to the queue for another)."""
     settings = load_settings()
+    if concurrency is not None:
+        settings = settings.model_copy(update={"jobs": settings.jobs.model_copy(update={"concurrency": concurrency})})
     configure_logging(settings.log_level)
 
     async def work() -> None:
@@ -84,6 +88,8 @@ def worker() -> None:
         try:
             await services.jobs.recover()
             runner = asyncio.create_task(services.jobs.work())
+            logging.getLogger("atrium.worker").info("worker ready (jobs engine: %s, concurrency %d)",
+                                                    type(services.jobs).__name__, settings.jobs.concurrency)
             waiter = asyncio.create_task(stopping.wait())
             await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
             await services.jobs.stop(settings.server.shutdown_grace_s)

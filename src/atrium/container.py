@@ -8,6 +8,7 @@ which adapter is in use.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -45,7 +46,9 @@ from atrium.guard.budgets.spend import SpendControl
 from atrium.guard.pipeline import build_guard
 from atrium.guard.policy import Guard
 from atrium.guard.rate_limits import RequestRateLimiter, build_storage
+from atrium.jobs.ports import Handler, JobWatcher
 from atrium.jobs.queue import DatabaseJobQueue
+from atrium.jobs.settings import job_engine, runs_in_api
 from atrium.knowledge.answering import GroundedAnswerer
 from atrium.knowledge.directory import CollectionDirectory
 from atrium.knowledge.ingest import upload_job_handler
@@ -168,6 +171,23 @@ async def build_vector_index(settings: Settings, db: Database, dimensions: int) 
     return await anyio.to_thread.run_sync(build_index, settings, dimensions)
 
 
+def build_job_queue(settings: Settings, db: Database, handlers: dict[str, Handler],
+                    watchers: Sequence[JobWatcher]) -> DatabaseJobQueue:
+    """The embedded worker over the job table, or procrastinate dispatching it (``jobs.engine``); handlers
+    are registered here, so ``atrium worker`` runs exactly what the API queues."""
+    engine = job_engine(settings.jobs, is_sqlite=db.is_sqlite)
+    jobs: DatabaseJobQueue
+    if engine == "procrastinate":
+        from atrium.jobs.procrastinate_queue import ProcrastinateJobQueue
+
+        jobs = ProcrastinateJobQueue(db, handlers, settings=settings.jobs, watchers=watchers,
+                                     database_url=settings.resolved_database_url)
+    else:
+        jobs = DatabaseJobQueue(db, handlers, settings=settings.jobs, watchers=watchers)
+    jobs.run_in_process = runs_in_api(settings.jobs, engine)
+    return jobs
+
+
 async def migrate(settings: Settings) -> None:
     await anyio.to_thread.run_sync(secure_data_dir, settings)  # 0700, the database 0600
     await anyio.to_thread.run_sync(upgrade, settings.resolved_migration_database_url)
@@ -175,6 +195,13 @@ async def migrate(settings: Settings) -> None:
     if app_role is not None and not settings.is_sqlite:
         async with temporary_database(settings.resolved_migration_database_url) as owner:
             await grant_app_role(owner, app_role)
+    if not settings.is_sqlite and job_engine(settings.jobs, is_sqlite=False) == "procrastinate":
+        from atrium.jobs.procrastinate_queue import ensure_schema
+
+        if await ensure_schema(settings.resolved_migration_database_url) and app_role is not None:
+            # procrastinate's tables came after the grants
+            async with temporary_database(settings.resolved_migration_database_url) as owner:
+                await grant_app_role(owner, app_role)
 
 
 async def build_services(settings: Settings, *, chat_model: ChatModel | None = None,
@@ -229,8 +256,8 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     chat.events = hub.publisher
     notifications = await build_notifications(settings.notifications, data_dir=settings.data_dir, db=db,
                                               http_client=http_client)
-    jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)},
-                            settings=settings.jobs, watchers=(job_watcher(hub.publisher), notifications.job_changed))
+    jobs = build_job_queue(settings, db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)},
+                           watchers=(job_watcher(hub.publisher), notifications.job_changed))
 
     async def flow_waiting(waiting: FlowWaiting) -> None:  # a flow waits: its owner's sockets, then devices
         owner = Owner(waiting.user_id, waiting.api_key_id)
@@ -275,6 +302,7 @@ async def close_services(services: Services, *, reconcile: bool = True) -> None:
             log.exception("final index reconciliation failed; the next start will repair it")
     await services.knowledge.save_index(force=True)
     await services.agents.aclose()
+    await services.jobs.aclose()
     await services.notifications.close()  # sends in progress use the HTTP client
     await services.gateway.aclose()
     await services.http_client.aclose()

@@ -66,15 +66,25 @@ class DatabaseJobQueue:
         self._idle.set()
         self._running: dict[str, asyncio.Task[dict[str, Any]]] = {}  # job id -> its handler, in this process
         self._last_recover = 0.0
+        self.run_in_process = True  # whether the API process works this queue (``jobs.run_in_api``)
+
+    async def aclose(self) -> None:
+        """Release what the queue holds besides the database (nothing here; an engine's pool)."""
 
     async def enqueue(self, tenant: str, kind: str, payload: dict[str, Any], *, owner: Owner,
                       idempotency_key: str | None = None) -> str:
+        job_id, _created = await self._insert(tenant, kind, payload, owner=owner, idempotency_key=idempotency_key)
+        return job_id
+
+    async def _insert(self, tenant: str, kind: str, payload: dict[str, Any], *, owner: Owner,
+                      idempotency_key: str | None) -> tuple[str, bool]:
+        """Store a queued job; returns its id and whether it is new (not an earlier job with the same key)."""
         if kind not in self.handlers:
             raise AppError(f"unknown job kind {kind!r}")
         if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
             raise InvalidRequest(f"An idempotency key has 1 to {MAX_IDEMPOTENCY_KEY} characters.")
         if idempotency_key is not None and (existing := await self._by_key(tenant, idempotency_key)):
-            return existing
+            return existing, False
         try:
             async with self.db.tenant_session(tenant) as session:
                 job = Job(org_id=tenant, kind=kind, payload=payload, idempotency_key=idempotency_key,
@@ -86,9 +96,9 @@ class DatabaseJobQueue:
             # Another caller queued the same key at the same moment: theirs is the job.
             if idempotency_key is None or (existing := await self._by_key(tenant, idempotency_key)) is None:
                 raise
-            return existing
+            return existing, False
         self._wakeup.set()
-        return job_id
+        return job_id, True
 
     async def find_by_key(self, tenant: str, key: str) -> str | None:
         """The job queued in ``tenant`` under idempotency ``key``, if any."""
@@ -249,8 +259,9 @@ class DatabaseJobQueue:
             log.exception("job %s (%s) failed (attempt %d)", job.id, job.kind, job.attempts)
             await self._failed(job)
         else:
-            await self._update(job, status="succeeded", result=result, progress=1.0, lease_owner=None,
-                               lease_expires_at=None)
+            if await self._update(job, status="succeeded", result=result, progress=1.0, lease_owner=None,
+                                  lease_expires_at=None):
+                log.info("job finished: %s (%s), attempt %d", job.id, job.kind, job.attempts)
         finally:
             self._running.pop(job.id, None)
             beat.cancel()
