@@ -48,6 +48,7 @@ from atrium.http.routes import (
     ws,
 )
 from atrium.http.schemas.agents import RunStreamEvent
+from atrium.knowledge import reembed
 from atrium.settings import Settings
 from atrium.telemetry.logging import install_record_redaction, register_secrets, secrets_of
 
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
             await _first_start(services)
             await services.knowledge.reconcile()
             await services.jobs.recover()
+            await reembed.schedule(services.knowledge, services.jobs)  # after a change of embedding model
             await services.realtime.start()
             if services.db.is_sqlite:  # one process owns every run; in the scale profile others may be live
                 await services.agents.runs.recover()

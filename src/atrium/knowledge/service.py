@@ -30,6 +30,7 @@ from atrium.knowledge.collections import ensure as ensure_collection
 from atrium.knowledge.directory import CollectionDirectory
 from atrium.knowledge.fusion import fuse
 from atrium.knowledge.ports import KeywordSearch, VectorIndex
+from atrium.knowledge.reembed import record_model, stale
 from atrium.knowledge.settings import KnowledgeSettings
 from atrium.store.engine import Database
 from atrium.store.models import Chunk, Document
@@ -115,6 +116,7 @@ class KnowledgeService:
                 removed = await repo.delete_document_rows(session, tenant, existing)
             else:
                 await ensure_collection(session, tenant, collection)
+            await record_model(session, tenant, collection, self.embedder.name, self.embedder.dimensions)
             document = Document(org_id=tenant, collection=collection, source=source, title=title or source,
                                 content_hash=content_hash, size_bytes=len(text.encode()),
                                 chunk_count=len(pieces), user_id=user_id, api_key_id=api_key_id)
@@ -198,7 +200,7 @@ class KnowledgeService:
         vector_scores: dict[int, float] = {}
         keyword_hits: list[tuple[int, float]] = []
         if mode in ("vector", "hybrid"):
-            query_vector = await self.embedder.embed([query])
+            query_vector = await self.embedder.embed([query], kind="query")
             hits = await self.index.search(tenant, collections, query_vector[0], depth)
             vector_scores = {hit.id: hit.score for hit in hits}
         # One session (one connection, one transaction) for the keyword ranking and the chunks' rows; none is
@@ -234,13 +236,17 @@ class KnowledgeService:
             async with self.db.system_session() as session:
                 revisions = await repo.revisions(session)
                 pairs = await repo.tenant_collections(session)
+            # Vectors of another embedding model are never loaded: their collections' jobs re-embed them.
+            skipped = await stale(self.db, self.embedder.name, self.embedder.dimensions)
             expected: dict[str, set[str]] = {}
             for tenant, collection in pairs:
                 expected.setdefault(tenant, set()).add(collection)
             tenants = set(expected) | set(revisions)
             for tenant in tenants:
                 for collection in set(await self.index.collections(tenant)) | expected.get(tenant, set()):
-                    a, r = await self._reconcile_collection(tenant, collection)
+                    if (tenant, collection) in skipped:
+                        continue
+                    a, r = await self.reconcile_collection(tenant, collection)
                     added, removed = added + a, removed + r
             self._seen_revisions = revisions
             if added or removed:
@@ -248,7 +254,8 @@ class KnowledgeService:
                 log.info("vector index reconciled: %d added, %d removed", added, removed)
             return ReconcileReport(added, removed)
 
-    async def _reconcile_collection(self, tenant: str, collection: str) -> tuple[int, int]:
+    async def reconcile_collection(self, tenant: str, collection: str) -> tuple[int, int]:
+        """Make the index hold exactly ``collection``'s chunks; returns (added, removed)."""
         async with self.db.tenant_session(tenant) as session:
             truth = await repo.collection_chunk_ids(session, tenant, collection)
         held = await self.index.ids(tenant, collection)
@@ -271,7 +278,7 @@ class KnowledgeService:
         for tenant in tenants:
             pairs |= {(tenant, collection) for collection in await self.index.collections(tenant)}
         report: dict[tuple[str, str], tuple[int, int]] = {}
-        for tenant, collection in sorted(pairs):
+        for tenant, collection in sorted(pairs - await stale(self.db, self.embedder.name, self.embedder.dimensions)):
             async with self.db.tenant_session(tenant) as session:
                 truth = await repo.collection_chunk_ids(session, tenant, collection)
             held = await self.index.ids(tenant, collection)
