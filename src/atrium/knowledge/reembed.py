@@ -88,6 +88,7 @@ async def schedule(knowledge: KnowledgeService, jobs: DatabaseJobQueue) -> list[
     model, dimensions = knowledge.embedder.name, knowledge.embedder.dimensions
     await adopt_unrecorded(knowledge.db, model, dimensions)
     targets = await stale(knowledge.db, model, dimensions)
+    knowledge.reindexing |= targets
     if not targets:
         return []
     async with knowledge.db.system_session() as session:
@@ -139,6 +140,7 @@ async def reembed_collection(knowledge: KnowledgeService, tenant: str, collectio
         await repo.bump_revision(session, tenant)
     # Chunks deleted or replaced meanwhile: the index is made to hold exactly the database's chunks.
     await knowledge.reconcile_collection(tenant, collection)
+    knowledge.reindexing.discard((tenant, collection))
     await knowledge.announce_change(tenant)
     log.info("collection %r of %s re-embedded with %s (%d chunks)", collection, tenant, embedder.name, done)
     return done
