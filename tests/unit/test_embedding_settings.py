@@ -20,7 +20,7 @@ from atrium.knowledge.settings import EmbeddingSettings
 ])
 def test_incomplete_embedding_settings_are_refused(values: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
-        EmbeddingSettings(**values)  # type: ignore[arg-type]
+        EmbeddingSettings(**values)
 
 
 def test_the_factory_passes_the_user_model_options() -> None:
@@ -32,7 +32,8 @@ def test_the_factory_passes_the_user_model_options() -> None:
     assert (embedder.name, embedder.pooling, embedder.normalize, embedder.max_length, embedder.query_prefix) == (
         "user-minilm", "cls", False, 64, "q: ")
     hashed = build_embedder(EmbeddingSettings(provider="hash", dimensions=64, name="h", query_prefix="q: "))
-    assert isinstance(hashed, HashEmbedder) and (hashed.name, hashed.dimensions, hashed.query_prefix) == ("h", 64, "q: ")
+    assert isinstance(hashed, HashEmbedder)
+    assert (hashed.name, hashed.dimensions, hashed.query_prefix) == ("h", 64, "q: ")
     with pytest.raises(ValueError, match="HTTP client"):
         build_embedder(EmbeddingSettings(provider="openai", base_url="http://127.0.0.1:9/v1", model="m",
                                          dimensions=64))
