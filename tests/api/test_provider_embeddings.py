@@ -52,6 +52,8 @@ async def test_documents_and_questions_are_embedded_by_the_provider(
         embedder = app.services.embedder
         assert isinstance(embedder, OpenAIEmbeddings) and embedder.name == "remote-embed"
         assert embedder._client is app.services.http_client  # the process's one client, injected
+        entry = app.services.gateway.catalogue.entry("remote-embed")
+        assert entry is not None and not entry.local  # texts leave the machine: never routed as local
         await ingest(app.client)
         sent = embedding_requests(upstream)
         texts = [text for body in sent for text in body["input"]]  # type: ignore[attr-defined]
