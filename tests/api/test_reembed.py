@@ -9,16 +9,21 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from sqlalchemy import select
+
+from atrium.accounts.api_keys import create_key
 
 from atrium.knowledge import reembed
 from atrium.knowledge.embedders.fake import HashEmbedder
 from atrium.settings import Settings
 from atrium.store.models import Chunk, Collection, Job
+from tests.api.auth_helpers import add_user, admin_org
 from tests.api.helpers import DOCS, ingest
 from tests.conftest import RunningApp, make_settings, run_app
+from tests.tenancy_helpers import create_tenant
 
 QUERY = "refunds are issued within 14 days of a purchase"
 
@@ -52,6 +57,19 @@ async def wait_reembedded(app: RunningApp, timeout: float = 30.0) -> Job:
             return jobs[0]
         assert asyncio.get_running_loop().time() < deadline, [job.status for job in jobs]
         await asyncio.sleep(0.05)
+
+
+async def client_of(app: RunningApp, key: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=app.client._transport, base_url="http://atrium.test",
+                             headers={"Authorization": f"Bearer {key}"})
+
+
+async def member_key(app: RunningApp) -> str:
+    user_id = await add_user(app, "alice@example.com", None, role="member")
+    async with app.services.db.system_session() as session:
+        _, raw = await create_key(session, org_id=await admin_org(app), user_id=user_id, role="member",
+                                  name="alice")
+    return raw
 
 
 async def search(app: RunningApp, mode: str) -> dict[str, Any]:
@@ -93,6 +111,18 @@ async def test_a_new_model_re_embeds_the_collection_and_search_uses_its_vectors(
         best = next(chunk for chunk in chunks if chunk.id == answer["results"][0]["chunk_id"])
         assert abs(answer["results"][0]["score"] - float(query @ expected[chunks.index(best)])) < 1e-3
         assert (await search(second, "hybrid"))["results"][0]["source"] == "billing.md"
+        # The job is Atrium's own: an admin of the organisation reads it, a member or another org does not.
+        seen = await second.client.get(f"/api/v1/jobs/{job.id}")
+        assert seen.status_code == 200, seen.text
+        assert seen.json()["kind"] == "reembed" and seen.json()["status"] == "succeeded"
+        async with await client_of(second, await member_key(second)) as member, \
+                await client_of(second, (await create_tenant(second.services.db, "Elsewhere")).raw_key) as other:
+            for outsider in (member, other):
+                refused = await outsider.get(f"/api/v1/jobs/{job.id}")
+                assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_found"
+        listed = (await second.client.get("/api/v1/collections")).json()["collections"]
+        assert [(c["name"], c["embedding_model"], c["embedding_dimensions"]) for c in listed] == [
+            ("docs", "hash-b", 128)]
 
     # A third start with B again queues nothing; the re-embedded index was saved and is reloaded.
     async with run_app(models["hash-b"]) as third:
