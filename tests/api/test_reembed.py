@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import select
 
 from atrium.accounts.api_keys import create_key
-
 from atrium.knowledge import reembed
 from atrium.knowledge.embedders.fake import HashEmbedder
 from atrium.settings import Settings
