@@ -48,6 +48,7 @@ from atrium.http.routes import (
     ws,
 )
 from atrium.http.schemas.agents import RunStreamEvent
+from atrium.knowledge import reembed
 from atrium.settings import Settings
 from atrium.telemetry.logging import install_record_redaction, register_secrets, secrets_of
 
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
                 await services.jobs.recover()
             else:
                 log.warning("this process runs no background job (jobs.run_in_api is off): run `atrium worker`")
+            await reembed.schedule(services.knowledge, services.jobs)  # after a change of embedding model
             await services.realtime.start()
             if services.db.is_sqlite:  # one process owns every run; in the scale profile others may be live
                 await services.agents.runs.recover()

@@ -49,6 +49,7 @@ from atrium.guard.rate_limits import RequestRateLimiter, build_storage
 from atrium.jobs.ports import Handler, JobWatcher
 from atrium.jobs.queue import DatabaseJobQueue
 from atrium.jobs.settings import job_engine, runs_in_api
+from atrium.knowledge import reembed
 from atrium.knowledge.answering import GroundedAnswerer
 from atrium.knowledge.directory import CollectionDirectory
 from atrium.knowledge.ingest import upload_job_handler
@@ -103,17 +104,11 @@ class Services:
     guard: Guard | None = None  # guard policies (moderation, PII, injection, output links); routes/policy.py
 
 
-def build_embedder(settings: Settings) -> Embedder:
-    config = settings.embedding
-    if config.provider == "hash":
-        from atrium.knowledge.embedders.fake import HashEmbedder
+def build_embedder(settings: Settings, http_client: httpx.AsyncClient | None = None) -> Embedder:
+    """The ``embedding`` section's adapter (knowledge/embedders/factory.py)."""
+    from atrium.knowledge.embedders.factory import build_embedder as build
 
-        return HashEmbedder(dimensions=config.dimensions or 384)
-    from atrium.knowledge.embedders.onnx_minilm import OnnxEmbedder
-
-    return OnnxEmbedder(model_path=config.model_path, tokenizer_path=config.tokenizer_path,
-                        dimensions=config.dimensions, batch_size=config.batch_size,
-                        intra_op_num_threads=config.threads)
+    return build(settings.embedding, http_client)
 
 
 def build_local_chat_model(settings: Settings, http_client: httpx.AsyncClient, *, name: str | None = None) -> ChatModel:
@@ -212,7 +207,9 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     await anyio.to_thread.run_sync(secure_data_dir, settings)  # 0700, the database 0600
     db = Database(await anyio.to_thread.run_sync(partial(build_engine, settings.resolved_database_url,
                                                          pool_timeout_s=settings.database.pool_timeout_s)))
-    embedder = await anyio.to_thread.run_sync(build_embedder, settings)
+    # One HTTP client for every upstream call of this process.
+    http_client = build_http_client(settings)
+    embedder = await anyio.to_thread.run_sync(build_embedder, settings, http_client)
     index = await build_vector_index(settings, db, embedder.dimensions)
     await verify_isolation(db, require=settings.database.require_rls)
     keyword: KeywordSearch = SqliteKeywordSearch() if db.is_sqlite else PostgresKeywordSearch()
@@ -222,8 +219,6 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     # long as a revoked key's cache entry.
     directory = CollectionDirectory(db, ttl_s=settings.auth.key_cache_ttl_s)
     knowledge = KnowledgeService(db, embedder, index, keyword, settings.knowledge, pubsub, directory)
-    # One HTTP client for every upstream call of this process.
-    http_client = build_http_client(settings)
     redis = Redis.from_url(settings.redis_url.get_secret_value()) if settings.redis_url is not None else None
     metrics = Metrics()
     counter = TokenCounter()
@@ -256,7 +251,8 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     chat.events = hub.publisher
     notifications = await build_notifications(settings.notifications, data_dir=settings.data_dir, db=db,
                                               http_client=http_client)
-    jobs = build_job_queue(settings, db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir)},
+    jobs = build_job_queue(settings, db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir),
+                                          reembed.JOB_KIND: reembed.handler(knowledge)},
                            watchers=(job_watcher(hub.publisher), notifications.job_changed))
 
     async def flow_waiting(waiting: FlowWaiting) -> None:  # a flow waits: its owner's sockets, then devices

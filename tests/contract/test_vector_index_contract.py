@@ -321,13 +321,22 @@ async def test_hnsw_names_cannot_escape_the_directory(tmp_path: Path) -> None:
         assert await reloaded.ids(tenant, collection) == {number}
 
 
-async def test_hnsw_refuses_an_index_of_other_dimensions(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sidecars", [True, False], ids=["sidecar", "header-only"])
+async def test_hnsw_sets_aside_an_index_of_other_dimensions(tmp_path: Path, sidecars: bool) -> None:
+    """After a change of embedding model the old shard is never loaded: set aside, the collection starts
+    empty in the new width (knowledge/reembed.py fills it)."""
     index = HnswVectorIndex(tmp_path, DIM)
     await index.add("t1", "docs", [1], random_vectors(1))
     await index.save()
-    await remove_sidecars(tmp_path)  # the graph file header alone must reveal the mismatch
-    with pytest.raises(Exception, match="re-index"):
-        await HnswVectorIndex(tmp_path, DIM * 2).ids("t1", "docs")
+    if not sidecars:
+        await remove_sidecars(tmp_path)  # the graph file header alone must reveal the mismatch
+    wider = HnswVectorIndex(tmp_path, DIM * 2)
+    assert await wider.ids("t1", "docs") == set()
+    assert await wider.search("t1", None, random_vectors(1, dim=DIM * 2)[0], 5) == []
+    await wider.add("t1", "docs", [2], random_vectors(1, dim=DIM * 2))
+    await wider.save()
+    assert await HnswVectorIndex(tmp_path, DIM * 2).ids("t1", "docs") == {2}
+    assert [path.name for path in await files(tmp_path, f"**/*.{DIM}d-*")]  # kept aside, not deleted
 
 
 class _Crash(Exception):

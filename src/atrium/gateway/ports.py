@@ -5,7 +5,8 @@ HTTP, fake) and every wrapper (fallback, retry, breaker, metering, cache) implem
 always ends with exactly one ``Done`` or ``ErrorEvent``; ``Usage`` comes before it when known.
 
 ``Embedder``: texts to vectors (float32, L2-normalised, shape ``(n, dimensions)``); the knowledge room
-embeds its chunks with it, ``/v1/embeddings`` serves it.
+embeds its chunks with it (``kind="document"``) and its questions (``kind="query"``: models such as
+Qwen3-Embedding or E5 prefix queries with an instruction), ``/v1/embeddings`` serves it.
 
 ``CacheStore`` (the response cache's bytes) and ``BreakerStore`` (circuit breaker state): in-process or
 Redis (``cache_stores.py``, ``breaker_stores.py``).
@@ -194,16 +195,19 @@ class ChatModel(Protocol):
 
 
 Vectors = npt.NDArray[np.float32]
+EmbedKind = Literal["document", "query"]
 
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Turns texts into normalised vectors. CPU-heavy work runs off the event loop."""
+    """Turns texts into normalised vectors. CPU-heavy work runs off the event loop. ``kind`` says what the
+    texts are: an adapter with a query instruction prefix applies it to ``"query"`` texts only; a cache in
+    front of an embedder must key by it."""
 
     name: str
     dimensions: int
 
-    async def embed(self, texts: Sequence[str]) -> Vectors: ...
+    async def embed(self, texts: Sequence[str], *, kind: EmbedKind = "document") -> Vectors: ...
 
     def count_tokens(self, text: str) -> int:
         """Tokens the embedding model sees for ``text`` (used to size chunks)."""

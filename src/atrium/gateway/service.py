@@ -48,6 +48,7 @@ from atrium.gateway.ports import (
     Embedder,
     Vectors,
 )
+from atrium.gateway.providers.openai_embeddings import OpenAIEmbeddings
 from atrium.gateway.providers.registry import build_chat_adapter, build_embedding_adapter
 from atrium.gateway.retry import RetryingChatModel
 from atrium.gateway.router import RouterChatModel
@@ -159,9 +160,11 @@ def build_gateway(gateway: GatewaySettings, chat_settings: ChatSettings, *, http
         adapters[chat_model.name] = chat_model
         if config.default_model is None:
             config = config.model_copy(update={"default_model": chat_model.name})
-    entries.append(CatalogueEntry(name=embedder.name, provider=EMBEDDED_PROVIDER, provider_kind="local",
-                                  upstream_model=embedder.name, kind="embedding", local=True,
-                                  dimensions=embedder.dimensions))
+    # The knowledge room's embedder; with ``embedding.provider = openai`` its texts leave the machine.
+    remote = isinstance(embedder, OpenAIEmbeddings)
+    entries.append(CatalogueEntry(name=embedder.name, provider=EMBEDDED_PROVIDER,
+                                  provider_kind="openai" if remote else "local", upstream_model=embedder.name,
+                                  kind="embedding", local=not remote, dimensions=embedder.dimensions))
     embedders[embedder.name] = embedder
     if not adapters:
         raise InvalidRequest("gateway.models has no chat model")

@@ -15,7 +15,7 @@ from typing import Protocol
 import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from atrium.accounts.ownership import owner_of, principal_session
+from atrium.accounts.ownership import Owner, owner_of, principal_session
 from atrium.accounts.principal import Principal
 from atrium.errors import InvalidRequest, NotFound, PayloadTooLarge
 from atrium.jobs.queue import DatabaseJobQueue
@@ -144,5 +144,11 @@ async def delete_document(knowledge: KnowledgeService, principal: Principal, doc
 
 
 async def get_job(jobs: DatabaseJobQueue, principal: Principal, job_id: str) -> Job:
-    """A job the caller queued; anyone else's is ``NotFound``."""
-    return await jobs.get(principal.org_id, job_id, owner=owner_of(principal))
+    """A job the caller queued; anyone else's is ``NotFound``. An admin also reads Atrium's own jobs (no
+    owner: re-embedding after a change of embedding model, ``knowledge/reembed.py``)."""
+    try:
+        return await jobs.get(principal.org_id, job_id, owner=owner_of(principal))
+    except NotFound:
+        if not principal.has_role("admin"):
+            raise
+        return await jobs.get(principal.org_id, job_id, owner=Owner(None, None))

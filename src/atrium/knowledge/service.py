@@ -30,6 +30,7 @@ from atrium.knowledge.collections import ensure as ensure_collection
 from atrium.knowledge.directory import CollectionDirectory
 from atrium.knowledge.fusion import fuse
 from atrium.knowledge.ports import KeywordSearch, VectorIndex
+from atrium.knowledge.reembed import adopt_unrecorded, record_model, stale
 from atrium.knowledge.settings import KnowledgeSettings
 from atrium.store.engine import Database
 from atrium.store.models import Chunk, Document
@@ -89,6 +90,11 @@ class KnowledgeService:
         self._reconcile_lock = asyncio.Lock()
         self._dirty = False
         self._last_save = 0.0
+        # (tenant, collection) whose vectors are of another embedding model, being re-embedded by a job
+        # (knowledge/reembed.py); refreshed by every reconciliation.
+        self.reindexing: set[tuple[str, str]] = set()
+        self._adopted = False
+        self._cleared: set[tuple[str, str]] = set()
 
     async def ingest_text(self, tenant: str, collection: str, source: str, text: str,
                           title: str = "", *, markdown: bool = True, user_id: str | None = None,
@@ -115,6 +121,7 @@ class KnowledgeService:
                 removed = await repo.delete_document_rows(session, tenant, existing)
             else:
                 await ensure_collection(session, tenant, collection)
+            await record_model(session, tenant, collection, self.embedder.name, self.embedder.dimensions)
             document = Document(org_id=tenant, collection=collection, source=source, title=title or source,
                                 content_hash=content_hash, size_bytes=len(text.encode()),
                                 chunk_count=len(pieces), user_id=user_id, api_key_id=api_key_id)
@@ -198,7 +205,7 @@ class KnowledgeService:
         vector_scores: dict[int, float] = {}
         keyword_hits: list[tuple[int, float]] = []
         if mode in ("vector", "hybrid"):
-            query_vector = await self.embedder.embed([query])
+            query_vector = await self.embedder.embed([query], kind="query")
             hits = await self.index.search(tenant, collections, query_vector[0], depth)
             vector_scores = {hit.id: hit.score for hit in hits}
         # One session (one connection, one transaction) for the keyword ranking and the chunks' rows; none is
@@ -226,6 +233,15 @@ class KnowledgeService:
         names = await self.directory.searchable(principal, [check_collection(collection)] if collection else None)
         return await self.search(principal.org_id, query, mode=mode, limit=limit, collections=names)
 
+    async def reindexing_readable(self, principal: Principal, collection: str | None = None) -> list[str]:
+        """The collections ``principal`` may read (``collection`` only, if given) that are being re-embedded
+        after a change of embedding model: their vector ranking is partial meanwhile."""
+        names = {name for tenant, name in self.reindexing if tenant == principal.org_id}
+        if not names or (collection is not None and collection not in names):
+            return []
+        readable = await self.directory.searchable(principal, [collection] if collection else None)
+        return sorted(names.intersection(readable))
+
     async def reconcile(self) -> ReconcileReport:
         """Make the vector index hold exactly the database's chunks, for every tenant and collection."""
         async with self._reconcile_lock:
@@ -234,13 +250,22 @@ class KnowledgeService:
             async with self.db.system_session() as session:
                 revisions = await repo.revisions(session)
                 pairs = await repo.tenant_collections(session)
+            # Vectors of another embedding model are never loaded: their collections' jobs re-embed them.
+            if not self._adopted:
+                await adopt_unrecorded(self.db, self.embedder.name, self.embedder.dimensions)
+                self._adopted = True
+            skipped = await stale(self.db, self.embedder.name, self.embedder.dimensions)
+            self.reindexing = skipped
             expected: dict[str, set[str]] = {}
             for tenant, collection in pairs:
                 expected.setdefault(tenant, set()).add(collection)
             tenants = set(expected) | set(revisions)
             for tenant in tenants:
                 for collection in set(await self.index.collections(tenant)) | expected.get(tenant, set()):
-                    a, r = await self._reconcile_collection(tenant, collection)
+                    if (tenant, collection) in skipped:
+                        await self._clear_stale(tenant, collection)
+                        continue
+                    a, r = await self.reconcile_collection(tenant, collection)
                     added, removed = added + a, removed + r
             self._seen_revisions = revisions
             if added or removed:
@@ -248,7 +273,16 @@ class KnowledgeService:
                 log.info("vector index reconciled: %d added, %d removed", added, removed)
             return ReconcileReport(added, removed)
 
-    async def _reconcile_collection(self, tenant: str, collection: str) -> tuple[int, int]:
+    async def _clear_stale(self, tenant: str, collection: str) -> None:
+        """Once per process, drop a stale collection's vectors from the index: of the same width they would
+        still be found, compared with queries of another model. Its job re-adds them, re-embedded."""
+        if (tenant, collection) not in self._cleared:
+            self._cleared.add((tenant, collection))
+            if held := await self.index.ids(tenant, collection):
+                await self.index.delete(tenant, collection, sorted(held))
+
+    async def reconcile_collection(self, tenant: str, collection: str) -> tuple[int, int]:
+        """Make the index hold exactly ``collection``'s chunks; returns (added, removed)."""
         async with self.db.tenant_session(tenant) as session:
             truth = await repo.collection_chunk_ids(session, tenant, collection)
         held = await self.index.ids(tenant, collection)
@@ -271,7 +305,7 @@ class KnowledgeService:
         for tenant in tenants:
             pairs |= {(tenant, collection) for collection in await self.index.collections(tenant)}
         report: dict[tuple[str, str], tuple[int, int]] = {}
-        for tenant, collection in sorted(pairs):
+        for tenant, collection in sorted(pairs - await stale(self.db, self.embedder.name, self.embedder.dimensions)):
             async with self.db.tenant_session(tenant) as session:
                 truth = await repo.collection_chunk_ids(session, tenant, collection)
             held = await self.index.ids(tenant, collection)

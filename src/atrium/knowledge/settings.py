@@ -6,18 +6,46 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from atrium.knowledge.fusion import FusionMethod
 
 
 class EmbeddingSettings(BaseModel):
-    provider: Literal["onnx", "hash"] = "onnx"
+    """The embedding model (docs/configuration.md). ``onnx``: the bundled MiniLM, or ``model_path`` +
+    ``tokenizer_path`` of a user's ONNX model; ``gguf``: a GGUF model through llama.cpp; ``openai``: the
+    ``/embeddings`` endpoint of any OpenAI-compatible ``base_url``; ``hash``: tests. ``name`` is the model id
+    each collection records: a change of it or of the dimensions re-embeds the collections in the
+    background."""
+
+    provider: Literal["onnx", "hash", "gguf", "openai"] = "onnx"
+    name: str | None = Field(None, min_length=1, max_length=200)
     model_path: Path | None = None
     tokenizer_path: Path | None = None
     dimensions: int | None = Field(None, ge=8, le=4096)
     batch_size: int = Field(32, ge=1, le=512)
     threads: int = Field(1, ge=1)
+    threads_batch: int = Field(2, ge=1)  # gguf: llama.cpp's prompt-processing threads
+    # A user's model: what its model card says.
+    pooling: Literal["auto", "mean", "cls", "last_token"] = "auto"  # auto: onnx mean (gguf: mean)
+    normalize: bool = True
+    max_length: int = Field(256, ge=8, le=32_768)
+    output_name: str | None = None  # onnx: the output to read
+    query_prefix: str = Field("", max_length=2000)  # put before questions only, e.g. "Instruct: ...\nQuery: "
+    # openai: an OpenAI-compatible server (the key from api_key or the variable api_key_env; never logged)
+    base_url: str | None = None
+    model: str | None = None
+    api_key: SecretStr | None = None
+    api_key_env: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> EmbeddingSettings:
+        if self.provider == "gguf" and self.model_path is None:
+            raise ValueError("embedding.provider=gguf needs embedding.model_path (a .gguf file)")
+        if self.provider == "openai" and (not self.base_url or not self.model or self.dimensions is None):
+            raise ValueError("embedding.provider=openai needs embedding.base_url, embedding.model and "
+                             "embedding.dimensions")
+        return self
 
 
 class KnowledgeSettings(BaseModel):

@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 
 from atrium.errors import GatewayError
-from atrium.gateway.ports import Vectors
+from atrium.gateway.ports import EmbedKind, Vectors
 from atrium.gateway.providers.base import Provider, retry_after_seconds, transport_error
 from atrium.gateway.providers.openai_format import openai_error
 
@@ -43,7 +43,8 @@ class OpenAIEmbeddings:
     ``dimensions`` is the width of the vectors the index stores; an upstream answering with another width
     is an error, unless ``send_dimensions`` asks it to shorten its vectors (OpenAI's ``text-embedding-3-*``
     accept a ``dimensions`` parameter). ``batch_size`` texts go in one request. ``client`` is owned by the
-    caller; ``timeout`` overrides its timeout per request.
+    caller; ``timeout`` overrides its timeout per request. ``query_prefix`` (an instruction) is put before
+    texts embedded as queries.
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class OpenAIEmbeddings:
         send_dimensions: bool = False,
         batch_size: int = 256,
         timeout: httpx.Timeout | None = None,
+        query_prefix: str = "",
     ) -> None:
         if dimensions < 1 or batch_size < 1:
             raise ValueError("dimensions and batch_size must be positive")
@@ -66,13 +68,17 @@ class OpenAIEmbeddings:
         self._send_dimensions = send_dimensions
         self._batch_size = batch_size
         self._timeout = timeout
+        self.query_prefix = query_prefix
 
     @property
     def provider(self) -> Provider:
         return self._provider
 
-    async def embed(self, texts: Sequence[str]) -> Vectors:
-        """Normalised float32 vectors of shape ``(len(texts), dimensions)``, in input order."""
+    async def embed(self, texts: Sequence[str], *, kind: EmbedKind = "document") -> Vectors:
+        """Normalised float32 vectors of shape ``(len(texts), dimensions)``, in input order; query texts get
+        ``query_prefix`` first."""
+        if kind == "query" and self.query_prefix:
+            texts = [self.query_prefix + text for text in texts]
         return (await self.embed_with_usage(texts)).vectors
 
     async def embed_with_usage(self, texts: Sequence[str]) -> EmbeddingResult:

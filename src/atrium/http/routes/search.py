@@ -38,5 +38,6 @@ async def semantic(body: SearchBody, principal: LimitedPrincipalDep, knowledge: 
         raise InvalidRequest(f"limit must be at most {limits.max_search_limit}.")
     hits = await knowledge.search_readable(principal, body.query, mode=body.mode, limit=body.limit,
                                            collection=body.collection)
-    answer = SearchResponse(mode=body.mode, results=[SearchHit.of(hit) for hit in hits])
+    answer = SearchResponse(mode=body.mode, results=[SearchHit.of(hit) for hit in hits],
+                            reindexing=await knowledge.reindexing_readable(principal, body.collection))
     return Response(answer.model_dump_json(), media_type="application/json")

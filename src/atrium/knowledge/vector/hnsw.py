@@ -371,14 +371,18 @@ class HnswVectorIndex:
 
     def _load_shard(self, index_path: Path, sidecar_path: Path) -> _Shard | None:
         sidecar = _read_sidecar(sidecar_path)
-        if sidecar is not None and sidecar.get("dimensions") != self.dimensions:
-            raise AppError(f"The vector index {index_path} holds {sidecar.get('dimensions')}-d vectors, "
-                           f"not {self.dimensions}-d: the embedding model changed; re-index.",
-                           code="vector_index_dimensions")
-        stored = _stored_dimensions(index_path)
+        stored = sidecar.get("dimensions") if sidecar is not None else _stored_dimensions(index_path)
+        if stored is None and sidecar is not None:
+            stored = _stored_dimensions(index_path)
         if stored is not None and stored != self.dimensions:
-            raise AppError(f"The vector index {index_path} holds {stored}-d vectors, not {self.dimensions}-d: "
-                           "the embedding model changed; re-index.", code="vector_index_dimensions")
+            # The embedding model changed: the collection is re-embedded (knowledge/reembed.py) into a new
+            # shard; the old file is set aside, never searched with a query of another width.
+            aside = index_path.with_name(f"{index_path.name}.{stored}d-{int(time.time())}")
+            logger.warning("vector index %s holds %s-d vectors, not %d-d (the embedding model changed); "
+                           "moved to %s and re-embedded", index_path, stored, self.dimensions, aside.name)
+            os.replace(index_path, aside)
+            sidecar_path.unlink(missing_ok=True)
+            return None
         index = hnswlib.Index(space=_SPACE, dim=self.dimensions)
         try:
             index.load_index(str(index_path), allow_replace_deleted=True)

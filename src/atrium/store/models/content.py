@@ -102,6 +102,9 @@ class Collection(Base):
     user_id: Mapped[str | None] = mapped_column(String(32), default=None)
     api_key_id: Mapped[OwnerKey]
     created_at: Mapped[CreatedAt]
+    # The model its vectors were made with (knowledge/reembed.py); null before its first chunks.
+    embedding_model: Mapped[str | None] = mapped_column(String(200), default=None)
+    embedding_dimensions: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class Document(Base):

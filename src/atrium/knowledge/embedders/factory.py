@@ -1,0 +1,56 @@
+"""From the ``embedding`` settings to an ``Embedder`` adapter (one per process, built at start-up)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import httpx
+
+from atrium.gateway.ports import Embedder
+from atrium.knowledge.settings import EmbeddingSettings
+
+
+def build_embedder(config: EmbeddingSettings, http_client: httpx.AsyncClient | None = None, *,
+                   environ: Mapping[str, str] | None = None) -> Embedder:
+    """The configured adapter. Loading a model blocks (run it in a worker thread). ``http_client`` (the
+    process's one client) serves the ``openai`` provider; ``environ`` holds ``api_key_env``'s variable."""
+    if config.provider == "hash":
+        from atrium.knowledge.embedders.fake import HashEmbedder
+
+        return HashEmbedder(dimensions=config.dimensions or 384, name=config.name or "hash-bow",
+                            query_prefix=config.query_prefix)
+    if config.provider == "gguf":
+        from atrium.knowledge.embedders.gguf import GgufEmbedder
+
+        assert config.model_path is not None  # the settings' validator
+        return GgufEmbedder(config.model_path, name=config.name,
+                            pooling="mean" if config.pooling == "auto" else config.pooling,
+                            normalize=config.normalize, dimensions=config.dimensions, max_length=config.max_length,
+                            query_prefix=config.query_prefix, n_threads=config.threads,
+                            n_threads_batch=config.threads_batch)
+    if config.provider == "openai":
+        return _openai(config, http_client, os.environ if environ is None else environ)
+    from atrium.knowledge.embedders.onnx_minilm import OnnxEmbedder
+
+    return OnnxEmbedder(model_path=config.model_path, tokenizer_path=config.tokenizer_path, name=config.name,
+                        dimensions=config.dimensions, batch_size=config.batch_size,
+                        intra_op_num_threads=config.threads, max_length=config.max_length, pooling=config.pooling,
+                        normalize=config.normalize, output_name=config.output_name,
+                        query_prefix=config.query_prefix)
+
+
+def _openai(config: EmbeddingSettings, http_client: httpx.AsyncClient | None,
+            environ: Mapping[str, str]) -> Embedder:
+    from atrium.gateway.providers.openai_embeddings import OpenAIEmbeddings
+    from atrium.gateway.providers.registry import build_provider
+    from atrium.gateway.settings import ProviderSettings
+
+    if http_client is None:
+        raise ValueError("embedding.provider=openai needs the process's HTTP client")
+    assert config.model is not None and config.dimensions is not None  # the settings' validator
+    provider = build_provider("embedding", ProviderSettings(kind="openai", base_url=config.base_url,
+                                                            api_key=config.api_key, api_key_env=config.api_key_env),
+                              config.model, environ)
+    return OpenAIEmbeddings(provider, http_client, name=config.name or config.model, dimensions=config.dimensions,
+                            batch_size=config.batch_size, query_prefix=config.query_prefix)
