@@ -44,13 +44,13 @@ class RobotsRules:
             page = await self.fetcher.get(origin + "/robots.txt", max_bytes=self.max_bytes,
                                           accept="text/plain", ok_only=False)
         except AppError:
-            parser.disallow_all = True
+            parser.disallow_all = True  # type: ignore[attr-defined]
             return parser
         if 200 <= page.status < 300:
             parser.parse(page.body.decode("utf-8", errors="replace").splitlines())
         elif 400 <= page.status < 500:
-            parser.allow_all = True
+            parser.allow_all = True  # type: ignore[attr-defined]
         else:
-            parser.disallow_all = True
+            parser.disallow_all = True  # type: ignore[attr-defined]
         parser.modified()
         return parser
