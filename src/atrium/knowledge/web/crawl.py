@@ -71,7 +71,8 @@ class Crawler:
                 page, parsed = await self._fetch(url, render)
                 report.pages.append({"url": url, **await on_page(url, parsed)})
                 if level < depth and page.is_html:
-                    for link in html_links(page.body, page.final_url):
+                    links = await anyio.to_thread.run_sync(html_links, page.body, page.final_url)
+                    for link in links:
                         if link not in seen and _site(link) == site:
                             seen.add(link)
                             queue.append((link, level + 1))
