@@ -42,6 +42,7 @@ from atrium.gateway.service import Gateway, build_gateway
 from atrium.gateway.tokens import TokenCounter
 from atrium.guard.budgets.ledger import BudgetGuard
 from atrium.guard.budgets.spend import SpendControl
+from atrium.guard.egress import EgressGuard
 from atrium.guard.pipeline import build_guard
 from atrium.guard.policy import Guard
 from atrium.guard.rate_limits import RequestRateLimiter, build_storage
@@ -231,7 +232,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     chat.streams = streams
     chat.events = hub.publisher
     notifications = await build_notifications(settings.notifications, data_dir=settings.data_dir, db=db,
-                                              http_client=http_client)
+                                              http_client=http_client, egress=EgressGuard(settings.egress))
     urls = await build_url_ingestion(settings, knowledge)
     jobs = DatabaseJobQueue(db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir),
                                  URL_JOB: urls.job_handler()},

@@ -66,10 +66,10 @@ async def test_one_page_by_default_with_readable_text(site: Site) -> None:
 
 
 async def test_depth_follows_same_site_links_only_and_stops_at_the_depth(site: Site) -> None:
-    report, stored = await crawl(site, depth=1)
+    _, stored = await crawl(site, depth=1)
     assert set(stored) == {site.base + "/", site.base + "/a", site.base + "/b"}  # not /a/deeper (depth 2)
     assert not any("elsewhere" in url for url in stored)
-    report, stored = await crawl(site, depth=2)
+    _, stored = await crawl(site, depth=2)
     assert site.base + "/a/deeper" in stored
 
 
