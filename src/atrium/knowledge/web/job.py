@@ -82,9 +82,10 @@ class UrlIngestion:
         if key is not None and (existing := await jobs.find_by_key(principal.org_id, key)) is not None:
             job = await jobs.get(principal.org_id, existing, owner=owner_of(principal))
             return Upload(job_id=job.id, collection=str(job.payload["collection"]), sources=[str(job.payload["url"])])
-        await self.guard.check(request.url)
+        self.guard.parse(request.url)  # invalid_url before anything else
         async with principal_session(self.knowledge.db, principal) as session:
             await collections_repo.for_upload(session, principal, request.collection)
+        await self.guard.check(request.url)  # url_not_allowed: only to a caller who may write there
         payload = {"url": request.url, "collection": request.collection, "depth": request.depth,
                    "max_pages": pages, "render": request.render}
         job_id = await jobs.enqueue(principal.org_id, URL_JOB, payload, owner=owner_of(principal), idempotency_key=key)
