@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from urllib.robotparser import RobotFileParser
 
 from atrium.errors import AppError, InvalidRequest
+from atrium.guard.egress import InvalidUrl, UrlNotAllowed
 from atrium.knowledge.web.fetch import PageFetcher
 
 ROBOTS_DISALLOWED = "robots_disallowed"
@@ -43,6 +44,8 @@ class RobotsRules:
         try:
             page = await self.fetcher.get(origin + "/robots.txt", max_bytes=self.max_bytes,
                                           accept="text/plain", ok_only=False)
+        except (UrlNotAllowed, InvalidUrl):
+            raise  # the origin itself is refused: the page is, for that reason, not for robots.txt's
         except AppError:
             parser.disallow_all = True  # type: ignore[attr-defined]
             return parser
