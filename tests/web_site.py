@@ -7,6 +7,7 @@ once, then a byte a second) and records every request's path and ``Host`` header
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -93,12 +94,15 @@ def _handler(site: Site) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def serve_site(host: str = "127.0.0.1") -> Iterator[Site]:
+def serve_site(host: str = "127.0.0.1", *, tls: ssl.SSLContext | None = None) -> Iterator[Site]:
+    """The site served on ``host`` (``https`` with ``tls``: ``site.base`` still says ``http``)."""
     site = Site()
     server = ThreadingHTTPServer((host, 0), _handler(site))
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.daemon_threads = True
     site.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield site

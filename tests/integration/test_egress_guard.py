@@ -5,10 +5,17 @@ address that was checked."""
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from atrium.guard.egress import EgressGuard, EgressSettings, FetchFailed, InvalidUrl, IPAddress, UrlNotAllowed
 from atrium.guard.egress_transport import guarded_client
@@ -128,11 +135,44 @@ async def test_an_unresolvable_name_fails_to_fetch() -> None:
         await EgressGuard(resolver=Nothing()).check("http://nowhere.test/")
 
 
-async def test_https_keeps_the_name_for_sni(site: Site) -> None:
-    """An https request to a pinned address still names the host in the TLS handshake (SNI): against a
-    plain-HTTP port the handshake fails as a connection error, not as a refusal."""
-    resolver = ScriptedResolver({"tls.test": [["127.0.0.1"]]})
+def _tls_files(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for ``tls.test`` (and its key), valid for a day."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tls.test")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("tls.test")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+@pytest.fixture
+def tls_site(tmp_path: Path) -> Iterator[tuple[Site, ssl.SSLContext]]:
+    cert_file, key_file = _tls_files(tmp_path)
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert_file, key_file)
+    client_context = ssl.create_default_context(cafile=str(cert_file))
+    with serve_site(tls=server_context) as served:
+        served.page("/", "<h1>Secure</h1>")
+        yield served, client_context
+
+
+async def test_https_to_the_pinned_address_verifies_the_name(tls_site: tuple[Site, ssl.SSLContext]) -> None:
+    """TLS to the checked address still sends the name (SNI) and checks the certificate against it: the
+    certificate for tls.test passes for tls.test and fails for another name answering the same address."""
+    site, trust = tls_site
+    resolver = ScriptedResolver({"tls.test": [["127.0.0.1"]], "other.test": [["127.0.0.1"]]})
     guard = EgressGuard(EgressSettings(allow_private=True), resolver)
-    async with guarded_client(guard, timeout=5.0) as client:
-        with pytest.raises(httpx.HTTPError):
-            await client.get(f"https://tls.test:{site.port}/")
+    async with guarded_client(guard, timeout=5.0, verify=trust) as client:
+        response = await client.get(f"https://tls.test:{site.port}/")
+        assert response.status_code == 200 and b"Secure" in response.content
+        assert site.requests[-1] == ("/", f"tls.test:{site.port}")
+        with pytest.raises(httpx.ConnectError, match=r"(?i)certificate|hostname"):
+            await client.get(f"https://other.test:{site.port}/")

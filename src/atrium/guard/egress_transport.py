@@ -13,6 +13,7 @@ must not carry a request for another name served from the same address.
 from __future__ import annotations
 
 import ipaddress
+import ssl
 
 import httpx
 
@@ -23,7 +24,7 @@ class PinnedTransport(httpx.AsyncBaseTransport):
     """Sends each request to the checked address of its host (trying each checked address in turn when one
     refuses the connection); an address the guard refuses raises ``UrlNotAllowed`` before any connection."""
 
-    def __init__(self, guard: EgressGuard, *, verify: bool | str = True) -> None:
+    def __init__(self, guard: EgressGuard, *, verify: ssl.SSLContext | bool = True) -> None:
         self.guard = guard
         self._inner = httpx.AsyncHTTPTransport(verify=verify, trust_env=False,
                                                limits=httpx.Limits(max_keepalive_connections=0))
@@ -63,7 +64,7 @@ def _is_literal(host: str) -> bool:
 
 
 def guarded_client(guard: EgressGuard, *, timeout: httpx.Timeout | float = 20.0, max_redirects: int = 5,
-                   user_agent: str | None = None, verify: bool | str = True) -> httpx.AsyncClient:
+                   user_agent: str | None = None, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
     """An httpx client for user-given URLs: every request and every redirect hop checked and pinned by
     ``guard``; no proxy or cookie from the environment. Build one per process and close it at shutdown."""
     headers = {"User-Agent": user_agent} if user_agent else None
