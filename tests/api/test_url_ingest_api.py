@@ -51,6 +51,8 @@ async def test_a_url_is_ingested_by_a_job_and_found_by_search(local: RunningApp,
     job = await wait_job(client, answer.json()["job_id"])
     assert job["status"] == "succeeded" and job["kind"] == "ingest_url", job
     assert [p["url"] for p in job["result"]["pages"]] == [site.base + "/", site.base + "/tides"]
+    assert [d["source"] for d in job["result"]["documents"]] == [site.base + "/", site.base + "/tides"]
+    assert job["result"]["chunks"] >= 2 and job["result"]["errors"] == []
     hits = (await client.post("/api/v1/search/semantic",
                               json={"query": "quillwort", "collection": "web", "mode": "keyword"})).json()
     assert any("quillwort" in hit["text"] for hit in hits["results"]), hits

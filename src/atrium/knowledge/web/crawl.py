@@ -40,8 +40,14 @@ class CrawlReport:
     skipped: list[dict[str, str]] = field(default_factory=list)  # url, code, message
 
     def to_dict(self) -> dict[str, Any]:
+        """The job result: ``pages`` and ``skipped``, and (in the shape of an upload job's result, so a
+        client or a notification reads either alike) ``documents``, ``errors`` and ``chunks``."""
+        documents = [{"document_id": p.get("document_id"), "source": p["url"], "chunks": p.get("chunks", 0),
+                      "status": p.get("status")} for p in self.pages]
         return {"pages": self.pages, "skipped": self.skipped,
-                "counts": {"fetched": len(self.pages), "skipped": len(self.skipped)}}
+                "counts": {"fetched": len(self.pages), "skipped": len(self.skipped)},
+                "documents": documents, "chunks": sum(d["chunks"] or 0 for d in documents),
+                "errors": [{"source": s["url"], "code": s["code"], "message": s["message"]} for s in self.skipped]}
 
 
 class Crawler:
