@@ -133,6 +133,21 @@ async def test_a_page_redirecting_inward_is_refused(site: Site, target: str) -> 
     assert "169.254" not in report.skipped[0]["message"] or "169.254" in target
 
 
+async def test_a_robots_txt_redirecting_inward_disallows_the_site(site: Site) -> None:
+    site.redirect("/robots.txt", "http://169.254.169.254/robots.txt")
+    only_the_site = EgressSettings(allow_cidrs=[ipaddress.ip_network("127.0.0.1/32")])
+    guard = EgressGuard(only_the_site)
+    settings = WebSettings()
+
+    async def on_page(url: str, parsed: ParsedDocument) -> dict[str, Any]:
+        return {}
+
+    async with guarded_client(guard) as client:
+        report = await Crawler(PageFetcher(client, settings), settings, guard=guard).crawl(site.base + "/", on_page)
+    assert report.pages == [] and report.skipped[0]["code"] == "robots_disallowed", report.skipped
+    assert site.paths() == ["/robots.txt"]
+
+
 def test_links_resolve_against_base_and_drop_fragments() -> None:
     html = b'<html><head><base href="/docs/"></head><body><a href="x#y">x</a><a href="mailto:a@b">m</a></body></html>'
     assert html_links(html, "http://site.test/index.html") == ["http://site.test/docs/x"]

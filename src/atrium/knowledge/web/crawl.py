@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import anyio
 
 from atrium.errors import AppError
+from atrium.guard.egress import EgressGuard
 from atrium.knowledge.parsing import ParsedDocument
 from atrium.knowledge.web.fetch import Page, PageFetcher, html_links, normalise, parse_page
 from atrium.knowledge.web.robots import RobotsRules
@@ -51,8 +52,10 @@ class CrawlReport:
 
 
 class Crawler:
-    def __init__(self, fetcher: PageFetcher, settings: WebSettings, renderer: Renderer | None = None) -> None:
+    def __init__(self, fetcher: PageFetcher, settings: WebSettings, renderer: Renderer | None = None,
+                 guard: EgressGuard | None = None) -> None:
         self.fetcher = fetcher
+        self.guard = guard
         self.settings = settings
         self.renderer = renderer
 
@@ -61,7 +64,8 @@ class Crawler:
         first = normalise(start) or start
         site = _site(first)
         budget = max_pages or self.settings.max_pages
-        robots = RobotsRules(self.fetcher, self.settings.robots_agent, max_bytes=self.settings.max_robots_bytes)
+        robots = RobotsRules(self.fetcher, self.settings.robots_agent, max_bytes=self.settings.max_robots_bytes,
+                             guard=self.guard)
         queue: deque[tuple[str, int]] = deque([(first, 0)])
         seen = {first}
         report = CrawlReport()

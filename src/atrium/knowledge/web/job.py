@@ -55,7 +55,7 @@ class UrlIngestion:
         self.settings = settings
         self.client = client or guarded_client(guard, timeout=settings.timeout_s, max_redirects=settings.max_redirects,
                                                user_agent=settings.user_agent)
-        self.crawler = Crawler(PageFetcher(self.client, settings), settings, renderer)
+        self.crawler = Crawler(PageFetcher(self.client, settings), settings, renderer, guard)
 
     async def aclose(self) -> None:
         await self.client.aclose()

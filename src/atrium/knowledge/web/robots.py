@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from urllib.robotparser import RobotFileParser
 
 from atrium.errors import AppError, InvalidRequest
-from atrium.guard.egress import InvalidUrl, UrlNotAllowed
+from atrium.guard.egress import EgressGuard, InvalidUrl, UrlNotAllowed
 from atrium.knowledge.web.fetch import PageFetcher
 
 ROBOTS_DISALLOWED = "robots_disallowed"
@@ -23,8 +23,9 @@ class RobotsDisallowed(InvalidRequest):
 class RobotsRules:
     """The robots.txt of each origin a crawl visits, fetched once per origin."""
 
-    def __init__(self, fetcher: PageFetcher, agent: str, *, max_bytes: int) -> None:
+    def __init__(self, fetcher: PageFetcher, agent: str, *, max_bytes: int, guard: EgressGuard | None = None) -> None:
         self.fetcher = fetcher
+        self.guard = guard  # tells a refused origin from a robots.txt that redirects somewhere refused
         self.agent = agent
         self.max_bytes = max_bytes
         self._parsers: dict[str, RobotFileParser] = {}
@@ -44,8 +45,14 @@ class RobotsRules:
         try:
             page = await self.fetcher.get(origin + "/robots.txt", max_bytes=self.max_bytes,
                                           accept="text/plain", ok_only=False)
-        except (UrlNotAllowed, InvalidUrl):
-            raise  # the origin itself is refused: the page is, for that reason, not for robots.txt's
+        except InvalidUrl:
+            raise
+        except UrlNotAllowed:
+            if self.guard is None:
+                raise
+            await self.guard.check(origin)  # the origin itself refused: the page is, for that reason
+            parser.disallow_all = True  # type: ignore[attr-defined]
+            return parser  # robots.txt redirects somewhere refused: as unreachable
         except AppError:
             parser.disallow_all = True  # type: ignore[attr-defined]
             return parser
