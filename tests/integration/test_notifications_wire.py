@@ -3,6 +3,7 @@ FCM HTTP v1 (``tests/push_servers.py``): what they send, and what they make of e
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from atrium.errors import InvalidRequest
 from atrium.gateway.http_client import upstream_http_client
+from atrium.guard.egress import EgressGuard, EgressSettings, IPAddress
 from atrium.notifications.delivery import EndpointPolicy, Retrier
 from atrium.notifications.fcm import AccessTokens, FcmNotifier, ServiceAccount
 from atrium.notifications.ports import Device, Notification
@@ -126,6 +128,36 @@ async def test_web_push_refuses_an_inner_endpoint_when_sending(
                              ttl_s=60, timeout_s=5.0)
     outcome = await strict.send(device_of(subscription), NOTE)
     assert outcome.status == "rejected" and push.messages == []
+
+
+async def test_web_push_sends_to_the_address_it_checked(
+        push: WebPushService, client: httpx.AsyncClient, vapid: VapidKeys) -> None:
+    """The send resolves the endpoint's name once through the egress guard's resolver and connects to that
+    address; when the name later answers a private address the send is refused (DNS rebinding)."""
+    answers = [["127.0.0.1"], ["10.0.0.7"]]
+    looked_up: list[str] = []
+
+    class Rebinding:
+        async def resolve(self, host: str, port: int) -> list[IPAddress]:
+            looked_up.append(host)
+            return [ipaddress.ip_address(a) for a in answers.pop(0)]
+
+    guard = EgressGuard(EgressSettings(allow_cidrs=[ipaddress.ip_network("127.0.0.1/32")]), Rebinding())
+    policy = EndpointPolicy(allow_http=True, allow_private=False, egress=guard)
+    notifier = WebPushNotifier(client, vapid, policy, retrier(1), ttl_s=60, timeout_s=5.0)
+    subscription = push.subscribe()
+    device = device_of(subscription)
+    named = Device(id=device.id, kind=device.kind, p256dh=device.p256dh, auth=device.auth,
+                   endpoint=device.endpoint.replace("127.0.0.1", "push.test"))  # a name only our resolver knows
+    outcome = await notifier.send(named, NOTE)
+    # The service was reached under the name (it answers that the VAPID audience is not its own origin):
+    # the name resolved once, by our resolver, and the connection went to the address checked.
+    assert outcome.http_status == 401 and "Audience" in (outcome.detail or ""), outcome
+    assert looked_up == ["push.test"]
+    outcome = await notifier.send(named, NOTE)
+    assert outcome.status == "rejected" and outcome.http_status is None, outcome  # refused before connecting
+    assert looked_up == ["push.test", "push.test"]
+    await policy.aclose()
 
 
 # --- FCM -----------------------------------------------------------------------------------------------------

@@ -63,3 +63,22 @@ def test_bad_input_gets_a_clear_error(env: dict[str, str], tmp_path: Path) -> No
     assert "Traceback" not in missing.stderr + bad_collection.stderr
     bad_env = atrium({**env, "ATRIUM_CHAT__PROVIDER": "mystery"}, "search", "x")
     assert bad_env.returncode == 2 and "Invalid configuration" in bad_env.stderr
+
+
+def test_ingest_a_url(env: dict[str, str]) -> None:
+    """``atrium ingest URL``: refused on loopback by default, ingested with the egress allow-list on."""
+    from tests.web_site import serve_site
+
+    with serve_site() as site:
+        site.page("/", "<html><head><title>Keepers</title></head><body><h1>Keepers</h1>"
+                       "<p>Wicks are trimmed with pelican scissors.</p><a href='/two'>two</a></body></html>")
+        site.page("/two", "<html><body><h1>Two</h1><p>The second page about gannets.</p></body></html>")
+        refused = atrium(env, "ingest", site.base + "/")
+        assert refused.returncode == 1 and "may not be fetched" in refused.stderr, refused.stderr
+        assert site.requests == []
+        env = {**env, "ATRIUM_EGRESS__ALLOW_PRIVATE": "true"}
+        ingested = atrium(env, "ingest", site.base + "/", "--depth", "1", "--collection", "web")
+        assert ingested.returncode == 0, ingested.stderr
+        assert "2 documents" in ingested.stderr
+    found = json.loads(atrium(env, "search", "pelican scissors", "--json", "--mode", "keyword").stdout)
+    assert found[0]["source"] == site.base + "/"

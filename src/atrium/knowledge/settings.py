@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from atrium.knowledge.fusion import FusionMethod
+from atrium.knowledge.web.settings import WebSettings
 
 
 class EmbeddingSettings(BaseModel):
@@ -69,6 +70,7 @@ class KnowledgeSettings(BaseModel):
     reconcile_interval_s: float = Field(2.0, gt=0)
     index_save_interval_s: float = Field(30.0, ge=0)
     min_relevance: float = Field(0.25, ge=-1.0, le=1.0)
+    web: WebSettings = WebSettings()  # URL ingestion: limits, robots.txt, the browser (knowledge/web/)
 
     @model_validator(mode="after")
     def _overlap_below_chunk(self) -> KnowledgeSettings:

@@ -1,12 +1,10 @@
 """What both adapters share: retrying a throttled or unavailable send (tenacity's exponential backoff with
 jitter, or the service's ``Retry-After`` when longer), reading ``Retry-After``, and refusing device
-endpoints that would reach inside the network (SSRF) before any request is made."""
+endpoints that would reach inside the network (SSRF, through the egress guard ``atrium.guard.egress``)."""
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -15,6 +13,8 @@ from urllib.parse import urlsplit
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt, wait_exponential_jitter
 
 from atrium.errors import InvalidRequest
+from atrium.guard.egress import EgressGuard, FetchFailed, InvalidUrl, UrlNotAllowed
+from atrium.guard.egress_transport import guarded_client
 from atrium.notifications.ports import Outcome
 
 
@@ -75,12 +75,17 @@ class Retrier:
 
 class EndpointPolicy:
     """Which URLs a push may be sent to: ``https`` (``http`` only with ``allow_http``), and a host whose
-    every address is public (private, loopback, link-local and reserved ones only with ``allow_private``).
-    Checked when a device is registered and again before each send (DNS may have changed since)."""
+    every address the egress guard accepts (private, loopback, link-local and reserved ones only with
+    ``allow_private``; the ``egress`` allow-lists apply). Checked when a device is registered; a send goes
+    through :attr:`client`, which resolves the host once, checks it again and connects to that checked
+    address (no second lookup for DNS rebinding to act on)."""
 
-    def __init__(self, *, allow_http: bool, allow_private: bool) -> None:
+    def __init__(self, *, allow_http: bool, allow_private: bool, egress: EgressGuard | None = None,
+                 timeout_s: float = 10.0) -> None:
         self.allow_http = allow_http
         self.allow_private = allow_private
+        self.guard = (egress or EgressGuard()).with_private(allow_private)
+        self.client = guarded_client(self.guard, timeout=timeout_s, max_redirects=0)
 
     def check_shape(self, url: str) -> str:
         """The URL's host, or ``InvalidRequest`` for a URL that is not an acceptable push endpoint."""
@@ -97,24 +102,13 @@ class EndpointPolicy:
         return parts.hostname
 
     async def check(self, url: str) -> None:
-        host = self.check_shape(url)
-        if self.allow_private:
-            return
-        for address in await _addresses(host):
-            if not address.is_global:
-                raise InvalidRequest("The endpoint's host is not a public address.")
+        self.check_shape(url)
+        try:
+            await self.guard.check(url)
+        except UrlNotAllowed as exc:
+            raise InvalidRequest("The endpoint's host is not a public address.") from exc
+        except (FetchFailed, InvalidUrl) as exc:
+            raise InvalidRequest("The endpoint's host cannot be resolved.") from exc
 
-
-async def _addresses(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    try:
-        return [ipaddress.ip_address(host)]
-    except ValueError:
-        pass
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        raise InvalidRequest("The endpoint's host cannot be resolved.") from exc
-    found = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-    if not found:
-        raise InvalidRequest("The endpoint's host cannot be resolved.")
-    return found
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -120,6 +120,7 @@ class NotificationService:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        await self.devices.policy.aclose()  # the egress-guarded client Web Push sends through
 
 
 def _notification(title: str, body: str, data: Mapping[str, str] | None, *,

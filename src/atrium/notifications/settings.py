@@ -34,7 +34,7 @@ class NotificationSettings(BaseModel):
     max_retry_after_s: float = Field(30.0, ge=0)  # a longer Retry-After is not waited for
     request_timeout_s: float = Field(10.0, gt=0)
     max_devices_per_owner: int = Field(20, ge=1, le=1000)  # the oldest device goes when a new one passes it
-    job_kinds: list[str] = Field(default_factory=lambda: ["ingest"])  # jobs whose end is notified
+    job_kinds: list[str] = Field(default_factory=lambda: ["ingest", "ingest_url"])  # jobs whose end is notified
 
     @field_validator("vapid_subject")
     @classmethod

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02, VapidException
 
 from atrium.errors import InvalidRequest
+from atrium.guard.egress import FetchFailed, UrlNotAllowed
 from atrium.notifications.delivery import EndpointPolicy, Retrier, retry_after_s
 from atrium.notifications.ports import Device, DeviceKind, Notification, Outcome
 
@@ -134,7 +135,7 @@ class WebPushNotifier:
         if len(plaintext) > MAX_PLAINTEXT:
             return Outcome("rejected", 413, "payload too large")
         try:
-            await self._policy.check(device.endpoint)
+            self._policy.check_shape(device.endpoint)  # the address is checked by the client, when connecting
         except InvalidRequest as exc:
             return Outcome("rejected", detail=exc.message)
         try:
@@ -149,7 +150,12 @@ class WebPushNotifier:
 
     async def _post(self, endpoint: str, body: bytes, headers: dict[str, str]) -> Outcome:
         try:
-            response = await self._client.post(endpoint, content=body, headers=headers, timeout=self._timeout)
+            # Through the egress-guarded client: resolved once, checked, connected to the checked address.
+            response = await self._policy.client.post(endpoint, content=body, headers=headers, timeout=self._timeout)
+        except UrlNotAllowed:
+            return Outcome("rejected", detail="The endpoint's host is not a public address.")
+        except FetchFailed:
+            return Outcome("failed", detail="the endpoint's host cannot be resolved")
         except httpx.HTTPError as exc:
             return Outcome("failed", detail=f"push service unreachable ({type(exc).__name__})")
         status = response.status_code

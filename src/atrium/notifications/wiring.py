@@ -7,6 +7,7 @@ from pathlib import Path
 import anyio
 import httpx
 
+from atrium.guard.egress import EgressGuard
 from atrium.notifications.delivery import EndpointPolicy, Retrier
 from atrium.notifications.devices import DeviceRegistry
 from atrium.notifications.fcm import AccessTokens, FcmNotifier, ServiceAccount
@@ -22,10 +23,11 @@ def vapid_key_file(data_dir: Path) -> Path:
 
 
 async def build_notifications(settings: NotificationSettings, *, data_dir: Path, db: Database,
-                              http_client: httpx.AsyncClient) -> NotificationService:
+                              http_client: httpx.AsyncClient, egress: EgressGuard | None = None) -> NotificationService:
     """Web Push when ``webpush`` is on (its VAPID key loaded, or generated into the data dir), FCM when a
     service account is configured; nothing is loaded while notifications are off."""
-    policy = EndpointPolicy(allow_http=settings.allow_http_endpoints, allow_private=settings.allow_private_endpoints)
+    policy = EndpointPolicy(allow_http=settings.allow_http_endpoints, allow_private=settings.allow_private_endpoints,
+                            egress=egress, timeout_s=settings.request_timeout_s)
     devices = DeviceRegistry(db, policy, max_per_owner=settings.max_devices_per_owner)
     notifiers: dict[DeviceKind, Notifier] = {}
     public_key: str | None = None
