@@ -206,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         "ATRIUM_BOOTSTRAP_ADMIN_KEY": admin_key,
         "ATRIUM_CHAT__PROVIDER": "fake",
         "ATRIUM_KNOWLEDGE__DEMO_COLLECTION": "false",
+        # One key sends every search: the default 600 requests/minute per key and user would refuse some.
+        # The limiter stays on the request path, only higher.
+        "ATRIUM_RATE_LIMITS__KEY_REQUESTS_PER_MINUTE": "1000000",
+        "ATRIUM_RATE_LIMITS__USER_REQUESTS_PER_MINUTE": "1000000",
+        "ATRIUM_RATE_LIMITS__ORG_REQUESTS_PER_MINUTE": "1000000",
         **{k: v for k, v in os.environ.items() if k.startswith("ATRIUM_KNOWLEDGE__")},
     }
     report: dict = {"command": " ".join(["python", *sys.argv]), "build": {}, "runs": []}
