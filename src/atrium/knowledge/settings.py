@@ -34,7 +34,7 @@ class KnowledgeSettings(BaseModel):
     # How hybrid search merges the vector and keyword rankings (knowledge/fusion.py); the default and its
     # weight are the best on the dev sets (docs/benchmarks.md, issue 14).
     fusion: FusionMethod = "weighted_rrf"
-    vector_weight: float = Field(0.85, ge=0.0, le=1.0)
+    vector_weight: float = Field(0.75, ge=0.0, le=1.0)
     demo_collection: bool = True
     # auto: pgvector when the database is PostgreSQL, the embedded HNSW index otherwise
     vector_backend: Literal["auto", "hnsw", "pgvector"] = "auto"
