@@ -85,7 +85,10 @@ class SqliteKeywordSearch:
             terms = prune_terms(terms, await self._posting_counts(session, terms), self.max_postings)
         match = " OR ".join(_fts_phrase(term) for term in terms)
         sql = (
-            "SELECT c.id, bm25(chunks_fts) AS rank FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
+            # INDEXED BY: the tenant and collection of each match come from the covering index (migration
+            # 0016), not from the table's rows, which carry the text and the embedding.
+            "SELECT c.id, bm25(chunks_fts) AS rank FROM chunks_fts "
+            "JOIN chunks c INDEXED BY ix_chunks_id_org_collection ON c.id = chunks_fts.rowid "
             "WHERE chunks_fts MATCH :match AND c.org_id = :org"
         )
         rows = await _ranked(session, sql, " ORDER BY rank LIMIT :limit", collections,
