@@ -208,10 +208,10 @@ def report_on(rows: list[dict], args: argparse.Namespace) -> int:
               + " |", "|---|" + "---|" * len(compare)]
     for project in [*projects, "pooled"]:
         subset = rows if project == "pooled" else [r for r in rows if r["project"] == project]
-        cells = {f"{m}@{w}": metrics(ranks_for(subset, m, w, args.limit, args.rrf_k)) for m, w in compare}
-        report["by_project"][project] = cells
+        scored = {f"{m}@{w}": metrics(ranks_for(subset, m, w, args.limit, args.rrf_k)) for m, w in compare}
+        report["by_project"][project] = scored
         lines.append(f"| {project} ({len(subset)}) | "
-                     + " | ".join(f"{c['r5']:.3f} / {c['mrr10']:.3f}" for c in cells.values()) + " |")
+                     + " | ".join(f"{c['r5']:.3f} / {c['mrr10']:.3f}" for c in scored.values()) + " |")
     for m, w in compare[3:]:
         name = f"{m}@{w}"
         wins = sum(report["by_project"][p][name]["mrr10"] >= max(report["by_project"][p]["keyword@0.0"]["mrr10"],
