@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rrf-k", type=int, default=60)
     parser.add_argument("--atrium", default=str(rq.REPO_DIR / ".venv" / "bin" / "atrium"))
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--compare", default="weighted_rrf@0.85,zscore@0.5",
+    parser.add_argument("--compare", default="weighted_rrf@0.75,zscore@0.6",
                         help="method@weight pairs scored per project against the single modes")
     parser.add_argument("--rankings", type=Path, default=None,
                         help="the rankings of an earlier --out (no server, no searches)")
