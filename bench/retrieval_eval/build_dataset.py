@@ -6,10 +6,16 @@ the pages its FAQ answer links to with ``:doc:`` and ``:ref:`` roles. The corpus
 documentation: everything except the FAQ itself (its answers must not be retrievable verbatim) and the
 release notes (size), so a system scores only by finding the page the project's authors pointed to.
 
+Besides ``:doc:`` and ``:ref:``, gold pages come from object roles (``:setting:``, ``:class:``... resolved to
+the one page defining the object with a directive) and, per source, from relative ``.html`` hyperlinks
+(Docutils); questions also from question definition-list terms and ``Q``/``A`` pairs (psycopg2, Sphinx,
+Pygments, Supervisor). A corpus is every gold page plus a fixed sample of the other pages of at most
+``--max-corpus-kb`` (150 KB by default; 0 = every page), so that all 17 projects ingest in minutes.
+
 Usage::
 
     python bench/retrieval_eval/build_dataset.py                       # Django -> <cache>/django/
-    python bench/retrieval_eval/build_dataset.py --sources all         # + SQLAlchemy, Scrapy, Celery
+    python bench/retrieval_eval/build_dataset.py --sources all         # all 17 projects (150 questions)
 
 Each project gets its own dataset, ``<cache>/<project>/``: ``corpus/`` (pages under their path relative
 to the docs root, named ``.txt`` whatever their reST suffix, since Atrium ingests reST as plain text),
