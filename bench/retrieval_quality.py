@@ -163,8 +163,21 @@ def tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
+# How a mode named "<mode>+rerank" is asked for: "body" sends mode <mode> with "rerank": true, "mode" sends
+# the name as the mode itself (set by --rerank-style; whichever the API exposes).
+RERANK_STYLE = {"style": "body"}
+
+
+def request_body(query: str, mode: str, collection: str, limit: int) -> dict:
+    """The search request of ``mode``; ``hybrid+rerank`` and the like per ``RERANK_STYLE``."""
+    body: dict = {"query": query, "limit": limit, "collection": collection, "mode": mode}
+    if mode.endswith("+rerank") and RERANK_STYLE["style"] == "body":
+        body.update(mode=mode.removesuffix("+rerank"), rerank=True)
+    return body
+
+
 def search(client: httpx.Client, query: str, mode: str, collection: str, limit: int) -> tuple[dict, float]:
-    body = {"query": query, "limit": limit, "collection": collection, "mode": mode}
+    body = request_body(query, mode, collection, limit)
     t0 = time.perf_counter()
     response = client.post("/api/v1/search/semantic", json=body)
     elapsed_ms = (time.perf_counter() - t0) * 1000
@@ -246,11 +259,12 @@ def markdown(summary: dict, by_project: dict, per_question: list[dict], manifest
         modes = list(summary)
         lines += [
             "",
-            "| project (questions) | " + " | ".join(f"{m} R@5 / MRR@10" for m in modes) + " |",
+            "| project (questions) | " + " | ".join(f"{m} R@1 / R@5 / MRR@10" for m in modes) + " |",
             "|---|" + "---|" * len(modes),
         ]
         for project, stats in by_project.items():
-            cells = " | ".join(f"{stats[m]['recall_at_5']:.3f} / {stats[m]['mrr_at_10']:.3f}" for m in modes)
+            cells = " | ".join(f"{stats[m]['recall_at_1']:.3f} / {stats[m]['recall_at_5']:.3f} / "
+                               f"{stats[m]['mrr_at_10']:.3f}" for m in modes)
             lines.append(f"| {project} ({stats[modes[0]]['questions']}) | {cells} |")
     if "hybrid" in summary:
         lines.append("")
@@ -267,7 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Retrieval quality (R@5, MRR@10) over Atrium's HTTP API.")
     parser.add_argument("--sources", default="django", help="django (default), a comma-separated list, or all")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help="comma-separated; e.g. keyword,vector,hybrid,hybrid+rerank once the API reranks")
+    parser.add_argument("--rerank-style", choices=("body", "mode"), default="body",
+                        help='"X+rerank" as mode X with "rerank": true (body), or as the mode name itself')
     parser.add_argument("--limit", type=int, default=10, help="chunks requested per search")
     parser.add_argument("--atrium", default=str(REPO_DIR / ".venv" / "bin" / "atrium"))
     parser.add_argument("--ready-timeout", type=float, default=600)
@@ -278,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                              "no ingestion, kept afterwards (e.g. to compare knowledge.fusion settings)")
     args = parser.parse_args(argv)
 
+    RERANK_STYLE["style"] = args.rerank_style
     build_dataset = build_dataset_module()
     try:
         sources = build_dataset.parse_sources(args.sources)
@@ -306,9 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         "ATRIUM_BOOTSTRAP_ADMIN_KEY": admin_key,
         "ATRIUM_CHAT__PROVIDER": "fake",
         "ATRIUM_KNOWLEDGE__DEMO_COLLECTION": "false",
-        # Hybrid's fusion may be chosen from the caller's shell (ATRIUM_* is otherwise dropped above).
+        # Hybrid's fusion (and a reranker's settings) may be chosen from the caller's shell (ATRIUM_* is
+        # otherwise dropped above).
         **{k: v for k, v in os.environ.items()
-           if k in ("ATRIUM_KNOWLEDGE__FUSION", "ATRIUM_KNOWLEDGE__VECTOR_WEIGHT", "ATRIUM_KNOWLEDGE__RRF_K")},
+           if k.startswith("ATRIUM_KNOWLEDGE__") or k.startswith("ATRIUM_RERANK")},
     }
     server = None
     try:

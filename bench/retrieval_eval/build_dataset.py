@@ -6,10 +6,16 @@ the pages its FAQ answer links to with ``:doc:`` and ``:ref:`` roles. The corpus
 documentation: everything except the FAQ itself (its answers must not be retrievable verbatim) and the
 release notes (size), so a system scores only by finding the page the project's authors pointed to.
 
+Besides ``:doc:`` and ``:ref:``, gold pages come from object roles (``:setting:``, ``:class:``... resolved to
+the one page defining the object with a directive) and, per source, from relative ``.html`` hyperlinks
+(Docutils); questions also from question definition-list terms and ``Q``/``A`` pairs (psycopg2, Sphinx,
+Pygments, Supervisor). A corpus is every gold page plus a fixed sample of the other pages of at most
+``--max-corpus-kb`` (150 KB by default; 0 = every page), so that all 17 projects ingest in minutes.
+
 Usage::
 
     python bench/retrieval_eval/build_dataset.py                       # Django -> <cache>/django/
-    python bench/retrieval_eval/build_dataset.py --sources all         # + SQLAlchemy, Scrapy, Celery
+    python bench/retrieval_eval/build_dataset.py --sources all         # all 17 projects (150 questions)
 
 Each project gets its own dataset, ``<cache>/<project>/``: ``corpus/`` (pages under their path relative
 to the docs root, named ``.txt`` whatever their reST suffix, since Atrium ingests reST as plain text),
@@ -47,6 +53,15 @@ class Source:
     suffix: str  # reST source files
     faq: tuple[str, ...]  # the FAQ: a directory ("faq/") or a file ("faq.rst"), relative to docs_dir
     excluded: tuple[str, ...] = ()  # release notes and other non-corpus pages (prefixes)
+    # Only pages under these prefixes are corpus (docs_dir "" = the sdist's top directory, e.g. docutils).
+    included: tuple[str, ...] = ("",)
+    # Questions also from definition-list terms ending in "?" (psycopg2: "Why does ...?" + indented answer).
+    deflist: bool = False
+    # Gold also from named hyperlinks (`text`_) whose target is a relative .html page (docutils' FAQ).
+    html_links: bool = False
+    # Gold also from object roles (:class:, :func:, :setting:, :confval: ...) resolved to the one page
+    # that defines the object with a directive (``.. class:: Name``, ``.. setting:: NAME``).
+    object_links: bool = True
 
     @property
     def requirement(self) -> str:
@@ -62,6 +77,7 @@ class Source:
     def is_corpus(self, path: str) -> bool:
         return (
             path.endswith(self.suffix)
+            and path.startswith(self.included)
             and not path.startswith(self.faq + self.excluded)
             and not any(part.startswith(("_", ".")) for part in path.split("/"))
         )
@@ -108,6 +124,35 @@ SOURCES = {
             faq=("faq.rst",),
             excluded=("history/", "changelog.rst"),
         ),
+        # Added with issue 14 (a bigger dev set): every FAQ found in a PyPI sdist whose answers link into
+        # the project's own docs.
+        Source("docutils", "0.23.1", "8a83ac8810e41228b6f20e96a183abd2460a1757f78e2603e3d4b31fe7d29622",
+               docs_dir="", suffix=".rst", faq=("FAQ.rst",), included=("docs/",), html_links=True),
+        Source("psycopg2", "2.9.13", "d36784fc2dae69523ba4b79c7d1d1b4d6e83e87836874f111262f4db940b16a6",
+               docs_dir="doc/src", suffix=".rst", faq=("faq.rst",), excluded=("news",), deflist=True),
+        Source("beets", "2.14.1", "b25dc7bf8ed093d8b6e043e88013736902c1082c958b81a598af5db5275539a5",
+               docs_dir="docs", suffix=".rst", faq=("faq.rst",), excluded=("changelog.rst",)),
+        Source("cython", "3.3.1", "e0e45989e821bef6aa9ae15c7d583ab5e055f7406c4b3624e49e06d24e90375a",
+               docs_dir="docs", suffix=".rst", faq=("src/userguide/faq.rst",), excluded=("CHANGES",)),
+        Source("coverage", "7.18.0", "dd7258fab7dbc3bedcc94d6e9d4431408e390f080687b3463dbee3147715867f",
+               docs_dir="doc", suffix=".rst", faq=("faq.rst",), excluded=("changes.rst",)),
+        Source("pylint", "4.1.5", "e6f1b42eefe7ac926ea0eb50f9528466610e6d77144a3e32357b992aa1adc6d5",
+               docs_dir="doc", suffix=".rst", faq=("faq.rst",), excluded=("whatsnew/", "data/")),
+        Source("numba", "0.68.1", "9de461812470173a14eeb7e0bbd27c897dffe835402a33861166842fc5f6ea57",
+               docs_dir="docs/source", suffix=".rst", faq=("user/faq.rst",),
+               excluded=("release/", "release-notes")),
+        Source("sphinx", "8.2.3", "398ad29dee7f63a75888314e9424d40f52ce5a6a87ae88e7071e80af296ec348",
+               docs_dir="doc", suffix=".rst", faq=("faq.rst",), excluded=("changes/",), deflist=True),
+        Source("astropy", "8.0.2", "e6af35823099ad6a40b57dbe5ff845f577374ea131925c9fa4b49eeab06c5310",
+               docs_dir="docs", suffix=".rst", faq=("io/fits/appendix/faq.rst",), excluded=("changes",)),
+        Source("mypy", "2.4.1", "63b590965691e540a335fa74dadf31a7069142f6b72e234689bbd244edf55623",
+               docs_dir="docs/source", suffix=".rst", faq=("faq.rst",), excluded=("changelog",)),
+        Source("pygments", "2.21.0", "610ca751c9bc2492b38eb9a38a7fbc93edbbb2d7182edaf34e66ae493dee5c8c",
+               docs_dir="doc", suffix=".rst", faq=("faq.rst",), deflist=True),
+        Source("supervisor", "4.3.0", "4a2bf149adf42997e1bb44b70c43b613275ec9852c3edacca86a9166b27e945e",
+               docs_dir="docs", suffix=".rst", faq=("faq.rst",), deflist=True),
+        Source("tornado", "6.6.1", "28e6311402af59c8b02e3fa0f5e7d8eb465b25081381803b127d97e6a4395d5a",
+               docs_dir="docs", suffix=".rst", faq=("faq.rst",), excluded=("releases",)),
     )
 }
 
@@ -189,6 +234,91 @@ def split_sections(text: str) -> list[Section]:
     return sections
 
 
+def split_definitions(text: str) -> list[Section]:
+    """Definition-list items of a reST fragment: a term at the margin with an indented body under it.
+
+    A ``Q`` item followed by an ``A`` item (Supervisor's FAQ) becomes one item whose title is the Q's body
+    and whose body is the A's. Directives, comments and headings are not terms.
+    """
+    lines = text.splitlines()
+    headings = {h.line for h in find_headings(text)} | {h.line + 1 for h in find_headings(text)}
+    items: list[Section] = []
+    i = 0
+    while i < len(lines) - 1:
+        term, following = lines[i], lines[i + 1]
+        if (
+            term.strip()
+            and not term[:1].isspace()
+            and not re.match(r"\.\.(\s|$)", term)
+            and i not in headings
+            and following.strip()
+            and following[:1].isspace()
+        ):
+            body = []
+            j = i + 1
+            while j < len(lines) and (not lines[j].strip() or lines[j][:1].isspace()):
+                body.append(lines[j])
+                j += 1
+            items.append(Section(title=term.strip(), body="\n".join(body)))
+            i = j
+            continue
+        i += 1
+    merged: list[Section] = []
+    n = 0
+    while n < len(items):
+        item = items[n]
+        if item.title == "Q" and n + 1 < len(items) and items[n + 1].title == "A":
+            merged.append(Section(title=" ".join(item.body.split()), body=items[n + 1].body))
+            n += 2
+            continue
+        merged.append(item)
+        n += 1
+    return merged
+
+
+_HYPERLINK_REF_RE = re.compile(r"`(?P<text>[^`]+)`_(?!_)")
+_HYPERLINK_TARGET_RE = re.compile(r"^\.\. _(?:`(?P<quoted>[^`]+)`|(?P<plain>[^:`]+)):[ \t]*(?P<url>\S*)[ \t]*$")
+
+
+def hyperlink_targets(text: str) -> dict[str, str]:
+    """Named hyperlink targets of a document (``.. _name: url``, the URL maybe on the next indented line)."""
+    lines = text.splitlines()
+    targets: dict[str, str] = {}
+    for i, line in enumerate(lines):
+        match = _HYPERLINK_TARGET_RE.match(line)
+        if match is None:
+            continue
+        url = match.group("url")
+        if not url and i + 1 < len(lines) and lines[i + 1][:1].isspace():
+            url = lines[i + 1].strip()
+        if url:
+            targets[normalize_label(match.group("quoted") or match.group("plain"))] = url
+    return targets
+
+
+_ANONYMOUS_TARGET_RE = re.compile(r"^(?:\.\. __:|__)[ \t]+(?P<url>\S+)[ \t]*$", re.MULTILINE)
+
+
+def html_link_pages(body: str, targets: dict[str, str], current: str, suffix: str) -> list[str]:
+    """Pages that hyperlinks of ``body`` point to when their target is a relative ``.html`` file: named
+    references (``text`_``) through ``targets``, anonymous ones (``text`__``) through the anonymous targets
+    (``__ url``) of the same body, in order."""
+    urls = []
+    for match in _HYPERLINK_REF_RE.finditer(body):
+        content = " ".join(match.group("text").split())
+        explicit = _EXPLICIT_TARGET_RE.match(content)
+        urls.append(explicit.group("target").strip() if explicit else targets.get(normalize_label(content), ""))
+    urls += [match.group("url") for match in _ANONYMOUS_TARGET_RE.finditer(body)]
+    pages = []
+    for url in urls:
+        url = url.split("#", 1)[0]
+        if not url.endswith(".html") or "://" in url or url.startswith("/"):
+            continue
+        path = posixpath.normpath(posixpath.join(posixpath.dirname(current), url.removesuffix(".html")))
+        pages.append(path + suffix)
+    return pages
+
+
 def clean_inline(text: str) -> str:
     """Plain text of a title: roles replaced by their displayed text, inline literals unquoted."""
 
@@ -201,7 +331,8 @@ def clean_inline(text: str) -> str:
 
     text = _ROLE_RE.sub(role_text, text)
     text = _INLINE_LITERAL_RE.sub(r"\1", text)
-    text = _INTERPRETED_RE.sub(lambda m: _EXPLICIT_TARGET_RE.sub(r"\g<text>", m.group(1)), text)
+    text = _INTERPRETED_RE.sub(lambda m: _EXPLICIT_TARGET_RE.sub(r"\g<text>", m.group(1)).lstrip("~!"), text)
+    text = text.replace("\\ ", "").replace("\\", "")  # reST escapes ("decimal\/\ numeric")
     return " ".join(text.split())
 
 
@@ -210,12 +341,13 @@ def is_question(title: str) -> bool:
     return "?" in clean_inline(title)
 
 
-def extract_links(body: str) -> list[Link]:
-    """``:doc:`` and ``:ref:`` targets in a reST fragment, in order; a role may span lines."""
+def extract_links(body: str, roles: set[str] | frozenset[str] = frozenset({"doc", "ref"})) -> list[Link]:
+    """Targets of ``roles`` (``:doc:`` and ``:ref:`` by default) in a reST fragment, in order; a role may
+    span lines; a domain prefix (``:py:class:``) is ignored."""
     links = []
     for match in _ROLE_RE.finditer(body):
         role = match.group("role")
-        if role not in ("doc", "ref"):
+        if role.split(":")[-1] not in roles:
             continue
         content = " ".join(match.group("content").split())
         explicit = _EXPLICIT_TARGET_RE.match(content)
@@ -287,6 +419,70 @@ def resolve_link(link: Link, current: str, labels: dict[str, str], suffix: str =
     return labels.get(normalize_label(link.target))
 
 
+_ELLIPSES = ("…", "...")
+
+
+def _faq_entries(text: str, deflist: bool, stats: dict[str, int]) -> list[tuple[str, str]]:
+    """(question, answer body) of an FAQ page: its question headings and, with ``deflist``, its question
+    definition-list terms. A question starting with an ellipsis ("…rename my files?") continues the last
+    heading ending with one ("How do I…"), as the page displays it."""
+    entries: list[tuple[str, str]] = []
+    prefix = ""
+    for section in split_sections(text):
+        stats["headings"] += 1
+        title = clean_inline(section.title)
+        if not is_question(section.title):
+            prefix = title.rstrip("….").strip() if title.endswith(_ELLIPSES) else ""
+            candidates = split_definitions(section.body) if deflist else []
+        else:
+            candidates = [Section(title=section.title, body=section.body)]
+        for entry in candidates:
+            question = clean_inline(entry.title)
+            if not is_question(entry.title):
+                continue
+            stats["question_headings"] += 1
+            if question.startswith(_ELLIPSES) and prefix:
+                question = f"{prefix} {question.lstrip('….').strip()}"
+            entries.append((question, entry.body))
+    return entries
+
+
+_OBJECT_ROLES = {"class", "func", "meth", "attr", "exc", "data", "mod", "setting", "confval", "envvar",
+                 "option", "obj", "decorator", "program", "signal", "djadmin", "ttag", "tfilter", "lookup"}
+_OBJECT_DIRECTIVE_RE = re.compile(
+    r"^\s*\.\. (?:py:|std:|c:)?(?P<kind>class|function|method|attribute|exception|data|module|setting|"
+    r"confval|envvar|option|decorator|program|signal|django-admin|templatetag|templatefilter|fieldlookup|"
+    r"currentmodule|classmethod|staticmethod)::[ \t]+(?P<name>[^\s(]+)", re.MULTILINE)
+
+
+def build_object_index(docs: dict[str, str], source: Source) -> dict[str, set[str]]:
+    """Object name (full dotted name and each dotted tail) -> corpus pages defining it with a directive.
+    Names inside a ``.. module::``/``currentmodule`` get that module's prefix too."""
+    index: dict[str, set[str]] = {}
+    for path, text in docs.items():
+        if not source.is_corpus(path):
+            continue
+        module = ""
+        for match in _OBJECT_DIRECTIVE_RE.finditer(text):
+            kind, name = match.group("kind"), match.group("name").strip().rstrip(":")
+            if kind in ("module", "currentmodule"):
+                module = "" if name == "None" else name
+                if kind == "currentmodule":
+                    continue
+            full = name if kind in ("module",) or not module or name.startswith(module) else f"{module}.{name}"
+            parts = full.split(".")
+            for n in range(len(parts)):
+                index.setdefault(".".join(parts[n:]).lower(), set()).add(path)
+    return index
+
+
+def resolve_object(role: str, target: str, objects: dict[str, set[str]]) -> str | None:
+    """The one page defining ``target`` (an object role's target), or None when none or several do."""
+    name = target.strip().lstrip("~!").removesuffix("()").lower()
+    pages = objects.get(name, set())
+    return next(iter(pages)) if len(pages) == 1 else None
+
+
 def build_questions(docs: dict[str, str], source: Source = DJANGO) -> tuple[list[dict], dict[str, int]]:
     """Questions from the FAQ pages of ``docs`` (path relative to the docs root -> text), with gold pages.
 
@@ -294,19 +490,22 @@ def build_questions(docs: dict[str, str], source: Source = DJANGO) -> tuple[list
     the corpus (only to FAQ entries, release notes, external sites, or nothing) is skipped.
     """
     labels = build_label_index(docs)
+    objects = build_object_index(docs, source) if source.object_links else {}
     stats = {"headings": 0, "question_headings": 0, "skipped_no_gold": 0, "unresolved_links": 0}
     questions: list[dict] = []
     for faq_file in sorted(p for p in docs if source.is_faq(p)):
         stem = posixpath.splitext(posixpath.basename(faq_file))[0]
         kept_in_file = 0
-        for section in split_sections(docs[faq_file]):
-            stats["headings"] += 1
-            if not is_question(section.title):
-                continue
-            stats["question_headings"] += 1
+        targets = hyperlink_targets(docs[faq_file]) if source.html_links else {}
+        for title, body in _faq_entries(docs[faq_file], source.deflist, stats):
             gold: list[str] = []
-            for link in extract_links(section.body):
-                resolved = resolve_link(link, faq_file, labels, source.suffix)
+            resolved_links = [resolve_link(link, faq_file, labels, source.suffix) for link in extract_links(body)]
+            if source.html_links:
+                resolved_links += html_link_pages(body, targets, faq_file, source.suffix)
+            if source.object_links:
+                resolved_links += [resolve_object(link.role.split(":")[-1], link.target, objects)
+                                   for link in extract_links(body, _OBJECT_ROLES)]
+            for resolved in resolved_links:
                 if resolved is None or resolved not in docs:
                     stats["unresolved_links"] += 1
                 elif source.is_corpus(resolved) and resolved not in gold:
@@ -318,7 +517,7 @@ def build_questions(docs: dict[str, str], source: Source = DJANGO) -> tuple[list
             questions.append(
                 {
                     "id": f"{source.name}-{stem}-{kept_in_file:02d}",
-                    "question": clean_inline(section.title),
+                    "question": title,
                     "gold": sorted(gold),
                     "faq_file": faq_file,
                 }
@@ -372,19 +571,42 @@ def read_docs(sdist: Path, source: Source) -> dict[str, str]:
     with tarfile.open(sdist, "r:gz") as tar:
         for member in tar.getmembers():
             _top, _, rest = member.name.partition("/")
-            if not (member.isfile() and rest.startswith(source.docs_dir + "/")):
+            prefix = source.docs_dir + "/" if source.docs_dir else ""
+            if not (member.isfile() and rest.startswith(prefix)):
                 continue
-            rel = rest[len(source.docs_dir) + 1 :]
+            rel = rest[len(prefix) :]
             if not rel.endswith(source.suffix) or posixpath.normpath(rel) != rel or rel.startswith("/"):
                 continue  # never write outside the corpus dir
             extracted = tar.extractfile(member)
             assert extracted is not None
-            docs[rel] = extracted.read().decode("utf-8")
+            docs[rel] = extracted.read().decode("utf-8", errors="replace")
     return docs
 
 
-def build(source: Source, cache_dir: Path) -> tuple[Path, dict]:
-    """Download, parse and write the dataset of one project; returns its directory and manifest."""
+def sample_corpus(paths: list[str], gold: set[str], sizes: dict[str, int], budget: int | None) -> list[str]:
+    """Every gold page, then distractors in a fixed pseudo-random order (by the sha256 of their path) while
+    they stay within ``budget`` bytes together (``None``: every page)."""
+    if budget is None:
+        return paths
+    kept = [p for p in paths if p in gold]
+    total = 0
+    for path in sorted((p for p in paths if p not in gold), key=lambda p: hashlib.sha256(p.encode()).hexdigest()):
+        if total + sizes[path] <= budget:
+            kept.append(path)
+            total += sizes[path]
+    return sorted(kept)
+
+
+DEFAULT_MAX_CORPUS_BYTES = 150_000
+
+
+def build(source: Source, cache_dir: Path,
+          max_corpus_bytes: int | None = DEFAULT_MAX_CORPUS_BYTES) -> tuple[Path, dict]:
+    """Download, parse and write the dataset of one project; returns its directory and manifest.
+
+    ``max_corpus_bytes`` bounds the distractors (the corpus is every gold page plus a fixed sample of the
+    other pages of at most that size, see ``sample_corpus``) so that 17 projects ingest in minutes; ``None``
+    keeps every page."""
     out_dir = cache_dir / source.name
     corpus_dir = out_dir / "corpus"
     docs = read_docs(fetch_sdist(source, cache_dir / "sdists"), source)
@@ -395,7 +617,11 @@ def build(source: Source, cache_dir: Path) -> tuple[Path, dict]:
     out_dir.mkdir(parents=True, exist_ok=True)
     if corpus_dir.exists():
         shutil.rmtree(corpus_dir)
-    paths = sorted(p for p in docs if source.is_corpus(p))
+    all_paths = sorted(p for p in docs if source.is_corpus(p))
+    gold_paths = {g for q in questions for g in q["gold"]}
+    sizes = {p: len(docs[p].encode("utf-8")) for p in all_paths}
+    paths = sample_corpus(all_paths, {p for p in all_paths if source.corpus_path(p) in gold_paths}, sizes,
+                          max_corpus_bytes)
     corpus_bytes = 0
     for rel in paths:
         target = corpus_dir / source.corpus_path(rel)
@@ -418,6 +644,9 @@ def build(source: Source, cache_dir: Path) -> tuple[Path, dict]:
         "gold_per_question_mean": round(sum(len(q["gold"]) for q in questions) / max(len(questions), 1), 2),
         "distinct_gold_docs": len({g for q in questions for g in q["gold"]}),
         "corpus_files": len(paths),
+        "docs_files": len(all_paths),
+        "docs_bytes": sum(sizes.values()),
+        "max_corpus_bytes": max_corpus_bytes,
         "corpus_bytes": corpus_bytes,
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -437,19 +666,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the FAQ-based retrieval eval sets.")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     parser.add_argument("--sources", default="django", help=f"comma-separated, from {', '.join(SOURCES)}; or 'all'")
+    parser.add_argument("--max-corpus-kb", type=int, default=DEFAULT_MAX_CORPUS_BYTES // 1000,
+                        help="per project: every gold page + a fixed sample of the other pages of at most this size "
+                             "(0: all pages)")
     args = parser.parse_args(argv)
     try:
         sources = parse_sources(args.sources)
     except ValueError as exc:
         parser.error(str(exc))
     for source in sources:
-        out_dir, m = build(source, args.cache_dir.resolve())
+        out_dir, m = build(source, args.cache_dir.resolve(), args.max_corpus_kb * 1000 or None)
         print(
             f"{source.name}: {m['questions']} questions kept of {m['question_headings']} question headings "
             f"({m['headings']} headings in {m['faq_files']} FAQ files; {m['skipped_no_gold']} skipped "
             f"without a link into the corpus; {m['unresolved_links']} links unresolved); "
             f"{m['gold_per_question_mean']} gold pages per question ({m['distinct_gold_docs']} distinct); "
-            f"corpus {m['corpus_files']} files, {m['corpus_bytes'] / 1e6:.2f} MB -> {out_dir}"
+            f"corpus {m['corpus_files']} of {m['docs_files']} files, {m['corpus_bytes'] / 1e6:.2f} of "
+            f"{m['docs_bytes'] / 1e6:.2f} MB -> {out_dir}"
         )
     return 0
 

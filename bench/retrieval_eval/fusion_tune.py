@@ -13,6 +13,10 @@ held-out figures are reported beside the in-sample ones.
 Usage::
 
     python bench/retrieval_eval/fusion_tune.py --data-dir /tmp/fusion-data --out tune.json
+    python bench/retrieval_eval/fusion_tune.py --rankings tune.json --compare zscore@0.6   # offline again
+
+Methods tuned: ``weighted_rrf``, ``convex`` (min-max) and ``zscore``; ``--compare`` scores chosen
+method@weight pairs per project against keyword and vector.
 
 ``--data-dir``: a data dir into which each project was ingested into its own collection (``atrium ingest
 bench/.cache/retrieval_eval/<p>/corpus --collection <p>``); ingested here if it holds no database yet.
@@ -38,6 +42,7 @@ import retrieval_quality as rq  # noqa: E402
 from atrium.knowledge.fusion import FusionMethod, fuse  # noqa: E402
 
 WEIGHTS = [round(0.05 * i, 2) for i in range(0, 21)]
+TUNED = ("weighted_rrf", "convex", "zscore")
 Ranking = list[tuple[int, float]]
 
 
@@ -101,7 +106,7 @@ def best_weight(rows: list[dict], method: str, limit: int, rrf_k: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--cache-dir", type=Path, default=rq.DEFAULT_CACHE_DIR)
     parser.add_argument("--sources", default="all")
     parser.add_argument("--candidates", type=int, default=30, help="knowledge.candidates of the server")
@@ -109,7 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rrf-k", type=int, default=60)
     parser.add_argument("--atrium", default=str(rq.REPO_DIR / ".venv" / "bin" / "atrium"))
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--compare", default="weighted_rrf@0.75,zscore@0.6",
+                        help="method@weight pairs scored per project against the single modes")
+    parser.add_argument("--rankings", type=Path, default=None,
+                        help="the rankings of an earlier --out (no server, no searches)")
     args = parser.parse_args(argv)
+    if args.data_dir is None and args.rankings is None:
+        parser.error("give --data-dir (search a server) or --rankings (an earlier --out)")
 
     sources = rq.build_dataset_module().parse_sources(args.sources)
     questions: list[dict] = []
@@ -126,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         "ATRIUM_KNOWLEDGE__DEMO_COLLECTION": "false",
         "ATRIUM_KNOWLEDGE__CANDIDATES": str(args.candidates),
     }
+    if args.rankings is not None:
+        rows = json.loads(args.rankings.read_text(encoding="utf-8"))["rankings"]
+        for row in rows:
+            row["vector"] = [tuple(pair) for pair in row["vector"]]
+            row["keyword"] = [tuple(pair) for pair in row["keyword"]]
+            row["source"] = {int(k): v for k, v in row["source"].items()}
+        return report_on(rows, args)
     if not any(args.data_dir.glob("*.db")):
         for source in sources:
             rq.run_ingest(args.atrium, args.cache_dir / source.name / "corpus", source.name, env)
@@ -139,13 +157,18 @@ def main(argv: list[str] | None = None) -> int:
             rows = fetch_rankings(client, questions, args.candidates)
     finally:
         rq.stop_server(server)
+    return report_on(rows, args)
 
+
+def report_on(rows: list[dict], args: argparse.Namespace) -> int:
+    """The grid, the leave-one-project-out check and the per-project comparison; printed, and written to
+    ``--out`` with the rankings."""
     projects = sorted({row["project"] for row in rows})
     report: dict = {"questions": len(rows), "projects": projects, "grid": {}, "chosen": {}, "held_out": {}}
     for single in ("keyword", "vector"):
         report["grid"][single] = metrics(ranks_for(rows, single, 0.0, args.limit, args.rrf_k))
     report["grid"]["rrf"] = metrics(ranks_for(rows, "rrf", 0.5, args.limit, args.rrf_k))
-    for method in ("weighted_rrf", "convex"):
+    for method in TUNED:
         report["grid"][method] = {
             str(w): metrics(ranks_for(rows, method, w, args.limit, args.rrf_k)) for w in WEIGHTS
         }
@@ -165,19 +188,36 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("keyword", "vector", "rrf"):
         m = report["grid"][name]
         lines.append(f"| {name} | {m['r1']:.3f} | {m['r5']:.3f} | {m['mrr10']:.3f} |")
-    for method in ("weighted_rrf", "convex"):
+    for method in TUNED:
         w = report["chosen"][method]
         m = report["grid"][method][str(w)]
         lines.append(f"| {method} w={w} (tuned on all) | {m['r1']:.3f} | {m['r5']:.3f} | {m['mrr10']:.3f} |")
         h = report["held_out"][method]
-        lines.append(f"| {method} leave-one-project-out {h['weights']} | {h['r1']:.3f} | {h['r5']:.3f} | "
-                     f"{h['mrr10']:.3f} |")
-    lines += ["", "| weight | " + " | ".join(f"{m} R@5 / MRR@10" for m in ("weighted_rrf", "convex")) + " |",
-              "|---|---|---|"]
+        lines.append(f"| {method} leave-one-project-out | {h['r1']:.3f} | {h['r5']:.3f} | {h['mrr10']:.3f} |")
+    lines += ["", "| weight | " + " | ".join(f"{m} R@5 / MRR@10" for m in TUNED) + " |",
+              "|---|" + "---|" * len(TUNED)]
     for w in WEIGHTS:
         cells = " | ".join(f"{report['grid'][m][str(w)]['r5']:.3f} / {report['grid'][m][str(w)]['mrr10']:.3f}"
-                           for m in ("weighted_rrf", "convex"))
+                           for m in TUNED)
         lines.append(f"| {w} | {cells} |")
+    # Per project, each candidate at a given weight (--compare) against the single modes: MRR@10.
+    compare = [("keyword", 0.0), ("vector", 0.0), ("rrf", 0.5)] + [
+        (item.split("@")[0], float(item.split("@")[1])) for item in args.compare.split(",") if item]
+    report["by_project"] = {}
+    lines += ["", "| project (questions) | " + " | ".join(f"{m}@{w}" if m in TUNED else m for m, w in compare)
+              + " |", "|---|" + "---|" * len(compare)]
+    for project in [*projects, "pooled"]:
+        subset = rows if project == "pooled" else [r for r in rows if r["project"] == project]
+        scored = {f"{m}@{w}": metrics(ranks_for(subset, m, w, args.limit, args.rrf_k)) for m, w in compare}
+        report["by_project"][project] = scored
+        lines.append(f"| {project} ({len(subset)}) | "
+                     + " | ".join(f"{c['r5']:.3f} / {c['mrr10']:.3f}" for c in scored.values()) + " |")
+    for m, w in compare[3:]:
+        name = f"{m}@{w}"
+        wins = sum(report["by_project"][p][name]["mrr10"] >= max(report["by_project"][p]["keyword@0.0"]["mrr10"],
+                                                                 report["by_project"][p]["vector@0.0"]["mrr10"])
+                   for p in projects)
+        lines.append(f"\n{name}: MRR@10 at least the better single mode's on {wins} of {len(projects)} projects")
     table = "\n".join(lines)
     print(table)
     if args.out is not None:

@@ -216,7 +216,9 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     embedder = await anyio.to_thread.run_sync(build_embedder, settings, http_client)
     index = await build_vector_index(settings, db, embedder.dimensions)
     await verify_isolation(db, require=settings.database.require_rls)
-    keyword: KeywordSearch = SqliteKeywordSearch() if db.is_sqlite else PostgresKeywordSearch()
+    keyword: KeywordSearch = (
+        SqliteKeywordSearch(max_postings=settings.knowledge.keyword_max_postings or None)
+        if db.is_sqlite else PostgresKeywordSearch())
     pubsub: PubSub = (RedisPubSub(settings.redis_url.get_secret_value()) if settings.redis_url is not None
                       else InProcessPubSub())
     # Who may read which collection, kept per process; a change another replica missed lasts at most as

@@ -1,4 +1,4 @@
-"""Reciprocal rank fusion."""
+"""Fusion of the vector and keyword rankings: RRF, weighted RRF, min-max convex and z-score."""
 
 from __future__ import annotations
 
@@ -116,14 +116,35 @@ def test_convex_single_candidate_or_equal_scores_count_fully() -> None:
     assert fused == {1: pytest.approx(1.0), 2: pytest.approx(1.0)}
 
 
-@pytest.mark.parametrize("method", ["rrf", "weighted_rrf", "convex"])
+def test_zscore_scores_are_standardised_per_ranking() -> None:
+    # Both rankings are z = +1.2247, 0, -1.2247; a candidate missing from a ranking gets its lowest z.
+    z = 1.5 ** 0.5
+    fused = dict(fuse([(1, 0.8), (2, 0.6), (3, 0.4)], [(3, 12.0), (2, 7.0), (4, 2.0)],
+                      method="zscore", vector_weight=0.6))
+    assert fused[1] == pytest.approx(0.6 * z - 0.4 * z)
+    assert fused[2] == pytest.approx(0.0)
+    assert fused[3] == pytest.approx(-0.6 * z + 0.4 * z)
+    assert fused[4] == pytest.approx(-z)
+    # Shifting and scaling one ranking's scores changes nothing (cosine and BM25 are on unrelated scales).
+    moved = dict(fuse([(1, 0.8), (2, 0.6), (3, 0.4)], [(3, 1205.0), (2, 705.0), (4, 205.0)],
+                      method="zscore", vector_weight=0.6))
+    assert moved == pytest.approx(fused)
+
+
+def test_zscore_equal_scores_count_as_average() -> None:
+    assert fuse([(5, 0.3)], [], method="zscore", vector_weight=0.7) == [(5, pytest.approx(0.0))]
+    fused = dict(fuse([(1, 0.5), (2, 0.5)], [(2, 3.0), (9, 1.0)], method="zscore", vector_weight=0.5))
+    assert fused == {1: pytest.approx(-0.5), 2: pytest.approx(0.5), 9: pytest.approx(-0.5)}
+
+
+@pytest.mark.parametrize("method", ["rrf", "weighted_rrf", "convex", "zscore"])
 def test_fuse_empty_inputs(method: FusionMethod) -> None:
     assert fuse([], [], method=method) == []
     assert [i for i, _ in fuse([], [(4, 1.0), (2, 0.5)], method=method)] == [4, 2]
     assert [i for i, _ in fuse([(4, 0.9), (2, 0.5)], [], method=method)] == [4, 2]
 
 
-@pytest.mark.parametrize("method", ["rrf", "weighted_rrf", "convex"])
+@pytest.mark.parametrize("method", ["rrf", "weighted_rrf", "convex", "zscore"])
 def test_fuse_ties_are_deterministic(method: FusionMethod) -> None:
     # 7 tops the vector ranking and 3 the keyword one with equal weights: equal scores, then the better
     # best rank (both 1), then the lower id.
@@ -134,7 +155,7 @@ def test_fuse_ties_are_deterministic(method: FusionMethod) -> None:
     assert a[0][1] == pytest.approx(a[1][1])
 
 
-@pytest.mark.parametrize("method", ["rrf", "weighted_rrf", "convex"])
+@pytest.mark.parametrize("method", ["rrf", "weighted_rrf", "convex", "zscore"])
 def test_fuse_limit(method: FusionMethod) -> None:
     vector, keyword = [(1, 0.9), (2, 0.8), (3, 0.7)], [(4, 3.0), (1, 2.0)]
     assert len(fuse(vector, keyword, method=method, limit=2)) == 2

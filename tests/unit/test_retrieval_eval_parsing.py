@@ -223,3 +223,109 @@ def test_label_inside_a_directive_is_found_but_a_margin_definition_wins():
     assert bd.find_labels(text) == ["json-with-large-data"]
     docs = {"a/example.txt": "::\n\n    .. _shared:\n\n    Title\n", "b/real.txt": ".. _shared:\n\nTitle\n=====\n"}
     assert bd.build_label_index(docs)["shared"] == "b/real.txt"
+
+
+DEFLIST_FAQ = """\
+FAQ
+===
+
+How do I...
+-----------
+
+... create PDF files?
+   See :doc:`/usage/pdf`.
+
+.. _faq-x:
+.. cssclass:: faq
+
+Why does `!cursor.execute()` fail?
+    Read :ref:`adapt`.
+
+Q
+  My program never starts.  Why?
+
+A
+  See :ref:`adapt`.
+
+Plain term
+    Not a question: :doc:`/usage/pdf`.
+"""
+
+
+def test_definition_list_questions_with_ellipsis_prefix_and_q_a_pairs():
+    source = bd.Source("demo", "1", "x", docs_dir="doc", suffix=".rst", faq=("faq.rst",), deflist=True)
+    docs = {"faq.rst": DEFLIST_FAQ, "usage/pdf.rst": "PDF\n===\n",
+            "usage/adapt.rst": ".. _adapt:\n\nAdapt\n=====\n"}
+    questions, _stats = bd.build_questions(docs, source)
+    assert [(q["question"], q["gold"]) for q in questions] == [
+        ("How do I create PDF files?", ["usage/pdf.rst"]),
+        ("Why does cursor.execute() fail?", ["usage/adapt.rst"]),
+        ("My program never starts. Why?", ["usage/adapt.rst"]),
+    ]
+    # Without deflist, the same page has no question headings.
+    plain = bd.Source("demo", "1", "x", docs_dir="doc", suffix=".rst", faq=("faq.rst",))
+    assert bd.build_questions(docs, plain)[0] == []
+
+
+HTML_FAQ = """\
+FAQ
+===
+
+What is reStructuredText?
+-------------------------
+
+See the `primer`_, the `spec <docs/ref/rst.html#top>`_ and `this`__.
+
+__ docs/user/links.html
+
+.. _primer: docs/user/rst/quickstart.html
+
+Where is it hosted?
+-------------------
+
+At the `home page`_ (external).
+
+.. _home page: https://example.com/index.html
+"""
+
+
+def test_html_links_resolve_named_embedded_and_anonymous_targets():
+    source = bd.Source("demo", "1", "x", docs_dir="", suffix=".rst", faq=("FAQ.rst",), included=("docs/",),
+                       html_links=True)
+    docs = {"FAQ.rst": HTML_FAQ, "docs/user/rst/quickstart.rst": "", "docs/ref/rst.rst": "",
+            "docs/user/links.rst": "", "README.rst": ""}
+    questions, stats = bd.build_questions(docs, source)
+    assert [(q["question"], q["gold"]) for q in questions] == [
+        ("What is reStructuredText?", ["docs/ref/rst.rst", "docs/user/links.rst", "docs/user/rst/quickstart.rst"]),
+    ]
+    assert stats["skipped_no_gold"] == 1
+    assert not source.is_corpus("README.rst")
+
+
+def test_object_roles_resolve_to_the_one_page_defining_the_object():
+    faq = ("FAQ\n===\n\nHow do I set the timeout?\n-------------------------\n\n"
+           "Use :setting:`TIMEOUT` or :class:`~pkg.Client`; :func:`len` is Python's.\n\n"
+           "Where is helper?\n----------------\n\nSee :func:`helper`.\n")
+    docs = {
+        "faq.rst": faq,
+        "settings.rst": ".. setting:: TIMEOUT\n\nTIMEOUT\n-------\n",
+        "client.rst": ".. module:: pkg\n\n.. class:: Client(url)\n",
+        "a.rst": ".. function:: helper()\n",
+        "b.rst": ".. function:: helper()\n",  # defined twice: ambiguous, not gold
+    }
+    source = bd.Source("demo", "1", "x", docs_dir="doc", suffix=".rst", faq=("faq.rst",))
+    questions, stats = bd.build_questions(docs, source)
+    assert [(q["question"], q["gold"]) for q in questions] == [
+        ("How do I set the timeout?", ["client.rst", "settings.rst"]),
+    ]
+    assert stats["skipped_no_gold"] == 1
+
+
+def test_sample_corpus_keeps_gold_and_a_fixed_bounded_sample_of_the_rest():
+    paths = [f"p{i}.rst" for i in range(50)]
+    sizes = dict.fromkeys(paths, 100)
+    sample = bd.sample_corpus(paths, {"p7.rst", "p30.rst"}, sizes, 1000)
+    assert {"p7.rst", "p30.rst"} <= set(sample)
+    assert len(sample) == 2 + 10
+    assert sample == bd.sample_corpus(paths, {"p7.rst", "p30.rst"}, sizes, 1000)
+    assert bd.sample_corpus(paths, set(), sizes, None) == paths

@@ -8,6 +8,9 @@ Three methods (``knowledge.fusion``):
 - ``convex``: a convex combination of the two rankings' scores, each min-max normalised over its own
   candidates (cosine similarity and BM25 are on unrelated scales); a candidate missing from a ranking gets 0
   from it.
+- ``zscore``: a convex combination of the two rankings' scores, each standardised over its own candidates
+  (``(score - mean) / standard deviation``); a candidate missing from a ranking gets that ranking's lowest
+  standardised score.
 
 Equal-weight RRF lets a weak keyword ranking pull a strong vector hit down (issue 14); the weighted
 methods let the better signal lead. Every method returns ``(id, score)`` pairs, best first, deterministic
@@ -19,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-FusionMethod = Literal["rrf", "weighted_rrf", "convex"]
-FUSION_METHODS: tuple[FusionMethod, ...] = ("rrf", "weighted_rrf", "convex")
+FusionMethod = Literal["rrf", "weighted_rrf", "convex", "zscore"]
+FUSION_METHODS: tuple[FusionMethod, ...] = ("rrf", "weighted_rrf", "convex", "zscore")
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = 60, limit: int | None = None,
@@ -75,6 +78,31 @@ def convex_fusion(rankings: Sequence[Sequence[tuple[int, float]]], weights: Sequ
     return _ordered(scores, best_rank, limit)
 
 
+def zscore_fusion(rankings: Sequence[Sequence[tuple[int, float]]], weights: Sequence[float],
+                  limit: int | None = None) -> list[tuple[int, float]]:
+    """``score(id) = sum over rankings of w * z(score)``, each ranking's scores (higher is better) standardised
+    over its own candidates; an id missing from a ranking gets that ranking's lowest standardised score; a
+    ranking whose scores are all equal gives each of them 0. An id repeated within one ranking counts at its
+    best score. Ordered as ``reciprocal_rank_fusion``."""
+    if len(weights) != len(rankings) or any(w < 0 for w in weights):
+        raise ValueError("one non-negative weight per ranking")
+    best_rank: dict[int, int] = {}
+    standardised: list[tuple[dict[int, float], float, float]] = []
+    for ranking, weight in zip(rankings, weights, strict=True):
+        best: dict[int, float] = {}
+        for rank, (item, score) in enumerate(ranking, start=1):
+            best[item] = max(best.get(item, score), score)
+            best_rank[item] = min(best_rank.get(item, rank), rank)
+        if not best:
+            continue
+        mean = sum(best.values()) / len(best)
+        spread = (sum((score - mean) ** 2 for score in best.values()) / len(best)) ** 0.5
+        z = {item: (score - mean) / spread if spread > 0 else 0.0 for item, score in best.items()}
+        standardised.append((z, min(z.values()), weight))
+    scores = {item: sum(weight * z.get(item, floor) for z, floor, weight in standardised) for item in best_rank}
+    return _ordered(scores, best_rank, limit)
+
+
 def fuse(vector: Sequence[tuple[int, float]], keyword: Sequence[tuple[int, float]], *,
          method: FusionMethod = "rrf", vector_weight: float = 0.5, k: int = 60,
          limit: int | None = None) -> list[tuple[int, float]]:
@@ -84,6 +112,8 @@ def fuse(vector: Sequence[tuple[int, float]], keyword: Sequence[tuple[int, float
         raise ValueError("vector_weight must be between 0 and 1")
     if method == "convex":
         return convex_fusion([vector, keyword], [vector_weight, 1.0 - vector_weight], limit)
+    if method == "zscore":
+        return zscore_fusion([vector, keyword], [vector_weight, 1.0 - vector_weight], limit)
     ids = [[item for item, _ in vector], [item for item, _ in keyword]]
     if method == "weighted_rrf":
         return reciprocal_rank_fusion(ids, k=k, limit=limit, weights=[vector_weight, 1.0 - vector_weight])

@@ -57,10 +57,13 @@ class KnowledgeSettings(BaseModel):
     top_k: int = Field(5, ge=1, le=50)
     candidates: int = Field(30, ge=1, le=500)
     rrf_k: int = Field(60, ge=1)
+    # SQLite keyword search: drop a query's commonest terms until the rest match at most this many rows
+    # (BM25 is computed for every matching row; 0 = never drop). See knowledge/keyword.py.
+    keyword_max_postings: int = Field(10_000, ge=0)
     # How hybrid search merges the vector and keyword rankings (knowledge/fusion.py); the default and its
     # weight are the best on the dev sets (docs/benchmarks.md, issue 14).
     fusion: FusionMethod = "weighted_rrf"
-    vector_weight: float = Field(0.85, ge=0.0, le=1.0)
+    vector_weight: float = Field(0.75, ge=0.0, le=1.0)
     demo_collection: bool = True
     # auto: pgvector when the database is PostgreSQL, the embedded HNSW index otherwise
     vector_backend: Literal["auto", "hnsw", "pgvector"] = "auto"

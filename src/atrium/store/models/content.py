@@ -127,7 +127,9 @@ class Document(Base):
 
 class Chunk(Base):
     __tablename__ = "chunks"
-    __table_args__ = (Index("ix_chunks_org_collection", "org_id", "collection"),)
+    # ix_chunks_id_org_collection: SQLite keyword search checks each match's tenant and collection through it.
+    __table_args__ = (Index("ix_chunks_org_collection", "org_id", "collection"),
+                      Index("ix_chunks_id_org_collection", "id", "org_id", "collection"))
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     document_id: Mapped[str] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
