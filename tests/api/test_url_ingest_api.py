@@ -81,6 +81,15 @@ async def test_loopback_is_refused_by_default(running: RunningApp, site: Site) -
     assert site.requests == []
 
 
+async def test_a_refused_url_leaves_no_new_collection(running: RunningApp, site: Site) -> None:
+    answer = await running.client.post("/api/v1/documents", json={"url": site.base + "/", "collection": "fresh-one"})
+    assert answer.json()["error"]["code"] == "url_not_allowed"
+    names = [c["name"] for c in (await running.client.get("/api/v1/collections")).json()["collections"]]
+    assert "fresh-one" not in names
+    search = await running.client.post("/api/v1/search/semantic", json={"query": "x", "collection": "fresh-one"})
+    assert search.status_code == 404
+
+
 async def test_a_name_resolving_inward_is_refused_without_naming_the_address(running: RunningApp) -> None:
     answer = await running.client.post("/api/v1/documents", json={"url": "http://localhost:9/"})
     assert answer.status_code == 422 and answer.json()["error"]["code"] == "url_not_allowed"

@@ -83,9 +83,17 @@ class UrlIngestion:
             job = await jobs.get(principal.org_id, existing, owner=owner_of(principal))
             return Upload(job_id=job.id, collection=str(job.payload["collection"]), sources=[str(job.payload["url"])])
         self.guard.parse(request.url)  # invalid_url before anything else
+        # The address is checked before the transaction (no lock held over DNS), but url_not_allowed is told
+        # only to a caller who may write there, and raised inside it: a refused URL leaves no new collection.
+        refusal: AppError | None = None
+        try:
+            await self.guard.check(request.url)
+        except AppError as error:
+            refusal = error
         async with principal_session(self.knowledge.db, principal) as session:
             await collections_repo.for_upload(session, principal, request.collection)
-        await self.guard.check(request.url)  # url_not_allowed: only to a caller who may write there
+            if refusal is not None:
+                raise refusal
         payload = {"url": request.url, "collection": request.collection, "depth": request.depth,
                    "max_pages": pages, "render": request.render}
         job_id = await jobs.enqueue(principal.org_id, URL_JOB, payload, owner=owner_of(principal), idempotency_key=key)

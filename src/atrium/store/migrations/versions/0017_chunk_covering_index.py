@@ -5,8 +5,8 @@ looking those up through this index instead of the table (whose rows carry the t
 the query's time at 100k chunks (docs/benchmarks.md, issue 14). ``SqliteKeywordSearch`` names it with
 ``INDEXED BY``. Created on PostgreSQL too, where it is unused but keeps the schema the same.
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-12-06 07:15:00
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0016"
-down_revision = "0015"
+revision = "0017"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
