@@ -11,6 +11,7 @@ Usage::
     python bench/retrieval_quality.py --sources all --out results.json  # + SQLAlchemy, Scrapy, Celery
     ATRIUM_KNOWLEDGE__FUSION=rrf BENCH_API_KEY=... python bench/retrieval_quality.py --data-dir DIR ...
         # an already ingested data dir, searched with another hybrid fusion (docs/benchmarks.md, issue 14)
+    ATRIUM_KNOWLEDGE__CHUNKER=window python bench/retrieval_quality.py --sources scrapy  # the other chunker
 
 Datasets come from bench/retrieval_eval/build_dataset.py (see there for what the questions are). Each
 project is ingested into its own collection, named after it, and its questions are searched there;

@@ -413,6 +413,11 @@ async def _search(world: World) -> None:
         scoped = await world.attack("POST", "/api/v1/search/semantic", json={
             "query": "vault code", "mode": mode, "collection": A_COLLECTION})
         b_own_or_not_found(scoped, lambda body: {r["document_id"] for r in body["results"]}, world)
+        for filters in ({"source": "vault.md"}, {"source": "*"}, {"type": ["md", "txt"]}):  # narrow, never widen
+            filtered = await world.attack("POST", "/api/v1/search/semantic", json={
+                "query": "vault code alpha zanzibar", "mode": mode, "limit": 50, "filters": filters})
+            assert filtered.status_code == 200, filtered.text
+            assert {r["document_id"] for r in filtered.json()["results"]} <= world.b_docs | world.b_uploaded
 
 
 @attack(("POST", "/api/v1/query"))

@@ -189,9 +189,20 @@ async def test_private_collections_and_writers(org: Org) -> None:
         assert (await other.get("/api/v1/collections/alice-private")).status_code == 404
         found = await other.post("/api/v1/search/semantic", json={"query": "PERIWINKLE", "mode": "keyword"})
         assert found.json()["results"] == []
+        # A filter naming the private document (exactly, by prefix, by type) narrows, never widens.
+        for filters in ({"source": "diary.md"}, {"source": "*"}, {"type": ["md"]},
+                        {"source": "diary*", "created_after": "2000-01-01"}):
+            for mode in ("keyword", "vector", "hybrid"):
+                filtered = await other.post("/api/v1/search/semantic", json={
+                    "query": "PERIWINKLE secret word diary", "mode": mode, "filters": filters})
+                assert filtered.status_code == 200, filtered.text
+                assert all(hit["source"] != "diary.md" for hit in filtered.json()["results"]), (filters, mode)
         refused = await other.post("/api/v1/documents", data={"collection": "alice-private"},
                                    files={"files": ("x.md", b"# x\n\nx\n", "text/markdown")})
         assert refused.status_code in (403, 409), refused.text
+    mine = await org.alice.post("/api/v1/search/semantic", json={
+        "query": "PERIWINKLE", "mode": "keyword", "filters": {"source": "diary.md", "type": ["md"]}})
+    assert [hit["source"] for hit in mine.json()["results"]] == ["diary.md"]
     # An org collection written only by its owner: members read it, cannot upload into it.
     shared = await org.alice.post("/api/v1/collections", json={"name": "alice-shared", "visibility": "org",
                                                                "writers": "owner"})

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal, TypedDict
 
-from atrium.knowledge.answering import SNIPPET_CHARS, Source
+from atrium.knowledge import answering
+from atrium.knowledge.answering import Source
 from atrium.knowledge.service import SearchHit
 
 Intent = Literal["qa", "artifact", "clarify", "chitchat"]
@@ -76,12 +77,10 @@ def sources_of(state: Mapping[str, Any]) -> list[Source]:
             for source in state.get("sources") or ()]
 
 
-def hit_source(number: int, hit: SearchHit, shown: str) -> Source:
-    """A retrieved chunk as the turn's ``number``-th source; ``shown``: its text after the context stage."""
-    chunk = hit.chunk
-    return Source(number=number, chunk_id=chunk.id, document_id=chunk.document_id, collection=chunk.collection,
-                  source=chunk.source, title=chunk.title, heading=chunk.heading, snippet=shown[:SNIPPET_CHARS],
-                  score=round(hit.score, 6))
+def hit_source(number: int, hit: SearchHit, shown: str, query: str = "") -> Source:
+    """A retrieved chunk as the turn's ``number``-th source; ``shown``: its text after the context stage
+    (the snippet is its window around the best match with ``query``)."""
+    return answering.hit_source(number, hit, shown, query)
 
 
 def clip(text: str, limit: int) -> str:

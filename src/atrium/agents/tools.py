@@ -153,7 +153,7 @@ class ToolBox:
         if not hits:
             return ToolResult(True, "search_knowledge found nothing.")
         texts, shown = self._guarded([hit.chunk.text for hit in hits])
-        sources = [hit_source(first + i, hit, snippet)
+        sources = [hit_source(first + i, hit, snippet, arguments["query"])
                    for i, (hit, snippet) in enumerate(zip(hits, shown, strict=True))]
         return ToolResult(True, f"search_knowledge found {len(hits)} passage(s):", sources, texts)
 

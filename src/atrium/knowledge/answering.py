@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from atrium.gateway.ports import ChatMessage
 from atrium.knowledge.service import KnowledgeService, SearchHit
+from atrium.knowledge.snippets import SNIPPET_CHARS, snippet
 
 if TYPE_CHECKING:
     from atrium.guard.pipeline import Admitted
@@ -39,7 +40,6 @@ _STOPWORDS = frozenset(
     "had its into than then them they there their what when where which who how use using also more most such "
     "only other some each may must need set".split()
 )
-SNIPPET_CHARS = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,9 @@ class Source:
     # "model": the answer names this source ([n]); "overlap": the model named none, and most of the answer's
     # words are found in this source. None when not cited.
     cited_by: str | None = None
+    page: int | None = None  # the PDF page the passage comes from
+    # [start, end) offsets in ``snippet`` of the question's words
+    highlights: tuple[tuple[int, int], ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -115,12 +118,7 @@ def build_prompt(question: str, hits: Sequence[SearchHit], history: Sequence[Cha
     """``prompt_texts``: what the model is shown of each hit, when it differs from the chunk's text (a
     guard's warning before it); sources show the chunk's text."""
     texts = tuple(prompt_texts) if prompt_texts is not None else tuple(hit.chunk.text for hit in hits)
-    sources = tuple(
-        Source(number=i, chunk_id=hit.chunk.id, document_id=hit.chunk.document_id,
-               collection=hit.chunk.collection, source=hit.chunk.source, title=hit.chunk.title,
-               heading=hit.chunk.heading, snippet=hit.chunk.text[:SNIPPET_CHARS], score=round(hit.score, 6))
-        for i, hit in enumerate(hits, start=1)
-    )
+    sources = tuple(hit_source(i, hit, hit.chunk.text, question) for i, hit in enumerate(hits, start=1))
     context = "\n\n".join(
         f"[{i}] {hit.chunk.title} — {hit.chunk.heading}\n{text}"
         for i, (hit, text) in enumerate(zip(hits, texts, strict=True), start=1)
@@ -128,6 +126,16 @@ def build_prompt(question: str, hits: Sequence[SearchHit], history: Sequence[Cha
     user = f"Sources:\n{context}\n\nQuestion: {question}\nAnswer:"
     messages = (ChatMessage("system", SYSTEM_PROMPT), *history, ChatMessage("user", user))
     return GroundedPrompt(messages=messages, sources=sources, texts=texts)
+
+
+def hit_source(number: int, hit: SearchHit, shown: str, query: str) -> Source:
+    """A retrieved chunk as the ``number``-th source; ``shown``: what of its text the source shows (after the
+    guard's context stage), cut to the snippet around its best match with ``query``."""
+    chunk = hit.chunk
+    window = snippet(shown, query, SNIPPET_CHARS)
+    return Source(number=number, chunk_id=chunk.id, document_id=chunk.document_id, collection=chunk.collection,
+                  source=chunk.source, title=chunk.title, heading=chunk.heading, snippet=window.text,
+                  score=round(hit.score, 6), page=chunk.page, highlights=window.highlights)
 
 
 def cite(answer: str, sources: Sequence[Source], texts: Sequence[str] = ()) -> list[Source]:

@@ -24,6 +24,7 @@ HEADING_SEPARATOR = " > "
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"')\]])\s+")
 _WORD = re.compile(r"\S+")
+_PAGE = re.compile(r"^Page (\d{1,6})$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,7 @@ class Chunk:
     heading_path: str
     text: str
     token_count: int
+    page: int | None = None  # the page it comes from, for a paged document (a PDF); None otherwise
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +59,13 @@ _Unit = tuple[str, str]
 
 
 def chunk_text(text: str, count_tokens: TokenCounter, *, max_tokens: int = 256, overlap_tokens: int = 32,
-               markdown: bool = True, max_chars: int = 3000) -> list[Chunk]:
+               markdown: bool = True, max_chars: int = 3000, paged: bool = False) -> list[Chunk]:
     """Cut ``text`` into chunks of at most ``max_tokens`` tokens and ``max_chars`` characters (heading line
     included).
 
     ``markdown=False`` treats ``#`` lines as ordinary text (for ``.txt`` files). Only a single word longer
-    than a whole chunk is cut mid-word.
+    than a whole chunk is cut mid-word. ``paged``: the text's top-level headings are ``Page N`` (a PDF,
+    ``formats.parse_pdf``), and each chunk gets its page number.
     """
     if max_tokens < 8:
         raise ValueError("max_tokens must be at least 8")
@@ -78,8 +81,15 @@ def chunk_text(text: str, count_tokens: TokenCounter, *, max_tokens: int = 256, 
         for body in _pack_section(section.body, prefix, count_tokens, budget, overlap_tokens, markdown):
             full_text = prefix + body
             chunks.append(Chunk(ordinal=len(chunks), heading_path=heading_path, text=full_text,
-                                token_count=count_tokens(full_text)))
+                                token_count=count_tokens(full_text),
+                                page=page_of(section.headings) if paged else None))
     return chunks
+
+
+def page_of(headings: tuple[str, ...]) -> int | None:
+    """The page number a paged document's section is under (its top heading ``Page N``), if any."""
+    match = _PAGE.match(headings[0]) if headings else None
+    return int(match.group(1)) if match else None
 
 
 def split_sections(text: str, *, markdown: bool = True) -> list[Section]:

@@ -69,7 +69,8 @@ async def ingest_files(service: KnowledgeService, tenant: str, collection: str,
             data = await anyio.Path(path).read_bytes()
             parsed = await anyio.to_thread.run_sync(parse_document, path.name, data)
             result = await service.ingest_text(tenant, collection, source, parsed.text, parsed.title,
-                                                 markdown=parsed.is_markdown, user_id=user_id,
+                                                 markdown=parsed.is_markdown, paged=parsed.paged,
+                                                 file_type=parsed.file_type, user_id=user_id,
                                                  api_key_id=api_key_id)
             summary.results.append(result)
         except AppError as exc:

@@ -14,6 +14,9 @@ from collections.abc import Sequence
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from atrium.knowledge.filters import SearchFilters
+from atrium.knowledge.filters import sql as filter_sql
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_TERMS = 32
 
@@ -77,7 +80,7 @@ class SqliteKeywordSearch:
         return [self._postings[t][1] for t in terms]
 
     async def search(self, session: AsyncSession, tenant: str, collections: Sequence[str] | None,
-                     query: str, limit: int) -> list[tuple[int, float]]:
+                     query: str, limit: int, filters: SearchFilters | None = None) -> list[tuple[int, float]]:
         terms = query_terms(query)
         if not terms:
             return []
@@ -92,7 +95,7 @@ class SqliteKeywordSearch:
             "WHERE chunks_fts MATCH :match AND c.org_id = :org"
         )
         rows = await _ranked(session, sql, " ORDER BY rank LIMIT :limit", collections,
-                             {"match": match, "org": tenant, "limit": limit})
+                             {"match": match, "org": tenant, "limit": limit}, filters)
         # bm25() is lower-is-better; flip it so every searcher returns higher-is-better.
         return [(chunk_id, -rank) for chunk_id, rank in rows]
 
@@ -101,7 +104,7 @@ class PostgresKeywordSearch:
     """PostgreSQL full text: the generated ``chunks.tsv`` column with a GIN index, ranked by ts_rank_cd."""
 
     async def search(self, session: AsyncSession, tenant: str, collections: Sequence[str] | None,
-                     query: str, limit: int) -> list[tuple[int, float]]:
+                     query: str, limit: int, filters: SearchFilters | None = None) -> list[tuple[int, float]]:
         terms = query_terms(query)
         if not terms:
             return []
@@ -110,17 +113,19 @@ class PostgresKeywordSearch:
             "to_tsquery('english', :tsquery) q WHERE c.tsv @@ q AND c.org_id = :org"
         )
         return await _ranked(session, sql, " ORDER BY rank DESC, c.id LIMIT :limit", collections,
-                             {"tsquery": " | ".join(terms), "org": tenant, "limit": limit})
+                             {"tsquery": " | ".join(terms), "org": tenant, "limit": limit}, filters)
 
 
 async def _ranked(session: AsyncSession, sql: str, order: str, collections: Sequence[str] | None,
-                  params: dict[str, object]) -> list[tuple[int, float]]:
-    """The (chunk id, rank) rows of ``sql``, narrowed to ``collections`` (None: every collection) and
-    ordered by ``order``."""
-    if collections is None:
-        rows = await session.execute(text(sql + order), params)
-    else:
-        statement = text(sql + " AND c.collection IN :collections" + order)
-        statement = statement.bindparams(bindparam("collections", expanding=True))
-        rows = await session.execute(statement, {**params, "collections": list(collections)})
+                  params: dict[str, object], filters: SearchFilters | None) -> list[tuple[int, float]]:
+    """The (chunk id, rank) rows of ``sql``, narrowed to ``collections`` (None: every collection) and to the
+    documents ``filters`` match, and ordered by ``order``."""
+    condition, binds, values = filter_sql(filters)
+    sql += condition
+    params = {**params, **values}
+    if collections is not None:
+        sql += " AND c.collection IN :collections"
+        binds.append(bindparam("collections", expanding=True))
+        params["collections"] = list(collections)
+    rows = await session.execute(text(sql + order).bindparams(*binds), params)
     return [(int(row[0]), float(row[1])) for row in rows]

@@ -24,6 +24,9 @@ HTML_SUFFIXES = frozenset({".html", ".htm"})
 CSV_SUFFIXES = frozenset({".csv", ".tsv"})
 SUPPORTED_SUFFIXES = frozenset({*TEXT_SUFFIXES, *MARKDOWN_SUFFIXES, *HTML_SUFFIXES, *CSV_SUFFIXES, ".pdf", ".docx"})
 UNSUPPORTED = "unsupported_file_type"
+_TYPES = {"pdf": frozenset({".pdf"}), "docx": frozenset({".docx"}), "md": MARKDOWN_SUFFIXES, "txt": TEXT_SUFFIXES,
+          "html": HTML_SUFFIXES, "csv": CSV_SUFFIXES}
+FILE_TYPES = tuple(_TYPES)
 # The most text one file may yield (a small PDF or zip can hold far more text than its size suggests).
 MAX_TEXT_CHARS = 20_000_000
 
@@ -41,6 +44,9 @@ class ParsedDocument:
     text: str
     title: str
     is_markdown: bool
+    file_type: str = ""  # pdf, html, md, txt, docx, csv (``file_type``)
+    paged: bool = False  # a PDF: its top-level headings are ``Page N``
+
 
 
 def is_supported(filename: str) -> bool:
@@ -70,14 +76,24 @@ def parse_document(filename: str, data: bytes) -> ParsedDocument:
         text = decode_text(data)
         is_markdown = suffix in MARKDOWN_SUFFIXES
         title = (markdown_title(text) if is_markdown else None) or _filename_title(filename)
-        return ParsedDocument(text=text, title=title, is_markdown=is_markdown)
+        return ParsedDocument(text=text, title=title, is_markdown=is_markdown, file_type=file_type(filename))
     extracted = _extract(suffix, data)
     if len(extracted.text) > MAX_TEXT_CHARS:
         raise PayloadTooLarge(f"{filename} holds more than {MAX_TEXT_CHARS} characters of text.")
     title = extracted.title or markdown_title(extracted.text) or _filename_title(filename)
     if suffix == ".pdf" and title.startswith("Page ") and not extracted.title:
         title = _filename_title(filename)
-    return ParsedDocument(text=extracted.text, title=title, is_markdown=True)
+    return ParsedDocument(text=extracted.text, title=title, is_markdown=True, file_type=file_type(filename),
+                          paged=suffix == ".pdf")
+
+
+def file_type(filename: str) -> str:
+    """The document type a file's suffix names (what the ``type`` search filter matches), or ``""``."""
+    suffix = PurePath(filename).suffix.lower()
+    for name, suffixes in _TYPES.items():
+        if suffix in suffixes:
+            return name
+    return ""
 
 
 def _extract(suffix: str, data: bytes) -> formats.Extracted:

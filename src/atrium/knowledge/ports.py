@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.gateway.ports import Vectors
+
+if TYPE_CHECKING:
+    from atrium.knowledge.filters import SearchFilters
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,4 +58,6 @@ class KeywordSearch(Protocol):
     better). Backends: ``knowledge/keyword.py``."""
 
     async def search(self, session: AsyncSession, tenant: str, collections: Sequence[str] | None,
-                     query: str, limit: int) -> list[tuple[int, float]]: ...
+                     query: str, limit: int, filters: SearchFilters | None = None) -> list[tuple[int, float]]:
+        """``filters``: only chunks of the documents they match (``knowledge/filters.py``)."""
+        ...

@@ -23,6 +23,7 @@ class ChunkView:
     title: str
     heading: str
     text: str
+    page: int | None = None
 
 
 async def bump_revision(session: AsyncSession, org_id: str) -> None:
@@ -97,7 +98,7 @@ async def chunk_views(session: AsyncSession, org_id: str, ids: Sequence[int]) ->
         return {}
     rows = await session.execute(
         select(Chunk.id, Chunk.document_id, Chunk.collection, Document.source, Document.title, Chunk.heading,
-               Chunk.text)
+               Chunk.text, Chunk.page)
         .join(Document, Document.id == Chunk.document_id)
         .where(Chunk.org_id == org_id, Chunk.id.in_(list(ids)))
     )

@@ -24,10 +24,13 @@ import numpy as np
 from atrium.accounts.principal import Principal
 from atrium.errors import InvalidRequest, NotFound
 from atrium.gateway.ports import Embedder
+from atrium.knowledge import reingest
 from atrium.knowledge import repository as repo
-from atrium.knowledge.chunking import chunk_text
+from atrium.knowledge.chunkers import chunk_document
+from atrium.knowledge.chunking import Chunk as ChunkPiece
 from atrium.knowledge.collections import ensure as ensure_collection
 from atrium.knowledge.directory import CollectionDirectory
+from atrium.knowledge.filters import SearchFilters, vector_ranking
 from atrium.knowledge.fusion import fuse
 from atrium.knowledge.ports import KeywordSearch, VectorIndex
 from atrium.knowledge.reembed import adopt_unrecorded, record_model, stale
@@ -97,55 +100,68 @@ class KnowledgeService:
         self._cleared: set[tuple[str, str]] = set()
 
     async def ingest_text(self, tenant: str, collection: str, source: str, text: str,
-                          title: str = "", *, markdown: bool = True, user_id: str | None = None,
-                          api_key_id: str | None = None) -> IngestResult:
+                          title: str = "", *, markdown: bool = True, paged: bool = False, file_type: str = "",
+                          user_id: str | None = None, api_key_id: str | None = None) -> IngestResult:
         """Store ``text`` as the document ``source`` of ``collection`` (made organisation-wide if it does not
         exist: callers that decide who may write check that first). ``user_id`` / ``api_key_id``: who
-        uploaded it."""
+        uploaded it; ``paged``: a PDF's text (``Page N`` headings give each chunk its page); ``file_type``:
+        what the ``type`` search filter matches. Ingesting a changed document again keeps its id and its
+        unchanged chunks (rows, vectors, index entries): only new chunks are embedded (``reingest``)."""
         check_collection(collection)
         content_hash = hashlib.sha256(text.encode()).hexdigest()
         async with self.db.tenant_session(tenant) as session:
             existing = await repo.find_document_by_source(session, tenant, collection, source)
             if existing is not None and existing.content_hash == content_hash:
                 return IngestResult(existing.id, source, existing.chunk_count, "unchanged")
+            old = await reingest.old_chunks(session, tenant, existing.id) if existing is not None else []
         pieces = await anyio.to_thread.run_sync(
-            lambda: chunk_text(text, self.embedder.count_tokens, max_tokens=self.settings.chunk_tokens,
-                                   overlap_tokens=self.settings.chunk_overlap, markdown=markdown,
-                                   max_chars=self.settings.max_chunk_chars)
+            lambda: chunk_document(text, self.embedder.count_tokens, self.settings, markdown=markdown, paged=paged)
         )
-        vectors = await self.embedder.embed([piece.text for piece in pieces]) if pieces else None
-        removed: list[int] = []
+        vectors = await self._embed(pieces, reingest.plan(old, pieces).new)
         async with self.db.tenant_session(tenant) as session:
             existing = await repo.find_document_by_source(session, tenant, collection, source)
-            if existing is not None:
-                removed = await repo.delete_document_rows(session, tenant, existing)
-            else:
+            old = await reingest.old_chunks(session, tenant, existing.id) if existing is not None else []
+            plan = reingest.plan(old, pieces)
+            # Rows another process removed since the first look: embedded now (rare).
+            vectors.update(await self._embed(pieces, [i for i in plan.new if i not in vectors]))
+            if existing is None:
                 await ensure_collection(session, tenant, collection)
+                document = Document(org_id=tenant, collection=collection, source=source)
+                session.add(document)
+            else:
+                document = existing
+            document.title, document.content_hash = title or source, content_hash
+            document.size_bytes, document.chunk_count = len(text.encode()), len(pieces)
+            document.file_type, document.user_id, document.api_key_id = file_type, user_id, api_key_id
             await record_model(session, tenant, collection, self.embedder.name, self.embedder.dimensions)
-            document = Document(org_id=tenant, collection=collection, source=source, title=title or source,
-                                content_hash=content_hash, size_bytes=len(text.encode()),
-                                chunk_count=len(pieces), user_id=user_id, api_key_id=api_key_id)
-            session.add(document)
             await session.flush()
+            await reingest.apply(session, tenant, plan, pieces)
             rows = [
-                Chunk(org_id=tenant, document_id=document.id, collection=collection, ordinal=piece.ordinal,
-                      heading=piece.heading_path, text=piece.text, token_count=piece.token_count,
-                      embedding=np.ascontiguousarray(vectors[i], dtype=np.float32).tobytes())
-                for i, piece in enumerate(pieces)
-            ] if vectors is not None else []
+                Chunk(org_id=tenant, document_id=document.id, collection=collection, ordinal=pieces[i].ordinal,
+                      heading=pieces[i].heading_path, text=pieces[i].text, token_count=pieces[i].token_count,
+                      page=pieces[i].page, embedding=np.ascontiguousarray(vectors[i], dtype=np.float32).tobytes())
+                for i in plan.new
+            ]
             session.add_all(rows)
             await session.flush()
             await repo.bump_revision(session, tenant)
-            ids = [row.id for row in rows]
+            new_ids = [row.id for row in rows]
             document_id = document.id
-        if removed:
-            await self.index.delete(tenant, collection, removed)
-        if ids and vectors is not None:
-            await self.index.add(tenant, collection, ids, vectors)
+        if plan.removed:
+            await self.index.delete(tenant, collection, plan.removed)
+        if new_ids:
+            await self.index.add(tenant, collection, new_ids, np.stack([vectors[i] for i in plan.new]))
         self._dirty = True
         await self._announce(tenant)
         status: Literal["created", "replaced"] = "replaced" if existing is not None else "created"
-        return IngestResult(document_id, source, len(ids), status)
+        return IngestResult(document_id, source, len(pieces), status)
+
+    async def _embed(self, pieces: Sequence[ChunkPiece], indexes: Sequence[int]) -> dict[int, np.ndarray]:
+        """The vectors of ``pieces[i]`` for each ``i`` in ``indexes`` (one embedder call for all)."""
+        if not indexes:
+            return {}
+        vectors = await self.embedder.embed([pieces[i].text for i in indexes])
+        return {i: vectors[n] for n, i in enumerate(indexes)}
 
     async def delete_document(self, tenant: str, document_id: str) -> None:
         """Delete a document, its chunks and their vectors (callers check who may first)."""
@@ -193,9 +209,13 @@ class KnowledgeService:
                 log.warning("could not announce a knowledge change", exc_info=True)
 
     async def search(self, tenant: str, query: str, *, mode: SearchMode = "hybrid", limit: int = 5,
-                     collections: Sequence[str] | None = None) -> list[SearchHit]:
+                     collections: Sequence[str] | None = None,
+                     filters: SearchFilters | None = None) -> list[SearchHit]:
         """The best ``limit`` chunks for ``query``. Hybrid fuses the vector and keyword rankings with
-        ``knowledge.fusion`` (weighted by ``knowledge.vector_weight``)."""
+        ``knowledge.fusion`` (weighted by ``knowledge.vector_weight``). ``filters`` narrow both rankings to
+        the documents they match (``knowledge/filters.py``)."""
+        if filters is not None and filters.empty:
+            filters = None
         if collections is not None:
             if not collections:
                 return []
@@ -204,15 +224,18 @@ class KnowledgeService:
         depth = max(limit, self.settings.candidates)
         vector_scores: dict[int, float] = {}
         keyword_hits: list[tuple[int, float]] = []
-        if mode in ("vector", "hybrid"):
-            query_vector = await self.embedder.embed([query], kind="query")
+        query_vector = await self.embedder.embed([query], kind="query") if mode in ("vector", "hybrid") else None
+        if query_vector is not None and filters is None:
             hits = await self.index.search(tenant, collections, query_vector[0], depth)
             vector_scores = {hit.id: hit.score for hit in hits}
         # One session (one connection, one transaction) for the keyword ranking and the chunks' rows; none is
         # held while the question is embedded.
         async with self.db.tenant_session(tenant) as session:
+            if query_vector is not None and filters is not None:
+                vector_scores = await vector_ranking(session, self.index, tenant, collections, filters,
+                                                     query_vector[0], depth)
             if mode in ("keyword", "hybrid"):
-                keyword_hits = await self.keyword.search(session, tenant, collections, query, depth)
+                keyword_hits = await self.keyword.search(session, tenant, collections, query, depth, filters)
             vector_ranked = sorted(vector_scores.items(), key=lambda item: -item[1])
             if mode == "vector":
                 ranked = vector_ranked[:limit]
@@ -227,11 +250,13 @@ class KnowledgeService:
                 for chunk_id, score in ranked if chunk_id in views]
 
     async def search_readable(self, principal: Principal, query: str, *, mode: SearchMode, limit: int,
-                              collection: str | None = None) -> list[SearchHit]:
+                              collection: str | None = None,
+                              filters: SearchFilters | None = None) -> list[SearchHit]:
         """``search`` on behalf of ``principal``: in ``collection`` (``NotFound`` unless it may read it), or
-        in every collection it may read."""
+        in every collection it may read; ``filters`` narrow that, never widen it."""
         names = await self.directory.searchable(principal, [check_collection(collection)] if collection else None)
-        return await self.search(principal.org_id, query, mode=mode, limit=limit, collections=names)
+        return await self.search(principal.org_id, query, mode=mode, limit=limit, collections=names,
+                                 filters=filters)
 
     async def reindexing_readable(self, principal: Principal, collection: str | None = None) -> list[str]:
         """The collections ``principal`` may read (``collection`` only, if given) that are being re-embedded

@@ -50,6 +50,11 @@ class EmbeddingSettings(BaseModel):
 
 
 class KnowledgeSettings(BaseModel):
+    # structured: token-sized chunks at paragraph/sentence boundaries; window (the default, better on the dev
+    # sets): plain word windows (knowledge/chunkers.py; figures in docs/benchmarks.md, "Chunking")
+    chunker: Literal["structured", "window"] = "window"
+    window_words: int = Field(200, ge=8, le=2000)
+    window_overlap: int = Field(40, ge=0, le=1000)
     chunk_tokens: int = Field(200, ge=32, le=2048)
     chunk_overlap: int = Field(32, ge=0, le=512)
     # Also a bound in characters: text with no boundary (no whitespace) is cut hard at this length.
@@ -79,4 +84,6 @@ class KnowledgeSettings(BaseModel):
     def _overlap_below_chunk(self) -> KnowledgeSettings:
         if self.chunk_overlap > self.chunk_tokens // 2:
             raise ValueError("knowledge.chunk_overlap must be at most half of knowledge.chunk_tokens")
+        if self.window_overlap > self.window_words // 2:
+            raise ValueError("knowledge.window_overlap must be at most half of knowledge.window_words")
         return self

@@ -17,7 +17,8 @@ class Source(Passage):
     """A numbered source the answer was grounded on; ``cited`` when the answer relies on it."""
 
     number: int = Field(description="The source's number, as the answer cites it (`[1]`).")
-    snippet: str = Field(description="The start of the passage.")
+    snippet: str = Field(description="A short window of the passage (at most 300 characters) around its best "
+                                     "match with the question; its start when nothing matches.")
     score: float = Field(description="The retrieval score the source was chosen with.")
     cited: bool = False
     cited_by: Literal["model", "overlap"] | None = Field(

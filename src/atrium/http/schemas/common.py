@@ -31,3 +31,8 @@ class Passage(View):
     source: str = Field(description="The document's source: its file name or URL.")
     title: str = Field(description="The document's title.")
     heading: str = Field(description="The heading path above the chunk (`A > B`), empty at the top level.")
+    page: int | None = Field(None, description="The page the chunk comes from (PDF); null when the document "
+                                               "has no pages.")
+    highlights: list[tuple[int, int]] = Field(
+        default_factory=list, description="Where the query's words (light stemming: `index` matches "
+                                          "`indexes`) are in `snippet`: `[start, end)` character offsets.")

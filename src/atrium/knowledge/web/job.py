@@ -106,7 +106,8 @@ class UrlIngestion:
 
         async def on_page(url: str, parsed: ParsedDocument) -> dict[str, Any]:
             result = await self.knowledge.ingest_text(tenant, request.collection, url, parsed.text, parsed.title,
-                                                      markdown=parsed.is_markdown, user_id=user_id,
+                                                      markdown=parsed.is_markdown, paged=parsed.paged,
+                                                      file_type=parsed.file_type, user_id=user_id,
                                                       api_key_id=api_key_id)
             return {"document_id": result.document_id, "chunks": result.chunks, "status": result.status}
 

@@ -111,7 +111,8 @@ class Document(Base):
     """Belongs to a collection (whose visibility it has); ``user_id`` / ``api_key_id`` name who uploaded it."""
 
     __tablename__ = "documents"
-    __table_args__ = (Index("ix_documents_org_collection", "org_id", "collection"),)
+    __table_args__ = (Index("ix_documents_org_collection", "org_id", "collection"),
+                      Index("ix_documents_org_file_type", "org_id", "file_type"))
     id: Mapped[RowId]
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     collection: Mapped[str] = mapped_column(String(100))
@@ -122,6 +123,8 @@ class Document(Base):
     content_hash: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(Integer, default=0)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    # pdf, html, md, txt, docx, csv (empty when unknown): what the ``type`` search filter matches
+    file_type: Mapped[str] = mapped_column(String(10), default="", server_default="")
     created_at: Mapped[CreatedAt]
 
 
@@ -139,6 +142,7 @@ class Chunk(Base):
     text: Mapped[str] = mapped_column(Text)
     token_count: Mapped[int] = mapped_column(Integer, default=0)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    page: Mapped[int | None] = mapped_column(Integer, default=None)  # the PDF page; null when not paged
 
 
 class KnowledgeRevision(Base):
