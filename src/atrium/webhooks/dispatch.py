@@ -75,7 +75,7 @@ class WebhookDispatcher:
         self._sleep = sleep
         self._slots = asyncio.Semaphore(settings.max_concurrent)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._backoff = wait_exponential_jitter(initial=settings.initial_backoff_s, max=settings.max_backoff_s,
+        self._backoff = wait_exponential_jitter(multiplier=settings.initial_backoff_s, max=settings.max_backoff_s,
                                                 jitter=settings.initial_backoff_s)
 
     async def job_changed(self, job: Job) -> None:
