@@ -5,6 +5,7 @@ by the tests with the ``standardwebhooks`` library's own ``verify``, not here.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
@@ -61,10 +62,8 @@ class WebhookReceiver:
             assert left > 0, f"{len(self.at(path))} of {count} requests to /{path} arrived"
             self._arrived.clear()
             if len(self.at(path)) < count:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), left)
-                except TimeoutError:
-                    pass
         return self.at(path)[:count]
 
     async def __aenter__(self) -> Self:

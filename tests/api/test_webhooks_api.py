@@ -184,7 +184,8 @@ async def test_an_organisations_webhook_never_gets_another_organisations_jobs(
 
 
 async def test_urls_are_checked_when_registered(tmp_path: Path) -> None:
-    async with run_app(await asyncio.to_thread(make_settings, tmp_path / "data")) as app:  # the defaults: https, public hosts only
+    settings = await asyncio.to_thread(make_settings, tmp_path / "data")  # the defaults: https, public hosts only
+    async with run_app(settings) as app:
         plain = await app.client.post("/api/v1/webhooks", json={"url": "http://hooks.example.com/x"})
         assert plain.status_code == 422 and "https" in plain.json()["error"]["message"]
         loopback = await app.client.post("/api/v1/webhooks", json={"url": "https://127.0.0.1/hook"})
