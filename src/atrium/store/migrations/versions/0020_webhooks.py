@@ -25,7 +25,7 @@ from atrium.store.tenancy import (
 )
 
 revision = "0020"
-down_revision = "0018"  # DEV: "0019" at commit
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
