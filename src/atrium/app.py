@@ -46,6 +46,7 @@ from atrium.http.routes import (
     search,
     sync,
     threads,
+    webhooks,
     ws,
 )
 from atrium.http.schemas.agents import RunStreamEvent
@@ -132,7 +133,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
     # The model endpoints first: FastAPI tries routes in order, and these are the hot path.
     for module in (openai_compat, anthropic_compat, health, metrics, chat, search, document_urls, documents,
                    collections, query, conversations, sync, me, admin, auth, accounts, invitations, budgets, policy,
-                   ws, assistants, threads, runs, flows, projects, notifications):
+                   ws, assistants, threads, runs, flows, projects, notifications, webhooks):
         app.include_router(module.router)
     app.include_router(artifacts.router)
     app.include_router(conversations.admin_router)

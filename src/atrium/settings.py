@@ -69,7 +69,9 @@ from atrium.jobs.settings import JobSettings
 from atrium.knowledge.settings import EmbeddingSettings, KnowledgeSettings
 from atrium.notifications.settings import NotificationSettings
 from atrium.realtime.settings import RealtimeSettings
+from atrium.store.objects.settings import ObjectStoreSettings
 from atrium.store.settings import DatabaseSettings
+from atrium.webhooks.settings import WebhookSettings
 
 __all__ = [
     "PII_KINDS", "AgentSettings", "AuthSettings", "BreakerSettings", "BudgetSettings", "CacheSettings", "Capability",
@@ -78,9 +80,10 @@ __all__ = [
     "ExternalIdpSettings", "GatewaySettings", "GuardPolicySettings", "GuardSettings", "InjectionAction",
     "InjectionPolicySettings", "JobSettings", "JwtAlgorithm", "KnowledgeSettings", "LimitSettings", "LocalModelName",
     "ModelSettings", "ModerationPolicySettings", "ModerationProviderSettings", "NotificationSettings",
-    "OutputPolicySettings", "PiiAction", "PiiKind", "PiiPolicySettings", "ProviderKind", "ProviderSettings",
+    "ObjectStoreSettings", "OutputPolicySettings", "PiiAction", "PiiKind", "PiiPolicySettings", "ProviderKind",
+    "ProviderSettings",
     "RateLimitSettings", "RealtimeSettings", "RetrySettings", "RouteSettings", "RouteStrategy", "ServerSettings",
-    "Settings", "StreamSettings", "TenantPolicySettings",
+    "Settings", "StreamSettings", "TenantPolicySettings", "WebhookSettings",
     "masked_dump",
     "unknown_env_vars",
 ]
@@ -119,6 +122,8 @@ class Settings(BaseSettings):
     notifications: NotificationSettings = NotificationSettings()
     jobs: JobSettings = JobSettings()
     egress: EgressSettings = EgressSettings()  # what fetches of user-given URLs may reach (guard/egress.py)
+    object_store: ObjectStoreSettings = ObjectStoreSettings()  # where uploads wait for their job (store/objects/)
+    webhooks: WebhookSettings = WebhookSettings()  # signed job-completion webhooks (atrium.webhooks)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -173,7 +178,7 @@ class Settings(BaseSettings):
 
     @property
     def uploads_dir(self) -> Path:
-        """Where uploaded files wait for their ingestion job."""
+        """Where uploaded files wait for their ingestion job (``object_store.backend=local``)."""
         return self.data_dir / "uploads"
 
     @property
