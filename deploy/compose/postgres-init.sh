@@ -6,7 +6,7 @@
 # access. The password arrives in the environment (from .env), never written in this file.
 set -eu
 psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
-    --set app_password="$ATRIUM_APP_DB_PASSWORD" <<'SQL'
+    --set app_password="$APP_DB_PASSWORD" <<'SQL'
 CREATE EXTENSION IF NOT EXISTS vector;
 CREATE ROLE atrium_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD :'app_password';
 SQL

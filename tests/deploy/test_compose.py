@@ -20,7 +20,7 @@ from tests.deploy.tools import ROOT, docker_compose, run
 COMPOSE = ROOT / "docker-compose.yml"
 # What .env would hold (deploy/compose/env.example): test values only.
 ENV = {"PATH": "/usr/bin:/bin", "POSTGRES_PASSWORD": "owner-pw-for-tests",
-       "ATRIUM_APP_DB_PASSWORD": "app-pw-for-tests"}
+       "APP_DB_PASSWORD": "app-pw-for-tests"}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|ADMIN_KEY|DATABASE_URL|API_KEY|TOKEN", re.I)
 
 

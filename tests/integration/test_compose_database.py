@@ -28,7 +28,7 @@ def run_init(postgres: PostgresServer, database: str, password: str) -> subproce
     pgserver = pytest.importorskip("pgserver")
     bin_dir = Path(pgserver.__file__).parent / "pginstall" / "bin"
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "PGHOST": postgres.socket_dir,
-           "POSTGRES_USER": "postgres", "POSTGRES_DB": database, "ATRIUM_APP_DB_PASSWORD": password}
+           "POSTGRES_USER": "postgres", "POSTGRES_DB": database, "APP_DB_PASSWORD": password}
     return subprocess.run(["sh", str(INIT)], env=env, capture_output=True, text=True, timeout=60)
 
 
