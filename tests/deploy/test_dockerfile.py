@@ -69,14 +69,14 @@ def dockerignore_problems(dockerfile: str, dockerignore: str) -> list[str]:
 
 
 def test_hadolint_passes() -> None:
-    result = run(venv_tool("hadolint"), "--no-color", DOCKERFILE, cwd=ROOT)
+    result = run(venv_tool("hadolint"), "--config", ROOT / ".hadolint.yaml", "--no-color", DOCKERFILE, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_hadolint_fails_a_broken_copy(tmp_path: Path) -> None:
     broken = tmp_path / "Dockerfile"
     broken.write_text(DOCKERFILE.read_text() + "USER root\nRUN apt-get install curl\n")
-    result = run(venv_tool("hadolint"), "--no-color", broken, cwd=tmp_path)
+    result = run(venv_tool("hadolint"), "--config", ROOT / ".hadolint.yaml", "--no-color", broken, cwd=tmp_path)
     assert result.returncode != 0
     for rule in ("DL3002", "DL3008", "DL3014", "DL3015"):  # last user root, unpinned, no -y, recommends
         assert rule in result.stdout
