@@ -23,7 +23,6 @@ import types
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,9 +91,8 @@ def _walk(model: type[BaseModel], *, path: str, env: str, optional: bool) -> Ite
     rows: list[Row] = []
     children: list[tuple[type[BaseModel], str, str, bool]] = []
     for name, field in model.model_fields.items():
-        field_path, field_env = (f"{path}.{name}" if path else name), f"{env}_{name.upper()}"
-        if path:
-            field_env = f"{env}__{name.upper()}"
+        field_path = f"{path}.{name}" if path else name
+        field_env = f"{env}__{name.upper()}" if path else f"{env}_{name.upper()}"  # ATRIUM_X, ATRIUM_X__Y
         nested, is_optional = _nested_model(field.annotation)
         mapping = _mapping_of_models(field.annotation)
         if nested is not None:
@@ -262,7 +260,6 @@ def _field_comments(model: type[BaseModel]) -> dict[str, str]:
     return found
 
 
-@cache
 def _class_comments(cls: type) -> dict[str, str]:
     try:
         source = textwrap.dedent(inspect.getsource(cls))
@@ -273,8 +270,9 @@ def _class_comments(cls: type) -> dict[str, str]:
         if token.type == tokenize.COMMENT:
             comments[token.start[0]] = token.string.lstrip("#").strip()
     lines = source.splitlines()
-    (node,) = ast.parse(source).body
-    assert isinstance(node, ast.ClassDef)
+    node = ast.parse(source).body[0]
+    if not isinstance(node, ast.ClassDef):
+        return {}
     found: dict[str, str] = {}
     for statement in node.body:
         if not (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)):
