@@ -270,5 +270,28 @@ def config_show() -> None:
     print(json.dumps(masked_dump(load_settings()), indent=2, default=str))
 
 
+@config_app.command("doc")
+def config_doc(
+    write: Annotated[Path | None, typer.Option(
+        help="Rewrite the generated reference inside this Markdown file (docs/operations.md) instead of "
+             "printing it.")] = None,
+    check: Annotated[bool, typer.Option(help="With --write: change nothing, exit 1 if it is stale.")] = False,
+) -> None:
+    """Print the configuration reference (every setting, its variable, type, bounds and default) generated
+    from the settings classes."""
+    from atrium import config_doc as reference
+
+    if write is None:
+        sys.stdout.write(reference.render(Settings))
+        return
+    current = write.read_text(encoding="utf-8")
+    fresh = reference.replace_generated(current, reference.render(Settings))
+    if check:
+        raise typer.Exit(0 if fresh == current else 1)
+    if fresh != current:
+        write.write_text(fresh, encoding="utf-8")
+        console.print(f"{write}: configuration reference rewritten")
+
+
 def main() -> None:
     app()

@@ -96,14 +96,16 @@ class Settings(BaseSettings):
         env_prefix="ATRIUM_", env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
-    data_dir: Path = Path("./data")
+    data_dir: Path = Path("./data")  # everything the embedded profile writes (0700): see docs/operations.md
+    # SQLAlchemy URL; unset: SQLite in data_dir. PostgreSQL: postgresql+asyncpg://, a role without BYPASSRLS.
     database_url: SecretStr | None = None
     # The owner role that runs migrations (PostgreSQL); unset: database_url runs them too.
     migration_database_url: SecretStr | None = None
-    redis_url: SecretStr | None = None
+    redis_url: SecretStr | None = None  # redis://host:6379/0; unset: in-process (one process only)
+    # On a new data dir, the first admin API key (atr_..., >= 32 characters) instead of a generated one.
     bootstrap_admin_key: SecretStr | None = None
-    config: Path | None = None
-    model_cache_dir: Path | None = None
+    config: Path | None = None  # a YAML file with the same structure; the environment overrides it
+    model_cache_dir: Path | None = None  # where the assembled local model is kept; unset: data_dir/models
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()

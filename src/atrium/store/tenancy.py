@@ -118,7 +118,7 @@ AGENT_ACCESS_RULES: dict[str, str] = {
 }
 
 
-# Webhooks (migration 0020): an organisation-wide setting, seen and changed only by the organisation's
+# Webhooks (migration 0019): an organisation-wide setting, seen and changed only by the organisation's
 # unscoped admins and owners in a principal's scope (deliveries run in the service scope).
 WEBHOOK_ACCESS_RULES: dict[str, str] = {
     "webhooks": f"({_setting(ROLE_SETTING)} IN ('admin', 'owner') AND {_setting(DIVISION_SETTING)} = '')",

@@ -6,8 +6,8 @@
 * PostgreSQL: under ``tenant_isolation`` and a ``principal_access`` policy
   (``atrium.store.tenancy.WEBHOOK_ACCESS_RULES``: only unscoped admins and owners see them).
 
-Revision ID: 0020
-Revises: 0019
+Revision ID: 0019
+Revises: 0018
 Create Date: 2026-12-06 18:30:00
 """
 
@@ -24,8 +24,8 @@ from atrium.store.tenancy import (
     enable_rls,
 )
 
-revision = "0020"
-down_revision = "0019"
+revision = "0019"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
