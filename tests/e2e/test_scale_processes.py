@@ -202,9 +202,10 @@ async def test_one_flow_across_two_api_processes_and_a_worker(tmp_path: Path, po
         assert job["status"] == "succeeded" and job["result"]["counts"] == {"created": 1}, job
 
         # 2. API 2: a grounded answer, and the LangGraph assistant, both cited (pgvector + Postgres FTS).
-        hits = (await two.post("/api/v1/search/semantic", json={"query": QUESTION, "mode": "vector",
-                                                                "collection": "handbook"})).json()
-        assert hits["results"][0]["source"] == "billing.md", hits
+        for mode in ("vector", "keyword"):  # pgvector; PostgreSQL full text
+            hits = (await two.post("/api/v1/search/semantic", json={"query": "refunds purchase", "mode": mode,
+                                                                    "collection": "handbook"})).json()
+            assert hits["results"][0]["source"] == "billing.md", (mode, hits)
         asked = await two.post("/api/v1/chat/ask", json={"message": QUESTION, "collection": "handbook"})
         assert asked.status_code == 200, asked.text
         assert asked.json()["answer"] == ANSWER
