@@ -50,7 +50,10 @@ def server_config(app: Any, settings: Settings, *, host: str | None = None,
                           log_config=None, timeout_graceful_shutdown=30, access_log=settings.server.access_log,
                           ws_max_size=settings.limits.max_ws_message_bytes * HARD_CAP_FACTOR,
                           proxy_headers=bool(trusted), forwarded_allow_ips=list(trusted),
-                          workers=workers, factory=workers > 1)
+                          workers=workers, factory=workers > 1,
+                          # a worker answers the supervisor's pings once spawned and its imports done: on a
+                          # busy host that takes more than uvicorn's 5 s, and a slow one was killed as hung
+                          timeout_worker_healthcheck=60)
 
 
 @app.command()
