@@ -48,7 +48,7 @@ async def startup_lock(database_url: str, *, timeout_s: float = 600.0) -> AsyncI
             return
         await anyio.to_thread.run_sync(lambda: path.parent.mkdir(parents=True, exist_ok=True))
         # Acquired and released from worker threads: not a thread-local lock.
-        lock = FileLock(path, timeout=timeout_s, thread_local=False)
+        lock = FileLock(path, timeout=timeout_s, thread_local=False, mode=0o600)  # private, as the data dir
         await anyio.to_thread.run_sync(lock.acquire)
         try:
             yield
