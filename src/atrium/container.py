@@ -72,6 +72,7 @@ from atrium.store.objects.factory import build_object_store
 from atrium.store.objects.ports import ObjectStore
 from atrium.store.ports import PubSub
 from atrium.store.pubsub import InProcessPubSub, RedisPubSub
+from atrium.store.startup import startup_lock
 from atrium.store.tenancy import app_role_name, grant_app_role, verify_isolation
 from atrium.telemetry.metrics import Metrics
 from atrium.webhooks.dispatch import WebhookDispatcher
@@ -194,19 +195,22 @@ def build_job_queue(settings: Settings, db: Database, handlers: dict[str, Handle
 
 
 async def migrate(settings: Settings) -> None:
+    """Bring the schema up to date, under the start-up lock: processes starting together migrate in turn
+    (the later ones find nothing to do)."""
     await anyio.to_thread.run_sync(secure_data_dir, settings)  # 0700, the database 0600
-    await anyio.to_thread.run_sync(upgrade, settings.resolved_migration_database_url)
-    app_role = app_role_name(settings.resolved_database_url, settings.resolved_migration_database_url)
-    if app_role is not None and not settings.is_sqlite:
-        async with temporary_database(settings.resolved_migration_database_url) as owner:
-            await grant_app_role(owner, app_role)
-    if not settings.is_sqlite and job_engine(settings.jobs, is_sqlite=False) == "procrastinate":
-        from atrium.jobs.procrastinate_queue import ensure_schema
-
-        if await ensure_schema(settings.resolved_migration_database_url) and app_role is not None:
-            # procrastinate's tables came after the grants
+    async with startup_lock(settings.resolved_migration_database_url):
+        await anyio.to_thread.run_sync(upgrade, settings.resolved_migration_database_url)
+        app_role = app_role_name(settings.resolved_database_url, settings.resolved_migration_database_url)
+        if app_role is not None and not settings.is_sqlite:
             async with temporary_database(settings.resolved_migration_database_url) as owner:
                 await grant_app_role(owner, app_role)
+        if not settings.is_sqlite and job_engine(settings.jobs, is_sqlite=False) == "procrastinate":
+            from atrium.jobs.procrastinate_queue import ensure_schema
+
+            if await ensure_schema(settings.resolved_migration_database_url) and app_role is not None:
+                # procrastinate's tables came after the grants
+                async with temporary_database(settings.resolved_migration_database_url) as owner:
+                    await grant_app_role(owner, app_role)
 
 
 async def build_services(settings: Settings, *, chat_model: ChatModel | None = None,
