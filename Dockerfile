@@ -19,7 +19,7 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/opt/atrium/venv \
-    CMAKE_ARGS="-DLLAVA_BUILD=OFF"
+    CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF"
 # Debian's versions are left to the base image's snapshot: pinning them breaks every rebuild after a security update.
 # hadolint ignore=DL3008
 RUN apt-get update \
