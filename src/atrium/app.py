@@ -52,6 +52,7 @@ from atrium.http.schemas.agents import RunStreamEvent
 from atrium.knowledge import reembed
 from atrium.settings import Settings
 from atrium.telemetry.logging import install_record_redaction, register_secrets, secrets_of
+from atrium.web import install_playground
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
         app.include_router(module.router)
     app.include_router(artifacts.router)
     app.include_router(conversations.admin_router)
+    install_playground(app)  # the public page at /; its API calls carry the signed-in user's credential
     install_security_schemes(app, extra_schemas=(RunStreamEvent,))
     return app
 
