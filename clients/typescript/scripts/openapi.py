@@ -1,7 +1,7 @@
 """Print Atrium's OpenAPI document (what ``GET /openapi.json`` serves) as the client is generated from it.
 
-Run from the repository root: ``.venv/bin/python clients/typescript/scripts/openapi.py > clients/typescript/openapi.json``
-(``make client`` does this, then regenerates ``src/schema.d.ts``). The app is built with its default settings
+``make client`` runs it from the repository root into ``clients/typescript/openapi.json``, then regenerates
+``src/schema.d.ts`` from that. The app is built with its default settings
 on a throw-away data dir; the document does not depend on them."""
 
 from __future__ import annotations
