@@ -266,7 +266,7 @@ async function showUsage() {
   put(box, el("p", { class: "muted" }, "Loading…"));
   let days;
   try {
-    days = usageDays(await api.call("GET", "/api/v1/analytics/user"));
+    days = usageDays(await api.call("GET", "/api/v1/analytics/user?group_by=day"));
   } catch (error) {
     if (error.status === 401) throw error;
     days = null;

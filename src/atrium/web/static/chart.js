@@ -11,16 +11,24 @@ function svg(name, attributes, text) {
 
 const first = (object, keys) => keys.map((key) => object?.[key]).find((value) => value !== undefined);
 
-// The days of GET /api/v1/analytics/user, read loosely: a list under `days`, `by_day` or `daily` (or the
-// body itself), each with a date and a count of tokens (else requests, else cost).
+const UNITS = ["total_tokens", "tokens", "requests", "calls", "cost_usd", "cost"];
+const DAY_MS = 86_400_000;
+
+// The days of GET /api/v1/analytics/user?group_by=day: `{start, end, groups: [{key: "YYYY-MM-DD",
+// total_tokens, requests, cost_usd, ...}]}`, every day of the period shown (a day without calls is 0). Read
+// loosely (a list under `days` or `by_day`, dated by `date` or `day`) so that a change of shape shows as
+// "unavailable" (null), not as a broken chart.
 export function usageDays(body) {
-  const list = Array.isArray(body) ? body : first(body, ["days", "by_day", "daily", "usage"]);
+  const list = first(body, ["groups", "days", "by_day", "daily"]);
   if (!Array.isArray(list)) return null;
-  return list.map((row) => ({
-    day: String(first(row, ["date", "day", "period"]) ?? "?").slice(0, 10),
-    value: Number(first(row, ["total_tokens", "tokens", "requests", "calls", "cost_usd", "cost"]) ?? 0),
-    unit: ["total_tokens", "tokens", "requests", "calls", "cost_usd", "cost"].find((key) => key in row) ?? "",
-  }));
+  const unit = UNITS.find((key) => list.some((row) => key in row) || key in (body.totals ?? {}));
+  if (unit === undefined) return null;
+  const byDay = new Map(list.map((row) => [String(first(row, ["key", "date", "day"])).slice(0, 10), Number(row[unit] ?? 0)]));
+  const start = Date.parse(body.start), end = Date.parse(body.end);
+  const days = Number.isNaN(start) || Number.isNaN(end) || end < start || end - start > 366 * DAY_MS
+    ? [...byDay.keys()].sort()
+    : Array.from({ length: (end - start) / DAY_MS + 1 }, (_, i) => new Date(start + i * DAY_MS).toISOString().slice(0, 10));
+  return days.map((day) => ({ day, value: byDay.get(day) ?? 0, unit }));
 }
 
 export function barChart(days, { width = 640, height = 220 } = {}) {
@@ -35,7 +43,7 @@ export function barChart(days, { width = 640, height = 220 } = {}) {
   days.forEach((d, i) => {
     const h = (d.value / max) * plot;
     const bar = svg("rect", { x: pad.left + i * step + 2, y: pad.top + plot - h, width: Math.max(1, step - 4),
-                              height: h, class: "bar" });
+                              height: h, class: "bar", "data-day": d.day, "data-value": d.value });
     bar.append(svg("title", {}, `${d.day}: ${d.value} ${d.unit}`));
     chart.append(bar);
     if (days.length <= 14 || i % Math.ceil(days.length / 14) === 0) {
