@@ -231,7 +231,7 @@ function renderFlow(state) {
   }
   put(box,
     el("p", { class: "muted" }, `Step ${prompt.index} of ${prompt.total}`),
-    el("p", { class: "question" }, prompt.question),
+    el("p", { class: "question", "data-step": prompt.step }, prompt.question),
     prompt.summary ? el("pre", {}, prompt.summary) : null,
     prompt.error ? el("p", { class: "error" }, prompt.error) : null,
     el("div", { class: "controls" }, ...controls,
