@@ -5,8 +5,10 @@ PYTHON ?= python3
 UV := .tools/bin/uv
 UV_VERSION := 0.13.8
 RUN := $(UV) run --no-sync
-# llama-cpp-python builds from source; skipping the multimodal part cuts the build to a few minutes.
-export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+# llama-cpp-python builds from source; skipping the multimodal part cuts the build to a few minutes. A portable
+# CPU build (AVX2, not -march=native): on CPUs with AMX, a native build runs AMX tile instructions that a VM or
+# kernel may not have enabled for the process, and every generation dies with a general protection fault.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF
 
 .PHONY: run serve install install-dev test lint typecheck unit bench clean client
 
