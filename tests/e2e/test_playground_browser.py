@@ -50,7 +50,7 @@ async def test_sign_in_upload_ask_and_see_a_cited_answer(serve: ServerProcess, t
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = await browser.new_page(viewport={"width": 1100, "height": 820})
+            page = await browser.new_page(viewport={"width": 1100, "height": 540})
             page.on("console", lambda message: problems.append(message.text)
                     if message.type == "error" and "Content Security Policy" in message.text else None)
             page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
@@ -98,7 +98,7 @@ async def test_sign_in_upload_ask_and_see_a_cited_answer(serve: ServerProcess, t
             assert await page.is_visible(".source.cited[data-source='zephyr.md'] .badge")
 
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            await page.screenshot(path=str(SCREENSHOT))
+            await page.screenshot(path=str(SCREENSHOT), full_page=True)
 
             # The usage chart counts that answer where the server has usage analytics; elsewhere it says so.
             await page.click("[data-view=usage]")
