@@ -17,13 +17,10 @@ import pytest
 
 from tests.e2e.conftest import ServerProcess
 from tests.e2e.test_end_to_end import DOCS
+from tests.playground_helpers import CHROMIUM, CHROMIUM_ARGS, needs_chromium, usage_shown
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration,
-              pytest.mark.skipif(not Path("/usr/bin/chromium").is_file(),
-                                 reason="no Chromium at /usr/bin/chromium (apt-get install chromium)")]
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, needs_chromium]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "playground.png"
 EMAIL, PASSWORD = "ada@example.com", "correct horse battery staple"
 ANSWER_TIMEOUT_MS = 300_000
@@ -101,13 +98,7 @@ async def test_sign_in_upload_ask_and_see_a_cited_answer(serve: ServerProcess, t
             await page.screenshot(path=str(SCREENSHOT), full_page=True)
 
             # The usage chart counts that answer where the server has usage analytics; elsewhere it says so.
-            await page.click("[data-view=usage]")
-            await page.wait_for_selector("#usage :is(svg, [data-status=unavailable])")
-            if has_analytics:
-                values = await page.eval_on_selector_all("#usage .bar", "bars => bars.map(b => +b.dataset.value)")
-                assert values and max(values) > 0, values
-            else:
-                assert await page.is_visible("#usage [data-status=unavailable]")
+            assert await usage_shown(page) == ("counted" if has_analytics else "unavailable")
         finally:
             await browser.close()
     assert problems == []

@@ -1,13 +1,12 @@
 """The playground's other screens in Debian's Chromium (Playwright), against the app served by uvicorn with
 the fake chat model (fast and deterministic; ``tests/e2e/test_playground_browser.py`` runs the real server
 and local model): a refused key, signing in with a key, search with highlighted words, a guided flow walked
-to its end (the project it made is then readable through the API), and signing out.
+to its end (the project it made is then readable through the API), the usage chart (the caller's answer
+counted where the server has usage analytics, "unavailable" where it has none), and signing out.
 
 Skips only when Chromium is absent (``make install-dev`` installs it where it can)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,12 +15,10 @@ from atrium.app import create_app
 from atrium.gateway.providers.fake import FakeChatModel
 from atrium.settings import Settings
 from tests.conftest import ADMIN_KEY, LiveServer, free_port
+from tests.playground_helpers import CHROMIUM, CHROMIUM_ARGS, needs_chromium, usage_shown
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not Path("/usr/bin/chromium").is_file(),
-                                 reason="no Chromium at /usr/bin/chromium (apt-get install chromium)")]
+pytestmark = [pytest.mark.integration, needs_chromium]
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 HANDBOOK = "# Handbook\n\n## Refunds\n\nRefunds are issued within 14 days of a request.\n"
 
 
@@ -39,10 +36,13 @@ async def test_key_sign_in_search_and_a_guided_flow(settings: Settings) -> None:
                 if job["status"] not in ("queued", "running"):
                     break
             assert job["status"] == "succeeded", job
+            answered = await api.post("/api/v1/chat/ask", json={"message": "How soon are refunds issued?"})
+            assert answered.status_code == 200 and answered.json()["sources"], answered.text
+            has_analytics = "/api/v1/analytics/user" in (await api.get("/openapi.json")).json()["paths"]
 
         problems: list[str] = []
         async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 page = await browser.new_page()
                 page.on("console", lambda message: problems.append(message.text)
@@ -92,6 +92,8 @@ async def test_key_sign_in_search_and_a_guided_flow(settings: Settings) -> None:
                 assert await page.get_attribute("#flow-state [data-status]", "data-status") == "done"
                 result = await page.text_content("#flow-state pre")
                 assert "Launch plan" in result and answers == {}
+
+                assert await usage_shown(page) == ("counted" if has_analytics else "unavailable")
 
                 await page.click("#sign-out")
                 await page.wait_for_selector("#sign-in:not([hidden])")

@@ -264,16 +264,21 @@ async function generateArtifact(form) {
 async function showUsage() {
   const box = $("#usage");
   put(box, el("p", { class: "muted" }, "Loading…"));
-  let days;
+  let body = null;
   try {
-    days = usageDays(await api.call("GET", "/api/v1/analytics/user?group_by=day"));
+    body = await api.call("GET", "/api/v1/analytics/user?group_by=day");
   } catch (error) {
-    if (error.status === 401) throw error;
-    days = null;
+    if (error.status === 401) throw error; // anything else (404: no analytics here) is "unavailable"
   }
-  if (days === null) put(box, el("p", { "data-status": "unavailable" }, "Usage analytics unavailable on this server."));
+  const days = body && usageDays(body);
+  const totals = body?.totals;
+  if (!days) put(box, el("p", { "data-status": "unavailable" }, "Usage analytics unavailable on this server."));
   else if (!days.length) put(box, el("p", {}, "No usage yet."));
-  else put(box, el("h3", {}, `Your usage by day (${days[0].unit.replace("_", " ")})`), barChart(days));
+  else {
+    put(box, el("h3", {}, `Your usage by day (${days[0].unit.replace("_", " ")})`), barChart(days),
+      totals ? el("p", { class: "muted" }, `${body.start} to ${body.end}: ${totals.requests} calls, ` +
+        `${totals.total_tokens} tokens, $${Number(totals.cost_usd ?? 0).toFixed(4)}`) : null);
+  }
 }
 
 // --- Wiring ----------------------------------------------------------------------------------------------
