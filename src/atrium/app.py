@@ -54,6 +54,7 @@ from atrium.knowledge import reembed
 from atrium.settings import Settings
 from atrium.store.startup import startup_lock
 from atrium.telemetry.logging import install_record_redaction, register_secrets, secrets_of
+from atrium.web import install_playground
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
         app.include_router(module.router)
     app.include_router(artifacts.router)
     app.include_router(conversations.admin_router)
+    install_playground(app)  # the public page at /; its API calls carry the signed-in user's credential
     install_security_schemes(app, extra_schemas=(RunStreamEvent,))
     return app
 

@@ -116,6 +116,9 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "GET /docs":                                                   _ALL_200,
     "GET /docs/oauth2-redirect":                                   _ALL_200,
     "GET /redoc":                                                  _ALL_200,
+    # The playground page (its API calls carry the signed-in user's credential).
+    "GET /":                                                       _ALL_200,
+    "GET /playground/{name}":                                      _ALL_200,
     # The model gateway: every caller of its own organisation.
     "POST /v1/chat/completions":                                   _SIGNED_IN,
     "POST /v1/messages":                                           _SIGNED_IN,
@@ -704,8 +707,9 @@ def _named(name: str) -> Callable[[World], dict[str, str]]:
 
 # Public routes and the gateway.
 for _line in ("GET /health", "GET /ready", "GET /metrics", "GET /openapi.json", "GET /docs",
-              "GET /docs/oauth2-redirect", "GET /redoc", "GET /v1/models"):
+              "GET /docs/oauth2-redirect", "GET /redoc", "GET /", "GET /v1/models"):
     simple(_line)
+simple("GET /playground/{name}", ids=lambda world: {"name": "app.js"})
 simple("GET /v1/models/{model_id:path}", ids=lambda world: {"model_id": "fake"})
 simple("POST /v1/chat/completions", json_body={"model": "fake", "messages": [{"role": "user", "content": "hi"}]})
 simple("POST /v1/messages", json_body={"model": "fake", "max_tokens": 20,
