@@ -1547,6 +1547,52 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Webhooks
+         * @description The organisation's webhooks (without their secrets), oldest first.
+         */
+        get: operations["list_webhooks_api_v1_webhooks_get"];
+        put?: never;
+        /**
+         * Create Webhook
+         * @description Register a webhook of the caller's organisation. The answer holds its signing ``secret``, shown this
+         *     once. ``422`` for a URL that is not ``https`` or whose host is not a public address; ``409`` past the
+         *     organisation's limit.
+         */
+        post: operations["create_webhook_api_v1_webhooks_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/{webhook_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Delete Webhook
+         * @description Remove one of the organisation's webhooks (``404`` for any other).
+         */
+        delete: operations["delete_webhook_api_v1_webhooks__webhook_id__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/artifacts/generate": {
         parameters: {
             query?: never;
@@ -4921,6 +4967,130 @@ export interface components {
             expirationTime?: number | null;
             /** Label */
             label?: string | null;
+        };
+        /**
+         * WebhookBody
+         * @example {
+         *       "description": "ingestion results",
+         *       "events": [
+         *         "job.succeeded",
+         *         "job.failed"
+         *       ],
+         *       "url": "https://hooks.example.com/atrium"
+         *     }
+         */
+        WebhookBody: {
+            /**
+             * Url
+             * @description An https URL of a public host.
+             */
+            url: string;
+            /**
+             * Events
+             * @description Which job ends it receives (default: all).
+             */
+            events?: ("job.succeeded" | "job.failed" | "job.cancelled")[];
+            /** Description */
+            description?: string | null;
+        };
+        /** WebhookCreated */
+        WebhookCreated: {
+            /** Id */
+            id: string;
+            /** Url */
+            url: string;
+            /** Events */
+            events: ("job.succeeded" | "job.failed" | "job.cancelled")[];
+            /** Description */
+            description?: string | null;
+            /**
+             * Created At
+             * @description ISO 8601 date and time.
+             */
+            created_at: string;
+            /**
+             * Created By
+             * @description The user who made it (null: a key acting as no user, or a user since removed).
+             */
+            created_by?: string | null;
+            /** Last Attempt At */
+            last_attempt_at?: string | null;
+            /**
+             * Last Status
+             * @description The last delivery's outcome (after its retries); null before the first.
+             */
+            last_status?: ("delivered" | "failed") | null;
+            /** Last Http Status */
+            last_http_status?: number | null;
+            /**
+             * Last Error
+             * @description Why the last delivery failed (a short reason).
+             */
+            last_error?: string | null;
+            /**
+             * Failures
+             * @description Deliveries that failed in a row since the last one that succeeded.
+             */
+            failures: number;
+            /**
+             * Secret
+             * @description The signing secret (`whsec_...`, Standard Webhooks): shown this once; verify each delivery's `webhook-signature` with it.
+             */
+            secret: string;
+        } & {
+            [key: string]: unknown;
+        };
+        /** WebhookList */
+        WebhookList: {
+            /** Webhooks */
+            webhooks: components["schemas"]["WebhookView"][];
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * WebhookView
+         * @description A webhook, with the outcome of its last delivery.
+         */
+        WebhookView: {
+            /** Id */
+            id: string;
+            /** Url */
+            url: string;
+            /** Events */
+            events: ("job.succeeded" | "job.failed" | "job.cancelled")[];
+            /** Description */
+            description?: string | null;
+            /**
+             * Created At
+             * @description ISO 8601 date and time.
+             */
+            created_at: string;
+            /**
+             * Created By
+             * @description The user who made it (null: a key acting as no user, or a user since removed).
+             */
+            created_by?: string | null;
+            /** Last Attempt At */
+            last_attempt_at?: string | null;
+            /**
+             * Last Status
+             * @description The last delivery's outcome (after its retries); null before the first.
+             */
+            last_status?: ("delivered" | "failed") | null;
+            /** Last Http Status */
+            last_http_status?: number | null;
+            /**
+             * Last Error
+             * @description Why the last delivery failed (a short reason).
+             */
+            last_error?: string | null;
+            /**
+             * Failures
+             * @description Deliveries that failed in a row since the last one that succeeded.
+             */
+            failures: number;
+        } & {
+            [key: string]: unknown;
         };
         /**
          * RunStreamEvent
@@ -12810,6 +12980,214 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["VapidPublicKey"];
                 };
+            };
+            /** @description No credential, or one that is invalid, expired or revoked (with `WWW-Authenticate: Bearer`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such object, or one the caller may not see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request is malformed: a missing or invalid field, parameter or path value. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Atrium is starting, or the model or a needed component is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    list_webhooks_api_v1_webhooks_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookList"];
+                };
+            };
+            /** @description No credential, or one that is invalid, expired or revoked (with `WWW-Authenticate: Bearer`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request is malformed: a missing or invalid field, parameter or path value. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Atrium is starting, or the model or a needed component is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    create_webhook_api_v1_webhooks_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookBody"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookCreated"];
+                };
+            };
+            /** @description Refused: the content was blocked by a guard, the prompt is too long for the model, or the body cannot be parsed. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No credential, or one that is invalid, expired or revoked (with `WWW-Authenticate: Bearer`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Conflicts with the current state (a name or email already taken, the last owner...). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body, a field or a file is too large. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request is malformed: a missing or invalid field, parameter or path value. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Atrium is starting, or the model or a needed component is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    delete_webhook_api_v1_webhooks__webhook_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                webhook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description No credential, or one that is invalid, expired or revoked (with `WWW-Authenticate: Bearer`). */
             401: {
