@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
+from opentelemetry.sdk.trace.export import SpanExporter
 from starlette.middleware.cors import CORSMiddleware
 
 from atrium.accounts.bootstrap import ensure_admin
@@ -52,23 +53,30 @@ from atrium.http.schemas.agents import RunStreamEvent
 from atrium.knowledge import reembed
 from atrium.settings import Settings
 from atrium.telemetry.logging import install_record_redaction, register_secrets, secrets_of
+from atrium.telemetry.setup import Telemetry
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None = None,
-               auto_migrate: bool = True) -> FastAPI:
-    """Build the app. ``chat_model`` overrides the configured one (tests inject adapters this way)."""
+               auto_migrate: bool = True, span_exporter: SpanExporter | None = None) -> FastAPI:
+    """Build the app. ``chat_model`` overrides the configured one, ``span_exporter`` the OTLP exporter of
+    ``telemetry.tracing`` (tests inject adapters this way)."""
     settings = settings or Settings()
     # Every log record is redacted when created, and the settings' own secrets are masked by value.
     install_record_redaction()
     register_secrets(secrets_of(settings))
+    telemetry = Telemetry.build(settings.telemetry, span_exporter=span_exporter)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if auto_migrate:
             await migrate(settings)
-        services = await build_services(settings, chat_model=chat_model)
+        try:
+            services = await build_services(settings, chat_model=chat_model, telemetry=telemetry)
+        except BaseException:
+            await telemetry.aclose()
+            raise
         app.state.services = services
         background: list[asyncio.Task[None]] = []
         try:
@@ -108,7 +116,10 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
             for task in background:
                 with suppress(asyncio.CancelledError, Exception):
                     await task
-            await close_services(services)
+            try:
+                await close_services(services)
+            finally:
+                await telemetry.aclose()  # the spans of the shutdown itself included
 
     # FastAPI's built-in OpenTelemetry hooks are off: they cost a provider lookup per request and Atrium
     # exports Prometheus metrics itself.
@@ -122,6 +133,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
         EdgeMiddleware,
         limit_for=lambda path: limits.max_upload_bytes if path.startswith("/api/v1/documents")
         else limits.max_request_bytes,
+        metrics=telemetry.metrics, traced=telemetry.tracing,
     )
     if settings.server.cors_origins:  # outermost: preflights are answered before the edge's work
         # Exposed: the run a start made (Content-Location, read by the LangGraph SDKs), the request id, and
@@ -137,6 +149,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
     app.include_router(artifacts.router)
     app.include_router(conversations.admin_router)
     install_security_schemes(app, extra_schemas=(RunStreamEvent,))
+    telemetry.instrument_app(app)  # server spans (tracing on), outside every middleware
     return app
 
 

@@ -70,17 +70,19 @@ from atrium.knowledge.settings import EmbeddingSettings, KnowledgeSettings
 from atrium.notifications.settings import NotificationSettings
 from atrium.realtime.settings import RealtimeSettings
 from atrium.store.settings import DatabaseSettings
+from atrium.telemetry.settings import LangSmithSettings, SentrySettings, TelemetrySettings, TracingSettings
 
 __all__ = [
     "PII_KINDS", "AgentSettings", "AuthSettings", "BreakerSettings", "BudgetSettings", "CacheSettings", "Capability",
     "ChatSettings",
     "DatabaseSettings", "DeprecatedSettingWarning", "EgressSettings", "EmbeddingSettings", "ExternalClaimSettings",
     "ExternalIdpSettings", "GatewaySettings", "GuardPolicySettings", "GuardSettings", "InjectionAction",
-    "InjectionPolicySettings", "JobSettings", "JwtAlgorithm", "KnowledgeSettings", "LimitSettings", "LocalModelName",
+    "InjectionPolicySettings", "JobSettings", "JwtAlgorithm", "KnowledgeSettings", "LangSmithSettings",
+    "LimitSettings", "LocalModelName",
     "ModelSettings", "ModerationPolicySettings", "ModerationProviderSettings", "NotificationSettings",
     "OutputPolicySettings", "PiiAction", "PiiKind", "PiiPolicySettings", "ProviderKind", "ProviderSettings",
-    "RateLimitSettings", "RealtimeSettings", "RetrySettings", "RouteSettings", "RouteStrategy", "ServerSettings",
-    "Settings", "StreamSettings", "TenantPolicySettings",
+    "RateLimitSettings", "RealtimeSettings", "RetrySettings", "RouteSettings", "RouteStrategy", "SentrySettings",
+    "ServerSettings", "Settings", "StreamSettings", "TelemetrySettings", "TenantPolicySettings", "TracingSettings",
     "masked_dump",
     "unknown_env_vars",
 ]
@@ -119,6 +121,7 @@ class Settings(BaseSettings):
     notifications: NotificationSettings = NotificationSettings()
     jobs: JobSettings = JobSettings()
     egress: EgressSettings = EgressSettings()  # what fetches of user-given URLs may reach (guard/egress.py)
+    telemetry: TelemetrySettings = TelemetrySettings()  # log format, traces, LangSmith, Sentry (telemetry/)
 
     @model_validator(mode="wrap")
     @classmethod
