@@ -39,10 +39,11 @@ class TracedChatModel(ChatModelWrapper):
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatEvent, None]:
         attributes: dict[str, str | bool] = {"gen_ai.operation.name": "chat", "atrium.streamed": request.stream}
-        if request.model or self._provider is not None:
-            attributes["gen_ai.request.model"] = request.model or self.name
-        if self._provider is not None:
+        if self._provider is not None:  # an attempt: the catalogue model it asks (the request may name a route)
+            attributes["gen_ai.request.model"] = self.name
             attributes["atrium.provider"] = self._provider
+        elif request.model:
+            attributes["gen_ai.request.model"] = request.model
         if request.context.endpoint:
             attributes["atrium.endpoint"] = request.context.endpoint
         span = self._tracer.start_span(self._span_name, kind=self._kind, attributes=attributes)

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 from opentelemetry import trace
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
@@ -94,7 +94,10 @@ def otlp_exporter(settings: TracingSettings) -> SpanExporter:
 def build_tracer_provider(settings: TracingSettings, exporter: SpanExporter | None = None) -> TracerProvider:
     """A provider whose finished spans are batched to ``exporter`` (default: OTLP), redacted first. Sampling:
     ``sample_ratio`` of new traces, and a caller's decision for a trace it started."""
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: settings.service_name}),
+    # The resource without its detectors' thread pool (built on the event loop): ``OTEL_RESOURCE_ATTRIBUTES``
+    # and the service name.
+    resource = OTELResourceDetector().detect().merge(Resource({SERVICE_NAME: settings.service_name}))
+    provider = TracerProvider(resource=resource,
                               sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)))
     provider.add_span_processor(BatchSpanProcessor(RedactingSpanExporter(exporter or otlp_exporter(settings))))
     return provider
