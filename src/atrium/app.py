@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
         if auto_migrate:
             await migrate(settings)
         try:
+            await telemetry.start()
             services = await build_services(settings, chat_model=chat_model, telemetry=telemetry)
         except BaseException:
             await telemetry.aclose()

@@ -217,7 +217,9 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     (default: the ``projects`` table). ``telemetry``: the app's (default: built here from the settings,
     and closed with the services)."""
     owns_telemetry = telemetry is None
-    telemetry = telemetry or Telemetry.build(settings.telemetry)
+    if telemetry is None:
+        telemetry = Telemetry.build(settings.telemetry)
+        await telemetry.start()
     await anyio.to_thread.run_sync(secure_data_dir, settings)  # 0700, the database 0600
     db = Database(await anyio.to_thread.run_sync(partial(build_engine, settings.resolved_database_url,
                                                          pool_timeout_s=settings.database.pool_timeout_s)))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from tests.api.helpers import upload, wait_job
 from tests.conftest import ADMIN_KEY, LiveServer, free_port, make_settings
 from tests.fault_upstream import FaultUpstream
 from tests.gateway_helpers import gateway_config
+from tests.receivers import Receiver
 
 SECRET_IN_QUERY = "qs-secret-value-8841"
 
@@ -169,68 +169,33 @@ async def test_tracing_is_off_by_default_and_then_nothing_is_instrumented(tmp_pa
     assert "traceparent" not in sent.headers
 
 
-class OtlpReceiver:
-    """A local OTLP/HTTP collector: records the ``ExportTraceServiceRequest``s posted to /v1/traces."""
-
-    def __init__(self) -> None:
-        self.requests: list[ExportTraceServiceRequest] = []
-        self.headers: list[dict[str, str]] = []
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> OtlpReceiver:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                pairs = (line.partition(":") for line in lines[1:] if line)
-                headers = {name.strip().lower(): value.strip() for name, _, value in pairs}
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                if headers.get("content-encoding") == "gzip":
-                    body = gzip.decompress(body)
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                self.requests.append(request)
-                self.headers.append(headers)
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    def spans(self) -> list[Any]:
-        return [span for request in self.requests for resource in request.resource_spans
-                for scope in resource.scope_spans for span in scope.spans]
+def exported_spans(receiver: Receiver) -> tuple[list[ExportTraceServiceRequest], list[Any]]:
+    requests = []
+    for received in receiver.to("/v1/traces"):
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(received.body)
+        requests.append(request)
+    return requests, [span for request in requests for resource in request.resource_spans
+                      for scope in resource.scope_spans for span in scope.spans]
 
 
 async def test_the_otlp_exporter_sends_redacted_spans_to_the_configured_endpoint(
         tmp_path: Path, upstream: FaultUpstream) -> None:
-    async with OtlpReceiver() as receiver:
+    async with Receiver() as receiver:
         settings = await asyncio.to_thread(
-            traced_settings, tmp_path, upstream, service_name="atrium-test",
-            otlp_endpoint=f"http://127.0.0.1:{receiver.port}/v1/traces",
+            traced_settings, tmp_path, upstream, service_name="atrium-test", otlp_endpoint=f"{receiver.url}/v1/traces",
             otlp_headers={"authorization": "Bearer collector-token-55"})
         async with serve(create_app(settings)) as (_server, http):
             answer = await http.post(f"/v1/chat/completions?api_key={SECRET_IN_QUERY}", json={
                 "model": "good", "messages": [{"role": "user", "content": "Hello"}]})
             assert answer.status_code == 200
         # the app's shutdown flushed the batch to the receiver
-    spans = receiver.spans()
+    requests, spans = exported_spans(receiver)
     names = {span.name for span in spans}
     assert {"POST /v1/chat/completions", "gateway.chat", "gateway.provider"} <= names
-    [resource] = {attr.value.string_value for request in receiver.requests for rs in request.resource_spans
+    [resource] = {attr.value.string_value for request in requests for rs in request.resource_spans
                   for attr in rs.resource.attributes if attr.key == "service.name"}
     assert resource == "atrium-test"
-    assert receiver.headers[0]["authorization"] == "Bearer collector-token-55"
-    raw = b"".join(request.SerializeToString() for request in receiver.requests)
+    assert receiver.requests[0].headers["authorization"] == "Bearer collector-token-55"
+    raw = b"".join(received.body for received in receiver.requests)
     assert b"/v1/chat/completions" in raw and SECRET_IN_QUERY.encode() not in raw

@@ -36,19 +36,25 @@ class GraphRunTracing:
         self.langsmith = langsmith
         self.project = project
 
-    @classmethod
-    def build(cls, settings: LangSmithSettings, tracer: Tracer = NOOP_TRACER) -> GraphRunTracing:
-        """The LangSmith client when ``settings.enabled`` (``endpoint``/``api_key`` unset: the client reads
-        ``LANGSMITH_ENDPOINT``/``LANGSMITH_API_KEY``); ``project`` unset: ``LANGSMITH_PROJECT``, else
-        LangSmith's default."""
+    def connect(self, settings: LangSmithSettings) -> None:
+        """Send runs to LangSmith from now on, when ``settings.enabled`` (``endpoint``/``api_key`` unset: the
+        client reads ``LANGSMITH_ENDPOINT``/``LANGSMITH_API_KEY``; ``project`` unset: ``LANGSMITH_PROJECT``,
+        else LangSmith's default). Blocking (the client reads files): call it from a thread."""
         if not settings.enabled:
-            return cls(tracer)
+            return
+        from langchain_core.env import get_runtime_environment
         from langsmith import Client
+        from langsmith.env import get_runtime_environment as langsmith_runtime
 
-        client = Client(api_url=settings.endpoint,
-                        api_key=settings.api_key.get_secret_value() if settings.api_key is not None else None,
-                        hide_inputs=_redacted, hide_outputs=_redacted, hide_metadata=_redacted)
-        return cls(tracer, client, settings.project)
+        # Both are computed once and cached, the first time by spawning ``uname``: here, not inside a run on
+        # the event loop.
+        get_runtime_environment()
+        langsmith_runtime()
+        self.langsmith = Client(
+            api_url=settings.endpoint,
+            api_key=settings.api_key.get_secret_value() if settings.api_key is not None else None,
+            hide_inputs=_redacted, hide_outputs=_redacted, hide_metadata=_redacted)
+        self.project = settings.project
 
     @contextlib.contextmanager
     def run(self, graph: str, attributes: Mapping[str, AttributeValue] | None = None) -> Iterator[None]:

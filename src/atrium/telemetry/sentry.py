@@ -14,13 +14,25 @@ and, on ``close``, flushes and removes it again.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from atrium.telemetry.logging import redact_value, request_id_var
 from atrium.telemetry.otel import current_trace_ids
 from atrium.telemetry.settings import SentrySettings
 
+if TYPE_CHECKING:
+    from sentry_sdk._types import DataCollectionUserOptions
+
 log = logging.getLogger(__name__)
+
+
+_OFF = {"mode": "off"}
+# What the SDK may gather by itself: no user, cookie, header, body, query, SQL data, model input or output,
+# frame variable.
+_NOTHING_PRIVATE: dict[str, Any] = {
+    "user_info": False, "cookies": _OFF, "http_headers": {"request": _OFF}, "http_bodies": [],
+    "url_query_params": _OFF, "gen_ai": {"inputs": False, "outputs": False}, "database_query_data": False,
+    "stack_frame_variables": False}
 
 
 def before_send(event: dict[str, Any], _hint: dict[str, Any]) -> dict[str, Any] | None:
@@ -52,7 +64,7 @@ class SentryReporter:
             default_integrations=False, auto_enabling_integrations=False,
             integrations=[LoggingIntegration(level=logging.INFO, event_level=logging.ERROR), DedupeIntegration()],
             before_send=before_send,  # type: ignore[arg-type]
-            send_default_pii=False, include_local_variables=False, max_request_body_size="never",
+            data_collection=cast("DataCollectionUserOptions", _NOTHING_PRIVATE), max_request_body_size="never",
             traces_sample_rate=None, attach_stacktrace=False)
         self.client = sentry_sdk.get_client()
 

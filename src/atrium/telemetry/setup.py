@@ -2,8 +2,9 @@
 traces (when on), graph-run tracing (LangSmith when on) and Sentry (with a DSN).
 
 ``create_app`` builds it first (the app's middleware needs the metrics, and the FastAPI instrumentation
-must be installed before the app starts) and hands it to ``build_services``; a CLI command that builds
-services without an app gets one built there. ``aclose`` flushes and releases what it holds.
+must be installed before the app starts), ``start``s it in the lifespan (what reads files or the network:
+Sentry, the LangSmith client) and hands it to ``build_services``; a CLI command that builds services
+without an app gets one built and started there. ``aclose`` flushes and releases what it holds.
 """
 
 from __future__ import annotations
@@ -44,13 +45,16 @@ class Telemetry:
         provider = (otel.build_tracer_provider(settings.tracing, span_exporter) if settings.tracing.enabled
                     else None)
         tracer: Tracer = NOOP_TRACER if provider is None else otel.OtelTracer(provider.get_tracer(otel.TRACER_NAME))
-        sentry = None
-        if settings.sentry.dsn is not None:
+        return cls(settings=settings, metrics=metrics or Metrics(), provider=provider,
+                   graph_runs=GraphRunTracing(tracer))
+
+    async def start(self) -> None:
+        """Install Sentry (with a DSN) and connect LangSmith (when enabled), in threads: both read files."""
+        await anyio.to_thread.run_sync(self.graph_runs.connect, self.settings.langsmith)
+        if self.settings.sentry.dsn is not None and self.sentry is None:
             from atrium.telemetry.sentry import SentryReporter
 
-            sentry = SentryReporter(settings.sentry)
-        return cls(settings=settings, metrics=metrics or Metrics(), provider=provider,
-                   graph_runs=GraphRunTracing.build(settings.langsmith, tracer), sentry=sentry)
+            self.sentry = await anyio.to_thread.run_sync(SentryReporter, self.settings.sentry)
 
     @property
     def tracing(self) -> bool:
