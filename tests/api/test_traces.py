@@ -199,3 +199,23 @@ async def test_the_otlp_exporter_sends_redacted_spans_to_the_configured_endpoint
     assert receiver.requests[0].headers["authorization"] == "Bearer collector-token-55"
     raw = b"".join(received.body for received in receiver.requests)
     assert b"/v1/chat/completions" in raw and SECRET_IN_QUERY.encode() not in raw
+
+
+async def test_a_grounded_answer_traces_its_graph_run_and_every_node(tmp_path: Path, upstream: FaultUpstream) -> None:
+    exporter = InMemorySpanExporter()
+    settings = await asyncio.to_thread(traced_settings, tmp_path, upstream)
+    async with serve(create_app(settings, span_exporter=exporter)) as (_server, http):
+        await wait_job(http, (await upload(http, {"tides.md": "# Tides\n\nTides follow the moon."}))["job_id"])
+        asked = await http.post("/api/v1/chat/ask", json={"message": "What do tides follow?", "collection": "docs"})
+        assert asked.status_code == 200, asked.text
+    spans = list(exporter.get_finished_spans())
+    [server_span] = [s for s in spans if s.name == "POST /api/v1/chat/ask"]
+    [run] = by_name(spans, "graph.assistant")
+    assert parent_of(run, spans) is server_span
+    nodes = sorted((s for s in spans if s.name.startswith("assistant.")), key=lambda s: s.start_time)
+    assert [s.name for s in nodes][:3] == ["assistant.retrieve", "assistant.classify", "assistant.answer"]
+    assert all(parent_of(node, spans) is run for node in nodes)
+    assert all(node.status.status_code is StatusCode.OK for node in nodes)
+    # each model call is a child of the node that made it
+    calls = by_name(spans, "gateway.chat")
+    assert calls and all(parent_of(call, spans) in nodes for call in calls)
