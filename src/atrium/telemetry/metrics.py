@@ -92,7 +92,9 @@ class Metrics:
         self.job_run = Histogram(
             "atrium_job_run_seconds", "Duration of a job's run, by how it ended.", ["kind", "outcome"],
             registry=self.registry, buckets=_JOB)
+        # Label children of the per-request families, kept: ``labels()`` costs more than the observation.
         self._http: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._first_token: dict[str, Histogram] = {}
 
     def observe_call(self, *, model: str, provider: str, outcome: str, prompt_tokens: int,
                      completion_tokens: int, cost_usd: float, seconds: float) -> None:
@@ -106,7 +108,10 @@ class Metrics:
         self.gateway_latency.labels(model).observe(seconds)
 
     def observe_first_token(self, model: str, seconds: float) -> None:
-        self.first_token.labels(model).observe(seconds)
+        child = self._first_token.get(model)
+        if child is None:
+            child = self._first_token[model] = self.first_token.labels(model)
+        child.observe(seconds)
 
     def observe_embedding(self, model: str, kind: str, texts: int, seconds: float) -> None:
         self.embedding_seconds.labels(model, kind).observe(seconds)
