@@ -94,10 +94,17 @@ async def ask(http: httpx.AsyncClient) -> None:
     assert answered.status_code == 200, answered.text
 
 
-async def test_langsmith_gets_the_assistant_run_when_enabled(tmp_path: Path, langsmith_env_cache: None) -> None:
+@pytest.mark.parametrize("told_by", ["settings", "environment"])
+async def test_langsmith_gets_the_assistant_run_when_enabled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, langsmith_env_cache: None, told_by: str) -> None:
     async with Receiver(answers={"/info": {"version": "0.test"}}) as receiver:
-        settings = await asyncio.to_thread(make_settings, tmp_path / "data", telemetry={"langsmith": {
-            "enabled": True, "endpoint": receiver.url, "api_key": "lsv2-test-key-0123456789", "project": "atrium-t"}})
+        where = {"endpoint": receiver.url, "api_key": "lsv2-test-key-0123456789", "project": "atrium-t"}
+        if told_by == "environment":  # LangSmith's own variables pass through to its client
+            for name, value in where.items():
+                monkeypatch.setenv(f"LANGSMITH_{name.upper()}", value)
+            where = {}
+        settings = await asyncio.to_thread(make_settings, tmp_path / "data",
+                                           telemetry={"langsmith": {"enabled": True, **where}})
         async with LiveServer(create_app(settings), free_port()) as server, \
                 httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"},
                                   timeout=30) as http:
