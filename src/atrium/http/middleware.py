@@ -90,7 +90,7 @@ class EdgeMiddleware:
             await self._answer(scope, receive, send, request_id, seen)
         finally:
             if seen.stream is not None:
-                metrics.open_streams.labels(seen.stream).dec()
+                metrics.open_stream(seen.stream).dec()
             method = scope["method"]
             metrics.observe_http(method if method in _METHODS else "other", route_of(scope), seen.status or 500,
                                  time.perf_counter() - began)
@@ -108,7 +108,7 @@ class EdgeMiddleware:
                 seen.status = message["status"]
                 if metrics is not None and _is_event_stream(message):
                     seen.stream = route_of(scope)
-                    metrics.open_streams.labels(seen.stream).inc()
+                    metrics.open_stream(seen.stream).inc()
                 extra = [(k.lower().encode("latin-1"), v.encode("latin-1"))
                          for k, v in state.get("response_headers", {}).items()]
                 present = {name.lower() for name, _ in message.get("headers", [])}

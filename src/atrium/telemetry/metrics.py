@@ -95,6 +95,7 @@ class Metrics:
         # Label children of the per-request families, kept: ``labels()`` costs more than the observation.
         self._http: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._first_token: dict[str, Histogram] = {}
+        self._streams: dict[str, Gauge] = {}
 
     def observe_call(self, *, model: str, provider: str, outcome: str, prompt_tokens: int,
                      completion_tokens: int, cost_usd: float, seconds: float) -> None:
@@ -126,6 +127,13 @@ class Metrics:
                                           self.http_seconds.labels(method, route))
         children[0].inc()
         children[1].observe(seconds)
+
+    def open_stream(self, route: str) -> Gauge:
+        """The open-streams gauge of ``route`` (kept: every SSE response counts itself in and out)."""
+        child = self._streams.get(route)
+        if child is None:
+            child = self._streams[route] = self.open_streams.labels(route)
+        return child
 
     def set_jobs(self, counts: Iterable[tuple[str, str, int]]) -> None:
         """``(kind, status, count)`` for every job kind and state (kinds with no job: 0)."""
