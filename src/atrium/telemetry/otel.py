@@ -41,29 +41,43 @@ TRACER_NAME = "atrium"
 
 # --- export ----------------------------------------------------------------------------------------------
 
-def _clean(value: OtelValue) -> OtelValue:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, tuple | list) and value and isinstance(value[0], str):
-        return tuple(redact(item) for item in value)
-    return value
+class _Redactor:
+    """``redact`` with a memory: span attributes repeat (methods, routes, URLs, SQL statements, model names),
+    and the patterns cost far more than a lookup. Bounded: emptied when full."""
 
+    def __init__(self, size: int = 4096) -> None:
+        self._seen: dict[str, str] = {}
+        self._size = size
 
-def _clean_attributes(attributes: Mapping[str, OtelValue] | None) -> dict[str, OtelValue]:
-    return {key: _clean(value) for key, value in (attributes or {}).items()}
+    def text(self, value: str) -> str:
+        clean = self._seen.get(value)
+        if clean is None:
+            if len(self._seen) >= self._size:
+                self._seen.clear()
+            clean = self._seen[value] = redact(value)
+        return clean
 
+    def value(self, value: OtelValue) -> OtelValue:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, tuple | list) and value and isinstance(value[0], str):
+            return tuple(self.text(item) for item in value)
+        return value
 
-def redacted_span(span: ReadableSpan) -> ReadableSpan:
-    """A copy of ``span`` whose string attributes, events and status description are redacted."""
-    status = span.status
-    if status.description:
-        status = Status(status.status_code, redact(status.description))
-    return ReadableSpan(
-        name=span.name, context=span.context, parent=span.parent, resource=span.resource,
-        attributes=_clean_attributes(span.attributes),
-        events=[Event(event.name, _clean_attributes(event.attributes), event.timestamp) for event in span.events],
-        links=span.links, kind=span.kind, status=status, start_time=span.start_time, end_time=span.end_time,
-        instrumentation_scope=span.instrumentation_scope)
+    def attributes(self, attributes: Mapping[str, OtelValue] | None) -> dict[str, OtelValue]:
+        return {key: self.value(value) for key, value in (attributes or {}).items()}
+
+    def span(self, span: ReadableSpan) -> ReadableSpan:
+        """A copy of ``span`` whose string attributes, events and status description are redacted."""
+        status = span.status
+        if status.description:
+            status = Status(status.status_code, self.text(status.description))
+        return ReadableSpan(
+            name=span.name, context=span.context, parent=span.parent, resource=span.resource,
+            attributes=self.attributes(span.attributes),
+            events=[Event(event.name, self.attributes(event.attributes), event.timestamp) for event in span.events],
+            links=span.links, kind=span.kind, status=status, start_time=span.start_time, end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope)
 
 
 class RedactingSpanExporter(SpanExporter):
@@ -72,9 +86,10 @@ class RedactingSpanExporter(SpanExporter):
 
     def __init__(self, inner: SpanExporter) -> None:
         self.inner = inner
+        self._redactor = _Redactor()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self.inner.export([redacted_span(span) for span in spans])
+        return self.inner.export([self._redactor.span(span) for span in spans])
 
     def shutdown(self) -> None:
         self.inner.shutdown()
