@@ -118,7 +118,7 @@ async def request_mix(server: LiveServer, http: httpx.AsyncClient) -> dict[str, 
 
 async def test_metrics_after_a_request_mix_and_the_dashboard_queries_only_what_they_expose(
         tmp_path: Path) -> None:
-    async with FaultUpstream(token_delay=0.03) as upstream:
+    async with FaultUpstream(token_delay=0.08) as upstream:
         settings = await asyncio.to_thread(make_settings, tmp_path / "data", gateway=gateway_config(upstream))
         async with LiveServer(create_app(settings), free_port()) as server, \
                 httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"},

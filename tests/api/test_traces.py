@@ -23,9 +23,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from sqlalchemy import func, select
 
 from atrium.app import create_app
 from atrium.gateway.http_client import UpstreamClient
+from atrium.store.models import UsageRecord
 from tests.api.helpers import upload, wait_job
 from tests.conftest import ADMIN_KEY, LiveServer, free_port, make_settings
 from tests.fault_upstream import FaultUpstream
@@ -219,3 +221,25 @@ async def test_a_grounded_answer_traces_its_graph_run_and_every_node(tmp_path: P
     # each model call is a child of the node that made it
     calls = by_name(spans, "gateway.chat")
     assert calls and all(parent_of(call, spans) in nodes for call in calls)
+
+
+async def test_background_work_a_request_set_going_stays_out_of_its_trace(
+        tmp_path: Path, upstream: FaultUpstream) -> None:
+    """The usage recorder's task is started by the first metered call but outlives it: its batched writes
+    belong to no request, and make no span (SQL outside a trace makes none)."""
+    exporter = InMemorySpanExporter()
+    settings = await asyncio.to_thread(traced_settings, tmp_path, upstream)
+    async with serve(create_app(settings, span_exporter=exporter)) as (server, http):
+        for number in range(2):
+            answer = await http.post("/v1/chat/completions", json={
+                "model": "good", "messages": [{"role": "user", "content": f"Hello {number}"}]})
+            assert answer.status_code == 200
+        for _ in range(100):  # the recorder writes its batch within a second
+            async with server.services.db.system_session() as session:
+                if await session.scalar(select(func.count()).select_from(UsageRecord)) == 2:
+                    break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the usage rows were not written")
+    statements = [s.attributes.get("db.statement", "") for s in exporter.get_finished_spans()]
+    assert not [s for s in statements if s.startswith(f"INSERT INTO {UsageRecord.__tablename__} ")]

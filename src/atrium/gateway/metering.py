@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -74,7 +75,10 @@ class UsageRecorder:
             return
         self._pending.append(row)
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-recorder")
+            # A context of its own: the task outlives the request that happened to start it (its trace, its
+            # request id in logs).
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-recorder",
+                                                                context=contextvars.Context())
         if len(self._pending) >= self._batch_size:
             self._wake.set()
 
