@@ -35,11 +35,13 @@ from _common import BENCH_KEY, atrium_env, free_port, start_serve, stop, wait_re
 LITELLM_VENV = Path(os.environ.get("LITELLM_VENV", HERE / ".venv-litellm"))
 LITELLM_KEY = "sk-bench-master-0123456789abcdef"
 UPSTREAM_KEY = "sk-bench-upstream"
-PEERS = ("upstream", "atrium", "litellm", "atrium-nobreaker", "atrium-before")
+PEERS = ("upstream", "atrium", "litellm", "atrium-nobreaker", "atrium-before", "atrium-traced")
 # atrium-nobreaker: Atrium with its circuit breaker never opening, so every call meets the upstream's faults
 # (with the default breaker, a failing model is soon skipped for reset_timeout_s and the backup serves all)
 PEER_ENV = {"atrium": {}, "atrium-nobreaker": {"ATRIUM_GATEWAY__BREAKER__FAILURE_THRESHOLD": "1000000000"},
-            "atrium-before": {}}
+            "atrium-before": {}, "atrium-traced": {"ATRIUM_TELEMETRY__TRACING__ENABLED": "true"}}
+# atrium-traced: Atrium (the "atrium" peer's source tree) with OpenTelemetry tracing on, every trace kept and
+# exported over OTLP to the upstream's /v1/traces sink (which answers 200 and counts the exports).
 # atrium-before: Atrium from another source tree (``--before-src``, e.g. a ``git worktree`` of the commit
 # before a change), run by the same virtualenv with that tree first on PYTHONPATH; ``--after-src`` does the
 # same for "atrium". Both sides then run side by side in one sitting (see add_tree_options).
@@ -137,6 +139,8 @@ def start_atrium(tmp: Path, upstream: Server, name: str = "atrium", source: Path
         ATRIUM_RATE_LIMITS__ENABLED="true", ATRIUM_RATE_LIMITS__KEY_REQUESTS_PER_MINUTE=HIGH_LIMIT,
         ATRIUM_RATE_LIMITS__USER_REQUESTS_PER_MINUTE=HIGH_LIMIT,
         ATRIUM_RATE_LIMITS__ORG_REQUESTS_PER_MINUTE=HIGH_LIMIT)
+    if name == "atrium-traced":
+        env["ATRIUM_TELEMETRY__TRACING__OTLP_ENDPOINT"] = upstream.extra["base"] + "/v1/traces"
     if source is not None:
         env["PYTHONPATH"] = str(source)
     process, url = start_serve(env, tmp / f"{name}.log")
@@ -174,7 +178,8 @@ def stack(tmp: Path, peers: list[str], sources: dict[str, Path] | None = None,
         servers["upstream"] = start_upstream(tmp, **upstream_flags)
         for name in peers:
             if name.startswith("atrium"):
-                servers[name] = start_atrium(tmp, servers["upstream"], name, sources.get(name))
+                source = sources.get("atrium" if name == "atrium-traced" else name)
+                servers[name] = start_atrium(tmp, servers["upstream"], name, source)
         if "litellm" in peers:
             servers["litellm"] = start_litellm(tmp, servers["upstream"])
         yield servers

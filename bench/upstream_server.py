@@ -125,6 +125,10 @@ class Upstream(asyncio.Protocol):
             cpu = os.times()
             self._send_json("200 OK", {**STATS, "cpu_s": cpu.user + cpu.system})
             return
+        if url.startswith(b"/v1/traces"):  # an OTLP sink for a traced Atrium (bench/gateway_cpu_per_request.py)
+            STATS["trace_exports"] += 1
+            self.transport.write(_response_head("200 OK", b"application/x-protobuf", 0))
+            return
         if not url.startswith(b"/v1/chat/completions"):
             self._send_json("404 Not Found", {"error": {"message": "not found", "type": "invalid_request_error"}})
             return

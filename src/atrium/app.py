@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
+from opentelemetry.sdk.trace.export import SpanExporter
 from starlette.middleware.cors import CORSMiddleware
 
 from atrium.accounts.bootstrap import ensure_admin
@@ -54,14 +55,17 @@ from atrium.knowledge import reembed
 from atrium.settings import Settings
 from atrium.store.startup import startup_lock
 from atrium.telemetry.logging import install_record_redaction, register_secrets, secrets_of
+from atrium.telemetry.setup import Telemetry
 from atrium.web import install_playground
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None = None,
-               auto_migrate: bool = True, sole_process: bool = True) -> FastAPI:
-    """Build the app. ``chat_model`` overrides the configured one (tests inject adapters this way).
+               auto_migrate: bool = True, sole_process: bool = True,
+               span_exporter: SpanExporter | None = None) -> FastAPI:
+    """Build the app. ``chat_model`` overrides the configured one, ``span_exporter`` the OTLP exporter of
+    ``telemetry.tracing`` (tests inject adapters this way).
     ``sole_process``: whether this process may take the embedded profile's unfinished agent runs for its
     own dead ones at start-up (``atrium serve --workers N`` recovers them in the parent, before its workers
     start, and builds each worker with False: a worker started later would end a sibling's live runs)."""
@@ -69,12 +73,18 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
     # Every log record is redacted when created, and the settings' own secrets are masked by value.
     install_record_redaction()
     register_secrets(secrets_of(settings))
+    telemetry = Telemetry.build(settings.telemetry, span_exporter=span_exporter)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if auto_migrate:
             await migrate(settings)
-        services = await build_services(settings, chat_model=chat_model)
+        try:
+            await telemetry.start()
+            services = await build_services(settings, chat_model=chat_model, telemetry=telemetry)
+        except BaseException:
+            await telemetry.aclose()
+            raise
         app.state.services = services
         background: list[asyncio.Task[None]] = []
         try:
@@ -115,7 +125,10 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
             for task in background:
                 with suppress(asyncio.CancelledError, Exception):
                     await task
-            await close_services(services)
+            try:
+                await close_services(services)
+            finally:
+                await telemetry.aclose()  # the spans of the shutdown itself included
 
     # FastAPI's built-in OpenTelemetry hooks are off: they cost a provider lookup per request and Atrium
     # exports Prometheus metrics itself.
@@ -130,6 +143,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
         limit_for=lambda path: limits.max_upload_bytes if path.startswith("/api/v1/documents")
         else limits.max_request_bytes,
         pid_header=settings.server.pid_header,
+        metrics=telemetry.metrics, traced=telemetry.tracing,
     )
     if settings.server.cors_origins:  # outermost: preflights are answered before the edge's work
         # Exposed: the run a start made (Content-Location, read by the LangGraph SDKs), the request id, and
@@ -146,6 +160,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
     app.include_router(conversations.admin_router)
     install_playground(app)  # the public page at /; its API calls carry the signed-in user's credential
     install_security_schemes(app, extra_schemas=(RunStreamEvent,))
+    telemetry.instrument_app(app)  # server spans (tracing on), outside every middleware
     return app
 
 

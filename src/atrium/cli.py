@@ -71,7 +71,7 @@ def serve(host: Annotated[str | None, typer.Option(help="Interface to bind.")] =
     from atrium.app import create_app
 
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.telemetry.log_format)
     if workers > 1:
         _serve_workers(settings, host, port, workers)
         return
@@ -130,7 +130,7 @@ def worker_app() -> Any:
     from atrium.app import create_app
 
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.telemetry.log_format)
     return create_app(settings, auto_migrate=False, sole_process=False)
 
 
@@ -142,7 +142,7 @@ def worker(concurrency: Annotated[int | None, typer.Option(
     settings = load_settings()
     if concurrency is not None:
         settings = settings.model_copy(update={"jobs": settings.jobs.model_copy(update={"concurrency": concurrency})})
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.telemetry.log_format)
 
     async def work() -> None:
         await migrate(settings)
@@ -190,7 +190,7 @@ def ingest(paths: Annotated[list[str], typer.Argument(
     from atrium.knowledge.web.job import UrlRequest
 
     settings = load_settings()
-    configure_logging("warning")
+    configure_logging("warning", settings.telemetry.log_format)
     urls = [p for p in paths if p.startswith(("http://", "https://"))]
     if render not in ("auto", "static", "browser"):
         raise typer.BadParameter("--render must be auto, static or browser")
@@ -245,7 +245,7 @@ def search(query: str,
     if mode not in ("hybrid", "vector", "keyword"):
         raise typer.BadParameter("mode must be hybrid, vector or keyword")
     settings = load_settings()
-    configure_logging("warning")
+    configure_logging("warning", settings.telemetry.log_format)
 
     async def work() -> list[dict[str, Any]]:
         services = await build_services(settings)
@@ -272,7 +272,7 @@ def search(query: str,
 def ask(question: str, collection: Annotated[str | None, typer.Option()] = None) -> None:
     """Ask a grounded question; the answer streams into the terminal, then its sources."""
     settings = load_settings()
-    configure_logging("warning")
+    configure_logging("warning", settings.telemetry.log_format)
 
     async def work() -> int:
         await migrate(settings)
@@ -307,7 +307,7 @@ def index_check(repair: Annotated[bool, typer.Option(help="Reconcile with the da
     """Compare the vector index on disk with the database; exit 1 if they differ (after --repair: if they
     still differ)."""
     settings = load_settings()
-    configure_logging("warning")
+    configure_logging("warning", settings.telemetry.log_format)
 
     async def work() -> dict[tuple[str, str], tuple[int, int]]:
         await migrate(settings)

@@ -56,7 +56,7 @@ DivisionOption = Annotated[str | None, typer.Option("--division", help="Division
 
 def _run(work: Callable[[Settings], Awaitable[T]]) -> T:
     settings = load_settings()
-    configure_logging("warning")
+    configure_logging("warning", settings.telemetry.log_format)
     return run_async(lambda: work(settings))
 
 

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import anyio
 import httpx
@@ -53,6 +54,7 @@ from atrium.jobs.settings import job_engine, runs_in_api
 from atrium.knowledge import reembed
 from atrium.knowledge.answering import GroundedAnswerer
 from atrium.knowledge.directory import CollectionDirectory
+from atrium.knowledge.embedders.measured import MeasuredEmbedder
 from atrium.knowledge.ingest import upload_cleanup, upload_job_handler
 from atrium.knowledge.keyword import PostgresKeywordSearch, SqliteKeywordSearch
 from atrium.knowledge.ports import KeywordSearch, VectorIndex
@@ -75,6 +77,7 @@ from atrium.store.pubsub import InProcessPubSub, RedisPubSub
 from atrium.store.startup import startup_lock
 from atrium.store.tenancy import app_role_name, grant_app_role, verify_isolation
 from atrium.telemetry.metrics import Metrics
+from atrium.telemetry.setup import Telemetry
 from atrium.webhooks.dispatch import WebhookDispatcher
 from atrium.webhooks.wiring import build_webhooks
 
@@ -113,6 +116,8 @@ class Services:
     webhooks: WebhookDispatcher  # signed job-completion webhooks; ``.registry`` for the routes (atrium.webhooks)
     guard: Guard | None = None  # guard policies (moderation, PII, injection, output links); routes/policy.py
     urls: UrlIngestion | None = None  # URL ingestion through the egress guard (knowledge/web/)
+    telemetry: Telemetry | None = None  # metrics, traces, LangSmith, Sentry (telemetry/setup.py)
+    owns_telemetry: bool = False  # built here (a CLI command): closed with the services
 
 
 def build_embedder(settings: Settings, http_client: httpx.AsyncClient | None = None) -> Embedder:
@@ -178,18 +183,20 @@ async def build_vector_index(settings: Settings, db: Database, dimensions: int) 
 
 
 def build_job_queue(settings: Settings, db: Database, handlers: dict[str, Handler],
-                    watchers: Sequence[JobWatcher]) -> DatabaseJobQueue:
+                    watchers: Sequence[JobWatcher], telemetry: Telemetry | None = None) -> DatabaseJobQueue:
     """The embedded worker over the job table, or procrastinate dispatching it (``jobs.engine``); handlers
     are registered here, so ``atrium worker`` runs exactly what the API queues."""
     engine = job_engine(settings.jobs, is_sqlite=db.is_sqlite)
+    observed: dict[str, Any] = ({"tracer": telemetry.tracer, "metrics": telemetry.metrics}
+                                if telemetry is not None else {})
     jobs: DatabaseJobQueue
     if engine == "procrastinate":
         from atrium.jobs.procrastinate_queue import ProcrastinateJobQueue
 
         jobs = ProcrastinateJobQueue(db, handlers, settings=settings.jobs, watchers=watchers,
-                                     database_url=settings.resolved_database_url)
+                                     database_url=settings.resolved_database_url, **observed)
     else:
-        jobs = DatabaseJobQueue(db, handlers, settings=settings.jobs, watchers=watchers)
+        jobs = DatabaseJobQueue(db, handlers, settings=settings.jobs, watchers=watchers, **observed)
     jobs.run_in_process = runs_in_api(settings.jobs, engine)
     return jobs
 
@@ -214,16 +221,25 @@ async def migrate(settings: Settings) -> None:
 
 
 async def build_services(settings: Settings, *, chat_model: ChatModel | None = None,
-                         projects: ProjectRecords | None = None) -> Services:
+                         projects: ProjectRecords | None = None, telemetry: Telemetry | None = None) -> Services:
     """Everything but background loops; the caller starts those (server) or runs jobs inline (CLI).
     ``projects``: where the assistant's ``create_project`` tool and the ``project`` flow make records
-    (default: the ``projects`` table)."""
+    (default: the ``projects`` table). ``telemetry``: the app's (default: built here from the settings,
+    and closed with the services)."""
+    owns_telemetry = telemetry is None
+    if telemetry is None:
+        telemetry = Telemetry.build(settings.telemetry)
+        await telemetry.start()
     await anyio.to_thread.run_sync(secure_data_dir, settings)  # 0700, the database 0600
     db = Database(await anyio.to_thread.run_sync(partial(build_engine, settings.resolved_database_url,
                                                          pool_timeout_s=settings.database.pool_timeout_s)))
+    telemetry.instrument_engine(db.engine)
     # One HTTP client for every upstream call of this process.
     http_client = build_http_client(settings)
-    embedder = await anyio.to_thread.run_sync(build_embedder, settings, http_client)
+    telemetry.instrument_http_client(http_client)
+    metrics = telemetry.metrics
+    bare_embedder = await anyio.to_thread.run_sync(build_embedder, settings, http_client)
+    embedder: Embedder = MeasuredEmbedder(bare_embedder, metrics)
     index = await build_vector_index(settings, db, embedder.dimensions)
     await verify_isolation(db, require=settings.database.require_rls)
     keyword: KeywordSearch = (
@@ -236,7 +252,6 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     directory = CollectionDirectory(db, ttl_s=settings.auth.key_cache_ttl_s)
     knowledge = KnowledgeService(db, embedder, index, keyword, settings.knowledge, pubsub, directory)
     redis = Redis.from_url(settings.redis_url.get_secret_value()) if settings.redis_url is not None else None
-    metrics = Metrics()
     counter = TokenCounter()
     await anyio.to_thread.run_sync(counter.load)
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
@@ -250,8 +265,8 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     pipeline = build_guard(settings.guard, settings.gateway.providers, db=db, pubsub=pubsub, metrics=metrics,
                            http_client=http_client)
     gateway = build_gateway(settings.gateway, settings.chat, http_client=http_client, db=db, redis=redis,
-                            embedder=embedder, metrics=metrics, counter=counter, chat_model=chat_model, spend=spend,
-                            guard=pipeline,
+                            embedder=bare_embedder, metrics=metrics, counter=counter, chat_model=chat_model,
+                            spend=spend, guard=pipeline, tracer=telemetry.otel_tracer,
                             local_factory=lambda name: build_local_chat_model(settings, http_client, name=name))
     model = gateway.chat
     authenticator = await build_authenticator(settings.auth, data_dir=settings.data_dir, db=db, pubsub=pubsub,
@@ -276,7 +291,7 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
                                           URL_JOB: urls.job_handler(),
                                           reembed.JOB_KIND: reembed.handler(knowledge)},
                            watchers=(job_watcher(hub.publisher), notifications.job_changed, webhooks.job_changed,
-                                     upload_cleanup(objects)))
+                                     upload_cleanup(objects)), telemetry=telemetry)
 
     async def flow_waiting(waiting: FlowWaiting) -> None:  # a flow waits: its owner's sockets, then devices
         owner = Owner(waiting.user_id, waiting.api_key_id)
@@ -289,9 +304,11 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
                                 events=hub.publisher)
     accounts = Accounts(db, authenticator, sessions.passwords, knowledge)
     projects = projects or SqlProjectRecords(db)
-    assistant = build_assistant_deps(settings, chat, gateway, StoreArtifactSink(artifacts), projects)
+    assistant = build_assistant_deps(settings, chat, gateway, StoreArtifactSink(artifacts), projects,
+                                     telemetry.graph_runs)
     agents = await build_agents(settings, db, model, runs, pubsub, deps=AgentDeps(chat=model, extra={
-        ASSISTANT_DEPS: assistant, "accounts": accounts, "projects": projects}), on_flow_waiting=flow_waiting)
+        ASSISTANT_DEPS: assistant, "accounts": accounts, "projects": projects}, graph_runs=telemetry.graph_runs),
+        on_flow_waiting=flow_waiting)
     agents.erase_products = lambda org_id, thread_id: artifacts.erase_made_by(org_id, agent_thread_id=thread_id)
     accounts.erase_thread = agents.erase_thread  # erasing an account erases its agent threads whole
     services = Services(settings=settings, db=db, embedder=embedder, index=index, knowledge=knowledge,
@@ -304,7 +321,8 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
                         erasure=ConversationErasure(db, artifacts.index, streams.log,
                                                     agents.erase_conversation_threads),
                         realtime=hub, events=hub.publisher, notifications=notifications, urls=urls,
-                        objects=objects, webhooks=webhooks)
+                        objects=objects, webhooks=webhooks,
+                        telemetry=telemetry, owns_telemetry=owns_telemetry)
     chat.assistant = ChatAssistant(assistant)  # /api/v1/chat/ask answers through the same assistant graph
     return services
 
@@ -335,3 +353,5 @@ async def close_services(services: Services, *, reconcile: bool = True) -> None:
         await services.redis.aclose()
     await services.pubsub.aclose()
     await services.db.dispose()
+    if services.telemetry is not None and services.owns_telemetry:
+        await services.telemetry.aclose()

@@ -71,6 +71,7 @@ from atrium.notifications.settings import NotificationSettings
 from atrium.realtime.settings import RealtimeSettings
 from atrium.store.objects.settings import ObjectStoreSettings
 from atrium.store.settings import DatabaseSettings
+from atrium.telemetry.settings import LangSmithSettings, SentrySettings, TelemetrySettings, TracingSettings
 from atrium.webhooks.settings import WebhookSettings
 
 __all__ = [
@@ -78,12 +79,13 @@ __all__ = [
     "ChatSettings",
     "DatabaseSettings", "DeprecatedSettingWarning", "EgressSettings", "EmbeddingSettings", "ExternalClaimSettings",
     "ExternalIdpSettings", "GatewaySettings", "GuardPolicySettings", "GuardSettings", "InjectionAction",
-    "InjectionPolicySettings", "JobSettings", "JwtAlgorithm", "KnowledgeSettings", "LimitSettings", "LocalModelName",
+    "InjectionPolicySettings", "JobSettings", "JwtAlgorithm", "KnowledgeSettings", "LangSmithSettings",
+    "LimitSettings", "LocalModelName",
     "ModelSettings", "ModerationPolicySettings", "ModerationProviderSettings", "NotificationSettings",
     "ObjectStoreSettings", "OutputPolicySettings", "PiiAction", "PiiKind", "PiiPolicySettings", "ProviderKind",
-    "ProviderSettings",
-    "RateLimitSettings", "RealtimeSettings", "RetrySettings", "RouteSettings", "RouteStrategy", "ServerSettings",
-    "Settings", "StreamSettings", "TenantPolicySettings", "WebhookSettings",
+    "ProviderSettings", "RateLimitSettings", "RealtimeSettings", "RetrySettings", "RouteSettings", "RouteStrategy",
+    "SentrySettings", "ServerSettings", "Settings", "StreamSettings", "TelemetrySettings", "TenantPolicySettings",
+    "TracingSettings", "WebhookSettings",
     "masked_dump",
     "unknown_env_vars",
 ]
@@ -126,6 +128,7 @@ class Settings(BaseSettings):
     egress: EgressSettings = EgressSettings()  # what fetches of user-given URLs may reach (guard/egress.py)
     object_store: ObjectStoreSettings = ObjectStoreSettings()  # where uploads wait for their job (store/objects/)
     webhooks: WebhookSettings = WebhookSettings()  # signed job-completion webhooks (atrium.webhooks)
+    telemetry: TelemetrySettings = TelemetrySettings()  # log format, traces, LangSmith, Sentry (telemetry/)
 
     @model_validator(mode="wrap")
     @classmethod

@@ -147,10 +147,11 @@ class ChatAssistant:
             final: dict[str, Any] = {}
             # The custom events reach ``relay`` directly; the stream carries each node's update only
             # ({node: update}; the outcome's channels have no reducer, so the last write is the value).
-            async for chunk in graph.astream(inputs, config, stream_mode="updates"):
-                for update in cast(dict[str, Any], chunk).values():
-                    if isinstance(update, dict):
-                        final.update(update)
+            with self.deps.graph_runs.run("assistant", {"atrium.endpoint": endpoint}):
+                async for chunk in graph.astream(inputs, config, stream_mode="updates"):
+                    for update in cast(dict[str, Any], chunk).values():
+                        if isinstance(update, dict):
+                            final.update(update)
             outcome.text = "".join(parts)
             outcome.sources = sources_of(final)
             outcome.model = final.get("model")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from atrium.telemetry.graph_runs import NO_GRAPH_TRACING, GraphRunTracing
 from atrium.telemetry.tracing import NOOP_TRACER, Tracer
 
 if TYPE_CHECKING:
@@ -20,10 +21,12 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, slots=True)
 class AgentDeps:
     """What graphs may call: built once by the container. ``chat`` is the gateway's stack (guard, budget,
-    metering, routing...), so a node's model call is metered and limited like any other."""
+    metering, routing...), so a node's model call is metered and limited like any other. ``graph_runs``:
+    where each run is traced (a span, LangSmith when on: ``telemetry/graph_runs.py``)."""
 
     chat: ChatModel
     extra: dict[str, Any] = field(default_factory=dict)  # further services a graph needs (by name)
+    graph_runs: GraphRunTracing = NO_GRAPH_TRACING
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +67,4 @@ class AssistantDeps:
     guard: GuardPipeline | None = None
     settings: AssistantSettings = field(default_factory=AssistantSettings)
     tracer: Tracer = NOOP_TRACER  # each node is the span ``assistant.<node>`` (telemetry/tracing.py)
+    graph_runs: GraphRunTracing = NO_GRAPH_TRACING  # each turn is the span ``graph.assistant``, LangSmith's run

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from atrium.agents.context import AssistantDeps, AssistantSettings
 from atrium.agents.ports import ArtifactSink, ProjectRecords
 from atrium.gateway.catalogue import Catalogue
+from atrium.telemetry.graph_runs import NO_GRAPH_TRACING, GraphRunTracing
 
 if TYPE_CHECKING:
     from atrium.conversations.chat import ChatService
@@ -18,12 +19,14 @@ if TYPE_CHECKING:
 
 
 def build_assistant_deps(settings: Settings, chat: ChatService, gateway: Gateway, artifacts: ArtifactSink,
-                         projects: ProjectRecords) -> AssistantDeps:
-    """The assistant's deps over the same retrieval, guard pipeline and gateway stack as ``/api/v1/chat/ask``."""
+                         projects: ProjectRecords, graph_runs: GraphRunTracing = NO_GRAPH_TRACING) -> AssistantDeps:
+    """The assistant's deps over the same retrieval, guard pipeline and gateway stack as ``/api/v1/chat/ask``;
+    its nodes and runs traced by ``graph_runs``."""
     return AssistantDeps(
         answerer=chat.answerer, model=gateway.chat, artifacts=artifacts, projects=projects, guard=chat.guard,
         settings=AssistantSettings(max_tokens=settings.chat.max_tokens, temperature=settings.chat.temperature,
-                                   native_tools=calls_tools(gateway.catalogue)))
+                                   native_tools=calls_tools(gateway.catalogue)),
+        tracer=graph_runs.tracer, graph_runs=graph_runs)
 
 
 def calls_tools(catalogue: Catalogue, model: str = "") -> bool:

@@ -48,6 +48,7 @@ from atrium.errors import AppError, Conflict, NotFound
 from atrium.store.engine import Database
 from atrium.store.models import AgentRun, AgentThread
 from atrium.store.ports import PubSub, follow
+from atrium.telemetry.graph_runs import NO_GRAPH_TRACING, GraphRunTracing
 
 log = logging.getLogger(__name__)
 SERVER_CONFIGURABLE = frozenset({"principal", "endpoint", "searchable", "events", "thread_id", "checkpoint_ns"})
@@ -101,8 +102,10 @@ class AgentRuns:
     """Starts, executes, cancels and joins runs (module doc)."""
 
     def __init__(self, db: Database, checkpoints: Checkpoints, registry: GraphRegistry,
-                 supervisor: RunSupervisor, pubsub: PubSub | None = None) -> None:
+                 supervisor: RunSupervisor, pubsub: PubSub | None = None, *,
+                 graph_runs: GraphRunTracing = NO_GRAPH_TRACING) -> None:
         self.db = db
+        self.graph_runs = graph_runs  # each run traced: a span, and LangSmith's run when on
         self.pubsub = pubsub
         self.checkpoints = checkpoints
         self.registry = registry
@@ -203,11 +206,12 @@ class AgentRuns:
         context = AgentContext(principal=run.principal, thread_id=run.thread_id, run_id=run.run_id)
         async with self.checkpoints.for_tenant(run.principal.org_id) as saver:
             graph = self.registry.compile(run.assistant, saver)
-            async for mode, chunk in graph.astream(  # type: ignore[call-overload]  # modes and names checked at the edge
-                    request.payload(), config, stream_mode=graph_modes(request.stream_modes), context=context,
-                    interrupt_before=request.interrupt_before, interrupt_after=request.interrupt_after):
-                for event, data in translator.translate(mode, chunk):
-                    run.feed.publish(event, data)
+            with self.graph_runs.run(run.assistant.graph_id, {"atrium.run_id": run.run_id}):
+                async for mode, chunk in graph.astream(  # type: ignore[call-overload]  # modes and names checked at the edge
+                        request.payload(), config, stream_mode=graph_modes(request.stream_modes), context=context,
+                        interrupt_before=request.interrupt_before, interrupt_after=request.interrupt_after):
+                    for event, data in translator.translate(mode, chunk):
+                        run.feed.publish(event, data)
             for event, data in translator.finish():
                 run.feed.publish(event, data)
             return await graph.aget_state({"configurable": {"thread_id": run.thread_id, "checkpoint_ns": ""}})

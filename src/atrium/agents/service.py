@@ -134,7 +134,7 @@ async def build_agents(settings: Settings, db: Database, chat: ChatModel, superv
     checkpoints = await open_checkpoints(settings)
     deps = deps or AgentDeps(chat=chat)
     registry = registry or default_registry(deps)
-    runs = AgentRuns(db, checkpoints, registry, supervisor, pubsub)
+    runs = AgentRuns(db, checkpoints, registry, supervisor, pubsub, graph_runs=deps.graph_runs)
     runs.keep_checkpoints = settings.agents.checkpoints_keep_last
     flows = None
     if "accounts" in deps.extra:

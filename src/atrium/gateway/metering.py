@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -33,6 +34,8 @@ from atrium.store.models import UsageRecord
 from atrium.store.scope import rescope
 
 log = logging.getLogger(__name__)
+
+_FIRST_OUTPUT = (ports.Token, ports.ToolCallDelta)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +75,10 @@ class UsageRecorder:
             return
         self._pending.append(row)
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-recorder")
+            # A context of its own: the task outlives the request that happened to start it (its trace, its
+            # request id in logs).
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-recorder",
+                                                                context=contextvars.Context())
         if len(self._pending) >= self._batch_size:
             self._wake.set()
 
@@ -157,26 +163,34 @@ def _columns(row: UsageRow) -> dict[str, object]:
 
 class MeteredChatModel(ChatModelWrapper):
     """Records one ``UsageRow`` per call (needs ``request.context.org_id``; calls without a tenant are
-    not metered) and reports it to ``observe`` (metrics)."""
+    not metered) and reports it to ``observe`` (metrics); ``first_token`` is told the serving model and
+    the seconds to the call's first token or tool-call delta (not for cache hits)."""
 
     def __init__(self, inner: ChatModel, recorder: UsageRecorder, entries: Mapping[str, CatalogueEntry],
-                 counter: TokenCounter, *, observe: Callable[[UsageRow], None] | None = None) -> None:
+                 counter: TokenCounter, *, observe: Callable[[UsageRow], None] | None = None,
+                 first_token: Callable[[str, float], None] | None = None) -> None:
         super().__init__(inner)
         self._recorder = recorder
         self._entries = entries
         self._counter = counter
         self._observe = observe
+        self._first_token = first_token
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ports.ChatEvent, None]:
         started = time.perf_counter()
         tally = CallTally()
+        first: float | None = None
         try:
             async with self._open(request) as events:
                 async for event in events:
                     tally.see(event)
+                    if first is None and isinstance(event, _FIRST_OUTPUT):
+                        first = time.perf_counter() - started
                     yield event
         finally:
             self._record(request, tally, (time.perf_counter() - started) * 1000)
+            if first is not None and self._first_token is not None and not tally.cached:
+                self._first_token(tally.model or request.model or self.name, first)
 
     def _record(self, request: ChatRequest, tally: CallTally, latency_ms: float) -> None:
         context = request.context

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 
 from atrium.errors import InvalidRequest
@@ -56,6 +58,7 @@ from atrium.gateway.settings import ChatSettings, GatewaySettings
 from atrium.gateway.strategies import LatencyTracker
 from atrium.gateway.timeouts import FirstEventTimeout, LatencyObservingChatModel, TotalTimeout
 from atrium.gateway.tokens import TokenCounter
+from atrium.gateway.tracing import TracedChatModel
 from atrium.guard.budgets.spend import BudgetedChatModel, SpendControl, embedding_spend
 from atrium.store.engine import Database
 from atrium.telemetry.metrics import Metrics
@@ -111,6 +114,7 @@ class Gateway:
                 vectors, estimated = await embedder.embed(texts), True
                 tokens = sum(embedder.count_tokens(t) for t in texts)
             spent.tokens = tokens
+        self.metrics.observe_embedding(entry.name, "api", len(texts), time.perf_counter() - started)
         cost = price.cost(tokens, 0)
         row = UsageRow(org_id=context.org_id or "", user_id=context.user_id, api_key_id=context.api_key_id,
                        endpoint=context.endpoint, provider=entry.provider, model=entry.name,
@@ -140,7 +144,9 @@ def build_gateway(gateway: GatewaySettings, chat_settings: ChatSettings, *, http
                   db: Database, redis: Redis | None, embedder: Embedder, metrics: Metrics, counter: TokenCounter,
                   local_factory: Callable[[str], ChatModel], chat_model: ChatModel | None = None,
                   environ: Mapping[str, str] | None = None, spend: SpendControl | None = None,
-                  guard: GuardPipeline | None = None) -> Gateway:
+                  guard: GuardPipeline | None = None, tracer: trace.Tracer | None = None) -> Gateway:
+    """The gateway's stack over ``gateway``'s catalogue. ``tracer``: spans for every call and every attempt
+    (``gateway/tracing.py``); None (tracing off) adds no layer."""
     config = gateway if chat_model is None else gateway.without_implied_models()
     environ = os.environ if environ is None else environ
     entries = catalogue_entries(config)
@@ -180,8 +186,11 @@ def build_gateway(gateway: GatewaySettings, chat_settings: ChatSettings, *, http
         # The local model may queue requests behind each other: its first token can take minutes.
         first_event = (chat_settings.request_timeout_s if entry.provider_kind == "local"
                        else config.attempt_timeout_s)
-        timed = LatencyObservingChatModel(FirstEventTimeout(adapters[entry.name], first_event), latency,
-                                          key=entry.name)
+        timed: ChatModel = LatencyObservingChatModel(FirstEventTimeout(adapters[entry.name], first_event), latency,
+                                                     key=entry.name)
+        if tracer is not None:  # one span per attempt, beneath the retries and the breaker
+            timed = TracedChatModel(timed, tracer, "gateway.provider", provider=entry.provider,
+                                    kind=SpanKind.CLIENT)
         members[entry.name] = RetryingChatModel(BreakerChatModel(timed, breakers.get(entry.provider)),
                                                 config.retry)
     router = RouterChatModel(catalogue, members, latency=latency, rng=random.Random())
@@ -198,10 +207,13 @@ def build_gateway(gateway: GatewaySettings, chat_settings: ChatSettings, *, http
                              prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens,
                              cost_usd=row.cost_usd, seconds=row.latency_ms / 1000)
 
-    chat: ChatModel = MeteredChatModel(stack, recorder, catalogue.entries, counter, observe=observe)
+    chat: ChatModel = MeteredChatModel(stack, recorder, catalogue.entries, counter, observe=observe,
+                                       first_token=metrics.observe_first_token)
     if spend is not None:
         chat = BudgetedChatModel(chat, spend, route_of=router.route, entries=catalogue.entries)
     if guard is not None:  # outermost: budgets, cache and metering see only redacted prompts
         chat = guard.wrap(chat, route=router.route)
+    if tracer is not None:
+        chat = TracedChatModel(chat, tracer, "gateway.chat")
     return Gateway(catalogue=catalogue, chat=chat, router=router, embedders=embedders, breakers=breakers,
                    recorder=recorder, counter=counter, metrics=metrics, spend=spend, guard=guard)

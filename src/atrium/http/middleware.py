@@ -10,7 +10,12 @@ For every HTTP request it:
 * answers an unhandled exception with a 500 in the path's error shape, carrying the request id
   (Starlette's own last-resort handler runs outside every middleware and would send neither). A failure
   after the response began cannot be answered any more: it is raised on, and the server drops the
-  connection.
+  connection;
+* counts the request in ``atrium_http_requests_total`` and ``atrium_http_request_seconds`` by method,
+  route template and status once its body is sent, and an SSE response in ``atrium_http_open_streams``
+  while it runs (``telemetry/metrics.py``);
+* with tracing on, puts the request id on the server span (``atrium.request_id``), so a log line and its
+  trace find each other both ways.
 """
 
 from __future__ import annotations
@@ -18,17 +23,21 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
 
+from opentelemetry import trace
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atrium.http.errors import error_response_for
 from atrium.telemetry.logging import request_id_var
+from atrium.telemetry.metrics import UNMATCHED_ROUTE, Metrics
 
 log = logging.getLogger(__name__)
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class _TooLarge(StarletteHTTPException):
@@ -38,10 +47,20 @@ class _TooLarge(StarletteHTTPException):
         super().__init__(413, f"Request body exceeds {limit} bytes.")
 
 
+def route_of(scope: Scope) -> str:
+    """The template of the route that served ``scope`` (set by the router), never the raw path."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED_ROUTE
+
+
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int], *, pid_header: bool = False) -> None:
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int], metrics: Metrics | None = None,
+                 traced: bool = False, *, pid_header: bool = False) -> None:
         self.app = app
         self.limit_for = limit_for
+        self.metrics = metrics
+        self.traced = traced
         # ``server.pid_header``: which process answered (tests of several processes)
         self.extra_headers = [(b"x-atrium-pid", str(os.getpid()).encode())] if pid_header else []
 
@@ -52,6 +71,8 @@ class EdgeMiddleware:
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else os.urandom(16).hex()
         token = request_id_var.set(request_id)
+        if self.traced:
+            trace.get_current_span().set_attribute("atrium.request_id", request_id)
         try:
             if scope["type"] == "http":
                 await self._http(scope, receive, send, request_id)
@@ -61,14 +82,35 @@ class EdgeMiddleware:
             request_id_var.reset(token)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        metrics = self.metrics
+        seen = _Response()
+        if metrics is None:
+            await self._answer(scope, receive, send, request_id, seen)
+            return
+        began = time.perf_counter()
+        try:
+            await self._answer(scope, receive, send, request_id, seen)
+        finally:
+            if seen.stream is not None:
+                metrics.open_stream(seen.stream).dec()
+            method = scope["method"]
+            metrics.observe_http(method if method in _METHODS else "other", route_of(scope), seen.status or 500,
+                                 time.perf_counter() - began)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, request_id: str, seen: _Response) -> None:
         state = scope.setdefault("state", {})
         limit = self.limit_for(scope["path"])
         started = False
+        metrics = self.metrics
 
         async def edge_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                seen.status = message["status"]
+                if metrics is not None and _is_event_stream(message):
+                    seen.stream = route_of(scope)
+                    metrics.open_stream(seen.stream).inc()
                 extra = [(k.lower().encode("latin-1"), v.encode("latin-1"))
                          for k, v in state.get("response_headers", {}).items()]
                 present = {name.lower() for name, _ in message.get("headers", [])}
@@ -102,6 +144,23 @@ class EdgeMiddleware:
             log.exception("unhandled error", exc_info=exc)
             await error_response_for(scope["path"], 500, "internal_error", "Internal error.")(
                 scope, receive, edge_send)
+
+
+class _Response:
+    """What the edge saw of a response: its status, and the route of an SSE response counted open."""
+
+    __slots__ = ("status", "stream")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.stream: str | None = None
+
+
+def _is_event_stream(message: Message) -> bool:
+    for name, value in message.get("headers", ()):
+        if name.lower() == b"content-type":
+            return bytes(value).startswith(b"text/event-stream")
+    return False
 
 
 async def _reject(scope: Scope, receive: Receive, send: Send, limit: int) -> None:

@@ -9,6 +9,10 @@ process is never taken by another. Every write of a running job's state is condi
 An unexpected failure is retried after an exponential backoff (``run_after``) up to ``max_attempts`` runs,
 then the job fails for good ("gave up after N attempts"); a typed ``AppError`` (bad input) fails at once.
 Handlers must be idempotent (ingestion is: a document whose content is unchanged is skipped).
+
+Each run is the span ``job.<kind>`` (``tracer``; spans the handler makes, such as its SQL statements and
+embedding calls, are its children) and is measured into ``atrium_job_wait_seconds`` (created to started) and
+``atrium_job_run_seconds{kind,outcome}``; ``depths()`` counts the queued and running jobs for ``/metrics``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from atrium.accounts.ownership import Owner
@@ -32,14 +36,26 @@ from atrium.jobs.ports import Handler, JobStopped, JobWatcher
 from atrium.jobs.settings import JobSettings
 from atrium.store.engine import Database
 from atrium.store.models import Job
+from atrium.telemetry.metrics import JOB_STATES, Metrics
+from atrium.telemetry.tracing import NOOP_TRACER, AttributeValue, Tracer
 
 log = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY = 200
+_ENDED_BY = {"cancelled": "cancelled", "lease lost": "lease_lost"}
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _age_s(moment: datetime | None) -> float | None:
+    """Seconds since ``moment`` (a naive value, as SQLite returns them, is UTC)."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (_now() - moment).total_seconds())
 
 
 def worker_id() -> str:
@@ -52,8 +68,11 @@ class DatabaseJobQueue:
 
     def __init__(self, db: Database, handlers: dict[str, Handler], *, settings: JobSettings | None = None,
                  max_attempts: int | None = None, poll_interval_s: float | None = None,
-                 watchers: Sequence[JobWatcher] = ()) -> None:
+                 watchers: Sequence[JobWatcher] = (), tracer: Tracer = NOOP_TRACER,
+                 metrics: Metrics | None = None) -> None:
         self.db = db
+        self.tracer = tracer
+        self.metrics = metrics
         self.watchers = tuple(watchers)  # told of each change of a job (jobs/ports.py: JobWatcher)
         self.handlers = handlers
         self.settings = settings or JobSettings()
@@ -198,6 +217,15 @@ class DatabaseJobQueue:
             return False
         return True
 
+    async def depths(self) -> list[tuple[str, str, int]]:
+        """``(kind, status, count)`` of queued and running jobs, every tenant's and every kind's (0 included)."""
+        async with self.db.system_session() as session:
+            rows = (await session.execute(select(Job.kind, Job.status, func.count()).where(Job.status.in_(JOB_STATES))
+                                          .group_by(Job.kind, Job.status))).all()
+        counts = {(kind, status): int(count) for kind, status, count in rows}
+        kinds = sorted(set(self.handlers) | {kind for kind, _ in counts})
+        return [(kind, status, counts.get((kind, status), 0)) for kind in kinds for status in JOB_STATES]
+
     async def _claim(self) -> Job | None:
         # The queue is shared by every tenant: claiming is a system task; the job then runs in its tenant's scope.
         while True:
@@ -229,6 +257,26 @@ class DatabaseJobQueue:
                 await self._tell(job)
 
     async def _run(self, job: Job) -> None:
+        waited = _age_s(job.created_at)
+        if self.metrics is not None and waited is not None and job.attempts <= 1:
+            self.metrics.job_wait.labels(job.kind).observe(waited)
+        started = asyncio.get_running_loop().time()
+        outcome = "interrupted"
+        attributes: dict[str, AttributeValue] = {"atrium.job.kind": job.kind, "atrium.job.id": job.id,
+                                                 "atrium.job.attempt": job.attempts}
+        try:
+            with self.tracer.start_as_current_span(f"job.{job.kind}", attributes=attributes) as span:
+                outcome = await self._run_handler(job)
+                span.set_attribute("atrium.job.outcome", outcome)
+                span.set_status("ok" if outcome in ("succeeded", "cancelled") else "error",
+                                None if outcome in ("succeeded", "cancelled") else outcome)
+        finally:
+            if self.metrics is not None:
+                self.metrics.job_run.labels(job.kind, outcome).observe(asyncio.get_running_loop().time() - started)
+
+    async def _run_handler(self, job: Job) -> str:
+        """Run the job's handler beside its heartbeat; returns how it ended: ``succeeded``, ``failed``,
+        ``retry`` (back to the queue after a backoff), ``cancelled`` or ``lease_lost``."""
         stopped: list[str] = []  # why the handler was cancelled by us: "cancelled" or "lease lost"
 
         async def progress(fraction: float) -> None:
@@ -250,18 +298,25 @@ class DatabaseJobQueue:
             if task is not None and task.cancelling():  # the worker itself is cancelled: back to the queue
                 await asyncio.shield(self._update(job, status="queued", lease_owner=None, lease_expires_at=None))
                 raise
-            await self._stopped(job, stopped[0] if stopped else "cancelled")
+            why = stopped[0] if stopped else "cancelled"
+            await self._stopped(job, why)
+            return _ENDED_BY[why]
         except JobStopped as exc:
             await self._stopped(job, str(exc))
+            return _ENDED_BY.get(str(exc), "cancelled")
         except AppError as exc:
             await self._update(job, status="failed", error=exc.message, lease_owner=None, lease_expires_at=None)
+            return "failed"
         except Exception:
             log.exception("job %s (%s) failed (attempt %d)", job.id, job.kind, job.attempts)
             await self._failed(job)
+            return "failed" if job.status == "failed" else "cancelled" if job.status == "cancelled" else "retry"
         else:
             if await self._update(job, status="succeeded", result=result, progress=1.0, lease_owner=None,
                                   lease_expires_at=None):
                 log.info("job finished: %s (%s), attempt %d", job.id, job.kind, job.attempts)
+                return "succeeded"
+            return "lease_lost"
         finally:
             self._running.pop(job.id, None)
             beat.cancel()

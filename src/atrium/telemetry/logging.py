@@ -1,4 +1,8 @@
-"""Structured logging with request ids and secret redaction.
+"""Structured logging with request and trace ids and secret redaction.
+
+Two formats (``telemetry.log_format``): ``text``, key=value lines, and ``json``, one object per line with
+``timestamp``, ``level``, ``logger``, ``message`` and, on every line, ``request_id``, ``trace_id`` and
+``span_id`` (null outside a request or outside a recorded span). Both go through the same redaction.
 
 Two layers keep secrets out of every log sink:
 
@@ -31,13 +35,15 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import threading
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
-from typing import Any
+from typing import IO, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import structlog
+from opentelemetry import trace
 from pydantic import BaseModel, SecretStr
 
 from atrium.telemetry.credentials import BEARER, CREDENTIAL_PATTERN, KEY_LIKE, SECRET_NAME, SECRET_WORD
@@ -252,23 +258,61 @@ def add_request_id(_logger: Any, _method: str, event: dict[str, Any]) -> dict[st
     return event
 
 
-def configure_logging(level: str) -> None:
-    """Route stdlib and structlog records through one redacting key=value renderer on stderr."""
-    install_record_redaction()
-    shared: list[Any] = [
+def add_trace_ids(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """``trace_id`` and ``span_id`` of the current span (W3C hex), when one is being recorded."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event.setdefault("trace_id", format(context.trace_id, "032x"))
+        event.setdefault("span_id", format(context.span_id, "016x"))
+    return event
+
+
+_ALWAYS = ("request_id", "trace_id", "span_id")
+
+
+def every_line_keys(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """JSON lines keep one shape: the correlation keys are present on every line (null when unknown)."""
+    for key in _ALWAYS:
+        event.setdefault(key, None)
+    return event
+
+
+LogFormat = Literal["text", "json"]
+
+
+def log_formatter(fmt: LogFormat = "text") -> logging.Formatter:
+    """The redacting formatter of stdlib and structlog records in ``fmt``."""
+    shared = _shared_processors()
+    meta = structlog.stdlib.ProcessorFormatter.remove_processors_meta
+    processors: list[Any] = (
+        [structlog.stdlib.add_logger_name, meta, every_line_keys, structlog.processors.EventRenamer("message"),
+         structlog.processors.JSONRenderer(sort_keys=False)]
+        if fmt == "json" else [meta, structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"])])
+    return structlog.stdlib.ProcessorFormatter(
+        processors=processors,
+        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared],
+    )
+
+
+def _shared_processors() -> list[Any]:
+    return [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso"),
         add_request_id,
+        add_trace_ids,
         structlog.processors.format_exc_info,
         redact_secrets,
     ]
-    formatter = structlog.stdlib.ProcessorFormatter(
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"])],
-        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared],
-    )
-    handler = logging.StreamHandler()
+
+
+def configure_logging(level: str, fmt: LogFormat = "text", stream: IO[str] | None = None) -> None:
+    """Route stdlib and structlog records through one redacting renderer (``fmt``: key=value text or JSON
+    lines) on ``stream`` (default: stderr)."""
+    install_record_redaction()
+    shared = _shared_processors()
+    formatter = log_formatter(fmt)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

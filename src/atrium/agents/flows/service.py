@@ -168,7 +168,8 @@ class FlowService:
                     if prompt is None:
                         raise Conflict("The flow waits for no answer.")
                     payload = Command(resume=await self._sealed(prompt, answer))
-                await graph.ainvoke(payload, config, context=context)
+                with self.deps.graph_runs.run(f"flow.{definition.name}", {"atrium.flow_id": flow_id}):
+                    await graph.ainvoke(payload, config, context=context)
                 return await graph.aget_state(config)
         except BaseException:
             await self._store(principal, flow_id, status="interrupted", meta={})  # released, unchanged

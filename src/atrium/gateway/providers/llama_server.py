@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import signal
@@ -168,7 +169,8 @@ class ManagedLlamaServer:
         if self._closing or (self._supervisor is not None and not self._supervisor.done()):
             return
         self._launching = True
-        self._supervisor = asyncio.create_task(self._supervise(), name=f"llama-server:{self.config.model}")
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"llama-server:{self.config.model}",
+                                               context=contextvars.Context())  # outlives the request that starts it
 
     async def start(self) -> None:
         """Start the server and wait until it serves; ``ModelUnavailable`` if the first launch fails."""

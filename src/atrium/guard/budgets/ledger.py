@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -204,7 +205,8 @@ class BudgetGuard:
 
     def _listen(self) -> None:
         if self._listener is None and self._pubsub is not None and self._cache is not None and not self._closed:
-            self._listener = asyncio.get_running_loop().create_task(self._hear_changes(), name="budget-changes")
+            self._listener = asyncio.get_running_loop().create_task(  # outlives the request that starts it
+                self._hear_changes(), name="budget-changes", context=contextvars.Context())
 
     async def _hear_changes(self) -> None:
         assert self._pubsub is not None and self._cache is not None
