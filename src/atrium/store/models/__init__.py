@@ -16,7 +16,7 @@ from atrium.store.models.base import (NAMING, Base, BigId, CreatedAt, OrgRef, Ow
                                       new_id, utcnow)
 from atrium.store.models.content import (Artifact, ArtifactVersion, Change, Chunk, Collection, Conversation, Document,
                                          Job, KnowledgeRevision, Message, Project, QueryRecord)
-from atrium.store.models.metering import Budget, BudgetReservation, BudgetSpend, UsageRecord
+from atrium.store.models.metering import Budget, BudgetReservation, BudgetSpend, UsageRecord, UsageReset
 
 # Tables holding one tenant's data (``org_id``): scoped in every repository, and under Row-Level Security
 # on PostgreSQL.
@@ -64,6 +64,7 @@ __all__ = [
     "RefreshToken",
     "RowId",
     "UsageRecord",
+    "UsageReset",
     "User",
     "new_id",
     "utcnow",
