@@ -57,6 +57,8 @@ from atrium.store.models import (
     Message,
     NotificationDevice,
     Organization,
+    UsageRecord,
+    UsageReset,
     User,
 )
 from tests.api.artifact_helpers import artifact_or_grounded
@@ -294,6 +296,15 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "GET /api/v1/notifications/devices":                           _SIGNED_IN,
     "DELETE /api/v1/notifications/devices/{device_id}":           (404, 404, 404, 204, 404, 404, 404, 404, 404, 401),
     "GET /api/v1/notifications/vapid-public-key":                  _SIGNED_IN,
+    # Usage analytics: one's own calls for everyone; an organisation's for its organisation-wide admins (every
+    # organisation's for the platform admin, the owner here); a reset by an admin over the user (div_member
+    # is in D1; the member in no division).
+    "GET /api/v1/analytics/user":                                  _SIGNED_IN,
+    "GET /api/v1/analytics/user #csv":                             _SIGNED_IN,
+    "GET /api/v1/analytics/system":                               (200, 200, 403, 403, 403, 403, 403, 403, 200, 401),
+    "GET /api/v1/analytics/system #csv":                          (200, 200, 403, 403, 403, 403, 403, 403, 200, 401),
+    "POST /api/v1/analytics/user/{user_id}/reset":                (200, 200, 200, 403, 403, 403, 403, 403, 404, 401),
+    "POST /api/v1/analytics/user/{user_id}/reset #unscoped":      (200, 200, 404, 403, 403, 403, 403, 403, 404, 401),
 }
 
 
@@ -1559,6 +1570,88 @@ async def _remove_device(world: World, who: str, path: str) -> Answer:
     answer = await world.ask(who, "DELETE", fill(path, device_id=device))
     assert (device in await world.device_owners()) == (answer.status != 204)
     return answer
+
+
+# Usage analytics.
+async def _own_usage(world: World) -> dict[str, int]:
+    """Each principal of A: how many of its own calls the user report must count (from its latest reset)."""
+    await world.running.services.gateway.recorder.flush()
+    counts: dict[str, int] = {}
+    async with world.db.system_session() as session:
+        for who in IN_A:
+            owner = (UsageRecord.user_id.is_(None), UsageRecord.api_key_id == world.ids["key"]) if who == "key" \
+                else (UsageRecord.user_id == world.ids[who],)
+            reset = None if who == "key" else await session.scalar(select(func.max(UsageReset.reset_at)).where(
+                UsageReset.org_id == world.ids["org"], UsageReset.user_id == world.ids[who]))
+            since = (UsageRecord.created_at >= reset,) if reset is not None else ()
+            counts[who] = int(await session.scalar(select(func.count()).select_from(UsageRecord).where(
+                UsageRecord.org_id == world.ids["org"], *owner, *since)) or 0)
+    return counts
+
+
+def _analytics(path: str, csv_export: bool) -> Call:
+    async def call(world: World, who: str, path_: str) -> Answer:
+        expected_counts = await _own_usage(world)
+        params = {"format": "csv"} if csv_export else {"group_by": "endpoint"}
+        response = await world.clients[who].get(path, params=params)
+        csv_body = csv_export and response.status_code == 200
+        answer = Answer(response.status_code, None if csv_body else response.json(), response.text,
+                        f"{path} {json.dumps(params)}")
+        answer.values["own"] = expected_counts.get(who)
+        answer.values["content_type"] = response.headers.get("content-type")
+        return answer
+
+    return call
+
+
+async def _own_usage_only(world: World, who: str, answer: Answer) -> None:
+    if who != "other":
+        assert answer.body["totals"]["requests"] == answer.values["own"], (answer.body["totals"], answer.values)
+    assert who not in ("member", "div_member") or answer.body["totals"]["requests"] > 0  # they asked in _build
+
+
+async def _system_scope(world: World, who: str, answer: Answer) -> None:
+    body = answer.body
+    if who == "owner":
+        assert body["scope"] == "platform" and body["org_id"] is None, body
+        assert {line["org_id"] for line in body["top_orgs"]} >= {world.ids["org"]}
+    else:
+        assert body["scope"] == "org" and body["org_id"] == own_org(world, who), body
+        assert {line["org_id"] for line in body["top_orgs"]} <= {own_org(world, who)}
+        assert all(line["org_id"] == own_org(world, who) for line in body["top_users"])
+
+
+async def _is_csv(world: World, who: str, answer: Answer) -> None:
+    assert answer.values["content_type"] == "text/csv; charset=utf-8", answer.values
+    assert answer.text.startswith("key,org_id,user_id,api_key_id,requests"), answer.text[:200]
+    if who == "other":
+        assert world.ids["org"] not in answer.text
+
+
+probe("GET /api/v1/analytics/user", check=_own_usage_only)(_analytics("/api/v1/analytics/user", False))
+probe("GET /api/v1/analytics/user #csv", check=_is_csv)(_analytics("/api/v1/analytics/user", True))
+probe("GET /api/v1/analytics/system", check=_system_scope)(_analytics("/api/v1/analytics/system", False))
+probe("GET /api/v1/analytics/system #csv", check=_is_csv)(_analytics("/api/v1/analytics/system", True))
+
+
+async def _resets_of(world: World, user_id: str) -> int:
+    async with world.db.system_session() as session:
+        return int(await session.scalar(select(func.count()).select_from(UsageReset).where(
+            UsageReset.user_id == user_id)) or 0)
+
+
+def _reset(target: str) -> Call:
+    async def call(world: World, who: str, path: str) -> Answer:
+        before = await _resets_of(world, world.ids[target])
+        answer = await world.ask(who, "POST", fill(path, user_id=world.ids[target]))
+        assert await _resets_of(world, world.ids[target]) == before + (1 if answer.status == 200 else 0)
+        return answer
+
+    return call
+
+
+probe("POST /api/v1/analytics/user/{user_id}/reset")(_reset("div_member"))
+probe("POST /api/v1/analytics/user/{user_id}/reset #unscoped")(_reset("member"))
 
 
 def test_every_route_has_a_matrix_row(tmp_path: Path) -> None:
