@@ -142,6 +142,8 @@ MATRIX: dict[str, tuple[int, ...]] = {
                                                                    204, 204, 404, 403, 403, 403, 403, 403, 404, 401),
     # One-shot queries.
     "POST /api/v1/query":                                         (201, 201, 201, 201, 201, 201, 201, 201, 201, 401),
+    # The first front ends' body names the user: only the caller itself (no acting for another user).
+    "POST /api/v1/query #user_id":                                (403, 403, 403, 201, 403, 403, 403, 403, 403, 401),
     "GET /api/v1/query/{record_id}":                               _MEMBERS_OWN,
     # Documents, jobs and search follow the collections' visibility.
     "GET /api/v1/documents":                                       _SIGNED_IN,
@@ -856,6 +858,19 @@ async def _ws_plain(world: World, who: str, path: str) -> Answer:
 # Queries.
 simple("POST /api/v1/query", json_body={"question": QUESTION}, check=_sources_readable)
 simple("GET /api/v1/query/{record_id}", ids=lambda world: {"record_id": world.ids["query"]})
+
+
+async def _asked_as_member(world: World, who: str, answer: Answer) -> None:
+    if answer.status == 403:
+        assert answer.body["error"]["code"] == "user_mismatch", answer.body
+    elif answer.status == 201:
+        assert answer.body["query_id"] == answer.body["id"] and answer.body["response"] == answer.body["answer"]
+
+
+@probe("POST /api/v1/query #user_id", check=_asked_as_member, always=True)
+async def _query_as_member(world: World, who: str, path: str) -> Answer:
+    return await world.ask(who, "POST", path, json={"query": QUESTION, "model": "fake",
+                                                    "user_id": world.ids["member"]})
 
 
 # Documents, jobs, search.
