@@ -24,7 +24,7 @@ TENANT_TABLES = ("users", "divisions", "memberships", "api_keys", "refresh_token
                  "documents", "chunks", "jobs", "queries", "usage", "knowledge_revisions", "budgets",
                  "budget_spend", "budget_reservations", "org_policies", "collections", "invitations", "artifacts",
                  "artifact_versions", "changes", "agent_threads", "agent_runs", "projects",
-                 "notification_devices")
+                 "notification_devices", "usage_resets")
 
 __all__ = [
     "NAMING",
