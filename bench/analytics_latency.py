@@ -14,7 +14,8 @@ after two warm-up runs, and reports p50/p95 in ms:
   error outcomes) over 30 days (``GET /api/v1/analytics/system``) of the heavy user's organisation;
 * ``platform_org_30d`` / ``platform_org_90d``: the platform admin's report grouped by organisation over 30
   and 90 days (every row);
-* ``platform_user_csv_30d``: the CSV export of every user's line over 30 days (streamed; all groups read).
+* ``platform_user_csv_30d``: the CSV export of every user's line over 30 days (streamed; all groups read);
+* ``write``: what the metering writer pays for the indexes: a batch of 2000 rows in one transaction.
 
 Then, side by side in the same run, the user and organisation reports again with the indexes as they were
 before migration 0022 (``ix_usage_org_created`` on ``org_id, created_at`` only, no covering indexes): what
@@ -45,7 +46,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs, urlparse
 
-from sqlalchemy import text
+from sqlalchemy import insert, text
 
 from atrium.accounts.service import Accounts
 from atrium.analytics.period import period_of
@@ -53,6 +54,7 @@ from atrium.analytics.queries import Subject
 from atrium.analytics.service import Reader, UsageAnalytics
 from atrium.store.engine import Database, build_engine
 from atrium.store.migrate import upgrade
+from atrium.store.models import UsageRecord
 from atrium.store.tenancy import grant_app_role
 
 MODELS = ("gpt-4o-mini", "gpt-4o", "claude-haiku", "llama-3.1-8b", "qwen2.5-1.5b", "embed-small")
@@ -168,17 +170,35 @@ async def measure(db: Database, orgs: list[str], users: dict[str, list[str]], re
     return results
 
 
+async def write_cost(db: Database, orgs: list[str], users: dict[str, list[str]]) -> dict[str, float]:
+    """What the metering writer pays per batch: 5 batches of 2000 rows, each one tenant's executemany in a
+    transaction of its own, as ``UsageRecorder`` writes them."""
+    times = []
+    for batch in range(5):
+        rows = [dict(zip(COLUMNS, row, strict=True))
+                for row in make_rows(2000, orgs[:1], users, 1, seed=100 + batch)]
+        started = time.perf_counter()
+        async with db.tenant_session(orgs[0]) as session:
+            await session.execute(insert(UsageRecord), rows)
+        times.append((time.perf_counter() - started) * 1000)
+    return {"batch_2000_rows_p50_ms": round(statistics.median(times), 1)}
+
+
 async def bench(db: Database, owner: Database, orgs: list[str], users: dict[str, list[str]],
                 repeat: int) -> dict[str, Any]:
     with_indexes = await measure(db, orgs, users, repeat)
+    with_indexes["write"] = await write_cost(db, orgs, users)
+    print(f"  write: {with_indexes['write']}", flush=True)
     async with owner.system_session() as session:
         for index in NEW_INDEXES:
             await session.execute(text(f"DROP INDEX {index}"))
         await session.execute(text("CREATE INDEX ix_usage_org_created ON usage (org_id, created_at)"))
         await session.execute(text("ANALYZE usage"))
     print("  with the index before migration 0022 only:", flush=True)
-    without = await measure(db, orgs, users, max(3, repeat // 2),
-                            only=("user_day_30d", "heavy_user_day_30d", "org_day_30d"))
+    without: dict[str, Any] = await measure(db, orgs, users, max(3, repeat // 2),
+                                            only=("user_day_30d", "heavy_user_day_30d", "org_day_30d"))
+    without["write"] = await write_cost(db, orgs, users)
+    print(f"  write: {without['write']}", flush=True)
     return {"with_indexes": with_indexes, "before_0022": without}
 
 
