@@ -6,7 +6,7 @@ UV := .tools/bin/uv
 UV_VERSION := 0.13.8
 RUN := $(UV) run --no-sync
 # llama-cpp-python builds from source; skipping the multimodal part cuts the build to a few minutes.
-export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF
 
 .PHONY: run serve install install-dev test lint typecheck unit bench clean
 

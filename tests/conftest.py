@@ -149,4 +149,4 @@ class LiveServer:
         return self.app.state.services
 
 
-pytest_plugins = ["tests.postgres_fixtures", "tests.redis_fixtures", "tests.gateway_helpers"]
+pytest_plugins = ["tests.postgres_fixtures", "tests.redis_fixtures", "tests.s3_fixtures", "tests.gateway_helpers"]

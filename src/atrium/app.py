@@ -47,19 +47,24 @@ from atrium.http.routes import (
     search,
     sync,
     threads,
+    webhooks,
     ws,
 )
 from atrium.http.schemas.agents import RunStreamEvent
 from atrium.knowledge import reembed
 from atrium.settings import Settings
+from atrium.store.startup import startup_lock
 from atrium.telemetry.logging import install_record_redaction, register_secrets, secrets_of
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None = None,
-               auto_migrate: bool = True) -> FastAPI:
-    """Build the app. ``chat_model`` overrides the configured one (tests inject adapters this way)."""
+               auto_migrate: bool = True, sole_process: bool = True) -> FastAPI:
+    """Build the app. ``chat_model`` overrides the configured one (tests inject adapters this way).
+    ``sole_process``: whether this process may take the embedded profile's unfinished agent runs for its
+    own dead ones at start-up (``atrium serve --workers N`` recovers them in the parent, before its workers
+    start, and builds each worker with False: a worker started later would end a sibling's live runs)."""
     settings = settings or Settings()
     # Every log record is redacted when created, and the settings' own secrets are masked by value.
     install_record_redaction()
@@ -73,7 +78,8 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
         app.state.services = services
         background: list[asyncio.Task[None]] = []
         try:
-            await _first_start(services)
+            async with startup_lock(settings.resolved_migration_database_url):  # one process bootstraps
+                await _first_start(services)
             await services.knowledge.reconcile()
             if services.jobs.run_in_process:  # the scale profile leaves jobs to ``atrium worker`` processes
                 await services.jobs.recover()
@@ -81,7 +87,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
                 log.warning("this process runs no background job (jobs.run_in_api is off): run `atrium worker`")
             await reembed.schedule(services.knowledge, services.jobs)  # after a change of embedding model
             await services.realtime.start()
-            if services.db.is_sqlite:  # one process owns every run; in the scale profile others may be live
+            if services.db.is_sqlite and sole_process:  # this process owns every run; elsewhere others may be live
                 await services.agents.runs.recover()
             background = [
                 asyncio.create_task(services.knowledge.keep_consistent(), name="index-upkeep"),
@@ -123,6 +129,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
         EdgeMiddleware,
         limit_for=lambda path: limits.max_upload_bytes if path.startswith("/api/v1/documents")
         else limits.max_request_bytes,
+        pid_header=settings.server.pid_header,
     )
     if settings.server.cors_origins:  # outermost: preflights are answered before the edge's work
         # Exposed: the run a start made (Content-Location, read by the LangGraph SDKs), the request id, and
@@ -133,7 +140,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
     # The model endpoints first: FastAPI tries routes in order, and these are the hot path.
     for module in (openai_compat, anthropic_compat, health, metrics, chat, search, document_urls, documents,
                    collections, query, conversations, sync, me, admin, auth, accounts, invitations, budgets, policy,
-                   ws, assistants, threads, runs, flows, projects, notifications, analytics):
+                   ws, assistants, threads, runs, flows, projects, notifications, webhooks, analytics):
         app.include_router(module.router)
     app.include_router(artifacts.router)
     app.include_router(conversations.admin_router)

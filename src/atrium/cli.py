@@ -33,8 +33,9 @@ app.add_typer(keys_app, name="keys")
 
 
 def server_config(app: Any, settings: Settings, *, host: str | None = None,
-                  port: int | None = None) -> uvicorn.Config:
-    """How ``atrium serve`` has uvicorn run ``app`` (tests serve it through this too).
+                  port: int | None = None, workers: int = 1) -> uvicorn.Config:
+    """How ``atrium serve`` has uvicorn run ``app`` (tests serve it through this too). With ``workers`` > 1,
+    ``app`` is the import string of a factory each worker process calls (``atrium.cli:worker_app``).
 
     ``X-Forwarded-For``/``-Proto`` are believed only from ``server.forwarded_allow_ips``. uvicorn's own
     default believes them from 127.0.0.1: any process on the host (or a local proxy that passes the header
@@ -48,12 +49,22 @@ def server_config(app: Any, settings: Settings, *, host: str | None = None,
     return uvicorn.Config(app, host=host or settings.server.host, port=port or settings.server.port,
                           log_config=None, timeout_graceful_shutdown=30, access_log=settings.server.access_log,
                           ws_max_size=settings.limits.max_ws_message_bytes * HARD_CAP_FACTOR,
-                          proxy_headers=bool(trusted), forwarded_allow_ips=list(trusted))
+                          proxy_headers=bool(trusted), forwarded_allow_ips=list(trusted),
+                          workers=workers, factory=workers > 1,
+                          # a worker answers the supervisor's pings once spawned and its imports done: on a
+                          # busy host that takes more than uvicorn's 5 s, and a slow one was killed as hung
+                          timeout_worker_healthcheck=60)
 
 
 @app.command()
 def serve(host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
-          port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None) -> None:
+          port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+          workers: Annotated[int, typer.Option(
+              min=1, max=64, help="API processes sharing the port (uvicorn's supervisor restarts one that "
+                                  "dies). More than 1 needs ATRIUM_REDIS_URL: rate limits, budgets' caches, "
+                                  "the response cache, circuit breakers, pub/sub and answer streams are then "
+                                  "shared through Redis. The database is shared too (SQLite or PostgreSQL); "
+                                  "migrations run once, in this process, before the workers start.")] = 1) -> None:
     """Run the API server (migrates the database and bootstraps the admin key on first start)."""
     import uvicorn
 
@@ -61,11 +72,66 @@ def serve(host: Annotated[str | None, typer.Option(help="Interface to bind.")] =
 
     settings = load_settings()
     configure_logging(settings.log_level)
+    if workers > 1:
+        _serve_workers(settings, host, port, workers)
+        return
     server = uvicorn.Server(server_config(create_app(settings), settings, host=host, port=port))
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
     if not server.started:
         raise typer.Exit(3)  # uvicorn's exit status for a failed start-up
+
+
+def several_workers_refusal(settings: Settings, workers: int) -> str | None:
+    """Why ``atrium serve --workers N`` cannot run on these settings, or None."""
+    if settings.redis_url is None:
+        return (f"--workers {workers} needs ATRIUM_REDIS_URL (e.g. redis://127.0.0.1:6379/0). Without Redis, rate "
+                "limits, the response cache, circuit breakers, pub/sub (key revocations, realtime events) and "
+                "answer streams live inside each process: every process would admit the whole rate limit and "
+                "miss the others' events. Set ATRIUM_REDIS_URL, or run one process (--workers 1).")
+    return None
+
+
+def _serve_workers(settings: Settings, host: str | None, port: int | None, workers: int) -> None:
+    """``workers`` uvicorn processes on one socket. What must run once runs here, before they start: the
+    migrations and, on SQLite, ending the agent runs a stopped server left (a worker cannot tell them from a
+    sibling's live ones). Each worker then builds its own services (``worker_app``)."""
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    refusal = several_workers_refusal(settings, workers)
+    if refusal is not None:
+        console.print(f"[red]Cannot serve with several processes:[/red] {refusal}")
+        raise typer.Exit(2)
+    if any(provider.kind == "local" for provider in settings.gateway.providers.values()):
+        console.print(f"[yellow]warning:[/yellow] each of the {workers} processes starts its own local model "
+                      "server (memory and cores times the processes); a shared model server scales better")
+
+    async def prepare() -> None:
+        from atrium.agents.runs import recover_runs
+        from atrium.store.engine import temporary_database
+
+        await migrate(settings)
+        if settings.is_sqlite:
+            async with temporary_database(settings.resolved_database_url) as db:
+                await recover_runs(db)
+
+    run_async(prepare)
+    config = server_config("atrium.cli:worker_app", settings, host=host, port=port, workers=workers)
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        raise typer.Exit(3)
+
+
+def worker_app() -> Any:
+    """The app of one ``atrium serve --workers N`` process (uvicorn calls this factory in each): settings from
+    the environment the parent validated, no migration (the parent ran it)."""
+    from atrium.app import create_app
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(settings, auto_migrate=False, sole_process=False)
 
 
 @app.command()
@@ -268,6 +334,29 @@ def index_check(repair: Annotated[bool, typer.Option(help="Reconcile with the da
 def config_show() -> None:
     """Print the effective configuration as JSON, secrets masked."""
     print(json.dumps(masked_dump(load_settings()), indent=2, default=str))
+
+
+@config_app.command("doc")
+def config_doc(
+    write: Annotated[Path | None, typer.Option(
+        help="Rewrite the generated reference inside this Markdown file (docs/operations.md) instead of "
+             "printing it.")] = None,
+    check: Annotated[bool, typer.Option(help="With --write: change nothing, exit 1 if it is stale.")] = False,
+) -> None:
+    """Print the configuration reference (every setting, its variable, type, bounds and default) generated
+    from the settings classes."""
+    from atrium import config_doc as reference
+
+    if write is None:
+        sys.stdout.write(reference.render(Settings))
+        return
+    current = write.read_text(encoding="utf-8")
+    fresh = reference.replace_generated(current, reference.render(Settings))
+    if check:
+        raise typer.Exit(0 if fresh == current else 1)
+    if fresh != current:
+        write.write_text(fresh, encoding="utf-8")
+        console.print(f"{write}: configuration reference rewritten")
 
 
 def main() -> None:

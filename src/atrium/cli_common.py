@@ -56,9 +56,11 @@ async def admin_principal(services: Services, org: str | None) -> Principal:
     """An owner of ``org`` (default: the first organisation), as the offline commands act; on a new data
     dir this bootstraps the admin key and prints it once."""
     from atrium.store.models import Organization
+    from atrium.store.startup import startup_lock
 
-    created = await ensure_admin(services.db, preset_key=None if services.settings.bootstrap_admin_key is None
-                                 else services.settings.bootstrap_admin_key.get_secret_value())
+    preset = services.settings.bootstrap_admin_key
+    async with startup_lock(services.settings.resolved_migration_database_url):  # a server may start meanwhile
+        created = await ensure_admin(services.db, preset_key=None if preset is None else preset.get_secret_value())
     if created is not None and created.raw_key is not None:
         console.print(f"\n  Atrium admin API key (shown once): [bold]{created.raw_key}[/bold]\n")
     async with services.db.system_session() as session:  # the tenant is what this looks up

@@ -53,7 +53,7 @@ from atrium.jobs.settings import job_engine, runs_in_api
 from atrium.knowledge import reembed
 from atrium.knowledge.answering import GroundedAnswerer
 from atrium.knowledge.directory import CollectionDirectory
-from atrium.knowledge.ingest import upload_job_handler
+from atrium.knowledge.ingest import upload_cleanup, upload_job_handler
 from atrium.knowledge.keyword import PostgresKeywordSearch, SqliteKeywordSearch
 from atrium.knowledge.ports import KeywordSearch, VectorIndex
 from atrium.knowledge.service import KnowledgeService
@@ -68,10 +68,15 @@ from atrium.settings import Settings
 from atrium.store.engine import Database, build_engine, temporary_database
 from atrium.store.files import secure_data_dir
 from atrium.store.migrate import upgrade
+from atrium.store.objects.factory import build_object_store
+from atrium.store.objects.ports import ObjectStore
 from atrium.store.ports import PubSub
 from atrium.store.pubsub import InProcessPubSub, RedisPubSub
+from atrium.store.startup import startup_lock
 from atrium.store.tenancy import app_role_name, grant_app_role, verify_isolation
 from atrium.telemetry.metrics import Metrics
+from atrium.webhooks.dispatch import WebhookDispatcher
+from atrium.webhooks.wiring import build_webhooks
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +109,8 @@ class Services:
     realtime: Hub  # this process's WebSockets per organisation, presence, delivery (atrium.realtime)
     events: EventPublisher  # realtime events to every replica's sockets (through the PubSub port)
     notifications: NotificationService  # push to users' devices; told of jobs and waiting flows
+    objects: ObjectStore  # where uploads wait for their ingestion job (store/objects/)
+    webhooks: WebhookDispatcher  # signed job-completion webhooks; ``.registry`` for the routes (atrium.webhooks)
     guard: Guard | None = None  # guard policies (moderation, PII, injection, output links); routes/policy.py
     urls: UrlIngestion | None = None  # URL ingestion through the egress guard (knowledge/web/)
 
@@ -188,19 +195,22 @@ def build_job_queue(settings: Settings, db: Database, handlers: dict[str, Handle
 
 
 async def migrate(settings: Settings) -> None:
+    """Bring the schema up to date, under the start-up lock: processes starting together migrate in turn
+    (the later ones find nothing to do)."""
     await anyio.to_thread.run_sync(secure_data_dir, settings)  # 0700, the database 0600
-    await anyio.to_thread.run_sync(upgrade, settings.resolved_migration_database_url)
-    app_role = app_role_name(settings.resolved_database_url, settings.resolved_migration_database_url)
-    if app_role is not None and not settings.is_sqlite:
-        async with temporary_database(settings.resolved_migration_database_url) as owner:
-            await grant_app_role(owner, app_role)
-    if not settings.is_sqlite and job_engine(settings.jobs, is_sqlite=False) == "procrastinate":
-        from atrium.jobs.procrastinate_queue import ensure_schema
-
-        if await ensure_schema(settings.resolved_migration_database_url) and app_role is not None:
-            # procrastinate's tables came after the grants
+    async with startup_lock(settings.resolved_migration_database_url):
+        await anyio.to_thread.run_sync(upgrade, settings.resolved_migration_database_url)
+        app_role = app_role_name(settings.resolved_database_url, settings.resolved_migration_database_url)
+        if app_role is not None and not settings.is_sqlite:
             async with temporary_database(settings.resolved_migration_database_url) as owner:
                 await grant_app_role(owner, app_role)
+        if not settings.is_sqlite and job_engine(settings.jobs, is_sqlite=False) == "procrastinate":
+            from atrium.jobs.procrastinate_queue import ensure_schema
+
+            if await ensure_schema(settings.resolved_migration_database_url) and app_role is not None:
+                # procrastinate's tables came after the grants
+                async with temporary_database(settings.resolved_migration_database_url) as owner:
+                    await grant_app_role(owner, app_role)
 
 
 async def build_services(settings: Settings, *, chat_model: ChatModel | None = None,
@@ -258,10 +268,15 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     notifications = await build_notifications(settings.notifications, data_dir=settings.data_dir, db=db,
                                               http_client=http_client, egress=EgressGuard(settings.egress))
     urls = await build_url_ingestion(settings, knowledge)
-    jobs = build_job_queue(settings, db, {"ingest": upload_job_handler(knowledge, settings.uploads_dir),
+    objects = await build_object_store(settings.object_store, uploads_dir=settings.uploads_dir)
+    webhooks = build_webhooks(settings.webhooks, db, EgressGuard(settings.egress))
+    # Each change of a job: its owner's sockets, devices and the organisation's webhooks told of it; an
+    # upload's files deleted from the object store when it ends.
+    jobs = build_job_queue(settings, db, {"ingest": upload_job_handler(knowledge, objects),
                                           URL_JOB: urls.job_handler(),
                                           reembed.JOB_KIND: reembed.handler(knowledge)},
-                           watchers=(job_watcher(hub.publisher), notifications.job_changed))
+                           watchers=(job_watcher(hub.publisher), notifications.job_changed, webhooks.job_changed,
+                                     upload_cleanup(objects)))
 
     async def flow_waiting(waiting: FlowWaiting) -> None:  # a flow waits: its owner's sockets, then devices
         owner = Owner(waiting.user_id, waiting.api_key_id)
@@ -288,7 +303,8 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
                         rate_limiter=rate_limiter, budgets=budgets, redis=redis, agents=agents, guard=pipeline.guard,
                         erasure=ConversationErasure(db, artifacts.index, streams.log,
                                                     agents.erase_conversation_threads),
-                        realtime=hub, events=hub.publisher, notifications=notifications, urls=urls)
+                        realtime=hub, events=hub.publisher, notifications=notifications, urls=urls,
+                        objects=objects, webhooks=webhooks)
     chat.assistant = ChatAssistant(assistant)  # /api/v1/chat/ask answers through the same assistant graph
     return services
 
@@ -308,6 +324,8 @@ async def close_services(services: Services, *, reconcile: bool = True) -> None:
     await services.agents.aclose()
     await services.jobs.aclose()
     await services.notifications.close()  # sends in progress use the HTTP client
+    await services.webhooks.close()
+    await services.objects.aclose()
     if services.urls is not None:
         await services.urls.aclose()
     await services.gateway.aclose()

@@ -69,7 +69,9 @@ from atrium.jobs.settings import JobSettings
 from atrium.knowledge.settings import EmbeddingSettings, KnowledgeSettings
 from atrium.notifications.settings import NotificationSettings
 from atrium.realtime.settings import RealtimeSettings
+from atrium.store.objects.settings import ObjectStoreSettings
 from atrium.store.settings import DatabaseSettings
+from atrium.webhooks.settings import WebhookSettings
 
 __all__ = [
     "PII_KINDS", "AgentSettings", "AuthSettings", "BreakerSettings", "BudgetSettings", "CacheSettings", "Capability",
@@ -78,9 +80,10 @@ __all__ = [
     "ExternalIdpSettings", "GatewaySettings", "GuardPolicySettings", "GuardSettings", "InjectionAction",
     "InjectionPolicySettings", "JobSettings", "JwtAlgorithm", "KnowledgeSettings", "LimitSettings", "LocalModelName",
     "ModelSettings", "ModerationPolicySettings", "ModerationProviderSettings", "NotificationSettings",
-    "OutputPolicySettings", "PiiAction", "PiiKind", "PiiPolicySettings", "ProviderKind", "ProviderSettings",
+    "ObjectStoreSettings", "OutputPolicySettings", "PiiAction", "PiiKind", "PiiPolicySettings", "ProviderKind",
+    "ProviderSettings",
     "RateLimitSettings", "RealtimeSettings", "RetrySettings", "RouteSettings", "RouteStrategy", "ServerSettings",
-    "Settings", "StreamSettings", "TenantPolicySettings",
+    "Settings", "StreamSettings", "TenantPolicySettings", "WebhookSettings",
     "masked_dump",
     "unknown_env_vars",
 ]
@@ -93,14 +96,16 @@ class Settings(BaseSettings):
         env_prefix="ATRIUM_", env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
-    data_dir: Path = Path("./data")
+    data_dir: Path = Path("./data")  # everything the embedded profile writes (0700): see docs/operations.md
+    # SQLAlchemy URL; unset: SQLite in data_dir. PostgreSQL: postgresql+asyncpg://, a role without BYPASSRLS.
     database_url: SecretStr | None = None
     # The owner role that runs migrations (PostgreSQL); unset: database_url runs them too.
     migration_database_url: SecretStr | None = None
-    redis_url: SecretStr | None = None
+    redis_url: SecretStr | None = None  # redis://host:6379/0; unset: in-process (one process only)
+    # On a new data dir, the first admin API key (atr_..., >= 32 characters) instead of a generated one.
     bootstrap_admin_key: SecretStr | None = None
-    config: Path | None = None
-    model_cache_dir: Path | None = None
+    config: Path | None = None  # a YAML file with the same structure; the environment overrides it
+    model_cache_dir: Path | None = None  # where the assembled local model is kept; unset: data_dir/models
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
@@ -119,6 +124,8 @@ class Settings(BaseSettings):
     notifications: NotificationSettings = NotificationSettings()
     jobs: JobSettings = JobSettings()
     egress: EgressSettings = EgressSettings()  # what fetches of user-given URLs may reach (guard/egress.py)
+    object_store: ObjectStoreSettings = ObjectStoreSettings()  # where uploads wait for their job (store/objects/)
+    webhooks: WebhookSettings = WebhookSettings()  # signed job-completion webhooks (atrium.webhooks)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -173,7 +180,7 @@ class Settings(BaseSettings):
 
     @property
     def uploads_dir(self) -> Path:
-        """Where uploaded files wait for their ingestion job."""
+        """Where uploaded files wait for their ingestion job (``object_store.backend=local``)."""
         return self.data_dir / "uploads"
 
     @property

@@ -60,6 +60,7 @@ from atrium.store.models import (
     UsageRecord,
     UsageReset,
     User,
+    Webhook,
 )
 from tests.api.artifact_helpers import artifact_or_grounded
 from tests.api.authz_helpers import (
@@ -298,6 +299,10 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "GET /api/v1/notifications/devices":                           _SIGNED_IN,
     "DELETE /api/v1/notifications/devices/{device_id}":           (404, 404, 404, 204, 404, 404, 404, 404, 404, 401),
     "GET /api/v1/notifications/vapid-public-key":                  _SIGNED_IN,
+    # Webhooks: an organisation-wide setting of unscoped admins and owners (never a division admin).
+    "POST /api/v1/webhooks":                                      (201, 201, 403, 403, 403, 403, 403, 403, 201, 401),
+    "GET /api/v1/webhooks":                                       (200, 200, 403, 403, 403, 403, 403, 403, 200, 401),
+    "DELETE /api/v1/webhooks/{webhook_id}":                       (204, 204, 403, 403, 403, 403, 403, 403, 404, 401),
     # Usage analytics: one's own calls for everyone; an organisation's for its organisation-wide admins (every
     # organisation's for the platform admin, the owner here); a reset by an admin over the user (div_member
     # is in D1; the member in no division).
@@ -464,6 +469,16 @@ class World:
             rows = await session.execute(select(NotificationDevice.id, NotificationDevice.user_id))
             return {row.id: row.user_id for row in rows}
 
+    async def webhook(self) -> str:
+        """A new webhook of A (made by the owner)."""
+        made = await self.owner.post("/api/v1/webhooks", json={"url": f"http://127.0.0.1:9/hook/{self.unique('w')}"})
+        assert made.status_code == 201, made.text
+        return str(made.json()["id"])
+
+    async def webhook_orgs(self) -> dict[str, str]:
+        async with self.db.system_session() as session:
+            return {row.id: row.org_id for row in await session.execute(select(Webhook.id, Webhook.org_id))}
+
     async def d1_collection(self) -> str:
         name = self.unique("tmp-d1")
         made = await self.clients["div_member"].post("/api/v1/collections", json={"name": name})
@@ -618,6 +633,7 @@ async def _build(world: World) -> None:
     await _agent_threads(world)
     await _flows_and_projects(world)
     ids["device_member"] = await world.device("member")
+    ids["webhook"] = await world.webhook()
     world.secrets = ({value for name, value in ids.items() if name != "org"} | set().union(*world.docs.values())
                      | {ORG_WORD, D1_WORD, PRIVATE_WORD, "Division D1", "Division D2"})
 
@@ -629,7 +645,8 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         "providers": {"vault": {"kind": "fake", "fake_answer": "An answer of the vault model."}},
         "models": {"vault-model": {"provider": "vault", "model": "fake"}},
     }, auth={"login_attempts_per_minute_per_ip": 100_000, "access_token_ttl_s": 3600},
-        notifications=NOTIFICATIONS_FOR_TESTS)
+        notifications=NOTIFICATIONS_FOR_TESTS,
+        webhooks={"allow_http": True, "allow_private": True, "max_attempts": 1, "max_per_org": 100})
     model = FakeChatModel(answer=artifact_or_grounded)  # artifacts are generated as JSON, the rest as before
     app, lifespan = await start_app(settings, model)
     clients = {"owner": client_for(app, ADMIN_KEY), "anonymous": client_for(app, None)}
@@ -1545,6 +1562,35 @@ def _on_fresh_flow(body: dict[str, Any] | None) -> Call:
 
 probe("POST /api/v1/flows/{flow_id}/answer")(_on_fresh_flow({"answer": "Mine now"}))
 probe("POST /api/v1/flows/{flow_id}/cancel")(_on_fresh_flow(None))
+
+
+# Webhooks.
+@probe("POST /api/v1/webhooks")
+async def _register_webhook(world: World, who: str, path: str) -> Answer:
+    answer = await world.ask(who, "POST", path, json={"url": f"http://127.0.0.1:9/hook/{world.unique(who)}"})
+    if answer.status == 201:  # a webhook of the caller's own organisation
+        assert (await world.webhook_orgs())[answer.body["id"]] == own_org(world, who)
+        assert answer.body["secret"].startswith("whsec_")
+    return answer
+
+
+async def _org_webhooks(world: World, who: str, answer: Answer) -> None:
+    listed = {hook["id"] for hook in answer.body["webhooks"]}
+    orgs = await world.webhook_orgs()
+    assert {orgs[hook_id] for hook_id in listed} == {own_org(world, who)}, listed
+    assert (world.ids["webhook"] in listed) == (who != "other")
+    assert all("secret" not in hook for hook in answer.body["webhooks"])
+
+
+simple("GET /api/v1/webhooks", check=_org_webhooks)
+
+
+@probe("DELETE /api/v1/webhooks/{webhook_id}", always=True, check=None)
+async def _remove_webhook(world: World, who: str, path: str) -> Answer:
+    hook = await world.webhook()
+    answer = await world.ask(who, "DELETE", fill(path, webhook_id=hook))
+    assert (hook in await world.webhook_orgs()) == (answer.status != 204)
+    return answer
 
 
 # --- The tests -----------------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ from atrium.store.models import (
     UsageRecord,
     UsageReset,
     User,
+    Webhook,
 )
 from atrium.store.tenancy import IsolationError, enable_rls, inspect_isolation, verify_isolation
 from tests.api.helpers import ingest
@@ -138,6 +139,8 @@ async def _seed(owner: Database) -> None:
                 Project(org_id=org, user_id=user.id, visibility="org", title=f"secret {tag}", description=""),
                 NotificationDevice(org_id=org, user_id=user.id, kind="fcm", endpoint=f"secret-token-{tag}",
                                    endpoint_hash=tag * 8),
+                Webhook(org_id=org, user_id=user.id, url=f"https://{tag}.example/hook", events=["job.failed"],
+                        secret=f"whsec_{tag}", failures=0),
             ])
             await session.flush()
             session.add(AgentRun(org_id=org, thread_id=f"thread-{tag}", assistant_id="echo"))

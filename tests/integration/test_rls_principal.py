@@ -34,6 +34,7 @@ from atrium.store.models import (
     Organization,
     QueryRecord,
     User,
+    Webhook,
 )
 from tests.conftest import make_settings
 from tests.postgres_fixtures import PostgresServer
@@ -84,6 +85,7 @@ LABELS = {
     "chunks": "SELECT text FROM chunks",
     "artifacts": "SELECT title FROM artifacts",
     "artifact_versions": "SELECT title FROM artifact_versions",
+    "webhooks": "SELECT description FROM webhooks",
 }
 
 
@@ -159,6 +161,10 @@ async def _seed(owner: Database) -> World:
         session.add_all([b_conversation, Collection(org_id=ORG_B, name="org-docs", visibility="org")])
         await session.flush()
         session.add(Message(org_id=ORG_B, conversation_id=b_conversation.id, role="user", content="message-b"))
+        # Webhooks: an organisation-wide setting, seen only by unscoped admins (and owners) of their organisation.
+        session.add_all([Webhook(org_id=org, user_id=users[maker], url="https://hooks.example/x", events=["job.failed"],
+                                 description=f"hook-{org[0]}", secret="whsec_c2VjcmV0", failures=0)
+                         for org, maker in ((ORG_A, "admin"), (ORG_B, "b_user"))])
     return world
 
 
@@ -197,6 +203,7 @@ def _expected(name: str) -> dict[str, set[str]]:
         "chunks": readable,
         "artifacts": readable,
         "artifact_versions": readable,
+        "webhooks": {"hook-a"} if name == "admin" else set(),  # not a division admin, nor any member
     }
 
 
@@ -214,6 +221,7 @@ async def test_the_service_scope_sees_the_whole_tenant(world: World) -> None:
     assert seen["messages"] == {f"message-{owner}" for owner in OWNERS}
     assert seen["collections"] == seen["documents"] == seen["chunks"] == set(COLLECTIONS)
     assert seen["artifacts"] == seen["artifact_versions"] == set(COLLECTIONS)
+    assert seen["webhooks"] == {"hook-a"}
 
 
 async def test_a_principal_cannot_write_in_another_owners_name(world: World) -> None:
@@ -231,6 +239,8 @@ async def test_a_principal_cannot_write_in_another_owners_name(world: World) -> 
         ("INSERT INTO artifacts (id, org_id, user_id, visibility, kind, title, description, current_version, "
          f"created_at, updated_at) VALUES ('forged5', '{ORG_A}', '{colleague}', 'private', 'markdown', 'forged', "
          "'', 1, now(), now())"),
+        ("INSERT INTO webhooks (id, org_id, url, events, secret, created_at, failures) "
+         f"VALUES ('forged6', '{ORG_A}', 'https://evil.example/', '[]', 'whsec_x', now(), 0)"),
         # Taking over one's own conversation for someone else.
         f"UPDATE conversations SET user_id = '{colleague}'",
     ]
@@ -245,7 +255,7 @@ async def test_a_principal_changes_and_deletes_none_of_the_rows_it_cannot_see(wo
     async with world.app.scoped_session(member) as session:
         for table, visible in (("conversations", 1), ("messages", 1), ("queries", 1), ("jobs", 1),
                                ("collections", 2), ("documents", 2), ("chunks", 2), ("artifacts", 2),
-                               ("artifact_versions", 2)):
+                               ("artifact_versions", 2), ("webhooks", 0)):
             updated = await session.execute(text(f"UPDATE {table} SET org_id = org_id"))
             assert updated.rowcount == visible, table  # type: ignore[attr-defined]
         gone = await session.execute(text("DELETE FROM documents WHERE source = 'colleague-private'"))

@@ -364,16 +364,21 @@ class AgentRuns:
         self._cancel_local(run_id)
 
     async def recover(self) -> int:
-        """At start-up (embedded profile, one process): runs a crash left pending or running end as
-        ``error`` (``interrupted``), and their threads become ``idle`` again. Their state is what the
-        checkpointer kept."""
-        async with self.db.system_session() as session:
-            rows = list(await session.scalars(select(AgentRun).where(AgentRun.status.in_(ACTIVE_RUN_STATUSES))))
-            for row in rows:
-                row.status = "error"
-                row.error = {"code": "interrupted", "message": "The server stopped during the run."}
-            await session.execute(update(AgentThread).where(AgentThread.status == "busy").values(status="idle"))
-        return len(rows)
+        """At start-up (embedded profile, one process): see ``recover_runs``."""
+        return await recover_runs(self.db)
+
+
+async def recover_runs(db: Database) -> int:
+    """At start-up, when no other process can be running one (embedded profile): runs a crash left pending
+    or running end as ``error`` (``interrupted``), and their threads become ``idle`` again. Their state is
+    what the checkpointer kept."""
+    async with db.system_session() as session:
+        rows = list(await session.scalars(select(AgentRun).where(AgentRun.status.in_(ACTIVE_RUN_STATUSES))))
+        for row in rows:
+            row.status = "error"
+            row.error = {"code": "interrupted", "message": "The server stopped during the run."}
+        await session.execute(update(AgentThread).where(AgentThread.status == "busy").values(status="idle"))
+    return len(rows)
 
 
 async def _run_of(session: AsyncSession, org_id: str, thread_id: str, run_id: str) -> AgentRun:

@@ -37,7 +37,9 @@ from atrium.knowledge.service import KnowledgeService
 from atrium.notifications.service import NotificationService
 from atrium.settings import Settings
 from atrium.store.engine import Database
+from atrium.store.objects.ports import ObjectStore
 from atrium.telemetry.metrics import Metrics
+from atrium.webhooks.registry import WebhookRegistry
 
 T = TypeVar("T")
 
@@ -79,6 +81,8 @@ ArtifactsDep = Annotated[ArtifactService, _part(lambda services: services.artifa
 StreamsDep = Annotated[AnswerStreams, _part(lambda services: services.streams)]
 MetricsDep = Annotated[Metrics, _part(lambda services: services.metrics)]
 JobsDep = Annotated[DatabaseJobQueue, _part(lambda services: services.jobs)]
+ObjectStoreDep = Annotated[ObjectStore, _part(lambda services: services.objects)]
+WebhooksDep = Annotated[WebhookRegistry, _part(lambda services: services.webhooks.registry)]
 AgentsDep = Annotated[Agents, _part(lambda services: services.agents)]
 ErasureDep = Annotated[ConversationErasure, _part(lambda services: services.erasure)]
 ProjectsDep = Annotated[SqlProjectRecords, _part(lambda services: SqlProjectRecords(services.db))]

@@ -39,9 +39,11 @@ class _TooLarge(StarletteHTTPException):
 
 
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int], *, pid_header: bool = False) -> None:
         self.app = app
         self.limit_for = limit_for
+        # ``server.pid_header``: which process answered (tests of several processes)
+        self.extra_headers = [(b"x-atrium-pid", str(os.getpid()).encode())] if pid_header else []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -71,7 +73,7 @@ class EdgeMiddleware:
                          for k, v in state.get("response_headers", {}).items()]
                 present = {name.lower() for name, _ in message.get("headers", [])}
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode()),
-                                      *(h for h in extra if h[0] not in present)]
+                                      *(h for h in extra if h[0] not in present), *self.extra_headers]
             await send(message)
 
         length = dict(scope.get("headers") or []).get(b"content-length")

@@ -26,6 +26,9 @@ class ServerSettings(BaseModel):
     # Web origins whose pages may call the API from the browser (CORS), "https://app.example.com", or "*".
     # Empty: no CORS headers at all, so only servers and same-origin pages call Atrium.
     cors_origins: Annotated[list[str], NoDecode] = []  # in the environment: comma-separated
+    # Tests and diagnosis of several processes (``atrium serve --workers N``): every HTTP response names the
+    # process that answered in ``X-Atrium-Pid``. Off by default: clients have no use for it.
+    pid_header: bool = False
 
     @field_validator("forwarded_allow_ips", "cors_origins", mode="before")
     @classmethod

@@ -4,8 +4,8 @@ object; a document in a collection the caller may not read is ``NotFound``."""
 
 from __future__ import annotations
 
+import contextlib
 import re
-import shutil
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,8 +23,8 @@ from atrium.knowledge import collections as collections_repo
 from atrium.knowledge import repository as repo
 from atrium.knowledge.parsing import is_supported, parse_document, unsupported
 from atrium.knowledge.service import KnowledgeService, check_collection
-from atrium.store.files import private_dir, write_private
 from atrium.store.models import Document, Job
+from atrium.store.objects.ports import ObjectStore
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -48,12 +48,14 @@ class Upload:
 
 
 async def upload(knowledge: KnowledgeService, jobs: DatabaseJobQueue, principal: Principal,
-                 files: Sequence[IncomingFile], collection: str, *, uploads_dir: Path, max_files: int,
+                 files: Sequence[IncomingFile], collection: str, *, store: ObjectStore, max_files: int,
                  max_bytes: int, idempotency_key: str | None = None) -> Upload:
     """Save the files (at most ``max_files``, each supported, decodable and at most ``max_bytes`` long) in a
-    new folder of ``uploads_dir`` and queue their ingestion into ``collection`` (one the caller may write,
-    or a new one of its own). With ``idempotency_key``, an upload the same caller already made under that key
-    is answered with its job, and nothing is saved or queued again (a client retrying after a lost answer)."""
+    new folder ``<org>/<random>`` of the object ``store`` and queue their ingestion into ``collection`` (one
+    the caller may write, or a new one of its own): the files are stored before the job exists, so whichever
+    process runs it finds them. With ``idempotency_key``, an upload the same caller already made under that
+    key is answered with its job, and nothing is saved or queued again (a client retrying after a lost
+    answer). The folder is deleted when the job ends (``knowledge/ingest.py``: ``upload_cleanup``)."""
     check_collection(collection)
     key = f"upload:{owner_key(principal)}:{idempotency_key}" if idempotency_key is not None else None
     if key is not None and (existing := await jobs.find_by_key(principal.org_id, key)) is not None:
@@ -64,11 +66,9 @@ async def upload(knowledge: KnowledgeService, jobs: DatabaseJobQueue, principal:
         raise InvalidRequest("Send at least one file in the 'files' field.")
     if len(files) > max_files:
         raise PayloadTooLarge(f"At most {max_files} files per upload.")
-    folder_name = uuid.uuid4().hex
-    folder = uploads_dir / folder_name
+    folder_name = f"{principal.org_id}/{uuid.uuid4().hex}"
     stored: list[dict[str, str]] = []
     try:
-        await anyio.to_thread.run_sync(private_dir, folder)
         for number, incoming in enumerate(files):
             name = Path(incoming.filename or "").name
             if not name or not is_supported(name):
@@ -79,18 +79,19 @@ async def upload(knowledge: KnowledgeService, jobs: DatabaseJobQueue, principal:
                 raise PayloadTooLarge(f"{name} is larger than {max_bytes} bytes.")
             # Refuse unreadable input now, not later in the job (off the event loop: a PDF takes a while).
             await anyio.to_thread.run_sync(parse_document, name, data)
-            await anyio.to_thread.run_sync(write_private, folder / stored_as, data)
+            await store.put(f"{folder_name}/{stored_as}", data)
             stored.append({"stored_as": stored_as, "source": name})
         job_id = await jobs.enqueue(principal.org_id, "ingest",
                                     {"collection": collection, "folder": folder_name, "files": stored},
                                     owner=owner_of(principal), idempotency_key=key)
     except BaseException:
-        await anyio.to_thread.run_sync(lambda: shutil.rmtree(folder, ignore_errors=True))
+        with contextlib.suppress(Exception):  # the store may be what failed: the first error is the answer
+            await store.delete_folder(folder_name)
         raise
     if key is not None:  # a retry with the same key that raced this one may have queued first: its job
         job = await jobs.get(principal.org_id, job_id, owner=owner_of(principal))
         if job.payload["folder"] != folder_name:
-            await anyio.to_thread.run_sync(lambda: shutil.rmtree(folder, ignore_errors=True))
+            await store.delete_folder(folder_name)
             return _upload_from(job)
     return Upload(job_id=job_id, collection=collection, sources=[item["source"] for item in stored])
 

@@ -118,6 +118,13 @@ AGENT_ACCESS_RULES: dict[str, str] = {
 }
 
 
+# Webhooks (migration 0019): an organisation-wide setting, seen and changed only by the organisation's
+# unscoped admins and owners in a principal's scope (deliveries run in the service scope).
+WEBHOOK_ACCESS_RULES: dict[str, str] = {
+    "webhooks": f"({_setting(ROLE_SETTING)} IN ('admin', 'owner') AND {_setting(DIVISION_SETTING)} = '')",
+}
+
+
 def access_statements(table: str, rule: str | None = None) -> list[str]:
     """The principal-access policy of ``table`` (idempotent): in a principal's scope only the rows the
     rules of ``atrium.accounts.ownership`` allow; in the service and system scopes, the tenant's rows.

@@ -7,7 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Header, Query, UploadFile
 
 from atrium.accounts.ownership import owner_of
-from atrium.http.deps import JobsDep, KnowledgeDep, Offset, PrincipalDep, ResourceId, SettingsDep, require_role
+from atrium.http.deps import (
+    JobsDep,
+    KnowledgeDep,
+    ObjectStoreDep,
+    Offset,
+    PrincipalDep,
+    ResourceId,
+    SettingsDep,
+    require_role,
+)
 from atrium.http.routes.document_urls import OPENAPI_JSON_BODY
 from atrium.http.schemas.documents import DocumentList, DocumentView, JobView, UploadAccepted
 from atrium.http.schemas.errors import AUTHENTICATED, error_responses
@@ -18,9 +27,10 @@ _NOT_FOUND = error_responses(404)
 
 
 @router.post("/documents", status_code=202, dependencies=[require_role("member")], response_model=UploadAccepted,
-             responses=error_responses(400, 404, 409, 413, 502),  # 400: a body that is not valid multipart
+             responses=error_responses(400, 404, 409, 413, 502, 503),  # 400: a body that is not valid multipart
              openapi_extra=OPENAPI_JSON_BODY)  # or JSON {"url"}: routes/document_urls.py (502: fetch_failed)
 async def upload(principal: PrincipalDep, knowledge: KnowledgeDep, jobs: JobsDep, settings: SettingsDep,
+                 store: ObjectStoreDep,
                  files: Annotated[list[UploadFile], File(description="Text, Markdown, HTML, PDF, DOCX or CSV files")],
                  collection: Annotated[str, Form(max_length=100)] = "default",
                  idempotency_key: Annotated[str | None, Header(min_length=1, max_length=100, description=(
@@ -29,7 +39,7 @@ async def upload(principal: PrincipalDep, knowledge: KnowledgeDep, jobs: JobsDep
     """Save the files, queue their ingestion, and answer at once with the job to poll. With a JSON body
     ``{"url", "collection"?, "depth"?, "max_pages"?, "render"?}`` instead: queue the ingestion of that web
     page (``invalid_url``, ``url_not_allowed`` when the address is refused)."""
-    accepted = await documents.upload(knowledge, jobs, principal, files, collection, uploads_dir=settings.uploads_dir,
+    accepted = await documents.upload(knowledge, jobs, principal, files, collection, store=store,
                                       max_files=settings.limits.max_files_per_upload,
                                       max_bytes=settings.limits.max_upload_bytes, idempotency_key=idempotency_key)
     return UploadAccepted.of(accepted)

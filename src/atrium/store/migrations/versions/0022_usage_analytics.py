@@ -29,7 +29,7 @@ from alembic import op
 from atrium.store.tenancy import disable_rls, enable_rls
 
 revision = "0022"
-down_revision = "0018"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 

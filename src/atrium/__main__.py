@@ -1,0 +1,5 @@
+"""``python -m atrium``: the ``atrium`` command."""
+
+from atrium.cli import main
+
+main()
