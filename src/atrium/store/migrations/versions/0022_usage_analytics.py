@@ -29,7 +29,7 @@ from alembic import op
 from atrium.store.tenancy import disable_rls, enable_rls
 
 revision = "0022"
-down_revision = "0019"
+down_revision = "0021"  # as assigned; tested chained on 0019 (main) and 0018 before the merge
 branch_labels = None
 depends_on = None
 
