@@ -23,6 +23,7 @@ from atrium.http.openapi import install_security_schemes
 from atrium.http.routes import (
     accounts,
     admin,
+    analytics,
     anthropic_compat,
     artifacts,
     assistants,
@@ -154,7 +155,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
     # The model endpoints first: FastAPI tries routes in order, and these are the hot path.
     for module in (openai_compat, anthropic_compat, health, metrics, chat, search, document_urls, documents,
                    collections, query, conversations, sync, me, admin, auth, accounts, invitations, budgets, policy,
-                   ws, assistants, threads, runs, flows, projects, notifications, webhooks):
+                   ws, assistants, threads, runs, flows, projects, notifications, webhooks, analytics):
         app.include_router(module.router)
     app.include_router(artifacts.router)
     app.include_router(conversations.admin_router)

@@ -57,6 +57,8 @@ from atrium.store.models import (
     Message,
     NotificationDevice,
     Organization,
+    UsageRecord,
+    UsageReset,
     User,
     Webhook,
 )
@@ -144,6 +146,8 @@ MATRIX: dict[str, tuple[int, ...]] = {
                                                                    204, 204, 404, 403, 403, 403, 403, 403, 404, 401),
     # One-shot queries.
     "POST /api/v1/query":                                         (201, 201, 201, 201, 201, 201, 201, 201, 201, 401),
+    # The first front ends' body names the user: only the caller itself (no acting for another user).
+    "POST /api/v1/query #user_id":                                (403, 403, 403, 201, 403, 403, 403, 403, 403, 401),
     "GET /api/v1/query/{record_id}":                               _MEMBERS_OWN,
     # Documents, jobs and search follow the collections' visibility.
     "GET /api/v1/documents":                                       _SIGNED_IN,
@@ -302,6 +306,15 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "POST /api/v1/webhooks":                                      (201, 201, 403, 403, 403, 403, 403, 403, 201, 401),
     "GET /api/v1/webhooks":                                       (200, 200, 403, 403, 403, 403, 403, 403, 200, 401),
     "DELETE /api/v1/webhooks/{webhook_id}":                       (204, 204, 403, 403, 403, 403, 403, 403, 404, 401),
+    # Usage analytics: one's own calls for everyone; an organisation's for its organisation-wide admins (every
+    # organisation's for the platform admin, the owner here); a reset by an admin over the user (div_member
+    # is in D1; the member in no division).
+    "GET /api/v1/analytics/user":                                  _SIGNED_IN,
+    "GET /api/v1/analytics/user #csv":                             _SIGNED_IN,
+    "GET /api/v1/analytics/system":                               (200, 200, 403, 403, 403, 403, 403, 403, 200, 401),
+    "GET /api/v1/analytics/system #csv":                          (200, 200, 403, 403, 403, 403, 403, 403, 200, 401),
+    "POST /api/v1/analytics/user/{user_id}/reset":                (200, 200, 200, 403, 403, 403, 403, 403, 404, 401),
+    "POST /api/v1/analytics/user/{user_id}/reset #unscoped":      (200, 200, 404, 403, 403, 403, 403, 403, 404, 401),
 }
 
 
@@ -866,6 +879,19 @@ async def _ws_plain(world: World, who: str, path: str) -> Answer:
 # Queries.
 simple("POST /api/v1/query", json_body={"question": QUESTION}, check=_sources_readable)
 simple("GET /api/v1/query/{record_id}", ids=lambda world: {"record_id": world.ids["query"]})
+
+
+async def _asked_as_member(world: World, who: str, answer: Answer) -> None:
+    if answer.status == 403:
+        assert answer.body["error"]["code"] == "user_mismatch", answer.body
+    elif answer.status == 201:
+        assert answer.body["query_id"] == answer.body["id"] and answer.body["response"] == answer.body["answer"]
+
+
+@probe("POST /api/v1/query #user_id", check=_asked_as_member, always=True)
+async def _query_as_member(world: World, who: str, path: str) -> Answer:
+    return await world.ask(who, "POST", path, json={"query": QUESTION, "model": "fake",
+                                                    "user_id": world.ids["member"]})
 
 
 # Documents, jobs, search.
@@ -1609,6 +1635,88 @@ async def _remove_device(world: World, who: str, path: str) -> Answer:
     answer = await world.ask(who, "DELETE", fill(path, device_id=device))
     assert (device in await world.device_owners()) == (answer.status != 204)
     return answer
+
+
+# Usage analytics.
+async def _own_usage(world: World) -> dict[str, int]:
+    """Each principal of A: how many of its own calls the user report must count (from its latest reset)."""
+    await world.running.services.gateway.recorder.flush()
+    counts: dict[str, int] = {}
+    async with world.db.system_session() as session:
+        for who in IN_A:
+            owner = (UsageRecord.user_id.is_(None), UsageRecord.api_key_id == world.ids["key"]) if who == "key" \
+                else (UsageRecord.user_id == world.ids[who],)
+            reset = None if who == "key" else await session.scalar(select(func.max(UsageReset.reset_at)).where(
+                UsageReset.org_id == world.ids["org"], UsageReset.user_id == world.ids[who]))
+            since = (UsageRecord.created_at >= reset,) if reset is not None else ()
+            counts[who] = int(await session.scalar(select(func.count()).select_from(UsageRecord).where(
+                UsageRecord.org_id == world.ids["org"], *owner, *since)) or 0)
+    return counts
+
+
+def _analytics(path: str, csv_export: bool) -> Call:
+    async def call(world: World, who: str, path_: str) -> Answer:
+        expected_counts = await _own_usage(world)
+        params = {"format": "csv"} if csv_export else {"group_by": "endpoint"}
+        response = await world.clients[who].get(path, params=params)
+        csv_body = csv_export and response.status_code == 200
+        answer = Answer(response.status_code, None if csv_body else response.json(), response.text,
+                        f"{path} {json.dumps(params)}")
+        answer.values["own"] = expected_counts.get(who)
+        answer.values["content_type"] = response.headers.get("content-type")
+        return answer
+
+    return call
+
+
+async def _own_usage_only(world: World, who: str, answer: Answer) -> None:
+    if who != "other":
+        assert answer.body["totals"]["requests"] == answer.values["own"], (answer.body["totals"], answer.values)
+    assert who not in ("member", "div_member") or answer.body["totals"]["requests"] > 0  # they asked in _build
+
+
+async def _system_scope(world: World, who: str, answer: Answer) -> None:
+    body = answer.body
+    if who == "owner":
+        assert body["scope"] == "platform" and body["org_id"] is None, body
+        assert {line["org_id"] for line in body["top_orgs"]} >= {world.ids["org"]}
+    else:
+        assert body["scope"] == "org" and body["org_id"] == own_org(world, who), body
+        assert {line["org_id"] for line in body["top_orgs"]} <= {own_org(world, who)}
+        assert all(line["org_id"] == own_org(world, who) for line in body["top_users"])
+
+
+async def _is_csv(world: World, who: str, answer: Answer) -> None:
+    assert answer.values["content_type"] == "text/csv; charset=utf-8", answer.values
+    assert answer.text.startswith("key,org_id,user_id,api_key_id,requests"), answer.text[:200]
+    if who == "other":
+        assert world.ids["org"] not in answer.text
+
+
+probe("GET /api/v1/analytics/user", check=_own_usage_only)(_analytics("/api/v1/analytics/user", False))
+probe("GET /api/v1/analytics/user #csv", check=_is_csv)(_analytics("/api/v1/analytics/user", True))
+probe("GET /api/v1/analytics/system", check=_system_scope)(_analytics("/api/v1/analytics/system", False))
+probe("GET /api/v1/analytics/system #csv", check=_is_csv)(_analytics("/api/v1/analytics/system", True))
+
+
+async def _resets_of(world: World, user_id: str) -> int:
+    async with world.db.system_session() as session:
+        return int(await session.scalar(select(func.count()).select_from(UsageReset).where(
+            UsageReset.user_id == user_id)) or 0)
+
+
+def _reset(target: str) -> Call:
+    async def call(world: World, who: str, path: str) -> Answer:
+        before = await _resets_of(world, world.ids[target])
+        answer = await world.ask(who, "POST", fill(path, user_id=world.ids[target]))
+        assert await _resets_of(world, world.ids[target]) == before + (1 if answer.status == 200 else 0)
+        return answer
+
+    return call
+
+
+probe("POST /api/v1/analytics/user/{user_id}/reset")(_reset("div_member"))
+probe("POST /api/v1/analytics/user/{user_id}/reset #unscoped")(_reset("member"))
 
 
 def test_every_route_has_a_matrix_row(tmp_path: Path) -> None:

@@ -104,6 +104,8 @@ KNOWN_GOOD = [
     ("GET", "/api/v1/admin/gateway/breakers", None),
     ("GET", "/api/v1/admin/policy", None),
     ("GET", "/api/v1/budget", None),
+    ("GET", "/api/v1/analytics/user", None),
+    ("GET", "/api/v1/analytics/system", None),
     ("PUT", "/api/v1/admin/budgets", {"scope": "org", "period": "month", "limit_usd": "100"}),
     ("GET", "/api/v1/admin/budgets", None),
     ("POST", "/api/v1/admin/divisions", {"name": "Support"}),

@@ -56,6 +56,7 @@ from atrium.store.models import (
     QueryRecord,
     RefreshToken,
     UsageRecord,
+    UsageReset,
     User,
     Webhook,
 )
@@ -121,6 +122,7 @@ async def _seed(owner: Database) -> None:
                 Job(org_id=org, kind="ingest"),
                 QueryRecord(org_id=org, user_id=user.id, question=f"secret {tag}"),
                 UsageRecord(org_id=org, provider="fake", model="fake", endpoint="/t", outcome="ok"),
+                UsageReset(org_id=org, user_id=user.id),
                 KnowledgeRevision(org_id=org, revision=1),
                 BudgetSpend(budget_id=budget.id, window="2026-11", org_id=org),
                 BudgetReservation(id=tag * 32, budget_id=budget.id, org_id=org, window="2026-11",

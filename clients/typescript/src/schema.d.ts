@@ -1593,6 +1593,70 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/analytics/user": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * User Analytics
+         * @description The caller's own usage (its user's calls in this organisation, or a key's acting as no user), by
+         *     day, model or endpoint, counted from the latest reset of its figures.
+         */
+        get: operations["user_analytics_api_v1_analytics_user_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/analytics/system": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * System Analytics
+         * @description Totals, groups, top users and organisations and error outcomes: an organisation-wide admin's
+         *     organisation, or every organisation for the platform admin.
+         */
+        get: operations["system_analytics_api_v1_analytics_system_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/analytics/user/{user_id}/reset": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Reset User
+         * @description Make the user's figures count from now (their usage rows are kept; budgets are unchanged). An admin
+         *     of the user's organisation (a division's admin: users of that division); audited as
+         *     ``analytics.reset``.
+         */
+        post: operations["reset_user_api_v1_analytics_user__user_id__reset_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/artifacts/generate": {
         parameters: {
             query?: never;
@@ -1822,6 +1886,36 @@ export interface components {
              * @description ISO 8601 date and time.
              */
             updated_at: string;
+        } & {
+            [key: string]: unknown;
+        };
+        /** AnalyticsReset */
+        AnalyticsReset: {
+            /** Org Id */
+            org_id: string;
+            /** User Id */
+            user_id: string;
+            /**
+             * Counted From
+             * @description The user's figures count from this moment.
+             */
+            counted_from: string;
+            /**
+             * Previous
+             * @description The reset before this one, if any.
+             */
+            previous: string | null;
+            /**
+             * Usage Rows Kept
+             * @description The user's usage rows before the reset: kept, not deleted.
+             */
+            usage_rows_kept: number;
+            /**
+             * Budgets
+             * @description Budgets are separate: a reset does not touch them (`POST /api/v1/admin/budgets/{id}/reset` does).
+             * @constant
+             */
+            budgets: "unchanged";
         } & {
             [key: string]: unknown;
         };
@@ -3300,6 +3394,59 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
+        /** GroupView */
+        GroupView: {
+            /**
+             * Requests
+             * @description Model and embedding calls.
+             */
+            requests: number;
+            /** Prompt Tokens */
+            prompt_tokens: number;
+            /** Completion Tokens */
+            completion_tokens: number;
+            /** Total Tokens */
+            total_tokens: number;
+            /**
+             * Cost Usd
+             * @description At the catalogue's prices.
+             */
+            cost_usd: number;
+            /**
+             * Errors
+             * @description Calls that ended in an error (not `ok`, `cache_hit` or `cancelled`).
+             */
+            errors: number;
+            /**
+             * Error Rate
+             * @description `errors / requests` (0 when there were none).
+             */
+            error_rate: number;
+            /** Cache Hits */
+            cache_hits: number;
+            /**
+             * Key
+             * @description The group: a day (`YYYY-MM-DD`, UTC), a model, an endpoint, a provider, an organisation's id, or a user's id (a key's id for a key acting as no user).
+             */
+            key: string;
+            /**
+             * Org Id
+             * @description Groups by user or organisation: the organisation.
+             */
+            org_id?: string | null;
+            /**
+             * User Id
+             * @description Groups by user: the user (null for a key acting as no user).
+             */
+            user_id?: string | null;
+            /**
+             * Api Key Id
+             * @description Groups by user: the key, for a key acting as no user.
+             */
+            api_key_id?: string | null;
+        } & {
+            [key: string]: unknown;
+        };
         /**
          * GuardPolicySettings
          * @description One tenant's guard policy. The ``guard`` section holds the defaults; ``guard.tenants.<org_id>``
@@ -3764,6 +3911,39 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
+        /** MetricsView */
+        MetricsView: {
+            /**
+             * Requests
+             * @description Model and embedding calls.
+             */
+            requests: number;
+            /** Prompt Tokens */
+            prompt_tokens: number;
+            /** Completion Tokens */
+            completion_tokens: number;
+            /** Total Tokens */
+            total_tokens: number;
+            /**
+             * Cost Usd
+             * @description At the catalogue's prices.
+             */
+            cost_usd: number;
+            /**
+             * Errors
+             * @description Calls that ended in an error (not `ok`, `cache_hit` or `cancelled`).
+             */
+            errors: number;
+            /**
+             * Error Rate
+             * @description `errors / requests` (0 when there were none).
+             */
+            error_rate: number;
+            /** Cache Hits */
+            cache_hits: number;
+        } & {
+            [key: string]: unknown;
+        };
         /** ModelCard */
         ModelCard: {
             /** Id */
@@ -3897,20 +4077,9 @@ export interface components {
         /** OrgList */
         OrgList: {
             /** Organizations */
-            organizations: components["schemas"]["OrgView"][];
+            organizations: components["schemas"]["atrium__http__schemas__accounts__OrgView"][];
             /** Next Offset */
             next_offset: number | null;
-        } & {
-            [key: string]: unknown;
-        };
-        /** OrgView */
-        OrgView: {
-            /** Id */
-            id: string;
-            /** Name */
-            name: string;
-            /** Created At */
-            created_at: string | null;
         } & {
             [key: string]: unknown;
         };
@@ -4031,10 +4200,32 @@ export interface components {
          * @example {
          *       "question": "Are gift cards refunded?"
          *     }
+         * @example {
+         *       "model": "fake",
+         *       "query": "Are gift cards refunded?"
+         *     }
          */
         QueryBody: {
-            /** Question */
-            question: string;
+            /**
+             * Question
+             * @description The question (or `query`: one of the two).
+             */
+            question?: string | null;
+            /**
+             * Query
+             * @description The first front ends' name for `question`.
+             */
+            query?: string | null;
+            /**
+             * Model
+             * @description A chat model or route of `GET /v1/models`; default: the question-answering route.
+             */
+            model?: string | null;
+            /**
+             * User Id
+             * @description Who asks: only the caller's own user id is accepted (403 `user_mismatch` otherwise).
+             */
+            user_id?: string | null;
             /** Collection */
             collection?: string | null;
             /**
@@ -4077,6 +4268,16 @@ export interface components {
             created_at: string;
             /** Completed At */
             completed_at: string | null;
+            /**
+             * Query Id
+             * @description The same as `id`, for the first front ends.
+             */
+            query_id: string;
+            /**
+             * Response
+             * @description The same as `answer`, for the first front ends.
+             */
+            response: string | null;
         } & {
             [key: string]: unknown;
         };
@@ -4579,6 +4780,65 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
+        /**
+         * SystemAnalytics
+         * @description An organisation's usage (``scope: org``) or every organisation's (``scope: platform``).
+         */
+        SystemAnalytics: {
+            /**
+             * Scope
+             * @enum {string}
+             */
+            scope: "org" | "platform";
+            /**
+             * Org Id
+             * @description The organisation reported on; null for the platform.
+             */
+            org_id: string | null;
+            /** Start */
+            start: string;
+            /** End */
+            end: string;
+            /**
+             * Group By
+             * @enum {string}
+             */
+            group_by: "day" | "model" | "endpoint" | "provider" | "user" | "org";
+            totals: components["schemas"]["MetricsView"];
+            /**
+             * Users
+             * @description Distinct users with usage in the period.
+             */
+            users: number;
+            /**
+             * Orgs
+             * @description Distinct organisations with usage in the period.
+             */
+            orgs: number;
+            /** Groups */
+            groups: components["schemas"]["GroupView"][];
+            /** Truncated */
+            truncated: boolean;
+            /**
+             * Top Users
+             * @description The users (and keys acting as no user) who spent most, each counted from their latest reset.
+             */
+            top_users: components["schemas"]["GroupView"][];
+            /**
+             * Top Orgs
+             * @description The organisations that spent most (only the caller's for an organisation's admin).
+             */
+            top_orgs: components["schemas"]["atrium__http__schemas__analytics__OrgView"][];
+            /**
+             * Error Outcomes
+             * @description Calls per error code.
+             */
+            error_outcomes: {
+                [key: string]: number;
+            };
+        } & {
+            [key: string]: unknown;
+        };
         /** ThreadCreate */
         ThreadCreate: {
             /** Thread Id */
@@ -4818,6 +5078,42 @@ export interface components {
             collection: string;
             /** Files */
             files: string[];
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * UserAnalytics
+         * @description The caller's own usage over ``start``..``end`` (whole UTC days), grouped by ``group_by``.
+         */
+        UserAnalytics: {
+            /**
+             * Start
+             * @description The first day (`YYYY-MM-DD`, UTC).
+             */
+            start: string;
+            /**
+             * End
+             * @description The last day, included.
+             */
+            end: string;
+            /**
+             * Group By
+             * @enum {string}
+             */
+            group_by: "day" | "model" | "endpoint";
+            /**
+             * Counted From
+             * @description When an admin reset the caller's figures within the period: they count from then. Null otherwise.
+             */
+            counted_from: string | null;
+            totals: components["schemas"]["MetricsView"];
+            /** Groups */
+            groups: components["schemas"]["GroupView"][];
+            /**
+             * Truncated
+             * @description True when there were more groups than `limit`.
+             */
+            truncated: boolean;
         } & {
             [key: string]: unknown;
         };
@@ -5089,6 +5385,54 @@ export interface components {
              * @description Deliveries that failed in a row since the last one that succeeded.
              */
             failures: number;
+        } & {
+            [key: string]: unknown;
+        };
+        /** OrgView */
+        atrium__http__schemas__accounts__OrgView: {
+            /** Id */
+            id: string;
+            /** Name */
+            name: string;
+            /** Created At */
+            created_at: string | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /** OrgView */
+        atrium__http__schemas__analytics__OrgView: {
+            /**
+             * Requests
+             * @description Model and embedding calls.
+             */
+            requests: number;
+            /** Prompt Tokens */
+            prompt_tokens: number;
+            /** Completion Tokens */
+            completion_tokens: number;
+            /** Total Tokens */
+            total_tokens: number;
+            /**
+             * Cost Usd
+             * @description At the catalogue's prices.
+             */
+            cost_usd: number;
+            /**
+             * Errors
+             * @description Calls that ended in an error (not `ok`, `cache_hit` or `cancelled`).
+             */
+            errors: number;
+            /**
+             * Error Rate
+             * @description `errors / requests` (0 when there were none).
+             */
+            error_rate: number;
+            /** Cache Hits */
+            cache_hits: number;
+            /** Org Id */
+            org_id: string;
+            /** Name */
+            name: string | null;
         } & {
             [key: string]: unknown;
         };
@@ -13188,6 +13532,227 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description No credential, or one that is invalid, expired or revoked (with `WWW-Authenticate: Bearer`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such object, or one the caller may not see. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request is malformed: a missing or invalid field, parameter or path value. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Atrium is starting, or the model or a needed component is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    user_analytics_api_v1_analytics_user_get: {
+        parameters: {
+            query?: {
+                /** @description The first day (`YYYY-MM-DD`, UTC); default: 29 days before `end`. */
+                start?: string | null;
+                /** @description The last day, included; default: today (UTC). At most 366 days from `start`. */
+                end?: string | null;
+                group_by?: "day" | "model" | "endpoint";
+                /** @description Groups in a JSON answer, at most (a CSV export has them all). */
+                limit?: number;
+                /** @description `csv`: the groups as a CSV download, streamed. */
+                format?: "json" | "csv";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The caller's usage; with `format=csv`, its groups as CSV. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserAnalytics"];
+                    "text/csv": string;
+                };
+            };
+            /** @description No credential, or one that is invalid, expired or revoked (with `WWW-Authenticate: Bearer`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request is malformed: a missing or invalid field, parameter or path value. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A rate limit is exceeded; `Retry-After` says when to retry. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Atrium is starting, or the model or a needed component is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    system_analytics_api_v1_analytics_system_get: {
+        parameters: {
+            query?: {
+                /** @description The first day (`YYYY-MM-DD`, UTC); default: 29 days before `end`. */
+                start?: string | null;
+                /** @description The last day, included; default: today (UTC). At most 366 days from `start`. */
+                end?: string | null;
+                group_by?: "day" | "model" | "endpoint" | "provider" | "user" | "org";
+                /** @description Groups in a JSON answer, at most (a CSV export has them all). */
+                limit?: number;
+                /** @description Lines in `top_users` and `top_orgs`. */
+                top?: number;
+                /** @description `csv`: the groups as a CSV download, streamed. */
+                format?: "json" | "csv";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The organisation's usage (the platform's for the platform admin); with `format=csv`, its groups as CSV. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SystemAnalytics"];
+                    "text/csv": string;
+                };
+            };
+            /** @description No credential, or one that is invalid, expired or revoked (with `WWW-Authenticate: Bearer`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The credential's role or scope does not allow this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request is malformed: a missing or invalid field, parameter or path value. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A rate limit is exceeded; `Retry-After` says when to retry. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Atrium is starting, or the model or a needed component is unavailable. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    reset_user_api_v1_analytics_user__user_id__reset_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AnalyticsReset"];
+                };
             };
             /** @description No credential, or one that is invalid, expired or revoked (with `WWW-Authenticate: Bearer`). */
             401: {

@@ -40,12 +40,13 @@ class Outcome:
 
 async def generate(model: ChatModel, prompt: GroundedPrompt, run: AnswerRun, *, max_tokens: int,
                    temperature: float, outcome: Outcome, context: CallContext,
-                   sanitizer: MarkdownSanitizer | None = None) -> Outcome:
+                   sanitizer: MarkdownSanitizer | None = None, model_name: str = "") -> Outcome:
     """Fill ``outcome`` as the model streams (so a cancelled run still holds its partial text).
 
     The answer goes through the Markdown sanitiser (atrium.guard.sanitize) as it streams: tokens are
     emitted sanitised (a construct cut across tokens, like a link, is held back until complete), and the
-    stored answer is exactly what was streamed."""
+    stored answer is exactly what was streamed. ``model_name``: a catalogue model or route the caller chose
+    ("" = the task's route)."""
     sanitizer = sanitizer or MarkdownSanitizer()
     started = time.perf_counter()
     if not prompt.has_context:
@@ -55,7 +56,7 @@ async def generate(model: ChatModel, prompt: GroundedPrompt, run: AnswerRun, *, 
     parts: list[str] = []
     # guarded: the stages the answerer ran are not run again on the model call.
     request = ChatRequest(messages=prompt.messages, max_tokens=max_tokens, temperature=temperature,
-                          context=context, guarded=prompt.guarded)
+                          context=context, guarded=prompt.guarded, model=model_name)
     async for event in model.stream(request):
         match event:
             case Token(text=text):
@@ -87,7 +88,7 @@ async def generate(model: ChatModel, prompt: GroundedPrompt, run: AnswerRun, *, 
 async def answer_and_store(*, prompt_for: Callable[[], Awaitable[GroundedPrompt]], model: ChatModel,
                            run: AnswerRun, settings: ChatSettings, context: CallContext,
                            store: Callable[[Outcome], Awaitable[None]],
-                           sanitizer: MarkdownSanitizer | None = None) -> Outcome:
+                           sanitizer: MarkdownSanitizer | None = None, model_name: str = "") -> Outcome:
     """Produce an answer into ``run`` and always store it: when it completes, when it fails (keeping the
     partial text) and when it is cancelled at shutdown (as ``interrupted``)."""
     outcome = Outcome()
@@ -95,7 +96,7 @@ async def answer_and_store(*, prompt_for: Callable[[], Awaitable[GroundedPrompt]
         prompt = await prompt_for()
         outcome.sources = list(prompt.sources)
         await generate(model, prompt, run, max_tokens=settings.max_tokens, temperature=settings.temperature,
-                       outcome=outcome, context=context, sanitizer=sanitizer)
+                       outcome=outcome, context=context, sanitizer=sanitizer, model_name=model_name)
     except asyncio.CancelledError:
         outcome.error = {"code": "interrupted", "message": "The server stopped before the answer ended."}
         await asyncio.shield(store(outcome))

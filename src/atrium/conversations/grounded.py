@@ -33,9 +33,11 @@ class GroundedUseCase:
     async def _produce(self, principal: Principal, run: AnswerRun, question: str,
                        collections: Sequence[str] | None, *, endpoint: str,
                        store: Callable[[Outcome], Awaitable[None]],
-                       history: Callable[[], Awaitable[Sequence[ChatMessage]]] | None = None) -> Outcome:
+                       history: Callable[[], Awaitable[Sequence[ChatMessage]]] | None = None,
+                       model: str = "") -> Outcome:
         """Answer ``question`` (after the conversation's ``history``, read when the run starts) into
-        ``run`` and ``store`` the outcome; the model calls are metered under ``endpoint``."""
+        ``run`` and ``store`` the outcome; the model calls are metered under ``endpoint``. ``model``: the
+        catalogue model or route to answer with ("" = the question-answering route)."""
         admitted = await self.guard.admit(principal.org_id) if self.guard is not None else None
 
         async def prompt() -> GroundedPrompt:
@@ -44,7 +46,8 @@ class GroundedUseCase:
 
         return await answer_and_store(prompt_for=prompt, model=self.model, run=run, settings=self.settings,
                                       context=grounded_context(principal, endpoint), store=store,
-                                      sanitizer=admitted.output() if admitted is not None else None)
+                                      sanitizer=admitted.output() if admitted is not None else None,
+                                      model_name=model)
 
 
 def grounded_context(principal: Principal, endpoint: str) -> CallContext:

@@ -21,10 +21,11 @@ ENDPOINT = "/api/v1/query"
 
 
 class QueryService(GroundedUseCase):
-    async def submit(self, principal: Principal, question: str,
-                     collections: Sequence[str] | None) -> tuple[str, asyncio.Task[None]]:
-        """Store the query as ``pending`` and start answering it; returns the record id and the run.
-        The run stores the answer itself, so a caller that stops waiting loses nothing."""
+    async def submit(self, principal: Principal, question: str, collections: Sequence[str] | None, *,
+                     model: str = "") -> tuple[str, asyncio.Task[None]]:
+        """Store the query as ``pending`` and start answering it (with ``model``, a catalogue model or route
+        the caller checked; "" = the default); returns the record id and the run. The run stores the
+        answer itself, so a caller that stops waiting loses nothing."""
         requested = collections
         collections = await self.directory.searchable(principal, collections)
         async with principal_session(self.db, principal) as session:
@@ -33,7 +34,7 @@ class QueryService(GroundedUseCase):
             session.add(record)
             await session.flush()
             record_id = record.id
-        task = self.runs.spawn(self._answer(principal, record_id, question, collections, AnswerRun()))
+        task = self.runs.spawn(self._answer(principal, record_id, question, collections, AnswerRun(), model))
         return record_id, task
 
     async def get(self, principal: Principal, record_id: str) -> QueryRecord:
@@ -47,9 +48,9 @@ class QueryService(GroundedUseCase):
         return record
 
     async def _answer(self, principal: Principal, record_id: str, question: str,
-                      collections: Sequence[str] | None, run: AnswerRun) -> None:
+                      collections: Sequence[str] | None, run: AnswerRun, model: str) -> None:
         await self._produce(principal, run, question, collections, endpoint=ENDPOINT,
-                            store=partial(self._store, principal, record_id))
+                            store=partial(self._store, principal, record_id), model=model)
 
     async def _store(self, principal: Principal, record_id: str, outcome: Outcome) -> None:
         async with self.db.tenant_session(principal.org_id) as session:

@@ -20,6 +20,7 @@ from atrium.accounts.service import Accounts
 from atrium.agents.flows.service import FlowService
 from atrium.agents.projects import SqlProjectRecords
 from atrium.agents.service import Agents
+from atrium.analytics.service import UsageAnalytics
 from atrium.container import Services
 from atrium.conversations.artifacts.service import ArtifactService
 from atrium.conversations.chat import ChatService
@@ -99,6 +100,7 @@ NotificationServiceDep = Annotated[NotificationService, _part(lambda services: s
 GuardDep = Annotated[Guard | None, _part(lambda services: services.guard)]  # None: the guard is not configured
 # A use case of the budgets guard, made per request (no I/O).
 BudgetAdminDep = Annotated[BudgetAdmin, _part(lambda services: BudgetAdmin(services.db, services.budgets))]
+AnalyticsDep = Annotated[UsageAnalytics, _part(lambda services: UsageAnalytics(services.db, services.accounts))]
 
 
 async def get_principal(request: Request) -> Principal:

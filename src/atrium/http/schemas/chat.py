@@ -71,10 +71,13 @@ class QueryRecord(View):
     error: dict[str, Any] | None
     created_at: Timestamp
     completed_at: Timestamp | None
+    query_id: str = Field(description="The same as `id`, for the first front ends.")
+    response: str | None = Field(description="The same as `answer`, for the first front ends.")
 
     @classmethod
     def of(cls, record: QueryRow) -> QueryRecord:
         return cls(id=record.id, status=record.status, question=record.question, answer=record.answer,
                    sources=record.sources or [], model=record.model, usage=record.usage, error=record.error,
                    created_at=record.created_at.isoformat(),
-                   completed_at=record.completed_at.isoformat() if record.completed_at else None)
+                   completed_at=record.completed_at.isoformat() if record.completed_at else None,
+                   query_id=record.id, response=record.answer)

@@ -16,7 +16,7 @@ from atrium.store.models.base import (NAMING, Base, BigId, CreatedAt, OrgRef, Ow
                                       new_id, utcnow)
 from atrium.store.models.content import (Artifact, ArtifactVersion, Change, Chunk, Collection, Conversation, Document,
                                          Job, KnowledgeRevision, Message, Project, QueryRecord)
-from atrium.store.models.metering import Budget, BudgetReservation, BudgetSpend, UsageRecord
+from atrium.store.models.metering import Budget, BudgetReservation, BudgetSpend, UsageRecord, UsageReset
 from atrium.store.models.webhooks import Webhook
 
 # Tables holding one tenant's data (``org_id``): scoped in every repository, and under Row-Level Security
@@ -25,7 +25,7 @@ TENANT_TABLES = ("users", "divisions", "memberships", "api_keys", "refresh_token
                  "documents", "chunks", "jobs", "queries", "usage", "knowledge_revisions", "budgets",
                  "budget_spend", "budget_reservations", "org_policies", "collections", "invitations", "artifacts",
                  "artifact_versions", "changes", "agent_threads", "agent_runs", "projects",
-                 "notification_devices", "webhooks")
+                 "notification_devices", "webhooks", "usage_resets")
 
 __all__ = [
     "NAMING",
@@ -65,6 +65,7 @@ __all__ = [
     "RefreshToken",
     "RowId",
     "UsageRecord",
+    "UsageReset",
     "User",
     "Webhook",
     "new_id",

@@ -10,10 +10,26 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from atrium.store.models.base import Base, BigId, CreatedAt, OrgRef, RowId, utcnow
 
+# Every column the analytics read: each of the usage indexes carries them all, so a report reads its index
+# range alone, never the table (migration 0020; on SQLite, which has no INCLUDE, as trailing key columns).
+USAGE_COLUMNS_READ = ("org_id", "user_id", "api_key_id", "model", "endpoint", "provider", "outcome",
+                      "prompt_tokens", "completion_tokens", "cost_usd")
+
+
+def covering_index(name: str, *keys: str) -> Index:
+    return Index(name, *keys, postgresql_include=[c for c in USAGE_COLUMNS_READ if c not in keys])
+
 
 class UsageRecord(Base):
+    """One model or embedding call. The analytics (``atrium.analytics``) read these by organisation and
+    time (``ix_usage_org_created``), by user and time (``ix_usage_org_user_created``) and, for the platform
+    admin's report across organisations, by time alone (``ix_usage_created``); each index covers the
+    columns the reports read."""
+
     __tablename__ = "usage"
-    __table_args__ = (Index("ix_usage_org_created", "org_id", "created_at"),)
+    __table_args__ = (covering_index("ix_usage_org_created", "org_id", "created_at"),
+                      covering_index("ix_usage_org_user_created", "org_id", "user_id", "created_at"),
+                      covering_index("ix_usage_created", "created_at"))
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     user_id: Mapped[str | None] = mapped_column(String(32), default=None)
@@ -29,6 +45,21 @@ class UsageRecord(Base):
     # True when the provider reported no usage and the tokens were counted offline.
     estimated: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[CreatedAt]
+
+
+class UsageReset(Base):
+    """A point from which a user's analytics count in one organisation (``POST
+    /api/v1/analytics/user/{id}/reset``): the usage rows before it stay (bills and audits need them); the
+    user's figures start from the latest reset. Budgets are separate and unchanged by it."""
+
+    __tablename__ = "usage_resets"
+    __table_args__ = (Index("ix_usage_resets_org_user_reset", "org_id", "user_id", "reset_at"),)
+    id: Mapped[RowId]
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    reset_at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor_user_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    actor_key_id: Mapped[str | None] = mapped_column(String(32), default=None)
 
 
 class Budget(Base):
