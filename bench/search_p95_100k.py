@@ -190,11 +190,18 @@ def quality_at_scale(base_url: str, headers: dict, questions: list[dict], modes:
 RERANK_EXPLICIT = {"on": False}
 
 
-def copy_seed_db(source: Path, target: Path) -> None:
-    """A consistent copy of another data dir's SQLite database (its WAL included)."""
+def copy_seed_db(source: Path, target: Path, seeds: tuple[str, ...]) -> None:
+    """A consistent copy of another data dir's SQLite database (its WAL included), keeping only the ``seeds``
+    collections (no other collection's background work during the measurements)."""
     src, dst = sqlite3.connect(f"file:{source}?mode=ro", uri=True), sqlite3.connect(target)
     try:
         src.backup(dst)
+        marks = ", ".join("?" * len(seeds))
+        for table in ("chunks", "documents"):
+            dst.execute(f"DELETE FROM {table} WHERE collection NOT IN ({marks})", seeds)
+        dst.execute(f"DELETE FROM collections WHERE name NOT IN ({marks})", seeds)
+        dst.execute("DELETE FROM jobs")
+        dst.commit()
     finally:
         src.close()
         dst.close()
@@ -262,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds = tuple(args.seed.split(",")) if args.seed_db is not None else (SEED_COLLECTION,)
         t0 = time.perf_counter()
         if not db_path.exists() and args.seed_db is not None:
-            copy_seed_db(args.seed_db, db_path)
+            copy_seed_db(args.seed_db, db_path, seeds)
             # The copied database has its own admin: BENCH_API_KEY, a key of it (`atrium keys create`).
             admin_key = os.environ["BENCH_API_KEY"]
             key_file.write_text(admin_key)
