@@ -174,7 +174,12 @@ def quality_at_scale(base_url: str, headers: dict, questions: list[dict], modes:
         for mode in modes:
             ranks = []
             for question in questions:
-                payload, _ = rq.search(client, question["question"], mode, BIG_COLLECTION, limit)
+                body = rq.request_body(question["question"], mode, BIG_COLLECTION, limit)
+                if RERANK_EXPLICIT["on"] and not mode.endswith("+rerank"):
+                    body["rerank"] = False
+                response = client.post("/api/v1/search/semantic", json=body)
+                response.raise_for_status()
+                payload = response.json()
                 pages = []
                 for hit in payload["results"]:
                     page = str(hit["source"]).split("/", 1)[1] if str(hit["source"]).startswith("copy") else ""

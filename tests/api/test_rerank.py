@@ -46,8 +46,8 @@ def settings_with(data_dir: Path, enabled: str, **rerank_values: Any) -> Setting
 def configs(tmp_path: Path) -> dict[str, Settings]:
     """One data directory under several reranking settings (built off the event loop)."""
     data = tmp_path / "data"
-    return {"on": settings_with(data, "on"), "off": settings_with(data, "off"),
-            "asked": settings_with(data, "on", by_default=False),
+    return {"on": settings_with(data, "on", by_default=True), "off": settings_with(data, "off"),
+            "asked": settings_with(data, "on"),
             "other": settings_with(data, "on", name="another-reranker"),
             "none": make_settings(data), "auto": make_settings(data, knowledge={"rerank": {"enabled": "auto"}})}
 
@@ -101,7 +101,7 @@ async def test_reranking_reorders_the_fused_candidates_with_vectors_stored_at_in
         assert plain["reranked"] is False and plain["results"][0]["source"] == "office.md"
         reranked = await search(app, rerank=True)
         assert reranked["reranked"] is True and reranked["results"][0]["source"] == "refunds.md"
-        # Omitted: knowledge.rerank.by_default (on).
+        # Omitted: knowledge.rerank.by_default (on here).
         default = await search(app)
         assert default["reranked"] is True and [r["chunk_id"] for r in default["results"]] == \
             [r["chunk_id"] for r in reranked["results"]]
@@ -111,7 +111,7 @@ async def test_reranking_reorders_the_fused_candidates_with_vectors_stored_at_in
         assert "refunds.md" not in {r["source"] for r in (await search(app, mode="keyword"))["results"]}
 
 
-async def test_by_default_off_reranks_only_when_asked(configs: dict[str, Settings]) -> None:
+async def test_by_default_off_the_default_reranks_only_when_asked(configs: dict[str, Settings]) -> None:
     async with run_app(configs["asked"]) as app:
         await ingest(app.client, PAGES)
         answer = await search(app)
