@@ -3,7 +3,7 @@
 No cross-encoder's weights can be installed from the package registries Atrium uses (looked for again on
 2026-12-06), and the bundled 0.5B chat model ranked worse than the fusion it was meant to improve. The
 reranker is therefore a stronger bi-encoder, all-mpnet-base-v2 (int8 ONNX, made by ``atrium models
-export-mpnet``; 768-d, about 6x the compute of the bundled MiniLM): MiniLM and the keyword index still find the
+export-mpnet``; 768-d, about 3x the bundled MiniLM's time per chunk): MiniLM and the keyword index still find the
 candidates, and the reranker orders the top ``rerank.candidates`` of them by cosine with the question. Its
 chunk vectors are made once, at ingestion (``chunks.rerank_embedding``), so a search embeds only its
 question with it; the question's embedding runs beside candidate generation.
