@@ -59,8 +59,18 @@ import retrieval_quality as rq  # noqa: E402
 SEED_COLLECTION, BIG_COLLECTION = "seed", "big"
 
 
-def build_big(db_path: Path, target: int, noise: float, rng: np.random.Generator) -> dict:
-    """Copy the ``seed`` collection's documents and chunks into ``big`` until it holds ``target`` chunks."""
+def noisy(blobs: list[bytes], noise: float, rng: np.random.Generator) -> np.ndarray:
+    """The vectors of ``blobs`` plus Gaussian noise of norm about ``noise``, renormalised."""
+    dim = len(blobs[0]) // 4
+    vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(-1, dim)
+    vectors = vectors + rng.normal(0.0, noise / np.sqrt(dim), vectors.shape).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def build_big(db_path: Path, target: int, noise: float, rng: np.random.Generator,
+              seeds: tuple[str, ...] = (SEED_COLLECTION,)) -> dict:
+    """Copy the ``seeds`` collections' documents and chunks into ``big`` until it holds ``target`` chunks.
+    Reranking vectors, where the seed chunks have them, are copied with noise as the embeddings are."""
     con = sqlite3.connect(db_path)
     try:
         con.execute("PRAGMA journal_mode=WAL")
@@ -68,22 +78,24 @@ def build_big(db_path: Path, target: int, noise: float, rng: np.random.Generator
         have = con.execute("SELECT count(*) FROM chunks WHERE collection = ?", (BIG_COLLECTION,)).fetchone()[0]
         if have >= target:
             return {"chunks": have, "copied": 0}
-        org = con.execute("SELECT org_id FROM collections WHERE name = ?", (SEED_COLLECTION,)).fetchone()[0]
+        marks = ", ".join("?" * len(seeds))
+        org = con.execute("SELECT org_id FROM collections WHERE name = ?", (seeds[0],)).fetchone()[0]
         collection_columns = [row[1] for row in con.execute("PRAGMA table_info(collections)")]
         if con.execute("SELECT 1 FROM collections WHERE name = ?", (BIG_COLLECTION,)).fetchone() is None:
             values = ", ".join("?" if c in ("id", "name") else c for c in collection_columns)
             con.execute(f"INSERT INTO collections ({', '.join(collection_columns)}) SELECT {values} "
-                        "FROM collections WHERE name = ?", (uuid.uuid4().hex, BIG_COLLECTION, SEED_COLLECTION))
+                        "FROM collections WHERE name = ?", (uuid.uuid4().hex, BIG_COLLECTION, seeds[0]))
         doc_columns = [row[1] for row in con.execute("PRAGMA table_info(documents)")]
-        docs = con.execute(f"SELECT {', '.join(doc_columns)} FROM documents WHERE collection = ?",
-                           (SEED_COLLECTION,)).fetchall()
+        docs = con.execute(f"SELECT {', '.join(doc_columns)} FROM documents WHERE collection IN ({marks})",
+                           seeds).fetchall()
+        reranking = "rerank_embedding" in {row[1] for row in con.execute("PRAGMA table_info(chunks)")}
         chunk_rows = con.execute(
-            "SELECT document_id, ordinal, heading, text, token_count, embedding FROM chunks "
-            "WHERE collection = ? ORDER BY id", (SEED_COLLECTION,)).fetchall()
+            "SELECT document_id, ordinal, heading, text, token_count, embedding"
+            + (", rerank_embedding" if reranking else ", NULL")
+            + f" FROM chunks WHERE collection IN ({marks}) ORDER BY id", seeds).fetchall()
         by_doc: dict[str, list[tuple]] = {}
         for row in chunk_rows:
             by_doc.setdefault(row[0], []).append(row)
-        dim = len(chunk_rows[0][5]) // 4
         copy = have // max(len(chunk_rows), 1)
         added = 0
         while have + added < target:
@@ -97,13 +109,14 @@ def build_big(db_path: Path, target: int, noise: float, rng: np.random.Generator
                 record.update(id=new_id, collection=BIG_COLLECTION, source=f"copy{copy:03d}/{record['source']}")
                 con.execute(f"INSERT INTO documents ({', '.join(record)}) VALUES ({', '.join('?' * len(record))})",
                             list(record.values()))
-                vectors = np.frombuffer(b"".join(p[5] for p in pieces), dtype=np.float32).reshape(-1, dim)
-                vectors = vectors + rng.normal(0.0, noise / np.sqrt(dim), vectors.shape).astype(np.float32)
-                vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+                vectors = noisy([p[5] for p in pieces], noise, rng)
+                rerank = noisy([p[6] for p in pieces], noise, rng) if all(p[6] for p in pieces) else None
                 con.executemany(
                     "INSERT INTO chunks (org_id, document_id, collection, ordinal, heading, text, token_count, "
-                    "embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "embedding" + (", rerank_embedding" if reranking else "") + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?"
+                    + (", ?" if reranking else "") + ")",
                     [(org, new_id, BIG_COLLECTION, p[1], p[2], p[3], p[4], vectors[i].tobytes())
+                     + ((rerank[i].tobytes() if rerank is not None else None,) if reranking else ())
                      for i, p in enumerate(pieces)])
                 added += len(pieces)
         con.execute("UPDATE knowledge_revisions SET revision = revision + 1 WHERE org_id = ?", (org,))
@@ -113,11 +126,12 @@ def build_big(db_path: Path, target: int, noise: float, rng: np.random.Generator
         con.close()
 
 
-def corpus_words(db_path: Path, rng: random.Random, n: int = 5000) -> list[str]:
+def corpus_words(db_path: Path, rng: random.Random, n: int = 5000,
+                 seeds: tuple[str, ...] = (SEED_COLLECTION,)) -> list[str]:
     con = sqlite3.connect(db_path)
     try:
-        texts = [row[0] for row in con.execute("SELECT text FROM chunks WHERE collection = ? LIMIT 2000",
-                                               (SEED_COLLECTION,))]
+        texts = [row[0] for row in con.execute(
+            f"SELECT text FROM chunks WHERE collection IN ({', '.join('?' * len(seeds))}) LIMIT 2000", seeds)]
     finally:
         con.close()
     words = sorted({w for t in texts for w in t.split() if w.isalpha() and 4 <= len(w) <= 12})
@@ -138,7 +152,9 @@ async def run_batch(base_url: str, headers: dict, queries: list[str], mode: str,
         async def worker() -> None:
             while pending:
                 query = pending.pop()
-                body = {"query": query, "limit": limit, "collection": BIG_COLLECTION, "mode": mode}
+                body = rq.request_body(query, mode, BIG_COLLECTION, limit)
+                if RERANK_EXPLICIT["on"] and not mode.endswith("+rerank"):
+                    body["rerank"] = False
                 t0 = time.perf_counter()
                 response = await client.post("/api/v1/search/semantic", json=body)
                 latencies.append((time.perf_counter() - t0) * 1000)
@@ -158,7 +174,12 @@ def quality_at_scale(base_url: str, headers: dict, questions: list[dict], modes:
         for mode in modes:
             ranks = []
             for question in questions:
-                payload, _ = rq.search(client, question["question"], mode, BIG_COLLECTION, limit)
+                body = rq.request_body(question["question"], mode, BIG_COLLECTION, limit)
+                if RERANK_EXPLICIT["on"] and not mode.endswith("+rerank"):
+                    body["rerank"] = False
+                response = client.post("/api/v1/search/semantic", json=body)
+                response.raise_for_status()
+                payload = response.json()
                 pages = []
                 for hit in payload["results"]:
                     page = str(hit["source"]).split("/", 1)[1] if str(hit["source"]).startswith("copy") else ""
@@ -168,6 +189,27 @@ def quality_at_scale(base_url: str, headers: dict, questions: list[dict], modes:
             s = rq.summarize(ranks, [0.0], [0])
             out[mode] = {k: round(s[k], 3) for k in ("recall_at_1", "recall_at_5", "mrr_at_10")}
     return out
+
+
+# With a reranking model loaded, modes without "+rerank" say "rerank": false (the server's default may be on).
+RERANK_EXPLICIT = {"on": False}
+
+
+def copy_seed_db(source: Path, target: Path, seeds: tuple[str, ...]) -> None:
+    """A consistent copy of another data dir's SQLite database (its WAL included), keeping only the ``seeds``
+    collections (no other collection's background work during the measurements)."""
+    src, dst = sqlite3.connect(f"file:{source}?mode=ro", uri=True), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+        marks = ", ".join("?" * len(seeds))
+        for table in ("chunks", "documents"):
+            dst.execute(f"DELETE FROM {table} WHERE collection NOT IN ({marks})", seeds)
+        dst.execute(f"DELETE FROM collections WHERE name NOT IN ({marks})", seeds)
+        dst.execute("DELETE FROM jobs")
+        dst.commit()
+    finally:
+        src.close()
+        dst.close()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -190,7 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--quality", action="store_true",
                         help="also score the seed projects' FAQ questions in the big collection (by page)")
+    parser.add_argument("--seed-db", type=Path, default=None,
+                        help="instead of ingesting the seed projects: copy this atrium.db (e.g. the dev sets' data "
+                             "dir, each project in its own collection) and copy its --seed collections")
+    parser.add_argument("--rerank-model", type=Path, default=None,
+                        help="a folder with the reranking model (model.onnx, tokenizer.json): linked into the data "
+                             "dir so the server loads it; add hybrid+rerank to --modes")
     args = parser.parse_args(argv)
+    RERANK_EXPLICIT["on"] = args.rerank_model is not None
 
     data_dir = args.data_dir.resolve() if args.data_dir else Path(tempfile.mkdtemp(prefix="atrium-p95-"))
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -217,13 +266,25 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     try:
         db_path = data_dir / "atrium.db"
+        if args.rerank_model is not None:
+            link = data_dir / "models" / "all-mpnet-base-v2-int8"
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to(args.rerank_model.resolve(), target_is_directory=True)
+        seeds = tuple(args.seed.split(",")) if args.seed_db is not None else (SEED_COLLECTION,)
         t0 = time.perf_counter()
-        if not db_path.exists():
+        if not db_path.exists() and args.seed_db is not None:
+            copy_seed_db(args.seed_db, db_path, seeds)
+            # The copied database has its own admin: BENCH_API_KEY, a key of it (`atrium keys create`).
+            admin_key = os.environ["BENCH_API_KEY"]
+            key_file.write_text(admin_key)
+            env["ATRIUM_BOOTSTRAP_ADMIN_KEY"] = admin_key
+        elif not db_path.exists():
             for name in args.seed.split(","):
                 report["build"][f"ingest_{name}"] = rq.run_ingest(
                     args.atrium, args.cache_dir / name / "corpus", SEED_COLLECTION, env)
         t1 = time.perf_counter()
-        report["build"]["copy"] = build_big(db_path, args.chunks, args.noise, np.random.default_rng(0))
+        report["build"]["copy"] = build_big(db_path, args.chunks, args.noise, np.random.default_rng(0), seeds)
         report["build"]["ingest_s"] = round(t1 - t0, 1)
         report["build"]["copy_s"] = round(time.perf_counter() - t1, 1)
         print("build:", report["build"], flush=True)
@@ -247,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             report["quality"] = quality_at_scale(base_url, headers, seed_questions, args.modes.split(","), args.limit)
             print("quality at scale (seed questions, by page):", report["quality"], flush=True)
         rng = random.Random(0)
-        words = corpus_words(db_path, rng)
+        words = corpus_words(db_path, rng, seeds=seeds)
         lines = ["| mode | concurrency | searches | p50 ms | p95 ms | p99 ms | searches/s | server CPU ms/search |",
                  "|---|---|---|---|---|---|---|---|"]
         for concurrency in args.concurrency:

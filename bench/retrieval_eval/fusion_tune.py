@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         "ATRIUM_CHAT__PROVIDER": "fake",
         "ATRIUM_KNOWLEDGE__DEMO_COLLECTION": "false",
         "ATRIUM_KNOWLEDGE__CANDIDATES": str(args.candidates),
+        "ATRIUM_KNOWLEDGE__RERANK__ENABLED": "off",  # the plain rankings, whatever models the data dir has
     }
     if args.rankings is not None:
         rows = json.loads(args.rankings.read_text(encoding="utf-8"))["rankings"]

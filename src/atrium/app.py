@@ -52,7 +52,7 @@ from atrium.http.routes import (
     ws,
 )
 from atrium.http.schemas.agents import RunStreamEvent
-from atrium.knowledge import reembed
+from atrium.knowledge import reembed, rerank
 from atrium.settings import Settings
 from atrium.store.startup import startup_lock
 from atrium.telemetry.logging import install_record_redaction, register_secrets, secrets_of
@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None, *, chat_model: ChatModel | None
             else:
                 log.warning("this process runs no background job (jobs.run_in_api is off): run `atrium worker`")
             await reembed.schedule(services.knowledge, services.jobs)  # after a change of embedding model
+            await rerank.schedule(services.knowledge, services.jobs)  # chunks lacking reranking vectors
             await services.realtime.start()
             if services.db.is_sqlite and sole_process:  # this process owns every run; elsewhere others may be live
                 await services.agents.runs.recover()

@@ -28,6 +28,8 @@ config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 index_app = typer.Typer(help="Vector index upkeep.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
+models_app = typer.Typer(help="Optional models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 
@@ -328,6 +330,54 @@ def index_check(repair: Annotated[bool, typer.Option(help="Reconcile with the da
     console.print("[green]index matches the database[/green]" if not differences else
                   f"[red]index differs from the database in {len(differences)} collections[/red]")
     raise typer.Exit(1 if differences else 0)
+
+
+@index_app.command("rerank-vectors")
+def index_rerank_vectors() -> None:
+    """Make the reranking vectors that chunks lack, now (the server does it in the background)."""
+    settings = load_settings()
+    configure_logging("warning")
+
+    async def work() -> int:
+        from atrium.knowledge.rerank import cover_collection, uncovered
+
+        await migrate(settings)
+        services = await build_services(settings)
+        try:
+            reranker = services.knowledge.reranker
+            if reranker is None:
+                console.print("[red]no reranking model is loaded: run `atrium models export-mpnet` first[/red]")
+                return 1
+            for tenant, collection in sorted(await uncovered(services.db, reranker.name)):
+                done = await cover_collection(services.db, reranker, tenant, collection)
+                console.print(f"{tenant}/{collection}: {done} reranking vectors made")
+            return 0
+        finally:
+            await close_services(services)
+
+    raise typer.Exit(run_async(work))
+
+
+@models_app.command("export-mpnet")
+def models_export_mpnet(out: Annotated[Path | None, typer.Option(
+        help="Folder to write model.onnx and tokenizer.json to (default: where knowledge.rerank reads them).")
+        ] = None) -> None:
+    """Build the int8 ONNX reranking model (all-mpnet-base-v2) from the `quality` extra's packages, without
+    torch; about a minute and 1.5 GB of memory."""
+    from atrium.container import rerank_model_files
+    from atrium.errors import AppError
+    from atrium.knowledge.embedders.mpnet_export import export
+
+    settings = load_settings()
+    model, tokenizer = rerank_model_files(settings)
+    if out is None and model.parent != tokenizer.parent:
+        raise typer.BadParameter("knowledge.rerank's model and tokenizer are in two folders: give --out")
+    try:
+        written = export(out or model.parent)
+    except AppError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"wrote {written} and its tokenizer.json")
 
 
 @config_app.command("show")

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -51,13 +52,14 @@ from atrium.guard.rate_limits import RequestRateLimiter, build_storage
 from atrium.jobs.ports import Handler, JobWatcher
 from atrium.jobs.queue import DatabaseJobQueue
 from atrium.jobs.settings import job_engine, runs_in_api
-from atrium.knowledge import reembed
+from atrium.knowledge import reembed, rerank
 from atrium.knowledge.answering import GroundedAnswerer
 from atrium.knowledge.directory import CollectionDirectory
 from atrium.knowledge.embedders.measured import MeasuredEmbedder
 from atrium.knowledge.ingest import upload_cleanup, upload_job_handler
 from atrium.knowledge.keyword import PostgresKeywordSearch, SqliteKeywordSearch
 from atrium.knowledge.ports import KeywordSearch, VectorIndex
+from atrium.knowledge.rerank import EmbeddingReranker
 from atrium.knowledge.service import KnowledgeService
 from atrium.knowledge.web.job import URL_JOB, UrlIngestion
 from atrium.knowledge.web.wiring import build_url_ingestion
@@ -125,6 +127,29 @@ def build_embedder(settings: Settings, http_client: httpx.AsyncClient | None = N
     from atrium.knowledge.embedders.factory import build_embedder as build
 
     return build(settings.embedding, http_client)
+
+
+def rerank_model_files(settings: Settings) -> tuple[Path, Path]:
+    """Where the reranking model and its tokenizer are read (``atrium models export-mpnet`` writes there)."""
+    config = settings.knowledge.rerank
+    folder = settings.data_dir / "models" / config.name
+    return config.model_path or folder / "model.onnx", config.tokenizer_path or folder / "tokenizer.json"
+
+
+def build_reranker(settings: Settings) -> EmbeddingReranker | None:
+    """The ``knowledge.rerank`` stage, or None when it is off (or ``auto`` and its model is not there).
+    Loading the model blocks (run it in a worker thread)."""
+    from atrium.knowledge.embedders.onnx_minilm import OnnxEmbedder
+
+    config = settings.knowledge.rerank
+    if config.enabled == "off":
+        return None
+    model, tokenizer = rerank_model_files(settings)
+    if config.enabled == "auto" and not (model.is_file() and tokenizer.is_file()):
+        return None
+    embedder = OnnxEmbedder(model_path=model, tokenizer_path=tokenizer, name=config.name,
+                            max_length=config.max_length, intra_op_num_threads=config.threads)
+    return EmbeddingReranker(embedder, config)
 
 
 def build_local_chat_model(settings: Settings, http_client: httpx.AsyncClient, *, name: str | None = None) -> ChatModel:
@@ -250,7 +275,8 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     # Who may read which collection, kept per process; a change another replica missed lasts at most as
     # long as a revoked key's cache entry.
     directory = CollectionDirectory(db, ttl_s=settings.auth.key_cache_ttl_s)
-    knowledge = KnowledgeService(db, embedder, index, keyword, settings.knowledge, pubsub, directory)
+    reranker = await anyio.to_thread.run_sync(build_reranker, settings)
+    knowledge = KnowledgeService(db, embedder, index, keyword, settings.knowledge, pubsub, directory, reranker)
     redis = Redis.from_url(settings.redis_url.get_secret_value()) if settings.redis_url is not None else None
     counter = TokenCounter()
     await anyio.to_thread.run_sync(counter.load)
@@ -289,7 +315,8 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     # upload's files deleted from the object store when it ends.
     jobs = build_job_queue(settings, db, {"ingest": upload_job_handler(knowledge, objects),
                                           URL_JOB: urls.job_handler(),
-                                          reembed.JOB_KIND: reembed.handler(knowledge)},
+                                          reembed.JOB_KIND: reembed.handler(knowledge),
+                                          rerank.JOB_KIND: rerank.handler(knowledge)},
                            watchers=(job_watcher(hub.publisher), notifications.job_changed, webhooks.job_changed,
                                      upload_cleanup(objects)), telemetry=telemetry)
 

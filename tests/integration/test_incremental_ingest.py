@@ -53,7 +53,7 @@ class CountingEmbedder:
         self.texts: list[str] = []
 
     async def embed(self, texts: Sequence[str], *, kind: EmbedKind = "document") -> Vectors:
-        if kind == "document":
+        if kind == "document":  # the chunks, not the questions
             self.texts.extend(texts)
         return await self.inner.embed(texts, kind=kind)
 

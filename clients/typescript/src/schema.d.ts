@@ -4517,6 +4517,11 @@ export interface components {
              */
             mode?: "hybrid" | "vector" | "keyword";
             filters?: components["schemas"]["SearchFiltersBody"] | null;
+            /**
+             * Rerank
+             * @description Re-order the mode's best candidates with the reranking model (`knowledge.rerank`). Omitted: as `knowledge.rerank.by_default` says when a reranking model is loaded, else not. `true` without a loaded model: 422 `rerank_unavailable`.
+             */
+            rerank?: boolean | null;
         };
         /**
          * SearchFiltersBody
@@ -4614,6 +4619,12 @@ export interface components {
              * @enum {string}
              */
             mode: "hybrid" | "vector" | "keyword";
+            /**
+             * Reranked
+             * @description Whether the reranking model re-ordered the results.
+             * @default false
+             */
+            reranked?: boolean;
             /** Results */
             results: components["schemas"]["SearchHit"][];
             /**

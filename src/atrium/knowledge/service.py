@@ -26,6 +26,7 @@ from atrium.errors import InvalidRequest, NotFound
 from atrium.gateway.ports import Embedder
 from atrium.knowledge import reingest
 from atrium.knowledge import repository as repo
+from atrium.knowledge import rerank as reranking
 from atrium.knowledge.chunkers import chunk_document
 from atrium.knowledge.chunking import Chunk as ChunkPiece
 from atrium.knowledge.collections import ensure as ensure_collection
@@ -79,8 +80,10 @@ class KnowledgeService:
 
     def __init__(self, db: Database, embedder: Embedder, index: VectorIndex, keyword: KeywordSearch,
                  settings: KnowledgeSettings, pubsub: PubSub | None = None,
-                 directory: CollectionDirectory | None = None) -> None:
+                 directory: CollectionDirectory | None = None,
+                 reranker: reranking.EmbeddingReranker | None = None) -> None:
         self.db = db
+        self.reranker = reranker
         self.pubsub = pubsub
         # Forgets a tenant's collections whenever a change is announced, here or by another process.
         self.directory = directory if directory is not None else CollectionDirectory(db, ttl_s=0)
@@ -117,13 +120,17 @@ class KnowledgeService:
         pieces = await anyio.to_thread.run_sync(
             lambda: chunk_document(text, self.embedder.count_tokens, self.settings, markdown=markdown, paged=paged)
         )
-        vectors = await self._embed(pieces, reingest.plan(old, pieces).new)
+        first_plan = reingest.plan(old, pieces).new
+        vectors = await self._embed(pieces, first_plan)
+        rerank_vectors = await self._embed_for_rerank(pieces, first_plan)
         async with self.db.tenant_session(tenant) as session:
             existing = await repo.find_document_by_source(session, tenant, collection, source)
             old = await reingest.old_chunks(session, tenant, existing.id) if existing is not None else []
             plan = reingest.plan(old, pieces)
             # Rows another process removed since the first look: embedded now (rare).
             vectors.update(await self._embed(pieces, [i for i in plan.new if i not in vectors]))
+            rerank_vectors.update(await self._embed_for_rerank(pieces, [i for i in plan.new
+                                                                        if i not in rerank_vectors]))
             if existing is None:
                 await ensure_collection(session, tenant, collection)
                 document = Document(org_id=tenant, collection=collection, source=source)
@@ -134,12 +141,15 @@ class KnowledgeService:
             document.size_bytes, document.chunk_count = len(text.encode()), len(pieces)
             document.file_type, document.user_id, document.api_key_id = file_type, user_id, api_key_id
             await record_model(session, tenant, collection, self.embedder.name, self.embedder.dimensions)
+            if self.reranker is not None:
+                await reranking.record_model(session, tenant, collection, self.reranker.name)
             await session.flush()
             await reingest.apply(session, tenant, plan, pieces)
             rows = [
                 Chunk(org_id=tenant, document_id=document.id, collection=collection, ordinal=pieces[i].ordinal,
                       heading=pieces[i].heading_path, text=pieces[i].text, token_count=pieces[i].token_count,
-                      page=pieces[i].page, embedding=np.ascontiguousarray(vectors[i], dtype=np.float32).tobytes())
+                      page=pieces[i].page, embedding=np.ascontiguousarray(vectors[i], dtype=np.float32).tobytes(),
+                      rerank_embedding=_blob(rerank_vectors.get(i)))
                 for i in plan.new
             ]
             session.add_all(rows)
@@ -161,6 +171,14 @@ class KnowledgeService:
         if not indexes:
             return {}
         vectors = await self.embedder.embed([pieces[i].text for i in indexes])
+        return {i: vectors[n] for n, i in enumerate(indexes)}
+
+    async def _embed_for_rerank(self, pieces: Sequence[ChunkPiece],
+                                indexes: Sequence[int]) -> dict[int, np.ndarray]:
+        """The reranking model's vectors of ``pieces[i]`` (none while the reranker is off)."""
+        if self.reranker is None or not indexes:
+            return {}
+        vectors = await self.reranker.embed_documents([pieces[i].text for i in indexes])
         return {i: vectors[n] for n, i in enumerate(indexes)}
 
     async def delete_document(self, tenant: str, document_id: str) -> None:
@@ -208,12 +226,24 @@ class KnowledgeService:
             except Exception:  # a lost hint only delays the periodic check
                 log.warning("could not announce a knowledge change", exc_info=True)
 
+    def reranks(self, rerank: bool | None) -> bool:
+        """Whether a search asking ``rerank`` (``None``: not saying) is reranked; ``InvalidRequest`` if it
+        asks for it and no reranking model is loaded."""
+        if rerank and self.reranker is None:
+            raise InvalidRequest("Reranking is not available: no reranking model is loaded (see "
+                                 "knowledge.rerank in docs/configuration.md).", code="rerank_unavailable")
+        if rerank is None:
+            return self.reranker is not None and self.settings.rerank.by_default
+        return rerank
+
     async def search(self, tenant: str, query: str, *, mode: SearchMode = "hybrid", limit: int = 5,
                      collections: Sequence[str] | None = None,
-                     filters: SearchFilters | None = None) -> list[SearchHit]:
+                     filters: SearchFilters | None = None, rerank: bool | None = None) -> list[SearchHit]:
         """The best ``limit`` chunks for ``query``. Hybrid fuses the vector and keyword rankings with
         ``knowledge.fusion`` (weighted by ``knowledge.vector_weight``). ``filters`` narrow both rankings to
-        the documents they match (``knowledge/filters.py``)."""
+        the documents they match (``knowledge/filters.py``). ``rerank`` (``None``: ``knowledge.rerank.
+        by_default``): the first ``knowledge.rerank.candidates`` of the mode's ranking are re-ordered by the
+        reranking model (``knowledge/rerank.py``)."""
         if filters is not None and filters.empty:
             filters = None
         if collections is not None:
@@ -221,9 +251,27 @@ class KnowledgeService:
                 return []
             for name in collections:
                 check_collection(name)
+        reranker = self.reranker if self.reranks(rerank) else None
+        if reranker is None:
+            return await self._search(tenant, query, mode, limit, collections, filters, None)
+        # The reranking model embeds the question while the candidates are found (on the other core).
+        rerank_query = asyncio.ensure_future(reranker.embed_query(query))
+        try:
+            return await self._search(tenant, query, mode, limit, collections, filters, (reranker, rerank_query))
+        finally:
+            if not rerank_query.done():
+                rerank_query.cancel()
+
+    async def _search(self, tenant: str, query: str, mode: SearchMode, limit: int,
+                      collections: Sequence[str] | None, filters: SearchFilters | None,
+                      rerank: tuple[reranking.EmbeddingReranker, asyncio.Future[np.ndarray]] | None,
+                      ) -> list[SearchHit]:
         depth = max(limit, self.settings.candidates)
         vector_scores: dict[int, float] = {}
         keyword_hits: list[tuple[int, float]] = []
+        stored: dict[int, np.ndarray] = {}
+        # With a reranker the mode's ranking is kept ``rerank.candidates`` deep, then re-ordered.
+        keep = limit if rerank is None else max(limit, rerank[0].settings.candidates)
         query_vector = await self.embedder.embed([query], kind="query") if mode in ("vector", "hybrid") else None
         if query_vector is not None and filters is None:
             hits = await self.index.search(tenant, collections, query_vector[0], depth)
@@ -238,25 +286,30 @@ class KnowledgeService:
                 keyword_hits = await self.keyword.search(session, tenant, collections, query, depth, filters)
             vector_ranked = sorted(vector_scores.items(), key=lambda item: -item[1])
             if mode == "vector":
-                ranked = vector_ranked[:limit]
+                ranked = vector_ranked[:keep]
             elif mode == "keyword":
-                ranked = keyword_hits[:limit]
+                ranked = keyword_hits[:keep]
             else:
                 ranked = fuse(vector_ranked, keyword_hits, method=self.settings.fusion,
-                              vector_weight=self.settings.vector_weight, k=self.settings.rrf_k, limit=limit)
+                              vector_weight=self.settings.vector_weight, k=self.settings.rrf_k, limit=keep)
+            if rerank is not None and ranked:
+                stored = await reranking.stored_vectors(session, tenant, [chunk_id for chunk_id, _ in ranked],
+                                                        rerank[0].name, rerank[0].dimensions)
             views = await repo.chunk_views(session, tenant, [chunk_id for chunk_id, _ in ranked])
+        if rerank is not None and ranked:
+            ranked = rerank[0].rerank(ranked, await rerank[1], stored, k=self.settings.rrf_k, limit=limit)
         # A chunk deleted since the index answered is dropped rather than shown.
         return [SearchHit(views[chunk_id], score, vector_scores.get(chunk_id))
                 for chunk_id, score in ranked if chunk_id in views]
 
     async def search_readable(self, principal: Principal, query: str, *, mode: SearchMode, limit: int,
-                              collection: str | None = None,
-                              filters: SearchFilters | None = None) -> list[SearchHit]:
+                              collection: str | None = None, filters: SearchFilters | None = None,
+                              rerank: bool | None = None) -> list[SearchHit]:
         """``search`` on behalf of ``principal``: in ``collection`` (``NotFound`` unless it may read it), or
         in every collection it may read; ``filters`` narrow that, never widen it."""
         names = await self.directory.searchable(principal, [check_collection(collection)] if collection else None)
         return await self.search(principal.org_id, query, mode=mode, limit=limit, collections=names,
-                                 filters=filters)
+                                 filters=filters, rerank=rerank)
 
     async def reindexing_readable(self, principal: Principal, collection: str | None = None) -> list[str]:
         """The collections ``principal`` may read (``collection`` only, if given) that are being re-embedded
@@ -381,3 +434,7 @@ class KnowledgeService:
             await self.save_index()
         except Exception:  # a failed round is retried next interval; the loop must survive
             log.exception("vector index upkeep failed")
+
+
+def _blob(vector: np.ndarray | None) -> bytes | None:
+    return None if vector is None else np.ascontiguousarray(vector, dtype=np.float32).tobytes()

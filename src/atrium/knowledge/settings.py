@@ -49,6 +49,29 @@ class EmbeddingSettings(BaseModel):
         return self
 
 
+class RerankSettings(BaseModel):
+    """The reranking stage (knowledge/rerank.py; figures in docs/benchmarks.md, issue 14). ``enabled``:
+    ``auto`` loads the reranking model when its files exist (``atrium models export-mpnet`` writes them to
+    the default paths), ``on`` requires them, ``off`` never loads it. While it is loaded, ingestion also
+    stores each chunk's reranking vector (about 3x the embedding work) and a background job makes those
+    that existing chunks lack. ``by_default``: searches that do not say (the API's ``rerank`` field) are
+    reranked."""
+
+    enabled: Literal["auto", "on", "off"] = "auto"
+    # Off: on the dev sets reranking gained nothing held out, for ~15 ms more CPU per search.
+    by_default: bool = False
+    # Default: <data_dir>/models/all-mpnet-base-v2-int8/{model.onnx,tokenizer.json}
+    model_path: Path | None = None
+    tokenizer_path: Path | None = None
+    name: str = Field("all-mpnet-base-v2-int8", min_length=1, max_length=200)
+    # The fused ranking's first N, re-scored; the reranker's order's weight against the fused order's
+    # (1 - weight) in the final weighted RRF. Both the leave-one-project-out choice on the dev sets.
+    candidates: int = Field(10, ge=1, le=200)
+    weight: float = Field(0.35, ge=0.0, le=1.0)
+    threads: int = Field(1, ge=1)
+    max_length: int = Field(256, ge=8, le=512)
+
+
 class KnowledgeSettings(BaseModel):
     # structured: token-sized chunks at paragraph/sentence boundaries; window (the default, better on the dev
     # sets): plain word windows (knowledge/chunkers.py; figures in docs/benchmarks.md, "Chunking")
@@ -66,9 +89,10 @@ class KnowledgeSettings(BaseModel):
     # (BM25 is computed for every matching row; 0 = never drop). See knowledge/keyword.py.
     keyword_max_postings: int = Field(10_000, ge=0)
     # How hybrid search merges the vector and keyword rankings (knowledge/fusion.py); the default and its
-    # weight are the best on the dev sets (docs/benchmarks.md, issue 14).
-    fusion: FusionMethod = "weighted_rrf"
-    vector_weight: float = Field(0.75, ge=0.0, le=1.0)
+    # weight are the best on the dev sets with the window chunker, also left one project out
+    # (docs/benchmarks.md, "Issue 14 — rerank and the quality model").
+    fusion: FusionMethod = "zscore"
+    vector_weight: float = Field(0.55, ge=0.0, le=1.0)
     demo_collection: bool = True
     # auto: pgvector when the database is PostgreSQL, the embedded HNSW index otherwise
     vector_backend: Literal["auto", "hnsw", "pgvector"] = "auto"
@@ -79,6 +103,7 @@ class KnowledgeSettings(BaseModel):
     index_save_interval_s: float = Field(30.0, ge=0)
     min_relevance: float = Field(0.25, ge=-1.0, le=1.0)
     web: WebSettings = WebSettings()  # URL ingestion: limits, robots.txt, the browser (knowledge/web/)
+    rerank: RerankSettings = RerankSettings()  # the reranking stage (knowledge/rerank.py)
 
     @model_validator(mode="after")
     def _overlap_below_chunk(self) -> KnowledgeSettings:

@@ -58,6 +58,10 @@ class SearchBody(BaseModel):
     collection: str | None = Field(None, min_length=1, max_length=100)
     mode: Literal["hybrid", "vector", "keyword"] = "hybrid"
     filters: SearchFiltersBody | None = None
+    rerank: bool | None = Field(None, description=(
+        "Re-order the mode's best candidates with the reranking model (`knowledge.rerank`). Omitted: as "
+        "`knowledge.rerank.by_default` says when a reranking model is loaded, else not. `true` without a "
+        "loaded model: 422 `rerank_unavailable`."))
 
 
 # Documented, not declared (a hot path): the answer is built once and pydantic writes its JSON, with no
@@ -72,7 +76,9 @@ async def semantic(body: SearchBody, principal: LimitedPrincipalDep, knowledge: 
         raise InvalidRequest(f"limit must be at most {limits.max_search_limit}.")
     hits = await knowledge.search_readable(principal, body.query, mode=body.mode, limit=body.limit,
                                            collection=body.collection,
-                                           filters=body.filters.to_filters() if body.filters else None)
-    answer = SearchResponse(mode=body.mode, results=[SearchHit.of(hit, body.query) for hit in hits],
+                                           filters=body.filters.to_filters() if body.filters else None,
+                                           rerank=body.rerank)
+    answer = SearchResponse(mode=body.mode, reranked=knowledge.reranks(body.rerank),
+                            results=[SearchHit.of(hit, body.query) for hit in hits],
                             reindexing=await knowledge.reindexing_readable(principal, body.collection))
     return Response(answer.model_dump_json(), media_type="application/json")

@@ -31,6 +31,7 @@ class SearchHit(Passage):
 
 class SearchResponse(View):
     mode: Literal["hybrid", "vector", "keyword"]
+    reranked: bool = Field(False, description="Whether the reranking model re-ordered the results.")
     results: list[SearchHit]
     reindexing: list[str] = Field(default_factory=list, description=(
         "Searched collections being re-embedded after a change of embedding model: until their job ends, "

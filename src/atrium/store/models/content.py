@@ -105,6 +105,8 @@ class Collection(Base):
     # The model its vectors were made with (knowledge/reembed.py); null before its first chunks.
     embedding_model: Mapped[str | None] = mapped_column(String(200), default=None)
     embedding_dimensions: Mapped[int | None] = mapped_column(Integer, default=None)
+    # The reranking model its chunks' ``rerank_embedding`` were made with (knowledge/rerank.py); null: none.
+    rerank_model: Mapped[str | None] = mapped_column(String(200), default=None)
 
 
 class Document(Base):
@@ -143,6 +145,8 @@ class Chunk(Base):
     token_count: Mapped[int] = mapped_column(Integer, default=0)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
     page: Mapped[int | None] = mapped_column(Integer, default=None)  # the PDF page; null when not paged
+    # The reranking model's vector (float32 bytes), stored while the reranker is on (knowledge/rerank.py).
+    rerank_embedding: Mapped[bytes | None] = mapped_column(LargeBinary, default=None, deferred=True)
 
 
 class KnowledgeRevision(Base):
