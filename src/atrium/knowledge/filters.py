@@ -12,8 +12,6 @@ candidates until enough of them match or it has no more.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import numpy as np
 from sqlalchemy import DateTime, bindparam, text
@@ -22,42 +20,12 @@ from sqlalchemy.sql.elements import BindParameter
 
 from atrium.gateway.ports import Vectors
 from atrium.knowledge import repository as repo
-from atrium.knowledge.ports import VectorIndex
+from atrium.knowledge.ports import SearchFilters, VectorIndex
+
+__all__ = ["SearchFilters", "matching_ids", "sql", "vector_ranking"]
 
 EXACT_LIMIT = 5000
 AMONG_BATCH = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class SearchFilters:
-    """``source``: a document's source, or a prefix of it when ``source_prefix``; ``types``: document types;
-    ``created_after`` (inclusive) / ``created_before`` (exclusive): when the document was stored."""
-
-    source: str | None = None
-    source_prefix: bool = False
-    types: tuple[str, ...] | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-
-    @classmethod
-    def of(cls, source: str | None = None, types: Sequence[str] | None = None,
-           created_after: datetime | None = None, created_before: datetime | None = None) -> SearchFilters:
-        """From a request's fields: a source ending in ``*`` is a prefix."""
-        prefix = source is not None and source.endswith("*")
-        return cls(source=source[:-1] if source is not None and prefix else source, source_prefix=prefix,
-                   types=tuple(types) if types is not None else None,
-                   created_after=_utc(created_after), created_before=_utc(created_before))
-
-    @property
-    def empty(self) -> bool:
-        return self.source is None and self.types is None and self.created_after is None \
-            and self.created_before is None
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def sql(filters: SearchFilters | None) -> tuple[str, list[BindParameter[object]], dict[str, object]]:

@@ -9,20 +9,51 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.gateway.ports import Vectors
-
-if TYPE_CHECKING:
-    from atrium.knowledge.filters import SearchFilters
 
 
 @dataclass(frozen=True, slots=True)
 class VectorHit:
     id: int
     score: float
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilters:
+    """Metadata filters of a search (applied by ``knowledge/filters.py``). ``source``: a document's source,
+    or a prefix of it when ``source_prefix``; ``types``: document types;
+    ``created_after`` (inclusive) / ``created_before`` (exclusive): when the document was stored."""
+
+    source: str | None = None
+    source_prefix: bool = False
+    types: tuple[str, ...] | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    @classmethod
+    def of(cls, source: str | None = None, types: Sequence[str] | None = None,
+           created_after: datetime | None = None, created_before: datetime | None = None) -> SearchFilters:
+        """From a request's fields: a source ending in ``*`` is a prefix."""
+        prefix = source is not None and source.endswith("*")
+        return cls(source=source[:-1] if source is not None and prefix else source, source_prefix=prefix,
+                   types=tuple(types) if types is not None else None,
+                   created_after=_utc(created_after), created_before=_utc(created_before))
+
+    @property
+    def empty(self) -> bool:
+        return self.source is None and self.types is None and self.created_after is None \
+            and self.created_before is None
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 @runtime_checkable
