@@ -44,6 +44,7 @@ from atrium.store.models import (
     Conversation,
     Division,
     Document,
+    EmbeddingCacheEntry,
     Invitation,
     Job,
     KnowledgeRevision,
@@ -136,6 +137,7 @@ async def _seed(owner: Database) -> None:
                 Project(org_id=org, user_id=user.id, visibility="org", title=f"secret {tag}", description=""),
                 NotificationDevice(org_id=org, user_id=user.id, kind="fcm", endpoint=f"secret-token-{tag}",
                                    endpoint_hash=tag * 8),
+                EmbeddingCacheEntry(org_id=org, model="m" * 32, text_hash=tag * 8, vector=b"\0" * 16),
             ])
             await session.flush()
             session.add(AgentRun(org_id=org, thread_id=f"thread-{tag}", assistant_id="echo"))

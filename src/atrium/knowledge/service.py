@@ -30,6 +30,7 @@ from atrium.knowledge.chunkers import chunk_document
 from atrium.knowledge.chunking import Chunk as ChunkPiece
 from atrium.knowledge.collections import ensure as ensure_collection
 from atrium.knowledge.directory import CollectionDirectory
+from atrium.knowledge.embedders.cache import tenant_embedder
 from atrium.knowledge.filters import SearchFilters, vector_ranking
 from atrium.knowledge.fusion import fuse
 from atrium.knowledge.ports import KeywordSearch, VectorIndex
@@ -117,13 +118,13 @@ class KnowledgeService:
         pieces = await anyio.to_thread.run_sync(
             lambda: chunk_document(text, self.embedder.count_tokens, self.settings, markdown=markdown, paged=paged)
         )
-        vectors = await self._embed(pieces, reingest.plan(old, pieces).new)
+        vectors = await self._embed(tenant, pieces, reingest.plan(old, pieces).new)
         async with self.db.tenant_session(tenant) as session:
             existing = await repo.find_document_by_source(session, tenant, collection, source)
             old = await reingest.old_chunks(session, tenant, existing.id) if existing is not None else []
             plan = reingest.plan(old, pieces)
             # Rows another process removed since the first look: embedded now (rare).
-            vectors.update(await self._embed(pieces, [i for i in plan.new if i not in vectors]))
+            vectors.update(await self._embed(tenant, pieces, [i for i in plan.new if i not in vectors]))
             if existing is None:
                 await ensure_collection(session, tenant, collection)
                 document = Document(org_id=tenant, collection=collection, source=source)
@@ -156,11 +157,13 @@ class KnowledgeService:
         status: Literal["created", "replaced"] = "replaced" if existing is not None else "created"
         return IngestResult(document_id, source, len(pieces), status)
 
-    async def _embed(self, pieces: Sequence[ChunkPiece], indexes: Sequence[int]) -> dict[int, np.ndarray]:
-        """The vectors of ``pieces[i]`` for each ``i`` in ``indexes`` (one embedder call for all)."""
+    async def _embed(self, tenant: str, pieces: Sequence[ChunkPiece],
+                     indexes: Sequence[int]) -> dict[int, np.ndarray]:
+        """The vectors of ``pieces[i]`` for each ``i`` in ``indexes`` (one embedder call for all, through
+        ``tenant``'s embedding cache)."""
         if not indexes:
             return {}
-        vectors = await self.embedder.embed([pieces[i].text for i in indexes])
+        vectors = await tenant_embedder(self.embedder, tenant).embed([pieces[i].text for i in indexes])
         return {i: vectors[n] for n, i in enumerate(indexes)}
 
     async def delete_document(self, tenant: str, document_id: str) -> None:
@@ -224,7 +227,8 @@ class KnowledgeService:
         depth = max(limit, self.settings.candidates)
         vector_scores: dict[int, float] = {}
         keyword_hits: list[tuple[int, float]] = []
-        query_vector = await self.embedder.embed([query], kind="query") if mode in ("vector", "hybrid") else None
+        query_vector = (await tenant_embedder(self.embedder, tenant).embed([query], kind="query")
+                        if mode in ("vector", "hybrid") else None)
         if query_vector is not None and filters is None:
             hits = await self.index.search(tenant, collections, query_vector[0], depth)
             vector_scores = {hit.id: hit.score for hit in hits}

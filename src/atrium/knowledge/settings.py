@@ -33,6 +33,10 @@ class EmbeddingSettings(BaseModel):
     max_length: int = Field(256, ge=8, le=32_768)
     output_name: str | None = None  # onnx: the output to read
     query_prefix: str = Field("", max_length=2000)  # put before questions only, e.g. "Instruct: ...\nQuery: "
+    # The embedding cache (knowledge/embedders/cache.py): document vectors kept per tenant and model in the
+    # database (re-ingesting a text never calls the model twice), query vectors in a per-process LRU.
+    cache: bool = True
+    query_cache_size: int = Field(1024, ge=0, le=1_000_000)
     # openai: an OpenAI-compatible server (the key from api_key or the variable api_key_env; never logged)
     base_url: str | None = None
     model: str | None = None
