@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import anyio
 import numpy as np
 import pytest
 from blockbuster import BlockBuster
+from tokenizers import Encoding
 
 from atrium.errors import InvalidRequest
 from atrium.gateway.ports import Embedder
@@ -195,3 +198,33 @@ async def test_onnx_queries_do_not_wait_behind_a_bulk_embedding(onnx_embedder: O
 async def test_onnx_create_loads_off_the_event_loop(blockbuster: BlockBuster) -> None:
     embedder = await OnnxEmbedder.create(batch_size=8)
     assert (await embedder.embed(["ok"])).shape == (1, 384)
+
+
+class OverlapOnnx(OnnxEmbedder):
+    """The ONNX adapter, noting how many of its batches run at the same time."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._lock = threading.Lock()
+        self.running = self.most = 0
+
+    def _run(self, encodings: list[Encoding]) -> np.ndarray:
+        with self._lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(0.005)  # long enough for the other lane thread to start its batch
+            return super()._run(encodings)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+async def test_onnx_runs_a_large_call_s_batches_side_by_side(onnx_embedder: OnnxEmbedder) -> None:
+    texts = [f"{text} (copy {i})" for i in range(6) for text in TEXTS]
+    parallel = OverlapOnnx(batch_size=4, max_concurrency=2)
+    serial = OverlapOnnx(batch_size=4, max_concurrency=1)
+    vectors = await parallel.embed(texts)
+    np.testing.assert_allclose(vectors, await serial.embed(texts), atol=1e-5)
+    np.testing.assert_allclose(vectors, await onnx_embedder.embed(texts), atol=1e-4)
+    assert (parallel.most, serial.most) == (2, 1)

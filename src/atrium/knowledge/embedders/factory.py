@@ -38,8 +38,9 @@ def build_embedder(config: EmbeddingSettings, http_client: httpx.AsyncClient | N
 
     return OnnxEmbedder(model_path=config.model_path, tokenizer_path=config.tokenizer_path, name=config.name,
                         dimensions=config.dimensions, batch_size=config.batch_size,
-                        intra_op_num_threads=config.threads, max_length=config.max_length, pooling=config.pooling,
-                        normalize=config.normalize, output_name=config.output_name,
+                        intra_op_num_threads=config.threads, max_concurrency=config.parallel,
+                        interactive_texts=config.interactive_texts, max_length=config.max_length,
+                        pooling=config.pooling, normalize=config.normalize, output_name=config.output_name,
                         query_prefix=config.query_prefix)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -57,7 +58,9 @@ class OnnxEmbedder:
     Inference runs in worker threads, one batch per thread call, each on ``intra_op_num_threads`` CPU
     threads. Two lanes keep search responsive during ingestion: calls of at most ``interactive_texts``
     texts (queries) have their own lane and never queue behind the batches of a large call; large calls
-    share the bulk lane, ``max_concurrency`` batches at a time.
+    share the bulk lane, whose batches run ``max_concurrency`` at a time (default: one per CPU) on the one
+    session (``InferenceSession.run`` is thread-safe). Batches side by side on one thread each use the cores
+    better than one batch on several intra-op threads (measured by ``bench/embedding_parallelism.py``).
 
     Construction loads the model (a blocking call of a few hundred milliseconds): from async code use
     ``await OnnxEmbedder.create(...)``.
@@ -65,11 +68,12 @@ class OnnxEmbedder:
 
     def __init__(self, *, model_path: str | Path | None = None, tokenizer_path: str | Path | None = None,
                  name: str | None = None, dimensions: int | None = None, max_length: int = 256,
-                 batch_size: int = 32, intra_op_num_threads: int = 1, max_concurrency: int = 1,
+                 batch_size: int = 32, intra_op_num_threads: int = 1, max_concurrency: int | None = None,
                  interactive_texts: int = 8, max_batch_tokens: int = 512, pooling: Pooling = "auto",
                  normalize: bool = True, output_name: str | None = None, query_prefix: str = "") -> None:
         if (model_path is None) != (tokenizer_path is None):
             raise InvalidRequest("An embedding model_path needs its tokenizer_path (and the reverse).")
+        max_concurrency = max_concurrency or available_cpus()
         if min(batch_size, intra_op_num_threads, max_concurrency, interactive_texts) < 1 or max_length < 2:
             raise InvalidRequest("batch_size, intra_op_num_threads, max_concurrency and interactive_texts "
                                  "must be positive, max_length at least 2.")
@@ -89,7 +93,7 @@ class OnnxEmbedder:
         self.pooling = pooling
         self.normalize = normalize
         self.query_prefix = query_prefix
-        self._max_concurrency = max_concurrency
+        self.max_concurrency = max_concurrency
         self._lanes: tuple[anyio.CapacityLimiter, anyio.CapacityLimiter] | None = None
 
         self._session = _load_session(model_file, intra_op_num_threads)
@@ -127,15 +131,20 @@ class OnnxEmbedder:
         if not texts:
             return np.empty((0, self.dimensions), dtype=np.float32)
         if self._lanes is None:
-            self._lanes = anyio.CapacityLimiter(1), anyio.CapacityLimiter(self._max_concurrency)
-        lane = self._lanes[0] if len(texts) <= self.interactive_texts else self._lanes[1]
+            self._lanes = anyio.CapacityLimiter(1), anyio.CapacityLimiter(self.max_concurrency)
         batch = list(texts)
-        if len(batch) <= self.batch_size:
-            return await anyio.to_thread.run_sync(self.embed_sync, batch, limiter=lane)
-        encodings = await anyio.to_thread.run_sync(self._tokenizer.encode_batch, batch, limiter=lane)
+        if len(batch) <= self.interactive_texts:
+            return await anyio.to_thread.run_sync(self.embed_sync, batch, limiter=self._lanes[0])
+        bulk = self._lanes[1]
+        encodings = await anyio.to_thread.run_sync(self._tokenizer.encode_batch, batch, limiter=bulk)
         result = np.empty((len(encodings), self.dimensions), dtype=np.float32)
-        for rows in self._batches(encodings):
-            result[rows] = await anyio.to_thread.run_sync(self._run, [encodings[i] for i in rows], limiter=lane)
+
+        async def run(rows: list[int]) -> None:
+            result[rows] = await anyio.to_thread.run_sync(self._run, [encodings[i] for i in rows], limiter=bulk)
+
+        async with anyio.create_task_group() as group:
+            for rows in self._batches(encodings):
+                group.start_soon(run, rows)
         return result
 
     def embed_sync(self, texts: Sequence[str]) -> Vectors:
@@ -201,6 +210,14 @@ class OnnxEmbedder:
             }.items() if name in self._inputs
         })
         return int(np.asarray(output).shape[-1])
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def _load_session(model_file: Path, intra_op_num_threads: int) -> ort.InferenceSession:
