@@ -13,7 +13,7 @@ from blockbuster import BlockBuster
 from tokenizers import Encoding
 
 from atrium.errors import InvalidRequest
-from atrium.gateway.ports import Embedder
+from atrium.gateway.ports import Embedder, EmbedKind
 from atrium.knowledge.embedders import HashEmbedder, OnnxEmbedder
 from atrium.knowledge.embedders.onnx_minilm import bundled_model_paths
 
@@ -184,14 +184,14 @@ async def test_onnx_queries_do_not_wait_behind_a_bulk_embedding(onnx_embedder: O
     bulk = [f"{TEXTS[2]} Variant number {i}." for i in range(192)]
     finished: list[str] = []
 
-    async def embed(label: str, texts: list[str]) -> None:
-        await onnx_embedder.embed(texts)
+    async def embed(label: str, texts: list[str], kind: EmbedKind) -> None:
+        await onnx_embedder.embed(texts, kind=kind)
         finished.append(label)
 
     async with anyio.create_task_group() as group:
-        group.start_soon(embed, "bulk", bulk)
+        group.start_soon(embed, "bulk", bulk, "document")
         await anyio.sleep(0.05)  # the bulk call is under way
-        group.start_soon(embed, "query", ["how do I reset my password"])
+        group.start_soon(embed, "query", ["how do I reset my password"], "query")
     assert finished == ["query", "bulk"]
 
 

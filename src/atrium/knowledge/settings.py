@@ -26,8 +26,8 @@ class EmbeddingSettings(BaseModel):
     dimensions: int | None = Field(None, ge=8, le=4096)
     batch_size: int = Field(32, ge=1, le=512)
     threads: int = Field(1, ge=1)  # onnx: intra-op threads per batch; gguf: llama.cpp's threads
-    # onnx: batches of a large call (ingestion) run side by side, one thread each (default: one per CPU); calls
-    # of at most interactive_texts texts (questions) have their own lane and never wait behind them.
+    # onnx: batches of document calls (ingestion) run side by side, one thread each (default: one per CPU);
+    # question calls of at most interactive_texts texts have their own lane and never wait behind them.
     parallel: int | None = Field(None, ge=1, le=256)
     interactive_texts: int = Field(8, ge=1, le=512)
     threads_batch: int = Field(2, ge=1)  # gguf: llama.cpp's prompt-processing threads

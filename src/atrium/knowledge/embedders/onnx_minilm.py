@@ -56,11 +56,12 @@ class OnnxEmbedder:
     ``bench/embedding_throughput.py``: 32 chunks of 200 tokens take about 20% more CPU each than 2 to 4).
 
     Inference runs in worker threads, one batch per thread call, each on ``intra_op_num_threads`` CPU
-    threads. Two lanes keep search responsive during ingestion: calls of at most ``interactive_texts``
-    texts (queries) have their own lane and never queue behind the batches of a large call; large calls
-    share the bulk lane, whose batches run ``max_concurrency`` at a time (default: one per CPU) on the one
-    session (``InferenceSession.run`` is thread-safe). Batches side by side on one thread each use the cores
-    better than one batch on several intra-op threads (measured by ``bench/embedding_parallelism.py``).
+    threads. Two lanes keep search responsive during ingestion: query calls of at most ``interactive_texts``
+    texts have their own lane and never queue behind the batches of document calls; document calls (even
+    small ones: a small page still uses every core) share the bulk lane, whose batches run
+    ``max_concurrency`` at a time (default: one per CPU) on the one session (``InferenceSession.run`` is
+    thread-safe). Batches side by side on one thread each use the cores better than one batch on several
+    intra-op threads (measured by ``bench/embedding_parallelism.py``).
 
     Construction loads the model (a blocking call of a few hundred milliseconds): from async code use
     ``await OnnxEmbedder.create(...)``.
@@ -133,7 +134,7 @@ class OnnxEmbedder:
         if self._lanes is None:
             self._lanes = anyio.CapacityLimiter(1), anyio.CapacityLimiter(self.max_concurrency)
         batch = list(texts)
-        if len(batch) <= self.interactive_texts:
+        if kind == "query" and len(batch) <= self.interactive_texts:
             return await anyio.to_thread.run_sync(self.embed_sync, batch, limiter=self._lanes[0])
         bulk = self._lanes[1]
         encodings = await anyio.to_thread.run_sync(self._tokenizer.encode_batch, batch, limiter=bulk)
