@@ -74,11 +74,12 @@ def main() -> None:
     headers = {"Authorization": f"Bearer {BENCH_KEY}"}
     with tempfile.TemporaryDirectory() as tmp:
         files = write_files(Path(tmp) / "corpus", args.files, args.kb)
-        extra = dict(item.split("=", 1) for item in args.env)
+        extra = {"ATRIUM_KNOWLEDGE__DEMO_COLLECTION": "false", "ATRIUM_CHAT__PROVIDER": "fake",
+                 **dict(item.split("=", 1) for item in args.env)}
         process, url = start_serve(atrium_env(Path(tmp) / "data", **extra), Path(tmp) / "serve.log")
         try:
             wait_ready(process, url)
-            print(f"load average at start: {load_average()}")
+            print(f"load average at start: {load_average()}", flush=True)
             poller = Poller(url, args.interval_ms / 1000)
             poller.start()
             time.sleep(args.idle_s)

@@ -85,7 +85,7 @@ def main() -> None:
         for number in range(1, args.rounds + 1):
             data = Path(tmp) / f"data-{number}"
             env = atrium_env(data, **dict(item.split("=", 1) for item in args.env))
-            env["ATRIUM_KNOWLEDGE__DEMO_COLLECTION"] = "false"
+            env.update(ATRIUM_KNOWLEDGE__DEMO_COLLECTION="false", ATRIUM_CHAT__PROVIDER="fake")
             subprocess.run([atrium_bin(), "migrate"], env=env, check=True, capture_output=True)
             wall, cpu, _ = timed([atrium_bin(), "ingest", str(corpus), "--collection", "bench"], env)
             with sqlite3.connect(data / "atrium.db") as db:

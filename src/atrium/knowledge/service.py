@@ -145,7 +145,7 @@ class KnowledgeService:
             ]
             session.add_all(rows)
             await session.flush()
-            await repo.bump_revision(session, tenant)
+            revision = await repo.bump_revision(session, tenant)
             new_ids = [row.id for row in rows]
             document_id = document.id
         if plan.removed:
@@ -153,9 +153,17 @@ class KnowledgeService:
         if new_ids:
             await self.index.add(tenant, collection, new_ids, np.stack([vectors[i] for i in plan.new]))
         self._dirty = True
+        self._applied_here(tenant, revision)
         await self._announce(tenant)
         status: Literal["created", "replaced"] = "replaced" if existing is not None else "created"
         return IngestResult(document_id, source, len(pieces), status)
+
+    def _applied_here(self, tenant: str, revision: int) -> None:
+        """This process made ``tenant``'s change to ``revision`` and its index holds it: when nothing else
+        changed since the last look, the upkeep loop need not reconcile (a full pass over every collection's
+        chunk ids, on the event loop, after every ingested document otherwise)."""
+        if self._seen_revisions.get(tenant, 0) == revision - 1:
+            self._seen_revisions[tenant] = revision
 
     async def _embed(self, tenant: str, pieces: Sequence[ChunkPiece],
                      indexes: Sequence[int]) -> dict[int, np.ndarray]:
