@@ -14,7 +14,7 @@ import anyio
 import pytest
 from sqlalchemy import select, update
 
-from atrium.gateway.ports import Vectors
+from atrium.gateway.ports import EmbedKind, Vectors
 from atrium.knowledge import filters as filters_module
 from atrium.knowledge.embedders.fake import HashEmbedder
 from atrium.knowledge.filters import SearchFilters
@@ -52,9 +52,10 @@ class CountingEmbedder:
         self.dimensions = inner.dimensions
         self.texts: list[str] = []
 
-    async def embed(self, texts: Sequence[str]) -> Vectors:
-        self.texts.extend(texts)
-        return await self.inner.embed(texts)
+    async def embed(self, texts: Sequence[str], *, kind: EmbedKind = "document") -> Vectors:
+        if kind == "document":
+            self.texts.extend(texts)
+        return await self.inner.embed(texts, kind=kind)
 
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
