@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -228,3 +229,25 @@ async def test_onnx_runs_a_large_call_s_batches_side_by_side(onnx_embedder: Onnx
     np.testing.assert_allclose(vectors, await serial.embed(texts), atol=1e-5)
     np.testing.assert_allclose(vectors, await onnx_embedder.embed(texts), atol=1e-4)
     assert (parallel.most, serial.most) == (2, 1)
+
+
+class PriorityOnnx(OnnxEmbedder):
+    """The ONNX adapter, noting the nice value of the threads that run its batches."""
+
+    seen: set[int]
+
+    def _run(self, encodings: list[Encoding]) -> np.ndarray:
+        self.seen.add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return super()._run(encodings)
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread nice values are a Linux feature")
+async def test_onnx_document_batches_run_below_the_process_priority_and_questions_do_not() -> None:
+    embedder = PriorityOnnx(batch_size=4, max_concurrency=2, bulk_nice=5)
+    process = os.getpriority(os.PRIO_PROCESS, 0)
+    embedder.seen = set()
+    await embedder.embed(TEXTS * 2)
+    assert embedder.seen == {min(process + 5, 19)}
+    embedder.seen = set()
+    await embedder.embed(["how do I reset my password"], kind="query")
+    assert embedder.seen == {process}

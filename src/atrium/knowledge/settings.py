@@ -30,6 +30,9 @@ class EmbeddingSettings(BaseModel):
     # question calls of at most interactive_texts texts have their own lane and never wait behind them.
     parallel: int | None = Field(None, ge=1, le=256)
     interactive_texts: int = Field(8, ge=1, le=512)
+    # onnx, Linux: the ingestion threads run this many nice levels lower, so the event loop and questions get a
+    # core first on a busy machine (0: the process's priority)
+    bulk_nice: int = Field(10, ge=0, le=19)
     threads_batch: int = Field(2, ge=1)  # gguf: llama.cpp's prompt-processing threads
     # A user's model: what its model card says.
     pooling: Literal["auto", "mean", "cls", "last_token"] = "auto"  # auto: onnx mean (gguf: mean)

@@ -39,7 +39,8 @@ def build_embedder(config: EmbeddingSettings, http_client: httpx.AsyncClient | N
     return OnnxEmbedder(model_path=config.model_path, tokenizer_path=config.tokenizer_path, name=config.name,
                         dimensions=config.dimensions, batch_size=config.batch_size,
                         intra_op_num_threads=config.threads, max_concurrency=config.parallel,
-                        interactive_texts=config.interactive_texts, max_length=config.max_length,
+                        interactive_texts=config.interactive_texts, bulk_nice=config.bulk_nice,
+                        max_length=config.max_length,
                         pooling=config.pooling, normalize=config.normalize, output_name=config.output_name,
                         query_prefix=config.query_prefix)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.resources
 import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,7 +64,8 @@ class OnnxEmbedder:
     small ones: a small page still uses every core) share the bulk lane, whose batches run
     ``max_concurrency`` at a time (default: one per CPU) on the one session (``InferenceSession.run`` is
     thread-safe). Batches side by side on one thread each use the cores better than one batch on several
-    intra-op threads (measured by ``bench/embedding_parallelism.py``).
+    intra-op threads (measured by ``bench/embedding_parallelism.py``). The bulk lane has its own threads,
+    ``bulk_nice`` levels below the process on Linux: the event loop and questions take a core first.
 
     Construction loads the model (a blocking call of a few hundred milliseconds): from async code use
     ``await OnnxEmbedder.create(...)``.
@@ -70,7 +74,7 @@ class OnnxEmbedder:
     def __init__(self, *, model_path: str | Path | None = None, tokenizer_path: str | Path | None = None,
                  name: str | None = None, dimensions: int | None = None, max_length: int = 256,
                  batch_size: int = 32, intra_op_num_threads: int = 1, max_concurrency: int | None = None,
-                 interactive_texts: int = 8, max_batch_tokens: int = 512, pooling: Pooling = "auto",
+                 interactive_texts: int = 8, max_batch_tokens: int = 512, bulk_nice: int = 0, pooling: Pooling = "auto",
                  normalize: bool = True, output_name: str | None = None, query_prefix: str = "") -> None:
         if (model_path is None) != (tokenizer_path is None):
             raise InvalidRequest("An embedding model_path needs its tokenizer_path (and the reverse).")
@@ -95,6 +99,8 @@ class OnnxEmbedder:
         self.normalize = normalize
         self.query_prefix = query_prefix
         self.max_concurrency = max_concurrency
+        self.bulk_nice = bulk_nice
+        self._pool: ThreadPoolExecutor | None = None
         self._lanes: tuple[anyio.CapacityLimiter, anyio.CapacityLimiter] | None = None
 
         self._session = _load_session(model_file, intra_op_num_threads)
@@ -139,14 +145,24 @@ class OnnxEmbedder:
         bulk = self._lanes[1]
         encodings = await anyio.to_thread.run_sync(self._tokenizer.encode_batch, batch, limiter=bulk)
         result = np.empty((len(encodings), self.dimensions), dtype=np.float32)
+        loop = asyncio.get_running_loop()
 
         async def run(rows: list[int]) -> None:
-            result[rows] = await anyio.to_thread.run_sync(self._run, [encodings[i] for i in rows], limiter=bulk)
+            async with bulk:
+                result[rows] = await loop.run_in_executor(self._bulk_pool(), self._run, [encodings[i] for i in rows])
 
         async with anyio.create_task_group() as group:
             for rows in self._batches(encodings):
                 group.start_soon(run, rows)
         return result
+
+    def _bulk_pool(self) -> ThreadPoolExecutor:
+        """The bulk lane's threads: their own, so that their lower priority (``bulk_nice``) never reaches
+        the threads that serve requests."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="atrium-embed",
+                                            initializer=_lower_priority, initargs=(self.bulk_nice,))
+        return self._pool
 
     def embed_sync(self, texts: Sequence[str]) -> Vectors:
         """The blocking work behind ``embed``, in one call (for benchmarks and worker threads)."""
@@ -211,6 +227,17 @@ class OnnxEmbedder:
             }.items() if name in self._inputs
         })
         return int(np.asarray(output).shape[-1])
+
+
+def _lower_priority(increment: int) -> None:
+    """Run this thread ``increment`` nice levels lower (Linux: the nice value is per thread), so that the
+    event loop and questions get a core first while documents are embedded."""
+    if increment > 0 and hasattr(os, "setpriority"):
+        try:
+            thread = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, thread, min(os.getpriority(os.PRIO_PROCESS, thread) + increment, 19))
+        except OSError:  # not permitted here: run at the process's priority
+            pass
 
 
 def available_cpus() -> int:
