@@ -6,11 +6,12 @@ into a fresh data dir (embedded default: SQLite, the bundled all-MiniLM-L6-v2 in
 chunker), the whole command timed: start-up, parsing, chunking, embedding, the database and the index. The
 chunk texts it stored are then embedded by a bare onnxruntime session in another process (default session
 options, so every core; the model's tokenizer; batches of 32 in stored order): the ceiling set by the model
-alone. Both walls are whole processes (imports, model load, work); the bare run's inference-only time is
-shown too. The two alternate ``--rounds`` times (a fresh data dir each time, so the embedding cache is cold);
-the table gives each round's chunks/s, wall and CPU seconds and the ratio, then the median ratio.
+alone. Each atrium run (the defaults, and each ``--variant``) is followed by its own bare run, ``--rounds``
+times (a fresh data dir each time, so the embedding cache is cold). Both walls are whole processes
+(imports, model load, work); the bare run's inference-only time is shown too. Reported per run: chunks/s,
+wall and CPU seconds (process and children), the ratio of chunks/s; then the median ratio per variant.
 
-    python bench/ingest_throughput.py [--files 8] [--kb 60] [--rounds 3]
+    python bench/ingest_throughput.py [--files 8] [--kb 60] [--rounds 3] [--variant ATRIUM_EMBEDDING__BULK_NICE=0]
 """
 
 from __future__ import annotations
@@ -70,37 +71,42 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--kb", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--env", action="append", default=[], help="extra atrium setting, NAME=VALUE")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="atrium settings of one more atrium run per round, NAME=VALUE[,NAME=VALUE]")
     args = parser.parse_args()
+    variants = ["", *args.variant]
     print(f"load average at start: {load_average()}")
-    print("| round | chunks | atrium ingest chunks/s | wall s | CPU s | bare ORT chunks/s | wall s | CPU s | ratio | "
-          "bare ORT inference only, s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    ratios = []
+    print("| round | atrium settings | chunks | atrium ingest chunks/s | wall s | CPU s | bare ORT chunks/s | wall s | "
+          "CPU s | ratio | bare ORT inference only, s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    ratios: dict[str, list[float]] = {variant: [] for variant in variants}
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus"
         write_files(corpus, args.files, args.kb)
         bare_script = Path(tmp) / "bare.py"
         bare_script.write_text(BARE)
         for number in range(1, args.rounds + 1):
-            data = Path(tmp) / f"data-{number}"
-            env = atrium_env(data, **dict(item.split("=", 1) for item in args.env))
-            env.update(ATRIUM_KNOWLEDGE__DEMO_COLLECTION="false", ATRIUM_CHAT__PROVIDER="fake")
-            subprocess.run([atrium_bin(), "migrate"], env=env, check=True, capture_output=True)
-            wall, cpu, _ = timed([atrium_bin(), "ingest", str(corpus), "--collection", "bench"], env)
-            with sqlite3.connect(data / "atrium.db") as db:
-                texts = [row[0] for row in db.execute("SELECT text FROM chunks ORDER BY id")]
-            texts_file = Path(tmp) / "texts.json"
-            texts_file.write_text(json.dumps(texts))
-            bare_wall, bare_cpu, out = timed([sys.executable, str(bare_script), str(texts_file)], dict(os.environ))
-            ratio = bare_wall / wall
-            ratios.append(ratio)
-            print(f"| {number} | {len(texts)} | {len(texts) / wall:.1f} | {wall:.1f} | {cpu:.1f} | "
-                  f"{len(texts) / bare_wall:.1f} | {bare_wall:.1f} | {bare_cpu:.1f} | {ratio:.2f} | "
-                  f"{float(out):.1f} |", flush=True)
-    print(f"median ratio (atrium ingest / bare ORT, chunks/s): {statistics.median(ratios):.2f}")
+            for variant in variants:
+                data = Path(tmp) / f"data-{number}-{len(ratios[variant])}-{variants.index(variant)}"
+                env = atrium_env(data, **dict(item.split("=", 1) for item in variant.split(",") if item))
+                env.update(ATRIUM_KNOWLEDGE__DEMO_COLLECTION="false", ATRIUM_CHAT__PROVIDER="fake")
+                subprocess.run([atrium_bin(), "migrate"], env=env, check=True, capture_output=True)
+                wall, cpu, _ = timed([atrium_bin(), "ingest", str(corpus), "--collection", "bench"], env)
+                with sqlite3.connect(data / "atrium.db") as db:
+                    texts = [row[0] for row in db.execute("SELECT text FROM chunks ORDER BY id")]
+                texts_file = Path(tmp) / "texts.json"
+                texts_file.write_text(json.dumps(texts))
+                bare_wall, bare_cpu, out = timed([sys.executable, str(bare_script), str(texts_file)],
+                                                 dict(os.environ))
+                ratio = bare_wall / wall
+                ratios[variant].append(ratio)
+                print(f"| {number} | {variant or 'defaults'} | {len(texts)} | {len(texts) / wall:.1f} | {wall:.1f} | "
+                      f"{cpu:.1f} | {len(texts) / bare_wall:.1f} | {bare_wall:.1f} | {bare_cpu:.1f} | {ratio:.2f} | "
+                      f"{float(out):.1f} |", flush=True)
+    for variant, values in ratios.items():
+        print(f"median ratio (atrium ingest / bare ORT, chunks/s), {variant or 'defaults'}: "
+              f"{statistics.median(values):.2f}")
     print(f"load average at end: {load_average()}")
-
 
 if __name__ == "__main__":
     main()
