@@ -152,6 +152,18 @@ def build_reranker(settings: Settings) -> EmbeddingReranker | None:
     return EmbeddingReranker(embedder, config)
 
 
+def cached_embedder(settings: Settings, db: Database, embedder: Embedder) -> Embedder:
+    """``embedder`` behind the embedding cache (its table in ``db``), unless ``embedding.cache`` is off.
+    Blocking (fingerprints the model's files)."""
+    if not settings.embedding.cache:
+        return embedder
+    from atrium.knowledge.embedders.cache import CachingEmbedder, SqlVectorStore
+    from atrium.knowledge.embedders.factory import model_fingerprint
+
+    return CachingEmbedder(embedder, SqlVectorStore(db), fingerprint=model_fingerprint(settings.embedding, embedder),
+                           query_cache_size=settings.embedding.query_cache_size)
+
+
 def build_local_chat_model(settings: Settings, http_client: httpx.AsyncClient, *, name: str | None = None) -> ChatModel:
     """The bundled model, served by a managed llama.cpp server process (the ``local`` provider kind)."""
     from atrium.gateway.providers.llama_server import LlamaServerConfig, ManagedLlamaServer
@@ -276,7 +288,8 @@ async def build_services(settings: Settings, *, chat_model: ChatModel | None = N
     # long as a revoked key's cache entry.
     directory = CollectionDirectory(db, ttl_s=settings.auth.key_cache_ttl_s)
     reranker = await anyio.to_thread.run_sync(build_reranker, settings)
-    knowledge = KnowledgeService(db, embedder, index, keyword, settings.knowledge, pubsub, directory, reranker)
+    knowledge = KnowledgeService(db, await anyio.to_thread.run_sync(cached_embedder, settings, db, embedder), index,
+                                 keyword, settings.knowledge, pubsub, directory, reranker)
     redis = Redis.from_url(settings.redis_url.get_secret_value()) if settings.redis_url is not None else None
     counter = TokenCounter()
     await anyio.to_thread.run_sync(counter.load)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Iterator
 
 import anyio
 import numpy as np
 import pytest
 from blockbuster import BlockBuster
+from tokenizers import Encoding
 
 from atrium.errors import InvalidRequest
-from atrium.gateway.ports import Embedder
+from atrium.gateway.ports import Embedder, EmbedKind
 from atrium.knowledge.embedders import HashEmbedder, OnnxEmbedder
 from atrium.knowledge.embedders.onnx_minilm import bundled_model_paths
 
@@ -181,17 +185,69 @@ async def test_onnx_queries_do_not_wait_behind_a_bulk_embedding(onnx_embedder: O
     bulk = [f"{TEXTS[2]} Variant number {i}." for i in range(192)]
     finished: list[str] = []
 
-    async def embed(label: str, texts: list[str]) -> None:
-        await onnx_embedder.embed(texts)
+    async def embed(label: str, texts: list[str], kind: EmbedKind) -> None:
+        await onnx_embedder.embed(texts, kind=kind)
         finished.append(label)
 
     async with anyio.create_task_group() as group:
-        group.start_soon(embed, "bulk", bulk)
+        group.start_soon(embed, "bulk", bulk, "document")
         await anyio.sleep(0.05)  # the bulk call is under way
-        group.start_soon(embed, "query", ["how do I reset my password"])
+        group.start_soon(embed, "query", ["how do I reset my password"], "query")
     assert finished == ["query", "bulk"]
 
 
 async def test_onnx_create_loads_off_the_event_loop(blockbuster: BlockBuster) -> None:
     embedder = await OnnxEmbedder.create(batch_size=8)
     assert (await embedder.embed(["ok"])).shape == (1, 384)
+
+
+class OverlapOnnx(OnnxEmbedder):
+    """The ONNX adapter, noting how many of its batches run at the same time."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._lock = threading.Lock()
+        self.running = self.most = 0
+
+    def _run(self, encodings: list[Encoding]) -> np.ndarray:
+        with self._lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(0.005)  # long enough for the other lane thread to start its batch
+            return super()._run(encodings)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+async def test_onnx_runs_a_large_call_s_batches_side_by_side(onnx_embedder: OnnxEmbedder) -> None:
+    texts = [f"{text} (copy {i})" for i in range(6) for text in TEXTS]
+    parallel = OverlapOnnx(batch_size=4, max_concurrency=2)
+    serial = OverlapOnnx(batch_size=4, max_concurrency=1)
+    vectors = await parallel.embed(texts)
+    np.testing.assert_allclose(vectors, await serial.embed(texts), atol=1e-5)
+    np.testing.assert_allclose(vectors, await onnx_embedder.embed(texts), atol=1e-4)
+    assert (parallel.most, serial.most) == (2, 1)
+
+
+class PriorityOnnx(OnnxEmbedder):
+    """The ONNX adapter, noting the nice value of the threads that run its batches."""
+
+    seen: set[int]
+
+    def _run(self, encodings: list[Encoding]) -> np.ndarray:
+        self.seen.add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return super()._run(encodings)
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread nice values are a Linux feature")
+async def test_onnx_document_batches_run_below_the_process_priority_and_questions_do_not() -> None:
+    embedder = PriorityOnnx(batch_size=4, max_concurrency=2, bulk_nice=5)
+    process = os.getpriority(os.PRIO_PROCESS, 0)
+    embedder.seen = set()
+    await embedder.embed(TEXTS * 2)
+    assert embedder.seen == {min(process + 5, 19)}
+    embedder.seen = set()
+    await embedder.embed(["how do I reset my password"], kind="query")
+    assert embedder.seen == {process}

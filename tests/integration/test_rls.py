@@ -44,6 +44,7 @@ from atrium.store.models import (
     Conversation,
     Division,
     Document,
+    EmbeddingCacheEntry,
     Invitation,
     Job,
     KnowledgeRevision,
@@ -141,6 +142,7 @@ async def _seed(owner: Database) -> None:
                                    endpoint_hash=tag * 8),
                 Webhook(org_id=org, user_id=user.id, url=f"https://{tag}.example/hook", events=["job.failed"],
                         secret=f"whsec_{tag}", failures=0),
+                EmbeddingCacheEntry(org_id=org, model="m" * 32, text_hash=tag * 8, vector=b"\0" * 16),
             ])
             await session.flush()
             session.add(AgentRun(org_id=org, thread_id=f"thread-{tag}", assistant_id="echo"))

@@ -2,7 +2,8 @@
 
 Each collection records the model id and dimension its vectors were made with (``collections.
 embedding_model`` / ``embedding_dimensions``, set by its first ingestion). At start-up ``schedule``
-compares them with the configured embedder and queues one ``reembed`` job per collection that differs;
+compares them with the configured embedder and queues one ``reembed`` job per collection that differs
+(and deletes the embedding cache's vectors of other models);
 the job (``handler``) re-embeds the collection's chunks in batches with the new model, replaces their
 stored vectors, adds them to the vector index, and at the end records the new model.
 
@@ -26,6 +27,7 @@ from sqlalchemy import and_, func, or_, select, update
 from atrium.accounts.ownership import Owner
 from atrium.jobs.ports import ProgressFn
 from atrium.knowledge import repository as repo
+from atrium.knowledge.embedders.cache import CachingEmbedder, SqlVectorStore, tenant_embedder
 from atrium.store.engine import Database
 from atrium.store.models import Chunk, Collection, Job
 
@@ -86,6 +88,10 @@ async def schedule(knowledge: KnowledgeService, jobs: DatabaseJobQueue) -> list[
     """At start-up: queue a ``reembed`` job for every collection made with another model (unless one is
     already queued or running for it). Returns the new jobs' ids."""
     model, dimensions = knowledge.embedder.name, knowledge.embedder.dimensions
+    cache = knowledge.embedder
+    if (isinstance(cache, CachingEmbedder) and isinstance(cache.store, SqlVectorStore)
+            and (pruned := await cache.store.prune(cache.fingerprint))):
+        log.info("embedding cache: %d vectors of other models deleted", pruned)
     await adopt_unrecorded(knowledge.db, model, dimensions)
     targets = await stale(knowledge.db, model, dimensions)
     knowledge.reindexing |= targets
@@ -152,7 +158,8 @@ async def _reembed_batch(knowledge: KnowledgeService, tenant: str, collection: s
             Chunk.org_id == tenant, Chunk.collection == collection, Chunk.id.in_(ids)).order_by(Chunk.id))).all()
     if not rows:
         return 0
-    vectors = await knowledge.embedder.embed([text for _, text in rows])
+    # Through the tenant's cache of the new model: never a vector of the old one.
+    vectors = await tenant_embedder(knowledge.embedder, tenant).embed([text for _, text in rows])
     kept: list[int] = []
     async with knowledge.db.tenant_session(tenant) as session:
         for (chunk_id, _), vector in zip(rows, vectors, strict=True):

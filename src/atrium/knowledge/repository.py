@@ -26,8 +26,8 @@ class ChunkView:
     page: int | None = None
 
 
-async def bump_revision(session: AsyncSession, org_id: str) -> None:
-    """Mark the tenant's chunks as changed, in the caller's transaction."""
+async def bump_revision(session: AsyncSession, org_id: str) -> int:
+    """Mark the tenant's chunks as changed, in the caller's transaction; returns the new revision."""
     updated = await session.execute(
         update(KnowledgeRevision)
         .where(KnowledgeRevision.org_id == org_id)
@@ -35,6 +35,9 @@ async def bump_revision(session: AsyncSession, org_id: str) -> None:
     )
     if updated.rowcount == 0:  # type: ignore[attr-defined]
         session.add(KnowledgeRevision(org_id=org_id, revision=1))
+        return 1
+    revision = await session.scalar(select(KnowledgeRevision.revision).where(KnowledgeRevision.org_id == org_id))
+    return int(revision or 0)
 
 
 async def revisions(session: AsyncSession) -> dict[str, int]:

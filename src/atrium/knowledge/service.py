@@ -31,6 +31,7 @@ from atrium.knowledge.chunkers import chunk_document
 from atrium.knowledge.chunking import Chunk as ChunkPiece
 from atrium.knowledge.collections import ensure as ensure_collection
 from atrium.knowledge.directory import CollectionDirectory
+from atrium.knowledge.embedders.cache import tenant_embedder
 from atrium.knowledge.filters import SearchFilters, vector_ranking
 from atrium.knowledge.fusion import fuse
 from atrium.knowledge.ports import KeywordSearch, VectorIndex
@@ -121,14 +122,14 @@ class KnowledgeService:
             lambda: chunk_document(text, self.embedder.count_tokens, self.settings, markdown=markdown, paged=paged)
         )
         first_plan = reingest.plan(old, pieces).new
-        vectors = await self._embed(pieces, first_plan)
+        vectors = await self._embed(tenant, pieces, first_plan)
         rerank_vectors = await self._embed_for_rerank(pieces, first_plan)
         async with self.db.tenant_session(tenant) as session:
             existing = await repo.find_document_by_source(session, tenant, collection, source)
             old = await reingest.old_chunks(session, tenant, existing.id) if existing is not None else []
             plan = reingest.plan(old, pieces)
             # Rows another process removed since the first look: embedded now (rare).
-            vectors.update(await self._embed(pieces, [i for i in plan.new if i not in vectors]))
+            vectors.update(await self._embed(tenant, pieces, [i for i in plan.new if i not in vectors]))
             rerank_vectors.update(await self._embed_for_rerank(pieces, [i for i in plan.new
                                                                         if i not in rerank_vectors]))
             if existing is None:
@@ -154,7 +155,7 @@ class KnowledgeService:
             ]
             session.add_all(rows)
             await session.flush()
-            await repo.bump_revision(session, tenant)
+            revision = await repo.bump_revision(session, tenant)
             new_ids = [row.id for row in rows]
             document_id = document.id
         if plan.removed:
@@ -162,15 +163,25 @@ class KnowledgeService:
         if new_ids:
             await self.index.add(tenant, collection, new_ids, np.stack([vectors[i] for i in plan.new]))
         self._dirty = True
+        self._applied_here(tenant, revision)
         await self._announce(tenant)
         status: Literal["created", "replaced"] = "replaced" if existing is not None else "created"
         return IngestResult(document_id, source, len(pieces), status)
 
-    async def _embed(self, pieces: Sequence[ChunkPiece], indexes: Sequence[int]) -> dict[int, np.ndarray]:
-        """The vectors of ``pieces[i]`` for each ``i`` in ``indexes`` (one embedder call for all)."""
+    def _applied_here(self, tenant: str, revision: int) -> None:
+        """This process made ``tenant``'s change to ``revision`` and its index holds it: when nothing else
+        changed since the last look, the upkeep loop need not reconcile (a full pass over every collection's
+        chunk ids, on the event loop, after every ingested document otherwise)."""
+        if self._seen_revisions.get(tenant, 0) == revision - 1:
+            self._seen_revisions[tenant] = revision
+
+    async def _embed(self, tenant: str, pieces: Sequence[ChunkPiece],
+                     indexes: Sequence[int]) -> dict[int, np.ndarray]:
+        """The vectors of ``pieces[i]`` for each ``i`` in ``indexes`` (one embedder call for all, through
+        ``tenant``'s embedding cache)."""
         if not indexes:
             return {}
-        vectors = await self.embedder.embed([pieces[i].text for i in indexes])
+        vectors = await tenant_embedder(self.embedder, tenant).embed([pieces[i].text for i in indexes])
         return {i: vectors[n] for n, i in enumerate(indexes)}
 
     async def _embed_for_rerank(self, pieces: Sequence[ChunkPiece],
@@ -272,7 +283,8 @@ class KnowledgeService:
         stored: dict[int, np.ndarray] = {}
         # With a reranker the mode's ranking is kept ``rerank.candidates`` deep, then re-ordered.
         keep = limit if rerank is None else max(limit, rerank[0].settings.candidates)
-        query_vector = await self.embedder.embed([query], kind="query") if mode in ("vector", "hybrid") else None
+        query_vector = (await tenant_embedder(self.embedder, tenant).embed([query], kind="query")
+                        if mode in ("vector", "hybrid") else None)
         if query_vector is not None and filters is None:
             hits = await self.index.search(tenant, collections, query_vector[0], depth)
             vector_scores = {hit.id: hit.score for hit in hits}

@@ -25,7 +25,14 @@ class EmbeddingSettings(BaseModel):
     tokenizer_path: Path | None = None
     dimensions: int | None = Field(None, ge=8, le=4096)
     batch_size: int = Field(32, ge=1, le=512)
-    threads: int = Field(1, ge=1)
+    threads: int = Field(1, ge=1)  # onnx: intra-op threads per batch; gguf: llama.cpp's threads
+    # onnx: batches of document calls (ingestion) run side by side, one thread each (default: one per CPU);
+    # question calls of at most interactive_texts texts have their own lane and never wait behind them.
+    parallel: int | None = Field(None, ge=1, le=256)
+    interactive_texts: int = Field(8, ge=1, le=512)
+    # onnx, Linux: the ingestion threads run this many nice levels lower, so the event loop and questions get a
+    # core first on a busy machine (0: the process's priority)
+    bulk_nice: int = Field(10, ge=0, le=19)
     threads_batch: int = Field(2, ge=1)  # gguf: llama.cpp's prompt-processing threads
     # A user's model: what its model card says.
     pooling: Literal["auto", "mean", "cls", "last_token"] = "auto"  # auto: onnx mean (gguf: mean)
@@ -33,6 +40,10 @@ class EmbeddingSettings(BaseModel):
     max_length: int = Field(256, ge=8, le=32_768)
     output_name: str | None = None  # onnx: the output to read
     query_prefix: str = Field("", max_length=2000)  # put before questions only, e.g. "Instruct: ...\nQuery: "
+    # The embedding cache (knowledge/embedders/cache.py): document vectors kept per tenant and model in the
+    # database (re-ingesting a text never calls the model twice), query vectors in a per-process LRU.
+    cache: bool = True
+    query_cache_size: int = Field(1024, ge=0, le=1_000_000)
     # openai: an OpenAI-compatible server (the key from api_key or the variable api_key_env; never logged)
     base_url: str | None = None
     model: str | None = None

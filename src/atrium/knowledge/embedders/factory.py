@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import httpx
 
@@ -35,8 +38,10 @@ def build_embedder(config: EmbeddingSettings, http_client: httpx.AsyncClient | N
 
     return OnnxEmbedder(model_path=config.model_path, tokenizer_path=config.tokenizer_path, name=config.name,
                         dimensions=config.dimensions, batch_size=config.batch_size,
-                        intra_op_num_threads=config.threads, max_length=config.max_length, pooling=config.pooling,
-                        normalize=config.normalize, output_name=config.output_name,
+                        intra_op_num_threads=config.threads, max_concurrency=config.parallel,
+                        interactive_texts=config.interactive_texts, bulk_nice=config.bulk_nice,
+                        max_length=config.max_length,
+                        pooling=config.pooling, normalize=config.normalize, output_name=config.output_name,
                         query_prefix=config.query_prefix)
 
 
@@ -54,3 +59,36 @@ def _openai(config: EmbeddingSettings, http_client: httpx.AsyncClient | None,
                               config.model, environ)
     return OpenAIEmbeddings(provider, http_client, name=config.name or config.model, dimensions=config.dimensions,
                             batch_size=config.batch_size, query_prefix=config.query_prefix)
+
+
+# The settings that shape a vector (not how fast it is made): part of the embedding cache's key.
+_SHAPING = ("provider", "name", "dimensions", "pooling", "normalize", "max_length", "output_name", "query_prefix",
+            "base_url", "model")
+_FILE_SAMPLE = 1 << 20
+
+
+def model_fingerprint(config: EmbeddingSettings, embedder: Embedder) -> str:
+    """32 hex digits naming the model and its version: the adapter's name and width, the settings that shape
+    its vectors, and its model and tokenizer files (size and sha256 of their first and last MiB: a
+    replaced file with the same name is another model). Blocking (reads files)."""
+    shaping = config.model_dump(mode="json", include=set(_SHAPING))
+    files = [config.model_path, config.tokenizer_path]
+    if config.provider == "onnx" and config.model_path is None:
+        from atrium.knowledge.embedders.onnx_minilm import bundled_model_paths
+
+        files = list(bundled_model_paths())
+    identity = {"embedder": [type(embedder).__name__, embedder.name, embedder.dimensions], "settings": shaping,
+                "files": [_file_identity(path) for path in files if path is not None]}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _file_identity(path: Path) -> list[object]:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(0)
+        digest.update(handle.read(_FILE_SAMPLE))
+        if size > _FILE_SAMPLE:
+            handle.seek(max(size - _FILE_SAMPLE, _FILE_SAMPLE))
+            digest.update(handle.read(_FILE_SAMPLE))
+    return [path.name, size, digest.hexdigest()]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.resources
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,9 +59,13 @@ class OnnxEmbedder:
     ``bench/embedding_throughput.py``: 32 chunks of 200 tokens take about 20% more CPU each than 2 to 4).
 
     Inference runs in worker threads, one batch per thread call, each on ``intra_op_num_threads`` CPU
-    threads. Two lanes keep search responsive during ingestion: calls of at most ``interactive_texts``
-    texts (queries) have their own lane and never queue behind the batches of a large call; large calls
-    share the bulk lane, ``max_concurrency`` batches at a time.
+    threads. Two lanes keep search responsive during ingestion: query calls of at most ``interactive_texts``
+    texts have their own lane and never queue behind the batches of document calls; document calls (even
+    small ones: a small page still uses every core) share the bulk lane, whose batches run
+    ``max_concurrency`` at a time (default: one per CPU) on the one session (``InferenceSession.run`` is
+    thread-safe). Batches side by side on one thread each use the cores better than one batch on several
+    intra-op threads (measured by ``bench/embedding_parallelism.py``). The bulk lane has its own threads,
+    ``bulk_nice`` levels below the process on Linux: the event loop and questions take a core first.
 
     Construction loads the model (a blocking call of a few hundred milliseconds): from async code use
     ``await OnnxEmbedder.create(...)``.
@@ -65,11 +73,12 @@ class OnnxEmbedder:
 
     def __init__(self, *, model_path: str | Path | None = None, tokenizer_path: str | Path | None = None,
                  name: str | None = None, dimensions: int | None = None, max_length: int = 256,
-                 batch_size: int = 32, intra_op_num_threads: int = 1, max_concurrency: int = 1,
-                 interactive_texts: int = 8, max_batch_tokens: int = 512, pooling: Pooling = "auto",
+                 batch_size: int = 32, intra_op_num_threads: int = 1, max_concurrency: int | None = None,
+                 interactive_texts: int = 8, max_batch_tokens: int = 512, bulk_nice: int = 0, pooling: Pooling = "auto",
                  normalize: bool = True, output_name: str | None = None, query_prefix: str = "") -> None:
         if (model_path is None) != (tokenizer_path is None):
             raise InvalidRequest("An embedding model_path needs its tokenizer_path (and the reverse).")
+        max_concurrency = max_concurrency or available_cpus()
         if min(batch_size, intra_op_num_threads, max_concurrency, interactive_texts) < 1 or max_length < 2:
             raise InvalidRequest("batch_size, intra_op_num_threads, max_concurrency and interactive_texts "
                                  "must be positive, max_length at least 2.")
@@ -89,7 +98,9 @@ class OnnxEmbedder:
         self.pooling = pooling
         self.normalize = normalize
         self.query_prefix = query_prefix
-        self._max_concurrency = max_concurrency
+        self.max_concurrency = max_concurrency
+        self.bulk_nice = bulk_nice
+        self._pool: ThreadPoolExecutor | None = None
         self._lanes: tuple[anyio.CapacityLimiter, anyio.CapacityLimiter] | None = None
 
         self._session = _load_session(model_file, intra_op_num_threads)
@@ -127,16 +138,31 @@ class OnnxEmbedder:
         if not texts:
             return np.empty((0, self.dimensions), dtype=np.float32)
         if self._lanes is None:
-            self._lanes = anyio.CapacityLimiter(1), anyio.CapacityLimiter(self._max_concurrency)
-        lane = self._lanes[0] if len(texts) <= self.interactive_texts else self._lanes[1]
+            self._lanes = anyio.CapacityLimiter(1), anyio.CapacityLimiter(self.max_concurrency)
         batch = list(texts)
-        if len(batch) <= self.batch_size:
-            return await anyio.to_thread.run_sync(self.embed_sync, batch, limiter=lane)
-        encodings = await anyio.to_thread.run_sync(self._tokenizer.encode_batch, batch, limiter=lane)
+        if kind == "query" and len(batch) <= self.interactive_texts:
+            return await anyio.to_thread.run_sync(self.embed_sync, batch, limiter=self._lanes[0])
+        bulk = self._lanes[1]
+        encodings = await anyio.to_thread.run_sync(self._tokenizer.encode_batch, batch, limiter=bulk)
         result = np.empty((len(encodings), self.dimensions), dtype=np.float32)
-        for rows in self._batches(encodings):
-            result[rows] = await anyio.to_thread.run_sync(self._run, [encodings[i] for i in rows], limiter=lane)
+        loop = asyncio.get_running_loop()
+
+        async def run(rows: list[int]) -> None:
+            async with bulk:
+                result[rows] = await loop.run_in_executor(self._bulk_pool(), self._run, [encodings[i] for i in rows])
+
+        async with anyio.create_task_group() as group:
+            for rows in self._batches(encodings):
+                group.start_soon(run, rows)
         return result
+
+    def _bulk_pool(self) -> ThreadPoolExecutor:
+        """The bulk lane's threads: their own, so that their lower priority (``bulk_nice``) never reaches
+        the threads that serve requests."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="atrium-embed",
+                                            initializer=_lower_priority, initargs=(self.bulk_nice,))
+        return self._pool
 
     def embed_sync(self, texts: Sequence[str]) -> Vectors:
         """The blocking work behind ``embed``, in one call (for benchmarks and worker threads)."""
@@ -201,6 +227,25 @@ class OnnxEmbedder:
             }.items() if name in self._inputs
         })
         return int(np.asarray(output).shape[-1])
+
+
+def _lower_priority(increment: int) -> None:
+    """Run this thread ``increment`` nice levels lower (Linux: the nice value is per thread), so that the
+    event loop and questions get a core first while documents are embedded."""
+    if increment > 0 and hasattr(os, "setpriority"):
+        try:
+            thread = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, thread, min(os.getpriority(os.PRIO_PROCESS, thread) + increment, 19))
+        except OSError:  # not permitted here: run at the process's priority
+            pass
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def _load_session(model_file: Path, intra_op_num_threads: int) -> ort.InferenceSession:

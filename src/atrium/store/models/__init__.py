@@ -15,7 +15,7 @@ from atrium.store.models.agents import AgentRun, AgentThread
 from atrium.store.models.base import (NAMING, Base, BigId, CreatedAt, OrgRef, OwnerDivision, OwnerKey, OwnerUser, RowId,
                                       new_id, utcnow)
 from atrium.store.models.content import (Artifact, ArtifactVersion, Change, Chunk, Collection, Conversation, Document,
-                                         Job, KnowledgeRevision, Message, Project, QueryRecord)
+                                         EmbeddingCacheEntry, Job, KnowledgeRevision, Message, Project, QueryRecord)
 from atrium.store.models.metering import Budget, BudgetReservation, BudgetSpend, UsageRecord, UsageReset
 from atrium.store.models.webhooks import Webhook
 
@@ -25,7 +25,7 @@ TENANT_TABLES = ("users", "divisions", "memberships", "api_keys", "refresh_token
                  "documents", "chunks", "jobs", "queries", "usage", "knowledge_revisions", "budgets",
                  "budget_spend", "budget_reservations", "org_policies", "collections", "invitations", "artifacts",
                  "artifact_versions", "changes", "agent_threads", "agent_runs", "projects",
-                 "notification_devices", "webhooks", "usage_resets")
+                 "notification_devices", "webhooks", "usage_resets", "embedding_cache")
 
 __all__ = [
     "NAMING",
@@ -48,6 +48,7 @@ __all__ = [
     "CreatedAt",
     "Division",
     "Document",
+    "EmbeddingCacheEntry",
     "Invitation",
     "Job",
     "KnowledgeRevision",

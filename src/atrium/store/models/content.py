@@ -149,6 +149,18 @@ class Chunk(Base):
     rerank_embedding: Mapped[bytes | None] = mapped_column(LargeBinary, default=None, deferred=True)
 
 
+class EmbeddingCacheEntry(Base):
+    """A tenant's embedding of one text by one model (``knowledge/embedders/cache.py``): ``model`` is the
+    fingerprint of the model and the settings that shape its vectors, ``text_hash`` the text's sha256."""
+
+    __tablename__ = "embedding_cache"
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
+    model: Mapped[str] = mapped_column(String(32), primary_key=True)
+    text_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[CreatedAt]
+
+
 class KnowledgeRevision(Base):
     """Bumped in the same transaction as every chunk change, so index holders know to reconcile."""
 
