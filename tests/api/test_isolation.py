@@ -41,6 +41,7 @@ from atrium.store.models import (
     Message,
     OrgPolicy,
     UsageRecord,
+    UsageReset,
     User,
 )
 from tests.api.artifact_helpers import artifact_or_grounded
@@ -71,7 +72,11 @@ A_POLICY_DOMAIN = "alpha-secret-domain.example"
 A_POLICY = {"output": {"link_domains": [A_POLICY_DOMAIN]}}
 A_PUSH_ENDPOINT = "http://127.0.0.1:9/push/alpha-secret-subscription"
 
-EXEMPT = PUBLIC_ROUTES  # no tenant data to attack
+A_HOOK = "http://127.0.0.1:9/alpha-secret-hook"  # A's webhook (port 9: deliveries fail and are recorded)
+
+EXEMPT = {**PUBLIC_ROUTES,  # no tenant data to attack
+          ("GET", "/"): "the playground page: static, no data",
+          ("GET", "/playground/{name}"): "the playground's static files, no data"}
 
 
 @dataclass
@@ -167,7 +172,7 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         "providers": {"vault": {"kind": "fake", "fake_answer": "An answer of the restricted model."}},
         "models": {"restricted": {"provider": "vault", "model": "fake"}},
         "tenants": {ORG_B: {"allowed_models": ["fake", "hash-bow"]}},
-    }, "notifications": NOTIFICATIONS_FOR_TESTS}
+    }, "notifications": NOTIFICATIONS_FOR_TESTS, "webhooks": {"allow_http": True, "allow_private": True}}
     settings = await backend_settings(request, tmp_path_factory.mktemp(f"isolation-{backend}"), backend, **overrides)
     model = FakeChatModel(answer=artifact_or_grounded)
     app, lifespan = await start_app(settings, model)
@@ -203,6 +208,9 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         device = await a.post("/api/v1/notifications/devices", json=browser_subscription(A_PUSH_ENDPOINT))
         assert device.status_code == 201, device.text
         ids |= {"device": device.json()["id"], "device_endpoint": A_PUSH_ENDPOINT}
+        hook = await a.post("/api/v1/webhooks", json={"url": A_HOOK})
+        assert hook.status_code == 201, hook.text
+        ids |= {"webhook": hook.json()["id"], "webhook_url": A_HOOK, "webhook_secret": hook.json()["secret"]}
         b_key, b_viewer_key, b_email = await _seed_b(db)
         b = client_for(app, b_key)
         b_job = await wait_job(b, (await upload(b, {"bravo.md": B_DOC}, "docs"))["job_id"])
@@ -241,6 +249,50 @@ def test_every_route_has_an_isolation_case(tmp_path: Path) -> None:
     assert not missing, f"routes without a tenant-isolation case in tests/api/test_isolation.py: {missing}"
     stale = sorted((set(CASES) | set(EXEMPT)) - routes)
     assert not stale, f"isolation cases for routes that no longer exist: {stale}"
+
+
+# --- Webhooks and analytics ------------------------------------------------------------------------------
+
+@attack(("GET", "/api/v1/webhooks"), ("POST", "/api/v1/webhooks"), ("DELETE", "/api/v1/webhooks/{webhook_id}"))
+async def _webhooks(world: World) -> None:
+    listed = await world.attack("GET", "/api/v1/webhooks")
+    assert listed.status_code == 200 and world.ids["webhook"] not in listed.text, listed.text
+    not_found(await world.attack("DELETE", f"/api/v1/webhooks/{world.ids['webhook']}"))
+    made = await world.attack("POST", "/api/v1/webhooks", json={"url": "http://127.0.0.1:9/bravo-hook"})
+    assert made.status_code == 201, made.text
+    mine = (await world.a.get("/api/v1/webhooks")).json()["webhooks"]
+    assert [hook["id"] for hook in mine] == [world.ids["webhook"]]  # A's own, untouched; B's not among them
+    assert (await world.b.delete(f"/api/v1/webhooks/{made.json()['id']}")).status_code == 204
+
+
+async def _usage_count(world: World, org: str) -> int:
+    async with world.db.system_session() as session:
+        return int(await session.scalar(select(func.count()).select_from(UsageRecord)
+                                        .where(UsageRecord.org_id == org)) or 0)
+
+
+@attack(("GET", "/api/v1/analytics/user"), ("GET", "/api/v1/analytics/system"))
+async def _analytics(world: World) -> None:
+    assert await _usage_count(world, world.ids["org"]) > 0  # A has usage B must not see
+    b_calls = await _usage_count(world, ORG_B)
+    for path in ("/api/v1/analytics/user", "/api/v1/analytics/system"):
+        report = await world.attack("GET", path)
+        assert report.status_code == 200, report.text
+        assert report.json()["totals"]["requests"] <= b_calls, report.text
+        csv = await world.attack("GET", path, params={"format": "csv"})
+        assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv"), csv.text
+    system = (await world.b.get("/api/v1/analytics/system")).json()
+    assert system["totals"]["requests"] == b_calls and system.get("orgs", 1) <= 1, system
+
+
+@attack(("POST", "/api/v1/analytics/user/{user_id}/reset"))
+async def _analytics_reset(world: World) -> None:
+    for user in (world.ids["member"], world.ids["service"]):
+        not_found(await world.attack("POST", f"/api/v1/analytics/user/{user}/reset"))
+    async with world.db.system_session() as session:
+        resets = await session.scalar(select(func.count()).select_from(UsageReset)
+                                      .where(UsageReset.org_id == world.ids["org"]))
+    assert resets == 0
 
 
 # --- Conversations and chat --------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from atrium.gateway.providers.openai_embeddings import OpenAIEmbeddings
+from atrium.knowledge.embedders.measured import MeasuredEmbedder
 from atrium.settings import Settings
 from tests.api.helpers import DOCS, ingest, upload, wait_job
 from tests.conftest import make_settings, run_app
@@ -50,6 +51,8 @@ async def test_documents_and_questions_are_embedded_by_the_provider(
     caplog.set_level(logging.DEBUG)
     async with run_app(settings_for["ok"]) as app:
         embedder = app.services.embedder
+        assert isinstance(embedder, MeasuredEmbedder)  # the embedding-time metric wraps every adapter
+        embedder = embedder.inner
         assert isinstance(embedder, OpenAIEmbeddings) and embedder.name == "remote-embed"
         assert embedder._client is app.services.http_client  # the process's one client, injected
         entry = app.services.gateway.catalogue.entry("remote-embed")
