@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -156,18 +157,31 @@ def worker(concurrency: Annotated[int | None, typer.Option(
         try:
             await services.jobs.recover()
             runner = asyncio.create_task(services.jobs.work())
+            probes: list[asyncio.Task[None]] = []
+            stop_probes: Callable[[], None] = _nothing
+            if settings.jobs.health_port is not None:
+                from atrium.jobs.health import health_app, serve_health
+
+                probe, stop_probes = serve_health(health_app(lambda: not runner.done(), services.db),
+                                                  settings.jobs.health_host, settings.jobs.health_port)
+                probes.append(probe)
             logging.getLogger("atrium.worker").info("worker ready (jobs engine: %s, concurrency %d)",
                                                     type(services.jobs).__name__, settings.jobs.concurrency)
             waiter = asyncio.create_task(stopping.wait())
             await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
             await services.jobs.stop(settings.server.shutdown_grace_s)
+            stop_probes()
             for task in (runner, waiter):
                 task.cancel()
-            await asyncio.gather(runner, waiter, return_exceptions=True)
+            await asyncio.gather(runner, waiter, *probes, return_exceptions=True)
         finally:
             await close_services(services)
 
     run_async(work)
+
+
+def _nothing() -> None:
+    return None
 
 
 @app.command("migrate")

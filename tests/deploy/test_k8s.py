@@ -227,6 +227,9 @@ def test_kustomization_lists_every_manifest() -> None:
 def container_env(container: Doc, secret: Doc, config: dict[str, str]) -> dict[str, str]:
     env = dict(config)
     for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+            continue
         ref = var["valueFrom"]["secretKeyRef"]
         env[var["name"]] = secret["stringData"][ref["key"]]
     return env

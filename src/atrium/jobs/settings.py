@@ -22,11 +22,15 @@ class JobSettings(BaseModel):
     (``jobs/procrastinate_queue.py``), run as ``atrium worker`` processes; ``auto``: procrastinate on
     PostgreSQL, embedded on SQLite. ``run_in_api``: whether the API process runs jobs too (default: yes with the
     embedded engine, no with procrastinate). ``concurrency``: jobs one worker process runs at once
-    (procrastinate; the embedded worker runs one at a time)."""
+    (procrastinate; the embedded worker runs one at a time). ``health_port``: where an ``atrium worker``
+    serves its probes, ``GET /health`` and ``GET /ready`` (``jobs/health.py``; off when unset), on
+    ``health_host``."""
 
     engine: Literal["auto", "embedded", "procrastinate"] = "auto"
     run_in_api: bool | None = None
     concurrency: int = Field(1, ge=1, le=64)
+    health_port: int | None = Field(None, ge=1, le=65535)
+    health_host: str = "127.0.0.1"
 
     lease_s: float = Field(60.0, gt=0)
     heartbeat_s: float = Field(15.0, gt=0)
