@@ -42,6 +42,7 @@ async def test_worker_probes_answer_while_it_works_and_stop_with_it(tmp_path: Pa
         finally:
             code = stop_worker(worker)
         assert code == 0, (profile.data_dir / "probed.log").read_text(errors="replace")[-2000:]
-        with pytest.raises(httpx.ConnectError):
-            httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+        async with httpx.AsyncClient(timeout=2) as after:
+            with pytest.raises(httpx.ConnectError):  # the probes stopped with the worker
+                await after.get(f"http://127.0.0.1:{port}/health")
 
