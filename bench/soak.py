@@ -249,7 +249,10 @@ async def drive(args: argparse.Namespace, base: str, pid: int) -> dict[str, Any]
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
     async with httpx.AsyncClient(base_url=base, headers=HEADERS, timeout=60, limits=limits) as client:
         load = Load(base, client, args.upload_timeout)
-        await asyncio.gather(*(load.upload() for _ in range(4)))  # the corpus the searches read, before the clock
+        # The corpus the searches read, before the clock. The first upload alone: concurrent first uploads
+        # into a collection that does not exist yet can race on creating it (one gets 409 conflict).
+        await load.upload()
+        await asyncio.gather(*(load.upload() for _ in range(3)))
         load.upload_round = 0
         samples: list[dict[str, Any]] = []
         started = time.monotonic()
