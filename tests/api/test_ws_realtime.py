@@ -317,3 +317,28 @@ async def test_the_heartbeat_closes_a_silent_socket_and_keeps_an_answering_one(t
             answering.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await answering
+
+
+async def test_ready_comes_first_even_while_broadcasts_flow(tmp_path: Path) -> None:
+    """A socket joins the hub before it is accepted (its limits are checked there), so broadcasts can reach
+    its outbox before ``ready``: they must still be written after it (found by bench/soak.py, where a job
+    event came first)."""
+    async with serve(tmp_path) as (server, client):
+        org_id = (await client.get("/api/v1/admin/org")).json()["id"]
+        flowing = True
+
+        async def broadcast() -> None:
+            n = 0
+            while flowing:
+                n += 1
+                await server.services.events.publish(Event(org_id, "test.flow", {"n": n}, Audience.org()))
+                await asyncio.sleep(0)
+
+        publisher = asyncio.create_task(broadcast())
+        try:
+            for _ in range(15):
+                async with socket(server, additional_headers=AUTH) as ws:
+                    await ready(ws)
+        finally:
+            flowing = False
+            await publisher

@@ -74,10 +74,11 @@ class SocketBase:
 
     # -- serving -------------------------------------------------------------------------------------------
 
-    async def serve(self, ready: dict[str, Any]) -> None:
-        """Serve until the client leaves or the server closes the socket; the member leaves the hub."""
+    async def serve(self) -> None:
+        """Serve until the client leaves or the server closes the socket; the member leaves the hub. The
+        first event (``ready``) is already in the outbox: queued before the socket joined the hub."""
         self._writer = asyncio.create_task(self.outbox.run())
-        reader = asyncio.create_task(self._read(ready))
+        reader = asyncio.create_task(self._read())
         watchdog = asyncio.create_task(self._watch())
         try:
             await asyncio.wait({reader, watchdog, self._writer}, return_when=asyncio.FIRST_COMPLETED)
@@ -95,8 +96,7 @@ class SocketBase:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._writer
 
-    async def _read(self, ready: dict[str, Any]) -> None:
-        await self.send(ready)
+    async def _read(self) -> None:
         try:
             while True:
                 message = await self.websocket.receive()

@@ -150,6 +150,14 @@ async def realtime(websocket: WebSocket) -> None:
         await services.rate_limiter.admit(principal)  # opening a socket is a request
         presence_id, name = await presence_of(services.db, principal)
         socket = RealtimeSocket(websocket, services, principal, credential)
+        # ``ready`` is queued before the socket joins the hub: broadcasts reach its outbox from then on and
+        # must be written after it.
+        socket.outbox.offer(json.dumps({
+            "type": "ready", "id": None, "request_id": request_id_var.get(), "limits": {
+                "max_message_bytes": socket.limit, "max_message_chars": services.settings.limits.max_message_chars,
+                "max_subscriptions": services.settings.realtime.max_subscriptions,
+                "heartbeat_s": services.settings.realtime.heartbeat_s}, "you": {"id": presence_id, "name": name}},
+            ensure_ascii=False))
         socket.member = services.realtime.join(principal, presence_id, name, socket.outbox)  # TooManySockets
     except AppError as exc:
         await _refuse(websocket, subprotocol, exc)
@@ -159,10 +167,7 @@ async def realtime(websocket: WebSocket) -> None:
     except BaseException:
         services.realtime.leave(socket.member)
         raise
-    await socket.serve({"type": "ready", "id": None, "request_id": request_id_var.get(), "limits": {
-        "max_message_bytes": socket.limit, "max_message_chars": services.settings.limits.max_message_chars,
-        "max_subscriptions": services.settings.realtime.max_subscriptions,
-        "heartbeat_s": services.settings.realtime.heartbeat_s}, "you": {"id": presence_id, "name": name}})
+    await socket.serve()
 
 
 async def _refuse(websocket: WebSocket, subprotocol: str | None, exc: AppError) -> None:

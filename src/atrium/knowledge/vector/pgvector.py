@@ -44,6 +44,11 @@ class PgVectorIndex:
         migration role, when the application runs as a role that may not create extensions or tables).
         An existing table only gets the policy if it lacks one (when this role owns it; else a warning)."""
         async with (owner or self.db).system_session() as session:
+            # Processes starting together (``atrium serve --workers N``) each run this on a fresh database:
+            # ``IF NOT EXISTS`` is not safe against a concurrent creator (a unique violation on
+            # pg_extension or pg_class), so they take turns; the lock ends with the transaction.
+            await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"),
+                                  {"name": f"atrium.ensure_schema.{self.table}"})
             state = (await session.execute(text(
                 "SELECT pg_has_role(c.relowner, 'USAGE'), c.relrowsecurity AND c.relforcerowsecurity "
                 "FROM pg_class c WHERE c.oid = to_regclass(:table)"), {"table": self.table})).first()
