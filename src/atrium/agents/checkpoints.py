@@ -138,6 +138,24 @@ def psycopg_url(sqlalchemy_url: str) -> str:
     return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+SCHEMA_LOCK = 7_310_015  # pg_advisory_lock key: one process at a time makes the checkpoint tables
+
+
+async def _take_lock(owner: AsyncPostgresSaver, timeout_s: float = 600.0) -> None:
+    """Take ``SCHEMA_LOCK`` on ``owner``'s connection, polling: a session blocked in pg_advisory_lock is a
+    transaction in progress, which the holder's CREATE INDEX CONCURRENTLY would wait for (a deadlock)."""
+    deadline = anyio.current_time() + timeout_s
+    while True:
+        async with owner._cursor() as cur:
+            await cur.execute("SELECT pg_try_advisory_lock(%s)", (SCHEMA_LOCK,))
+            row = await cur.fetchone()
+        if row is not None and next(iter(row.values())):
+            return
+        if anyio.current_time() > deadline:
+            raise TimeoutError("another process held the checkpoint schema lock too long")
+        await anyio.sleep(0.2)
+
+
 class PostgresCheckpoints:
     """The scale profile: ``AsyncPostgresSaver`` on the shared PostgreSQL, tables under RLS (module doc)."""
 
@@ -147,11 +165,18 @@ class PostgresCheckpoints:
     @classmethod
     async def open(cls, app_url: str, owner_url: str, *, max_size: int = 10) -> PostgresCheckpoints:
         async with AsyncPostgresSaver.from_conn_string(psycopg_url(owner_url)) as owner:
-            await owner.setup()
-            async with owner._cursor() as cur:
-                for table in CHECKPOINT_TABLES:
-                    for statement in checkpoint_rls_statements(table):
-                        await cur.execute(statement)
+            # API and worker processes starting together on a fresh database would both CREATE the tables
+            # (a unique violation in pg_type): one at a time, under a session lock on the owner's connection.
+            await _take_lock(owner)
+            try:
+                await owner.setup()
+                async with owner._cursor() as cur:
+                    for table in CHECKPOINT_TABLES:
+                        for statement in checkpoint_rls_statements(table):
+                            await cur.execute(statement)
+            finally:
+                async with owner._cursor() as cur:
+                    await cur.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             psycopg_url(app_url), min_size=1, max_size=max_size, open=False,
             kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
