@@ -273,6 +273,10 @@ async def _usage_count(world: World, org: str) -> int:
 
 @attack(("GET", "/api/v1/analytics/user"), ("GET", "/api/v1/analytics/system"))
 async def _analytics(world: World) -> None:
+    for _ in range(100):  # the usage recorder writes in batches, in the background
+        if await _usage_count(world, world.ids["org"]) > 0:
+            break
+        await asyncio.sleep(0.1)
     assert await _usage_count(world, world.ids["org"]) > 0  # A has usage B must not see
     b_calls = await _usage_count(world, ORG_B)
     for path in ("/api/v1/analytics/user", "/api/v1/analytics/system"):
