@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import and_, func, or_, select, update
 
-from atrium.accounts.ownership import Owner
 from atrium.jobs.ports import ProgressFn
 from atrium.knowledge import repository as repo
+from atrium.knowledge.background import enqueue_missing, in_batches
 from atrium.knowledge.embedders.cache import CachingEmbedder, SqlVectorStore, tenant_embedder
 from atrium.store.engine import Database
 from atrium.store.models import Chunk, Collection, Job
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 JOB_KIND = "reembed"
 BATCH = 64  # chunks per embedding call and transaction
-SYSTEM = Owner(None, None)  # queued by Atrium itself
 UNKNOWN_MODEL = "unknown"
 
 
@@ -97,17 +96,10 @@ async def schedule(knowledge: KnowledgeService, jobs: DatabaseJobQueue) -> list[
     knowledge.reindexing |= targets
     if not targets:
         return []
-    async with knowledge.db.system_session() as session:
-        active = (await session.execute(select(Job.org_id, Job.payload).where(
-            Job.kind == JOB_KIND, Job.status.in_(("queued", "running"))))).all()
-    pending = {(org_id, payload.get("collection")) for org_id, payload in active
-               if payload.get("model") == model and payload.get("dimensions") == dimensions}
-    queued = []
-    for tenant, collection in sorted(targets - pending):
-        queued.append(await jobs.enqueue(tenant, JOB_KIND, {"collection": collection, "model": model,
-                                                            "dimensions": dimensions}, owner=SYSTEM))
+    queued = await enqueue_missing(knowledge.db, jobs, JOB_KIND, targets, {"model": model, "dimensions": dimensions})
+    for _, tenant, collection in queued:
         log.info("collection %r of %s: embedding model changed, re-embedding in the background", collection, tenant)
-    return queued
+    return [job_id for job_id, _, _ in queued]
 
 
 def handler(knowledge: KnowledgeService) -> Callable[[Job, ProgressFn], Awaitable[dict[str, Any]]]:
@@ -135,11 +127,7 @@ async def reembed_collection(knowledge: KnowledgeService, tenant: str, collectio
         await index.delete(tenant, collection, sorted(held))
     async with db.tenant_session(tenant) as session:
         ids = sorted(await repo.collection_chunk_ids(session, tenant, collection))
-    done = 0
-    for start in range(0, len(ids), BATCH):
-        done += await _reembed_batch(knowledge, tenant, collection, ids[start:start + BATCH])
-        if progress is not None:
-            await progress(min(start + BATCH, len(ids)) / max(len(ids), 1) * 0.99)
+    done = await in_batches(ids, BATCH, lambda batch: _reembed_batch(knowledge, tenant, collection, batch), progress)
     async with db.tenant_session(tenant) as session:
         await session.execute(update(Collection).where(Collection.org_id == tenant, Collection.name == collection)
                               .values(embedding_model=embedder.name, embedding_dimensions=embedder.dimensions))

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import and_, exists, or_, select, update
 
-from atrium.accounts.ownership import Owner
 from atrium.gateway.ports import Embedder, Vectors
 from atrium.jobs.ports import ProgressFn
+from atrium.knowledge.background import enqueue_missing, in_batches
 from atrium.knowledge.fusion import reciprocal_rank_fusion
 from atrium.knowledge.settings import RerankSettings
 from atrium.store.engine import Database
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 JOB_KIND = "rerank_vectors"
 BATCH = 32  # chunks per embedding call and transaction
-SYSTEM = Owner(None, None)
 
 
 class EmbeddingReranker:
@@ -121,17 +120,10 @@ async def schedule(knowledge: KnowledgeService, jobs: DatabaseJobQueue) -> list[
     targets = await uncovered(knowledge.db, reranker.name)
     if not targets:
         return []
-    async with knowledge.db.system_session() as session:
-        active = (await session.execute(select(Job.org_id, Job.payload).where(
-            Job.kind == JOB_KIND, Job.status.in_(("queued", "running"))))).all()
-    pending = {(org_id, payload.get("collection")) for org_id, payload in active
-               if payload.get("model") == reranker.name}
-    queued = []
-    for tenant, collection in sorted(targets - pending):
-        queued.append(await jobs.enqueue(tenant, JOB_KIND, {"collection": collection, "model": reranker.name},
-                                         owner=SYSTEM))
+    queued = await enqueue_missing(knowledge.db, jobs, JOB_KIND, targets, {"model": reranker.name})
+    for _, tenant, collection in queued:
         log.info("collection %r of %s: making its reranking vectors in the background", collection, tenant)
-    return queued
+    return [job_id for job_id, _, _ in queued]
 
 
 def handler(knowledge: KnowledgeService) -> Callable[[Job, ProgressFn], Awaitable[dict[str, Any]]]:
@@ -163,11 +155,7 @@ async def cover_collection(db: Database, reranker: EmbeddingReranker, tenant: st
                                   .values(rerank_embedding=None))
         ids = sorted(await session.scalars(select(Chunk.id).where(
             Chunk.org_id == tenant, Chunk.collection == collection, Chunk.rerank_embedding.is_(None))))
-    done = 0
-    for start in range(0, len(ids), BATCH):
-        done += await _cover_batch(db, reranker, tenant, ids[start:start + BATCH])
-        if progress is not None:
-            await progress(min(start + BATCH, len(ids)) / max(len(ids), 1) * 0.99)
+    done = await in_batches(ids, BATCH, lambda batch: _cover_batch(db, reranker, tenant, batch), progress)
     async with db.tenant_session(tenant) as session:
         await session.execute(update(Collection).where(Collection.org_id == tenant, Collection.name == collection)
                               .values(rerank_model=reranker.name))
