@@ -118,3 +118,23 @@ async def test_an_upload_retried_with_its_idempotency_key_is_ingested_once(runni
         assert theirs.status_code == 202 and theirs.json()["job_id"] != first.json()["job_id"], theirs.text
     bad = await client.post("/api/v1/documents", files=body, headers={"Idempotency-Key": "k" * 101})
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
+
+
+async def test_first_uploads_at_once_into_a_new_collection_all_succeed(running: RunningApp) -> None:
+    """Several first uploads into a collection that does not exist yet race to make it: one makes it, the
+    others upload into it (found by the soak test: they got 409 conflict)."""
+    client = running.client
+
+    async def first_upload(number: int) -> httpx.Response:
+        return await client.post("/api/v1/documents", data={"collection": "fresh"},
+                                 files=[("files", (f"note-{number}.md", f"# Note {number}\n\nword{number}\n".encode(),
+                                                   "text/plain"))])
+
+    responses = await asyncio.gather(*(first_upload(number) for number in range(6)))
+    assert [response.status_code for response in responses] == [202] * 6, [r.text for r in responses]
+    for response in responses:
+        await wait_job(client, response.json()["job_id"])
+    collections = (await client.get("/api/v1/collections")).json()["collections"]
+    assert [row["name"] for row in collections].count("fresh") == 1
+    listed = (await client.get("/api/v1/documents?collection=fresh")).json()["documents"]
+    assert sorted(row["source"] for row in listed) == [f"note-{number}.md" for number in range(6)]

@@ -8,6 +8,7 @@ own (``tests/api/test_authz_matrix.py`` shows the routes on top of them).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from sqlalchemy.exc import DBAPIError
 from atrium.accounts.ownership import principal_scope
 from atrium.accounts.principal import Principal, Role
 from atrium.container import migrate
+from atrium.errors import Conflict
+from atrium.knowledge import collections as collections_repo
 from atrium.store.engine import Database, build_engine
 from atrium.store.models import (
     Artifact,
@@ -266,3 +269,21 @@ async def test_a_principal_changes_and_deletes_none_of_the_rows_it_cannot_see(wo
         left = set(await session.scalars(text("SELECT title FROM conversations WHERE org_id = :a"), {"a": ORG_A}))
         sources = set(await session.scalars(text("SELECT source FROM documents WHERE org_id = :a"), {"a": ORG_A}))
     assert left == {f"conv-{owner}" for owner in OWNERS} and sources == set(COLLECTIONS)
+
+
+async def test_uploads_make_a_collection_once_and_never_into_one_the_uploader_cannot_see(world: World) -> None:
+    """``for_upload`` on PostgreSQL under RLS: a name taken by a collection the caller may not read (invisible
+    in its scope) is a conflict; first uploads at once by two members into a new name all go into the one
+    collection the first of them made."""
+    async def for_upload(name: str, principal: str) -> str:
+        async with world.app.scoped_session(principal_scope(world.principal(principal))) as session:
+            return (await collections_repo.for_upload(session, world.principal(principal), name)).id
+
+    with pytest.raises(Conflict, match="not shared with you"):
+        await for_upload("colleague-private", "member")
+    try:
+        made = await asyncio.gather(*(for_upload("shared-new", name) for name in ("member", "colleague") * 3))
+        assert len(set(made)) == 1
+    finally:
+        async with world.owner.system_session() as session:
+            await session.execute(text("DELETE FROM collections WHERE name = 'shared-new'"))

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.accounts.ownership import (
@@ -104,25 +103,37 @@ async def create(session: AsyncSession, principal: Principal, name: str, *, visi
         raise Forbidden("A division member cannot publish a collection to the whole organisation.")
     if await _find(session, principal.org_id, name) is not None:
         raise Conflict("A collection with this name exists.")
-    collection = Collection(id=new_id(), org_id=principal.org_id, name=name, visibility=visibility,
-                            writers=writers, division_id=principal.division_id, created_at=utcnow(),
-                            **owner_columns(principal))
-    session.add(collection)
-    try:
-        await session.flush()
-    except IntegrityError:
-        # On PostgreSQL a collection the caller may not read is invisible in its scope (RLS), so only the
-        # unique (org_id, name) index finds it: the same answer as when the application sees it.
-        raise Conflict("A collection with this name exists and is not shared with you: choose another name.") \
-            from None
+    made = await _insert_if_absent(session, {
+        "id": new_id(), "org_id": principal.org_id, "name": name, "visibility": visibility, "writers": writers,
+        "division_id": principal.division_id, "created_at": utcnow(), **owner_columns(principal)})
+    collection = await _find(session, principal.org_id, name)
+    if not made or collection is None:
+        # Made by a concurrent request since the look above, or (PostgreSQL) one the caller may not read,
+        # invisible in its scope (RLS): only the unique (org_id, name) index saw it.
+        raise Conflict("A collection with this name exists." if collection is not None else
+                       "A collection with this name exists and is not shared with you: choose another name.")
     return collection
+
+
+async def _insert_if_absent(session: AsyncSession, values: dict[str, object]) -> bool:
+    """Insert a collection row unless the organisation has one of that name (concurrent callers are safe:
+    no integrity error, nothing inserted). True when this call made it."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(Collection).values(values).on_conflict_do_nothing(index_elements=["org_id", "name"])
+    return await session.scalar(statement.returning(Collection.id)) is not None
 
 
 async def for_upload(session: AsyncSession, principal: Principal, name: str) -> Collection:
     """The collection an upload goes into: an existing one the caller may write, or a new one of its own."""
     existing = await _find(session, principal.org_id, name)
     if existing is None:
-        return await create(session, principal, name)
+        try:
+            return await create(session, principal, name)
+        except Conflict:
+            # Several first uploads at once: one made it, the others upload into it (if they may).
+            existing = await _find(session, principal.org_id, name)
+            if existing is None:
+                raise
     if not may_read_collection(existing, principal):
         raise Conflict("A collection with this name exists and is not shared with you: choose another name.")
     if not may_write_collection(existing, principal):
@@ -133,11 +144,8 @@ async def for_upload(session: AsyncSession, principal: Principal, name: str) -> 
 async def ensure(session: AsyncSession, org_id: str, name: str) -> None:
     """Atrium's own ingestion: make ``name`` an organisation-wide collection if it does not exist yet
     (concurrent callers are safe)."""
-    values = {"id": new_id(), "org_id": org_id, "name": name, "visibility": "org", "writers": "readers",
-              "created_at": utcnow()}
-    dialect = session.get_bind().dialect.name
-    statement = (pg_insert(Collection) if dialect == "postgresql" else sqlite_insert(Collection)).values(values)
-    await session.execute(statement.on_conflict_do_nothing(index_elements=["org_id", "name"]))
+    await _insert_if_absent(session, {"id": new_id(), "org_id": org_id, "name": name, "visibility": "org",
+                                      "writers": "readers", "created_at": utcnow()})
 
 
 async def list_readable(session: AsyncSession, principal: Principal, limit: int, offset: int) -> list[Collection]:
