@@ -91,3 +91,16 @@ def test_snippet_is_the_window_around_the_best_match() -> None:
         "Refunds", "days"]
     # Only common words: they are what there is to mark.
     assert snippet("how it is", "how is").highlights == ((0, 3), (7, 9))
+
+
+def test_snippet_finds_every_word_of_a_matching_stem_and_only_whole_words() -> None:
+    """Words are found by their stem's prefix (a ``-ies`` word by its ``-y`` stem's), upper case included,
+    never inside another word; a text whose lower case changes length (``İ``) takes the slower path and
+    gives the same offsets."""
+    text = "Policies: the POLICY applies. Depolicy is not one; policy_x is one word."
+    shown = snippet(text, "policy")
+    assert [text[s:e] for s, e in shown.highlights] == ["Policies", "POLICY"]
+    for prefix in ("İ ", ""):
+        widened = prefix + "Running runners run. Rerun."
+        found = snippet(widened, "run")
+        assert [widened[s:e] for s, e in found.highlights] == ["Running", "run"], prefix

@@ -9,13 +9,15 @@ offsets of the matched words inside the snippet.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
 from atrium.knowledge.keyword import query_terms
 
 SNIPPET_CHARS = 300
-_WORD = re.compile(r"\w+", re.UNICODE)
+_WORD_CHAR = re.compile(r"\w")
+_WORD_AT = re.compile(r"\w+")
 _ENDINGS = ("ingly", "edly", "ing", "ed", "ly")
 # Words too common to show where a passage answers a query; a query made only of them highlights them.
 _STOPWORDS = frozenset(
@@ -54,15 +56,49 @@ def stem(word: str) -> str:
 def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> Snippet:
     """The window of ``text`` (at most ``width`` characters) around its best match with ``query``, with the
     offsets of the matched words; the start of ``text`` when nothing matches."""
-    terms = query_terms(query)
-    stems = {stem(term) for term in terms if term not in _STOPWORDS} or {stem(term) for term in terms}
-    matches = [(m.start(), m.end(), stem(m.group())) for m in _WORD.finditer(text)] if stems else []
-    matches = [match for match in matches if match[2] in stems]
+    stems, prefixes = _query_stems(query)
+    matches = [(start, end, stem_) for start, end in _words_starting(text, prefixes)
+               if (stem_ := _cached_stem(text[start:end])) in stems]
     start = _best_start(text, matches, width)
     end = _cut_end(text, start, width)
     shown = text[start:end]
     highlights = tuple((s - start, e - start) for s, e, _ in matches if s >= start and e <= end)
     return Snippet(shown, highlights)
+
+
+@functools.lru_cache(maxsize=4096)
+def _query_stems(query: str) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The query's stems, and the prefixes of the words that may have one of them: a word's stem is a prefix
+    of the lower-cased word, except that ``-ies`` became ``-y``. Stemming only the words found by these
+    prefixes, not every word of every hit, keeps snippets cheap (they run on the event loop, for each hit)."""
+    terms = query_terms(query)
+    stems = frozenset({stem(term) for term in terms if term not in _STOPWORDS} or {stem(term) for term in terms})
+    prefixes = set(stems) | {s[:-1] + "i" for s in stems if s.endswith("y") and len(s) > 1}
+    return stems, tuple(sorted(prefixes))
+
+
+def _words_starting(text: str, prefixes: tuple[str, ...]) -> list[tuple[int, int]]:
+    """``[start, end)`` of each word of ``text`` whose lower-case form starts with one of ``prefixes``, in
+    order (substring search in C, then a word-boundary check per find)."""
+    lowered = text.lower()
+    if len(lowered) != len(text):  # a character whose lower case is longer: offsets would shift
+        pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, prefixes)) + r")\w*", re.IGNORECASE)
+        return [(m.start(), m.end()) for m in pattern.finditer(text)] if prefixes else []
+    found: dict[int, int] = {}
+    for prefix in prefixes:
+        at = lowered.find(prefix)
+        while at >= 0:
+            if at not in found and (at == 0 or not _WORD_CHAR.match(lowered, at - 1)):
+                word = _WORD_AT.match(lowered, at)
+                if word is not None:
+                    found[at] = word.end()
+            at = lowered.find(prefix, at + 1)
+    return sorted(found.items())
+
+
+@functools.lru_cache(maxsize=65536)
+def _cached_stem(word: str) -> str:
+    return stem(word)
 
 
 def _best_start(text: str, matches: list[tuple[int, int, str]], width: int) -> int:
