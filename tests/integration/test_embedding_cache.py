@@ -133,14 +133,19 @@ async def test_re_ingesting_or_re_uploading_a_text_never_reaches_the_model_again
         assert model.texts["document"] == embedded  # the model saw nothing new
 
         # A changed document: only its new chunk reaches the model.
-        await knowledge.ingest_text(ORG, "docs", "copy-of-billing.md",
-                                    TEXT + "\n\nSupport answers within one working day, by email or chat.")
+        changed = await knowledge.ingest_text(ORG, "docs", "copy-of-billing.md",
+                                              TEXT + "\n\nSupport answers within one working day, by email or chat.")
         assert len(model.texts["document"]) == len(embedded) + 1
+        # The chunk the change dropped left the cache with it (erasure), though billing.md still holds its text.
+        async with knowledge.db.tenant_session(ORG) as session:
+            held = set(await session.scalars(select(Chunk.text).where(Chunk.document_id == changed.document_id)))
+        dropped = [text for text in embedded if text not in held]
+        assert len(dropped) == 1
 
     # The next process (a restart, or another replica on the same database) reads the same cache.
     async with process(database_url, tmp_path / "index", onnx) as (knowledge, model):
         third = await knowledge.ingest_text(ORG, "docs", "third-copy.md", TEXT)
-        assert third.status == "created" and model.texts["document"] == []
+        assert third.status == "created" and model.texts["document"] == dropped
         hits = await knowledge.search(ORG, PARAGRAPHS[0], mode="vector", limit=3)
         assert hits and hits[0].chunk.text.startswith("Refunds are issued")
         # Cached vectors are the model's vectors, for every copy of a chunk.
@@ -153,6 +158,38 @@ async def test_re_ingesting_or_re_uploading_a_text_never_reaches_the_model_again
         for copies, vector in zip(by_text.values(), fresh, strict=True):
             for stored in copies:
                 assert float(stored @ vector) > 0.9999
+
+
+async def cached_count(db: Database, tenant: str) -> int:
+    async with db.tenant_session(tenant) as session:
+        return int(await session.scalar(select(func.count()).select_from(EmbeddingCacheEntry)
+                                        .where(EmbeddingCacheEntry.org_id == tenant)) or 0)
+
+
+async def test_cached_vectors_go_with_the_content_they_were_made_from(database_url: str, tmp_path: Path,
+                                                                      onnx: OnnxEmbedder) -> None:
+    """Erasure: deleting a document (alone, by collection or by uploader) deletes its texts' cached vectors,
+    and so does a change that drops chunks; another tenant's entries for the same texts stay."""
+    async with process(database_url, tmp_path / "index", onnx) as (knowledge, model):
+        first = await knowledge.ingest_text(ORG, "docs", "billing.md", TEXT)
+        await knowledge.ingest_text(OTHER, "docs", "billing.md", TEXT)
+        assert await cached_count(knowledge.db, ORG) == first.chunks
+
+        # A change that drops the last paragraph: its chunk's vector goes, the others stay.
+        shorter = "\n\n".join(PARAGRAPHS[:-1])
+        changed = await knowledge.ingest_text(ORG, "docs", "billing.md", shorter)
+        assert changed.status == "replaced" and changed.chunks < first.chunks
+        assert await cached_count(knowledge.db, ORG) == changed.chunks
+
+        await knowledge.delete_document(ORG, changed.document_id)
+        assert await cached_count(knowledge.db, ORG) == 0
+        assert await cached_count(knowledge.db, OTHER) == first.chunks
+        # Ingested again after its deletion: the model embeds it again (nothing was kept).
+        seen = len(model.texts["document"])
+        await knowledge.ingest_text(ORG, "archive", "billing.md", TEXT, user_id=None)
+        assert len(model.texts["document"]) == seen + first.chunks
+        assert await knowledge.delete_documents(ORG, collection="archive") == 1
+        assert await cached_count(knowledge.db, ORG) == 0
 
 
 async def test_a_question_asked_twice_is_embedded_once(database_url: str, tmp_path: Path,

@@ -34,6 +34,7 @@ class OldChunk:
     id: int
     ordinal: int
     key: str
+    text: str = ""
 
 
 @dataclass(slots=True)
@@ -43,6 +44,7 @@ class Plan:
     kept: dict[int, OldChunk] = field(default_factory=dict)  # piece index -> the old row it keeps
     new: list[int] = field(default_factory=list)  # piece indexes to embed and insert
     removed: list[int] = field(default_factory=list)  # old chunk ids to delete
+    removed_texts: list[str] = field(default_factory=list)  # their texts (for the embedding cache)
 
 
 async def old_chunks(session: AsyncSession, org_id: str, document_id: str) -> list[OldChunk]:
@@ -50,7 +52,7 @@ async def old_chunks(session: AsyncSession, org_id: str, document_id: str) -> li
         select(Chunk.id, Chunk.ordinal, Chunk.heading, Chunk.page, Chunk.text)
         .where(Chunk.org_id == org_id, Chunk.document_id == document_id).order_by(Chunk.ordinal, Chunk.id)
     )
-    return [OldChunk(int(row[0]), int(row[1]), chunk_key(row[2], row[3], row[4])) for row in rows]
+    return [OldChunk(int(row[0]), int(row[1]), chunk_key(row[2], row[3], row[4]), row[4]) for row in rows]
 
 
 def plan(old: Sequence[OldChunk], pieces: Sequence[Piece]) -> Plan:
@@ -65,7 +67,10 @@ def plan(old: Sequence[OldChunk], pieces: Sequence[Piece]) -> Plan:
             result.kept[index] = same.pop(0)
         else:
             result.new.append(index)
-    result.removed = [chunk.id for chunks in unused.values() for chunk in chunks]
+    left = [chunk for chunks in unused.values() for chunk in chunks]
+    result.removed = [chunk.id for chunk in left]
+    kept_texts = {piece.text for piece in pieces}
+    result.removed_texts = [chunk.text for chunk in left if chunk.text not in kept_texts]
     return result
 
 

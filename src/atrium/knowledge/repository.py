@@ -59,13 +59,15 @@ async def chunk_ids(session: AsyncSession, org_id: str, document_id: str) -> lis
     return list(rows)
 
 
-async def delete_document_rows(session: AsyncSession, org_id: str, document: Document) -> list[int]:
-    """Delete a document and its chunks; returns the deleted chunk ids (for the vector index)."""
-    ids = await chunk_ids(session, org_id, document.id)
+async def delete_document_rows(session: AsyncSession, org_id: str, document: Document) -> tuple[list[int], list[str]]:
+    """Delete a document and its chunks; returns the deleted chunks' ids (for the vector index) and texts (for
+    the embedding cache)."""
+    rows = (await session.execute(select(Chunk.id, Chunk.text).where(Chunk.org_id == org_id,
+                                                                      Chunk.document_id == document.id))).all()
     await session.execute(delete(Chunk).where(Chunk.org_id == org_id, Chunk.document_id == document.id))
     await session.delete(document)
     await bump_revision(session, org_id)
-    return ids
+    return [int(row[0]) for row in rows], [row[1] for row in rows]
 
 
 async def documents_where(session: AsyncSession, org_id: str, *, collection: str | None,

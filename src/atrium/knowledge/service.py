@@ -31,7 +31,7 @@ from atrium.knowledge.chunkers import chunk_document
 from atrium.knowledge.chunking import Chunk as ChunkPiece
 from atrium.knowledge.collections import ensure as ensure_collection
 from atrium.knowledge.directory import CollectionDirectory
-from atrium.knowledge.embedders.cache import tenant_embedder
+from atrium.knowledge.embedders.cache import forget_texts, tenant_embedder
 from atrium.knowledge.filters import SearchFilters, vector_ranking
 from atrium.knowledge.fusion import fuse
 from atrium.knowledge.ports import KeywordSearch, VectorIndex
@@ -160,6 +160,7 @@ class KnowledgeService:
             document_id = document.id
         if plan.removed:
             await self.index.delete(tenant, collection, plan.removed)
+            await forget_texts(self.embedder, tenant, plan.removed_texts)
         if new_ids:
             await self.index.add(tenant, collection, new_ids, np.stack([vectors[i] for i in plan.new]))
         self._dirty = True
@@ -199,28 +200,32 @@ class KnowledgeService:
             if document is None:
                 raise NotFound("No such document.")
             collection = document.collection
-            removed = await repo.delete_document_rows(session, tenant, document)
-        await self._forget_vectors(tenant, {collection: removed})
+            removed, texts = await repo.delete_document_rows(session, tenant, document)
+        await self._forget_vectors(tenant, {collection: removed}, texts)
 
     async def delete_documents(self, tenant: str, *, collection: str | None = None,
                                user_id: str | None = None, drop_collection: bool = False) -> int:
         """Delete every document of ``collection`` and/or uploaded by ``user_id``, with their vectors;
         ``drop_collection`` also removes the collection itself. Returns how many documents went."""
         removed: dict[str, list[int]] = {}
+        texts: list[str] = []
         async with self.db.tenant_session(tenant) as session:
             documents = await repo.documents_where(session, tenant, collection=collection, user_id=user_id)
             for document in documents:
-                removed.setdefault(document.collection, []).extend(
-                    await repo.delete_document_rows(session, tenant, document))
+                ids, document_texts = await repo.delete_document_rows(session, tenant, document)
+                removed.setdefault(document.collection, []).extend(ids)
+                texts.extend(document_texts)
             if drop_collection and collection is not None:
                 await repo.delete_collection_row(session, tenant, collection)
-        await self._forget_vectors(tenant, removed)
+        await self._forget_vectors(tenant, removed, texts)
         return len(documents)
 
-    async def _forget_vectors(self, tenant: str, removed: dict[str, list[int]]) -> None:
+    async def _forget_vectors(self, tenant: str, removed: dict[str, list[int]], texts: Sequence[str]) -> None:
+        """Drop deleted chunks from the index and their texts' vectors from the embedding cache."""
         for collection, ids in removed.items():
             if ids:
                 await self.index.delete(tenant, collection, ids)
+        await forget_texts(self.embedder, tenant, texts)
         self._dirty = True
         await self._announce(tenant)
 

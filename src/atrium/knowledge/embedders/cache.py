@@ -44,6 +44,8 @@ class VectorStore(Protocol):
 
     async def put_many(self, tenant: str, model: str, vectors: Mapping[str, bytes]) -> None: ...
 
+    async def delete_many(self, tenant: str, model: str, hashes: Sequence[str]) -> None: ...
+
 
 class SqlVectorStore:
     """``VectorStore`` adapter over the ``embedding_cache`` table (SQLite or PostgreSQL, under the tenant's
@@ -74,6 +76,13 @@ class SqlVectorStore:
                 # Another process may have stored the same text meanwhile: same model, same vector.
                 await session.execute(insert(EmbeddingCacheEntry).on_conflict_do_nothing(),
                                       rows[start:start + _LOOKUP_BATCH])
+
+    async def delete_many(self, tenant: str, model: str, hashes: Sequence[str]) -> None:
+        async with self.db.tenant_session(tenant) as session:
+            for start in range(0, len(hashes), _LOOKUP_BATCH):
+                await session.execute(delete(EmbeddingCacheEntry).where(
+                    EmbeddingCacheEntry.org_id == tenant, EmbeddingCacheEntry.model == model,
+                    EmbeddingCacheEntry.text_hash.in_(hashes[start:start + _LOOKUP_BATCH])))
 
     async def prune(self, keep_model: str) -> int:
         """Delete every tenant's entries of models other than ``keep_model`` (a system session)."""
@@ -168,6 +177,17 @@ class CachingEmbedder:
             await self._write(tenant, {h: vector.tobytes() for h, vector in fresh.items()})
         return np.stack([cached[h] for h in hashes]).astype(np.float32, copy=False)
 
+    async def forget(self, texts: Sequence[str]) -> None:
+        """Delete the tenant's cached vectors of ``texts`` (their documents were deleted or changed): the
+        cache never outlives the content it was made from (erasure). A text another document still holds
+        is only embedded again if it is ingested again."""
+        if self.tenant is None or not texts:
+            return
+        try:
+            await self.store.delete_many(self.tenant, self.fingerprint, sorted({text_hash(text) for text in texts}))
+        except Exception:
+            log.warning("embedding cache entries not deleted", exc_info=True)
+
     async def _read(self, tenant: str, hashes: list[str]) -> dict[str, np.ndarray]:
         try:
             stored = await self.store.get_many(tenant, self.fingerprint, hashes)
@@ -182,6 +202,12 @@ class CachingEmbedder:
             await self.store.put_many(tenant, self.fingerprint, vectors)
         except Exception:
             log.warning("embedding cache not written", exc_info=True)
+
+
+async def forget_texts(embedder: Embedder, tenant: str, texts: Sequence[str]) -> None:
+    """Delete ``tenant``'s cached vectors of ``texts`` if ``embedder`` is a cache (else nothing to do)."""
+    if isinstance(embedder, CachingEmbedder):
+        await embedder.for_tenant(tenant).forget(texts)
 
 
 def tenant_embedder(embedder: Embedder, tenant: str) -> Embedder:
