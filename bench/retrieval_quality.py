@@ -12,6 +12,8 @@ Usage::
     ATRIUM_KNOWLEDGE__FUSION=rrf BENCH_API_KEY=... python bench/retrieval_quality.py --data-dir DIR ...
         # an already ingested data dir, searched with another hybrid fusion (docs/benchmarks.md, issue 14)
     ATRIUM_KNOWLEDGE__CHUNKER=window python bench/retrieval_quality.py --sources scrapy  # the other chunker
+    ATRIUM_EMBEDDING__MODEL_PATH=M/model.onnx ATRIUM_EMBEDDING__TOKENIZER_PATH=M/tokenizer.json \
+        ATRIUM_EMBEDDING__POOLING=mean python bench/retrieval_quality.py --sources all   # another model
 
 Datasets come from bench/retrieval_eval/build_dataset.py (see there for what the questions are). Each
 project is ingested into its own collection, named after it, and its questions are searched there;
@@ -329,10 +331,10 @@ def main(argv: list[str] | None = None) -> int:
         "ATRIUM_RATE_LIMITS__KEY_REQUESTS_PER_MINUTE": "1000000",
         "ATRIUM_RATE_LIMITS__USER_REQUESTS_PER_MINUTE": "1000000",
         "ATRIUM_RATE_LIMITS__ORG_REQUESTS_PER_MINUTE": "1000000",
-        # Hybrid's fusion (and a reranker's settings) may be chosen from the caller's shell (ATRIUM_* is
-        # otherwise dropped above).
+        # Hybrid's fusion, a reranker's settings and the embedding model may be chosen from the caller's shell
+        # (ATRIUM_* is otherwise dropped above).
         **{k: v for k, v in os.environ.items()
-           if k.startswith("ATRIUM_KNOWLEDGE__") or k.startswith("ATRIUM_RERANK")},
+           if k.startswith(("ATRIUM_KNOWLEDGE__", "ATRIUM_RERANK", "ATRIUM_EMBEDDING__"))},
     }
     server = None
     try:
