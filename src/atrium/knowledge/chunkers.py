@@ -19,6 +19,7 @@ import re
 
 from atrium.knowledge.chunking import (
     HEADING_SEPARATOR,
+    BatchTokenCounter,
     Chunk,
     TokenCounter,
     _heading_prefix,
@@ -32,18 +33,20 @@ _WORD = re.compile(r"\S+")
 
 
 def chunk_document(text: str, count_tokens: TokenCounter, settings: KnowledgeSettings, *, markdown: bool = True,
-                   paged: bool = False) -> list[Chunk]:
-    """``text`` cut by the configured chunker."""
+                   paged: bool = False, count_many: BatchTokenCounter | None = None) -> list[Chunk]:
+    """``text`` cut by the configured chunker. ``count_many``: the same count for many texts in one call
+    (the window chunker's token counts then cost one call per document)."""
     if settings.chunker == "window":
         return window_chunks(text, count_tokens, window_words=settings.window_words,
                              overlap_words=settings.window_overlap, markdown=markdown,
-                             max_chars=settings.max_chunk_chars, paged=paged)
+                             max_chars=settings.max_chunk_chars, paged=paged, count_many=count_many)
     return chunk_text(text, count_tokens, max_tokens=settings.chunk_tokens, overlap_tokens=settings.chunk_overlap,
                       markdown=markdown, max_chars=settings.max_chunk_chars, paged=paged)
 
 
 def window_chunks(text: str, count_tokens: TokenCounter, *, window_words: int = 200, overlap_words: int = 40,
-                  markdown: bool = True, max_chars: int = 3000, paged: bool = False) -> list[Chunk]:
+                  markdown: bool = True, max_chars: int = 3000, paged: bool = False,
+                  count_many: BatchTokenCounter | None = None) -> list[Chunk]:
     """Cut ``text`` into windows of at most ``window_words`` words overlapping by ``overlap_words``, inside
     each heading section, each at most ``max_chars`` characters (heading line included)."""
     if window_words < 8:
@@ -52,15 +55,16 @@ def window_chunks(text: str, count_tokens: TokenCounter, *, window_words: int = 
         raise ValueError("overlap_words must be between 0 and window_words // 2")
     if max_chars < 64:
         raise ValueError("max_chars must be at least 64")
-    chunks: list[Chunk] = []
+    pieces: list[tuple[str, str, int | None]] = []  # text, heading path, page
     for section in split_sections(text, markdown=markdown):
         prefix = _heading_prefix(section.headings, count_tokens, 10**9, max_chars // 4)
         page = page_of(section.headings) if paged else None
         for body in _windows(section.body, window_words, overlap_words, max_chars - len(prefix)):
-            full_text = prefix + body
-            chunks.append(Chunk(ordinal=len(chunks), heading_path=HEADING_SEPARATOR.join(section.headings),
-                                text=full_text, token_count=count_tokens(full_text), page=page))
-    return chunks
+            pieces.append((prefix + body, HEADING_SEPARATOR.join(section.headings), page))
+    texts = [piece[0] for piece in pieces]
+    counts = count_many(texts) if count_many is not None else [count_tokens(piece) for piece in texts]
+    return [Chunk(ordinal=ordinal, heading_path=heading, text=piece_text, token_count=count, page=page)
+            for ordinal, ((piece_text, heading, page), count) in enumerate(zip(pieces, counts, strict=True))]
 
 
 def _windows(body: str, size: int, overlap: int, max_chars: int) -> list[str]:

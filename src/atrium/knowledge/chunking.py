@@ -12,12 +12,13 @@ text with no boundary at all (a long run without whitespace) is cut hard at that
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from atrium.knowledge.parsing import atx_heading, markdown_lines
 
 TokenCounter = Callable[[str], int]
+BatchTokenCounter = Callable[[Sequence[str]], list[int]]
 """Counts the tokens a model sees in a string (no special tokens)."""
 
 HEADING_SEPARATOR = " > "

@@ -119,7 +119,8 @@ class KnowledgeService:
                 return IngestResult(existing.id, source, existing.chunk_count, "unchanged")
             old = await reingest.old_chunks(session, tenant, existing.id) if existing is not None else []
         pieces = await anyio.to_thread.run_sync(
-            lambda: chunk_document(text, self.embedder.count_tokens, self.settings, markdown=markdown, paged=paged)
+            lambda: chunk_document(text, self.embedder.count_tokens, self.settings, markdown=markdown, paged=paged,
+                                   count_many=getattr(self.embedder, "count_tokens_many", None))
         )
         first_plan = reingest.plan(old, pieces).new
         vectors = await self._embed(tenant, pieces, first_plan)

@@ -127,6 +127,9 @@ class CachingEmbedder:
         max_input = getattr(inner, "max_input_tokens", None)
         if max_input is not None:
             self.max_input_tokens = max_input
+        count_many = getattr(inner, "count_tokens_many", None)
+        if count_many is not None:
+            self.count_tokens_many = count_many
 
     def for_tenant(self, tenant: str) -> CachingEmbedder:
         """The cache of ``tenant``'s vectors in front of the same model (shares the model and the LRU)."""

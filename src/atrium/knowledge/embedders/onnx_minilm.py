@@ -143,9 +143,10 @@ class OnnxEmbedder:
         if kind == "query" and len(batch) <= self.interactive_texts:
             return await anyio.to_thread.run_sync(self.embed_sync, batch, limiter=self._lanes[0])
         bulk = self._lanes[1]
-        encodings = await anyio.to_thread.run_sync(self._tokenizer.encode_batch, batch, limiter=bulk)
-        result = np.empty((len(encodings), self.dimensions), dtype=np.float32)
         loop = asyncio.get_running_loop()
+        async with bulk:  # tokenized on a niced bulk thread too
+            encodings = await loop.run_in_executor(self._bulk_pool(), self._tokenizer.encode_batch, batch)
+        result = np.empty((len(encodings), self.dimensions), dtype=np.float32)
 
         async def run(rows: list[int]) -> None:
             async with bulk:
@@ -177,6 +178,11 @@ class OnnxEmbedder:
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` without special tokens and without truncation."""
         return len(self._counter.encode(text, add_special_tokens=False).ids)
+
+    def count_tokens_many(self, texts: Sequence[str]) -> list[int]:
+        """``count_tokens`` of each text, in one call that releases the GIL (``encode`` one text at a time
+        holds it: counting a large document's chunks that way stalls the event loop's thread)."""
+        return [len(encoding.ids) for encoding in self._counter.encode_batch(list(texts), add_special_tokens=False)]
 
     def _batches(self, encodings: list[Encoding]) -> list[list[int]]:
         """Row numbers grouped in batches of similar length (less padding), within both batch limits."""
