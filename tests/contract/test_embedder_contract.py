@@ -251,3 +251,35 @@ async def test_onnx_document_batches_run_below_the_process_priority_and_question
     embedder.seen = set()
     await embedder.embed(["how do I reset my password"], kind="query")
     assert embedder.seen == {process}
+
+
+def test_onnx_counts_many_texts_in_one_call_as_one_by_one(onnx_embedder: OnnxEmbedder) -> None:
+    texts = [*TEXTS, "", "hello world", "a " * 600]
+    assert onnx_embedder.count_tokens_many(texts) == [onnx_embedder.count_tokens(text) for text in texts]
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread nice values are a Linux feature")
+async def test_onnx_document_tokenization_runs_below_the_process_priority() -> None:
+    embedder = OnnxEmbedder(batch_size=4, max_concurrency=2, bulk_nice=5)
+    seen: set[int] = set()
+    tokenizer = embedder._tokenizer
+
+    class Recording:
+        def encode_batch(self, texts: list[str]) -> list[Encoding]:
+            seen.add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            return tokenizer.encode_batch(texts)
+
+    embedder._tokenizer = Recording()  # type: ignore[assignment]
+    await embedder.embed(TEXTS * 2)
+    assert seen == {min(os.getpriority(os.PRIO_PROCESS, 0) + 5, 19)}
+
+
+def test_onnx_tokenizes_on_the_calling_thread_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tokenizer's own thread pool is off (it competed with searches at normal priority) unless the
+    environment says otherwise."""
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    OnnxEmbedder()
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    OnnxEmbedder()
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
