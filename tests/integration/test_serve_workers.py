@@ -1,8 +1,9 @@
 """``atrium serve --workers N`` for real: uvicorn's supervisor and N spawned worker processes on one port.
 
 With Redis, both worker processes answer (``X-Atrium-Pid``, on with ``server.pid_header``) and one key's rate
-limit binds them together: a burst over both admits exactly the limit, the admitted requests served by both
-processes. Without Redis, ``--workers 2`` exits at once with a message that says why and what to set.
+limit binds them together: a burst answered by both admits exactly the limit in all (a process refuses before it
+has admitted the limit itself). Without Redis, ``--workers 2`` exits at once with a message that says why and
+what to set.
 """
 
 from __future__ import annotations
@@ -94,22 +95,23 @@ async def test_two_worker_processes_answer_and_share_one_rate_limit(
     limit = 12
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {ADMIN_KEY}"},
                                  timeout=60) as admin:
-        for _attempt in range(5):  # the kernel may hand a whole burst to one worker: then try a fresh key
+        for _attempt in range(8):  # the kernel may hand a whole burst to one worker: then try a fresh key
             made = await admin.post("/api/v1/admin/keys", json={"name": "burst", "role": "member",
                                                                 "requests_per_minute": limit})
             assert made.status_code == 201, made.text
             replies = await burst(base, made.json()["key"], 4 * limit)
-            admitted = Counter(r.headers["x-atrium-pid"] for r in replies if r.status_code == 200)
-            if len(admitted) == 2:
+            answered = {r.headers["x-atrium-pid"] for r in replies}
+            if len(answered) == 2:
                 break
         statuses = Counter(reply.status_code for reply in replies)
         assert statuses == {200: limit, 429: 3 * limit}, statuses
-        # Both processes admitted some, and together exactly the limit: neither kept a count of its own.
-        assert len(admitted) == 2 and all(0 < count < limit for count in admitted.values()), admitted
-        pids = {int(pid) for pid in admitted}
-        assert supervisor.pid not in pids  # the parent only supervises
-        refused = {r.headers["x-atrium-pid"] for r in replies if r.status_code == 429}
-        assert refused <= set(admitted)
+        assert len(answered) == 2, answered  # both processes answered
+        assert supervisor.pid not in {int(pid) for pid in answered}  # the parent only supervises
+        admitted = Counter(r.headers["x-atrium-pid"] for r in replies if r.status_code == 200)
+        refused = Counter(r.headers["x-atrium-pid"] for r in replies if r.status_code == 429)
+        # Together exactly the limit, and a process refused requests before it had admitted the limit itself:
+        # it counted the other's admissions too (a count of its own would have let it admit up to the limit).
+        assert any(refused[pid] > 0 and admitted[pid] < limit for pid in answered), (admitted, refused)
         assert all(r.json()["error"]["code"] == "rate_limit_exceeded" for r in replies if r.status_code == 429)
 
 
