@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from atrium.knowledge.parsing import atx_heading, markdown_lines
 
 TokenCounter = Callable[[str], int]
-BatchTokenCounter = Callable[[Sequence[str]], list[int]]
 """Counts the tokens a model sees in a string (no special tokens)."""
+BatchTokenCounter = Callable[[Sequence[str]], list[int]]
+"""The same count for many strings in one call."""
 
 HEADING_SEPARATOR = " > "
 

@@ -54,11 +54,6 @@ async def find_document_by_source(session: AsyncSession, org_id: str, collection
     )
 
 
-async def chunk_ids(session: AsyncSession, org_id: str, document_id: str) -> list[int]:
-    rows = await session.scalars(select(Chunk.id).where(Chunk.org_id == org_id, Chunk.document_id == document_id))
-    return list(rows)
-
-
 async def delete_document_rows(session: AsyncSession, org_id: str, document: Document) -> tuple[list[int], list[str]]:
     """Delete a document and its chunks; returns the deleted chunks' ids (for the vector index) and texts (for
     the embedding cache)."""

@@ -284,8 +284,9 @@ class KnowledgeService:
                       rerank: tuple[reranking.EmbeddingReranker, asyncio.Future[np.ndarray]] | None,
                       ) -> list[SearchHit]:
         embedding: asyncio.Future[np.ndarray] | None = None
-        if mode == "hybrid":
-            # The question is embedded (a worker thread) while the keyword ranking runs (the database's).
+        if mode in ("vector", "hybrid"):
+            # In hybrid mode the question is embedded (a worker thread) while the keyword ranking runs (the
+            # database's).
             embedding = asyncio.ensure_future(tenant_embedder(self.embedder, tenant).embed([query], kind="query"))
         try:
             return await self._ranked_hits(tenant, query, mode, limit, collections, filters, rerank, embedding)
@@ -306,23 +307,20 @@ class KnowledgeService:
         stored: dict[int, np.ndarray] = {}
         # With a reranker the mode's ranking is kept ``rerank.candidates`` deep, then re-ordered.
         keep = limit if rerank is None else max(limit, rerank[0].settings.candidates)
-        query_vector = (await tenant_embedder(self.embedder, tenant).embed([query], kind="query")
-                        if mode == "vector" else None)
-        if query_vector is not None and filters is None:
-            hits = await self.index.search(tenant, collections, query_vector[0], depth)
-            vector_scores = {hit.id: hit.score for hit in hits}
-        # One session (one connection, one transaction) for the keyword ranking and the chunks' rows.
+        if mode == "vector" and embedding is not None:
+            await embedding  # no session is held while the question alone is embedded
+        # One session (one connection, one transaction) for the rankings and the chunks' rows.
         async with self.db.tenant_session(tenant) as session:
             if mode in ("keyword", "hybrid"):
                 keyword_hits = await self.keyword.search(session, tenant, collections, query, depth, filters)
             if embedding is not None:
-                query_vector = await embedding
+                query_vector = (await embedding)[0]
                 if filters is None:
-                    hits = await self.index.search(tenant, collections, query_vector[0], depth)
+                    hits = await self.index.search(tenant, collections, query_vector, depth)
                     vector_scores = {hit.id: hit.score for hit in hits}
-            if query_vector is not None and filters is not None:
-                vector_scores = await vector_ranking(session, self.index, tenant, collections, filters,
-                                                     query_vector[0], depth)
+                else:
+                    vector_scores = await vector_ranking(session, self.index, tenant, collections, filters,
+                                                         query_vector, depth)
             vector_ranked = sorted(vector_scores.items(), key=lambda item: -item[1])
             if mode == "vector":
                 ranked = vector_ranked[:keep]
