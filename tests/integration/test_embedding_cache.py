@@ -20,15 +20,12 @@ from atrium.knowledge import reembed
 from atrium.knowledge.embedders.cache import CachingEmbedder, SqlVectorStore
 from atrium.knowledge.embedders.factory import model_fingerprint
 from atrium.knowledge.embedders.onnx_minilm import OnnxEmbedder
-from atrium.knowledge.keyword import PostgresKeywordSearch, SqliteKeywordSearch
-from atrium.knowledge.ports import KeywordSearch, VectorIndex
 from atrium.knowledge.service import KnowledgeService
 from atrium.knowledge.settings import EmbeddingSettings, KnowledgeSettings
-from atrium.knowledge.vector.hnsw import HnswVectorIndex
-from atrium.knowledge.vector.pgvector import PgVectorIndex
 from atrium.store.engine import Database, build_engine
 from atrium.store.migrate import upgrade
 from atrium.store.models import Chunk, EmbeddingCacheEntry, Organization
+from tests.knowledge_services import knowledge_service
 
 pytestmark = pytest.mark.integration
 
@@ -90,26 +87,14 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 async def process(url: str, index_dir: Path, model: OnnxEmbedder,
                   settings: EmbeddingSettings | None = None) -> AsyncIterator[tuple[KnowledgeService, CountingOnnx]]:
     """A process start: a knowledge service whose embedder is the cache in front of a counted ``model``."""
-    db = Database(build_engine(url))
     counted = CountingOnnx(model)
     fingerprint = model_fingerprint(settings or EmbeddingSettings(dimensions=model.dimensions), model)
-    embedder: Embedder = CachingEmbedder(counted, SqlVectorStore(db), fingerprint=fingerprint, query_cache_size=64)
-    index: VectorIndex
-    keyword: KeywordSearch
-    if db.is_sqlite:
-        index = await anyio.to_thread.run_sync(lambda: HnswVectorIndex(index_dir, model.dimensions))
-        keyword = SqliteKeywordSearch()
-    else:
-        index = PgVectorIndex(db, model.dimensions)
-        await index.ensure_schema()
-        keyword = PostgresKeywordSearch()
-    knowledge = KnowledgeService(db, embedder, index, keyword, SETTINGS)
-    try:
-        await knowledge.reconcile()
+
+    def cache(db: Database, inner: Embedder) -> Embedder:
+        return CachingEmbedder(inner, SqlVectorStore(db), fingerprint=fingerprint, query_cache_size=64)
+
+    async with knowledge_service(url, index_dir, counted, SETTINGS, cache=cache) as knowledge:
         yield knowledge, counted
-        await knowledge.save_index(force=True)
-    finally:
-        await db.dispose()
 
 
 async def stored_vectors(db: Database, tenant: str) -> dict[str, np.ndarray]:

@@ -7,7 +7,6 @@ before the record existed are adopted."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -17,15 +16,11 @@ from sqlalchemy import select, update
 
 from atrium.knowledge import reembed
 from atrium.knowledge.embedders.fake import HashEmbedder
-from atrium.knowledge.keyword import PostgresKeywordSearch, SqliteKeywordSearch
-from atrium.knowledge.ports import KeywordSearch, VectorIndex
 from atrium.knowledge.service import KnowledgeService
 from atrium.knowledge.settings import KnowledgeSettings
-from atrium.knowledge.vector.hnsw import HnswVectorIndex
-from atrium.knowledge.vector.pgvector import PgVectorIndex
-from atrium.store.engine import Database, build_engine
 from atrium.store.migrate import upgrade
 from atrium.store.models import Chunk, Collection, Organization
+from tests.knowledge_services import knowledge_service
 from tests.postgres_fixtures import PostgresServer, postgres, postgres_url  # noqa: F401
 
 ORG = "org-a"
@@ -44,26 +39,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("postgres_url"))
 
 
-@contextlib.asynccontextmanager
-async def service(url: str, index_dir: Path, embedder: HashEmbedder) -> AsyncIterator[KnowledgeService]:
+def service(url: str, index_dir: Path,
+            embedder: HashEmbedder) -> contextlib.AbstractAsyncContextManager[KnowledgeService]:
     """A knowledge service over ``url`` with ``embedder``: a process start with that model."""
-    db = Database(build_engine(url))
-    index: VectorIndex
-    keyword: KeywordSearch
-    if db.is_sqlite:
-        index = await anyio.to_thread.run_sync(lambda: HnswVectorIndex(index_dir, embedder.dimensions))
-        keyword = SqliteKeywordSearch()
-    else:
-        index = PgVectorIndex(db, embedder.dimensions)
-        await index.ensure_schema()
-        keyword = PostgresKeywordSearch()
-    knowledge = KnowledgeService(db, embedder, index, keyword, KnowledgeSettings(min_relevance=0.0))
-    try:
-        await knowledge.reconcile()
-        yield knowledge
-        await knowledge.save_index(force=True)
-    finally:
-        await db.dispose()
+    return knowledge_service(url, index_dir, embedder, KnowledgeSettings(min_relevance=0.0))
 
 
 async def sources(knowledge: KnowledgeService, mode: str) -> list[str]:

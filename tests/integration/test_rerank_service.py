@@ -7,7 +7,6 @@ MiniLM standing in for all-mpnet-base-v2); candidates come from the bag-of-words
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -18,16 +17,12 @@ from sqlalchemy import select
 from atrium.knowledge import rerank
 from atrium.knowledge.embedders.fake import HashEmbedder
 from atrium.knowledge.embedders.onnx_minilm import OnnxEmbedder
-from atrium.knowledge.keyword import PostgresKeywordSearch, SqliteKeywordSearch
-from atrium.knowledge.ports import KeywordSearch, VectorIndex
 from atrium.knowledge.rerank import EmbeddingReranker
 from atrium.knowledge.service import KnowledgeService
 from atrium.knowledge.settings import KnowledgeSettings, RerankSettings
-from atrium.knowledge.vector.hnsw import HnswVectorIndex
-from atrium.knowledge.vector.pgvector import PgVectorIndex
-from atrium.store.engine import Database, build_engine
 from atrium.store.migrate import upgrade
 from atrium.store.models import Chunk, Organization
+from tests.knowledge_services import knowledge_service
 from tests.postgres_fixtures import PostgresServer, postgres, postgres_url  # noqa: F401
 
 ORG, OTHER = "org-a", "org-b"
@@ -51,27 +46,9 @@ def reranker() -> EmbeddingReranker:
     return EmbeddingReranker(OnnxEmbedder(name="minilm-as-reranker"), RerankSettings(weight=1.0))
 
 
-@contextlib.asynccontextmanager
-async def service(url: str, index_dir: Path, reranker: EmbeddingReranker | None) -> AsyncIterator[KnowledgeService]:
-    db = Database(build_engine(url))
-    embedder = HashEmbedder(64)
-    index: VectorIndex
-    keyword: KeywordSearch
-    if db.is_sqlite:
-        index = await anyio.to_thread.run_sync(lambda: HnswVectorIndex(index_dir, embedder.dimensions))
-        keyword = SqliteKeywordSearch()
-    else:
-        index = PgVectorIndex(db, embedder.dimensions)
-        await index.ensure_schema()
-        keyword = PostgresKeywordSearch()
-    knowledge = KnowledgeService(db, embedder, index, keyword, KnowledgeSettings(min_relevance=0.0),
-                                 reranker=reranker)
-    try:
-        await knowledge.reconcile()
-        yield knowledge
-        await knowledge.save_index(force=True)
-    finally:
-        await db.dispose()
+def service(url: str, index_dir: Path, reranker: EmbeddingReranker | None
+            ) -> contextlib.AbstractAsyncContextManager[KnowledgeService]:
+    return knowledge_service(url, index_dir, HashEmbedder(64), KnowledgeSettings(min_relevance=0.0), reranker=reranker)
 
 
 async def top(knowledge: KnowledgeService, tenant: str, rerank_it: bool) -> str:
