@@ -30,7 +30,7 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import BENCH_KEY, atrium_env, free_port, start_serve, stop, wait_ready  # noqa: E402
+from _common import BENCH_KEY, atrium_bin, atrium_env, free_port, start_serve, stop, wait_ready  # noqa: E402
 
 LITELLM_VENV = Path(os.environ.get("LITELLM_VENV", HERE / ".venv-litellm"))
 LITELLM_KEY = "sk-bench-master-0123456789abcdef"
@@ -146,6 +146,45 @@ def start_atrium(tmp: Path, upstream: Server, name: str = "atrium", source: Path
     process, url = start_serve(env, tmp / f"{name}.log")
     wait_ready(process, url, timeout=120)
     return Server(name, process, f"{url}/v1/chat/completions", BENCH_KEY, fallback_model=FALLBACK_ROUTE)
+
+
+def serve_workers(tmp: Path, name: str, config: Path, workers: int, *, redis_url: str | None = None,
+                  database_url: str | None = None, **settings: str) -> Server:
+    """``atrium serve --workers N`` of this tree with ``config`` (rate limits on, never reached; the pid header
+    on), ready once every worker process has answered ``/ready`` (a new connection each time);
+    ``extra["workers"]``: their pids. ``settings``: more ``ATRIUM_*`` variables."""
+    slug = name.replace(" ", "-").replace(",", "")
+    env = atrium_env(
+        tmp / f"{slug}-data", ATRIUM_CONFIG=str(config), ATRIUM_EMBEDDING__PROVIDER="hash",
+        ATRIUM_KNOWLEDGE__DEMO_COLLECTION="false", ATRIUM_SERVER__PID_HEADER="true",
+        ATRIUM_RATE_LIMITS__ENABLED="true", ATRIUM_RATE_LIMITS__KEY_REQUESTS_PER_MINUTE=HIGH_LIMIT,
+        ATRIUM_RATE_LIMITS__USER_REQUESTS_PER_MINUTE=HIGH_LIMIT, ATRIUM_RATE_LIMITS__ORG_REQUESTS_PER_MINUTE=HIGH_LIMIT,
+        **settings)
+    env["PYTHONPATH"] = str(HERE.parent / "src")  # this tree's Atrium, whatever the venv installed
+    if database_url:
+        env["ATRIUM_DATABASE_URL"] = database_url
+    if redis_url:
+        env["ATRIUM_REDIS_URL"] = redis_url
+    port = free_port()
+    log = tmp / f"{slug}.log"
+    with log.open("ab") as sink:
+        process = subprocess.Popen([atrium_bin(), "serve", "--port", str(port), "--workers", str(workers)], env=env,
+                                   stdout=sink, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    ready: set[str] = set()
+    deadline = time.monotonic() + 300
+    while len(ready) < workers:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}; see {log}")
+        if time.monotonic() > deadline:
+            stop(process)
+            raise TimeoutError(f"{name}: {len(ready)} of {workers} processes ready")
+        with contextlib.suppress(httpx.HTTPError):
+            reply = httpx.get(f"{base}/ready", timeout=2)
+            if reply.status_code == 200:
+                ready.add(reply.headers["x-atrium-pid"])
+        time.sleep(0.05)
+    return Server(name, process, f"{base}/v1/chat/completions", BENCH_KEY, extra={"workers": sorted(ready)})
 
 
 def start_litellm(tmp: Path, upstream: Server) -> Server:

@@ -41,18 +41,15 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-import httpx
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import BENCH_KEY, atrium_bin, atrium_env, free_port, stop  # noqa: E402
-from _gateway import HIGH_LIMIT, UPSTREAM_KEY, Server, markdown, start_upstream  # noqa: E402
+from _common import BENCH_KEY, stop  # noqa: E402
+from _gateway import UPSTREAM_KEY, Server, markdown, serve_workers, start_upstream  # noqa: E402
 from gateway_processes import redis_server  # noqa: E402
 
 SIDES = {"embedded-1": ("embedded, 1 process", 1, False), "scale-1": ("scale, 1 process", 1, True),
@@ -71,39 +68,6 @@ gateway:
 
 def load1() -> float:
     return round(os.getloadavg()[0], 1)
-
-
-def start_side(tmp: Path, slug: str, config: Path, workers: int, database_url: str | None,
-               redis_url: str | None) -> Server:
-    env = atrium_env(
-        tmp / f"{slug}-data", ATRIUM_CONFIG=str(config), ATRIUM_EMBEDDING__PROVIDER="hash",
-        ATRIUM_KNOWLEDGE__DEMO_COLLECTION="false", ATRIUM_SERVER__PID_HEADER="true",
-        ATRIUM_RATE_LIMITS__ENABLED="true", ATRIUM_RATE_LIMITS__KEY_REQUESTS_PER_MINUTE=HIGH_LIMIT,
-        ATRIUM_RATE_LIMITS__USER_REQUESTS_PER_MINUTE=HIGH_LIMIT, ATRIUM_RATE_LIMITS__ORG_REQUESTS_PER_MINUTE=HIGH_LIMIT)
-    env["PYTHONPATH"] = str(HERE.parent / "src")  # this tree's Atrium
-    if database_url:
-        env["ATRIUM_DATABASE_URL"] = database_url
-    if redis_url:
-        env["ATRIUM_REDIS_URL"] = redis_url
-    port = free_port()
-    with (tmp / f"{slug}.log").open("ab") as sink:
-        process = subprocess.Popen([atrium_bin(), "serve", "--port", str(port), "--workers", str(workers)], env=env,
-                                   stdout=sink, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    ready: set[str] = set()
-    deadline = time.monotonic() + 300
-    while len(ready) < workers:  # every process has answered /ready
-        if process.poll() is not None:
-            raise RuntimeError(f"{slug} exited with {process.returncode}; see {tmp / (slug + '.log')}")
-        if time.monotonic() > deadline:
-            stop(process)
-            raise TimeoutError(f"{slug}: {len(ready)} of {workers} processes ready")
-        with contextlib.suppress(httpx.HTTPError):
-            reply = httpx.get(f"{base}/ready", timeout=2)
-            if reply.status_code == 200:
-                ready.add(reply.headers["x-atrium-pid"])
-        time.sleep(0.05)
-    return Server(slug, process, f"{base}/v1/chat/completions", BENCH_KEY)
 
 
 def loadgen(server: Server, *, model: str, requests: int, concurrency: int, stream: bool, warmup: int = 0,
@@ -227,7 +191,7 @@ def main() -> None:
                     database_url = new_database()
                 if scale or workers > 1:
                     redis_url, _ = side.enter_context(redis_server(tmp / f"redis-{slug}"))
-                server = start_side(tmp, slug, config, workers, database_url, redis_url)
+                server = serve_workers(tmp, slug, config, workers, database_url=database_url, redis_url=redis_url)
                 side.callback(stop, server.process)
                 rsteps, rbest = rps_ladder(server, rps_steps, args.p99_ms, args.rps_requests)
                 ssteps, sbest = stream_ladder(server, stream_steps, args.ttft_ms, stream_s, args.slow_tokens)

@@ -26,25 +26,22 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import BENCH_KEY, atrium_bin, atrium_env, free_port, stop  # noqa: E402
+from _common import BENCH_KEY, stop  # noqa: E402
 from _gateway import (  # noqa: E402
     ATRIUM_CONFIG,
     FAULT_MODEL,
-    HIGH_LIMIT,
     UPSTREAM_KEY,
     Server,
     in_turn,
     machine_note,
     markdown,
+    serve_workers,
     start_upstream,
     upstream_stats,
 )
@@ -66,35 +63,9 @@ def redis_server(folder: Path) -> Iterator[tuple[str, int]]:
 
 
 def start_side(tmp: Path, name: str, upstream: Server, workers: int, redis_url: str | None) -> Server:
-    slug = name.replace(" ", "-").replace(",", "")
-    config = tmp / f"{slug}.yaml"
+    config = tmp / f"{name.replace(' ', '-').replace(',', '')}.yaml"
     config.write_text(ATRIUM_CONFIG.format(upstream=upstream.extra["base"] + "/v1", key=UPSTREAM_KEY))
-    env = atrium_env(
-        tmp / f"{slug}-data", ATRIUM_CONFIG=str(config), ATRIUM_EMBEDDING__PROVIDER="hash",
-        ATRIUM_KNOWLEDGE__DEMO_COLLECTION="false", ATRIUM_CHAT__PROVIDER="fake", ATRIUM_SERVER__PID_HEADER="true",
-        ATRIUM_RATE_LIMITS__ENABLED="true", ATRIUM_RATE_LIMITS__KEY_REQUESTS_PER_MINUTE=HIGH_LIMIT,
-        ATRIUM_RATE_LIMITS__USER_REQUESTS_PER_MINUTE=HIGH_LIMIT, ATRIUM_RATE_LIMITS__ORG_REQUESTS_PER_MINUTE=HIGH_LIMIT)
-    env["PYTHONPATH"] = str(HERE.parent / "src")  # this tree's Atrium, whatever the venv installed
-    if redis_url is not None:
-        env["ATRIUM_REDIS_URL"] = redis_url
-    port = free_port()
-    with (tmp / f"{slug}.log").open("ab") as sink:
-        process = subprocess.Popen([atrium_bin(), "serve", "--port", str(port), "--workers", str(workers)], env=env,
-                                   stdout=sink, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    ready: set[str] = set()
-    deadline = time.monotonic() + 300
-    while len(ready) < workers:  # every worker has answered /ready (a new connection each time)
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{name}: {len(ready)} of {workers} processes ready")
-        with contextlib.suppress(httpx.HTTPError):
-            reply = httpx.get(f"{base}/ready", timeout=2)
-            if reply.status_code == 200:
-                ready.add(reply.headers["x-atrium-pid"])
-        time.sleep(0.05)
-    return Server(name, process, f"{base}/v1/chat/completions", BENCH_KEY, extra={"workers": sorted(ready)})
+    return serve_workers(tmp, name, config, workers, redis_url=redis_url, ATRIUM_CHAT__PROVIDER="fake")
 
 
 def measure(server: Server, upstream: Server, redis_pid: int | None, *, requests: int, concurrency: int,
