@@ -7,7 +7,6 @@ test runs ``npm ci`` itself. Node 20.19+ is required: without ``node`` the test 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shutil
@@ -22,36 +21,13 @@ from atrium.gateway.providers.fake import FakeChatModel
 from atrium.settings import Settings
 from tests.api.auth_helpers import add_user
 from tests.conftest import ADMIN_KEY, LiveServer, free_port
+from tests.node_projects import npm_installed, run_in
 
 pytestmark = pytest.mark.integration
 
 JS_DIR = Path(__file__).resolve().parent.parent / "js"
-RUN_TIMEOUT_S = 300
 MIN_TESTS = 11  # client.test.js and react.test.js: none skipped, none missing
 USER_EMAIL, USER_PASSWORD = "js-user@example.com", "correct horse battery staple"
-
-
-async def _run(*command: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(*command, cwd=JS_DIR, env=env, stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.STDOUT)
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), RUN_TIMEOUT_S)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        return -1, f"{' '.join(command)}: no result after {RUN_TIMEOUT_S} s"
-    return process.returncode or 0, output.decode(errors="replace")
-
-
-async def _installed(npm: str) -> None:
-    """The suite's packages, as pinned in ``package-lock.json`` (``npm ci`` when they are missing or older
-    than the lock file, as ``make install-dev`` does)."""
-    installed, lock = JS_DIR / "node_modules" / ".package-lock.json", JS_DIR / "package-lock.json"
-    if installed.exists() and installed.stat().st_mtime > lock.stat().st_mtime:
-        return
-    code, output = await _run(npm, "ci", "--no-audit", "--no-fund")
-    if code != 0:
-        pytest.fail(f"npm ci in {JS_DIR} failed:\n{output}")
 
 
 async def _access_token(server: LiveServer) -> str:
@@ -68,7 +44,7 @@ async def test_the_js_sdk_and_use_stream_work_against_atrium(settings: Settings)
     if node is None or npm is None or npx is None:
         pytest.fail("Node.js 20.19+ (node, npm, npx) is needed to run the LangGraph JS SDK tests (tests/js); "
                     "install it, then `make install-dev`.")
-    await _installed(npm)
+    await npm_installed(npm, JS_DIR)
     # Tokens a few milliseconds apart: the suite cancels a run while it streams.
     app = create_app(settings, chat_model=FakeChatModel(token_delay=0.01))
     async with LiveServer(app, free_port()) as server:
@@ -76,7 +52,7 @@ async def test_the_js_sdk_and_use_stream_work_against_atrium(settings: Settings)
                "ATRIUM_USER_TOKEN": await _access_token(server), "CI": "1", "NO_COLOR": "1", "FORCE_COLOR": "0"}
         for fallback in ("LANGGRAPH_API_KEY", "LANGSMITH_API_KEY", "LANGCHAIN_API_KEY"):
             env.pop(fallback, None)  # the SDK's fallback keys: the suite gives Atrium's credentials itself
-        code, output = await _run(npx, "--no-install", "vitest", "run", env=env)
+        code, output = await run_in(JS_DIR, npx, "--no-install", "vitest", "run", env=env)
     assert code == 0, f"vitest failed in {JS_DIR}:\n{output}"
     summary = re.search(r"Tests\s+(\d+) passed \((\d+)\)", output)
     assert summary is not None and summary[1] == summary[2] and int(summary[1]) >= MIN_TESTS, output

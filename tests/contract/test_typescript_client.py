@@ -23,24 +23,16 @@ import pytest
 
 from atrium.app import create_app
 from tests.conftest import make_settings
+from tests.node_projects import npm_installed, run_in
 
 pytestmark = pytest.mark.integration
 
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "clients" / "typescript"
 GENERATED = CLIENT_DIR / "src" / "schema.d.ts"
-RUN_TIMEOUT_S = 300
 
 
 async def _run(*command: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(*command, cwd=CLIENT_DIR, stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.STDOUT)
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), RUN_TIMEOUT_S)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        return -1, f"{' '.join(command)}: no result after {RUN_TIMEOUT_S} s"
-    return process.returncode or 0, output.decode(errors="replace")
+    return await run_in(CLIENT_DIR, *command)
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +41,7 @@ def npx() -> str:
     if node is None or npm is None or npx is None:
         pytest.fail("Node.js 20.19+ (node, npm, npx) is needed to build the TypeScript client (clients/typescript); "
                     "install it, then `make install-dev`.")
-    installed, lock = CLIENT_DIR / "node_modules" / ".package-lock.json", CLIENT_DIR / "package-lock.json"
-    if not (installed.exists() and installed.stat().st_mtime > lock.stat().st_mtime):
-        code, output = asyncio.run(_run(npm, "ci", "--no-audit", "--no-fund"))
-        if code != 0:
-            pytest.fail(f"npm ci in {CLIENT_DIR} failed:\n{output}")
+    asyncio.run(npm_installed(npm, CLIENT_DIR))
     return npx
 
 
