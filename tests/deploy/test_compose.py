@@ -5,17 +5,15 @@ it gives Atrium is a valid configuration."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from atrium.settings import Settings, unknown_env_vars
-from tests.deploy.tools import ROOT, docker_compose, run
+from atrium.settings import unknown_env_vars
+from tests.deploy.tools import ROOT, docker_compose, run, settings_from_env
 
 COMPOSE = ROOT / "docker-compose.yml"
 # What .env would hold (deploy/compose/env.example): test values only.
@@ -122,18 +120,6 @@ def test_the_environment_is_a_valid_atrium_configuration(config: dict[str, Any])
         app_user = settings.resolved_database_url.split("//")[1].split(":")[0]
         owner_user = settings.resolved_migration_database_url.split("//")[1].split(":")[0]
         assert (app_user, owner_user) == ("atrium_app", "atrium")
-
-
-def settings_from_env(env: dict[str, str]) -> Settings:
-    """``Settings`` as the container builds it: from these variables alone (warnings, e.g. of a deprecated
-    setting, are errors here)."""
-    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
-        warnings.simplefilter("error")
-        for key in [k for k in os.environ if k.startswith("ATRIUM_")]:
-            patch.delenv(key)
-        for key, value in env.items():
-            patch.setenv(key, value)
-        return Settings()
 
 
 def test_a_misnamed_variable_is_caught(config: dict[str, Any]) -> None:

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
 import subprocess
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +16,9 @@ import yaml
 
 from atrium.gateway.local_models import LocalModelSpec, assemble_model
 from atrium.http.routes.health import router as health_router
-from atrium.settings import Settings, unknown_env_vars
+from atrium.settings import unknown_env_vars
 from tests.deploy.test_dockerfile import DOCKERFILE, final_stage
-from tests.deploy.tools import K8S_DIR, K8S_VERSIONS, load_documents
+from tests.deploy.tools import K8S_DIR, K8S_VERSIONS, load_documents, settings_from_env
 
 NOT_APPLIED = {"migrate-job.yaml", "secret.example.yaml"}  # applied by hand (see their comments)
 Doc = dict[str, Any]
@@ -233,16 +231,6 @@ def container_env(container: Doc, secret: Doc, config: dict[str, str]) -> dict[s
         ref = var["valueFrom"]["secretKeyRef"]
         env[var["name"]] = secret["stringData"][ref["key"]]
     return env
-
-
-def settings_from_env(env: dict[str, str]) -> Settings:
-    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
-        warnings.simplefilter("error")
-        for key in [k for k in os.environ if k.startswith("ATRIUM_")]:
-            patch.delenv(key)
-        for key, value in env.items():
-            patch.setenv(key, value)
-        return Settings()
 
 
 def test_the_environment_is_a_valid_atrium_configuration() -> None:

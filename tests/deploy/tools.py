@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import platform
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from atrium.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = ROOT / "deploy" / "k8s"
@@ -46,3 +50,15 @@ def run(*args: str | Path, env: dict[str, str] | None = None,
 
 def load_documents(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+
+
+def settings_from_env(env: dict[str, str]) -> Settings:
+    """``Settings`` as the container builds it: from these variables alone (warnings, e.g. of a deprecated
+    setting, are errors here)."""
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for key in [k for k in os.environ if k.startswith("ATRIUM_")]:
+            patch.delenv(key)
+        for key, value in env.items():
+            patch.setenv(key, value)
+        return Settings()
